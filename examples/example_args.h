@@ -1,0 +1,90 @@
+/* example_args.h - the flags every example server takes:
+ * --host (default 127.0.0.1), --port (default 7777), --threads (default: CPU
+ * count), --backend auto|uring|epoll. Header-only, for the examples. */
+#ifndef CPORT_EXAMPLE_ARGS_H
+#define CPORT_EXAMPLE_ARGS_H
+
+#include <cport.h>
+
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+struct example_args {
+  const char *host;
+  uint16_t port;
+  unsigned threads;
+  cp_backend backend;
+};
+
+/* Parse argv; on a bad flag print usage and exit 2 (0 for --help). */
+static inline void example_parse(int argc, char **argv, struct example_args *a) {
+  static const struct option opts[] = {{"host", required_argument, 0, 'h'},
+                                        {"port", required_argument, 0, 'p'},
+                                        {"threads", required_argument, 0, 't'},
+                                        {"backend", required_argument, 0, 'b'},
+                                        {"help", no_argument, 0, 'H'},
+                                        {0, 0, 0, 0}};
+  long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+  *a = (struct example_args){"127.0.0.1", 7777, ncpu > 0 ? (unsigned)ncpu : 1, CP_BACKEND_AUTO};
+  int c;
+  while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    char *end = NULL;
+    long v;
+    switch (c) {
+    case 'h':
+      a->host = optarg;
+      continue;
+    case 'p':
+      v = strtol(optarg, &end, 10);
+      if (*end || v < 0 || v > 65535)
+        break;
+      a->port = (uint16_t)v;
+      continue;
+    case 't':
+      v = strtol(optarg, &end, 10);
+      if (*end || v < 1 || v > 256)
+        break;
+      a->threads = (unsigned)v;
+      continue;
+    case 'b':
+      if (!strcmp(optarg, "auto") || !strcmp(optarg, "uring") || !strcmp(optarg, "epoll")) {
+        a->backend = !strcmp(optarg, "uring")   ? CP_BACKEND_URING
+                     : !strcmp(optarg, "epoll") ? CP_BACKEND_EPOLL
+                                                : CP_BACKEND_AUTO;
+        continue;
+      }
+      break;
+    case 'H':
+      printf("usage: %s [--host ADDR] [--port N] [--threads N] [--backend auto|uring|epoll]\n",
+             argv[0]);
+      exit(0);
+    }
+    fprintf(stderr, "usage: %s [--host ADDR] [--port N] [--threads N] "
+                    "[--backend auto|uring|epoll]\n", argv[0]);
+    exit(2);
+  }
+  if (optind < argc) {
+    fprintf(stderr, "%s: unexpected argument %s\n", argv[0], argv[optind]);
+    exit(2);
+  }
+}
+
+/* Block SIGINT/SIGTERM in every thread (call before starting the service),
+ * then example_wait_signal() returns when one arrives. */
+static inline void example_block_signals(sigset_t *set) {
+  sigemptyset(set);
+  sigaddset(set, SIGINT);
+  sigaddset(set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, set, NULL);
+}
+
+static inline void example_wait_signal(sigset_t *set) {
+  int sig;
+  sigwait(set, &sig);
+}
+
+#endif

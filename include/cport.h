@@ -1,0 +1,8 @@
+/* cport.h - everything cport offers, in one include. */
+#ifndef CPORT_H
+#define CPORT_H
+
+#include "cport/port.h"
+#include "cport/net.h"
+
+#endif /* CPORT_H */

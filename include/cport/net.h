@@ -1,0 +1,256 @@
+/*
+ * cport/net.h - the server engine on the completion port.
+ *
+ * What IOCP game servers call their ServerCore, in C: a service (server or
+ * client) owns a port and a pool of worker threads; a listener keeps accepts
+ * posted; sessions are reference counted and frame packets; send buffers are
+ * reference counted and shared; job queues run shared state one job at a time.
+ *
+ * Threads. Every callback runs on a worker thread of the service. Callbacks
+ * of one session never run at the same time: each session has a lock-free
+ * "strand" - a worker that takes one of the session's completions sets a
+ * pending bit and only runs the session's handlers if no other worker is
+ * running them already; the running worker keeps going until no bit is left.
+ * So no worker ever blocks on another session's lock, different sessions run
+ * in parallel on every worker, and one session's callbacks are serial and in
+ * order. Callbacks may call any function here except cp_service_stop() and
+ * cp_service_destroy().
+ *
+ * Lifetime. A session is reference counted. The service holds one reference
+ * while the session is connected, every operation in flight holds one, and
+ * the application may hold more (cp_session_get/put). Memory goes with the
+ * last reference, so a session may be dropped, or disconnected, at any moment
+ * with I/O in flight: no freed memory is ever touched. After on_disconnected
+ * a session still accepts calls (sends fail with -ENOTCONN) until its last
+ * reference is put.
+ *
+ * Errors are negative errno values, as in cport/port.h.
+ */
+#ifndef CPORT_NET_H
+#define CPORT_NET_H
+
+#include "cport/port.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct cp_service cp_service;
+typedef struct cp_session cp_session;
+typedef struct cp_sendbuf cp_sendbuf;
+typedef struct cp_jobq cp_jobq;
+
+/* Why a session ended; passed to on_disconnected exactly once. */
+typedef enum cp_reason {
+  CP_REASON_PEER_CLOSED = 0, /* the peer closed its side (recv returned 0) */
+  CP_REASON_RESET,           /* the connection was reset or broke (ECONNRESET, EPIPE, ...) */
+  CP_REASON_LOCAL,           /* cp_session_disconnect() */
+  CP_REASON_BAD_PACKET,      /* a header with size < 4 or over max_packet */
+  CP_REASON_SLOW_CONSUMER,   /* queued send bytes passed send_queue_max */
+  CP_REASON_IDLE_TIMEOUT,    /* no complete packet (raw: no byte) for idle_timeout_ms */
+  CP_REASON_SHUTDOWN,        /* cp_service_stop() */
+  CP_REASON_CONNECT_FAILED,  /* client: the connect failed */
+  CP_REASON_ERROR,           /* any other error (out of memory, ...) */
+  CP_REASON_COUNT
+} cp_reason;
+
+/* A short name for a reason ("peer_closed", "bad_packet", ...). Static string. */
+const char *cp_reason_name(cp_reason r);
+
+/* Packet framing: a little-endian header {uint16 size; uint16 id}, size
+ * counting the 4 header bytes, then size - 4 bytes of body. */
+#define CP_PACKET_HEADER 4u
+
+/* One received packet. The memory is the engine's and valid only during the
+ * on_packet call: copy what you keep. */
+typedef struct cp_packet {
+  uint16_t id;        /* from the header */
+  uint16_t size;      /* from the header: the whole packet, header included */
+  const uint8_t *data; /* the whole packet, header first */
+  const uint8_t *body; /* data + 4 */
+  size_t body_len;    /* size - 4 */
+} cp_packet;
+
+/* Session callbacks. Any may be NULL. See the header comment for threads. */
+typedef struct cp_session_callbacks {
+  /* The session is connected (accepted, or a client's connect succeeded). */
+  void (*on_connected)(cp_session *s);
+  /* Framed mode: one complete packet. */
+  void (*on_packet)(cp_session *s, const cp_packet *pkt);
+  /* Raw mode: bytes as they arrived, valid only during the call. */
+  void (*on_raw)(cp_session *s, const void *data, size_t len);
+  /* A send finished: `bytes` more are with the kernel (a gathered send may
+   * cover several cp_session_send calls). */
+  void (*on_sent)(cp_session *s, size_t bytes);
+  /* The session is over; called exactly once. The session's memory stays
+   * valid while references are held. */
+  void (*on_disconnected)(cp_session *s, cp_reason why);
+} cp_session_callbacks;
+
+typedef enum cp_service_kind { CP_SERVICE_SERVER = 0, CP_SERVICE_CLIENT = 1 } cp_service_kind;
+
+/* Options for cp_service_create(). Zero means "default" for every number. */
+typedef struct cp_service_options {
+  cp_service_kind kind;
+  const char *host;           /* server: address to listen on; client: to connect to.
+                                 IPv4 or IPv6 literal; default "127.0.0.1" */
+  uint16_t port;              /* server: 0 picks a free port (see cp_service_port) */
+  cp_port_options port_opts;  /* backend, queue sizes, receive buffer pool */
+  unsigned threads;           /* workers; default: CPU count */
+  unsigned accepts;           /* server: accepts kept posted; default 64 */
+  unsigned backlog;           /* server: listen backlog; default 4096 */
+  unsigned max_sessions;      /* server: refuse connections above this; default unlimited */
+  unsigned client_sessions;   /* client: sessions cp_service_start opens; default 1 */
+  bool raw;                   /* no framing: on_raw gets the bytes */
+  uint16_t max_packet;        /* largest packet accepted, header included; default 16384 */
+  size_t send_queue_max;      /* bytes queued per session before it is a slow consumer;
+                                 default 4 MiB */
+  unsigned idle_timeout_ms;   /* close sessions idle this long; 0: never */
+  cp_session_callbacks callbacks;
+  void *user;                 /* for the application: cp_service_user() */
+} cp_service_options;
+
+/* Counters, readable from any thread at any time without stopping anything. */
+typedef struct cp_service_stats {
+  uint64_t sessions;        /* connected now */
+  uint64_t accepts;         /* connections accepted (and kept) */
+  uint64_t refused;         /* connections closed at once: max_sessions reached */
+  uint64_t connects;        /* client: connects that succeeded */
+  uint64_t connect_failures;
+  uint64_t accept_errors;   /* failed accepts (EMFILE, ENFILE, ...) */
+  uint64_t bytes_in, bytes_out;
+  uint64_t packets_in;      /* framed packets (raw mode: receives) */
+  uint64_t packets_out;     /* cp_session_send calls that were queued */
+  uint64_t sends;           /* vectored sends made (packets_out / sends = gathering) */
+  uint64_t disconnects[CP_REASON_COUNT];
+  uint64_t send_queue_bytes; /* bytes queued in all sessions right now (a gauge) */
+} cp_service_stats;
+
+/*
+ * Create a service (nothing runs until cp_service_start). Copies opts.
+ * Returns 0 and stores it in *out, -EINVAL for bad options, or the port's
+ * error (-ENODEV for a forced backend that is unavailable). Any thread.
+ */
+int cp_service_create(cp_service **out, const cp_service_options *opts);
+
+/*
+ * Start: server: bind, listen and post the accepts; client: open
+ * client_sessions connections. Then start the workers. Returns 0, or -errno
+ * (e.g. -EADDRINUSE) with nothing started. Call once, from any thread.
+ */
+int cp_service_start(cp_service *svc);
+
+/*
+ * Stop: stop accepting; let queued sends drain for up to drain_ms; disconnect
+ * every session (reason CP_REASON_SHUTDOWN); wait until every session is
+ * gone (each on_disconnected has returned and every reference the engine
+ * holds is put - the application must put its own); stop the workers. Not
+ * from a worker thread. Idempotent.
+ */
+void cp_service_stop(cp_service *svc, unsigned drain_ms);
+
+/* Stop if needed, then free the service and everything it owns. */
+void cp_service_destroy(cp_service *svc);
+
+/* Snapshot of the counters. Any thread. */
+void cp_service_get_stats(const cp_service *svc, cp_service_stats *out);
+
+/* The port the service runs on (to add your own ops, or read its backend). */
+cp_port *cp_service_port(const cp_service *svc);
+/* The listening port, once started (useful with port 0). */
+uint16_t cp_service_listen_port(const cp_service *svc);
+void *cp_service_user(const cp_service *svc);
+
+/*
+ * Send buf to every connected session (broadcast). Takes no ownership of the
+ * caller's reference. Returns how many sessions it was queued to. Any thread.
+ */
+size_t cp_service_broadcast(cp_service *svc, cp_sendbuf *buf);
+
+/* ---- sessions -------------------------------------------------------- */
+
+/* Take / drop a reference. Any thread. */
+cp_session *cp_session_get(cp_session *s);
+void cp_session_put(cp_session *s);
+
+/*
+ * Queue buf for sending; the session takes its own reference (the caller
+ * keeps its one). At most one send is in flight per session; everything
+ * queued meanwhile goes out in one gathered send. Returns 0, -ENOTCONN if
+ * the session is closing or closed, -ENOBUFS if this would pass
+ * send_queue_max (the session is then disconnected as a slow consumer),
+ * -EINVAL for an empty buffer. Any thread.
+ */
+int cp_session_send(cp_session *s, cp_sendbuf *buf);
+
+/* Send one buffer to many sessions (a room). Returns how many queued it. */
+size_t cp_session_send_many(cp_session *const *sessions, size_t n, cp_sendbuf *buf);
+
+/*
+ * Disconnect. graceful: after everything queued so far is sent; otherwise at
+ * once (queued data is dropped). on_disconnected then runs with
+ * CP_REASON_LOCAL, unless the session was already ending. Any thread.
+ */
+void cp_session_disconnect(cp_session *s, bool graceful);
+
+uint64_t cp_session_id(const cp_session *s);      /* unique in the process, from 1 */
+cp_service *cp_session_service(const cp_session *s);
+void cp_session_set_user(cp_session *s, void *user); /* the application's pointer */
+void *cp_session_user(const cp_session *s);
+bool cp_session_connected(const cp_session *s);  /* false once it began to close */
+/* The peer's address as text ("127.0.0.1:50312"); buf of at least 64 bytes. */
+const char *cp_session_peer(const cp_session *s, char *buf, size_t len);
+
+/* ---- send buffers ---------------------------------------------------- */
+
+/*
+ * A send buffer with room for cap bytes, reference count 1, length 0. Small
+ * buffers are carved from per-thread chunks (no malloc per send); large ones
+ * are allocated on their own. NULL if out of memory. Any thread.
+ */
+cp_sendbuf *cp_sendbuf_alloc(size_t cap);
+/* A framed packet with room for body_len bytes of body: header written,
+ * length set; fill cp_sendbuf_data(b) + 4. NULL if too big or out of memory. */
+cp_sendbuf *cp_packet_alloc(uint16_t id, size_t body_len);
+/* Copy of bytes as a send buffer. */
+cp_sendbuf *cp_sendbuf_copy(const void *data, size_t len);
+uint8_t *cp_sendbuf_data(cp_sendbuf *b);
+size_t cp_sendbuf_len(const cp_sendbuf *b);
+size_t cp_sendbuf_cap(const cp_sendbuf *b);
+/* Set the length (<= cap) before sending. Not after it was queued. */
+void cp_sendbuf_set_len(cp_sendbuf *b, size_t len);
+cp_sendbuf *cp_sendbuf_ref(cp_sendbuf *b);
+/* Drop a reference; the memory goes with the last. NULL is a no-op. */
+void cp_sendbuf_unref(cp_sendbuf *b);
+/* Send buffers allocated in this process and not yet freed (for leak checks
+ * and tests). Any thread. */
+size_t cp_sendbuf_outstanding(void);
+
+/* ---- job queues ------------------------------------------------------ */
+
+typedef void (*cp_job_fn)(void *arg);
+
+/*
+ * A serial executor on the service's workers: jobs posted from any thread run
+ * one at a time, in post order, never two at once (though not always on the
+ * same thread). Rooms and other shared state live on one. NULL if out of
+ * memory. Create after cp_service_create; destroy before cp_service_destroy.
+ */
+cp_jobq *cp_jobq_create(cp_service *svc);
+/* Run fn(arg) on q. 0, -ENOMEM, or -ESHUTDOWN once the service is stopping. */
+int cp_jobq_post(cp_jobq *q, cp_job_fn fn, void *arg);
+/* Run fn(arg) on q after delay_ms (a timer). Same returns. */
+int cp_jobq_post_after(cp_jobq *q, uint64_t delay_ms, cp_job_fn fn, void *arg);
+/* Free the queue; jobs not yet run are dropped (fn is not called). Call
+ * after cp_service_stop, or when nothing can post to it any more. */
+void cp_jobq_destroy(cp_jobq *q);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* CPORT_NET_H */

@@ -1,0 +1,246 @@
+/*
+ * cport/port.h - the completion port.
+ *
+ * Windows' I/O Completion Port contract on Linux, on io_uring (the default)
+ * or epoll (the fallback). A program creates one port, associates each socket
+ * with it under a completion key, starts operations with caller-owned cp_op
+ * contexts (the "overlapped"), and any number of worker threads take the
+ * finished operations with cp_port_wait().
+ *
+ * Rules that hold for every function below:
+ *  - Errors are negative errno values (cp_strerror() names them).
+ *  - Exactly once: an operation whose start function returned 0 yields exactly
+ *    one completion: its result, -ECANCELED, or the error that ended it. A
+ *    start function that returns an error started nothing and yields none.
+ *  - The cp_op and every buffer, iovec array and address passed to a start
+ *    function are owned by the caller and must stay valid and untouched until
+ *    the op's completion has been returned by cp_port_wait() (or until
+ *    cp_port_destroy() returns). The port never frees them.
+ *  - Ops of one kind on one fd complete in the order they were started; a
+ *    send completes only once every byte is with the kernel (or with an error),
+ *    never with a short count.
+ *  - Every function is thread-safe unless its comment says otherwise.
+ */
+#ifndef CPORT_PORT_H
+#define CPORT_PORT_H
+
+#include <errno.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The port. Opaque; create with cp_port_create(). */
+typedef struct cp_port cp_port;
+
+/* Which kernel interface a port runs on. */
+typedef enum cp_backend {
+  CP_BACKEND_AUTO = 0,  /* CPORT_BACKEND from the environment, else io_uring if usable, else epoll */
+  CP_BACKEND_URING = 1, /* io_uring through liburing */
+  CP_BACKEND_EPOLL = 2, /* epoll readiness, completed in user space */
+} cp_backend;
+
+/* What kind of operation a completion belongs to. */
+typedef enum cp_op_kind {
+  CP_OP_NONE = 0,
+  CP_OP_ACCEPT,      /* result: the new fd (nonblocking, close-on-exec) */
+  CP_OP_CONNECT,     /* result: 0 */
+  CP_OP_RECV,        /* result: bytes received into the caller's iovecs; 0 = peer closed */
+  CP_OP_RECV_POOLED, /* result: bytes in cp_completion.buf; 0 = peer closed (no buffer) */
+  CP_OP_SEND,        /* result: every byte of the iovecs */
+  CP_OP_DISCONNECT,  /* result: 0 */
+  CP_OP_TIMEOUT,     /* result: 0 when the time is up */
+  CP_OP_POST,        /* result: what the poster passed */
+} cp_op_kind;
+
+/*
+ * The overlapped: per-operation context, owned by the caller. Embed it in your
+ * own struct (recover the struct with offsetof/container_of) next to your own
+ * type tag. Its contents are private to the port; it needs no initialisation,
+ * and it may be reused for a new op as soon as its completion was returned.
+ */
+typedef struct cp_op {
+  union {
+    uint64_t words[13];
+    void *align;
+  } opaque;
+} cp_op;
+
+/* One finished operation, as returned by cp_port_wait(). */
+typedef struct cp_completion {
+  cp_op *op;       /* the op that finished (NULL for a post made without one) */
+  void *key;       /* the fd's completion key (cp_port_associate), or the post's key */
+  int64_t result;  /* >= 0 on success (see cp_op_kind), else -errno; -ECANCELED if cancelled */
+  void *buf;       /* CP_OP_RECV_POOLED with result > 0: the data; give it back with
+                      cp_port_buf_release(). NULL otherwise. */
+  cp_op_kind kind; /* which operation this was */
+} cp_completion;
+
+/* Options for cp_port_create(). Zero means "default" for every field. */
+typedef struct cp_port_options {
+  cp_backend backend;   /* default CP_BACKEND_AUTO */
+  unsigned concurrency; /* threads released from cp_port_wait() at once; default: CPU count */
+  unsigned queue_depth; /* io_uring submission entries / epoll events per poll; default 1024 */
+  unsigned buf_count;   /* pooled receive buffers, rounded up to a power of two; default 1024 */
+  unsigned buf_size;    /* bytes per pooled buffer; default 4096 */
+} cp_port_options;
+
+/* Returned by cp_port_wait() once the port is closed (-ESHUTDOWN). */
+#define CP_PORT_CLOSED (-ESHUTDOWN)
+
+/*
+ * Create a port. opts may be NULL for defaults. On success stores the port in
+ * *out and returns 0. Returns -ENODEV if a backend was forced (opts or
+ * CPORT_BACKEND) and is not available here, -EINVAL for a bad option or a bad
+ * CPORT_BACKEND value, -ENOMEM, or the kernel's error. Any thread.
+ */
+int cp_port_create(cp_port **out, const cp_port_options *opts);
+
+/*
+ * Close the port: every thread in cp_port_wait() returns CP_PORT_CLOSED, and
+ * so does every later wait; start functions return -ESHUTDOWN. Ops still in
+ * flight are not delivered; their cp_op memory may be reused once
+ * cp_port_destroy() has returned. Idempotent. Any thread.
+ */
+void cp_port_close(cp_port *port);
+
+/*
+ * Close (if not yet closed), cancel everything in flight, wait for the kernel
+ * to let go of every caller buffer, and free the port. No thread may be inside
+ * or enter any cp_port_* call on this port during or after it. Pooled buffers
+ * still held by the caller are freed too. NULL is a no-op.
+ */
+void cp_port_destroy(cp_port *port);
+
+/* The backend this port runs on (never CP_BACKEND_AUTO). Any thread. */
+cp_backend cp_port_backend(const cp_port *port);
+
+/* "uring", "epoll" or "auto". Static string. */
+const char *cp_backend_name(cp_backend backend);
+
+/*
+ * Associate a socket with the port: every completion of an op on fd carries
+ * key. Must precede any op on fd. Associating an fd again replaces its key.
+ * The caller keeps owning fd. Returns 0, -EBADF for a bad fd, -ESHUTDOWN
+ * after close. Any thread.
+ */
+int cp_port_associate(cp_port *port, int fd, void *key);
+
+/*
+ * Forget fd: every op still pending on it completes with -ECANCELED (or with
+ * its result, if it finished first). Afterwards fd may be closed at once, and
+ * the same number may be associated again. Returns 0 or -EBADF if fd was not
+ * associated. Any thread.
+ */
+int cp_port_disassociate(cp_port *port, int fd);
+
+/*
+ * Accept a connection on the listening socket lfd (AcceptEx). Completes with
+ * the new fd, already nonblocking and close-on-exec, not yet associated. addr
+ * and addrlen may both be NULL; otherwise *addrlen holds addr's size on entry
+ * and the peer's address length on completion. Several accepts may be
+ * pending on one socket. Returns 0 when started.
+ */
+int cp_port_accept(cp_port *port, int lfd, cp_op *op, struct sockaddr *addr, socklen_t *addrlen);
+
+/*
+ * Connect the (nonblocking, associated) socket fd to addr (ConnectEx).
+ * Completes with 0 or the connect error (e.g. -ECONNREFUSED).
+ */
+int cp_port_connect(cp_port *port, int fd, cp_op *op, const struct sockaddr *addr,
+                    socklen_t addrlen);
+
+/*
+ * Receive into the caller's iovecs (WSARecv). Completes with the number of
+ * bytes received (at least 1), or 0 when the peer has closed. iovcnt must be
+ * 1..IOV_MAX and the total length non-zero.
+ */
+int cp_port_recv(cp_port *port, int fd, cp_op *op, const struct iovec *iov, int iovcnt);
+
+/*
+ * Receive into a buffer the port takes from its pool only once data is there,
+ * so an idle connection holds no memory. The completion's buf holds result
+ * bytes; the caller owns it until cp_port_buf_release(). When the pool is
+ * empty the op waits (it is not lost) until a buffer is released.
+ */
+int cp_port_recv_pooled(cp_port *port, int fd, cp_op *op);
+
+/* Give a pooled buffer (cp_completion.buf) back to the port. Any thread. */
+void cp_port_buf_release(cp_port *port, void *buf);
+
+/*
+ * Send every byte of the caller's iovecs (WSASend). Completes with the total
+ * length once all of it is with the kernel, or with an error (e.g. -EPIPE,
+ * -ECONNRESET). Never completes short. iovcnt must be 1..IOV_MAX, the total
+ * non-zero. Never raises SIGPIPE.
+ */
+int cp_port_send(cp_port *port, int fd, cp_op *op, const struct iovec *iov, int iovcnt);
+
+/*
+ * Graceful disconnect (DisconnectEx): shutdown(fd, how) once every send
+ * started before it has completed. how is SHUT_WR (send FIN, keep reading) or
+ * SHUT_RDWR (also ends pending receives with 0). Completes with 0 or -errno.
+ * The caller still closes fd.
+ */
+int cp_port_disconnect(cp_port *port, int fd, cp_op *op, int how);
+
+/*
+ * A timer: completes with 0 after ms milliseconds (key is passed through to
+ * the completion), or with -ECANCELED if cp_port_cancel_op() stops it first.
+ */
+int cp_port_timeout(cp_port *port, cp_op *op, void *key, uint64_t ms);
+
+/*
+ * Queue a completion by hand (PostQueuedCompletionStatus): a waiter gets
+ * {op, key, result, kind = CP_OP_POST}. op may be NULL; if not, it is handed
+ * back as-is and the port does not touch it. Never blocks. Returns 0,
+ * -ESHUTDOWN after close, -ENOMEM.
+ */
+int cp_port_post(cp_port *port, void *key, cp_op *op, int64_t result);
+
+/*
+ * Cancel every op pending on fd (CancelIoEx(fd, NULL)). Each completes with
+ * -ECANCELED, or with its result if it finished first. Returns 0 (also when
+ * nothing was pending) or -EBADF if fd is not associated.
+ */
+int cp_port_cancel(cp_port *port, int fd);
+
+/*
+ * Cancel one op (CancelIoEx(fd, op)), e.g. a timer. Returns 0 if a cancel was
+ * requested (the op then completes with -ECANCELED or its result), -ENOENT if
+ * the op is not pending (its completion is queued or already delivered).
+ */
+int cp_port_cancel_op(cp_port *port, cp_op *op);
+
+/*
+ * Wait for completions (GetQueuedCompletionStatusEx): fills out[0..max-1] and
+ * returns how many (>= 1), 0 if timeout_ms passed first (-1 waits forever, 0
+ * only polls), CP_PORT_CLOSED once the port is closed, -EINVAL for max < 1
+ * or a NULL out. Any number of threads may wait on one port; each completion
+ * goes to exactly one of them. At most `concurrency` threads are released at
+ * once: a thread counts as running from the moment it returns with
+ * completions until it calls cp_port_wait() on this port again.
+ */
+int cp_port_wait(cp_port *port, cp_completion *out, int max, int timeout_ms);
+
+/* Counters, readable at any time from any thread (relaxed snapshot). */
+typedef struct cp_port_stats {
+  uint64_t started;   /* ops started (posts included) */
+  uint64_t completed; /* completions delivered by cp_port_wait() */
+  uint64_t syscalls;  /* kernel entries made by the port itself */
+  uint64_t buf_waits; /* pooled receives that had to wait for a free buffer */
+} cp_port_stats;
+void cp_port_get_stats(const cp_port *port, cp_port_stats *out);
+
+/* A static message for a (negative or positive) errno value. */
+const char *cp_strerror(int err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* CPORT_PORT_H */

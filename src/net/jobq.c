@@ -1,0 +1,243 @@
+/*
+ * jobq.c - job queues (serial executors) and the service's timers.
+ *
+ * A job queue is a FIFO plus a "scheduled" flag. Posting to an idle queue
+ * posts one completion (CP_OP_POST) to the port; the worker that takes it runs
+ * the queue's jobs, a batch at a time, and re-posts itself if more are left
+ * so one busy queue cannot hog a worker. There is never more than one such
+ * completion per queue, so jobs of one queue never run at the same time, and
+ * they run in the order they were posted, whichever thread posted them.
+ *
+ * Timers: one heap for the service, ordered by due time, and one port timeout
+ * op armed for the earliest entry. A timer that falls due is posted to its
+ * job queue like any other job. A new entry earlier than the armed one
+ * cancels the armed op; its completion re-arms for the earliest.
+ */
+#define _GNU_SOURCE
+#include "net/net_internal.h"
+
+#include <stdlib.h>
+#include <time.h>
+
+#define BATCH 64
+
+struct job {
+  struct job *next;
+  cp_job_fn fn;
+  void *arg;
+};
+
+struct cp_jobq {
+  cp_op op; /* the posted completion; its key is the queue */
+  cp_service *svc;
+  pthread_mutex_t mu;
+  struct job *head, *tail;
+  bool scheduled;
+};
+
+uint64_t net_now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+cp_jobq *cp_jobq_create(cp_service *svc) {
+  cp_jobq *q = calloc(1, sizeof *q);
+  if (!q)
+    return NULL;
+  q->svc = svc;
+  pthread_mutex_init(&q->mu, NULL);
+  return q;
+}
+
+void cp_jobq_destroy(cp_jobq *q) {
+  if (!q)
+    return;
+  for (struct job *j = q->head, *next; j; j = next) {
+    next = j->next;
+    free(j);
+  }
+  pthread_mutex_destroy(&q->mu);
+  free(q);
+}
+
+int cp_jobq_post(cp_jobq *q, cp_job_fn fn, void *arg) {
+  if (!q || !fn)
+    return -EINVAL;
+  struct job *j = malloc(sizeof *j);
+  if (!j)
+    return -ENOMEM;
+  j->next = NULL;
+  j->fn = fn;
+  j->arg = arg;
+  pthread_mutex_lock(&q->mu);
+  if (q->tail)
+    q->tail->next = j;
+  else
+    q->head = j;
+  q->tail = j;
+  bool post = !q->scheduled;
+  q->scheduled = true;
+  pthread_mutex_unlock(&q->mu);
+  if (post) {
+    int rc = cp_port_post(q->svc->port, q, &q->op, 0);
+    if (rc) {
+      /* The port is closed (or out of memory): take the job back. */
+      pthread_mutex_lock(&q->mu);
+      q->scheduled = false;
+      struct job *prev = NULL;
+      for (struct job *it = q->head; it; prev = it, it = it->next) {
+        if (it != j)
+          continue;
+        if (prev)
+          prev->next = j->next;
+        else
+          q->head = j->next;
+        if (q->tail == j)
+          q->tail = prev;
+        break;
+      }
+      pthread_mutex_unlock(&q->mu);
+      free(j);
+      return rc;
+    }
+  }
+  return 0;
+}
+
+void jobq_on_run(cp_jobq *q) {
+  for (int n = 0; n < BATCH; n++) {
+    pthread_mutex_lock(&q->mu);
+    struct job *j = q->head;
+    if (j) {
+      q->head = j->next;
+      if (!q->head)
+        q->tail = NULL;
+    }
+    pthread_mutex_unlock(&q->mu);
+    if (!j)
+      break;
+    j->fn(j->arg);
+    free(j);
+  }
+  pthread_mutex_lock(&q->mu);
+  bool more = q->head != NULL;
+  if (!more)
+    q->scheduled = false;
+  pthread_mutex_unlock(&q->mu);
+  /* More left: go to the back of the port's queue, so others get a turn. */
+  if (more && cp_port_post(q->svc->port, q, &q->op, 0) != 0) {
+    pthread_mutex_lock(&q->mu);
+    q->scheduled = false;
+    pthread_mutex_unlock(&q->mu);
+  }
+}
+
+/* ---- timers ---------------------------------------------------------- */
+
+static bool ent_before(const struct timer_ent *a, const struct timer_ent *b) {
+  return a->due_ms < b->due_ms || (a->due_ms == b->due_ms && a->seq < b->seq);
+}
+
+static void heap_up(struct timer_ent *h, uint32_t i) {
+  struct timer_ent e = h[i];
+  while (i > 0 && ent_before(&e, &h[(i - 1) / 2])) {
+    h[i] = h[(i - 1) / 2];
+    i = (i - 1) / 2;
+  }
+  h[i] = e;
+}
+
+static void heap_pop(struct timer_ent *h, uint32_t *len) {
+  struct timer_ent e = h[--*len];
+  uint32_t i = 0, n = *len;
+  for (;;) {
+    uint32_t l = 2 * i + 1, r = l + 1, m = i;
+    const struct timer_ent *best = &e;
+    if (l < n && ent_before(&h[l], best))
+      m = l, best = &h[l];
+    if (r < n && ent_before(&h[r], best))
+      m = r;
+    if (m == i)
+      break;
+    h[i] = h[m];
+    i = m;
+  }
+  if (n)
+    h[i] = e;
+}
+
+/* Arm the port timer for the earliest entry (tm_mu held). */
+static void arm(cp_service *svc) {
+  if (!svc->heap_len || svc->tm_armed || atomic_load(&svc->stopped))
+    return;
+  uint64_t now = net_now_ms(), due = svc->heap[0].due_ms;
+  if (cp_port_timeout(svc->port, &svc->tm_op, NULL, due > now ? due - now : 0) == 0) {
+    svc->tm_armed = true;
+    svc->tm_armed_due = due;
+  }
+}
+
+int cp_jobq_post_after(cp_jobq *q, uint64_t delay_ms, cp_job_fn fn, void *arg) {
+  if (!q || !fn)
+    return -EINVAL;
+  if (delay_ms == 0)
+    return cp_jobq_post(q, fn, arg);
+  cp_service *svc = q->svc;
+  pthread_mutex_lock(&svc->tm_mu);
+  if (atomic_load(&svc->stopped)) {
+    pthread_mutex_unlock(&svc->tm_mu);
+    return -ESHUTDOWN;
+  }
+  if (svc->heap_len == svc->heap_cap) {
+    uint32_t cap = svc->heap_cap ? svc->heap_cap * 2 : 64;
+    struct timer_ent *h = realloc(svc->heap, cap * sizeof *h);
+    if (!h) {
+      pthread_mutex_unlock(&svc->tm_mu);
+      return -ENOMEM;
+    }
+    svc->heap = h;
+    svc->heap_cap = cap;
+  }
+  uint64_t due = net_now_ms() + delay_ms;
+  svc->heap[svc->heap_len] =
+      (struct timer_ent){.due_ms = due, .seq = svc->tm_seq++, .q = q, .fn = fn, .arg = arg};
+  heap_up(svc->heap, svc->heap_len++);
+  if (!svc->tm_armed)
+    arm(svc);
+  else if (due < svc->tm_armed_due && !svc->tm_cancelling &&
+           cp_port_cancel_op(svc->port, &svc->tm_op) == 0)
+    svc->tm_cancelling = true; /* its completion re-arms for this one */
+  pthread_mutex_unlock(&svc->tm_mu);
+  return 0;
+}
+
+void timer_on_fire(cp_service *svc, const cp_completion *c) {
+  (void)c;
+  struct timer_ent due[BATCH];
+  uint32_t n;
+  do {
+    n = 0;
+    pthread_mutex_lock(&svc->tm_mu);
+    svc->tm_armed = false;
+    svc->tm_cancelling = false;
+    uint64_t now = net_now_ms();
+    while (svc->heap_len && svc->heap[0].due_ms <= now && n < BATCH) {
+      due[n++] = svc->heap[0];
+      heap_pop(svc->heap, &svc->heap_len);
+    }
+    if (n < BATCH)
+      arm(svc);
+    pthread_mutex_unlock(&svc->tm_mu);
+    for (uint32_t i = 0; i < n; i++)
+      cp_jobq_post(due[i].q, due[i].fn, due[i].arg);
+  } while (n == BATCH);
+}
+
+void timers_clear(cp_service *svc) {
+  pthread_mutex_lock(&svc->tm_mu);
+  free(svc->heap);
+  svc->heap = NULL;
+  svc->heap_len = svc->heap_cap = 0;
+  pthread_mutex_unlock(&svc->tm_mu);
+}

@@ -1,0 +1,164 @@
+/*
+ * net_internal.h - what the engine's files share. The engine sees the port
+ * only through its public API (cport/port.h).
+ */
+#ifndef CPORT_NET_INTERNAL_H
+#define CPORT_NET_INTERNAL_H
+
+#include "cport/net.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/socket.h>
+
+#define container_of(p, type, member) ((type *)(void *)((char *)(p) - offsetof(type, member)))
+
+/* Completions are routed by the port's own op kind and the key: accepts go
+ * to the listener, posts to the job queue that is their key, timeouts to the
+ * service timer, and everything else to the session that is the fd's key. So
+ * the engine's cp_ops need no type tag of their own. */
+
+/* Session strand bits (see net.h). */
+enum {
+  ST_RUN = 1u << 0,
+  ST_RECV = 1u << 1,    /* recv (or connect) completion in recv_res/recv_buf */
+  ST_SEND = 1u << 2,    /* send completion in sendq.res */
+  ST_CLOSE = 1u << 3,   /* the session began to close: call on_disconnected */
+  ST_CONNECT = 1u << 4, /* connected: call on_connected, post the first recv */
+};
+
+/* Send-side state, allocated on a session's first send (idle sessions that
+ * never sent hold none of it). Guarded by the session's send lock. */
+struct sendq {
+  cp_op op;
+  int32_t res;         /* the finished send's result, for the strand */
+  cp_sendbuf **ring; /* queued buffers, oldest first */
+  uint32_t head, len, cap;
+  uint32_t inflight;   /* buffers in the send in flight (the first `inflight` of ring) */
+  size_t queued_bytes; /* everything in ring, in flight included */
+  size_t inflight_bytes;
+  struct iovec *iov;   /* for gathered sends; one inline entry for single ones */
+  uint32_t iov_cap;
+  struct iovec one;
+  bool busy;           /* a send is in flight */
+  bool drain_close;    /* disconnect once empty (graceful) */
+};
+
+/* Session flags, strand only. */
+enum { SF_CLIENT = 1, SF_ANNOUNCED = 2, SF_CONNECTING = 4 };
+
+/* The bytes of an incomplete packet. */
+struct part {
+  uint16_t len, cap;
+  uint8_t data[];
+};
+
+/* Kept small on purpose: an idle connection costs this, its fd's entry in
+ * the port and a registry slot (issue: <= 256 bytes in all). */
+struct cp_session {
+  cp_op rio;         /* the pooled recv (and the client's connect) */
+  cp_service *svc;
+  void *user;
+  uint64_t id;
+  void *recv_buf;    /* the finished recv's buffer, for the strand */
+  struct sendq *sq;  /* allocated on the first send */
+  struct part *part; /* an incomplete packet, or NULL */
+  int fd;
+  _Atomic uint32_t strand;
+  _Atomic uint32_t refs;
+  uint32_t reg_idx;  /* index in the registry, or UINT32_MAX */
+  _Atomic uint32_t last_active; /* ms since the service's epoch (wraps; compared by difference) */
+  int32_t recv_res;  /* the finished recv's result, for the strand */
+  pthread_spinlock_t send_lock;
+  _Atomic uint8_t closing;   /* set once: the session began to end */
+  _Atomic uint8_t connected; /* set once: on_connected is running or ran */
+  uint8_t reason;            /* why it ended; written once, by session_close */
+  uint8_t flags;             /* SF_* */
+};
+
+struct timer_ent {
+  uint64_t due_ms;
+  uint64_t seq; /* ties: first posted, first run */
+  cp_jobq *q;
+  cp_job_fn fn;
+  void *arg;
+};
+
+struct cp_service {
+  cp_service_options o;
+  cp_port *port;
+  int lfd;
+  uint16_t listen_port;
+  struct sockaddr_storage addr;
+  socklen_t addrlen;
+  pthread_t *workers;
+  unsigned nworkers;
+  _Atomic bool started, stopping, stopped;
+  uint64_t epoch_ms; /* sessions' activity times count from here */
+
+  /* listener */
+  struct acceptor *acceptors;
+  _Atomic unsigned accepts_posted;
+
+  /* registry of connected sessions */
+  pthread_mutex_t reg_mu;
+  cp_session **reg;
+  uint32_t reg_len, reg_cap;
+  _Atomic uint64_t sessions_alive; /* allocated, not yet freed */
+
+  /* timers: a heap of timer_ent, one port timeout op armed for the earliest */
+  pthread_mutex_t tm_mu;
+  struct timer_ent *heap;
+  uint32_t heap_len, heap_cap;
+  uint64_t tm_seq;
+  cp_op tm_op;
+  bool tm_armed, tm_cancelling;
+  uint64_t tm_armed_due;
+  cp_jobq *sysq; /* the service's own jobs: idle scans, accept back-off */
+
+  /* counters */
+  _Atomic uint64_t n_accepts, n_refused, n_connects, n_connect_failures, n_accept_errors;
+  _Atomic uint64_t n_bytes_in, n_bytes_out, n_packets_in, n_packets_out, n_sends;
+  _Atomic uint64_t n_disc[CP_REASON_COUNT];
+  _Atomic uint64_t n_sessions;
+  _Atomic uint64_t queued_bytes; /* all sessions' send queues */
+};
+
+static inline void stat_add(_Atomic uint64_t *c, uint64_t v) {
+  atomic_fetch_add_explicit(c, v, memory_order_relaxed);
+}
+
+uint64_t net_now_ms(void);
+/* Now, in the 32-bit clock of session activity times. */
+static inline uint32_t service_clock(const cp_service *svc) {
+  return (uint32_t)(net_now_ms() - svc->epoch_ms);
+}
+
+/* session.c */
+void session_on_completion(cp_session *s, const cp_completion *c);
+cp_session *session_new(cp_service *svc, int fd, bool client);
+int session_connect(cp_session *s, const struct sockaddr *addr, socklen_t len);
+void session_start(cp_session *s); /* connected: callbacks and first recv */
+void session_close(cp_session *s, cp_reason why);
+void session_check_idle(cp_session *s, uint64_t now_ms);
+bool session_send_idle(cp_session *s); /* nothing queued */
+
+/* registry.c */
+int registry_add(cp_service *svc, cp_session *s);
+void registry_remove(cp_service *svc, cp_session *s);
+/* Referenced copies of the registry; free with registry_release. */
+cp_session **registry_snapshot(cp_service *svc, size_t *n);
+void registry_release(cp_session **v, size_t n);
+
+/* listener.c */
+struct acceptor;
+int listener_start(cp_service *svc);
+void listener_on_accept(cp_service *svc, const cp_completion *c);
+void listener_stop(cp_service *svc);
+
+/* jobq.c */
+void jobq_on_run(cp_jobq *q);
+void timer_on_fire(cp_service *svc, const cp_completion *c);
+void timers_clear(cp_service *svc);
+
+#endif /* CPORT_NET_INTERNAL_H */

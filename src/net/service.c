@@ -1,0 +1,278 @@
+/*
+ * service.c - a service: options, the worker pool, start and stop, counters.
+ *
+ * Workers loop on cp_port_wait and hand each completion to its owner by the
+ * tag next to the op: the listener, a session, a job queue or the timer.
+ */
+#define _GNU_SOURCE
+#include "net/net_internal.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define DEFAULT_ACCEPTS 64
+#define DEFAULT_BACKLOG 4096
+#define DEFAULT_MAX_PACKET 16384
+#define DEFAULT_SENDQ (4u << 20)
+
+const char *cp_reason_name(cp_reason r) {
+  static const char *const names[CP_REASON_COUNT] = {
+      "peer_closed", "reset",    "local",          "bad_packet", "slow_consumer",
+      "idle_timeout", "shutdown", "connect_failed", "error"};
+  return (unsigned)r < CP_REASON_COUNT ? names[r] : "unknown";
+}
+
+static int parse_addr(cp_service *svc, const char *host, uint16_t port) {
+  memset(&svc->addr, 0, sizeof svc->addr);
+  struct sockaddr_in *a4 = (struct sockaddr_in *)&svc->addr;
+  struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&svc->addr;
+  if (inet_pton(AF_INET, host, &a4->sin_addr) == 1) {
+    a4->sin_family = AF_INET;
+    a4->sin_port = htons(port);
+    svc->addrlen = sizeof *a4;
+    return 0;
+  }
+  if (inet_pton(AF_INET6, host, &a6->sin6_addr) == 1) {
+    a6->sin6_family = AF_INET6;
+    a6->sin6_port = htons(port);
+    svc->addrlen = sizeof *a6;
+    return 0;
+  }
+  return -EINVAL;
+}
+
+int cp_service_create(cp_service **out, const cp_service_options *opts) {
+  if (!out || !opts)
+    return -EINVAL;
+  *out = NULL;
+  if (opts->kind != CP_SERVICE_SERVER && opts->kind != CP_SERVICE_CLIENT)
+    return -EINVAL;
+  if (opts->max_packet && opts->max_packet < CP_PACKET_HEADER)
+    return -EINVAL;
+  cp_service *svc = calloc(1, sizeof *svc);
+  if (!svc)
+    return -ENOMEM;
+  svc->o = *opts;
+  cp_service_options *o = &svc->o;
+  if (!o->host)
+    o->host = "127.0.0.1";
+  if (!o->threads) {
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    o->threads = n > 0 ? (unsigned)n : 1;
+  }
+  if (!o->accepts)
+    o->accepts = DEFAULT_ACCEPTS;
+  if (!o->backlog)
+    o->backlog = DEFAULT_BACKLOG;
+  if (!o->client_sessions)
+    o->client_sessions = 1;
+  if (!o->max_packet)
+    o->max_packet = DEFAULT_MAX_PACKET;
+  if (!o->send_queue_max)
+    o->send_queue_max = DEFAULT_SENDQ;
+  svc->lfd = -1;
+  int rc = parse_addr(svc, o->host, o->port);
+  if (rc) {
+    free(svc);
+    return rc;
+  }
+  o->host = NULL; /* not kept: the caller's string may go */
+  if (!o->port_opts.concurrency)
+    o->port_opts.concurrency = o->threads;
+  rc = cp_port_create(&svc->port, &o->port_opts);
+  if (rc) {
+    free(svc);
+    return rc;
+  }
+  pthread_mutex_init(&svc->reg_mu, NULL);
+  pthread_mutex_init(&svc->tm_mu, NULL);
+  svc->epoch_ms = net_now_ms();
+  svc->sysq = cp_jobq_create(svc);
+  if (!svc->sysq) {
+    cp_port_destroy(svc->port);
+    free(svc);
+    return -ENOMEM;
+  }
+  *out = svc;
+  return 0;
+}
+
+static void *worker(void *arg) {
+  cp_service *svc = arg;
+  cp_completion ev[64];
+  for (;;) {
+    int n = cp_port_wait(svc->port, ev, 64, -1);
+    if (n < 0)
+      return NULL; /* closed */
+    for (int i = 0; i < n; i++) {
+      switch (ev[i].kind) {
+      case CP_OP_ACCEPT:
+        listener_on_accept(svc, &ev[i]);
+        break;
+      case CP_OP_POST:
+        jobq_on_run(ev[i].key);
+        break;
+      case CP_OP_TIMEOUT:
+        timer_on_fire(svc, &ev[i]);
+        break;
+      default: /* connect, recv, send: the fd's key is its session */
+        session_on_completion(ev[i].key, &ev[i]);
+        break;
+      }
+    }
+  }
+}
+
+static void idle_scan(void *arg) {
+  cp_service *svc = arg;
+  if (atomic_load(&svc->stopping))
+    return;
+  size_t n;
+  cp_session **v = registry_snapshot(svc, &n);
+  uint64_t now = net_now_ms();
+  for (size_t i = 0; i < n; i++)
+    if (atomic_load(&v[i]->connected))
+      session_check_idle(v[i], now);
+  registry_release(v, n);
+  unsigned period = svc->o.idle_timeout_ms / 4;
+  cp_jobq_post_after(svc->sysq, period < 10 ? 10 : period > 1000 ? 1000 : period, idle_scan, svc);
+}
+
+static int open_clients(cp_service *svc) {
+  for (unsigned i = 0; i < svc->o.client_sessions; i++) {
+    int fd = socket(svc->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+      return -errno;
+    cp_session *s = session_new(svc, fd, true);
+    if (!s) {
+      close(fd);
+      return -ENOMEM;
+    }
+    session_connect(s, (struct sockaddr *)&svc->addr, svc->addrlen);
+    cp_session_put(s);
+  }
+  return 0;
+}
+
+int cp_service_start(cp_service *svc) {
+  if (!svc)
+    return -EINVAL;
+  if (atomic_exchange(&svc->started, true))
+    return -EALREADY;
+  int rc = svc->o.kind == CP_SERVICE_SERVER ? listener_start(svc) : 0;
+  if (rc) {
+    atomic_store(&svc->started, false);
+    return rc;
+  }
+  svc->workers = calloc(svc->o.threads, sizeof *svc->workers);
+  if (!svc->workers)
+    return -ENOMEM;
+  for (unsigned i = 0; i < svc->o.threads; i++) {
+    rc = -pthread_create(&svc->workers[i], NULL, worker, svc);
+    if (rc)
+      break;
+    svc->nworkers++;
+  }
+  if (!rc && svc->o.idle_timeout_ms)
+    rc = cp_jobq_post(svc->sysq, idle_scan, svc);
+  if (!rc && svc->o.kind == CP_SERVICE_CLIENT)
+    rc = open_clients(svc);
+  return rc;
+}
+
+static void sleep_ms(unsigned ms) {
+  struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000};
+  nanosleep(&ts, NULL);
+}
+
+void cp_service_stop(cp_service *svc, unsigned drain_ms) {
+  if (!svc || atomic_exchange(&svc->stopping, true))
+    return;
+  if (!atomic_load(&svc->started)) {
+    atomic_store(&svc->stopped, true);
+    return;
+  }
+  listener_stop(svc);
+  /* Let queued sends go out, up to drain_ms. */
+  uint64_t until = net_now_ms() + drain_ms;
+  while (atomic_load(&svc->queued_bytes) && net_now_ms() < until)
+    sleep_ms(2);
+  size_t n;
+  cp_session **v = registry_snapshot(svc, &n);
+  for (size_t i = 0; i < n; i++)
+    session_close(v[i], CP_REASON_SHUTDOWN);
+  registry_release(v, n);
+  /* Every session gone, every accept back. The application must have put
+   * its own references; say so if it takes long. */
+  uint64_t warn = net_now_ms() + 5000;
+  while (atomic_load(&svc->sessions_alive) || atomic_load(&svc->accepts_posted)) {
+    sleep_ms(1);
+    if (net_now_ms() > warn) {
+      fprintf(stderr, "cport: stop is waiting for %llu sessions still referenced\n",
+              (unsigned long long)atomic_load(&svc->sessions_alive));
+      warn = net_now_ms() + 5000;
+    }
+  }
+  /* Timers stop; wait for the armed one to come back. */
+  pthread_mutex_lock(&svc->tm_mu);
+  atomic_store(&svc->stopped, true);
+  if (svc->tm_armed && !svc->tm_cancelling)
+    svc->tm_cancelling = cp_port_cancel_op(svc->port, &svc->tm_op) == 0;
+  pthread_mutex_unlock(&svc->tm_mu);
+  for (;;) {
+    pthread_mutex_lock(&svc->tm_mu);
+    bool armed = svc->tm_armed;
+    pthread_mutex_unlock(&svc->tm_mu);
+    if (!armed)
+      break;
+    sleep_ms(1);
+  }
+  cp_port_close(svc->port);
+  for (unsigned i = 0; i < svc->nworkers; i++)
+    pthread_join(svc->workers[i], NULL);
+}
+
+void cp_service_destroy(cp_service *svc) {
+  if (!svc)
+    return;
+  cp_service_stop(svc, 0);
+  cp_port_destroy(svc->port);
+  if (svc->lfd >= 0)
+    close(svc->lfd);
+  free(svc->acceptors);
+  free(svc->workers);
+  free(svc->reg);
+  timers_clear(svc);
+  cp_jobq_destroy(svc->sysq);
+  pthread_mutex_destroy(&svc->reg_mu);
+  pthread_mutex_destroy(&svc->tm_mu);
+  free(svc);
+}
+
+void cp_service_get_stats(const cp_service *svc, cp_service_stats *o) {
+  cp_service *m = (cp_service *)svc;
+#define LD(x) atomic_load_explicit(&m->x, memory_order_relaxed)
+  o->sessions = LD(n_sessions);
+  o->accepts = LD(n_accepts);
+  o->refused = LD(n_refused);
+  o->connects = LD(n_connects);
+  o->connect_failures = LD(n_connect_failures);
+  o->accept_errors = LD(n_accept_errors);
+  o->bytes_in = LD(n_bytes_in);
+  o->bytes_out = LD(n_bytes_out);
+  o->packets_in = LD(n_packets_in);
+  o->packets_out = LD(n_packets_out);
+  o->sends = LD(n_sends);
+  for (int i = 0; i < CP_REASON_COUNT; i++)
+    o->disconnects[i] = LD(n_disc[i]);
+  o->send_queue_bytes = LD(queued_bytes);
+#undef LD
+}
+
+cp_port *cp_service_port(const cp_service *svc) { return svc->port; }
+uint16_t cp_service_listen_port(const cp_service *svc) { return svc->listen_port; }
+void *cp_service_user(const cp_service *svc) { return svc->o.user; }

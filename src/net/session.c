@@ -1,0 +1,614 @@
+/*
+ * session.c - reference-counted sessions: the strand, receiving and framing,
+ * gathered sends, and the one way a session ends.
+ *
+ * References: the registry holds one while the session is registered, every
+ * op in flight holds one, the thread running the strand holds one, and the
+ * application may hold more. The last cp_session_put closes the fd and frees.
+ *
+ * The strand (see net.h): `strand` is a word of pending-event bits plus ST_RUN.
+ * A thread that sets a bit and finds ST_RUN clear becomes the runner and
+ * handles bits until it can swap ST_RUN back to 0 with nothing pending; a
+ * thread that finds ST_RUN set just leaves its bit for the runner. Results
+ * are stored in the session before the bit is set (release/acquire pairs).
+ */
+#define _GNU_SOURCE
+#include "net/net_internal.h"
+
+#include <arpa/inet.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static _Atomic uint64_t next_session_id = 1;
+
+/* ---- references ------------------------------------------------------ */
+
+cp_session *cp_session_get(cp_session *s) {
+  atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
+  return s;
+}
+
+static void session_free(cp_session *s) {
+  cp_service *svc = s->svc;
+  cp_port_disassociate(svc->port, s->fd);
+  close(s->fd);
+  struct sendq *q = s->sq;
+  if (q) {
+    for (uint32_t i = 0; i < q->len; i++)
+      cp_sendbuf_unref(q->ring[(q->head + i) % q->cap]);
+    atomic_fetch_sub(&svc->queued_bytes, q->queued_bytes);
+    free(q->ring);
+    free(q->iov);
+    free(q);
+  }
+  free(s->part);
+  pthread_spin_destroy(&s->send_lock);
+  free(s);
+  atomic_fetch_sub(&svc->sessions_alive, 1);
+}
+
+void cp_session_put(cp_session *s) {
+  if (atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) == 1)
+    session_free(s);
+}
+
+uint64_t cp_session_id(const cp_session *s) { return s->id; }
+cp_service *cp_session_service(const cp_session *s) { return s->svc; }
+void cp_session_set_user(cp_session *s, void *user) { s->user = user; }
+void *cp_session_user(const cp_session *s) { return s->user; }
+bool cp_session_connected(const cp_session *s) {
+  cp_session *m = (cp_session *)s;
+  return atomic_load(&m->connected) && !atomic_load(&m->closing);
+}
+
+const char *cp_session_peer(const cp_session *s, char *buf, size_t len) {
+  struct sockaddr_storage ss;
+  socklen_t sl = sizeof ss;
+  char host[INET6_ADDRSTRLEN] = "?";
+  unsigned port = 0;
+  if (getpeername(s->fd, (struct sockaddr *)&ss, &sl) == 0) {
+    if (ss.ss_family == AF_INET) {
+      struct sockaddr_in *a = (struct sockaddr_in *)&ss;
+      inet_ntop(AF_INET, &a->sin_addr, host, sizeof host);
+      port = ntohs(a->sin_port);
+    } else if (ss.ss_family == AF_INET6) {
+      struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
+      inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
+      port = ntohs(a->sin6_port);
+    }
+  }
+  snprintf(buf, len, "%s:%u", host, port);
+  return buf;
+}
+
+/* ---- the strand ------------------------------------------------------ */
+
+static void process(cp_session *s, uint32_t bits);
+
+static void strand_loop(cp_session *s) {
+  for (;;) {
+    uint32_t bits = atomic_fetch_and_explicit(&s->strand, ST_RUN, memory_order_acq_rel) & ~ST_RUN;
+    if (bits) {
+      process(s, bits);
+      continue;
+    }
+    uint32_t expect = ST_RUN;
+    if (atomic_compare_exchange_strong_explicit(&s->strand, &expect, 0, memory_order_acq_rel,
+                                                memory_order_acquire))
+      return;
+  }
+}
+
+/* Queue events for s; run them here unless another thread already is. The
+ * caller holds a reference that covers the events (an op's, or its own). */
+static void strand_signal(cp_session *s, uint32_t bits) {
+  uint32_t old = atomic_fetch_or_explicit(&s->strand, bits | ST_RUN, memory_order_acq_rel);
+  if (old & ST_RUN)
+    return;
+  cp_session_get(s); /* the runner's own reference: events may drop the others */
+  strand_loop(s);
+  cp_session_put(s);
+}
+
+/* ---- creation -------------------------------------------------------- */
+
+cp_session *session_new(cp_service *svc, int fd, bool client) {
+  cp_session *s = calloc(1, sizeof *s);
+  if (!s)
+    return NULL;
+  s->svc = svc;
+  s->fd = fd;
+  s->flags = client ? SF_CLIENT : 0;
+  s->id = atomic_fetch_add(&next_session_id, 1);
+  s->reg_idx = UINT32_MAX;
+  atomic_init(&s->refs, 1);         /* the creator's */
+  atomic_init(&s->strand, ST_RUN);  /* the creator runs the strand until session_start */
+  atomic_init(&s->last_active, service_clock(svc));
+  pthread_spin_init(&s->send_lock, PTHREAD_PROCESS_PRIVATE);
+  if (cp_port_associate(svc->port, fd, s) != 0) {
+    pthread_spin_destroy(&s->send_lock);
+    free(s);
+    return NULL;
+  }
+  atomic_fetch_add(&svc->sessions_alive, 1);
+  return s;
+}
+
+static void post_recv(cp_session *s) {
+  if (atomic_load(&s->closing))
+    return;
+  cp_session_get(s);
+  int rc = cp_port_recv_pooled(s->svc->port, s->fd, &s->rio);
+  if (rc) {
+    cp_session_put(s);
+    session_close(s, CP_REASON_ERROR);
+  }
+}
+
+/* Announce a connected session; the caller owns the strand (ST_RUN). */
+static void announce(cp_session *s) {
+  cp_service *svc = s->svc;
+  stat_add(&svc->n_sessions, 1);
+  s->flags |= SF_ANNOUNCED; /* on_disconnected will follow, whatever happens next */
+  atomic_store(&s->connected, 1);
+  if (svc->o.callbacks.on_connected)
+    svc->o.callbacks.on_connected(s);
+  post_recv(s);
+}
+
+void session_start(cp_session *s) {
+  /* Accepted: register, announce, then let the strand go. */
+  if (registry_add(s->svc, s) != 0) {
+    session_close(s, CP_REASON_ERROR);
+  } else {
+    announce(s);
+  }
+  strand_loop(s); /* events that came while we held the strand */
+}
+
+int session_connect(cp_session *s, const struct sockaddr *addr, socklen_t len) {
+  int rc = registry_add(s->svc, s);
+  if (rc == 0) {
+    cp_session_get(s);
+    s->flags |= SF_CONNECTING;
+    rc = cp_port_connect(s->svc->port, s->fd, &s->rio, addr, len);
+    if (rc) {
+      s->flags &= (uint8_t)~SF_CONNECTING;
+      cp_session_put(s);
+    }
+  }
+  if (rc) {
+    stat_add(&s->svc->n_connect_failures, 1);
+    session_close(s, CP_REASON_CONNECT_FAILED);
+  }
+  strand_loop(s);
+  return rc;
+}
+
+/* ---- ending ---------------------------------------------------------- */
+
+void session_close(cp_session *s, cp_reason why) {
+  if (atomic_exchange(&s->closing, 1))
+    return;
+  stat_add(&s->svc->n_disc[why], 1);
+  /* reason is read by the strand after it sees ST_CLOSE (acq_rel on strand). */
+  s->reason = (uint8_t)why;
+  cp_port_cancel(s->svc->port, s->fd);
+  shutdown(s->fd, SHUT_RDWR);
+  strand_signal(s, ST_CLOSE);
+}
+
+void cp_session_disconnect(cp_session *s, bool graceful) {
+  if (graceful) {
+    pthread_spin_lock(&s->send_lock);
+    bool pending = s->sq && s->sq->busy;
+    if (pending)
+      s->sq->drain_close = true;
+    pthread_spin_unlock(&s->send_lock);
+    if (pending)
+      return; /* the send completion closes it once the queue is empty */
+  }
+  session_close(s, CP_REASON_LOCAL);
+}
+
+/* Strand: the session is over. Drop what is queued (the buffers of a send in
+ * flight stay until it completes), tell the application, unregister. */
+static void finish_close(cp_session *s) {
+  cp_service *svc = s->svc;
+  struct sendq *q = s->sq;
+  cp_sendbuf *drop[64];
+  for (;;) {
+    uint32_t n = 0;
+    pthread_spin_lock(&s->send_lock);
+    while (q && q->len > q->inflight && n < 64) {
+      uint32_t last = (q->head + q->len - 1) % q->cap;
+      cp_sendbuf *b = q->ring[last];
+      q->len--;
+      q->queued_bytes -= cp_sendbuf_len(b);
+      atomic_fetch_sub(&svc->queued_bytes, cp_sendbuf_len(b));
+      drop[n++] = b;
+    }
+    if (q)
+      q->drain_close = false;
+    pthread_spin_unlock(&s->send_lock);
+    for (uint32_t i = 0; i < n; i++)
+      cp_sendbuf_unref(drop[i]);
+    if (n < 64)
+      break;
+  }
+  free(s->part);
+  s->part = NULL;
+  bool announced = s->flags & SF_ANNOUNCED;
+  cp_reason why = (cp_reason)s->reason;
+  if ((announced || why == CP_REASON_CONNECT_FAILED) && svc->o.callbacks.on_disconnected)
+    svc->o.callbacks.on_disconnected(s, why);
+  if (announced)
+    atomic_fetch_sub(&svc->n_sessions, 1);
+  registry_remove(svc, s);
+}
+
+void session_check_idle(cp_session *s, uint64_t now_ms) {
+  (void)now_ms;
+  uint32_t idle = service_clock(s->svc) - atomic_load_explicit(&s->last_active, memory_order_relaxed);
+  if (idle >= s->svc->o.idle_timeout_ms && idle < UINT32_MAX / 2)
+    session_close(s, CP_REASON_IDLE_TIMEOUT);
+}
+
+/* ---- receiving ------------------------------------------------------- */
+
+static inline uint16_t le16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
+
+static bool size_ok(const cp_service *svc, uint16_t size) {
+  return size >= CP_PACKET_HEADER && size <= svc->o.max_packet;
+}
+
+static void deliver(cp_session *s, const uint8_t *p, uint16_t size) {
+  cp_service *svc = s->svc;
+  cp_packet pkt = {.id = le16(p + 2),
+                   .size = size,
+                   .data = p,
+                   .body = p + CP_PACKET_HEADER,
+                   .body_len = size - CP_PACKET_HEADER};
+  stat_add(&svc->n_packets_in, 1);
+  atomic_store_explicit(&s->last_active, service_clock(svc), memory_order_relaxed);
+  if (svc->o.callbacks.on_packet)
+    svc->o.callbacks.on_packet(s, &pkt);
+}
+
+static bool part_reserve(cp_session *s, uint16_t cap) {
+  if (s->part && s->part->cap >= cap)
+    return true;
+  struct part *n = realloc(s->part, sizeof *n + cap);
+  if (!n)
+    return false;
+  if (!s->part)
+    n->len = 0;
+  n->cap = cap;
+  s->part = n;
+  return true;
+}
+
+/* Frame the bytes of one receive. Complete packets are delivered straight
+ * from the receive buffer; only an incomplete tail is copied, and the copy is
+ * freed as soon as its packet is complete. */
+static void consume(cp_session *s, const uint8_t *p, size_t n) {
+  cp_service *svc = s->svc;
+  struct part *pt = s->part;
+  if (pt) {
+    while (pt->len < CP_PACKET_HEADER && n) {
+      pt->data[pt->len++] = *p++;
+      n--;
+    }
+    if (pt->len < CP_PACKET_HEADER)
+      return;
+    uint16_t size = le16(pt->data);
+    if (!size_ok(svc, size)) {
+      session_close(s, CP_REASON_BAD_PACKET);
+      return;
+    }
+    if (!part_reserve(s, size)) {
+      session_close(s, CP_REASON_ERROR);
+      return;
+    }
+    pt = s->part;
+    size_t take = size - pt->len;
+    if (take > n)
+      take = n;
+    memcpy(pt->data + pt->len, p, take);
+    pt->len = (uint16_t)(pt->len + take);
+    p += take;
+    n -= take;
+    if (pt->len < size)
+      return;
+    deliver(s, pt->data, size);
+    free(s->part);
+    s->part = NULL;
+    if (atomic_load(&s->closing))
+      return;
+  }
+  while (n >= CP_PACKET_HEADER) {
+    uint16_t size = le16(p);
+    if (!size_ok(svc, size)) {
+      session_close(s, CP_REASON_BAD_PACKET);
+      return;
+    }
+    if (size > n)
+      break;
+    deliver(s, p, size);
+    p += size;
+    n -= size;
+    if (atomic_load(&s->closing))
+      return;
+  }
+  if (n) {
+    /* n < the packet's size <= 65535, or n < 4 */
+    if (!part_reserve(s, n >= CP_PACKET_HEADER ? le16(p) : CP_PACKET_HEADER)) {
+      session_close(s, CP_REASON_ERROR);
+      return;
+    }
+    memcpy(s->part->data, p, n);
+    s->part->len = (uint16_t)n;
+  }
+}
+
+static cp_reason reason_of(int64_t err) {
+  switch (err) {
+  case 0:
+    return CP_REASON_PEER_CLOSED;
+  case -ECONNRESET:
+  case -EPIPE:
+  case -ETIMEDOUT:
+  case -EHOSTUNREACH:
+  case -ENETUNREACH:
+  case -ECONNABORTED:
+    return CP_REASON_RESET;
+  case -ECANCELED:
+    return CP_REASON_LOCAL;
+  default:
+    return CP_REASON_ERROR;
+  }
+}
+
+static void handle_recv(cp_session *s) {
+  cp_service *svc = s->svc;
+  int32_t res = s->recv_res;
+  void *buf = s->recv_buf;
+  s->recv_buf = NULL;
+  if (s->flags & SF_CONNECTING) {
+    s->flags &= (uint8_t)~SF_CONNECTING;
+    if (res == 0 && !atomic_load(&s->closing)) {
+      stat_add(&svc->n_connects, 1);
+      announce(s);
+    } else if (res != 0 && !atomic_load(&s->closing)) {
+      stat_add(&svc->n_connect_failures, 1);
+      session_close(s, CP_REASON_CONNECT_FAILED);
+    }
+  } else if (res > 0) {
+    stat_add(&svc->n_bytes_in, (uint64_t)res);
+    if (!atomic_load(&s->closing)) {
+      if (svc->o.raw) {
+        stat_add(&svc->n_packets_in, 1);
+        atomic_store_explicit(&s->last_active, service_clock(svc), memory_order_relaxed);
+        if (svc->o.callbacks.on_raw)
+          svc->o.callbacks.on_raw(s, buf, (size_t)res);
+      } else {
+        consume(s, buf, (size_t)res);
+      }
+    }
+    cp_port_buf_release(svc->port, buf);
+    post_recv(s);
+  } else {
+    session_close(s, reason_of(res));
+  }
+  cp_session_put(s); /* the op's reference */
+}
+
+/* ---- sending --------------------------------------------------------- */
+
+/* Build the next gathered send from the queue head (send lock held). */
+static void build_batch(struct sendq *q) {
+  uint32_t k = q->len < IOV_MAX ? q->len : IOV_MAX;
+  if (k > 1 && q->iov_cap < k) {
+    uint32_t cap = q->iov_cap ? q->iov_cap : 16;
+    while (cap < k)
+      cap *= 2;
+    struct iovec *v = realloc(q->iov, cap * sizeof *v);
+    if (v) {
+      q->iov = v;
+      q->iov_cap = cap;
+    } else {
+      k = q->iov_cap ? q->iov_cap : 1; /* send what fits; the rest follows */
+    }
+  }
+  struct iovec *v = k == 1 ? &q->one : q->iov;
+  size_t bytes = 0;
+  for (uint32_t i = 0; i < k; i++) {
+    cp_sendbuf *b = q->ring[(q->head + i) % q->cap];
+    v[i].iov_base = cp_sendbuf_data(b);
+    v[i].iov_len = cp_sendbuf_len(b);
+    bytes += v[i].iov_len;
+  }
+  q->inflight = k;
+  q->inflight_bytes = bytes;
+  q->busy = true;
+}
+
+static int start_send(cp_session *s) {
+  struct sendq *q = s->sq;
+  struct iovec *v = q->inflight == 1 ? &q->one : q->iov;
+  stat_add(&s->svc->n_sends, 1);
+  return cp_port_send(s->svc->port, s->fd, &q->op, v, (int)q->inflight);
+}
+
+static bool ring_push(struct sendq *q, cp_sendbuf *b) {
+  if (q->len == q->cap) {
+    uint32_t cap = q->cap ? q->cap * 2 : 8;
+    cp_sendbuf **r = malloc(cap * sizeof *r);
+    if (!r)
+      return false;
+    for (uint32_t i = 0; i < q->len; i++)
+      r[i] = q->ring[(q->head + i) % q->cap];
+    free(q->ring);
+    q->ring = r;
+    q->cap = cap;
+    q->head = 0;
+  }
+  q->ring[(q->head + q->len) % q->cap] = b;
+  q->len++;
+  return true;
+}
+
+int cp_session_send(cp_session *s, cp_sendbuf *b) {
+  if (!s || !b)
+    return -EINVAL;
+  size_t len = cp_sendbuf_len(b);
+  if (!len)
+    return -EINVAL;
+  cp_service *svc = s->svc;
+  if (atomic_load(&s->closing) || !atomic_load(&s->connected))
+    return -ENOTCONN;
+  pthread_spin_lock(&s->send_lock);
+  if (atomic_load(&s->closing)) {
+    pthread_spin_unlock(&s->send_lock);
+    return -ENOTCONN;
+  }
+  if (!s->sq) {
+    s->sq = calloc(1, sizeof *s->sq);
+    if (!s->sq) {
+      pthread_spin_unlock(&s->send_lock);
+      return -ENOMEM;
+    }
+  }
+  struct sendq *q = s->sq;
+  if (q->queued_bytes + len > svc->o.send_queue_max) {
+    pthread_spin_unlock(&s->send_lock);
+    session_close(s, CP_REASON_SLOW_CONSUMER);
+    return -ENOBUFS;
+  }
+  if (!ring_push(q, cp_sendbuf_ref(b))) {
+    pthread_spin_unlock(&s->send_lock);
+    cp_sendbuf_unref(b);
+    return -ENOMEM;
+  }
+  q->queued_bytes += len;
+  atomic_fetch_add(&svc->queued_bytes, len);
+  stat_add(&svc->n_packets_out, 1);
+  bool start = !q->busy;
+  if (start)
+    build_batch(q);
+  pthread_spin_unlock(&s->send_lock);
+  if (start) {
+    cp_session_get(s);
+    int rc = start_send(s);
+    if (rc) {
+      s->sq->res = rc;
+      strand_signal(s, ST_SEND); /* handled like a failed send */
+    }
+  }
+  return 0;
+}
+
+size_t cp_session_send_many(cp_session *const *v, size_t n, cp_sendbuf *b) {
+  size_t ok = 0;
+  for (size_t i = 0; i < n; i++)
+    if (v[i] && cp_session_send(v[i], b) == 0)
+      ok++;
+  return ok;
+}
+
+bool session_send_idle(cp_session *s) {
+  pthread_spin_lock(&s->send_lock);
+  bool idle = !s->sq || !s->sq->busy;
+  pthread_spin_unlock(&s->send_lock);
+  return idle;
+}
+
+static void handle_send(cp_session *s) {
+  cp_service *svc = s->svc;
+  struct sendq *q = s->sq;
+  int32_t res = q->res;
+  cp_sendbuf *done[64];
+  size_t bytes;
+  bool again = false, close_now = false;
+  /* Drop the buffers of the finished send (in chunks, outside the lock). */
+  pthread_spin_lock(&s->send_lock);
+  bytes = q->inflight_bytes;
+  q->queued_bytes -= bytes;
+  atomic_fetch_sub(&svc->queued_bytes, bytes);
+  uint32_t k = q->inflight;
+  q->inflight = 0;
+  q->inflight_bytes = 0;
+  pthread_spin_unlock(&s->send_lock);
+  while (k) {
+    uint32_t n = 0;
+    pthread_spin_lock(&s->send_lock);
+    while (k && n < 64) {
+      done[n++] = q->ring[q->head];
+      q->head = (q->head + 1) % q->cap;
+      q->len--;
+      k--;
+    }
+    pthread_spin_unlock(&s->send_lock);
+    for (uint32_t i = 0; i < n; i++)
+      cp_sendbuf_unref(done[i]);
+  }
+  bool closing = atomic_load(&s->closing);
+  if (res >= 0 && !closing) {
+    stat_add(&svc->n_bytes_out, bytes);
+    if (svc->o.callbacks.on_sent)
+      svc->o.callbacks.on_sent(s, bytes);
+  }
+  pthread_spin_lock(&s->send_lock);
+  if (res < 0 || atomic_load(&s->closing)) {
+    q->busy = false;
+  } else if (q->len) {
+    build_batch(q);
+    again = true;
+  } else {
+    q->busy = false;
+    close_now = q->drain_close;
+  }
+  pthread_spin_unlock(&s->send_lock);
+  if (res < 0)
+    session_close(s, reason_of(res));
+  if (close_now)
+    session_close(s, CP_REASON_LOCAL);
+  if (again) {
+    int rc = start_send(s); /* the op's reference carries over */
+    if (rc) {
+      pthread_spin_lock(&s->send_lock);
+      q->busy = false;
+      pthread_spin_unlock(&s->send_lock);
+      session_close(s, CP_REASON_ERROR);
+      cp_session_put(s);
+    }
+    return;
+  }
+  cp_session_put(s); /* the op's reference */
+}
+
+/* ---- dispatch -------------------------------------------------------- */
+
+static void process(cp_session *s, uint32_t bits) {
+  if (bits & ST_RECV)
+    handle_recv(s);
+  if (bits & ST_SEND)
+    handle_send(s);
+  if (bits & ST_CLOSE)
+    finish_close(s);
+}
+
+void session_on_completion(cp_session *s, const cp_completion *c) {
+  if (c->kind == CP_OP_SEND) {
+    s->sq->res = c->result < INT32_MIN ? INT32_MIN : (int32_t)c->result;
+    strand_signal(s, ST_SEND);
+  } else {
+    s->recv_res = c->result > INT32_MAX ? INT32_MAX : (int32_t)c->result;
+    s->recv_buf = c->buf;
+    strand_signal(s, ST_RECV);
+  }
+}

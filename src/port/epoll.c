@@ -1,0 +1,595 @@
+/*
+ * epoll.c - the epoll backend: a proactor built on readiness.
+ *
+ * Each associated fd is registered once, edge-triggered, for input and
+ * output. An fd keeps two FIFO queues of started ops: the read side (accept,
+ * recv, pooled recv) and the write side (connect, send, disconnect). Only the
+ * head of a queue is ever tried, so ops of one kind complete in start order.
+ *
+ * An op is tried at once when it is started and reaches the head of its queue
+ * (the data may already be there: no epoll round trip then); only when the
+ * syscall says EAGAIN does it wait for the next edge. On an edge the poller
+ * tries queue heads until one would block again; that is what keeps
+ * edge-triggered mode correct. All tries and queue changes of an fd happen
+ * under the fd's spinlock, so a start racing an edge cannot lose either.
+ *
+ * Pooled receives take a buffer only when the recv is about to be tried, and
+ * put it back if the recv finds nothing; an empty pool parks the fd (the
+ * starved list) until cp_port_buf_release() brings a buffer back.
+ *
+ * Timers live in a binary heap; the poller sleeps no longer than the earliest.
+ * An eventfd in the epoll set is the wake-up line for the poller.
+ */
+#define _GNU_SOURCE
+#include "port/port_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#define EV_WAKE_TAG UINT64_MAX
+
+struct ep {
+  int epfd, evfd;
+  struct epoll_event *events;
+  int nevents;
+  pthread_mutex_t lock;  /* free buffers, starved list, timer heap */
+  uint32_t *free_bufs;   /* stack of free buffer indices */
+  uint32_t nfree;
+  int starved_head, starved_tail; /* fds whose queue head is a pooled recv without a buffer */
+  struct op **heap;      /* timers, earliest first */
+  uint32_t heap_len, heap_cap;
+};
+
+static inline struct ep *E(cp_port *p) { return p->be_data; }
+
+static void count_syscall(cp_port *p) {
+  atomic_fetch_add_explicit(&p->n_syscalls, 1, memory_order_relaxed);
+}
+
+/* Completions gathered while holding locks, handed out after. */
+struct sink {
+  cp_completion *out;
+  int n, max;
+  cp_completion spill[64];
+  int nspill;
+};
+
+static void sink_flush(cp_port *p, struct sink *s) {
+  if (s->nspill)
+    port_emit_many(p, s->spill, s->nspill);
+  s->nspill = 0;
+}
+
+static void sink_put(cp_port *p, struct sink *s, struct op *o, int64_t res, void *buf) {
+  op_free_rest(o);
+  cp_completion *c = s->n < s->max ? &s->out[s->n++] : &s->spill[s->nspill++];
+  op_complete(o, c, res, buf);
+  if (s->nspill == (int)(sizeof s->spill / sizeof s->spill[0]))
+    sink_flush(p, s); /* safe under locks: epoll's wake() takes none */
+}
+
+/* ---- setup ---------------------------------------------------------- */
+
+static int epoll_probe(void) { return 0; }
+
+static int epoll_init(cp_port *p) {
+  struct ep *ep = calloc(1, sizeof *ep);
+  if (!ep)
+    return -ENOMEM;
+  ep->epfd = epoll_create1(EPOLL_CLOEXEC);
+  ep->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  ep->nevents = (int)p->queue_depth;
+  ep->events = calloc((size_t)ep->nevents, sizeof *ep->events);
+  ep->free_bufs = malloc(p->bufs.count * sizeof *ep->free_bufs);
+  int rc = 0;
+  if (ep->epfd < 0 || ep->evfd < 0) {
+    rc = -errno;
+  } else if (!ep->events || !ep->free_bufs) {
+    rc = -ENOMEM;
+  } else {
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = EV_WAKE_TAG};
+    if (epoll_ctl(ep->epfd, EPOLL_CTL_ADD, ep->evfd, &ev) < 0)
+      rc = -errno;
+  }
+  if (rc) {
+    if (ep->epfd >= 0)
+      close(ep->epfd);
+    if (ep->evfd >= 0)
+      close(ep->evfd);
+    free(ep->events);
+    free(ep->free_bufs);
+    free(ep);
+    return rc;
+  }
+  /* Hand out low indices first, so a lightly used pool touches few pages. */
+  for (uint32_t i = 0; i < p->bufs.count; i++)
+    ep->free_bufs[i] = p->bufs.count - 1 - i;
+  ep->nfree = p->bufs.count;
+  ep->starved_head = ep->starved_tail = -1;
+  pthread_mutex_init(&ep->lock, NULL);
+  p->be_data = ep;
+  return 0;
+}
+
+static void epoll_destroy(cp_port *p) {
+  struct ep *ep = E(p);
+  /* Nothing is with the kernel: queued ops just stop existing. Free what
+   * partial sends copied. */
+  for (unsigned ci = 0; ci < FDT_CHUNKS; ci++) {
+    struct fdent *c = atomic_load(&p->fds.chunks[ci]);
+    if (!c)
+      continue;
+    for (unsigned j = 0; j < FDT_CHUNK; j++) {
+      for (struct op *o; (o = opq_pop(&c[j].wr));)
+        op_free_rest(o);
+      c[j].rd.tail = NULL;
+    }
+  }
+  close(ep->epfd);
+  close(ep->evfd);
+  free(ep->events);
+  free(ep->free_bufs);
+  free(ep->heap);
+  pthread_mutex_destroy(&ep->lock);
+  free(ep);
+  p->be_data = NULL;
+}
+
+static int epoll_associate(cp_port *p, int fd, struct fdent *e) {
+  (void)e;
+  struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
+                           .data.u64 = (uint64_t)fd};
+  if (epoll_ctl(E(p)->epfd, EPOLL_CTL_ADD, fd, &ev) == 0)
+    return 0;
+  if (errno == EEXIST && epoll_ctl(E(p)->epfd, EPOLL_CTL_MOD, fd, &ev) == 0)
+    return 0;
+  return errno == EPERM ? -EBADF : -errno; /* EPERM: not pollable (a regular file) */
+}
+
+static void epoll_wake(cp_port *p) {
+  uint64_t one = 1;
+  ssize_t r = write(E(p)->evfd, &one, sizeof one);
+  (void)r; /* EAGAIN: the counter is already non-zero, the poller will wake */
+  count_syscall(p);
+}
+
+/* ---- buffers -------------------------------------------------------- */
+
+static long buf_get(cp_port *p) {
+  struct ep *ep = E(p);
+  long idx = -1;
+  pthread_mutex_lock(&ep->lock);
+  if (ep->nfree)
+    idx = ep->free_bufs[--ep->nfree];
+  pthread_mutex_unlock(&ep->lock);
+  return idx;
+}
+
+static void buf_put_locked(cp_port *p, uint32_t idx) {
+  struct ep *ep = E(p);
+  if (ep->nfree < p->bufs.count)
+    ep->free_bufs[ep->nfree++] = idx;
+}
+
+static void buf_put(cp_port *p, uint32_t idx) {
+  pthread_mutex_lock(&E(p)->lock);
+  buf_put_locked(p, idx);
+  pthread_mutex_unlock(&E(p)->lock);
+}
+
+/* ---- trying ops (fd lock held) -------------------------------------- */
+
+enum try_result { TRY_DONE, TRY_AGAIN, TRY_STARVED };
+
+static int64_t neg_errno(void) { return -(int64_t)errno; }
+
+static enum try_result try_op(cp_port *p, struct op *o, int64_t *res, void **buf) {
+  *buf = NULL;
+  for (;;) {
+    ssize_t n;
+    switch (o->kind) {
+    case CP_OP_ACCEPT: {
+      int fd = accept4(o->fd, o->u.accept.addr, o->u.accept.addrlen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      count_syscall(p);
+      if (fd >= 0) {
+        *res = fd;
+        return TRY_DONE;
+      }
+      if (errno == EINTR || errno == ECONNABORTED)
+        continue;
+      if (errno == EAGAIN)
+        return TRY_AGAIN;
+      *res = neg_errno();
+      return TRY_DONE;
+    }
+    case CP_OP_CONNECT: {
+      if (!o->done) {
+        o->done = 1; /* connect() issued */
+        count_syscall(p);
+        if (connect(o->fd, o->u.connect.addr, o->u.connect.addrlen) == 0) {
+          *res = 0;
+          return TRY_DONE;
+        }
+        if (errno == EINPROGRESS || errno == EINTR)
+          return TRY_AGAIN;
+        *res = neg_errno();
+        return TRY_DONE;
+      }
+      int err = 0;
+      socklen_t len = sizeof err;
+      count_syscall(p);
+      if (getsockopt(o->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+        err = errno;
+      if (err) {
+        *res = -err;
+        return TRY_DONE;
+      }
+      struct sockaddr_storage ss;
+      socklen_t sl = sizeof ss;
+      count_syscall(p);
+      if (getpeername(o->fd, (struct sockaddr *)&ss, &sl) == 0) {
+        *res = 0;
+        return TRY_DONE;
+      }
+      return TRY_AGAIN; /* still in progress */
+    }
+    case CP_OP_RECV: {
+      n = recvmsg(o->fd, &o->u.msg, 0);
+      count_syscall(p);
+      if (n >= 0) {
+        *res = n;
+        return TRY_DONE;
+      }
+      if (errno == EINTR)
+        continue;
+      if (errno == EAGAIN)
+        return TRY_AGAIN;
+      *res = neg_errno();
+      return TRY_DONE;
+    }
+    case CP_OP_RECV_POOLED: {
+      long idx = buf_get(p);
+      if (idx < 0)
+        return TRY_STARVED;
+      void *b = bufpool_addr(&p->bufs, (uint32_t)idx);
+      n = recv(o->fd, b, p->bufs.size, 0);
+      count_syscall(p);
+      if (n > 0) {
+        *res = n;
+        *buf = b;
+        return TRY_DONE;
+      }
+      int err = errno;
+      buf_put(p, (uint32_t)idx);
+      if (n == 0) {
+        *res = 0;
+        return TRY_DONE;
+      }
+      if (err == EINTR)
+        continue;
+      if (err == EAGAIN)
+        return TRY_AGAIN;
+      *res = -(int64_t)err;
+      return TRY_DONE;
+    }
+    case CP_OP_SEND: {
+      n = sendmsg(o->fd, &o->u.msg, MSG_NOSIGNAL);
+      count_syscall(p);
+      if (n > 0) {
+        int r = op_advance_send(o, (size_t)n);
+        if (r == 1) {
+          *res = o->done;
+          return TRY_DONE;
+        }
+        if (r < 0) {
+          *res = r;
+          return TRY_DONE;
+        }
+        continue; /* short: try the rest, usually EAGAIN */
+      }
+      if (n < 0 && errno == EINTR)
+        continue;
+      if (n < 0 && errno == EAGAIN)
+        return TRY_AGAIN;
+      *res = n == 0 ? -EPIPE : neg_errno();
+      return TRY_DONE;
+    }
+    case CP_OP_DISCONNECT:
+      count_syscall(p);
+      *res = shutdown(o->fd, o->how) == 0 ? 0 : neg_errno();
+      return TRY_DONE;
+    }
+    *res = -EINVAL;
+    return TRY_DONE;
+  }
+}
+
+/* Park o (the head of its fd's read queue; fd lock held) until a buffer is
+ * released. The list links fds, not ops, so a cancelled op leaves nothing
+ * dangling: a listed fd whose head is no longer starved is just skipped. */
+static void starve(cp_port *p, struct op *o, struct fdent *e) {
+  struct ep *ep = E(p);
+  atomic_fetch_add_explicit(&p->n_buf_waits, 1, memory_order_relaxed);
+  o->state = OPS_STARVED;
+  pthread_mutex_lock(&ep->lock);
+  if (!e->starved_listed) {
+    e->starved_listed = 1;
+    e->starved_next = -1;
+    if (ep->starved_tail >= 0)
+      fdtable_get(&p->fds, ep->starved_tail)->starved_next = o->fd;
+    else
+      ep->starved_head = o->fd;
+    ep->starved_tail = o->fd;
+  }
+  pthread_mutex_unlock(&ep->lock);
+}
+
+/* Try the head of one queue until it would block. fd lock held. */
+static void run_queue(cp_port *p, struct sink *s, struct fdent *e, struct opq *q) {
+  struct op *o;
+  while ((o = opq_head(q))) {
+    if (o->state == OPS_STARVED)
+      return; /* waits for a buffer; buf_release re-runs this queue */
+    int64_t res;
+    void *buf;
+    enum try_result r = try_op(p, o, &res, &buf);
+    if (r == TRY_AGAIN)
+      return;
+    if (r == TRY_STARVED) {
+      starve(p, o, e);
+      return;
+    }
+    opq_pop(q);
+    sink_put(p, s, o, res, buf);
+  }
+}
+
+static int epoll_start(cp_port *p, struct op *o, struct fdent *e) {
+  struct sink s = {.out = NULL, .n = 0, .max = 0, .nspill = 0};
+  if (o->kind == CP_OP_TIMEOUT) {
+    struct ep *ep = E(p);
+    pthread_mutex_lock(&ep->lock);
+    if (ep->heap_len == ep->heap_cap) {
+      uint32_t cap = ep->heap_cap ? ep->heap_cap * 2 : 64;
+      struct op **h = realloc(ep->heap, cap * sizeof *h);
+      if (!h) {
+        pthread_mutex_unlock(&ep->lock);
+        return -ENOMEM;
+      }
+      ep->heap = h;
+      ep->heap_cap = cap;
+    }
+    /* sift up */
+    uint32_t i = ep->heap_len++;
+    while (i > 0) {
+      uint32_t parent = (i - 1) / 2;
+      if (ep->heap[parent]->u.timer.deadline_ns <= o->u.timer.deadline_ns)
+        break;
+      ep->heap[i] = ep->heap[parent];
+      ep->heap[i]->u.timer.heap_idx = i;
+      i = parent;
+    }
+    ep->heap[i] = o;
+    o->u.timer.heap_idx = i;
+    o->state = OPS_TIMER;
+    bool earliest = i == 0;
+    pthread_mutex_unlock(&ep->lock);
+    /* A poller asleep may be sleeping past this new deadline. */
+    if (earliest && atomic_load(&p->in_kernel))
+      epoll_wake(p);
+    return 0;
+  }
+  bool rd = op_is_read(o->kind);
+  pthread_spin_lock(&e->lock);
+  if (atomic_load(&p->closed)) {
+    pthread_spin_unlock(&e->lock);
+    return -ESHUTDOWN;
+  }
+  o->state = OPS_QUEUED;
+  struct opq *q = rd ? &e->rd : &e->wr;
+  opq_push(q, o);
+  if (opq_head(q) == o)
+    run_queue(p, &s, e, q);
+  pthread_spin_unlock(&e->lock);
+  sink_flush(p, &s);
+  return 0;
+}
+
+/* ---- timers --------------------------------------------------------- */
+
+/* Remove heap[i] (ep lock held). */
+static void heap_remove(struct ep *ep, uint32_t i) {
+  struct op *last = ep->heap[--ep->heap_len];
+  if (i == ep->heap_len)
+    return;
+  /* Put `last` at i and restore the order both ways. */
+  uint64_t d = last->u.timer.deadline_ns;
+  while (i > 0 && ep->heap[(i - 1) / 2]->u.timer.deadline_ns > d) {
+    ep->heap[i] = ep->heap[(i - 1) / 2];
+    ep->heap[i]->u.timer.heap_idx = i;
+    i = (i - 1) / 2;
+  }
+  for (;;) {
+    uint32_t l = 2 * i + 1, r = l + 1, m = i;
+    uint64_t md = d;
+    if (l < ep->heap_len && ep->heap[l]->u.timer.deadline_ns < md)
+      m = l, md = ep->heap[l]->u.timer.deadline_ns;
+    if (r < ep->heap_len && ep->heap[r]->u.timer.deadline_ns < md)
+      m = r;
+    if (m == i)
+      break;
+    ep->heap[i] = ep->heap[m];
+    ep->heap[i]->u.timer.heap_idx = i;
+    i = m;
+  }
+  ep->heap[i] = last;
+  last->u.timer.heap_idx = i;
+}
+
+static void expire_timers(cp_port *p, struct sink *s) {
+  struct ep *ep = E(p);
+  uint64_t now = port_now_ns();
+  pthread_mutex_lock(&ep->lock);
+  while (ep->heap_len && ep->heap[0]->u.timer.deadline_ns <= now) {
+    struct op *o = ep->heap[0];
+    heap_remove(ep, 0);
+    sink_put(p, s, o, 0, NULL);
+  }
+  pthread_mutex_unlock(&ep->lock);
+}
+
+static int next_timer_ms(cp_port *p, int timeout_ms) {
+  struct ep *ep = E(p);
+  pthread_mutex_lock(&ep->lock);
+  if (ep->heap_len) {
+    uint64_t now = port_now_ns(), d = ep->heap[0]->u.timer.deadline_ns;
+    uint64_t ms = d <= now ? 0 : (d - now + 999999) / 1000000;
+    if (timeout_ms < 0 || ms < (uint64_t)timeout_ms)
+      timeout_ms = (int)ms;
+  }
+  pthread_mutex_unlock(&ep->lock);
+  return timeout_ms;
+}
+
+/* ---- the poller ----------------------------------------------------- */
+
+static int epoll_poll(cp_port *p, cp_completion *out, int max, int timeout_ms) {
+  struct ep *ep = E(p);
+  struct sink s = {.out = out, .n = 0, .max = max, .nspill = 0};
+  /* in_kernel goes up before the timer heap is read: a timer added after the
+   * read then sees it and wakes us (epoll_start). */
+  atomic_store(&p->in_kernel, true);
+  int t = next_timer_ms(p, timeout_ms);
+  int n = epoll_wait(ep->epfd, ep->events, ep->nevents, t);
+  atomic_store(&p->in_kernel, false);
+  count_syscall(p);
+  for (int i = 0; i < n; i++) {
+    struct epoll_event *ev = &ep->events[i];
+    if (ev->data.u64 == EV_WAKE_TAG) {
+      uint64_t v;
+      ssize_t r = read(ep->evfd, &v, sizeof v);
+      (void)r;
+      count_syscall(p);
+      continue;
+    }
+    struct fdent *e = fdtable_get(&p->fds, (int)ev->data.u64);
+    if (!e)
+      continue;
+    pthread_spin_lock(&e->lock);
+    if (ev->events & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP))
+      run_queue(p, &s, e, &e->rd);
+    if (ev->events & (EPOLLOUT | EPOLLERR | EPOLLHUP))
+      run_queue(p, &s, e, &e->wr);
+    pthread_spin_unlock(&e->lock);
+  }
+  expire_timers(p, &s);
+  sink_flush(p, &s);
+  return s.n;
+}
+
+/* ---- cancel and buffers --------------------------------------------- */
+
+static void cancel_queue(cp_port *p, struct sink *s, struct opq *q) {
+  struct op *o;
+  while ((o = opq_pop(q)))
+    sink_put(p, s, o, -ECANCELED, NULL);
+}
+
+static int epoll_cancel_fd(cp_port *p, int fd, struct fdent *e, bool forget) {
+  struct sink s = {.out = NULL, .n = 0, .max = 0, .nspill = 0};
+  pthread_spin_lock(&e->lock);
+  cancel_queue(p, &s, &e->rd);
+  cancel_queue(p, &s, &e->wr);
+  if (forget)
+    epoll_ctl(E(p)->epfd, EPOLL_CTL_DEL, fd, NULL);
+  pthread_spin_unlock(&e->lock);
+  sink_flush(p, &s);
+  return 0;
+}
+
+static int epoll_cancel_op(cp_port *p, struct op *o) {
+  struct ep *ep = E(p);
+  struct sink s = {.out = NULL, .n = 0, .max = 0, .nspill = 0};
+  int rc = -ENOENT;
+  if (o->fd < 0) {
+    pthread_mutex_lock(&ep->lock);
+    if (o->state == OPS_TIMER && o->u.timer.heap_idx < ep->heap_len &&
+        ep->heap[o->u.timer.heap_idx] == o) {
+      heap_remove(ep, o->u.timer.heap_idx);
+      sink_put(p, &s, o, -ECANCELED, NULL);
+      rc = 0;
+    }
+    pthread_mutex_unlock(&ep->lock);
+    sink_flush(p, &s);
+    return rc;
+  }
+  struct fdent *e = fdtable_get(&p->fds, o->fd);
+  if (!e)
+    return -ENOENT;
+  pthread_spin_lock(&e->lock);
+  for (int side = 0; side < 2 && rc; side++) {
+    struct opq *q = side ? &e->wr : &e->rd;
+    bool was_head = opq_head(q) == o;
+    if (!opq_remove(q, o))
+      continue;
+    sink_put(p, &s, o, -ECANCELED, NULL);
+    /* A new head may be ready already; no edge will say so. */
+    if (was_head)
+      run_queue(p, &s, e, q);
+    rc = 0;
+  }
+  pthread_spin_unlock(&e->lock);
+  sink_flush(p, &s);
+  return rc;
+}
+
+static void epoll_buf_release(cp_port *p, uint32_t idx) {
+  struct ep *ep = E(p);
+  pthread_mutex_lock(&ep->lock);
+  buf_put_locked(p, idx);
+  pthread_mutex_unlock(&ep->lock);
+  /* Give the buffer to the first listed fd that still waits for one. */
+  for (;;) {
+    pthread_mutex_lock(&ep->lock);
+    int fd = ep->starved_head;
+    struct fdent *e = fd >= 0 ? fdtable_get(&p->fds, fd) : NULL;
+    if (e) {
+      ep->starved_head = e->starved_next;
+      if (ep->starved_head < 0)
+        ep->starved_tail = -1;
+      e->starved_listed = 0;
+    }
+    pthread_mutex_unlock(&ep->lock);
+    if (!e)
+      return;
+    struct sink s = {.out = NULL, .n = 0, .max = 0, .nspill = 0};
+    pthread_spin_lock(&e->lock);
+    struct op *head = opq_head(&e->rd);
+    bool waiting = head && head->state == OPS_STARVED;
+    if (waiting) {
+      head->state = OPS_QUEUED;
+      run_queue(p, &s, e, &e->rd);
+    }
+    pthread_spin_unlock(&e->lock);
+    sink_flush(p, &s);
+    if (waiting)
+      return;
+  }
+}
+
+const struct backend cp_backend_epoll = {
+    .name = "epoll",
+    .probe = epoll_probe,
+    .init = epoll_init,
+    .destroy = epoll_destroy,
+    .associate = epoll_associate,
+    .cancel_fd = epoll_cancel_fd,
+    .cancel_op = epoll_cancel_op,
+    .start = epoll_start,
+    .poll = epoll_poll,
+    .wake = epoll_wake,
+    .buf_release = epoll_buf_release,
+};

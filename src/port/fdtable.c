@@ -1,0 +1,58 @@
+/*
+ * fdtable.c - per-fd state, found by fd number without a lock.
+ *
+ * Two levels: a fixed array of chunk pointers and chunks of FDT_CHUNK entries,
+ * allocated on first use and never moved or freed until the port goes. So a
+ * lookup is two loads, and memory grows with the highest fd, in 1024-entry
+ * steps, not with the number of ports or ops.
+ */
+#define _GNU_SOURCE
+#include "port/port_internal.h"
+
+#include <errno.h>
+#include <stdlib.h>
+
+int fdtable_init(struct fdtable *t) {
+  for (unsigned i = 0; i < FDT_CHUNKS; i++)
+    atomic_init(&t->chunks[i], NULL);
+  return -pthread_mutex_init(&t->grow, NULL);
+}
+
+void fdtable_free(struct fdtable *t) {
+  for (unsigned i = 0; i < FDT_CHUNKS; i++) {
+    struct fdent *c = atomic_load_explicit(&t->chunks[i], memory_order_relaxed);
+    if (!c)
+      continue;
+    for (unsigned j = 0; j < FDT_CHUNK; j++)
+      pthread_spin_destroy(&c[j].lock);
+    free(c);
+  }
+  pthread_mutex_destroy(&t->grow);
+}
+
+struct fdent *fdtable_get(struct fdtable *t, int fd) {
+  if (fd < 0 || (unsigned)fd >= FDT_CHUNK * FDT_CHUNKS)
+    return NULL;
+  struct fdent *c =
+      atomic_load_explicit(&t->chunks[(unsigned)fd >> FDT_CHUNK_BITS], memory_order_acquire);
+  return c ? &c[(unsigned)fd & (FDT_CHUNK - 1)] : NULL;
+}
+
+struct fdent *fdtable_make(struct fdtable *t, int fd) {
+  struct fdent *e = fdtable_get(t, fd);
+  if (e || fd < 0 || (unsigned)fd >= FDT_CHUNK * FDT_CHUNKS)
+    return e;
+  pthread_mutex_lock(&t->grow);
+  unsigned ci = (unsigned)fd >> FDT_CHUNK_BITS;
+  struct fdent *c = atomic_load_explicit(&t->chunks[ci], memory_order_relaxed);
+  if (!c) {
+    c = calloc(FDT_CHUNK, sizeof *c);
+    if (c) {
+      for (unsigned j = 0; j < FDT_CHUNK; j++)
+        pthread_spin_init(&c[j].lock, PTHREAD_PROCESS_PRIVATE);
+      atomic_store_explicit(&t->chunks[ci], c, memory_order_release);
+    }
+  }
+  pthread_mutex_unlock(&t->grow);
+  return c ? &c[(unsigned)fd & (FDT_CHUNK - 1)] : NULL;
+}

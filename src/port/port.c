@@ -1,0 +1,690 @@
+/*
+ * port.c - the completion port's core: creation and backend choice, the fd
+ * table, argument checks, the ready queue, and cp_port_wait().
+ *
+ * Waiting is leader/follower. At most one waiting thread holds the "poller"
+ * role and blocks in the kernel (io_uring_enter or epoll_wait); the others
+ * sleep on a condition variable. When the poller comes back with completions
+ * it returns them to its caller and signals a follower to take the role over,
+ * so the kernel is always watched and each completion is handed to exactly one
+ * thread. Completions that appear elsewhere (posts, epoll ops that finish at
+ * once, a poller's overflow) go through the ready ring under `mu`; an emitter
+ * wakes a follower, or the poller through the backend's wake() when nobody
+ * else could take them.
+ *
+ * The concurrency cap is IOCP's: a thread counts as running from the moment
+ * cp_port_wait() hands it completions until it calls cp_port_wait() on the
+ * same port again. Threads over the cap stay asleep even if work is queued.
+ */
+#define _GNU_SOURCE
+#include "port/port_internal.h"
+
+#include <fcntl.h>
+#include <limits.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define DEFAULT_QUEUE_DEPTH 1024u
+#define DEFAULT_BUF_COUNT 1024u
+#define DEFAULT_BUF_SIZE 4096u
+#define MAX_BUF_COUNT 32768u /* io_uring's provided-buffer ring limit */
+
+static _Atomic uint64_t next_port_id = 1;
+
+uint64_t port_now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* ---- thread-local concurrency slots ---------------------------------- */
+
+/* Ids of the ports on which this thread currently counts as running. Ids are
+ * never reused, so an entry left by a destroyed port is simply never matched. */
+#define SLOTS 8
+static _Thread_local uint64_t held_slots[SLOTS];
+
+static bool slot_take_back(cp_port *p) {
+  for (int i = 0; i < SLOTS; i++)
+    if (held_slots[i] == p->id) {
+      held_slots[i] = 0;
+      return true;
+    }
+  return false;
+}
+
+static void slot_hold(cp_port *p) {
+  int free_i = -1;
+  for (int i = 0; i < SLOTS; i++) {
+    if (held_slots[i] == p->id)
+      return;
+    if (!held_slots[i] && free_i < 0)
+      free_i = i;
+  }
+  if (free_i < 0) {
+    /* More ports than slots on one thread: forget the oldest. Its port keeps
+     * counting this thread until the thread waits there again. */
+    memmove(held_slots, held_slots + 1, sizeof held_slots - sizeof held_slots[0]);
+    free_i = SLOTS - 1;
+  }
+  held_slots[free_i] = p->id;
+}
+
+/* ---- creation -------------------------------------------------------- */
+
+const char *cp_backend_name(cp_backend b) {
+  switch (b) {
+  case CP_BACKEND_URING:
+    return "uring";
+  case CP_BACKEND_EPOLL:
+    return "epoll";
+  case CP_BACKEND_AUTO:
+    return "auto";
+  }
+  return "unknown";
+}
+
+static int parse_backend_env(cp_backend *out) {
+  const char *v = getenv("CPORT_BACKEND");
+  if (!v || !*v || !strcmp(v, "auto"))
+    *out = CP_BACKEND_AUTO;
+  else if (!strcmp(v, "uring") || !strcmp(v, "io_uring"))
+    *out = CP_BACKEND_URING;
+  else if (!strcmp(v, "epoll"))
+    *out = CP_BACKEND_EPOLL;
+  else {
+    fprintf(stderr, "cport: CPORT_BACKEND=%s is not one of auto, uring, epoll\n", v);
+    return -EINVAL;
+  }
+  return 0;
+}
+
+static int choose_backend(cp_backend want, const struct backend **be, cp_backend *got) {
+  if (want == CP_BACKEND_AUTO) {
+    int rc = parse_backend_env(&want);
+    if (rc)
+      return rc;
+  }
+  if (want == CP_BACKEND_EPOLL) {
+    *be = &cp_backend_epoll;
+    *got = CP_BACKEND_EPOLL;
+    return 0;
+  }
+  int rc = cp_backend_uring.probe();
+  if (rc == 0) {
+    *be = &cp_backend_uring;
+    *got = CP_BACKEND_URING;
+    return 0;
+  }
+  if (want == CP_BACKEND_URING) {
+    fprintf(stderr, "cport: the uring backend was asked for but io_uring is unavailable: %s\n",
+            cp_strerror(rc));
+    return -ENODEV;
+  }
+  static _Atomic bool logged;
+  if (!atomic_exchange(&logged, true))
+    fprintf(stderr, "cport: io_uring unavailable (%s), using epoll\n", cp_strerror(rc));
+  *be = &cp_backend_epoll;
+  *got = CP_BACKEND_EPOLL;
+  return 0;
+}
+
+static uint32_t round_pow2(uint32_t v) {
+  uint32_t r = 1;
+  while (r < v)
+    r <<= 1;
+  return r;
+}
+
+int cp_port_create(cp_port **out, const cp_port_options *opts) {
+  if (!out)
+    return -EINVAL;
+  *out = NULL;
+  cp_port_options o = {0};
+  if (opts)
+    o = *opts;
+  if (o.backend != CP_BACKEND_AUTO && o.backend != CP_BACKEND_URING &&
+      o.backend != CP_BACKEND_EPOLL)
+    return -EINVAL;
+  if (!o.concurrency) {
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    o.concurrency = n > 0 ? (unsigned)n : 1;
+  }
+  if (!o.queue_depth)
+    o.queue_depth = DEFAULT_QUEUE_DEPTH;
+  if (!o.buf_count)
+    o.buf_count = DEFAULT_BUF_COUNT;
+  if (!o.buf_size)
+    o.buf_size = DEFAULT_BUF_SIZE;
+  if (o.queue_depth > 32768 || o.buf_count > MAX_BUF_COUNT || o.buf_size > (1u << 24))
+    return -EINVAL;
+
+  const struct backend *be;
+  cp_backend which;
+  int rc = choose_backend(o.backend, &be, &which);
+  if (rc)
+    return rc;
+
+  cp_port *p = calloc(1, sizeof *p);
+  if (!p)
+    return -ENOMEM;
+  p->be = be;
+  p->backend = which;
+  p->id = atomic_fetch_add(&next_port_id, 1);
+  p->queue_depth = o.queue_depth;
+  p->concurrency = o.concurrency;
+  p->ready_cap = 2 * round_pow2(o.queue_depth);
+  p->ready = malloc(p->ready_cap * sizeof *p->ready);
+  if (!p->ready) {
+    free(p);
+    return -ENOMEM;
+  }
+  pthread_condattr_t ca;
+  pthread_condattr_init(&ca);
+  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+  pthread_cond_init(&p->cv, &ca);
+  pthread_condattr_destroy(&ca);
+  pthread_mutex_init(&p->mu, NULL);
+  rc = fdtable_init(&p->fds);
+  if (!rc)
+    rc = bufpool_init(&p->bufs, round_pow2(o.buf_count), o.buf_size);
+  if (!rc)
+    rc = be->init(p);
+  if (rc) {
+    bufpool_free(&p->bufs);
+    fdtable_free(&p->fds);
+    pthread_cond_destroy(&p->cv);
+    pthread_mutex_destroy(&p->mu);
+    free(p->ready);
+    free(p);
+    return rc;
+  }
+  *out = p;
+  return 0;
+}
+
+void cp_port_close(cp_port *p) {
+  if (!p || atomic_exchange(&p->closed, true))
+    return;
+  pthread_mutex_lock(&p->mu);
+  pthread_cond_broadcast(&p->cv);
+  pthread_mutex_unlock(&p->mu);
+  p->be->wake(p);
+}
+
+void cp_port_destroy(cp_port *p) {
+  if (!p)
+    return;
+  cp_port_close(p);
+  p->be->destroy(p);
+  bufpool_free(&p->bufs);
+  fdtable_free(&p->fds);
+  pthread_cond_destroy(&p->cv);
+  pthread_mutex_destroy(&p->mu);
+  free(p->ready);
+  free(p);
+}
+
+cp_backend cp_port_backend(const cp_port *p) { return p ? p->backend : CP_BACKEND_AUTO; }
+
+void cp_port_get_stats(const cp_port *p, cp_port_stats *s) {
+  if (!p || !s)
+    return;
+  s->started = atomic_load_explicit(&p->n_started, memory_order_relaxed);
+  s->completed = atomic_load_explicit(&p->n_completed, memory_order_relaxed);
+  s->syscalls = atomic_load_explicit(&p->n_syscalls, memory_order_relaxed);
+  s->buf_waits = atomic_load_explicit(&p->n_buf_waits, memory_order_relaxed);
+}
+
+/* ---- association ----------------------------------------------------- */
+
+int cp_port_associate(cp_port *p, int fd, void *key) {
+  if (!p)
+    return -EINVAL;
+  if (atomic_load(&p->closed))
+    return -ESHUTDOWN;
+  if (fd < 0 || fcntl(fd, F_GETFD) < 0)
+    return -EBADF;
+  struct fdent *e = fdtable_make(&p->fds, fd);
+  if (!e)
+    return fd >= 0 && (unsigned)fd >= FDT_CHUNK * FDT_CHUNKS ? -EBADF : -ENOMEM;
+  int rc = p->be->associate(p, fd, e);
+  if (rc)
+    return rc;
+  pthread_spin_lock(&e->lock);
+  e->key = key;
+  e->associated = 1;
+  pthread_spin_unlock(&e->lock);
+  return 0;
+}
+
+static struct fdent *associated_fd(cp_port *p, int fd) {
+  struct fdent *e = fdtable_get(&p->fds, fd);
+  if (!e)
+    return NULL;
+  pthread_spin_lock(&e->lock);
+  bool ok = e->associated;
+  pthread_spin_unlock(&e->lock);
+  return ok ? e : NULL;
+}
+
+int cp_port_disassociate(cp_port *p, int fd) {
+  if (!p)
+    return -EINVAL;
+  struct fdent *e = fdtable_get(&p->fds, fd);
+  if (!e)
+    return -EBADF;
+  pthread_spin_lock(&e->lock);
+  bool was = e->associated;
+  e->associated = 0;
+  e->key = NULL;
+  pthread_spin_unlock(&e->lock);
+  if (!was)
+    return -EBADF;
+  atomic_fetch_add(&e->gen, 1);
+  return p->be->cancel_fd(p, fd, e, true);
+}
+
+int cp_port_cancel(cp_port *p, int fd) {
+  if (!p)
+    return -EINVAL;
+  struct fdent *e = associated_fd(p, fd);
+  if (!e)
+    return -EBADF;
+  atomic_fetch_add(&e->gen, 1);
+  return p->be->cancel_fd(p, fd, e, false);
+}
+
+int cp_port_cancel_op(cp_port *p, cp_op *op) {
+  if (!p || !op)
+    return -EINVAL;
+  return p->be->cancel_op(p, op_of(op));
+}
+
+/* ---- starting ops ---------------------------------------------------- */
+
+static int start(cp_port *p, struct op *o, struct fdent *e) {
+  int rc = p->be->start(p, o, e);
+  if (rc == 0)
+    atomic_fetch_add_explicit(&p->n_started, 1, memory_order_relaxed);
+  return rc;
+}
+
+/* Check the port and fd, and fill the fields every op has. */
+static int begin(cp_port *p, int fd, cp_op *cop, cp_op_kind kind, struct op **op,
+                 struct fdent **ent) {
+  if (!p || !cop)
+    return -EINVAL;
+  if (atomic_load_explicit(&p->closed, memory_order_relaxed))
+    return -ESHUTDOWN;
+  struct fdent *e = fdtable_get(&p->fds, fd);
+  if (!e)
+    return -EBADF;
+  struct op *o = op_of(cop);
+  pthread_spin_lock(&e->lock);
+  bool ok = e->associated;
+  o->key = e->key;
+  pthread_spin_unlock(&e->lock);
+  if (!ok)
+    return -EBADF;
+  o->next = NULL;
+  o->fd = fd;
+  o->kind = (uint8_t)kind;
+  o->state = OPS_IDLE;
+  o->how = 0;
+  o->gen = atomic_load_explicit(&e->gen, memory_order_acquire);
+  o->done = 0;
+  o->iov_rest = NULL;
+  *op = o;
+  *ent = e;
+  return 0;
+}
+
+static int check_iov(const struct iovec *iov, int iovcnt) {
+  if (!iov || iovcnt < 1 || iovcnt > IOV_MAX)
+    return -EINVAL;
+  size_t total = 0;
+  for (int i = 0; i < iovcnt; i++) {
+    if (iov[i].iov_len && !iov[i].iov_base)
+      return -EFAULT;
+    if (iov[i].iov_len > SSIZE_MAX - total)
+      return -EINVAL;
+    total += iov[i].iov_len;
+  }
+  return total ? 0 : -EINVAL;
+}
+
+int cp_port_accept(cp_port *p, int lfd, cp_op *cop, struct sockaddr *addr, socklen_t *addrlen) {
+  if ((addr == NULL) != (addrlen == NULL))
+    return -EINVAL;
+  struct op *o;
+  struct fdent *e;
+  int rc = begin(p, lfd, cop, CP_OP_ACCEPT, &o, &e);
+  if (rc)
+    return rc;
+  o->u.accept.addr = addr;
+  o->u.accept.addrlen = addrlen;
+  return start(p, o, e);
+}
+
+int cp_port_connect(cp_port *p, int fd, cp_op *cop, const struct sockaddr *addr,
+                    socklen_t addrlen) {
+  if (!addr || addrlen == 0)
+    return -EINVAL;
+  struct op *o;
+  struct fdent *e;
+  int rc = begin(p, fd, cop, CP_OP_CONNECT, &o, &e);
+  if (rc)
+    return rc;
+  o->u.connect.addr = addr;
+  o->u.connect.addrlen = addrlen;
+  return start(p, o, e);
+}
+
+int cp_port_recv(cp_port *p, int fd, cp_op *cop, const struct iovec *iov, int iovcnt) {
+  int rc = check_iov(iov, iovcnt);
+  if (rc)
+    return rc;
+  struct op *o;
+  struct fdent *e;
+  rc = begin(p, fd, cop, CP_OP_RECV, &o, &e);
+  if (rc)
+    return rc;
+  memset(&o->u.msg, 0, sizeof o->u.msg);
+  o->u.msg.msg_iov = (struct iovec *)iov;
+  o->u.msg.msg_iovlen = (size_t)iovcnt;
+  return start(p, o, e);
+}
+
+int cp_port_recv_pooled(cp_port *p, int fd, cp_op *cop) {
+  struct op *o;
+  struct fdent *e;
+  int rc = begin(p, fd, cop, CP_OP_RECV_POOLED, &o, &e);
+  if (rc)
+    return rc;
+  return start(p, o, e);
+}
+
+int cp_port_send(cp_port *p, int fd, cp_op *cop, const struct iovec *iov, int iovcnt) {
+  int rc = check_iov(iov, iovcnt);
+  if (rc)
+    return rc;
+  struct op *o;
+  struct fdent *e;
+  rc = begin(p, fd, cop, CP_OP_SEND, &o, &e);
+  if (rc)
+    return rc;
+  memset(&o->u.msg, 0, sizeof o->u.msg);
+  o->u.msg.msg_iov = (struct iovec *)iov;
+  o->u.msg.msg_iovlen = (size_t)iovcnt;
+  return start(p, o, e);
+}
+
+int cp_port_disconnect(cp_port *p, int fd, cp_op *cop, int how) {
+  if (how != SHUT_WR && how != SHUT_RDWR)
+    return -EINVAL;
+  struct op *o;
+  struct fdent *e;
+  int rc = begin(p, fd, cop, CP_OP_DISCONNECT, &o, &e);
+  if (rc)
+    return rc;
+  o->how = (uint16_t)how;
+  return start(p, o, e);
+}
+
+int cp_port_timeout(cp_port *p, cp_op *cop, void *key, uint64_t ms) {
+  if (!p || !cop)
+    return -EINVAL;
+  if (ms > UINT64_MAX / 1000000ull / 2)
+    return -EINVAL;
+  if (atomic_load_explicit(&p->closed, memory_order_relaxed))
+    return -ESHUTDOWN;
+  struct op *o = op_of(cop);
+  memset(o, 0, sizeof *o);
+  o->fd = -1;
+  o->key = key;
+  o->kind = CP_OP_TIMEOUT;
+  o->u.timer.ts.tv_sec = (long long)(ms / 1000);
+  o->u.timer.ts.tv_nsec = (long long)(ms % 1000) * 1000000;
+  o->u.timer.deadline_ns = port_now_ns() + ms * 1000000ull;
+  return start(p, o, NULL);
+}
+
+/* ---- iovec bookkeeping for partial sends ----------------------------- */
+
+void op_free_rest(struct op *o) {
+  free(o->iov_rest);
+  o->iov_rest = NULL;
+}
+
+int op_advance_send(struct op *o, size_t n) {
+  o->done += (int64_t)n;
+  struct iovec *v = o->u.msg.msg_iov;
+  size_t cnt = o->u.msg.msg_iovlen;
+  while (cnt > 0 && n >= v->iov_len) {
+    n -= v->iov_len;
+    v++;
+    cnt--;
+  }
+  if (cnt == 0)
+    return 1;
+  if (!o->iov_rest) {
+    /* First short send of this op: copy what is left, never touch the
+     * caller's array. Later short sends adjust the copy in place. */
+    struct iovec *rest = malloc(cnt * sizeof *rest);
+    if (!rest)
+      return -ENOMEM;
+    memcpy(rest, v, cnt * sizeof *rest);
+    o->iov_rest = rest;
+    v = rest;
+  } else if (v != o->iov_rest) {
+    memmove(o->iov_rest, v, cnt * sizeof *v);
+    v = o->iov_rest;
+  }
+  v->iov_base = (char *)v->iov_base + n;
+  v->iov_len -= n;
+  o->u.msg.msg_iov = v;
+  o->u.msg.msg_iovlen = cnt;
+  return 0;
+}
+
+/* ---- buffers --------------------------------------------------------- */
+
+void cp_port_buf_release(cp_port *p, void *buf) {
+  if (!p || !buf)
+    return;
+  long idx = bufpool_index(&p->bufs, buf);
+  if (idx < 0) {
+    fprintf(stderr, "cport: cp_port_buf_release: %p is not a pooled buffer of this port\n", buf);
+    return;
+  }
+  p->be->buf_release(p, (uint32_t)idx);
+}
+
+/* ---- the ready ring and posts ---------------------------------------- */
+
+/* Make room for n more; mu held. */
+static int ready_reserve(cp_port *p, uint32_t n) {
+  if (p->ready_len + n <= p->ready_cap)
+    return 0;
+  uint32_t cap = p->ready_cap;
+  while (cap < p->ready_len + n)
+    cap *= 2;
+  cp_completion *r = malloc((size_t)cap * sizeof *r);
+  if (!r)
+    return -ENOMEM;
+  for (uint32_t i = 0; i < p->ready_len; i++)
+    r[i] = p->ready[(p->ready_head + i) & (p->ready_cap - 1)];
+  free(p->ready);
+  p->ready = r;
+  p->ready_cap = cap;
+  p->ready_head = 0;
+  return 0;
+}
+
+/* Push; mu held, room reserved. */
+static void ready_push(cp_port *p, const cp_completion *c) {
+  p->ready[(p->ready_head + p->ready_len) & (p->ready_cap - 1)] = *c;
+  p->ready_len++;
+}
+
+static int ready_take(cp_port *p, cp_completion *out, int max) {
+  int n = 0;
+  while (n < max && p->ready_len) {
+    out[n++] = p->ready[p->ready_head];
+    p->ready_head = (p->ready_head + 1) & (p->ready_cap - 1);
+    p->ready_len--;
+  }
+  return n;
+}
+
+/* After queueing: wake a sleeper, or the poller if nobody else could take it. */
+static bool notify_locked(cp_port *p, int n) {
+  if (p->waiters) {
+    if (n > 1)
+      pthread_cond_broadcast(&p->cv);
+    else
+      pthread_cond_signal(&p->cv);
+    return false;
+  }
+  return p->polling && atomic_load(&p->in_kernel);
+}
+
+bool port_queue(cp_port *p, const cp_completion *c, int n) {
+  if (n <= 0)
+    return false;
+  pthread_mutex_lock(&p->mu);
+  while (ready_reserve(p, (uint32_t)n)) {
+    /* Out of memory with a finished op in hand: it must not be lost. */
+    pthread_mutex_unlock(&p->mu);
+    sched_yield();
+    pthread_mutex_lock(&p->mu);
+  }
+  for (int i = 0; i < n; i++)
+    ready_push(p, &c[i]);
+  bool wake = notify_locked(p, n);
+  pthread_mutex_unlock(&p->mu);
+  return wake;
+}
+
+void port_emit_many(cp_port *p, const cp_completion *c, int n) {
+  if (port_queue(p, c, n))
+    p->be->wake(p);
+}
+
+void port_emit(cp_port *p, const cp_completion *c) { port_emit_many(p, c, 1); }
+
+int cp_port_post(cp_port *p, void *key, cp_op *op, int64_t result) {
+  if (!p)
+    return -EINVAL;
+  cp_completion c = {.op = op, .key = key, .result = result, .buf = NULL, .kind = CP_OP_POST};
+  pthread_mutex_lock(&p->mu);
+  if (atomic_load(&p->closed)) {
+    pthread_mutex_unlock(&p->mu);
+    return -ESHUTDOWN;
+  }
+  if (ready_reserve(p, 1)) {
+    pthread_mutex_unlock(&p->mu);
+    return -ENOMEM;
+  }
+  ready_push(p, &c);
+  atomic_fetch_add_explicit(&p->n_started, 1, memory_order_relaxed);
+  bool wake = notify_locked(p, 1);
+  pthread_mutex_unlock(&p->mu);
+  if (wake)
+    p->be->wake(p);
+  return 0;
+}
+
+/* ---- waiting --------------------------------------------------------- */
+
+static int remaining_ms(uint64_t deadline, int timeout_ms) {
+  if (timeout_ms < 0)
+    return -1;
+  uint64_t now = port_now_ns();
+  if (now >= deadline)
+    return 0;
+  uint64_t ms = (deadline - now + 999999) / 1000000;
+  return ms > INT_MAX ? INT_MAX : (int)ms;
+}
+
+int cp_port_wait(cp_port *p, cp_completion *out, int max, int timeout_ms) {
+  if (!p || !out || max < 1)
+    return -EINVAL;
+  uint64_t deadline = timeout_ms > 0 ? port_now_ns() + (uint64_t)timeout_ms * 1000000ull : 0;
+  struct timespec abs = {0};
+  if (timeout_ms > 0) {
+    abs.tv_sec = (time_t)(deadline / 1000000000ull);
+    abs.tv_nsec = (long)(deadline % 1000000000ull);
+  }
+  int n = 0;
+  pthread_mutex_lock(&p->mu);
+  if (slot_take_back(p)) {
+    p->active--;
+    if (p->waiters)
+      pthread_cond_signal(&p->cv);
+  }
+  for (;;) {
+    if (atomic_load(&p->closed)) {
+      n = CP_PORT_CLOSED;
+      break;
+    }
+    bool may_run = p->active < p->concurrency;
+    if (may_run && p->ready_len) {
+      n = ready_take(p, out, max);
+      break;
+    }
+    if (may_run && !p->polling) {
+      p->polling = true;
+      pthread_mutex_unlock(&p->mu);
+      n = p->be->poll(p, out, max, remaining_ms(deadline, timeout_ms));
+      pthread_mutex_lock(&p->mu);
+      p->polling = false;
+      if (n > 0 && p->active >= p->concurrency) {
+        /* Others took the free slots while we were in the kernel: queue what
+         * we found for them and wait our turn like everyone else. */
+        while (ready_reserve(p, (uint32_t)n)) {
+          pthread_mutex_unlock(&p->mu);
+          sched_yield();
+          pthread_mutex_lock(&p->mu);
+        }
+        for (int i = 0; i < n; i++)
+          ready_push(p, &out[i]);
+        n = 0;
+        continue;
+      }
+      if (n >= 0 && n < max)
+        n += ready_take(p, out + n, max - n);
+      if (n != 0)
+        break;
+      if (remaining_ms(deadline, timeout_ms) == 0)
+        break;
+      continue;
+    }
+    if (timeout_ms == 0)
+      break;
+    p->waiters++;
+    int rc = timeout_ms < 0 ? pthread_cond_wait(&p->cv, &p->mu)
+                            : pthread_cond_timedwait(&p->cv, &p->mu, &abs);
+    p->waiters--;
+    if (rc == ETIMEDOUT) {
+      if (p->active < p->concurrency && p->ready_len && !atomic_load(&p->closed))
+        n = ready_take(p, out, max);
+      break;
+    }
+  }
+  if (n > 0) {
+    p->active++;
+    slot_hold(p);
+    atomic_fetch_add_explicit(&p->n_completed, (uint64_t)n, memory_order_relaxed);
+  }
+  /* Hand the poller role (or leftover ready completions) to a sleeper. */
+  if (p->waiters && p->active < p->concurrency && (p->ready_len || !p->polling))
+    pthread_cond_signal(&p->cv);
+  pthread_mutex_unlock(&p->mu);
+  return n;
+}

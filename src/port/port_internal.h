@@ -1,0 +1,255 @@
+/*
+ * port_internal.h - what the port core and its backends share.
+ *
+ * The core (port.c) owns the parts of IOCP that do not depend on the kernel
+ * interface: the fd table, the ready queue, the leader/follower wait loop, the
+ * concurrency cap and close. A backend (uring.c, epoll.c) starts ops, polls the
+ * kernel and turns what it finds into completions. Only one thread at a time
+ * polls (the "poller"); the others wait on a condition variable and take ready
+ * completions, so a completion goes to exactly one thread.
+ */
+#ifndef CPORT_PORT_INTERNAL_H
+#define CPORT_PORT_INTERNAL_H
+
+#include "cport/port.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <linux/time_types.h>
+
+/* An op's state, as far as the port is concerned. */
+enum op_state {
+  OPS_IDLE = 0,  /* never started, or its completion was handed out */
+  OPS_QUEUED,    /* waiting in a per-fd queue in user space */
+  OPS_INFLIGHT,  /* with the kernel (uring) or being tried (epoll) */
+  OPS_STARVED,   /* pooled recv waiting for a free buffer */
+  OPS_TIMER,     /* epoll timer in the heap */
+  OPS_DONE,      /* completion produced, not yet handed out */
+};
+
+/* The private view of a cp_op. Kept small: an idle session embeds one. */
+struct op {
+  struct op *next;        /* per-fd queue; uring: also the starved list */
+  void *key;              /* completion key, copied at start */
+  struct iovec *iov_rest; /* port-owned copy of what is left to send, or NULL */
+  int64_t done;           /* bytes already sent (partial sends); epoll connect: issued */
+  int fd;                 /* -1 for timers */
+  uint32_t gen;           /* the fd's cancel generation at start */
+  uint8_t kind;           /* cp_op_kind */
+  uint8_t state;          /* enum op_state */
+  uint16_t how;           /* disconnect: SHUT_WR / SHUT_RDWR; OPF_* flags above */
+  union {
+    struct msghdr msg; /* recv/send: msg_iov and msg_iovlen are the op's iovecs */
+    struct {
+      struct sockaddr *addr;
+      socklen_t *addrlen;
+    } accept;
+    struct {
+      const struct sockaddr *addr;
+      socklen_t addrlen;
+    } connect;
+    struct {
+      struct __kernel_timespec ts;
+      uint64_t deadline_ns;
+      uint32_t heap_idx;
+    } timer;
+  } u;
+};
+
+_Static_assert(sizeof(struct op) <= sizeof(cp_op), "struct op must fit in cp_op");
+
+static inline struct op *op_of(cp_op *o) { return (struct op *)(void *)o; }
+static inline cp_op *cp_op_of(struct op *o) { return (cp_op *)(void *)o; }
+
+/* A FIFO of ops linked through op->next, kept as its tail alone: the list is
+ * circular, so tail->next is the head. One pointer per queue keeps the fd
+ * table small (an idle connection costs its fd entry). */
+struct opq {
+  struct op *tail;
+};
+
+static inline struct op *opq_head(const struct opq *q) { return q->tail ? q->tail->next : NULL; }
+
+static inline void opq_push(struct opq *q, struct op *o) {
+  if (q->tail) {
+    o->next = q->tail->next;
+    q->tail->next = o;
+  } else {
+    o->next = o;
+  }
+  q->tail = o;
+}
+
+static inline struct op *opq_pop(struct opq *q) {
+  struct op *h = opq_head(q);
+  if (!h)
+    return NULL;
+  if (h == q->tail)
+    q->tail = NULL;
+  else
+    q->tail->next = h->next;
+  h->next = NULL;
+  return h;
+}
+
+/* Unlink o if it is queued here; true if it was. */
+static inline bool opq_remove(struct opq *q, struct op *o) {
+  if (!q->tail)
+    return false;
+  struct op *prev = q->tail;
+  do {
+    struct op *it = prev->next;
+    if (it == o) {
+      if (it == prev) {
+        q->tail = NULL;
+      } else {
+        prev->next = it->next;
+        if (q->tail == it)
+          q->tail = prev;
+      }
+      it->next = NULL;
+      return true;
+    }
+    prev = it;
+  } while (prev != q->tail);
+  return false;
+}
+
+/* One per associated fd. Lives in a two-level table that never moves. */
+struct fdent {
+  void *key;
+  struct opq rd;        /* recv / recv_pooled / (epoll) accept */
+  struct opq wr;        /* send / disconnect / (epoll) connect */
+  _Atomic uint32_t gen; /* bumped by cancel/disassociate: resubmissions see it */
+  uint8_t associated;
+  uint8_t starved_listed; /* epoll: on the starved list (guarded by its lock) */
+  uint8_t rd_busy;      /* uring: a read-side op is with the kernel */
+  uint8_t wr_busy;      /* uring: a write-side op is with the kernel */
+  pthread_spinlock_t lock; /* key/associated; epoll: the queues and the I/O attempts */
+  int32_t starved_next;    /* epoll: next fd on the starved list, or -1 */
+  uint32_t kernel_ops;     /* uring: ops of this fd with the kernel (guarded by its lock) */
+};
+
+#define FDT_CHUNK_BITS 10
+#define FDT_CHUNK (1u << FDT_CHUNK_BITS)
+#define FDT_CHUNKS 1024 /* 1M fds */
+
+struct fdtable {
+  _Atomic(struct fdent *) chunks[FDT_CHUNKS];
+  pthread_mutex_t grow;
+};
+
+int fdtable_init(struct fdtable *t);
+void fdtable_free(struct fdtable *t);
+/* The entry for fd, or NULL if fd is out of range or was never touched. */
+struct fdent *fdtable_get(struct fdtable *t, int fd);
+/* The entry for fd, created if needed. NULL for out of range or -ENOMEM. */
+struct fdent *fdtable_make(struct fdtable *t, int fd);
+
+/* Pooled receive buffers: one slab, indexed. */
+struct bufpool {
+  char *slab;
+  size_t slab_len;
+  uint32_t count;
+  uint32_t size;
+};
+
+int bufpool_init(struct bufpool *b, uint32_t count, uint32_t size);
+void bufpool_free(struct bufpool *b);
+static inline void *bufpool_addr(const struct bufpool *b, uint32_t idx) {
+  return b->slab + (size_t)idx * b->size;
+}
+/* The index of buf, or -1 if buf is not a buffer of this pool. */
+long bufpool_index(const struct bufpool *b, const void *buf);
+
+struct backend;
+
+struct cp_port {
+  const struct backend *be;
+  void *be_data;
+  cp_backend backend;
+  uint64_t id; /* unique, so thread-local concurrency slots never confuse ports */
+
+  struct fdtable fds;
+  struct bufpool bufs;
+  unsigned queue_depth;
+  unsigned concurrency;
+
+  /* Everything below up to the counters is guarded by mu. */
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  cp_completion *ready; /* ring of completions ready to hand out */
+  uint32_t ready_cap, ready_head, ready_len;
+  unsigned waiters;     /* threads blocked on cv */
+  unsigned active;      /* threads released and not back in cp_port_wait */
+  bool polling;         /* a thread holds the poller role */
+  _Atomic bool in_kernel; /* the poller is (about to be) blocked in the kernel */
+  _Atomic bool closed;
+
+  _Atomic uint64_t n_started, n_completed, n_syscalls, n_buf_waits;
+};
+
+/* The backend vtable. Every entry is called without port->mu held. */
+struct backend {
+  const char *name;
+  /* Is this backend usable here? 0, or -errno explaining why not. */
+  int (*probe)(void);
+  int (*init)(cp_port *p);
+  /* Cancel and reap everything, free backend state. Called once, last. */
+  void (*destroy)(cp_port *p);
+  int (*associate)(cp_port *p, int fd, struct fdent *e);
+  /* Cancel every op on fd (fdent's gen was already bumped). */
+  int (*cancel_fd)(cp_port *p, int fd, struct fdent *e, bool forget);
+  int (*cancel_op)(cp_port *p, struct op *o);
+  /* Start a validated op. 0, or -errno and nothing started. */
+  int (*start)(cp_port *p, struct op *o, struct fdent *e);
+  /* Only the poller calls this. Wait up to timeout_ms (-1 forever) for kernel
+   * events; fill out[] with up to max completions and return the count (it may
+   * also push completions with port_emit). 0 means nothing for the caller (a
+   * timeout, a wake-up, or only internal work). */
+  int (*poll)(cp_port *p, cp_completion *out, int max, int timeout_ms);
+  /* Make a poller that is blocked in the kernel return soon. */
+  void (*wake)(cp_port *p);
+  void (*buf_release)(cp_port *p, uint32_t idx);
+};
+
+extern const struct backend cp_backend_uring;
+extern const struct backend cp_backend_epoll;
+
+/*
+ * Queue a completion for the waiters (used for posts, for completions found
+ * outside the poller, and for the poller's overflow). Never fails: the ready
+ * ring grows, and if that allocation fails the caller spins until it can.
+ */
+void port_emit(cp_port *p, const cp_completion *c);
+/* Several at once, under one lock. */
+void port_emit_many(cp_port *p, const cp_completion *c, int n);
+/* Like port_emit_many but never calls the backend's wake(): returns true if
+ * the caller must call it (after dropping its own locks). */
+bool port_queue(cp_port *p, const cp_completion *c, int n);
+
+/* Fill a completion for a finished op and mark the op idle. */
+static inline void op_complete(struct op *o, cp_completion *c, int64_t result, void *buf) {
+  c->op = cp_op_of(o);
+  c->key = o->key;
+  c->result = result;
+  c->buf = buf;
+  c->kind = (cp_op_kind)o->kind;
+  o->state = OPS_DONE;
+}
+
+/* Read side: ops that take data in; write side: ops that put data out. */
+static inline bool op_is_read(uint8_t kind) {
+  return kind == CP_OP_RECV || kind == CP_OP_RECV_POOLED || kind == CP_OP_ACCEPT;
+}
+
+uint64_t port_now_ns(void);
+
+/* Give back the iov copy made after a partial send. */
+void op_free_rest(struct op *o);
+/* Advance o's iovecs past n more sent bytes. 1 if all was sent, 0 if some is
+ * left (o->u.msg.msg_iov now points at a port-owned copy of the rest), -ENOMEM. */
+int op_advance_send(struct op *o, size_t n);
+
+#endif /* CPORT_PORT_INTERNAL_H */

@@ -1,0 +1,643 @@
+/*
+ * uring.c - the io_uring backend (liburing 2.3 or later).
+ *
+ * Every op becomes one SQE whose user_data is the struct op; internal SQEs
+ * (cancels, wake-ups) carry user_data 0 and their CQEs are dropped.
+ *
+ * Submission. Any thread may start an op: it takes `lock`, fills an SQE and,
+ * only if the poller is blocked in the kernel, submits it at once. Otherwise
+ * the SQE stays in the ring and the poller submits it, together with
+ * everything else queued, in the same io_uring_enter that waits for the next
+ * completions. A worker that handles a batch of completions and starts the
+ * next ops therefore costs one syscall per batch, not one per op. liburing's
+ * own flush is not thread-safe, so the poller publishes the SQ tail itself
+ * under `lock` and then enters without it (sq_publish below).
+ *
+ * Order. io_uring gives no order between two sends (or two receives) pending
+ * on one socket: a short send re-arms behind a later one and bytes interleave.
+ * So per fd at most one read-side op (recv, pooled recv) and one write-side op
+ * (send, disconnect) is with the kernel; later ones wait in the fd's queue and
+ * go in when the one before completes. Accepts are not queued: pre-posting
+ * many of them is the point (AcceptEx).
+ *
+ * Pooled receives use a provided-buffer ring (group 0). A recv that finds it
+ * empty fails with -ENOBUFS; it is then parked on the starved list and re-armed
+ * when a buffer comes back (cp_port_buf_release), so it is never lost.
+ *
+ * Cancels use IORING_OP_ASYNC_CANCEL (by fd, all matches) for ops with the
+ * kernel and remove queued or starved ops in user space. A cancel that races
+ * a partial send's resubmission is caught by the fd's generation number, or
+ * the op's cancel flag, which every resubmission checks.
+ */
+#define _GNU_SOURCE
+#include "port/port_internal.h"
+
+#include <liburing.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#define OPF_CANCEL 0x100 /* in op->how: cancel requested while with the kernel */
+#define BGID 0
+
+struct uring {
+  struct io_uring ring;
+  pthread_mutex_t lock; /* SQ, fd queues, starved list, buffer ring, op states */
+  struct io_uring_buf_ring *br;
+  size_t br_len;
+  uint32_t br_mask;
+  uint32_t bufs_out;   /* buffers handed to the kernel's CQEs and not yet back */
+  uint64_t inflight;   /* ops with the kernel */
+  struct opq starved;  /* pooled recvs that found the buffer ring empty */
+};
+
+static inline struct uring *U(cp_port *p) { return p->be_data; }
+
+static void count_syscall(cp_port *p) {
+  atomic_fetch_add_explicit(&p->n_syscalls, 1, memory_order_relaxed);
+}
+
+/* ---- probing and setup ---------------------------------------------- */
+
+static int ring_init(struct io_uring *ring, unsigned depth) {
+  struct io_uring_params prm;
+  memset(&prm, 0, sizeof prm);
+  prm.flags = IORING_SETUP_CQSIZE | IORING_SETUP_SUBMIT_ALL;
+  prm.cq_entries = depth * 8 < 65536 ? depth * 8 : 65536;
+  int rc = io_uring_queue_init_params(depth, ring, &prm);
+  if (rc == -EINVAL) {
+    memset(&prm, 0, sizeof prm);
+    prm.flags = IORING_SETUP_CQSIZE;
+    prm.cq_entries = depth * 8 < 65536 ? depth * 8 : 65536;
+    rc = io_uring_queue_init_params(depth, ring, &prm);
+  }
+  if (rc)
+    return rc;
+  if (!(prm.features & IORING_FEAT_EXT_ARG) || !(prm.features & IORING_FEAT_NODROP)) {
+    io_uring_queue_exit(ring);
+    return -EOPNOTSUPP;
+  }
+  return 0;
+}
+
+static int uring_probe(void) {
+  struct io_uring ring;
+  int rc = ring_init(&ring, 8);
+  if (rc)
+    return rc;
+  struct io_uring_probe *pr = io_uring_get_probe_ring(&ring);
+  if (!pr) {
+    io_uring_queue_exit(&ring);
+    return -EOPNOTSUPP;
+  }
+  static const int need[] = {IORING_OP_ACCEPT,  IORING_OP_CONNECT,      IORING_OP_RECV,
+                             IORING_OP_SEND,    IORING_OP_RECVMSG,      IORING_OP_SENDMSG,
+                             IORING_OP_SHUTDOWN, IORING_OP_ASYNC_CANCEL, IORING_OP_TIMEOUT,
+                             IORING_OP_TIMEOUT_REMOVE, IORING_OP_NOP};
+  for (size_t i = 0; i < sizeof need / sizeof need[0]; i++)
+    if (!io_uring_opcode_supported(pr, need[i]))
+      rc = -EOPNOTSUPP;
+  io_uring_free_probe(pr);
+  io_uring_queue_exit(&ring);
+  return rc;
+}
+
+static int uring_init(cp_port *p) {
+  struct uring *u = calloc(1, sizeof *u);
+  if (!u)
+    return -ENOMEM;
+  int rc = ring_init(&u->ring, p->queue_depth);
+  if (rc) {
+    free(u);
+    return rc;
+  }
+  uint32_t n = p->bufs.count;
+  u->br_len = (sizeof(struct io_uring_buf) * n + 4095) & ~(size_t)4095;
+  void *m = mmap(NULL, u->br_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (m == MAP_FAILED) {
+    rc = -errno;
+    goto fail_ring;
+  }
+  u->br = m;
+  io_uring_buf_ring_init(u->br);
+  struct io_uring_buf_reg reg;
+  memset(&reg, 0, sizeof reg);
+  reg.ring_addr = (unsigned long)u->br;
+  reg.ring_entries = n;
+  reg.bgid = BGID;
+  rc = io_uring_register_buf_ring(&u->ring, &reg, 0);
+  if (rc)
+    goto fail_map;
+  u->br_mask = (uint32_t)io_uring_buf_ring_mask(n);
+  for (uint32_t i = 0; i < n; i++)
+    io_uring_buf_ring_add(u->br, bufpool_addr(&p->bufs, i), p->bufs.size, (unsigned short)i,
+                          (int)u->br_mask, (int)i);
+  io_uring_buf_ring_advance(u->br, (int)n);
+  pthread_mutex_init(&u->lock, NULL);
+  p->be_data = u;
+  return 0;
+fail_map:
+  munmap(u->br, u->br_len);
+fail_ring:
+  io_uring_queue_exit(&u->ring);
+  free(u);
+  return rc;
+}
+
+/* ---- submission (lock held) ----------------------------------------- */
+
+/* Publish SQEs filled since the last publish; returns how many the kernel has
+ * not consumed yet. The same steps as liburing's internal flush. */
+static unsigned sq_publish(struct io_uring *ring) {
+  struct io_uring_sq *sq = &ring->sq;
+  unsigned tail = sq->sqe_tail;
+  if (sq->sqe_head != tail) {
+    sq->sqe_head = tail;
+    io_uring_smp_store_release(sq->ktail, tail);
+  }
+  return tail - io_uring_smp_load_acquire(sq->khead);
+}
+
+static struct io_uring_sqe *get_sqe(cp_port *p) {
+  struct uring *u = U(p);
+  struct io_uring_sqe *sqe = io_uring_get_sqe(&u->ring);
+  if (!sqe) {
+    /* SQ full: hand what is there to the kernel now. */
+    sq_publish(&u->ring);
+    io_uring_submit(&u->ring);
+    count_syscall(p);
+    sqe = io_uring_get_sqe(&u->ring);
+  }
+  return sqe;
+}
+
+static void submit_if_poller_sleeps(cp_port *p) {
+  if (atomic_load(&p->in_kernel)) {
+    io_uring_submit(&U(p)->ring);
+    count_syscall(p);
+  }
+}
+
+static void prep(cp_port *p, struct op *o, struct io_uring_sqe *sqe) {
+  switch (o->kind) {
+  case CP_OP_ACCEPT:
+    io_uring_prep_accept(sqe, o->fd, o->u.accept.addr, o->u.accept.addrlen,
+                         SOCK_NONBLOCK | SOCK_CLOEXEC);
+    break;
+  case CP_OP_CONNECT:
+    io_uring_prep_connect(sqe, o->fd, o->u.connect.addr, o->u.connect.addrlen);
+    break;
+  case CP_OP_RECV:
+    if (o->u.msg.msg_iovlen == 1) {
+      struct iovec *v = o->u.msg.msg_iov;
+      io_uring_prep_recv(sqe, o->fd, v->iov_base, v->iov_len, 0);
+    } else {
+      io_uring_prep_recvmsg(sqe, o->fd, &o->u.msg, 0);
+    }
+    break;
+  case CP_OP_RECV_POOLED:
+    io_uring_prep_recv(sqe, o->fd, NULL, p->bufs.size, 0);
+    sqe->flags |= IOSQE_BUFFER_SELECT;
+    sqe->buf_group = BGID;
+    break;
+  case CP_OP_SEND:
+    if (o->u.msg.msg_iovlen == 1) {
+      struct iovec *v = o->u.msg.msg_iov;
+      io_uring_prep_send(sqe, o->fd, v->iov_base, v->iov_len, MSG_NOSIGNAL | MSG_WAITALL);
+    } else {
+      io_uring_prep_sendmsg(sqe, o->fd, &o->u.msg, MSG_NOSIGNAL | MSG_WAITALL);
+    }
+    break;
+  case CP_OP_DISCONNECT:
+    io_uring_prep_shutdown(sqe, o->fd, o->how & 0xff);
+    break;
+  case CP_OP_TIMEOUT:
+    io_uring_prep_timeout(sqe, &o->u.timer.ts, 0, 0);
+    break;
+  }
+  io_uring_sqe_set_data(sqe, o);
+}
+
+/* Hand o to the kernel (lock held). */
+static int submit_op(cp_port *p, struct op *o) {
+  struct io_uring_sqe *sqe = get_sqe(p);
+  if (!sqe)
+    return -EBUSY;
+  prep(p, o, sqe);
+  o->state = OPS_INFLIGHT;
+  U(p)->inflight++;
+  if (o->fd >= 0)
+    fdtable_get(&p->fds, o->fd)->kernel_ops++;
+  return 0;
+}
+
+static int uring_start(cp_port *p, struct op *o, struct fdent *e) {
+  struct uring *u = U(p);
+  int rc = 0;
+  pthread_mutex_lock(&u->lock);
+  if (atomic_load(&p->closed)) {
+    rc = -ESHUTDOWN;
+  } else if (o->kind == CP_OP_RECV || o->kind == CP_OP_RECV_POOLED) {
+    if (e->rd_busy) {
+      o->state = OPS_QUEUED;
+      opq_push(&e->rd, o);
+    } else if (!(rc = submit_op(p, o))) {
+      e->rd_busy = 1;
+    }
+  } else if (o->kind == CP_OP_SEND || o->kind == CP_OP_DISCONNECT) {
+    if (e->wr_busy) {
+      o->state = OPS_QUEUED;
+      opq_push(&e->wr, o);
+    } else if (!(rc = submit_op(p, o))) {
+      e->wr_busy = 1;
+    }
+  } else {
+    rc = submit_op(p, o);
+  }
+  if (!rc)
+    submit_if_poller_sleeps(p);
+  pthread_mutex_unlock(&u->lock);
+  return rc;
+}
+
+/* ---- completion (lock held) ----------------------------------------- */
+
+struct sink {
+  cp_completion *out;
+  int n, max;
+  cp_completion spill[64]; /* completions found while out[] is full */
+  int nspill;
+  bool wake; /* a queued spill needs the poller woken, once the lock is dropped */
+};
+
+/* Queue the spill for the waiters. Safe under u->lock: it never wakes the
+ * poller itself (that would take u->lock again); it notes the need instead. */
+static void spill_out(cp_port *p, struct sink *s) {
+  if (s->nspill && port_queue(p, s->spill, s->nspill))
+    s->wake = true;
+  s->nspill = 0;
+}
+
+static void sink_put(cp_port *p, struct sink *s, struct op *o, int64_t res, void *buf) {
+  cp_completion *c = s->n < s->max ? &s->out[s->n++] : &s->spill[s->nspill++];
+  op_free_rest(o);
+  op_complete(o, c, res, buf);
+  if (s->nspill == (int)(sizeof s->spill / sizeof s->spill[0]))
+    spill_out(p, s);
+}
+
+/* After u->lock is dropped: queue what is left and wake if needed. */
+static void flush_sink(cp_port *p, struct sink *s) {
+  spill_out(p, s);
+  if (s->wake)
+    p->be->wake(p);
+  s->wake = false;
+}
+
+static bool cancelled(cp_port *p, struct op *o) {
+  if (o->how & OPF_CANCEL)
+    return true;
+  struct fdent *e = fdtable_get(&p->fds, o->fd);
+  return e && atomic_load_explicit(&e->gen, memory_order_acquire) != o->gen;
+}
+
+/* The fd's in-flight op of one side finished: start the next queued one. */
+static void side_next(cp_port *p, struct sink *s, int fd, bool read_side) {
+  struct fdent *e = fdtable_get(&p->fds, fd);
+  if (!e)
+    return;
+  struct opq *q = read_side ? &e->rd : &e->wr;
+  uint8_t *busy = read_side ? &e->rd_busy : &e->wr_busy;
+  struct op *o;
+  while ((o = opq_pop(q))) {
+    int rc = submit_op(p, o);
+    if (!rc)
+      return; /* busy stays set */
+    sink_put(p, s, o, rc, NULL);
+  }
+  *busy = 0;
+}
+
+static void give_buffer(cp_port *p, uint32_t bid) {
+  struct uring *u = U(p);
+  io_uring_buf_ring_add(u->br, bufpool_addr(&p->bufs, bid), p->bufs.size, (unsigned short)bid,
+                        (int)u->br_mask, 0);
+  io_uring_buf_ring_advance(u->br, 1);
+}
+
+/* Re-arm parked pooled receives, as many as there may be free buffers. A
+ * re-armed recv that still finds the ring empty is parked again. */
+static void feed_starved(cp_port *p, struct sink *s) {
+  struct uring *u = U(p);
+  uint32_t room = p->bufs.count - u->bufs_out;
+  struct op *o;
+  while (room && (o = opq_pop(&u->starved))) {
+    int fd = o->fd;
+    int rc = cancelled(p, o) ? -ECANCELED : submit_op(p, o);
+    if (rc) {
+      sink_put(p, s, o, rc, NULL);
+      side_next(p, s, fd, true);
+    } else {
+      room--;
+    }
+  }
+}
+
+static void handle_cqe(cp_port *p, struct sink *s, struct io_uring_cqe *cqe) {
+  struct uring *u = U(p);
+  struct op *o = io_uring_cqe_get_data(cqe);
+  if (!o)
+    return; /* internal: cancel or wake-up */
+  u->inflight--;
+  int res = cqe->res;
+  int fd = o->fd; /* o may be handed out and reused once completed */
+  if (fd >= 0)
+    fdtable_get(&p->fds, fd)->kernel_ops--;
+  switch (o->kind) {
+  case CP_OP_ACCEPT:
+  case CP_OP_CONNECT:
+    sink_put(p, s, o, res, NULL);
+    return;
+  case CP_OP_TIMEOUT:
+    sink_put(p, s, o, res == -ETIME ? 0 : res, NULL);
+    return;
+  case CP_OP_RECV:
+    sink_put(p, s, o, res, NULL);
+    side_next(p, s, fd, true);
+    return;
+  case CP_OP_RECV_POOLED: {
+    void *buf = NULL;
+    if (cqe->flags & IORING_CQE_F_BUFFER) {
+      uint32_t bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
+      if (res > 0) {
+        buf = bufpool_addr(&p->bufs, bid);
+        u->bufs_out++;
+      } else {
+        give_buffer(p, bid);
+      }
+    }
+    if (res == -ENOBUFS && !cancelled(p, o)) {
+      /* The pool ran dry: park the op until a buffer comes back. */
+      atomic_fetch_add_explicit(&p->n_buf_waits, 1, memory_order_relaxed);
+      o->state = OPS_STARVED;
+      opq_push(&u->starved, o);
+      feed_starved(p, s);
+      return;
+    }
+    sink_put(p, s, o, res == -ENOBUFS ? -ECANCELED : res, buf);
+    side_next(p, s, fd, true);
+    return;
+  }
+  case CP_OP_SEND:
+    if (res > 0) {
+      int r = op_advance_send(o, (size_t)res);
+      if (r == 0 && cancelled(p, o))
+        r = -ECANCELED;
+      if (r == 0 && (r = submit_op(p, o)) == 0)
+        return; /* the rest is on its way */
+      sink_put(p, s, o, r == 1 ? o->done : r, NULL);
+    } else {
+      sink_put(p, s, o, res == 0 ? -EPIPE : res, NULL);
+    }
+    side_next(p, s, fd, false);
+    return;
+  case CP_OP_DISCONNECT:
+    sink_put(p, s, o, res, NULL);
+    side_next(p, s, fd, false);
+    return;
+  }
+}
+
+/* Take CQEs until out[] is full; the rest stay in the CQ for the next poll. */
+static void reap(cp_port *p, struct sink *s) {
+  struct uring *u = U(p);
+  struct io_uring_cqe *cqes[64];
+  while (s->n < s->max) {
+    unsigned want = (unsigned)(s->max - s->n);
+    if (want > 64)
+      want = 64;
+    unsigned got = io_uring_peek_batch_cqe(&u->ring, cqes, want);
+    if (!got)
+      break;
+    pthread_mutex_lock(&u->lock);
+    for (unsigned i = 0; i < got; i++)
+      handle_cqe(p, s, cqes[i]);
+    pthread_mutex_unlock(&u->lock);
+    io_uring_cq_advance(&u->ring, got);
+  }
+}
+
+static int uring_poll(cp_port *p, cp_completion *out, int max, int timeout_ms) {
+  struct uring *u = U(p);
+  struct sink s = {.out = out, .n = 0, .max = max, .nspill = 0, .wake = false};
+  reap(p, &s);
+  if (s.n == 0 && s.nspill == 0) {
+    pthread_mutex_lock(&u->lock);
+    atomic_store(&p->in_kernel, true);
+    unsigned to_submit = sq_publish(&u->ring);
+    pthread_mutex_unlock(&u->lock);
+    struct __kernel_timespec ts;
+    struct io_uring_getevents_arg arg;
+    memset(&arg, 0, sizeof arg);
+    unsigned flags = IORING_ENTER_GETEVENTS;
+    void *argp = NULL;
+    size_t argsz = _NSIG / 8;
+    if (timeout_ms > 0) {
+      ts.tv_sec = timeout_ms / 1000;
+      ts.tv_nsec = (long long)(timeout_ms % 1000) * 1000000;
+      arg.ts = (uint64_t)(uintptr_t)&ts;
+      arg.sigmask_sz = _NSIG / 8;
+      flags |= IORING_ENTER_EXT_ARG;
+      argp = &arg;
+      argsz = sizeof arg;
+    }
+    int rc = io_uring_enter2((unsigned)u->ring.ring_fd, to_submit, timeout_ms == 0 ? 0 : 1, flags,
+                             argp, argsz);
+    count_syscall(p);
+    atomic_store(&p->in_kernel, false);
+    (void)rc; /* -ETIME, -EINTR, -EBUSY: whatever is in the CQ is reaped below */
+    reap(p, &s);
+  }
+  flush_sink(p, &s);
+  return s.n;
+}
+
+static void uring_wake(cp_port *p) {
+  struct uring *u = U(p);
+  pthread_mutex_lock(&u->lock);
+  struct io_uring_sqe *sqe = get_sqe(p);
+  if (sqe) {
+    io_uring_prep_nop(sqe);
+    io_uring_sqe_set_data(sqe, NULL);
+  }
+  io_uring_submit(&u->ring);
+  count_syscall(p);
+  pthread_mutex_unlock(&u->lock);
+}
+
+/* ---- cancel --------------------------------------------------------- */
+
+static void drain_queue(cp_port *p, struct sink *s, struct opq *q) {
+  struct op *o;
+  while ((o = opq_pop(q)))
+    sink_put(p, s, o, -ECANCELED, NULL);
+}
+
+static int uring_cancel_fd(cp_port *p, int fd, struct fdent *e, bool forget) {
+  (void)forget;
+  struct uring *u = U(p);
+  struct sink s = {.out = NULL, .n = 0, .max = 0, .nspill = 0, .wake = false};
+  pthread_mutex_lock(&u->lock);
+  drain_queue(p, &s, &e->rd);
+  drain_queue(p, &s, &e->wr);
+  /* A starved pooled recv is this fd's read-side op: end it here. */
+  struct opq keep = {NULL};
+  struct op *o;
+  while ((o = opq_pop(&u->starved))) {
+    if (o->fd != fd) {
+      opq_push(&keep, o);
+      continue;
+    }
+    sink_put(p, &s, o, -ECANCELED, NULL);
+    e->rd_busy = 0;
+  }
+  u->starved = keep;
+  int rc = 0;
+  struct io_uring_sqe *sqe = e->kernel_ops ? get_sqe(p) : NULL;
+  if (!e->kernel_ops) {
+    /* nothing with the kernel: no cancel to send */
+  } else if (sqe) {
+    io_uring_prep_cancel_fd(sqe, fd, IORING_ASYNC_CANCEL_ALL);
+    io_uring_sqe_set_data(sqe, NULL);
+    io_uring_submit(&u->ring);
+    count_syscall(p);
+  } else {
+    rc = -EBUSY;
+  }
+  pthread_mutex_unlock(&u->lock);
+  flush_sink(p, &s);
+  return rc;
+}
+
+static int uring_cancel_op(cp_port *p, struct op *o) {
+  struct uring *u = U(p);
+  struct sink s = {.out = NULL, .n = 0, .max = 0, .nspill = 0, .wake = false};
+  int rc = 0;
+  pthread_mutex_lock(&u->lock);
+  struct fdent *e = o->fd >= 0 ? fdtable_get(&p->fds, o->fd) : NULL;
+  if (o->state == OPS_QUEUED && e &&
+      (opq_remove(&e->rd, o) || opq_remove(&e->wr, o))) {
+    sink_put(p, &s, o, -ECANCELED, NULL);
+  } else if (o->state == OPS_STARVED && opq_remove(&u->starved, o)) {
+    int fd = o->fd;
+    sink_put(p, &s, o, -ECANCELED, NULL);
+    side_next(p, &s, fd, true);
+  } else if (o->state == OPS_INFLIGHT) {
+    o->how |= OPF_CANCEL;
+    struct io_uring_sqe *sqe = get_sqe(p);
+    if (!sqe) {
+      rc = -EBUSY;
+    } else {
+      if (o->kind == CP_OP_TIMEOUT)
+        io_uring_prep_timeout_remove(sqe, (uint64_t)(uintptr_t)o, 0);
+      else
+        io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)o, 0);
+      io_uring_sqe_set_data(sqe, NULL);
+      io_uring_submit(&u->ring);
+      count_syscall(p);
+    }
+  } else {
+    rc = -ENOENT;
+  }
+  pthread_mutex_unlock(&u->lock);
+  flush_sink(p, &s);
+  return rc;
+}
+
+static int uring_associate(cp_port *p, int fd, struct fdent *e) {
+  (void)p;
+  (void)fd;
+  (void)e;
+  return 0;
+}
+
+static void uring_buf_release(cp_port *p, uint32_t idx) {
+  struct uring *u = U(p);
+  struct sink s = {.out = NULL, .n = 0, .max = 0, .nspill = 0, .wake = false};
+  pthread_mutex_lock(&u->lock);
+  give_buffer(p, idx);
+  if (u->bufs_out)
+    u->bufs_out--;
+  if (opq_head(&u->starved)) {
+    feed_starved(p, &s);
+    submit_if_poller_sleeps(p);
+  }
+  pthread_mutex_unlock(&u->lock);
+  flush_sink(p, &s);
+}
+
+/* ---- teardown ------------------------------------------------------- */
+
+static void uring_destroy(cp_port *p) {
+  struct uring *u = U(p);
+  /* Cancel everything and wait until the kernel has let go of every op, so
+   * no caller buffer is written after we return. */
+  struct io_uring_sqe *sqe = get_sqe(p);
+  if (sqe) {
+    io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY);
+    io_uring_sqe_set_data(sqe, NULL);
+  }
+  sq_publish(&u->ring);
+  io_uring_submit(&u->ring);
+  while (u->inflight) {
+    struct io_uring_cqe *cqe;
+    struct __kernel_timespec ts = {.tv_sec = 1, .tv_nsec = 0};
+    int rc = io_uring_wait_cqe_timeout(&u->ring, &cqe, &ts);
+    if (rc == -ETIME) {
+      /* Something ignored the first cancel (it was still being submitted):
+       * ask again. */
+      sqe = get_sqe(p);
+      if (sqe) {
+        io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY);
+        io_uring_sqe_set_data(sqe, NULL);
+      }
+      io_uring_submit(&u->ring);
+      continue;
+    }
+    if (rc < 0 && rc != -EINTR)
+      break;
+    if (rc < 0)
+      continue;
+    struct op *o = io_uring_cqe_get_data(cqe);
+    if (o) {
+      u->inflight--;
+      op_free_rest(o);
+      o->state = OPS_DONE;
+    }
+    io_uring_cqe_seen(&u->ring, cqe);
+  }
+  for (struct op *o; (o = opq_pop(&u->starved));)
+    o->state = OPS_DONE;
+  io_uring_unregister_buf_ring(&u->ring, BGID);
+  munmap(u->br, u->br_len);
+  io_uring_queue_exit(&u->ring);
+  pthread_mutex_destroy(&u->lock);
+  free(u);
+  p->be_data = NULL;
+}
+
+const struct backend cp_backend_uring = {
+    .name = "uring",
+    .probe = uring_probe,
+    .init = uring_init,
+    .destroy = uring_destroy,
+    .associate = uring_associate,
+    .cancel_fd = uring_cancel_fd,
+    .cancel_op = uring_cancel_op,
+    .start = uring_start,
+    .poll = uring_poll,
+    .wake = uring_wake,
+    .buf_release = uring_buf_release,
+};
