@@ -1,0 +1,68 @@
+# cport - the commands a newcomer types. See README.md.
+#   make            build (build/bin/)
+#   make run        install what is missing, build, run the server with dummy clients
+#   make test       install what is missing, build with sanitizers, run every test
+#   make bench      benchmarks against the peers (bench/results/)
+#   make install    PREFIX=/usr/local
+
+PREFIX     ?= /usr/local
+JOBS       ?= $(shell nproc)
+CTEST_ARGS ?=
+CMAKE_FLAGS ?=
+
+SAN_ENV = ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1 \
+          UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+          TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
+
+.PHONY: all build run test test-asan test-tsan test-plain setup install bench bench-quick \
+        format format-check clean
+
+all: build
+
+build:
+	cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCPORT_WERROR=ON $(CMAKE_FLAGS) >/dev/null
+	cmake --build build -j$(JOBS)
+
+setup:
+	scripts/setup
+
+run: setup build
+	scripts/run-demo
+
+# Every test, on both backends, under ASan+UBSan and under TSan.
+test: setup
+	$(MAKE) test-asan
+	$(MAKE) test-tsan
+
+test-asan:
+	cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_FLAGS_DEBUG="-O1 -g" \
+	  -DCPORT_SANITIZE=address -DCPORT_WERROR=ON -DCPORT_BUILD_BENCH=OFF $(CMAKE_FLAGS) >/dev/null
+	cmake --build build-asan -j$(JOBS)
+	cd build-asan && $(SAN_ENV) ctest --output-on-failure -j2 $(CTEST_ARGS)
+
+test-tsan:
+	cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_FLAGS_DEBUG="-O1 -g" \
+	  -DCPORT_SANITIZE=thread -DCPORT_WERROR=ON -DCPORT_BUILD_BENCH=OFF $(CMAKE_FLAGS) >/dev/null
+	cmake --build build-tsan -j$(JOBS)
+	cd build-tsan && $(SAN_ENV) ctest --output-on-failure -j2 $(CTEST_ARGS)
+
+test-plain: build
+	cd build && ctest --output-on-failure -j2 $(CTEST_ARGS)
+
+install: build
+	cmake --install build --prefix $(PREFIX)
+
+bench: setup build
+	bench/run
+
+bench-quick: setup build
+	QUICK=1 bench/run
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+format-check:
+	clang-format --dry-run -Werror $$(git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf build build-asan build-tsan

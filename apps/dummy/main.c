@@ -1,0 +1,675 @@
+/*
+ * cport-dummy - the DummyClient: many players against a server, every reply
+ * verified, latency measured.
+ *
+ *   cport-dummy [--host 127.0.0.1] [--port 7777] [--clients 100]
+ *               [--mode echo|packet-echo|chat] [--size BYTES] [--depth N | --rate PER_SEC]
+ *               [--duration SECONDS] [--room-size N] [--threads N]
+ *               [--backend auto|uring|epoll] [--connect-timeout SECONDS] [--json] [--quiet]
+ *
+ * echo / packet-echo: each client keeps --depth messages in flight (or sends
+ * --rate a second). A message carries its sequence number, its send time and
+ * bytes derived from (client, sequence): whatever comes back is compared byte
+ * for byte, in order - loss, corruption, duplication and reordering all show.
+ *
+ * chat (the seeds' workload): every client logs in, enters room
+ * "room-<i / room-size>", and once everyone is in, chats --rate times a second
+ * (default 1). Every member must receive every chat of its room exactly once,
+ * in each sender's order; latency is from the sender's send to each delivery.
+ *
+ * Exit status: 0 if everything verified, 1 on any error, 2 on bad flags.
+ */
+#define _GNU_SOURCE
+#include "../common/hist.h"
+#include "../common/wire.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <math.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <time.h>
+#include <unistd.h>
+
+enum mode { MODE_ECHO, MODE_PACKET_ECHO, MODE_CHAT };
+static const char *const mode_names[] = {"echo", "packet-echo", "chat"};
+
+static struct {
+  const char *host;
+  unsigned port, clients, size, depth, duration, room_size, threads, connect_timeout;
+  double rate;
+  enum mode mode;
+  cp_backend backend;
+  bool json, quiet;
+} cfg = {"127.0.0.1", 7777, 100, 64, 1, 10, 100, 0, 10, 0, MODE_CHAT, CP_BACKEND_AUTO, 0, 0};
+
+#define MSG_HDR 16 /* seq (8) + send time (8), after the packet header if any */
+
+struct client {
+  unsigned idx;
+  cp_session *s;
+  pthread_spinlock_t lock; /* send side: the pacer and the strand both send */
+  uint64_t sent;           /* messages sent */
+  uint64_t recvd;          /* echo: messages fully received; chat: deliveries */
+  /* echo receive state (strand only) */
+  uint64_t rseq;  /* sequence of the message being received */
+  uint32_t roff;  /* bytes of it received so far */
+  uint8_t rhdr[MSG_HDR + 4];
+  /* chat */
+  uint64_t player_id;
+  bool entered;
+  uint32_t *last_seq; /* per member of my room: last chat sequence seen */
+};
+
+static struct client *clients;
+static cp_service *svc;
+static struct hist lat;
+static _Atomic uint64_t n_connected, n_entered, n_errors, n_recv_msgs, n_recv_bytes, n_sent;
+static _Atomic bool sending, measuring;
+static uint64_t *player_of; /* chat: client index -> player id */
+static _Atomic unsigned next_idx;
+
+static uint64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static void error(const char *fmt, ...) {
+  uint64_t n = atomic_fetch_add(&n_errors, 1);
+  if (n >= 20)
+    return; /* counted, not printed */
+  va_list ap;
+  va_start(ap, fmt);
+  fprintf(stderr, "cport-dummy: error: ");
+  vfprintf(stderr, fmt, ap);
+  fprintf(stderr, "\n");
+  va_end(ap);
+}
+
+/* The byte at offset i (past the header) of message seq of client c. */
+static inline uint8_t pattern(unsigned c, uint64_t seq, uint32_t i) {
+  uint64_t x = (uint64_t)c * 0x9E3779B97F4A7C15ull ^ seq * 0xC2B2AE3D27D4EB4Full ^ (i >> 3);
+  x ^= x >> 29;
+  return (uint8_t)(x >> ((i & 7) * 8));
+}
+
+static void put64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
+static uint64_t get64(const uint8_t *p) {
+  uint64_t v;
+  memcpy(&v, p, 8);
+  return v;
+}
+
+/* ---- echo modes ------------------------------------------------------ */
+
+static unsigned pre(void) { return cfg.mode == MODE_PACKET_ECHO ? CP_PACKET_HEADER : 0; }
+
+/* Send the next message of c (send lock held by caller). */
+static void echo_send(struct client *c) {
+  uint64_t seq = c->sent;
+  cp_sendbuf *b = cp_sendbuf_alloc(cfg.size);
+  if (!b) {
+    error("client %u: out of memory", c->idx);
+    return;
+  }
+  uint8_t *p = cp_sendbuf_data(b);
+  unsigned h = pre();
+  if (h) {
+    p[0] = (uint8_t)(cfg.size & 0xff);
+    p[1] = (uint8_t)(cfg.size >> 8);
+    p[2] = (uint8_t)(seq & 0xff);
+    p[3] = (uint8_t)((seq >> 8) & 0xff);
+  }
+  put64(p + h, seq);
+  put64(p + h + 8, now_ns());
+  for (uint32_t i = h + MSG_HDR; i < cfg.size; i++)
+    p[i] = pattern(c->idx, seq, i);
+  cp_sendbuf_set_len(b, cfg.size);
+  if (cp_session_send(c->s, b) == 0) {
+    c->sent++;
+    atomic_fetch_add_explicit(&n_sent, 1, memory_order_relaxed);
+  }
+  cp_sendbuf_unref(b);
+}
+
+/* Bytes of echoed messages, as they arrive (strand). */
+static void echo_bytes(struct client *c, const uint8_t *d, size_t n) {
+  unsigned h = pre();
+  uint32_t fixed = h + MSG_HDR;
+  while (n) {
+    if (c->roff < fixed) {
+      c->rhdr[c->roff++] = *d++;
+      n--;
+      if (c->roff == fixed) {
+        uint64_t seq = get64(c->rhdr + h);
+        if (seq != c->rseq)
+          error("client %u: expected message %" PRIu64 ", got %" PRIu64 " (lost or reordered)",
+                c->idx, c->rseq, seq);
+        if (h && (c->rhdr[0] | c->rhdr[1] << 8) != (int)cfg.size)
+          error("client %u: message %" PRIu64 " has a bad packet header", c->idx, c->rseq);
+      }
+    } else {
+      if (*d != pattern(c->idx, c->rseq, c->roff)) {
+        error("client %u: message %" PRIu64 " byte %u corrupted", c->idx, c->rseq, c->roff);
+      }
+      c->roff++;
+      d++;
+      n--;
+    }
+    if (c->roff == cfg.size) {
+      uint64_t t = get64(c->rhdr + h + 8), now = now_ns();
+      if (atomic_load_explicit(&measuring, memory_order_relaxed)) {
+        hist_add(&lat, now > t ? (now - t) / 1000 : 0);
+        atomic_fetch_add_explicit(&n_recv_msgs, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&n_recv_bytes, cfg.size, memory_order_relaxed);
+      }
+      c->rseq++;
+      c->roff = 0;
+      pthread_spin_lock(&c->lock);
+      c->recvd++;
+      if (cfg.rate == 0 && atomic_load(&sending) && c->s)
+        echo_send(c); /* depth mode: one back, one out */
+      pthread_spin_unlock(&c->lock);
+    }
+  }
+}
+
+static void on_raw(cp_session *s, const void *data, size_t len) {
+  struct client *c = cp_session_user(s);
+  if (c)
+    echo_bytes(c, data, len);
+}
+
+/* ---- chat mode ------------------------------------------------------- */
+
+static void chat_send(struct client *c) {
+  char text[1100];
+  int n = snprintf(text, sizeof text, "%u:%" PRIu64 ":", c->idx, c->sent + 1);
+  for (; n < (int)cfg.size && n < CHAT_TEXT_MAX; n++)
+    text[n] = (char)('a' + n % 26);
+  text[n] = 0;
+  Chat__CChat m = CHAT__CCHAT__INIT;
+  m.text = text;
+  m.client_time_us = now_ns() / 1000;
+  if (wire_send(c->s, CHAT__PACKET_ID__C_CHAT, &m.base) == 0) {
+    c->sent++;
+    atomic_fetch_add_explicit(&n_sent, 1, memory_order_relaxed);
+  }
+}
+
+static void on_chat(struct client *c, const Chat__SChat *m) {
+  unsigned from;
+  uint64_t seq;
+  if (sscanf(m->text, "%u:%" SCNu64 ":", &from, &seq) != 2 || from >= cfg.clients) {
+    error("client %u: S_CHAT with an unexpected text", c->idx);
+    return;
+  }
+  if (from / cfg.room_size != c->idx / cfg.room_size) {
+    error("client %u: got a chat of client %u from another room", c->idx, from);
+    return;
+  }
+  if (player_of[from] != m->player_id)
+    error("client %u: chat of client %u carries player id %" PRIu64 ", not %" PRIu64, c->idx,
+          from, m->player_id, player_of[from]);
+  uint32_t *last = &c->last_seq[from % cfg.room_size];
+  if (seq != (uint64_t)*last + 1)
+    error("client %u: from client %u expected chat %u, got %" PRIu64
+          " (lost, duplicated or reordered)",
+          c->idx, from, *last + 1, seq);
+  *last = (uint32_t)seq;
+  c->recvd++;
+  uint64_t now = now_ns() / 1000;
+  if (atomic_load_explicit(&measuring, memory_order_relaxed)) {
+    hist_add(&lat, now > m->client_time_us ? now - m->client_time_us : 0);
+    atomic_fetch_add_explicit(&n_recv_msgs, 1, memory_order_relaxed);
+  }
+}
+
+static void on_packet(cp_session *s, const cp_packet *pkt) {
+  struct client *c = cp_session_user(s);
+  if (!c)
+    return;
+  if (cfg.mode == MODE_PACKET_ECHO) {
+    echo_bytes(c, pkt->data, pkt->size);
+    return;
+  }
+  atomic_fetch_add_explicit(&n_recv_bytes, pkt->size, memory_order_relaxed);
+  switch (pkt->id) {
+  case CHAT__PACKET_ID__S_LOGIN: {
+    Chat__SLogin *m = chat__slogin__unpack(NULL, pkt->body_len, pkt->body);
+    if (!m) {
+      error("client %u: S_LOGIN does not decode", c->idx);
+      return;
+    }
+    c->player_id = m->player_id;
+    player_of[c->idx] = m->player_id;
+    chat__slogin__free_unpacked(m, NULL);
+    char room[40];
+    snprintf(room, sizeof room, "room-%u", c->idx / cfg.room_size);
+    Chat__CEnterRoom e = CHAT__CENTER_ROOM__INIT;
+    e.room = room;
+    wire_send(s, CHAT__PACKET_ID__C_ENTER_ROOM, &e.base);
+    break;
+  }
+  case CHAT__PACKET_ID__S_ENTER_ROOM: {
+    Chat__SEnterRoom *m = chat__senter_room__unpack(NULL, pkt->body_len, pkt->body);
+    if (!m) {
+      error("client %u: S_ENTER_ROOM does not decode", c->idx);
+      return;
+    }
+    chat__senter_room__free_unpacked(m, NULL);
+    if (!c->entered) {
+      c->entered = true;
+      atomic_fetch_add(&n_entered, 1);
+    }
+    break;
+  }
+  case CHAT__PACKET_ID__S_CHAT: {
+    Chat__SChat *m = chat__schat__unpack(NULL, pkt->body_len, pkt->body);
+    if (!m) {
+      error("client %u: S_CHAT does not decode", c->idx);
+      return;
+    }
+    on_chat(c, m);
+    chat__schat__free_unpacked(m, NULL);
+    break;
+  }
+  case CHAT__PACKET_ID__S_ERROR: {
+    Chat__SError *m = chat__serror__unpack(NULL, pkt->body_len, pkt->body);
+    error("client %u: server says error %d: %s", c->idx, m ? (int)m->code : -1,
+          m ? m->text : "(undecodable)");
+    if (m)
+      chat__serror__free_unpacked(m, NULL);
+    break;
+  }
+  default:
+    error("client %u: unexpected packet id %u", c->idx, pkt->id);
+  }
+}
+
+/* ---- sessions -------------------------------------------------------- */
+
+static void on_connected(cp_session *s) {
+  unsigned i = atomic_fetch_add(&next_idx, 1);
+  if (i >= cfg.clients) {
+    cp_session_disconnect(s, false);
+    return;
+  }
+  struct client *c = &clients[i];
+  pthread_spin_lock(&c->lock);
+  c->s = cp_session_get(s); /* for the pacer; put back in on_disconnected */
+  pthread_spin_unlock(&c->lock);
+  cp_session_set_user(s, c);
+  atomic_fetch_add(&n_connected, 1);
+  if (cfg.mode == MODE_CHAT) {
+    char name[40];
+    snprintf(name, sizeof name, "dummy-%u", i);
+    Chat__CLogin m = CHAT__CLOGIN__INIT;
+    m.name = name;
+    wire_send(s, CHAT__PACKET_ID__C_LOGIN, &m.base);
+  }
+}
+
+static void on_disconnected(cp_session *s, cp_reason why) {
+  struct client *c = cp_session_user(s);
+  if (c) {
+    pthread_spin_lock(&c->lock);
+    cp_session *mine = c->s;
+    c->s = NULL;
+    pthread_spin_unlock(&c->lock);
+    if (mine)
+      cp_session_put(mine);
+  }
+  if (why == CP_REASON_CONNECT_FAILED) {
+    error("a connect to %s:%u failed", cfg.host, cfg.port);
+    return;
+  }
+  if (why != CP_REASON_SHUTDOWN && why != CP_REASON_LOCAL)
+    error("client %u: disconnected (%s)", c ? c->idx : 0, cp_reason_name(why));
+}
+
+/* ---- pacing ---------------------------------------------------------- */
+
+/* Rate mode: every 5 ms, send what is due (client i starts i/N of a period
+ * late, so a second's sends are spread over the second). */
+static void pace(uint64_t start, uint64_t now) {
+  double period = 1e9 / cfg.rate;
+  for (unsigned i = 0; i < cfg.clients; i++) {
+    struct client *c = &clients[i];
+    double t = (double)(now - start) - period * i / cfg.clients;
+    uint64_t due = t < 0 ? 0 : (uint64_t)(t / period) + 1;
+    pthread_spin_lock(&c->lock);
+    for (int k = 0; c->sent < due && k < 100; k++) {
+      if (!c->s)
+        break;
+      if (cfg.mode == MODE_CHAT)
+        chat_send(c);
+      else
+        echo_send(c);
+    }
+    pthread_spin_unlock(&c->lock);
+  }
+}
+
+/* Messages sent but not yet received back (echo), or deliveries still
+ * expected (chat). */
+static uint64_t outstanding(void) {
+  uint64_t want = 0, got = 0;
+  for (unsigned i = 0; i < cfg.clients; i++) {
+    struct client *c = &clients[i];
+    pthread_spin_lock(&c->lock);
+    if (cfg.mode == MODE_CHAT) {
+      unsigned room = i / cfg.room_size;
+      for (unsigned j = room * cfg.room_size; j < cfg.clients && j / cfg.room_size == room; j++)
+        want += clients[j].sent;
+    } else {
+      want += c->sent;
+    }
+    got += c->recvd;
+    pthread_spin_unlock(&c->lock);
+  }
+  return want > got ? want - got : 0;
+}
+
+/* ---- main ------------------------------------------------------------ */
+
+static void usage(FILE *f) {
+  fprintf(f, "usage: cport-dummy [options]\n"
+             "  --host ADDR --port N      the server (default 127.0.0.1:7777)\n"
+             "  --clients N               connections (default 100)\n"
+             "  --mode MODE               echo | packet-echo | chat (default chat)\n"
+             "  --size BYTES              message size (echo: >= 16, packet-echo: >= 20;\n"
+             "                            chat: chat text length) (default 64)\n"
+             "  --depth N                 echo: messages in flight per client (default 1)\n"
+             "  --rate N                  messages per second per client (chat default 1)\n"
+             "  --duration SECONDS        how long to send (default 10)\n"
+             "  --room-size N             chat: clients per room (default 100)\n"
+             "  --threads N               worker threads (default: CPU count)\n"
+             "  --backend B               auto | uring | epoll\n"
+             "  --connect-timeout SECONDS (default 10)\n"
+             "  --json                    final report as one JSON object on stdout\n"
+             "  --quiet                   no progress line\n");
+}
+
+static unsigned num(const char *flag, const char *v, unsigned min, unsigned max) {
+  char *end;
+  errno = 0;
+  unsigned long x = strtoul(v, &end, 10);
+  if (errno || end == v || *end || v[0] == '-' || x < min || x > max) {
+    fprintf(stderr, "cport-dummy: bad value for --%s: '%s' (%u..%u)\n", flag, v, min, max);
+    exit(2);
+  }
+  return (unsigned)x;
+}
+
+int main(int argc, char **argv) {
+  static const struct option opts[] = {
+      {"host", 1, 0, 'h'},     {"port", 1, 0, 'p'},     {"clients", 1, 0, 'c'},
+      {"mode", 1, 0, 'm'},     {"size", 1, 0, 's'},     {"depth", 1, 0, 'd'},
+      {"rate", 1, 0, 'r'},     {"duration", 1, 0, 'D'}, {"room-size", 1, 0, 'R'},
+      {"threads", 1, 0, 't'},  {"backend", 1, 0, 'b'},  {"connect-timeout", 1, 0, 'T'},
+      {"json", 0, 0, 'j'},     {"quiet", 0, 0, 'q'},    {"help", 0, 0, 'H'},
+      {0, 0, 0, 0}};
+  bool rate_set = false, size_set = false;
+  int ch;
+  opterr = 0;
+  while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    switch (ch) {
+    case 'h':
+      cfg.host = optarg;
+      break;
+    case 'p':
+      cfg.port = num("port", optarg, 1, 65535);
+      break;
+    case 'c':
+      cfg.clients = num("clients", optarg, 1, 1000000);
+      break;
+    case 'm':
+      if (!strcmp(optarg, "echo"))
+        cfg.mode = MODE_ECHO;
+      else if (!strcmp(optarg, "packet-echo"))
+        cfg.mode = MODE_PACKET_ECHO;
+      else if (!strcmp(optarg, "chat"))
+        cfg.mode = MODE_CHAT;
+      else {
+        fprintf(stderr, "cport-dummy: bad --mode '%s' (echo, packet-echo, chat)\n", optarg);
+        return 2;
+      }
+      break;
+    case 's':
+      cfg.size = num("size", optarg, 1, 65535);
+      size_set = true;
+      break;
+    case 'd':
+      cfg.depth = num("depth", optarg, 1, 100000);
+      break;
+    case 'r': {
+      char *end;
+      cfg.rate = strtod(optarg, &end);
+      if (*end || !(cfg.rate > 0) || cfg.rate > 1e6) {
+        fprintf(stderr, "cport-dummy: bad --rate '%s'\n", optarg);
+        return 2;
+      }
+      rate_set = true;
+      break;
+    }
+    case 'D':
+      cfg.duration = num("duration", optarg, 1, 86400);
+      break;
+    case 'R':
+      cfg.room_size = num("room-size", optarg, 1, 1000000);
+      break;
+    case 't':
+      cfg.threads = num("threads", optarg, 1, 256);
+      break;
+    case 'b':
+      if (!strcmp(optarg, "uring"))
+        cfg.backend = CP_BACKEND_URING;
+      else if (!strcmp(optarg, "epoll"))
+        cfg.backend = CP_BACKEND_EPOLL;
+      else if (!strcmp(optarg, "auto"))
+        cfg.backend = CP_BACKEND_AUTO;
+      else {
+        fprintf(stderr, "cport-dummy: bad --backend '%s'\n", optarg);
+        return 2;
+      }
+      break;
+    case 'T':
+      cfg.connect_timeout = num("connect-timeout", optarg, 1, 3600);
+      break;
+    case 'j':
+      cfg.json = true;
+      break;
+    case 'q':
+      cfg.quiet = true;
+      break;
+    case 'H':
+      usage(stdout);
+      return 0;
+    default:
+      fprintf(stderr, "cport-dummy: unknown or incomplete option '%s'\n", argv[optind - 1]);
+      usage(stderr);
+      return 2;
+    }
+  }
+  if (optind < argc) {
+    fprintf(stderr, "cport-dummy: unexpected argument '%s'\n", argv[optind]);
+    return 2;
+  }
+  if (cfg.mode == MODE_CHAT) {
+    if (!rate_set)
+      cfg.rate = 1;
+    if (!size_set)
+      cfg.size = 16;
+    if (cfg.room_size > cfg.clients)
+      cfg.room_size = cfg.clients;
+  } else if (cfg.size < pre() + MSG_HDR) {
+    fprintf(stderr, "cport-dummy: --size must be at least %u in %s mode\n", pre() + MSG_HDR,
+            mode_names[cfg.mode]);
+    return 2;
+  }
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+  }
+  clients = calloc(cfg.clients, sizeof *clients);
+  player_of = calloc(cfg.clients, sizeof *player_of);
+  if (!clients || !player_of) {
+    fprintf(stderr, "cport-dummy: out of memory\n");
+    return 1;
+  }
+  for (unsigned i = 0; i < cfg.clients; i++) {
+    clients[i].idx = i;
+    pthread_spin_init(&clients[i].lock, PTHREAD_PROCESS_PRIVATE);
+    if (cfg.mode == MODE_CHAT && !(clients[i].last_seq = calloc(cfg.room_size, 4))) {
+      fprintf(stderr, "cport-dummy: out of memory\n");
+      return 1;
+    }
+  }
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+
+  cp_service_options o = {.kind = CP_SERVICE_CLIENT,
+                          .host = cfg.host,
+                          .port = (uint16_t)cfg.port,
+                          .threads = cfg.threads,
+                          .client_sessions = cfg.clients,
+                          .raw = cfg.mode == MODE_ECHO,
+                          .max_packet = 65535,
+                          .send_queue_max = 64u << 20,
+                          .port_opts = {.backend = cfg.backend},
+                          .callbacks = {.on_connected = on_connected,
+                                        .on_raw = on_raw,
+                                        .on_packet = on_packet,
+                                        .on_disconnected = on_disconnected}};
+  int rc = cp_service_create(&svc, &o);
+  if (!rc)
+    rc = cp_service_start(svc);
+  if (rc) {
+    fprintf(stderr, "cport-dummy: cannot start: %s\n", cp_strerror(rc));
+    return 1;
+  }
+  bool tty = isatty(STDERR_FILENO) && !cfg.quiet;
+  if (!cfg.quiet)
+    fprintf(stderr, "cport-dummy: %u clients, %s mode, to %s:%u, backend %s\n", cfg.clients,
+            mode_names[cfg.mode], cfg.host, cfg.port,
+            cp_backend_name(cp_port_backend(cp_service_port(svc))));
+
+  /* Connect everyone (and, in chat, log in and enter the rooms). */
+  uint64_t t0 = now_ns(), deadline = t0 + (uint64_t)cfg.connect_timeout * 1000000000ull;
+  bool stop_now = false;
+  struct timespec tick = {0, 5000000};
+  for (;;) {
+    uint64_t ready = cfg.mode == MODE_CHAT ? atomic_load(&n_entered) : atomic_load(&n_connected);
+    if (ready >= cfg.clients)
+      break;
+    cp_service_stats st;
+    cp_service_get_stats(svc, &st);
+    if (st.connect_failures || atomic_load(&n_errors) || now_ns() > deadline) {
+      fprintf(stderr, "cport-dummy: only %" PRIu64 " of %u clients %s (%" PRIu64
+                      " connect failures)\n",
+              ready, cfg.clients, cfg.mode == MODE_CHAT ? "entered their rooms" : "connected",
+              st.connect_failures);
+      atomic_fetch_add(&n_errors, 1);
+      stop_now = true;
+      break;
+    }
+    if (sigtimedwait(&sigs, NULL, &tick) > 0) {
+      stop_now = true;
+      break;
+    }
+  }
+  /* Run. */
+  uint64_t start = now_ns(), last_print = start, last_msgs = 0;
+  uint64_t end = start + (uint64_t)cfg.duration * 1000000000ull;
+  atomic_store(&measuring, true);
+  atomic_store(&sending, true);
+  if (!stop_now && cfg.rate == 0)
+    for (unsigned i = 0; i < cfg.clients; i++) {
+      pthread_spin_lock(&clients[i].lock);
+      for (unsigned k = 0; k < cfg.depth && clients[i].s; k++)
+        echo_send(&clients[i]);
+      pthread_spin_unlock(&clients[i].lock);
+    }
+  while (!stop_now) {
+    uint64_t now = now_ns();
+    if (now >= end)
+      break;
+    if (cfg.rate > 0)
+      pace(start, now);
+    if (now - last_print >= 1000000000ull && !cfg.quiet) {
+      uint64_t m = atomic_load(&n_recv_msgs);
+      double secs = (double)(now - last_print) / 1e9;
+      fprintf(stderr,
+              "%sconnected %" PRIu64 "  msgs/s %.0f  p99 %.2f ms  errors %" PRIu64 "%s",
+              tty ? "\r" : "", atomic_load(&n_connected), (double)(m - last_msgs) / secs,
+              (double)hist_quantile(&lat, 0.99) / 1000.0, atomic_load(&n_errors), tty ? "" : "\n");
+      last_msgs = m;
+      last_print = now;
+    }
+    if (sigtimedwait(&sigs, NULL, &tick) > 0)
+      break;
+  }
+  uint64_t stop_t = now_ns();
+  atomic_store(&sending, false);
+  double secs = (double)(stop_t - start) / 1e9;
+  uint64_t msgs = atomic_load(&n_recv_msgs), bytes = atomic_load(&n_recv_bytes);
+  /* Let what is in flight come back, then check nothing is missing. */
+  uint64_t wait_until = now_ns() + 10000000000ull, left;
+  while ((left = outstanding()) && now_ns() < wait_until)
+    nanosleep(&tick, NULL);
+  atomic_store(&measuring, false);
+  if (tty)
+    fprintf(stderr, "\n");
+  if (left && !stop_now)
+    error("%" PRIu64 " %s never arrived", left,
+          cfg.mode == MODE_CHAT ? "chat deliveries" : "echoed messages");
+  cp_service_stop(svc, 0);
+  uint64_t errors = atomic_load(&n_errors);
+  cp_service_stats st;
+  cp_service_get_stats(svc, &st);
+  double p50 = (double)hist_quantile(&lat, 0.50) / 1000.0, p90 = hist_quantile(&lat, 0.90) / 1e3,
+         p99 = (double)hist_quantile(&lat, 0.99) / 1e3, p999 = hist_quantile(&lat, 0.999) / 1e3,
+         mx = (double)atomic_load(&lat.max) / 1e3;
+  if (cfg.json) {
+    printf("{\"mode\":\"%s\",\"clients\":%u,\"connected\":%" PRIu64 ",\"size\":%u,\"depth\":%u,"
+           "\"rate\":%g,\"room_size\":%u,\"duration_s\":%.3f,\"sent\":%" PRIu64
+           ",\"messages\":%" PRIu64 ",\"msgs_per_s\":%.1f,\"bytes_per_s\":%.1f,"
+           "\"p50_ms\":%.3f,\"p90_ms\":%.3f,\"p99_ms\":%.3f,\"p999_ms\":%.3f,\"max_ms\":%.3f,"
+           "\"connect_failures\":%" PRIu64 ",\"errors\":%" PRIu64 "}\n",
+           mode_names[cfg.mode], cfg.clients, atomic_load(&n_connected), cfg.size,
+           cfg.rate > 0 ? 0 : cfg.depth, cfg.rate, cfg.mode == MODE_CHAT ? cfg.room_size : 0,
+           secs, atomic_load(&n_sent), msgs, (double)msgs / secs, (double)bytes / secs, p50, p90,
+           p99, p999, mx, st.connect_failures, errors);
+  } else {
+    printf("cport-dummy: %s mode, %u clients (%" PRIu64 " connected), %.1f s\n",
+           mode_names[cfg.mode], cfg.clients, atomic_load(&n_connected), secs);
+    printf("  messages   %" PRIu64 " received (%" PRIu64 " sent), %.0f msgs/s, %.2f MB/s\n", msgs,
+           atomic_load(&n_sent), (double)msgs / secs, (double)bytes / secs / 1e6);
+    printf("  latency    p50 %.3f ms  p90 %.3f ms  p99 %.3f ms  p99.9 %.3f ms  max %.3f ms\n",
+           p50, p90, p99, p999, mx);
+    printf("  verified   %s\n", errors ? "NO" : "every byte, in order, nothing lost or duplicated");
+    printf("  errors     %" PRIu64 "\n", errors);
+  }
+  for (unsigned i = 0; i < cfg.clients; i++) {
+    free(clients[i].last_seq);
+    pthread_spin_destroy(&clients[i].lock);
+  }
+  cp_service_destroy(svc);
+  free(clients);
+  free(player_of);
+  return errors ? 1 : 0;
+}

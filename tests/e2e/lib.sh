@@ -1,0 +1,66 @@
+# lib.sh - shared by the end-to-end tests: start the real cport-server on a
+# free loopback port, stop it, and fail on any sanitizer report it printed.
+# Usage in a test: source lib.sh "$@"   (args: BIN_DIR BACKEND)
+set -euo pipefail
+BIN=${1:?bin dir}
+BACKEND=${2:-auto}
+export CPORT_BACKEND=$BACKEND
+TMP=$(mktemp -d)
+SRV_PID=
+trap 'cleanup' EXIT
+
+fail() { echo "FAIL: $*" >&2; [[ -f $TMP/server.log ]] && sed 's/^/  server: /' "$TMP/server.log" | tail -40 >&2; exit 1; }
+
+cleanup() {
+  [[ -n $SRV_PID ]] && kill -KILL "$SRV_PID" 2>/dev/null || true
+  rm -rf "$TMP"
+}
+
+# Sanitizer reports (ASan, LSan, UBSan, TSan) in a log make the test fail.
+check_sanitizers() {
+  if grep -qE 'ERROR: (Address|Leak)Sanitizer|WARNING: ThreadSanitizer|runtime error:|SUMMARY: .*Sanitizer' "$1"; then
+    fail "sanitizer report in $2"
+  fi
+}
+
+# start_server MODE [extra flags...]: sets PORT and METRICS_PORT.
+start_server() {
+  local mode=$1; shift
+  "$BIN/cport-server" --mode "$mode" --port 0 --metrics 127.0.0.1:0 --quiet "$@" \
+    2>"$TMP/server.log" &
+  SRV_PID=$!
+  for _ in $(seq 200); do
+    if grep -q " mode on " "$TMP/server.log"; then
+      PORT=$(sed -n 's/.* mode on [^ ]*:\([0-9]*\),.*/\1/p' "$TMP/server.log" | head -1)
+      METRICS_PORT=$(sed -n 's/.*metrics [^ ]*:\([0-9]*\)$/\1/p' "$TMP/server.log" | head -1)
+      return 0
+    fi
+    kill -0 "$SRV_PID" 2>/dev/null || fail "server exited at start"
+    sleep 0.05
+  done
+  fail "server did not start"
+}
+
+# stop_server: SIGTERM, expect exit 0 and a clean log.
+stop_server() {
+  kill -TERM "$SRV_PID"
+  local rc=0
+  wait "$SRV_PID" || rc=$?
+  SRV_PID=
+  [[ $rc -eq 0 ]] || fail "server exited with $rc after SIGTERM"
+  grep -q "final:" "$TMP/server.log" || fail "server printed no final counters"
+  check_sanitizers "$TMP/server.log" server
+}
+
+server_alive() { kill -0 "$SRV_PID" 2>/dev/null || fail "server died"; }
+
+# run_dummy ARGS...: run cport-dummy against the server, fail unless it verifies.
+run_dummy() {
+  local rc=0
+  "$BIN/cport-dummy" --port "$PORT" --quiet "$@" >"$TMP/dummy.out" 2>"$TMP/dummy.err" || rc=$?
+  check_sanitizers "$TMP/dummy.err" cport-dummy
+  if [[ $rc -ne 0 ]]; then
+    cat "$TMP/dummy.out" "$TMP/dummy.err" >&2
+    fail "cport-dummy $* exited with $rc"
+  fi
+}
