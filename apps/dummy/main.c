@@ -57,8 +57,8 @@ struct client {
   unsigned idx;
   cp_session *s;
   pthread_spinlock_t lock; /* send side: the pacer and the strand both send */
-  uint64_t sent;           /* messages sent */
-  uint64_t recvd;          /* echo: messages fully received; chat: deliveries */
+  _Atomic uint64_t sent;   /* messages sent (written under lock, read anywhere) */
+  _Atomic uint64_t recvd;  /* echo: messages fully received; chat: deliveries */
   /* echo receive state (strand only) */
   uint64_t rseq;  /* sequence of the message being received */
   uint32_t roff;  /* bytes of it received so far */
@@ -366,16 +366,14 @@ static uint64_t outstanding(void) {
   uint64_t want = 0, got = 0;
   for (unsigned i = 0; i < cfg.clients; i++) {
     struct client *c = &clients[i];
-    pthread_spin_lock(&c->lock);
     if (cfg.mode == MODE_CHAT) {
       unsigned room = i / cfg.room_size;
       for (unsigned j = room * cfg.room_size; j < cfg.clients && j / cfg.room_size == room; j++)
-        want += clients[j].sent;
+        want += atomic_load(&clients[j].sent);
     } else {
-      want += c->sent;
+      want += atomic_load(&c->sent);
     }
-    got += c->recvd;
-    pthread_spin_unlock(&c->lock);
+    got += atomic_load(&c->recvd);
   }
   return want > got ? want - got : 0;
 }
@@ -620,16 +618,18 @@ int main(int argc, char **argv) {
       last_msgs = m;
       last_print = now;
     }
-    if (sigtimedwait(&sigs, NULL, &tick) > 0)
+    if (sigtimedwait(&sigs, NULL, &tick) > 0) {
+      stop_now = true; /* interrupted: report what we have, wait for nothing */
       break;
+    }
   }
   uint64_t stop_t = now_ns();
   atomic_store(&sending, false);
   double secs = (double)(stop_t - start) / 1e9;
   uint64_t msgs = atomic_load(&n_recv_msgs), bytes = atomic_load(&n_recv_bytes);
   /* Let what is in flight come back, then check nothing is missing. */
-  uint64_t wait_until = now_ns() + 10000000000ull, left;
-  while ((left = outstanding()) && now_ns() < wait_until)
+  uint64_t wait_until = now_ns() + 10000000000ull, left = 0;
+  while (!stop_now && (left = outstanding()) && now_ns() < wait_until)
     nanosleep(&tick, NULL);
   atomic_store(&measuring, false);
   if (tty)

@@ -19,6 +19,7 @@ cleanup() {
 # Sanitizer reports (ASan, LSan, UBSan, TSan) in a log make the test fail.
 check_sanitizers() {
   if grep -qE 'ERROR: (Address|Leak)Sanitizer|WARNING: ThreadSanitizer|runtime error:|SUMMARY: .*Sanitizer' "$1"; then
+    head -60 "$1" | sed "s/^/  $2: /" >&2
     fail "sanitizer report in $2"
   fi
 }
