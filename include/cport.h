@@ -4,5 +4,6 @@
 
 #include "cport/port.h"
 #include "cport/net.h"
+#include "cport/alloc.h"
 
 #endif /* CPORT_H */

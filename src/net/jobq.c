@@ -42,7 +42,7 @@ uint64_t net_now_ms(void) {
 }
 
 cp_jobq *cp_jobq_create(cp_service *svc) {
-  cp_jobq *q = calloc(1, sizeof *q);
+  cp_jobq *q = mem_calloc(1, sizeof *q);
   if (!q)
     return NULL;
   q->svc = svc;
@@ -55,16 +55,16 @@ void cp_jobq_destroy(cp_jobq *q) {
     return;
   for (struct job *j = q->head, *next; j; j = next) {
     next = j->next;
-    free(j);
+    mem_free(j);
   }
   pthread_mutex_destroy(&q->mu);
-  free(q);
+  mem_free(q);
 }
 
 int cp_jobq_post(cp_jobq *q, cp_job_fn fn, void *arg) {
   if (!q || !fn)
     return -EINVAL;
-  struct job *j = malloc(sizeof *j);
+  struct job *j = mem_alloc(sizeof *j);
   if (!j)
     return -ENOMEM;
   j->next = NULL;
@@ -98,7 +98,7 @@ int cp_jobq_post(cp_jobq *q, cp_job_fn fn, void *arg) {
         break;
       }
       pthread_mutex_unlock(&q->mu);
-      free(j);
+      mem_free(j);
       return rc;
     }
   }
@@ -118,7 +118,7 @@ void jobq_on_run(cp_jobq *q) {
     if (!j)
       break;
     j->fn(j->arg);
-    free(j);
+    mem_free(j);
   }
   pthread_mutex_lock(&q->mu);
   bool more = q->head != NULL;
@@ -191,7 +191,7 @@ int cp_jobq_post_after(cp_jobq *q, uint64_t delay_ms, cp_job_fn fn, void *arg) {
   }
   if (svc->heap_len == svc->heap_cap) {
     uint32_t cap = svc->heap_cap ? svc->heap_cap * 2 : 64;
-    struct timer_ent *h = realloc(svc->heap, cap * sizeof *h);
+    struct timer_ent *h = mem_realloc(svc->heap, cap * sizeof *h);
     if (!h) {
       pthread_mutex_unlock(&svc->tm_mu);
       return -ENOMEM;
@@ -236,7 +236,7 @@ void timer_on_fire(cp_service *svc, const cp_completion *c) {
 
 void timers_clear(cp_service *svc) {
   pthread_mutex_lock(&svc->tm_mu);
-  free(svc->heap);
+  mem_free(svc->heap);
   svc->heap = NULL;
   svc->heap_len = svc->heap_cap = 0;
   pthread_mutex_unlock(&svc->tm_mu);

@@ -58,7 +58,7 @@ int listener_start(cp_service *svc) {
   svc->listen_port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
                                                     : ((struct sockaddr_in *)&ss)->sin_port);
   int rc = cp_port_associate(svc->port, fd, NULL);
-  if (!rc && !(svc->acceptors = calloc(svc->o.accepts, sizeof *svc->acceptors)))
+  if (!rc && !(svc->acceptors = mem_calloc(svc->o.accepts, sizeof *svc->acceptors)))
     rc = -ENOMEM;
   if (rc) {
     close(fd);

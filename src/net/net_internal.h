@@ -7,6 +7,8 @@
 
 #include "cport/net.h"
 
+#include "common/mem.h"
+
 #include <pthread.h>
 #include <stdatomic.h>
 #include <sys/socket.h>

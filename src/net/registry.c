@@ -14,7 +14,7 @@ int registry_add(cp_service *svc, cp_session *s) {
   pthread_mutex_lock(&svc->reg_mu);
   if (svc->reg_len == svc->reg_cap) {
     uint32_t cap = svc->reg_cap ? svc->reg_cap * 2 : 256;
-    cp_session **r = realloc(svc->reg, cap * sizeof *r);
+    cp_session **r = mem_realloc(svc->reg, cap * sizeof *r);
     if (!r) {
       pthread_mutex_unlock(&svc->reg_mu);
       return -ENOMEM;
@@ -45,7 +45,7 @@ void registry_remove(cp_service *svc, cp_session *s) {
 
 cp_session **registry_snapshot(cp_service *svc, size_t *n) {
   pthread_mutex_lock(&svc->reg_mu);
-  cp_session **v = malloc((svc->reg_len ? svc->reg_len : 1) * sizeof *v);
+  cp_session **v = mem_alloc((svc->reg_len ? svc->reg_len : 1) * sizeof *v);
   *n = 0;
   if (v) {
     for (uint32_t i = 0; i < svc->reg_len; i++)
@@ -59,7 +59,7 @@ cp_session **registry_snapshot(cp_service *svc, size_t *n) {
 void registry_release(cp_session **v, size_t n) {
   for (size_t i = 0; i < n; i++)
     cp_session_put(v[i]);
-  free(v);
+  mem_free(v);
 }
 
 size_t cp_service_broadcast(cp_service *svc, cp_sendbuf *buf) {

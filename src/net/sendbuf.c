@@ -59,7 +59,7 @@ static void chunk_unref(struct chunk *c) {
     c = NULL;
   }
   pthread_mutex_unlock(&pool_mu);
-  free(c);
+  mem_free(c);
 }
 
 /* A thread that exits gives up its current chunk. */
@@ -75,7 +75,7 @@ static struct chunk *chunk_new(void) {
     pool_len--;
   }
   pthread_mutex_unlock(&pool_mu);
-  if (!c && !(c = malloc(CHUNK_SIZE)))
+  if (!c && !(c = mem_alloc(CHUNK_SIZE)))
     return NULL;
   atomic_init(&c->refs, 1); /* the thread's "current" reference */
   c->used = 0;
@@ -89,7 +89,7 @@ cp_sendbuf *cp_sendbuf_alloc(size_t cap) {
   cp_sendbuf *b;
   size_t need = (sizeof(cp_sendbuf) + cap + 15) & ~(size_t)15;
   if (cap > LARGE) {
-    b = malloc(need);
+    b = mem_alloc(need);
     if (!b)
       return NULL;
     b->chunk = NULL;
@@ -160,5 +160,5 @@ void cp_sendbuf_unref(cp_sendbuf *b) {
   if (b->chunk)
     chunk_unref(b->chunk);
   else
-    free(b);
+    mem_free(b);
 }

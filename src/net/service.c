@@ -53,7 +53,7 @@ int cp_service_create(cp_service **out, const cp_service_options *opts) {
     return -EINVAL;
   if (opts->max_packet && opts->max_packet < CP_PACKET_HEADER)
     return -EINVAL;
-  cp_service *svc = calloc(1, sizeof *svc);
+  cp_service *svc = mem_calloc(1, sizeof *svc);
   if (!svc)
     return -ENOMEM;
   svc->o = *opts;
@@ -77,7 +77,7 @@ int cp_service_create(cp_service **out, const cp_service_options *opts) {
   svc->lfd = -1;
   int rc = parse_addr(svc, o->host, o->port);
   if (rc) {
-    free(svc);
+    mem_free(svc);
     return rc;
   }
   o->host = NULL; /* not kept: the caller's string may go */
@@ -85,7 +85,7 @@ int cp_service_create(cp_service **out, const cp_service_options *opts) {
     o->port_opts.concurrency = o->threads;
   rc = cp_port_create(&svc->port, &o->port_opts);
   if (rc) {
-    free(svc);
+    mem_free(svc);
     return rc;
   }
   pthread_mutex_init(&svc->reg_mu, NULL);
@@ -94,7 +94,7 @@ int cp_service_create(cp_service **out, const cp_service_options *opts) {
   svc->sysq = cp_jobq_create(svc);
   if (!svc->sysq) {
     cp_port_destroy(svc->port);
-    free(svc);
+    mem_free(svc);
     return -ENOMEM;
   }
   *out = svc;
@@ -168,7 +168,7 @@ int cp_service_start(cp_service *svc) {
     atomic_store(&svc->started, false);
     return rc;
   }
-  svc->workers = calloc(svc->o.threads, sizeof *svc->workers);
+  svc->workers = mem_calloc(svc->o.threads, sizeof *svc->workers);
   if (!svc->workers)
     return -ENOMEM;
   for (unsigned i = 0; i < svc->o.threads; i++) {
@@ -243,14 +243,14 @@ void cp_service_destroy(cp_service *svc) {
   cp_port_destroy(svc->port);
   if (svc->lfd >= 0)
     close(svc->lfd);
-  free(svc->acceptors);
-  free(svc->workers);
-  free(svc->reg);
+  mem_free(svc->acceptors);
+  mem_free(svc->workers);
+  mem_free(svc->reg);
   timers_clear(svc);
   cp_jobq_destroy(svc->sysq);
   pthread_mutex_destroy(&svc->reg_mu);
   pthread_mutex_destroy(&svc->tm_mu);
-  free(svc);
+  mem_free(svc);
 }
 
 void cp_service_get_stats(const cp_service *svc, cp_service_stats *o) {

@@ -41,13 +41,13 @@ static void session_free(cp_session *s) {
     for (uint32_t i = 0; i < q->len; i++)
       cp_sendbuf_unref(q->ring[(q->head + i) % q->cap]);
     atomic_fetch_sub(&svc->queued_bytes, q->queued_bytes);
-    free(q->ring);
-    free(q->iov);
-    free(q);
+    mem_free(q->ring);
+    mem_free(q->iov);
+    mem_free(q);
   }
-  free(s->part);
+  mem_free(s->part);
   pthread_spin_destroy(&s->send_lock);
-  free(s);
+  mem_free(s);
   atomic_fetch_sub(&svc->sessions_alive, 1);
 }
 
@@ -117,7 +117,7 @@ static void strand_signal(cp_session *s, uint32_t bits) {
 /* ---- creation -------------------------------------------------------- */
 
 cp_session *session_new(cp_service *svc, int fd, bool client) {
-  cp_session *s = calloc(1, sizeof *s);
+  cp_session *s = mem_calloc(1, sizeof *s);
   if (!s)
     return NULL;
   s->svc = svc;
@@ -131,7 +131,7 @@ cp_session *session_new(cp_service *svc, int fd, bool client) {
   pthread_spin_init(&s->send_lock, PTHREAD_PROCESS_PRIVATE);
   if (cp_port_associate(svc->port, fd, s) != 0) {
     pthread_spin_destroy(&s->send_lock);
-    free(s);
+    mem_free(s);
     return NULL;
   }
   atomic_fetch_add(&svc->sessions_alive, 1);
@@ -240,7 +240,7 @@ static void finish_close(cp_session *s) {
     if (n < 64)
       break;
   }
-  free(s->part);
+  mem_free(s->part);
   s->part = NULL;
   bool announced = s->flags & SF_ANNOUNCED;
   cp_reason why = (cp_reason)s->reason;
@@ -282,7 +282,7 @@ static void deliver(cp_session *s, const uint8_t *p, uint16_t size) {
 static bool part_reserve(cp_session *s, uint16_t cap) {
   if (s->part && s->part->cap >= cap)
     return true;
-  struct part *n = realloc(s->part, sizeof *n + cap);
+  struct part *n = mem_realloc(s->part, sizeof *n + cap);
   if (!n)
     return false;
   if (!s->part)
@@ -325,7 +325,7 @@ static void consume(cp_session *s, const uint8_t *p, size_t n) {
     if (pt->len < size)
       return;
     deliver(s, pt->data, size);
-    free(s->part);
+    mem_free(s->part);
     s->part = NULL;
     if (atomic_load(&s->closing))
       return;
@@ -416,7 +416,7 @@ static void build_batch(struct sendq *q) {
     uint32_t cap = q->iov_cap ? q->iov_cap : 16;
     while (cap < k)
       cap *= 2;
-    struct iovec *v = realloc(q->iov, cap * sizeof *v);
+    struct iovec *v = mem_realloc(q->iov, cap * sizeof *v);
     if (v) {
       q->iov = v;
       q->iov_cap = cap;
@@ -447,12 +447,12 @@ static int start_send(cp_session *s) {
 static bool ring_push(struct sendq *q, cp_sendbuf *b) {
   if (q->len == q->cap) {
     uint32_t cap = q->cap ? q->cap * 2 : 8;
-    cp_sendbuf **r = malloc(cap * sizeof *r);
+    cp_sendbuf **r = mem_alloc(cap * sizeof *r);
     if (!r)
       return false;
     for (uint32_t i = 0; i < q->len; i++)
       r[i] = q->ring[(q->head + i) % q->cap];
-    free(q->ring);
+    mem_free(q->ring);
     q->ring = r;
     q->cap = cap;
     q->head = 0;
@@ -477,7 +477,7 @@ int cp_session_send(cp_session *s, cp_sendbuf *b) {
     return -ENOTCONN;
   }
   if (!s->sq) {
-    s->sq = calloc(1, sizeof *s->sq);
+    s->sq = mem_calloc(1, sizeof *s->sq);
     if (!s->sq) {
       pthread_spin_unlock(&s->send_lock);
       return -ENOMEM;

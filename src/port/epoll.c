@@ -76,14 +76,14 @@ static void sink_put(cp_port *p, struct sink *s, struct op *o, int64_t res, void
 static int epoll_probe(void) { return 0; }
 
 static int epoll_init(cp_port *p) {
-  struct ep *ep = calloc(1, sizeof *ep);
+  struct ep *ep = mem_calloc(1, sizeof *ep);
   if (!ep)
     return -ENOMEM;
   ep->epfd = epoll_create1(EPOLL_CLOEXEC);
   ep->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   ep->nevents = (int)p->queue_depth;
-  ep->events = calloc((size_t)ep->nevents, sizeof *ep->events);
-  ep->free_bufs = malloc(p->bufs.count * sizeof *ep->free_bufs);
+  ep->events = mem_calloc((size_t)ep->nevents, sizeof *ep->events);
+  ep->free_bufs = mem_alloc(p->bufs.count * sizeof *ep->free_bufs);
   int rc = 0;
   if (ep->epfd < 0 || ep->evfd < 0) {
     rc = -errno;
@@ -99,9 +99,9 @@ static int epoll_init(cp_port *p) {
       close(ep->epfd);
     if (ep->evfd >= 0)
       close(ep->evfd);
-    free(ep->events);
-    free(ep->free_bufs);
-    free(ep);
+    mem_free(ep->events);
+    mem_free(ep->free_bufs);
+    mem_free(ep);
     return rc;
   }
   /* Hand out low indices first, so a lightly used pool touches few pages. */
@@ -130,11 +130,11 @@ static void epoll_destroy(cp_port *p) {
   }
   close(ep->epfd);
   close(ep->evfd);
-  free(ep->events);
-  free(ep->free_bufs);
-  free(ep->heap);
+  mem_free(ep->events);
+  mem_free(ep->free_bufs);
+  mem_free(ep->heap);
   pthread_mutex_destroy(&ep->lock);
-  free(ep);
+  mem_free(ep);
   p->be_data = NULL;
 }
 
@@ -354,7 +354,7 @@ static int epoll_start(cp_port *p, struct op *o, struct fdent *e) {
     pthread_mutex_lock(&ep->lock);
     if (ep->heap_len == ep->heap_cap) {
       uint32_t cap = ep->heap_cap ? ep->heap_cap * 2 : 64;
-      struct op **h = realloc(ep->heap, cap * sizeof *h);
+      struct op **h = mem_realloc(ep->heap, cap * sizeof *h);
       if (!h) {
         pthread_mutex_unlock(&ep->lock);
         return -ENOMEM;

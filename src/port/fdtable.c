@@ -25,7 +25,7 @@ void fdtable_free(struct fdtable *t) {
       continue;
     for (unsigned j = 0; j < FDT_CHUNK; j++)
       pthread_spin_destroy(&c[j].lock);
-    free(c);
+    mem_free(c);
   }
   pthread_mutex_destroy(&t->grow);
 }
@@ -46,7 +46,7 @@ struct fdent *fdtable_make(struct fdtable *t, int fd) {
   unsigned ci = (unsigned)fd >> FDT_CHUNK_BITS;
   struct fdent *c = atomic_load_explicit(&t->chunks[ci], memory_order_relaxed);
   if (!c) {
-    c = calloc(FDT_CHUNK, sizeof *c);
+    c = mem_calloc(FDT_CHUNK, sizeof *c);
     if (c) {
       for (unsigned j = 0; j < FDT_CHUNK; j++)
         pthread_spin_init(&c[j].lock, PTHREAD_PROCESS_PRIVATE);

@@ -169,7 +169,7 @@ int cp_port_create(cp_port **out, const cp_port_options *opts) {
   if (rc)
     return rc;
 
-  cp_port *p = calloc(1, sizeof *p);
+  cp_port *p = mem_calloc(1, sizeof *p);
   if (!p)
     return -ENOMEM;
   p->be = be;
@@ -178,9 +178,9 @@ int cp_port_create(cp_port **out, const cp_port_options *opts) {
   p->queue_depth = o.queue_depth;
   p->concurrency = o.concurrency;
   p->ready_cap = 2 * round_pow2(o.queue_depth);
-  p->ready = malloc(p->ready_cap * sizeof *p->ready);
+  p->ready = mem_alloc(p->ready_cap * sizeof *p->ready);
   if (!p->ready) {
-    free(p);
+    mem_free(p);
     return -ENOMEM;
   }
   pthread_condattr_t ca;
@@ -199,8 +199,8 @@ int cp_port_create(cp_port **out, const cp_port_options *opts) {
     fdtable_free(&p->fds);
     pthread_cond_destroy(&p->cv);
     pthread_mutex_destroy(&p->mu);
-    free(p->ready);
-    free(p);
+    mem_free(p->ready);
+    mem_free(p);
     return rc;
   }
   *out = p;
@@ -225,8 +225,8 @@ void cp_port_destroy(cp_port *p) {
   fdtable_free(&p->fds);
   pthread_cond_destroy(&p->cv);
   pthread_mutex_destroy(&p->mu);
-  free(p->ready);
-  free(p);
+  mem_free(p->ready);
+  mem_free(p);
 }
 
 cp_backend cp_port_backend(const cp_port *p) { return p ? p->backend : CP_BACKEND_AUTO; }
@@ -457,7 +457,7 @@ int cp_port_timeout(cp_port *p, cp_op *cop, void *key, uint64_t ms) {
 /* ---- iovec bookkeeping for partial sends ----------------------------- */
 
 void op_free_rest(struct op *o) {
-  free(o->iov_rest);
+  mem_free(o->iov_rest);
   o->iov_rest = NULL;
 }
 
@@ -475,7 +475,7 @@ int op_advance_send(struct op *o, size_t n) {
   if (!o->iov_rest) {
     /* First short send of this op: copy what is left, never touch the
      * caller's array. Later short sends adjust the copy in place. */
-    struct iovec *rest = malloc(cnt * sizeof *rest);
+    struct iovec *rest = mem_alloc(cnt * sizeof *rest);
     if (!rest)
       return -ENOMEM;
     memcpy(rest, v, cnt * sizeof *rest);
@@ -514,12 +514,12 @@ static int ready_reserve(cp_port *p, uint32_t n) {
   uint32_t cap = p->ready_cap;
   while (cap < p->ready_len + n)
     cap *= 2;
-  cp_completion *r = malloc((size_t)cap * sizeof *r);
+  cp_completion *r = mem_alloc((size_t)cap * sizeof *r);
   if (!r)
     return -ENOMEM;
   for (uint32_t i = 0; i < p->ready_len; i++)
     r[i] = p->ready[(p->ready_head + i) & (p->ready_cap - 1)];
-  free(p->ready);
+  mem_free(p->ready);
   p->ready = r;
   p->ready_cap = cap;
   p->ready_head = 0;

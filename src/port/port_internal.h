@@ -13,6 +13,8 @@
 
 #include "cport/port.h"
 
+#include "common/mem.h"
+
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>

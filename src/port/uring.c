@@ -105,12 +105,12 @@ static int uring_probe(void) {
 }
 
 static int uring_init(cp_port *p) {
-  struct uring *u = calloc(1, sizeof *u);
+  struct uring *u = mem_calloc(1, sizeof *u);
   if (!u)
     return -ENOMEM;
   int rc = ring_init(&u->ring, p->queue_depth);
   if (rc) {
-    free(u);
+    mem_free(u);
     return rc;
   }
   uint32_t n = p->bufs.count;
@@ -142,7 +142,7 @@ fail_map:
   munmap(u->br, u->br_len);
 fail_ring:
   io_uring_queue_exit(&u->ring);
-  free(u);
+  mem_free(u);
   return rc;
 }
 
@@ -624,7 +624,7 @@ static void uring_destroy(cp_port *p) {
   munmap(u->br, u->br_len);
   io_uring_queue_exit(&u->ring);
   pthread_mutex_destroy(&u->lock);
-  free(u);
+  mem_free(u);
   p->be_data = NULL;
 }
 
