@@ -15,7 +15,9 @@
  * SIGINT/SIGTERM stop it (they are blocked except inside epoll_pwait, so no wake-up is
  * lost). Nothing is printed on the hot path.
  */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>

@@ -39,6 +39,7 @@ struct ep {
   uint32_t *free_bufs;   /* stack of free buffer indices */
   uint32_t nfree;
   int starved_head, starved_tail; /* fds whose queue head is a pooled recv without a buffer */
+  _Atomic bool feed_pending;      /* a buffer is free while someone starves: feed_starved() */
   struct op **heap;      /* timers, earliest first */
   uint32_t heap_len, heap_cap;
 };
@@ -168,10 +169,15 @@ static long buf_get(cp_port *p) {
   return idx;
 }
 
+/* Return a buffer (ep lock held). If a receive is starving for one, note it:
+ * the caller feeds it once it holds no fd lock (feeding takes that fd's lock,
+ * and two fd locks are never held at once). */
 static void buf_put_locked(cp_port *p, uint32_t idx) {
   struct ep *ep = E(p);
   if (ep->nfree < p->bufs.count)
     ep->free_bufs[ep->nfree++] = idx;
+  if (ep->starved_head >= 0)
+    atomic_store(&ep->feed_pending, true);
 }
 
 static void buf_put(cp_port *p, uint32_t idx) {
@@ -179,6 +185,8 @@ static void buf_put(cp_port *p, uint32_t idx) {
   buf_put_locked(p, idx);
   pthread_mutex_unlock(&E(p)->lock);
 }
+
+static void feed_starved(cp_port *p);
 
 /* ---- trying ops (fd lock held) -------------------------------------- */
 
@@ -324,6 +332,9 @@ static void starve(cp_port *p, struct op *o, struct fdent *e) {
       ep->starved_head = o->fd;
     ep->starved_tail = o->fd;
   }
+  /* A buffer may have come back between our failed take and now. */
+  if (ep->nfree)
+    atomic_store(&ep->feed_pending, true);
   pthread_mutex_unlock(&ep->lock);
 }
 
@@ -395,6 +406,7 @@ static int epoll_start(cp_port *p, struct op *o, struct fdent *e) {
     run_queue(p, &s, e, q);
   pthread_spin_unlock(&e->lock);
   sink_flush(p, &s);
+  feed_starved(p);
   return 0;
 }
 
@@ -487,6 +499,7 @@ static int epoll_poll(cp_port *p, cp_completion *out, int max, int timeout_ms) {
   }
   expire_timers(p, &s);
   sink_flush(p, &s);
+  feed_starved(p);
   return s.n;
 }
 
@@ -507,6 +520,7 @@ static int epoll_cancel_fd(cp_port *p, int fd, struct fdent *e, bool forget) {
     epoll_ctl(E(p)->epfd, EPOLL_CTL_DEL, fd, NULL);
   pthread_spin_unlock(&e->lock);
   sink_flush(p, &s);
+  feed_starved(p);
   return 0;
 }
 
@@ -543,7 +557,41 @@ static int epoll_cancel_op(cp_port *p, struct op *o) {
   }
   pthread_spin_unlock(&e->lock);
   sink_flush(p, &s);
+  feed_starved(p);
   return rc;
+}
+
+/* Give free buffers to parked receives, first parked first served, until
+ * one or the other runs out. Called with no lock held. */
+static void feed_starved(cp_port *p) {
+  struct ep *ep = E(p);
+  while (atomic_exchange(&ep->feed_pending, false)) {
+    for (;;) {
+      pthread_mutex_lock(&ep->lock);
+      int fd = ep->nfree ? ep->starved_head : -1;
+      struct fdent *e = fd >= 0 ? fdtable_get(&p->fds, fd) : NULL;
+      if (e) {
+        ep->starved_head = e->starved_next;
+        if (ep->starved_head < 0)
+          ep->starved_tail = -1;
+        e->starved_listed = 0;
+      }
+      pthread_mutex_unlock(&ep->lock);
+      if (!e)
+        break;
+      /* Only the fd is taken from the list: an op that was cancelled
+       * meanwhile is simply not there (its fd's head is not starved). */
+      struct sink s = {.out = NULL, .n = 0, .max = 0, .nspill = 0};
+      pthread_spin_lock(&e->lock);
+      struct op *head = opq_head(&e->rd);
+      if (head && head->state == OPS_STARVED) {
+        head->state = OPS_QUEUED;
+        run_queue(p, &s, e, &e->rd);
+      }
+      pthread_spin_unlock(&e->lock);
+      sink_flush(p, &s);
+    }
+  }
 }
 
 static void epoll_buf_release(cp_port *p, uint32_t idx) {
@@ -551,33 +599,7 @@ static void epoll_buf_release(cp_port *p, uint32_t idx) {
   pthread_mutex_lock(&ep->lock);
   buf_put_locked(p, idx);
   pthread_mutex_unlock(&ep->lock);
-  /* Give the buffer to the first listed fd that still waits for one. */
-  for (;;) {
-    pthread_mutex_lock(&ep->lock);
-    int fd = ep->starved_head;
-    struct fdent *e = fd >= 0 ? fdtable_get(&p->fds, fd) : NULL;
-    if (e) {
-      ep->starved_head = e->starved_next;
-      if (ep->starved_head < 0)
-        ep->starved_tail = -1;
-      e->starved_listed = 0;
-    }
-    pthread_mutex_unlock(&ep->lock);
-    if (!e)
-      return;
-    struct sink s = {.out = NULL, .n = 0, .max = 0, .nspill = 0};
-    pthread_spin_lock(&e->lock);
-    struct op *head = opq_head(&e->rd);
-    bool waiting = head && head->state == OPS_STARVED;
-    if (waiting) {
-      head->state = OPS_QUEUED;
-      run_queue(p, &s, e, &e->rd);
-    }
-    pthread_spin_unlock(&e->lock);
-    sink_flush(p, &s);
-    if (waiting)
-      return;
-  }
+  feed_starved(p);
 }
 
 const struct backend cp_backend_epoll = {

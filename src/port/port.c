@@ -644,7 +644,7 @@ int cp_port_wait(cp_port *p, cp_completion *out, int max, int timeout_ms) {
       n = p->be->poll(p, out, max, remaining_ms(deadline, timeout_ms));
       pthread_mutex_lock(&p->mu);
       p->polling = false;
-      if (n > 0 && p->active >= p->concurrency) {
+      if (n >= 0 && p->active >= p->concurrency) {
         /* Others took the free slots while we were in the kernel: queue what
          * we found for them and wait our turn like everyone else. */
         while (ready_reserve(p, (uint32_t)n)) {

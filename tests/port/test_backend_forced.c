@@ -1,0 +1,76 @@
+/* A forced backend that is unavailable is a clear error, never a silent
+ * switch. io_uring is made unavailable for real, the way a container's
+ * seccomp profile does: io_uring_setup fails with EPERM. */
+#include "common/test.h"
+
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <stddef.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+
+static void block_io_uring(void) {
+  struct sock_filter f[] = {
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_io_uring_setup, 0, 1),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA)),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+  };
+  struct sock_fprog prog = {.len = sizeof f / sizeof f[0], .filter = f};
+  CHECK_EQ(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
+  CHECK_EQ(prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog), 0);
+}
+
+static int child(void) {
+  block_io_uring();
+  cp_port *p = NULL;
+  cp_port_options o = {.backend = CP_BACKEND_URING};
+  CHECK_EQ(cp_port_create(&p, &o), -ENODEV);
+  CHECK(p == NULL);
+  setenv("CPORT_BACKEND", "uring", 1);
+  CHECK_EQ(cp_port_create(&p, NULL), -ENODEV);
+  CHECK(p == NULL);
+  setenv("CPORT_BACKEND", "bogus", 1);
+  CHECK_EQ(cp_port_create(&p, NULL), -EINVAL);
+  unsetenv("CPORT_BACKEND");
+  CHECK_EQ(cp_port_create(&p, NULL), 0); /* auto: falls back */
+  CHECK_EQ(cp_port_backend(p), CP_BACKEND_EPOLL);
+  CHECK_EQ(cp_port_post(p, NULL, NULL, 5), 0);
+  cp_completion c;
+  CHECK_EQ(cp_port_wait(p, &c, 1, 1000), 1);
+  cp_port_destroy(p);
+  setenv("CPORT_BACKEND", "epoll", 1);
+  CHECK_EQ(cp_port_create(&p, NULL), 0);
+  CHECK_EQ(cp_port_backend(p), CP_BACKEND_EPOLL);
+  cp_port_destroy(p);
+  return 0;
+}
+
+int main(void) {
+  test_begin("test_backend_forced", 60);
+  /* An explicit option beats the environment, and a bad value is EINVAL. */
+  cp_port *p = NULL;
+  cp_port_options o = {.backend = CP_BACKEND_EPOLL};
+  CHECK_EQ(cp_port_create(&p, &o), 0);
+  CHECK_EQ(cp_port_backend(p), CP_BACKEND_EPOLL);
+  cp_port_destroy(p);
+  o.backend = (cp_backend)42;
+  CHECK_EQ(cp_port_create(&p, &o), -EINVAL);
+  CHECK(!strcmp(cp_backend_name(CP_BACKEND_URING), "uring"));
+  CHECK(!strcmp(cp_backend_name(CP_BACKEND_EPOLL), "epoll"));
+  /* The seccomp filter stays with a process: do it in a child. */
+  pid_t pid = fork();
+  CHECK(pid >= 0);
+  if (pid == 0)
+    _exit(child());
+  int status;
+  CHECK_EQ(waitpid(pid, &status, 0), pid);
+  CHECK(WIFEXITED(status));
+  CHECK_EQ(WEXITSTATUS(status), 0);
+  return 0;
+}

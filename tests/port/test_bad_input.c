@@ -1,0 +1,89 @@
+/* Bad input: a clear negative errno, no crash, no leak, and no completion
+ * for anything that did not start. */
+#include "common/test.h"
+
+#include <limits.h>
+
+int main(void) {
+  test_begin("test_bad_input", 60);
+  cp_port *p = test_port(NULL);
+  struct sockaddr_in addr;
+  int lfd = test_listener(&addr);
+  int cli, srv;
+  test_pair(lfd, &addr, &cli, &srv);
+  cp_op op;
+  char buf[8];
+  struct iovec iov = {buf, sizeof buf}, zero = {buf, 0}, nul = {NULL, 8};
+  struct iovec many[IOV_MAX + 1];
+  for (int i = 0; i <= IOV_MAX; i++)
+    many[i] = iov;
+
+  CHECK_EQ(cp_port_create(NULL, NULL), -EINVAL);
+  CHECK_EQ(cp_port_associate(p, -1, NULL), -EBADF);
+  int dead = dup(cli);
+  close(dead);
+  CHECK_EQ(cp_port_associate(p, dead, NULL), -EBADF);
+  /* ops on an fd never associated */
+  CHECK_EQ(cp_port_recv(p, srv, &op, &iov, 1), -EBADF);
+  CHECK_EQ(cp_port_recv_pooled(p, srv, &op), -EBADF);
+  CHECK_EQ(cp_port_send(p, srv, &op, &iov, 1), -EBADF);
+  CHECK_EQ(cp_port_accept(p, lfd, &op, NULL, NULL), -EBADF);
+  CHECK_EQ(cp_port_cancel(p, srv), -EBADF);
+  CHECK_EQ(cp_port_disassociate(p, srv), -EBADF);
+  CHECK_EQ(cp_port_recv(p, -5, &op, &iov, 1), -EBADF);
+  CHECK_EQ(cp_port_recv(p, 1 << 30, &op, &iov, 1), -EBADF);
+
+  CHECK_EQ(cp_port_associate(p, srv, NULL), 0);
+  CHECK_EQ(cp_port_associate(p, lfd, NULL), 0);
+  /* bad buffers */
+  CHECK_EQ(cp_port_recv(p, srv, &op, NULL, 1), -EINVAL);
+  CHECK_EQ(cp_port_recv(p, srv, &op, &iov, 0), -EINVAL);
+  CHECK_EQ(cp_port_recv(p, srv, &op, &iov, -1), -EINVAL);
+  CHECK_EQ(cp_port_recv(p, srv, &op, many, IOV_MAX + 1), -EINVAL);
+  CHECK_EQ(cp_port_recv(p, srv, &op, &zero, 1), -EINVAL);
+  CHECK_EQ(cp_port_send(p, srv, &op, &zero, 1), -EINVAL);
+  CHECK_EQ(cp_port_send(p, srv, &op, &nul, 1), -EFAULT);
+  CHECK_EQ(cp_port_send(p, srv, &op, NULL, 0), -EINVAL);
+  /* NULL op or port */
+  CHECK_EQ(cp_port_recv(p, srv, NULL, &iov, 1), -EINVAL);
+  CHECK_EQ(cp_port_recv_pooled(p, srv, NULL), -EINVAL);
+  CHECK_EQ(cp_port_timeout(p, NULL, NULL, 1), -EINVAL);
+  CHECK_EQ(cp_port_recv(NULL, srv, &op, &iov, 1), -EINVAL);
+  CHECK_EQ(cp_port_cancel_op(p, NULL), -EINVAL);
+  /* other bad arguments */
+  CHECK_EQ(cp_port_disconnect(p, srv, &op, 12345), -EINVAL);
+  CHECK_EQ(cp_port_connect(p, srv, &op, NULL, 0), -EINVAL);
+  socklen_t len = 0;
+  CHECK_EQ(cp_port_accept(p, lfd, &op, NULL, &len), -EINVAL);
+  cp_completion c;
+  CHECK_EQ(cp_port_wait(p, &c, 0, 0), -EINVAL);
+  CHECK_EQ(cp_port_wait(p, NULL, 1, 0), -EINVAL);
+  CHECK_EQ(cp_port_wait(NULL, &c, 1, 0), -EINVAL);
+  cp_port_buf_release(p, buf); /* not a pool buffer: ignored, with a message */
+  cp_port_buf_release(p, NULL);
+  /* none of that started anything */
+  CHECK_EQ(cp_port_wait(p, &c, 1, 20), 0);
+  cp_port_stats st;
+  cp_port_get_stats(p, &st);
+  CHECK_EQ(st.started, 0);
+  /* disassociate twice */
+  CHECK_EQ(cp_port_disassociate(p, srv), 0);
+  CHECK_EQ(cp_port_disassociate(p, srv), -EBADF);
+  /* strerror: always a message */
+  CHECK(cp_strerror(0) && *cp_strerror(0));
+  CHECK(!strcmp(cp_strerror(-EBADF), cp_strerror(EBADF)));
+  CHECK(cp_strerror(-99999) && *cp_strerror(-99999));
+  CHECK(cp_strerror(INT_MIN + 1) && *cp_strerror(INT_MIN + 1));
+  /* after close */
+  cp_port_close(p);
+  CHECK_EQ(cp_port_associate(p, srv, NULL), -ESHUTDOWN);
+  CHECK_EQ(cp_port_accept(p, lfd, &op, NULL, NULL), -ESHUTDOWN);
+  CHECK_EQ(cp_port_timeout(p, &op, NULL, 1), -ESHUTDOWN);
+  CHECK_EQ(cp_port_post(p, NULL, NULL, 0), -ESHUTDOWN);
+  cp_port_destroy(p);
+  cp_port_destroy(NULL);
+  close(cli);
+  close(srv);
+  close(lfd);
+  return 0;
+}

@@ -1,0 +1,46 @@
+/* Disassociate cancels what is pending; the fd number may then be closed and
+ * come back for a new socket with a new key. */
+#include "common/test.h"
+
+int main(void) {
+  test_begin("test_disassociate", 60);
+  cp_port *p = test_port(NULL);
+  struct sockaddr_in addr;
+  int lfd = test_listener(&addr);
+  int cli, srv;
+  test_pair(lfd, &addr, &cli, &srv);
+  int k1, k2;
+  CHECK_EQ(cp_port_associate(p, srv, &k1), 0);
+  cp_op op;
+  CHECK_EQ(cp_port_recv_pooled(p, srv, &op), 0);
+  CHECK_EQ(cp_port_disassociate(p, srv), 0);
+  cp_completion c = test_wait_one(p);
+  CHECK(c.op == &op && c.key == &k1);
+  CHECK_EQ(c.result, -ECANCELED);
+  int num = srv;
+  close(srv);
+  close(cli);
+  int cli2, srv2;
+  test_pair(lfd, &addr, &cli2, &srv2);
+  CHECK_EQ(srv2, num); /* the lowest free number comes back */
+  CHECK_EQ(cp_port_associate(p, srv2, &k2), 0);
+  CHECK_EQ(cp_port_recv_pooled(p, srv2, &op), 0);
+  test_send_all(cli2, "new", 3);
+  c = test_wait_one(p);
+  CHECK(c.key == &k2);
+  CHECK_EQ(c.result, 3);
+  cp_port_buf_release(p, c.buf);
+  /* re-associating replaces the key */
+  CHECK_EQ(cp_port_associate(p, srv2, &k1), 0);
+  CHECK_EQ(cp_port_recv_pooled(p, srv2, &op), 0);
+  test_send_all(cli2, "again", 5);
+  c = test_wait_one(p);
+  CHECK(c.key == &k1);
+  cp_port_buf_release(p, c.buf);
+  cp_port_disassociate(p, srv2);
+  close(srv2);
+  close(cli2);
+  close(lfd);
+  cp_port_destroy(p);
+  return 0;
+}
