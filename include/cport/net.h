@@ -68,11 +68,11 @@ const char *cp_reason_name(cp_reason r);
 /* One received packet. The memory is the engine's and valid only during the
  * on_packet call: copy what you keep. */
 typedef struct cp_packet {
-  uint16_t id;        /* from the header */
-  uint16_t size;      /* from the header: the whole packet, header included */
+  uint16_t id;         /* from the header */
+  uint16_t size;       /* from the header: the whole packet, header included */
   const uint8_t *data; /* the whole packet, header first */
   const uint8_t *body; /* data + 4 */
-  size_t body_len;    /* size - 4 */
+  size_t body_len;     /* size - 4 */
 } cp_packet;
 
 /* Session callbacks. Any may be NULL. See the header comment for threads. */
@@ -96,36 +96,36 @@ typedef enum cp_service_kind { CP_SERVICE_SERVER = 0, CP_SERVICE_CLIENT = 1 } cp
 /* Options for cp_service_create(). Zero means "default" for every number. */
 typedef struct cp_service_options {
   cp_service_kind kind;
-  const char *host;           /* server: address to listen on; client: to connect to.
-                                 IPv4 or IPv6 literal; default "127.0.0.1" */
-  uint16_t port;              /* server: 0 picks a free port (see cp_service_port) */
-  cp_port_options port_opts;  /* backend, queue sizes, receive buffer pool */
-  unsigned threads;           /* workers; default: CPU count */
-  unsigned accepts;           /* server: accepts kept posted; default 64 */
-  unsigned backlog;           /* server: listen backlog; default 4096 */
-  unsigned max_sessions;      /* server: refuse connections above this; default unlimited */
-  unsigned client_sessions;   /* client: sessions cp_service_start opens; default 1 */
-  bool raw;                   /* no framing: on_raw gets the bytes */
-  uint16_t max_packet;        /* largest packet accepted, header included; default 16384 */
-  size_t send_queue_max;      /* bytes queued per session before it is a slow consumer;
-                                 default 4 MiB */
-  unsigned idle_timeout_ms;   /* close sessions idle this long; 0: never */
+  const char *host;          /* server: address to listen on; client: to connect to.
+                                IPv4 or IPv6 literal; default "127.0.0.1" */
+  uint16_t port;             /* server: 0 picks a free port (see cp_service_port) */
+  cp_port_options port_opts; /* backend, queue sizes, receive buffer pool */
+  unsigned threads;          /* workers; default: CPU count */
+  unsigned accepts;          /* server: accepts kept posted; default 64 */
+  unsigned backlog;          /* server: listen backlog; default 4096 */
+  unsigned max_sessions;     /* server: refuse connections above this; default unlimited */
+  unsigned client_sessions;  /* client: sessions cp_service_start opens; default 1 */
+  bool raw;                  /* no framing: on_raw gets the bytes */
+  uint16_t max_packet;       /* largest packet accepted, header included; default 16384 */
+  size_t send_queue_max;     /* bytes queued per session before it is a slow consumer;
+                                default 4 MiB */
+  unsigned idle_timeout_ms;  /* close sessions idle this long; 0: never */
   cp_session_callbacks callbacks;
-  void *user;                 /* for the application: cp_service_user() */
+  void *user; /* for the application: cp_service_user() */
 } cp_service_options;
 
 /* Counters, readable from any thread at any time without stopping anything. */
 typedef struct cp_service_stats {
-  uint64_t sessions;        /* connected now */
-  uint64_t accepts;         /* connections accepted (and kept) */
-  uint64_t refused;         /* connections closed at once: max_sessions reached */
-  uint64_t connects;        /* client: connects that succeeded */
+  uint64_t sessions; /* connected now */
+  uint64_t accepts;  /* connections accepted (and kept) */
+  uint64_t refused;  /* connections closed at once: max_sessions reached */
+  uint64_t connects; /* client: connects that succeeded */
   uint64_t connect_failures;
-  uint64_t accept_errors;   /* failed accepts (EMFILE, ENFILE, ...) */
+  uint64_t accept_errors; /* failed accepts (EMFILE, ENFILE, ...) */
   uint64_t bytes_in, bytes_out;
-  uint64_t packets_in;      /* framed packets (raw mode: receives) */
-  uint64_t packets_out;     /* cp_session_send calls that were queued */
-  uint64_t sends;           /* vectored sends made (packets_out / sends = gathering) */
+  uint64_t packets_in;  /* framed packets (raw mode: receives) */
+  uint64_t packets_out; /* cp_session_send calls that were queued */
+  uint64_t sends;       /* vectored sends made (packets_out / sends = gathering) */
   uint64_t disconnects[CP_REASON_COUNT];
   uint64_t send_queue_bytes; /* bytes queued in all sessions right now (a gauge) */
 } cp_service_stats;
@@ -187,6 +187,11 @@ void cp_session_put(cp_session *s);
  */
 int cp_session_send(cp_session *s, cp_sendbuf *buf);
 
+/* Bytes queued on s and not yet handed to the kernel (the send in flight
+ * included): a producer that must not be cut off as a slow consumer keeps
+ * this under send_queue_max, sending more from on_sent. Any thread. */
+size_t cp_session_send_queued(const cp_session *s);
+
 /* Send one buffer to many sessions (a room). Returns how many queued it. */
 size_t cp_session_send_many(cp_session *const *sessions, size_t n, cp_sendbuf *buf);
 
@@ -197,11 +202,11 @@ size_t cp_session_send_many(cp_session *const *sessions, size_t n, cp_sendbuf *b
  */
 void cp_session_disconnect(cp_session *s, bool graceful);
 
-uint64_t cp_session_id(const cp_session *s);      /* unique in the process, from 1 */
+uint64_t cp_session_id(const cp_session *s); /* unique in the process, from 1 */
 cp_service *cp_session_service(const cp_session *s);
 void cp_session_set_user(cp_session *s, void *user); /* the application's pointer */
 void *cp_session_user(const cp_session *s);
-bool cp_session_connected(const cp_session *s);  /* false once it began to close */
+bool cp_session_connected(const cp_session *s); /* false once it began to close */
 /* The peer's address as text ("127.0.0.1:50312"); buf of at least 64 bytes. */
 const char *cp_session_peer(const cp_session *s, char *buf, size_t len);
 

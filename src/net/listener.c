@@ -83,16 +83,25 @@ void listener_on_accept(cp_service *svc, const cp_completion *c) {
       close(fd);
       return;
     }
-    if (svc->o.max_sessions && atomic_load(&svc->n_sessions) >= svc->o.max_sessions) {
+    /* A slot is taken before the session exists, so workers accepting at
+     * the same time cannot both take the last one; the session gives it
+     * back when it ends. */
+    bool capped = svc->o.max_sessions != 0;
+    if (capped && atomic_fetch_add(&svc->admitted, 1) >= svc->o.max_sessions) {
+      atomic_fetch_sub(&svc->admitted, 1);
       stat_add(&svc->n_refused, 1);
       close(fd);
     } else if (!(s = session_new(svc, fd, false))) {
+      if (capped)
+        atomic_fetch_sub(&svc->admitted, 1);
       stat_add(&svc->n_accept_errors, 1);
       close(fd);
     } else {
       int one = 1;
       setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
       stat_add(&svc->n_accepts, 1);
+      if (capped)
+        s->flags |= SF_ADMITTED; /* we own the strand until session_start */
       session_start(s);
       cp_session_put(s); /* the creator's reference */
     }

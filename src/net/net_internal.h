@@ -13,7 +13,7 @@
 #include <stdatomic.h>
 #include <sys/socket.h>
 
-#define container_of(p, type, member) ((type *)(void *)((char *)(p) - offsetof(type, member)))
+#define container_of(p, type, member) ((type *)(void *)((char *)(p)-offsetof(type, member)))
 
 /* Completions are routed by the port's own op kind and the key: accepts go
  * to the listener, posts to the job queue that is their key, timeouts to the
@@ -33,21 +33,21 @@ enum {
  * never sent hold none of it). Guarded by the session's send lock. */
 struct sendq {
   cp_op op;
-  int32_t res;         /* the finished send's result, for the strand */
+  int32_t res;       /* the finished send's result, for the strand */
   cp_sendbuf **ring; /* queued buffers, oldest first */
   uint32_t head, len, cap;
   uint32_t inflight;   /* buffers in the send in flight (the first `inflight` of ring) */
   size_t queued_bytes; /* everything in ring, in flight included */
   size_t inflight_bytes;
-  struct iovec *iov;   /* for gathered sends; one inline entry for single ones */
+  struct iovec *iov; /* for gathered sends; one inline entry for single ones */
   uint32_t iov_cap;
   struct iovec one;
-  bool busy;           /* a send is in flight */
-  bool drain_close;    /* disconnect once empty (graceful) */
+  bool busy;        /* a send is in flight */
+  bool drain_close; /* disconnect once empty (graceful) */
 };
 
 /* Session flags, strand only. */
-enum { SF_CLIENT = 1, SF_ANNOUNCED = 2, SF_CONNECTING = 4 };
+enum { SF_CLIENT = 1, SF_ANNOUNCED = 2, SF_CONNECTING = 4, SF_ADMITTED = 8 };
 
 /* The bytes of an incomplete packet. */
 struct part {
@@ -58,7 +58,7 @@ struct part {
 /* Kept small on purpose: an idle connection costs this, its fd's entry in
  * the port and a registry slot (issue: <= 256 bytes in all). */
 struct cp_session {
-  cp_op rio;         /* the pooled recv (and the client's connect) */
+  cp_op rio; /* the pooled recv (and the client's connect) */
   cp_service *svc;
   void *user;
   uint64_t id;
@@ -68,9 +68,9 @@ struct cp_session {
   int fd;
   _Atomic uint32_t strand;
   _Atomic uint32_t refs;
-  uint32_t reg_idx;  /* index in the registry, or UINT32_MAX */
+  uint32_t reg_idx;             /* index in the registry, or UINT32_MAX */
   _Atomic uint32_t last_active; /* ms since the service's epoch (wraps; compared by difference) */
-  int32_t recv_res;  /* the finished recv's result, for the strand */
+  int32_t recv_res;             /* the finished recv's result, for the strand */
   pthread_spinlock_t send_lock;
   _Atomic uint8_t closing;   /* set once: the session began to end */
   _Atomic uint8_t connected; /* set once: on_connected is running or ran */
@@ -123,6 +123,7 @@ struct cp_service {
   _Atomic uint64_t n_bytes_in, n_bytes_out, n_packets_in, n_packets_out, n_sends;
   _Atomic uint64_t n_disc[CP_REASON_COUNT];
   _Atomic uint64_t n_sessions;
+  _Atomic uint64_t admitted; /* server sessions holding a max_sessions slot */
   _Atomic uint64_t queued_bytes; /* all sessions' send queues */
 };
 
@@ -138,6 +139,11 @@ static inline uint32_t service_clock(const cp_service *svc) {
 
 /* session.c */
 void session_on_completion(cp_session *s, const cp_completion *c);
+/* A posted completion whose result is NET_POST_STRAND: run s's strand. */
+#define NET_POST_STRAND 1
+void session_on_strand_post(cp_session *s);
+/* The service whose worker this thread is, or NULL (set by the workers). */
+extern _Thread_local cp_service *net_worker_of;
 cp_session *session_new(cp_service *svc, int fd, bool client);
 int session_connect(cp_session *s, const struct sockaddr *addr, socklen_t len);
 void session_start(cp_session *s); /* connected: callbacks and first recv */

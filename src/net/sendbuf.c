@@ -42,7 +42,9 @@ static unsigned pool_len;
 
 static _Atomic size_t outstanding;
 
-size_t cp_sendbuf_outstanding(void) { return atomic_load_explicit(&outstanding, memory_order_relaxed); }
+size_t cp_sendbuf_outstanding(void) {
+  return atomic_load_explicit(&outstanding, memory_order_relaxed);
+}
 
 static pthread_once_t key_once = PTHREAD_ONCE_INIT;
 static pthread_key_t cur_key;
@@ -63,8 +65,12 @@ static void chunk_unref(struct chunk *c) {
 }
 
 /* A thread that exits gives up its current chunk. */
-static void drop_current(void *c) { chunk_unref(c); }
-static void make_key(void) { pthread_key_create(&cur_key, drop_current); }
+static void drop_current(void *c) {
+  chunk_unref(c);
+}
+static void make_key(void) {
+  pthread_key_create(&cur_key, drop_current);
+}
 
 static struct chunk *chunk_new(void) {
   struct chunk *c = NULL;
@@ -140,9 +146,15 @@ cp_sendbuf *cp_sendbuf_copy(const void *data, size_t len) {
   return b;
 }
 
-uint8_t *cp_sendbuf_data(cp_sendbuf *b) { return b->data; }
-size_t cp_sendbuf_len(const cp_sendbuf *b) { return b->len; }
-size_t cp_sendbuf_cap(const cp_sendbuf *b) { return b->cap; }
+uint8_t *cp_sendbuf_data(cp_sendbuf *b) {
+  return b->data;
+}
+size_t cp_sendbuf_len(const cp_sendbuf *b) {
+  return b->len;
+}
+size_t cp_sendbuf_cap(const cp_sendbuf *b) {
+  return b->cap;
+}
 
 void cp_sendbuf_set_len(cp_sendbuf *b, size_t len) {
   b->len = (uint32_t)(len <= b->cap ? len : b->cap);

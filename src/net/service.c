@@ -21,7 +21,7 @@
 
 const char *cp_reason_name(cp_reason r) {
   static const char *const names[CP_REASON_COUNT] = {
-      "peer_closed", "reset",    "local",          "bad_packet", "slow_consumer",
+      "peer_closed",  "reset",    "local",          "bad_packet", "slow_consumer",
       "idle_timeout", "shutdown", "connect_failed", "error"};
   return (unsigned)r < CP_REASON_COUNT ? names[r] : "unknown";
 }
@@ -101,8 +101,11 @@ int cp_service_create(cp_service **out, const cp_service_options *opts) {
   return 0;
 }
 
+_Thread_local cp_service *net_worker_of;
+
 static void *worker(void *arg) {
   cp_service *svc = arg;
+  net_worker_of = svc;
   cp_completion ev[64];
   for (;;) {
     int n = cp_port_wait(svc->port, ev, 64, -1);
@@ -114,7 +117,10 @@ static void *worker(void *arg) {
         listener_on_accept(svc, &ev[i]);
         break;
       case CP_OP_POST:
-        jobq_on_run(ev[i].key);
+        if (ev[i].result == NET_POST_STRAND)
+          session_on_strand_post(ev[i].key);
+        else
+          jobq_on_run(ev[i].key);
         break;
       case CP_OP_TIMEOUT:
         timer_on_fire(svc, &ev[i]);
@@ -273,6 +279,12 @@ void cp_service_get_stats(const cp_service *svc, cp_service_stats *o) {
 #undef LD
 }
 
-cp_port *cp_service_port(const cp_service *svc) { return svc->port; }
-uint16_t cp_service_listen_port(const cp_service *svc) { return svc->listen_port; }
-void *cp_service_user(const cp_service *svc) { return svc->o.user; }
+cp_port *cp_service_port(const cp_service *svc) {
+  return svc->port;
+}
+uint16_t cp_service_listen_port(const cp_service *svc) {
+  return svc->listen_port;
+}
+void *cp_service_user(const cp_service *svc) {
+  return svc->o.user;
+}

@@ -56,10 +56,18 @@ void cp_session_put(cp_session *s) {
     session_free(s);
 }
 
-uint64_t cp_session_id(const cp_session *s) { return s->id; }
-cp_service *cp_session_service(const cp_session *s) { return s->svc; }
-void cp_session_set_user(cp_session *s, void *user) { s->user = user; }
-void *cp_session_user(const cp_session *s) { return s->user; }
+uint64_t cp_session_id(const cp_session *s) {
+  return s->id;
+}
+cp_service *cp_session_service(const cp_session *s) {
+  return s->svc;
+}
+void cp_session_set_user(cp_session *s, void *user) {
+  s->user = user;
+}
+void *cp_session_user(const cp_session *s) {
+  return s->user;
+}
 bool cp_session_connected(const cp_session *s) {
   cp_session *m = (cp_session *)s;
   return atomic_load(&m->connected) && !atomic_load(&m->closing);
@@ -103,15 +111,31 @@ static void strand_loop(cp_session *s) {
   }
 }
 
+/* The caller owns the strand (ST_RUN): run it to the end. Callbacks run
+ * only on the service's workers, so a thread of the application (one that
+ * calls cp_session_disconnect, or cp_service_stop) hands the strand to a
+ * worker with a posted completion instead of running callbacks itself - it
+ * may hold locks its callbacks take. */
+static void strand_run(cp_session *s) {
+  cp_session_get(s); /* the runner's own reference: events may drop the others */
+  if (net_worker_of != s->svc && cp_port_post(s->svc->port, s, NULL, NET_POST_STRAND) == 0)
+    return; /* the reference travels with the post */
+  strand_loop(s);
+  cp_session_put(s);
+}
+
+void session_on_strand_post(cp_session *s) {
+  strand_loop(s);
+  cp_session_put(s);
+}
+
 /* Queue events for s; run them here unless another thread already is. The
  * caller holds a reference that covers the events (an op's, or its own). */
 static void strand_signal(cp_session *s, uint32_t bits) {
   uint32_t old = atomic_fetch_or_explicit(&s->strand, bits | ST_RUN, memory_order_acq_rel);
   if (old & ST_RUN)
     return;
-  cp_session_get(s); /* the runner's own reference: events may drop the others */
-  strand_loop(s);
-  cp_session_put(s);
+  strand_run(s);
 }
 
 /* ---- creation -------------------------------------------------------- */
@@ -125,8 +149,8 @@ cp_session *session_new(cp_service *svc, int fd, bool client) {
   s->flags = client ? SF_CLIENT : 0;
   s->id = atomic_fetch_add(&next_session_id, 1);
   s->reg_idx = UINT32_MAX;
-  atomic_init(&s->refs, 1);         /* the creator's */
-  atomic_init(&s->strand, ST_RUN);  /* the creator runs the strand until session_start */
+  atomic_init(&s->refs, 1);        /* the creator's */
+  atomic_init(&s->strand, ST_RUN); /* the creator runs the strand until session_start */
   atomic_init(&s->last_active, service_clock(svc));
   pthread_spin_init(&s->send_lock, PTHREAD_PROCESS_PRIVATE);
   if (cp_port_associate(svc->port, fd, s) != 0) {
@@ -167,7 +191,7 @@ void session_start(cp_session *s) {
   } else {
     announce(s);
   }
-  strand_loop(s); /* events that came while we held the strand */
+  strand_run(s); /* events that came while we held the strand */
 }
 
 int session_connect(cp_session *s, const struct sockaddr *addr, socklen_t len) {
@@ -185,7 +209,7 @@ int session_connect(cp_session *s, const struct sockaddr *addr, socklen_t len) {
     stat_add(&s->svc->n_connect_failures, 1);
     session_close(s, CP_REASON_CONNECT_FAILED);
   }
-  strand_loop(s);
+  strand_run(s);
   return rc;
 }
 
@@ -248,19 +272,24 @@ static void finish_close(cp_session *s) {
     svc->o.callbacks.on_disconnected(s, why);
   if (announced)
     atomic_fetch_sub(&svc->n_sessions, 1);
+  if (s->flags & SF_ADMITTED)
+    atomic_fetch_sub(&svc->admitted, 1);
   registry_remove(svc, s);
 }
 
 void session_check_idle(cp_session *s, uint64_t now_ms) {
   (void)now_ms;
-  uint32_t idle = service_clock(s->svc) - atomic_load_explicit(&s->last_active, memory_order_relaxed);
+  uint32_t idle =
+      service_clock(s->svc) - atomic_load_explicit(&s->last_active, memory_order_relaxed);
   if (idle >= s->svc->o.idle_timeout_ms && idle < UINT32_MAX / 2)
     session_close(s, CP_REASON_IDLE_TIMEOUT);
 }
 
 /* ---- receiving ------------------------------------------------------- */
 
-static inline uint16_t le16(const uint8_t *p) { return (uint16_t)(p[0] | (p[1] << 8)); }
+static inline uint16_t le16(const uint8_t *p) {
+  return (uint16_t)(p[0] | (p[1] << 8));
+}
 
 static bool size_ok(const cp_service *svc, uint16_t size) {
   return size >= CP_PACKET_HEADER && size <= svc->o.max_packet;
@@ -518,6 +547,14 @@ size_t cp_session_send_many(cp_session *const *v, size_t n, cp_sendbuf *b) {
     if (v[i] && cp_session_send(v[i], b) == 0)
       ok++;
   return ok;
+}
+
+size_t cp_session_send_queued(const cp_session *s) {
+  cp_session *m = (cp_session *)s;
+  pthread_spin_lock(&m->send_lock);
+  size_t n = m->sq ? m->sq->queued_bytes : 0;
+  pthread_spin_unlock(&m->send_lock);
+  return n;
 }
 
 bool session_send_idle(cp_session *s) {

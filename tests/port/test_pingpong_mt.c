@@ -17,7 +17,7 @@ struct conn {
 
 static cp_port *port;
 static struct conn conns[CONNS];
-static atomic_long started, completed;
+static atomic_long started, completed, sends_done;
 
 static void start_recv(struct conn *c) {
   if (cp_port_recv_pooled(port, c->srv, &c->rop) == 0)
@@ -47,6 +47,7 @@ static void *worker(void *arg) {
         cp_port_buf_release(port, c->iov.iov_base);
         if (ev[i].result >= 0)
           start_recv(c);
+        atomic_fetch_add(&sends_done, 1);
       }
     }
   }
@@ -84,7 +85,11 @@ int main(void) {
     pthread_create(&cl[i], NULL, client, (void *)i);
   for (int i = 0; i < CLIENT_THREADS; i++)
     pthread_join(cl[i], NULL);
-  /* shutdown: cancel, and wait until every started op has completed */
+  /* shutdown: once every send has completed (and re-armed its recv, so no
+   * recv can start after the cancel), cancel, and wait until every started
+   * op has completed */
+  while (atomic_load(&sends_done) < (long)MSGS * CONNS)
+    test_sleep_ms(2);
   for (int i = 0; i < CONNS; i++)
     CHECK_EQ(cp_port_cancel(port, conns[i].srv), 0);
   while (atomic_load(&completed) < atomic_load(&started))

@@ -1,0 +1,212 @@
+/* Every way a session ends, one session per reason, each reason counted
+ * exactly once and on_disconnected run exactly once per session: the peer
+ * closes (FIN), the peer resets (RST), the server disconnects at once and
+ * gracefully (the queued reply still arrives), a bad header, a slow consumer,
+ * an idle session and a slowloris that dribbles a header byte by byte (both
+ * idle timeouts), and shutdown. */
+#include "common/nettest.h"
+
+#define IDLE_MS 1500
+#define SENDQ_MAX (64u * 1024)
+
+enum { ID_ECHO = 1, ID_CLOSE_NOW = 2, ID_FLOOD = 3, ID_CLOSE_AFTER_REPLY = 4 };
+
+static atomic_int flood_refusals;
+
+static void on_connected(cp_session *s) {
+  nt_track_new(s);
+}
+
+static void on_packet(cp_session *s, const cp_packet *pkt) {
+  switch (pkt->id) {
+  case ID_ECHO:
+  case ID_CLOSE_AFTER_REPLY: {
+    cp_sendbuf *b = cp_sendbuf_copy(pkt->data, pkt->size);
+    CHECK_EQ(cp_session_send(s, b), 0);
+    cp_sendbuf_unref(b);
+    if (pkt->id == ID_CLOSE_AFTER_REPLY)
+      cp_session_disconnect(s, true);
+    break;
+  }
+  case ID_CLOSE_NOW:
+    cp_session_disconnect(s, false);
+    break;
+  case ID_FLOOD: {
+    /* Queue 16 KiB buffers until the cap: inside this callback no send
+     * completion can be handled (the strand is ours), so the queue only
+     * grows and the 5th send passes 64 KiB. */
+    cp_sendbuf *b = cp_sendbuf_alloc(16 * 1024);
+    memset(cp_sendbuf_data(b), 'f', 16 * 1024);
+    cp_sendbuf_set_len(b, 16 * 1024);
+    int rc, sent = 0;
+    while ((rc = cp_session_send(s, b)) == 0)
+      sent++;
+    CHECK_EQ(rc, -ENOBUFS);
+    CHECK_EQ(sent, SENDQ_MAX / (16 * 1024));
+    CHECK_EQ(cp_session_send(s, b), -ENOTCONN); /* it is over now */
+    atomic_fetch_add(&flood_refusals, 1);
+    cp_sendbuf_unref(b);
+    break;
+  }
+  default:
+    CHECK(!"unexpected packet id");
+  }
+}
+
+static void on_disconnected(cp_session *s, cp_reason why) {
+  nt_track_end(s, why);
+  /* After the end, sends are refused but the session is still valid. */
+  cp_sendbuf *b = cp_packet_alloc(ID_ECHO, 0);
+  CHECK_EQ(cp_session_send(s, b), -ENOTCONN);
+  cp_sendbuf_unref(b);
+  CHECK(!cp_session_connected(s));
+}
+
+static cp_service *svc;
+
+static void expect_only(cp_reason r, uint64_t n) {
+  WAIT_UNTIL(nt_stats(svc).disconnects[r] == n);
+  cp_service_stats st = nt_stats(svc);
+  for (int i = 0; i < CP_REASON_COUNT; i++)
+    if (i != (int)r && st.disconnects[i]) {
+      fprintf(stderr, "unexpected disconnect reason %s\n", cp_reason_name((cp_reason)i));
+      exit(1);
+    }
+  WAIT_UNTIL(nt_stats(svc).sessions == 0);
+  fprintf(stderr, "  %s: %llu\n", cp_reason_name(r), (unsigned long long)n);
+}
+
+static void roundtrip(int fd, uint16_t id) {
+  uint8_t out[64], in[64];
+  size_t n = nt_packet(out, id, 7, 20);
+  test_send_all(fd, out, n);
+  test_recv_all(fd, in, n);
+  CHECK(!memcmp(in, out, n));
+}
+
+int main(void) {
+  test_begin("test_net_reasons", 120);
+  cp_service_options o = {.threads = 2,
+                          .max_packet = 1024,
+                          .send_queue_max = SENDQ_MAX,
+                          .idle_timeout_ms = IDLE_MS,
+                          .callbacks = {.on_connected = on_connected,
+                                        .on_packet = on_packet,
+                                        .on_disconnected = on_disconnected}};
+  struct sockaddr_in addr;
+  svc = nt_server(o, &addr);
+  uint8_t pkt[64];
+  size_t n;
+
+  /* the peer closes */
+  int fd = test_connect(&addr);
+  roundtrip(fd, ID_ECHO);
+  close(fd);
+  expect_only(CP_REASON_PEER_CLOSED, 1);
+
+  /* Every later scenario adds one reason; compare against the running sum. */
+  cp_service_stats before = nt_stats(svc);
+
+  /* the peer resets: RST while the server's receive is pending */
+  fd = test_connect(&addr);
+  roundtrip(fd, ID_ECHO);
+  test_reset(fd);
+  WAIT_UNTIL(nt_stats(svc).disconnects[CP_REASON_RESET] == 1);
+
+  /* the server disconnects at once: the client sees the end */
+  fd = test_connect(&addr);
+  n = nt_packet(pkt, ID_CLOSE_NOW, 1, 8);
+  test_send_all(fd, pkt, n);
+  CHECK(nt_read_to_end(fd));
+  close(fd);
+  WAIT_UNTIL(nt_stats(svc).disconnects[CP_REASON_LOCAL] == 1);
+
+  /* graceful: the reply queued before the disconnect arrives, then EOF */
+  fd = test_connect(&addr);
+  roundtrip(fd, ID_CLOSE_AFTER_REPLY);
+  char c;
+  ssize_t r;
+  while ((r = recv(fd, &c, 1, 0)) < 0 && errno == EINTR)
+    ;
+  CHECK_EQ(r, 0);
+  close(fd);
+  WAIT_UNTIL(nt_stats(svc).disconnects[CP_REASON_LOCAL] == 2);
+
+  /* a bad header */
+  fd = test_connect(&addr);
+  roundtrip(fd, ID_ECHO);
+  uint8_t bad[4] = {2, 0, 1, 0}; /* size 2 < 4 */
+  test_send_all(fd, bad, 4);
+  CHECK(nt_read_to_end(fd));
+  close(fd);
+  WAIT_UNTIL(nt_stats(svc).disconnects[CP_REASON_BAD_PACKET] == 1);
+
+  /* a slow consumer: asks for a flood and never reads */
+  fd = test_connect(&addr);
+  n = nt_packet(pkt, ID_FLOOD, 1, 0);
+  test_send_all(fd, pkt, n);
+  WAIT_UNTIL(nt_stats(svc).disconnects[CP_REASON_SLOW_CONSUMER] == 1);
+  CHECK_EQ(atomic_load(&flood_refusals), 1);
+  WAIT_UNTIL(nt_stats(svc).send_queue_bytes == 0);
+  close(fd);
+
+  /* idle: connects and says nothing */
+  fd = test_connect(&addr);
+  uint64_t t0 = test_now_ms();
+  CHECK(nt_read_to_end(fd));
+  CHECK(test_now_ms() - t0 >= IDLE_MS - 100); /* never closed early (a lower bound only) */
+  close(fd);
+  WAIT_UNTIL(nt_stats(svc).disconnects[CP_REASON_IDLE_TIMEOUT] == 1);
+
+  /* slowloris: a header one byte every 100 ms never completes a packet, so
+   * the bytes do not keep the session alive */
+  fd = test_connect(&addr);
+  n = nt_packet(pkt, ID_ECHO, 1, 40);
+  bool ended = false;
+  for (size_t i = 0; i < n && !ended; i++) {
+    if (send(fd, pkt + i, 1, MSG_NOSIGNAL) != 1)
+      ended = true;
+    test_sleep_ms(100);
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+    if (poll(&pfd, 1, 0) == 1)
+      ended = true;
+  }
+  CHECK(ended); /* 44 bytes at 10/s take 4.4 s: far past the idle time */
+  CHECK(nt_read_to_end(fd));
+  close(fd);
+  WAIT_UNTIL(nt_stats(svc).disconnects[CP_REASON_IDLE_TIMEOUT] == 2);
+
+  /* shutdown: a live session when the service stops */
+  fd = test_connect(&addr);
+  roundtrip(fd, ID_ECHO);
+  WAIT_UNTIL(nt_stats(svc).sessions == 1);
+  cp_service_stop(svc, 1000);
+  CHECK(nt_read_to_end(fd));
+  close(fd);
+
+  cp_service_stats st = nt_stats(svc);
+  CHECK_EQ(st.disconnects[CP_REASON_PEER_CLOSED], before.disconnects[CP_REASON_PEER_CLOSED]);
+  CHECK_EQ(st.disconnects[CP_REASON_PEER_CLOSED], 1);
+  CHECK_EQ(st.disconnects[CP_REASON_RESET], 1);
+  CHECK_EQ(st.disconnects[CP_REASON_LOCAL], 2);
+  CHECK_EQ(st.disconnects[CP_REASON_BAD_PACKET], 1);
+  CHECK_EQ(st.disconnects[CP_REASON_SLOW_CONSUMER], 1);
+  CHECK_EQ(st.disconnects[CP_REASON_IDLE_TIMEOUT], 2);
+  CHECK_EQ(st.disconnects[CP_REASON_SHUTDOWN], 1);
+  CHECK_EQ(st.disconnects[CP_REASON_ERROR], 0);
+  CHECK_EQ(st.disconnects[CP_REASON_CONNECT_FAILED], 0);
+  CHECK_EQ(st.accepts, 9);
+  CHECK_EQ(st.sessions, 0);
+  /* Each session's own record agrees with the counters. */
+  CHECK_EQ(atomic_load(&nt_ntracks), 9);
+  nt_check_tracks_once();
+  const cp_reason order[9] = {
+      CP_REASON_PEER_CLOSED,  CP_REASON_RESET,        CP_REASON_LOCAL,
+      CP_REASON_LOCAL,        CP_REASON_BAD_PACKET,   CP_REASON_SLOW_CONSUMER,
+      CP_REASON_IDLE_TIMEOUT, CP_REASON_IDLE_TIMEOUT, CP_REASON_SHUTDOWN};
+  for (int i = 0; i < 9; i++)
+    CHECK_EQ(atomic_load(&nt_tracks[i].reason), order[i]);
+  cp_service_destroy(svc);
+  CHECK_EQ(cp_sendbuf_outstanding(), 0);
+  return 0;
+}
