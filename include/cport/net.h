@@ -246,7 +246,9 @@ typedef void (*cp_job_fn)(void *arg);
  * memory. Create after cp_service_create; destroy before cp_service_destroy.
  */
 cp_jobq *cp_jobq_create(cp_service *svc);
-/* Run fn(arg) on q. 0, -ENOMEM, or -ESHUTDOWN once the service is stopping. */
+/* Run fn(arg) on q. 0, -ENOMEM, or -ESHUTDOWN once cp_service_stop has
+ * disconnected every session and is stopping the workers (jobs posted while
+ * sessions are still ending, e.g. from on_disconnected, do run). */
 int cp_jobq_post(cp_jobq *q, cp_job_fn fn, void *arg);
 /* Run fn(arg) on q after delay_ms (a timer). Same returns. */
 int cp_jobq_post_after(cp_jobq *q, uint64_t delay_ms, cp_job_fn fn, void *arg);

@@ -64,6 +64,10 @@ void cp_jobq_destroy(cp_jobq *q) {
 int cp_jobq_post(cp_jobq *q, cp_job_fn fn, void *arg) {
   if (!q || !fn)
     return -EINVAL;
+  /* Once the workers are on their way out, nothing would run it. (A run of
+   * this queue may still sit in the port, so `scheduled` cannot tell.) */
+  if (atomic_load(&q->svc->stopped))
+    return -ESHUTDOWN;
   struct job *j = mem_alloc(sizeof *j);
   if (!j)
     return -ENOMEM;
@@ -199,7 +203,12 @@ int cp_jobq_post_after(cp_jobq *q, uint64_t delay_ms, cp_job_fn fn, void *arg) {
     svc->heap = h;
     svc->heap_cap = cap;
   }
-  uint64_t due = net_now_ms() + delay_ms;
+  /* Round now up, so the job never runs before delay_ms has passed (the
+   * timer fires when the rounded-down clock reaches due). */
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  uint64_t due =
+      (uint64_t)ts.tv_sec * 1000u + ((uint64_t)ts.tv_nsec + 999999u) / 1000000u + delay_ms;
   svc->heap[svc->heap_len] =
       (struct timer_ent){.due_ms = due, .seq = svc->tm_seq++, .q = q, .fn = fn, .arg = arg};
   heap_up(svc->heap, svc->heap_len++);

@@ -594,8 +594,9 @@ static void handle_send(cp_session *s) {
       cp_sendbuf_unref(done[i]);
   }
   bool closing = atomic_load(&s->closing);
+  if (res >= 0)
+    stat_add(&svc->n_bytes_out, bytes); /* they left, closing or not */
   if (res >= 0 && !closing) {
-    stat_add(&svc->n_bytes_out, bytes);
     if (svc->o.callbacks.on_sent)
       svc->o.callbacks.on_sent(s, bytes);
   }
