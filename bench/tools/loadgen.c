@@ -3,7 +3,7 @@
  *
  *   loadgen [--host 127.0.0.1] [--port 7777] [--conns N] [--size BYTES] [--depth D]
  *           [--duration S] [--warmup S] [--threads T] [--json] [--quiet]
- *           [--connect-timeout S] [--stall-timeout S] [--server-pid PID]
+ *           [--connect-timeout S] [--stall-timeout S] [--server-pid PID] [--framed]
  *
  * One process, T threads, each an epoll loop over its share of the N connections.
  *
@@ -15,7 +15,9 @@
  * Load: closed loop. Each connection keeps D messages of SIZE bytes in flight: every echoed
  * message lets the next one go. Message `seq` of connection `c` is a pure function of
  * (c, seq, offset): bytes 0-7 are seq, 8-15 the connection id and a magic, the rest a
- * pattern seeded from (c, seq). Nothing is stored per message but its send time; expected
+ * pattern seeded from (c, seq). With --framed every message is one cport packet: bytes 0-3
+ * are the header {uint16 size = SIZE; uint16 id = 1} and 4-7 the low half of seq, so a
+ * packet-echo server echoes it unchanged. Nothing is stored per message but its send time; expected
  * bytes are regenerated to verify every byte that comes back, in order. Any difference
  * (corrupted, lost, reordered, duplicated or extra bytes), an early close, or a connection
  * that waits more than --stall-timeout (5 s) for its echo is reported with where it happened,
@@ -79,7 +81,8 @@ static struct {
   int connect_window;
   double stall_timeout;
   long server_pid;
-} opt = {"127.0.0.1", 7777, 1, 64, 1, 10, 1, 1, false, false, 5, 256, 5, 0};
+  bool framed;
+} opt = {"127.0.0.1", 7777, 1, 64, 1, 10, 1, 1, false, false, 5, 256, 5, 0, false};
 
 /* ------------------------------------------------------------------ time */
 
@@ -167,8 +170,8 @@ static uint64_t hist_percentile(const struct hist *h, double p) {
 /* Word k (8 bytes) of message seq of connection id. Deterministic and position-dependent:
  * a lost, duplicated, reordered or altered byte never matches. */
 static inline uint64_t msg_word(uint32_t id, uint64_t seq, uint64_t k) {
-  if (k == 0)
-    return seq;
+  if (k == 0) /* framed: a packet header {uint16 size; uint16 id = 1} (little-endian) first */
+    return opt.framed ? (uint64_t)opt.size | UINT64_C(1) << 16 | seq << 32 : seq;
   if (k == 1)
     return ((uint64_t)id << 32) | MAGIC;
   uint64_t x = ((uint64_t)id << 40) ^ (seq * UINT64_C(0xd1b54a32d192ed03));
@@ -192,8 +195,8 @@ static void msg_bytes(uint32_t id, uint64_t seq, uint32_t off, uint8_t *dst, uin
 
 /* Fill dst with the stream from (seq, off), whole messages while seq < end_seq, at most cap
  * bytes. Returns the byte count. */
-static size_t stream_bytes(uint32_t id, uint64_t seq, uint32_t off, uint64_t end_seq,
-                           uint8_t *dst, size_t cap) {
+static size_t stream_bytes(uint32_t id, uint64_t seq, uint32_t off, uint64_t end_seq, uint8_t *dst,
+                           size_t cap) {
   size_t len = 0;
   while (seq < end_seq && len < cap) {
     uint32_t n = opt.size - off;
@@ -318,8 +321,8 @@ static void report_mismatch(struct conn *c, const uint8_t *got, const uint8_t *w
     hint = " (in the sequence-number field: a message lost, duplicated or reordered?)";
   else if (opt.size >= 16 && o < 16)
     hint = " (in the connection-id field: bytes of another connection?)";
-  fail("verification failed on conn %u (local port %u): message seq %" PRIu64
-       ", byte %" PRIu64 " of %u (stream offset %" PRIu64 "): expected 0x%02x, got 0x%02x%s\n"
+  fail("verification failed on conn %u (local port %u): message seq %" PRIu64 ", byte %" PRIu64
+       " of %u (stream offset %" PRIu64 "): expected 0x%02x, got 0x%02x%s\n"
        "         stream bytes %" PRIu64 "..%" PRIu64 " got:      %s\n"
        "         stream bytes %" PRIu64 "..%" PRIu64 " expected: %s",
        c->id, local_port(c->fd), s, o, opt.size, stream, want[i], got[i], hint, base + from,
@@ -363,8 +366,8 @@ static void conn_flush(struct worker *w, struct conn *c) {
 }
 
 /* Check and account n echoed bytes. Returns false on an error (already reported). */
-static bool conn_consume(struct worker *w, struct conn *c, const uint8_t *p, size_t n,
-                         uint64_t now, uint64_t end) {
+static bool conn_consume(struct worker *w, struct conn *c, const uint8_t *p, size_t n, uint64_t now,
+                         uint64_t end) {
   /* Every byte must be the next one sent, and nothing may come back that was not sent. */
   uint64_t sent = c->send_seq * opt.size + c->send_off;
   uint64_t got = c->recv_seq * opt.size + c->recv_off;
@@ -410,8 +413,8 @@ static void conn_readable(struct worker *w, struct conn *c, uint64_t end) {
         continue;
       if (errno == EAGAIN || errno == EWOULDBLOCK)
         break;
-      fail("read on conn %u (local port %u) failed: %s (after %" PRIu64 " echoed messages)",
-           c->id, local_port(c->fd), strerror(errno), c->recv_seq);
+      fail("read on conn %u (local port %u) failed: %s (after %" PRIu64 " echoed messages)", c->id,
+           local_port(c->fd), strerror(errno), c->recv_seq);
       return;
     }
     if (n == 0) {
@@ -685,23 +688,23 @@ static double self_cpu_s(void) {
 /* ------------------------------------------------------------------- main */
 
 static void usage(FILE *f) {
-  fprintf(f,
-          "usage: loadgen [--host 127.0.0.1] [--port 7777] [--conns N] [--size BYTES]\n"
-          "               [--depth D] [--duration S] [--warmup S] [--threads T] [--json]\n"
-          "               [--quiet] [--connect-timeout S] [--connect-window N]\n"
-          "               [--stall-timeout S] [--server-pid PID]\n"
-          "  --conns N            connections (default 1)\n"
-          "  --size BYTES         message size (default 64)\n"
-          "  --depth D            messages in flight per connection (default 1: ping-pong)\n"
-          "  --duration S         measured seconds, after the warm-up (default 10)\n"
-          "  --warmup S           seconds of load before measuring (default 1)\n"
-          "  --threads T          client threads (default 1)\n"
-          "  --json               print one JSON object instead of the report\n"
-          "  --quiet              no progress lines on stderr (errors still go there)\n"
-          "  --connect-timeout S  give up on a connection after S seconds of retries (5)\n"
-          "  --connect-window N   connects in progress at once (256)\n"
-          "  --stall-timeout S    fail if a connection waits S seconds for its echo (5)\n"
-          "  --server-pid PID     sample that process's CPU time and RSS over the window\n");
+  fprintf(f, "usage: loadgen [--host 127.0.0.1] [--port 7777] [--conns N] [--size BYTES]\n"
+             "               [--depth D] [--duration S] [--warmup S] [--threads T] [--json]\n"
+             "               [--quiet] [--connect-timeout S] [--connect-window N]\n"
+             "               [--stall-timeout S] [--server-pid PID]\n"
+             "  --conns N            connections (default 1)\n"
+             "  --size BYTES         message size (default 64)\n"
+             "  --depth D            messages in flight per connection (default 1: ping-pong)\n"
+             "  --duration S         measured seconds, after the warm-up (default 10)\n"
+             "  --warmup S           seconds of load before measuring (default 1)\n"
+             "  --threads T          client threads (default 1)\n"
+             "  --json               print one JSON object instead of the report\n"
+             "  --quiet              no progress lines on stderr (errors still go there)\n"
+             "  --connect-timeout S  give up on a connection after S seconds of retries (5)\n"
+             "  --connect-window N   connects in progress at once (256)\n"
+             "  --stall-timeout S    fail if a connection waits S seconds for its echo (5)\n"
+             "  --server-pid PID     sample that process's CPU time and RSS over the window\n"
+             "  --framed             each message is a packet {u16 size, u16 id} (8 .. 65535 B)\n");
 }
 
 static bool parse_num(const char *s, double lo, double hi, double *out) {
@@ -715,18 +718,24 @@ static bool parse_num(const char *s, double lo, double hi, double *out) {
 }
 
 int main(int argc, char **argv) {
-  enum { O_CT = 256, O_CW, O_ST, O_PID };
-  static const struct option longopts[] = {
-      {"host", required_argument, 0, 'H'},       {"port", required_argument, 0, 'p'},
-      {"conns", required_argument, 0, 'c'},      {"size", required_argument, 0, 's'},
-      {"depth", required_argument, 0, 'd'},      {"duration", required_argument, 0, 'D'},
-      {"warmup", required_argument, 0, 'w'},     {"threads", required_argument, 0, 't'},
-      {"json", no_argument, 0, 'j'},             {"quiet", no_argument, 0, 'q'},
-      {"connect-timeout", required_argument, 0, O_CT},
-      {"connect-window", required_argument, 0, O_CW},
-      {"stall-timeout", required_argument, 0, O_ST},
-      {"server-pid", required_argument, 0, O_PID}, {"help", no_argument, 0, 'h'},
-      {0, 0, 0, 0}};
+  enum { O_CT = 256, O_CW, O_ST, O_PID, O_FRAMED };
+  static const struct option longopts[] = {{"host", required_argument, 0, 'H'},
+                                           {"port", required_argument, 0, 'p'},
+                                           {"conns", required_argument, 0, 'c'},
+                                           {"size", required_argument, 0, 's'},
+                                           {"depth", required_argument, 0, 'd'},
+                                           {"duration", required_argument, 0, 'D'},
+                                           {"warmup", required_argument, 0, 'w'},
+                                           {"threads", required_argument, 0, 't'},
+                                           {"json", no_argument, 0, 'j'},
+                                           {"quiet", no_argument, 0, 'q'},
+                                           {"connect-timeout", required_argument, 0, O_CT},
+                                           {"connect-window", required_argument, 0, O_CW},
+                                           {"stall-timeout", required_argument, 0, O_ST},
+                                           {"server-pid", required_argument, 0, O_PID},
+                                           {"help", no_argument, 0, 'h'},
+                                           {"framed", no_argument, 0, O_FRAMED},
+                                           {0, 0, 0, 0}};
   int o;
   double v;
   while ((o = getopt_long(argc, argv, "H:p:c:s:d:D:w:t:jqh", longopts, NULL)) != -1) {
@@ -791,6 +800,9 @@ int main(int argc, char **argv) {
         what = "--stall-timeout";
       opt.stall_timeout = v;
       break;
+    case O_FRAMED:
+      opt.framed = true;
+      break;
     case O_PID:
       if (!parse_num(optarg, 1, 1e9, &v))
         what = "--server-pid";
@@ -813,6 +825,10 @@ int main(int argc, char **argv) {
     usage(stderr);
     return 2;
   }
+  if (opt.framed && (opt.size < 8 || opt.size > 65535)) {
+    fprintf(stderr, "loadgen: --framed needs --size from 8 to 65535\n");
+    return 2;
+  }
   if (opt.threads > opt.conns)
     opt.threads = opt.conns;
 
@@ -824,7 +840,8 @@ int main(int argc, char **argv) {
       setrlimit(RLIMIT_NOFILE, &rl);
       getrlimit(RLIMIT_NOFILE, &rl);
     }
-    if (rl.rlim_cur != RLIM_INFINITY && (rlim_t)opt.conns + 16 + (rlim_t)opt.threads > rl.rlim_cur) {
+    if (rl.rlim_cur != RLIM_INFINITY &&
+        (rlim_t)opt.conns + 16 + (rlim_t)opt.threads > rl.rlim_cur) {
       fprintf(stderr, "loadgen: %d connections need more descriptors than the limit (%llu)\n",
               opt.conns, (unsigned long long)rl.rlim_cur);
       return 1;

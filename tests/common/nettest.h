@@ -38,9 +38,9 @@ static inline uint64_t nt_disconnects(const cp_service *svc) {
   return n;
 }
 
-/* Create and start a server on 127.0.0.1, port 0; the backend comes from
- * CPORT_BACKEND. Fills *addr with where it listens. */
-static inline cp_service *nt_server(cp_service_options o, struct sockaddr_in *addr) {
+/* Create a server on 127.0.0.1, port 0 (not started: create job queues
+ * first, so the workers see them). The backend comes from CPORT_BACKEND. */
+static inline cp_service *nt_server_create(cp_service_options o) {
   o.kind = CP_SERVICE_SERVER;
   o.host = "127.0.0.1";
   o.port = 0;
@@ -49,7 +49,12 @@ static inline cp_service *nt_server(cp_service_options o, struct sockaddr_in *ad
   if (rc)
     fprintf(stderr, "cp_service_create: %s\n", cp_strerror(rc));
   CHECK_EQ(rc, 0);
-  rc = cp_service_start(svc);
+  return svc;
+}
+
+/* Start it; fill *addr with where it listens. */
+static inline void nt_server_start(cp_service *svc, struct sockaddr_in *addr) {
+  int rc = cp_service_start(svc);
   if (rc)
     fprintf(stderr, "cp_service_start: %s\n", cp_strerror(rc));
   CHECK_EQ(rc, 0);
@@ -59,6 +64,12 @@ static inline cp_service *nt_server(cp_service_options o, struct sockaddr_in *ad
                                  .sin_addr.s_addr = htonl(INADDR_LOOPBACK),
                                  .sin_port = htons(cp_service_listen_port(svc))};
   }
+}
+
+/* Both at once. */
+static inline cp_service *nt_server(cp_service_options o, struct sockaddr_in *addr) {
+  cp_service *svc = nt_server_create(o);
+  nt_server_start(svc, addr);
   return svc;
 }
 

@@ -70,8 +70,9 @@ int main(void) {
   cp_service_options o = {
       .threads = 2, .send_queue_max = CAP, .callbacks = {.on_packet = on_packet}};
   struct sockaddr_in addr;
-  cp_service *svc = nt_server(o, &addr);
+  cp_service *svc = nt_server_create(o);
   q = cp_jobq_create(svc);
+  nt_server_start(svc, &addr);
   uint8_t pkt[8];
   int slow = test_connect(&addr);
   int good = test_connect(&addr);
