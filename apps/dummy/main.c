@@ -206,23 +206,69 @@ static void chat_send(struct client *c) {
   }
 }
 
+/* "<digits>:" at *p: the number, and *p past the colon; false if not there. */
+static bool parse_field(const char **p, uint64_t *out) {
+  const char *q = *p;
+  uint64_t v = 0;
+  if (*q < '0' || *q > '9')
+    return false;
+  for (; *q >= '0' && *q <= '9'; q++) {
+    if (v > (UINT64_MAX - 9) / 10)
+      return false;
+    v = v * 10 + (uint64_t)(*q - '0');
+  }
+  if (*q != ':')
+    return false;
+  *p = q + 1;
+  *out = v;
+  return true;
+}
+
+/* A message decoded into thread-local scratch memory instead of the heap:
+ * one chat is decoded per delivery, millions a second, so no malloc/free
+ * for each. Anything larger than the scratch space goes to the heap. */
+static _Thread_local struct {
+  size_t used;
+  _Alignas(16) unsigned char mem[8192];
+} scratch;
+
+static void *scratch_alloc(void *ctx, size_t n) {
+  (void)ctx;
+  n = (n + 15) & ~(size_t)15;
+  if (n <= sizeof scratch.mem - scratch.used) {
+    void *p = scratch.mem + scratch.used;
+    scratch.used += n;
+    return p;
+  }
+  return malloc(n);
+}
+
+static void scratch_free(void *ctx, void *p) {
+  (void)ctx;
+  if ((unsigned char *)p < scratch.mem || (unsigned char *)p >= scratch.mem + sizeof scratch.mem)
+    free(p);
+}
+
+static ProtobufCAllocator scratch_allocator = {scratch_alloc, scratch_free, NULL};
+
 static void on_chat(struct client *c, const Chat__SChat *m) {
-  unsigned from;
-  uint64_t seq;
-  if (sscanf(m->text, "%u:%" SCNu64 ":", &from, &seq) != 2 || from >= cfg.clients) {
+  uint64_t from, seq;
+  const char *t = m->text;
+  if (!parse_field(&t, &from) || !parse_field(&t, &seq) || from >= cfg.clients) {
     error("client %u: S_CHAT with an unexpected text", c->idx);
     return;
   }
   if (from / cfg.room_size != c->idx / cfg.room_size) {
-    error("client %u: got a chat of client %u from another room", c->idx, from);
+    error("client %u: got a chat of client %" PRIu64 " from another room", c->idx, from);
     return;
   }
   if (player_of[from] != m->player_id)
-    error("client %u: chat of client %u carries player id %" PRIu64 ", not %" PRIu64, c->idx,
+    error("client %u: chat of client %" PRIu64 " carries player id %" PRIu64 ", not %" PRIu64,
+          c->idx,
           from, m->player_id, player_of[from]);
   uint32_t *last = &c->last_seq[from % cfg.room_size];
   if (seq != (uint64_t)*last + 1)
-    error("client %u: from client %u expected chat %u, got %" PRIu64
+    error("client %u: from client %" PRIu64 " expected chat %u, got %" PRIu64
           " (lost, duplicated or reordered)",
           c->idx, from, *last + 1, seq);
   *last = (uint32_t)seq;
@@ -274,13 +320,14 @@ static void on_packet(cp_session *s, const cp_packet *pkt) {
     break;
   }
   case CHAT__PACKET_ID__S_CHAT: {
-    Chat__SChat *m = chat__schat__unpack(NULL, pkt->body_len, pkt->body);
+    scratch.used = 0;
+    Chat__SChat *m = chat__schat__unpack(&scratch_allocator, pkt->body_len, pkt->body);
     if (!m) {
       error("client %u: S_CHAT does not decode", c->idx);
       return;
     }
     on_chat(c, m);
-    chat__schat__free_unpacked(m, NULL);
+    chat__schat__free_unpacked(m, &scratch_allocator);
     break;
   }
   case CHAT__PACKET_ID__S_ERROR: {

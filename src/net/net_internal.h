@@ -47,7 +47,13 @@ struct sendq {
 };
 
 /* Session flags, strand only. */
-enum { SF_CLIENT = 1, SF_ANNOUNCED = 2, SF_CONNECTING = 4, SF_ADMITTED = 8 };
+enum {
+  SF_CLIENT = 1,
+  SF_ANNOUNCED = 2,
+  SF_CONNECTING = 4,
+  SF_ADMITTED = 8,
+  SF_RECV_AFTER_SEND = 16, /* the next recv waits for the send in flight to finish */
+};
 
 /* The bytes of an incomplete packet. */
 struct part {

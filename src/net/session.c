@@ -429,7 +429,15 @@ static void handle_recv(cp_session *s) {
       }
     }
     cp_port_buf_release(svc->port, buf);
-    post_recv(s);
+    /* Read after write: if a send is in flight (typically the reply to what
+     * just came in), the next recv goes in when it completes. By then the
+     * peer has usually answered, so the recv finds data at once instead of
+     * arming a wait for every message; and a peer that does not read what
+     * we send is not read from either (it can only stall itself). */
+    if (session_send_idle(s))
+      post_recv(s);
+    else
+      s->flags |= SF_RECV_AFTER_SEND;
   } else {
     session_close(s, reason_of(res));
   }
@@ -615,6 +623,10 @@ static void handle_send(cp_session *s) {
     session_close(s, reason_of(res));
   if (close_now)
     session_close(s, CP_REASON_LOCAL);
+  if (s->flags & SF_RECV_AFTER_SEND) {
+    s->flags &= (uint8_t)~SF_RECV_AFTER_SEND;
+    post_recv(s); /* not if closing */
+  }
   if (again) {
     int rc = start_send(s); /* the op's reference carries over */
     if (rc) {

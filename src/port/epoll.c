@@ -35,16 +35,18 @@ struct ep {
   int epfd, evfd;
   struct epoll_event *events;
   int nevents;
-  pthread_mutex_t lock;  /* free buffers, starved list, timer heap */
-  uint32_t *free_bufs;   /* stack of free buffer indices */
+  pthread_mutex_t lock; /* free buffers, starved list, timer heap */
+  uint32_t *free_bufs;  /* stack of free buffer indices */
   uint32_t nfree;
   int starved_head, starved_tail; /* fds whose queue head is a pooled recv without a buffer */
   _Atomic bool feed_pending;      /* a buffer is free while someone starves: feed_starved() */
-  struct op **heap;      /* timers, earliest first */
+  struct op **heap;               /* timers, earliest first */
   uint32_t heap_len, heap_cap;
 };
 
-static inline struct ep *E(cp_port *p) { return p->be_data; }
+static inline struct ep *E(cp_port *p) {
+  return p->be_data;
+}
 
 static void count_syscall(cp_port *p) {
   atomic_fetch_add_explicit(&p->n_syscalls, 1, memory_order_relaxed);
@@ -74,7 +76,9 @@ static void sink_put(cp_port *p, struct sink *s, struct op *o, int64_t res, void
 
 /* ---- setup ---------------------------------------------------------- */
 
-static int epoll_probe(void) { return 0; }
+static int epoll_probe(void) {
+  return 0;
+}
 
 static int epoll_init(cp_port *p) {
   struct ep *ep = mem_calloc(1, sizeof *ep);
@@ -192,7 +196,9 @@ static void feed_starved(cp_port *p);
 
 enum try_result { TRY_DONE, TRY_AGAIN, TRY_STARVED };
 
-static int64_t neg_errno(void) { return -(int64_t)errno; }
+static int64_t neg_errno(void) {
+  return -(int64_t)errno;
+}
 
 static enum try_result try_op(cp_port *p, struct op *o, int64_t *res, void **buf) {
   *buf = NULL;

@@ -35,6 +35,9 @@
 
 static _Atomic uint64_t next_port_id = 1;
 
+/* Waits served from the ready ring in a row before one polls the kernel. */
+#define READY_STREAK_MAX 8
+
 uint64_t port_now_ns(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -229,7 +232,9 @@ void cp_port_destroy(cp_port *p) {
   mem_free(p);
 }
 
-cp_backend cp_port_backend(const cp_port *p) { return p ? p->backend : CP_BACKEND_AUTO; }
+cp_backend cp_port_backend(const cp_port *p) {
+  return p ? p->backend : CP_BACKEND_AUTO;
+}
 
 void cp_port_get_stats(const cp_port *p, cp_port_stats *s) {
   if (!p || !s)
@@ -576,7 +581,9 @@ void port_emit_many(cp_port *p, const cp_completion *c, int n) {
     p->be->wake(p);
 }
 
-void port_emit(cp_port *p, const cp_completion *c) { port_emit_many(p, c, 1); }
+void port_emit(cp_port *p, const cp_completion *c) {
+  port_emit_many(p, c, 1);
+}
 
 int cp_port_post(cp_port *p, void *key, cp_op *op, int64_t result) {
   if (!p)
@@ -634,14 +641,23 @@ int cp_port_wait(cp_port *p, cp_completion *out, int max, int timeout_ms) {
       break;
     }
     bool may_run = p->active < p->concurrency;
-    if (may_run && p->ready_len) {
+    /* Completions in the ready ring go first, but not forever: a job that
+     * re-posts itself must not keep the kernel from being polled (ops not
+     * yet submitted, data that arrived). So now and then, or when the
+     * backend says ops wait for submission, poll without blocking first. */
+    bool poll_first =
+        may_run && p->ready_len && !p->polling &&
+        (p->ready_streak >= READY_STREAK_MAX || (p->be->has_work && p->be->has_work(p)));
+    if (may_run && p->ready_len && !poll_first) {
+      p->ready_streak++;
       n = ready_take(p, out, max);
       break;
     }
     if (may_run && !p->polling) {
       p->polling = true;
+      p->ready_streak = 0;
       pthread_mutex_unlock(&p->mu);
-      n = p->be->poll(p, out, max, remaining_ms(deadline, timeout_ms));
+      n = p->be->poll(p, out, max, poll_first ? 0 : remaining_ms(deadline, timeout_ms));
       pthread_mutex_lock(&p->mu);
       p->polling = false;
       if (n >= 0 && p->active >= p->concurrency) {

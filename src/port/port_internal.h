@@ -15,19 +15,19 @@
 
 #include "common/mem.h"
 
+#include <linux/time_types.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
-#include <linux/time_types.h>
 
 /* An op's state, as far as the port is concerned. */
 enum op_state {
-  OPS_IDLE = 0,  /* never started, or its completion was handed out */
-  OPS_QUEUED,    /* waiting in a per-fd queue in user space */
-  OPS_INFLIGHT,  /* with the kernel (uring) or being tried (epoll) */
-  OPS_STARVED,   /* pooled recv waiting for a free buffer */
-  OPS_TIMER,     /* epoll timer in the heap */
-  OPS_DONE,      /* completion produced, not yet handed out */
+  OPS_IDLE = 0, /* never started, or its completion was handed out */
+  OPS_QUEUED,   /* waiting in a per-fd queue in user space */
+  OPS_INFLIGHT, /* with the kernel (uring) or being tried (epoll) */
+  OPS_STARVED,  /* pooled recv waiting for a free buffer */
+  OPS_TIMER,    /* epoll timer in the heap */
+  OPS_DONE,     /* completion produced, not yet handed out */
 };
 
 /* The private view of a cp_op. Kept small: an idle session embeds one. */
@@ -61,8 +61,12 @@ struct op {
 
 _Static_assert(sizeof(struct op) <= sizeof(cp_op), "struct op must fit in cp_op");
 
-static inline struct op *op_of(cp_op *o) { return (struct op *)(void *)o; }
-static inline cp_op *cp_op_of(struct op *o) { return (cp_op *)(void *)o; }
+static inline struct op *op_of(cp_op *o) {
+  return (struct op *)(void *)o;
+}
+static inline cp_op *cp_op_of(struct op *o) {
+  return (cp_op *)(void *)o;
+}
 
 /* A FIFO of ops linked through op->next, kept as its tail alone: the list is
  * circular, so tail->next is the head. One pointer per queue keeps the fd
@@ -71,7 +75,9 @@ struct opq {
   struct op *tail;
 };
 
-static inline struct op *opq_head(const struct opq *q) { return q->tail ? q->tail->next : NULL; }
+static inline struct op *opq_head(const struct opq *q) {
+  return q->tail ? q->tail->next : NULL;
+}
 
 static inline void opq_push(struct opq *q, struct op *o) {
   if (q->tail) {
@@ -125,9 +131,9 @@ struct fdent {
   struct opq wr;        /* send / disconnect / (epoll) connect */
   _Atomic uint32_t gen; /* bumped by cancel/disassociate: resubmissions see it */
   uint8_t associated;
-  uint8_t starved_listed; /* epoll: on the starved list (guarded by its lock) */
-  uint8_t rd_busy;      /* uring: a read-side op is with the kernel */
-  uint8_t wr_busy;      /* uring: a write-side op is with the kernel */
+  uint8_t starved_listed;  /* epoll: on the starved list (guarded by its lock) */
+  uint8_t rd_busy;         /* uring: a read-side op is with the kernel */
+  uint8_t wr_busy;         /* uring: a write-side op is with the kernel */
   pthread_spinlock_t lock; /* key/associated; epoll: the queues and the I/O attempts */
   int32_t starved_next;    /* epoll: next fd on the starved list, or -1 */
   uint32_t kernel_ops;     /* uring: ops of this fd with the kernel (guarded by its lock) */
@@ -183,9 +189,10 @@ struct cp_port {
   pthread_cond_t cv;
   cp_completion *ready; /* ring of completions ready to hand out */
   uint32_t ready_cap, ready_head, ready_len;
-  unsigned waiters;     /* threads blocked on cv */
-  unsigned active;      /* threads released and not back in cp_port_wait */
-  bool polling;         /* a thread holds the poller role */
+  unsigned waiters;       /* threads blocked on cv */
+  unsigned active;        /* threads released and not back in cp_port_wait */
+  bool polling;           /* a thread holds the poller role */
+  uint32_t ready_streak;  /* waits served from the ready ring since the last poll */
   _Atomic bool in_kernel; /* the poller is (about to be) blocked in the kernel */
   _Atomic bool closed;
 
@@ -214,6 +221,9 @@ struct backend {
   /* Make a poller that is blocked in the kernel return soon. */
   void (*wake)(cp_port *p);
   void (*buf_release)(cp_port *p, uint32_t idx);
+  /* Optional: is kernel-side work waiting for a poll (ops not yet handed to
+   * the kernel)? Read without the port lock; a hint. */
+  bool (*has_work)(cp_port *p);
 };
 
 extern const struct backend cp_backend_uring;

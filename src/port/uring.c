@@ -48,12 +48,15 @@ struct uring {
   struct io_uring_buf_ring *br;
   size_t br_len;
   uint32_t br_mask;
-  uint32_t bufs_out;   /* buffers handed to the kernel's CQEs and not yet back */
-  uint64_t inflight;   /* ops with the kernel */
-  struct opq starved;  /* pooled recvs that found the buffer ring empty */
+  uint32_t bufs_out;     /* buffers handed to the kernel's CQEs and not yet back */
+  uint64_t inflight;     /* ops with the kernel */
+  struct opq starved;    /* pooled recvs that found the buffer ring empty */
+  _Atomic bool sq_dirty; /* SQEs wait for the poller's next io_uring_enter */
 };
 
-static inline struct uring *U(cp_port *p) { return p->be_data; }
+static inline struct uring *U(cp_port *p) {
+  return p->be_data;
+}
 
 static void count_syscall(cp_port *p) {
   atomic_fetch_add_explicit(&p->n_syscalls, 1, memory_order_relaxed);
@@ -92,9 +95,9 @@ static int uring_probe(void) {
     io_uring_queue_exit(&ring);
     return -EOPNOTSUPP;
   }
-  static const int need[] = {IORING_OP_ACCEPT,  IORING_OP_CONNECT,      IORING_OP_RECV,
-                             IORING_OP_SEND,    IORING_OP_RECVMSG,      IORING_OP_SENDMSG,
-                             IORING_OP_SHUTDOWN, IORING_OP_ASYNC_CANCEL, IORING_OP_TIMEOUT,
+  static const int need[] = {IORING_OP_ACCEPT,         IORING_OP_CONNECT,      IORING_OP_RECV,
+                             IORING_OP_SEND,           IORING_OP_RECVMSG,      IORING_OP_SENDMSG,
+                             IORING_OP_SHUTDOWN,       IORING_OP_ASYNC_CANCEL, IORING_OP_TIMEOUT,
                              IORING_OP_TIMEOUT_REMOVE, IORING_OP_NOP};
   for (size_t i = 0; i < sizeof need / sizeof need[0]; i++)
     if (!io_uring_opcode_supported(pr, need[i]))
@@ -177,7 +180,13 @@ static void submit_if_poller_sleeps(cp_port *p) {
   if (atomic_load(&p->in_kernel)) {
     io_uring_submit(&U(p)->ring);
     count_syscall(p);
+  } else {
+    atomic_store_explicit(&U(p)->sq_dirty, true, memory_order_relaxed);
   }
+}
+
+static bool uring_has_work(cp_port *p) {
+  return atomic_load_explicit(&U(p)->sq_dirty, memory_order_relaxed);
 }
 
 static void prep(cp_port *p, struct op *o, struct io_uring_sqe *sqe) {
@@ -436,6 +445,7 @@ static int uring_poll(cp_port *p, cp_completion *out, int max, int timeout_ms) {
   if (s.n == 0 && s.nspill == 0) {
     pthread_mutex_lock(&u->lock);
     atomic_store(&p->in_kernel, true);
+    atomic_store_explicit(&u->sq_dirty, false, memory_order_relaxed);
     unsigned to_submit = sq_publish(&u->ring);
     pthread_mutex_unlock(&u->lock);
     struct __kernel_timespec ts;
@@ -459,6 +469,17 @@ static int uring_poll(cp_port *p, cp_completion *out, int max, int timeout_ms) {
     atomic_store(&p->in_kernel, false);
     (void)rc; /* -ETIME, -EINTR, -EBUSY: whatever is in the CQ is reaped below */
     reap(p, &s);
+  } else if (atomic_load_explicit(&u->sq_dirty, memory_order_relaxed)) {
+    /* Completions were waiting, so we did not enter the kernel; still hand
+     * it the ops started since, or they would wait for the next quiet poll. */
+    pthread_mutex_lock(&u->lock);
+    atomic_store_explicit(&u->sq_dirty, false, memory_order_relaxed);
+    unsigned to_submit = sq_publish(&u->ring);
+    pthread_mutex_unlock(&u->lock);
+    if (to_submit) {
+      io_uring_enter((unsigned)u->ring.ring_fd, to_submit, 0, 0, NULL);
+      count_syscall(p);
+    }
   }
   flush_sink(p, &s);
   return s.n;
@@ -527,8 +548,7 @@ static int uring_cancel_op(cp_port *p, struct op *o) {
   int rc = 0;
   pthread_mutex_lock(&u->lock);
   struct fdent *e = o->fd >= 0 ? fdtable_get(&p->fds, o->fd) : NULL;
-  if (o->state == OPS_QUEUED && e &&
-      (opq_remove(&e->rd, o) || opq_remove(&e->wr, o))) {
+  if (o->state == OPS_QUEUED && e && (opq_remove(&e->rd, o) || opq_remove(&e->wr, o))) {
     sink_put(p, &s, o, -ECANCELED, NULL);
   } else if (o->state == OPS_STARVED && opq_remove(&u->starved, o)) {
     int fd = o->fd;
@@ -640,4 +660,5 @@ const struct backend cp_backend_uring = {
     .poll = uring_poll,
     .wake = uring_wake,
     .buf_release = uring_buf_release,
+    .has_work = uring_has_work,
 };
