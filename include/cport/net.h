@@ -24,6 +24,13 @@
  * a session still accepts calls (sends fail with -ENOTCONN) until its last
  * reference is put.
  *
+ * Receiving. An idle session holds no receive buffer: it waits with a pooled
+ * receive, and only an incomplete packet is copied into the session. A
+ * session reads after it writes: while a send of its is in flight, its next
+ * receive waits for that send to finish (so a request-reply session finds
+ * the next request already there instead of arming a wait per message, and a
+ * peer that stops reading what it is sent is not read from either).
+ *
  * Errors are negative errno values, as in cport/port.h.
  */
 #ifndef CPORT_NET_H
@@ -167,7 +174,9 @@ void *cp_service_user(const cp_service *svc);
 
 /*
  * Send buf to every connected session (broadcast). Takes no ownership of the
- * caller's reference. Returns how many sessions it was queued to. Any thread.
+ * caller's reference. Returns how many sessions it was queued to. Any thread;
+ * cheapest from a worker (a job queue, as rooms do): on the epoll backend a
+ * send from another thread may complete at once and wake a worker for it.
  */
 size_t cp_service_broadcast(cp_service *svc, cp_sendbuf *buf);
 
