@@ -20,6 +20,12 @@
  *    send completes only once every byte is with the kernel (or with an error),
  *    never with a short count.
  *  - Every function is thread-safe unless its comment says otherwise.
+ *
+ * On the io_uring backend the kernel finishes some work of an op in the
+ * context of the thread that submitted it, announced to that thread like a
+ * signal: a blocking system call of a thread that starts ops (connect(),
+ * poll(), nanosleep(), ...) may then return EINTR. Retry on EINTR, as with
+ * any signal, or keep blocking calls out of the threads that start ops.
  */
 #ifndef CPORT_PORT_H
 #define CPORT_PORT_H
