@@ -31,7 +31,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#define container_of(p, type, member) ((type *)(void *)((char *)(p) - offsetof(type, member)))
+#define container_of(p, type, member) ((type *)(void *)((char *)(p)-offsetof(type, member)))
 
 enum io_type { IO_ACCEPT = 1, IO_RECV, IO_SEND };
 
@@ -49,11 +49,11 @@ struct acceptor {
 
 struct conn {
   int fd;
-  atomic_int refs;     /* one per op in flight */
-  struct io recv_io;   /* at most one recv ... */
-  struct io send_io;   /* ... and one send in flight: echo keeps the order */
+  atomic_int refs;   /* one per op in flight */
+  struct io recv_io; /* at most one recv ... */
+  struct io send_io; /* ... and one send in flight: echo keeps the order */
   struct iovec iov;
-  void *buf;           /* the pooled buffer being echoed */
+  void *buf;                /* the pooled buffer being echoed */
   struct conn *prev, *next; /* registry, so shutdown frees everyone */
 };
 
@@ -185,11 +185,13 @@ int main(int argc, char **argv) {
   int port = 7777, accepts = 64;
   long threads = sysconf(_SC_NPROCESSORS_ONLN);
   cp_port_options opts = {0};
-  static const struct option longopts[] = {
-      {"host", required_argument, 0, 'h'},    {"port", required_argument, 0, 'p'},
-      {"threads", required_argument, 0, 't'}, {"backend", required_argument, 0, 'b'},
-      {"accepts", required_argument, 0, 'a'}, {"help", no_argument, 0, '?'},
-      {0, 0, 0, 0}};
+  static const struct option longopts[] = {{"host", required_argument, 0, 'h'},
+                                           {"port", required_argument, 0, 'p'},
+                                           {"threads", required_argument, 0, 't'},
+                                           {"backend", required_argument, 0, 'b'},
+                                           {"accepts", required_argument, 0, 'a'},
+                                           {"help", no_argument, 0, '?'},
+                                           {0, 0, 0, 0}};
   int ch;
   while ((ch = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
     char *end = NULL;

@@ -22,12 +22,10 @@ struct example_args {
 
 /* Parse argv; on a bad flag print usage and exit 2 (0 for --help). */
 static inline void example_parse(int argc, char **argv, struct example_args *a) {
-  static const struct option opts[] = {{"host", required_argument, 0, 'h'},
-                                        {"port", required_argument, 0, 'p'},
-                                        {"threads", required_argument, 0, 't'},
-                                        {"backend", required_argument, 0, 'b'},
-                                        {"help", no_argument, 0, 'H'},
-                                        {0, 0, 0, 0}};
+  static const struct option opts[] = {
+      {"host", required_argument, 0, 'h'},    {"port", required_argument, 0, 'p'},
+      {"threads", required_argument, 0, 't'}, {"backend", required_argument, 0, 'b'},
+      {"help", no_argument, 0, 'H'},          {0, 0, 0, 0}};
   long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
   *a = (struct example_args){"127.0.0.1", 7777, ncpu > 0 ? (unsigned)ncpu : 1, CP_BACKEND_AUTO};
   int c;
@@ -63,8 +61,10 @@ static inline void example_parse(int argc, char **argv, struct example_args *a) 
              argv[0]);
       exit(0);
     }
-    fprintf(stderr, "usage: %s [--host ADDR] [--port N] [--threads N] "
-                    "[--backend auto|uring|epoll]\n", argv[0]);
+    fprintf(stderr,
+            "usage: %s [--host ADDR] [--port N] [--threads N] "
+            "[--backend auto|uring|epoll]\n",
+            argv[0]);
     exit(2);
   }
   if (optind < argc) {

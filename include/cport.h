@@ -2,8 +2,8 @@
 #ifndef CPORT_H
 #define CPORT_H
 
-#include "cport/port.h"
-#include "cport/net.h"
 #include "cport/alloc.h"
+#include "cport/net.h"
+#include "cport/port.h"
 
 #endif /* CPORT_H */

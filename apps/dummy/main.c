@@ -60,8 +60,8 @@ struct client {
   _Atomic uint64_t sent;   /* messages sent (written under lock, read anywhere) */
   _Atomic uint64_t recvd;  /* echo: messages fully received; chat: deliveries */
   /* echo receive state (strand only) */
-  uint64_t rseq;  /* sequence of the message being received */
-  uint32_t roff;  /* bytes of it received so far */
+  uint64_t rseq; /* sequence of the message being received */
+  uint32_t roff; /* bytes of it received so far */
   uint8_t rhdr[MSG_HDR + 4];
   /* chat */
   uint64_t player_id;
@@ -102,7 +102,9 @@ static inline uint8_t pattern(unsigned c, uint64_t seq, uint32_t i) {
   return (uint8_t)(x >> ((i & 7) * 8));
 }
 
-static void put64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
+static void put64(uint8_t *p, uint64_t v) {
+  memcpy(p, &v, 8);
+}
 static uint64_t get64(const uint8_t *p) {
   uint64_t v;
   memcpy(&v, p, 8);
@@ -111,7 +113,9 @@ static uint64_t get64(const uint8_t *p) {
 
 /* ---- echo modes ------------------------------------------------------ */
 
-static unsigned pre(void) { return cfg.mode == MODE_PACKET_ECHO ? CP_PACKET_HEADER : 0; }
+static unsigned pre(void) {
+  return cfg.mode == MODE_PACKET_ECHO ? CP_PACKET_HEADER : 0;
+}
 
 /* Send the next message of c (send lock held by caller). */
 static void echo_send(struct client *c) {
@@ -264,8 +268,7 @@ static void on_chat(struct client *c, const Chat__SChat *m) {
   }
   if (player_of[from] != m->player_id)
     error("client %u: chat of client %" PRIu64 " carries player id %" PRIu64 ", not %" PRIu64,
-          c->idx,
-          from, m->player_id, player_of[from]);
+          c->idx, from, m->player_id, player_of[from]);
   uint32_t *last = &c->last_seq[from % cfg.room_size];
   if (seq != (uint64_t)*last + 1)
     error("client %u: from client %" PRIu64 " expected chat %u, got %" PRIu64
@@ -457,13 +460,14 @@ static unsigned num(const char *flag, const char *v, unsigned min, unsigned max)
 }
 
 int main(int argc, char **argv) {
-  static const struct option opts[] = {
-      {"host", 1, 0, 'h'},     {"port", 1, 0, 'p'},     {"clients", 1, 0, 'c'},
-      {"mode", 1, 0, 'm'},     {"size", 1, 0, 's'},     {"depth", 1, 0, 'd'},
-      {"rate", 1, 0, 'r'},     {"duration", 1, 0, 'D'}, {"room-size", 1, 0, 'R'},
-      {"threads", 1, 0, 't'},  {"backend", 1, 0, 'b'},  {"connect-timeout", 1, 0, 'T'},
-      {"json", 0, 0, 'j'},     {"quiet", 0, 0, 'q'},    {"help", 0, 0, 'H'},
-      {0, 0, 0, 0}};
+  static const struct option opts[] = {{"host", 1, 0, 'h'},      {"port", 1, 0, 'p'},
+                                       {"clients", 1, 0, 'c'},   {"mode", 1, 0, 'm'},
+                                       {"size", 1, 0, 's'},      {"depth", 1, 0, 'd'},
+                                       {"rate", 1, 0, 'r'},      {"duration", 1, 0, 'D'},
+                                       {"room-size", 1, 0, 'R'}, {"threads", 1, 0, 't'},
+                                       {"backend", 1, 0, 'b'},   {"connect-timeout", 1, 0, 'T'},
+                                       {"json", 0, 0, 'j'},      {"quiet", 0, 0, 'q'},
+                                       {"help", 0, 0, 'H'},      {0, 0, 0, 0}};
   bool rate_set = false, size_set = false;
   int ch;
   opterr = 0;
@@ -624,8 +628,8 @@ int main(int argc, char **argv) {
     cp_service_stats st;
     cp_service_get_stats(svc, &st);
     if (st.connect_failures || atomic_load(&n_errors) || now_ns() > deadline) {
-      fprintf(stderr, "cport-dummy: only %" PRIu64 " of %u clients %s (%" PRIu64
-                      " connect failures)\n",
+      fprintf(stderr,
+              "cport-dummy: only %" PRIu64 " of %u clients %s (%" PRIu64 " connect failures)\n",
               ready, cfg.clients, cfg.mode == MODE_CHAT ? "entered their rooms" : "connected",
               st.connect_failures);
       atomic_fetch_add(&n_errors, 1);
@@ -658,8 +662,7 @@ int main(int argc, char **argv) {
     if (now - last_print >= 1000000000ull && !cfg.quiet) {
       uint64_t m = atomic_load(&n_recv_msgs);
       double secs = (double)(now - last_print) / 1e9;
-      fprintf(stderr,
-              "%sconnected %" PRIu64 "  msgs/s %.0f  p99 %.2f ms  errors %" PRIu64 "%s",
+      fprintf(stderr, "%sconnected %" PRIu64 "  msgs/s %.0f  p99 %.2f ms  errors %" PRIu64 "%s",
               tty ? "\r" : "", atomic_load(&n_connected), (double)(m - last_msgs) / secs,
               (double)hist_quantile(&lat, 0.99) / 1000.0, atomic_load(&n_errors), tty ? "" : "\n");
       last_msgs = m;
@@ -698,16 +701,16 @@ int main(int argc, char **argv) {
            "\"p50_ms\":%.3f,\"p90_ms\":%.3f,\"p99_ms\":%.3f,\"p999_ms\":%.3f,\"max_ms\":%.3f,"
            "\"connect_failures\":%" PRIu64 ",\"errors\":%" PRIu64 "}\n",
            mode_names[cfg.mode], cfg.clients, atomic_load(&n_connected), cfg.size,
-           cfg.rate > 0 ? 0 : cfg.depth, cfg.rate, cfg.mode == MODE_CHAT ? cfg.room_size : 0,
-           secs, atomic_load(&n_sent), msgs, (double)msgs / secs, (double)bytes / secs, p50, p90,
-           p99, p999, mx, st.connect_failures, errors);
+           cfg.rate > 0 ? 0 : cfg.depth, cfg.rate, cfg.mode == MODE_CHAT ? cfg.room_size : 0, secs,
+           atomic_load(&n_sent), msgs, (double)msgs / secs, (double)bytes / secs, p50, p90, p99,
+           p999, mx, st.connect_failures, errors);
   } else {
     printf("cport-dummy: %s mode, %u clients (%" PRIu64 " connected), %.1f s\n",
            mode_names[cfg.mode], cfg.clients, atomic_load(&n_connected), secs);
     printf("  messages   %" PRIu64 " received (%" PRIu64 " sent), %.0f msgs/s, %.2f MB/s\n", msgs,
            atomic_load(&n_sent), (double)msgs / secs, (double)bytes / secs / 1e6);
-    printf("  latency    p50 %.3f ms  p90 %.3f ms  p99 %.3f ms  p99.9 %.3f ms  max %.3f ms\n",
-           p50, p90, p99, p999, mx);
+    printf("  latency    p50 %.3f ms  p90 %.3f ms  p99 %.3f ms  p99.9 %.3f ms  max %.3f ms\n", p50,
+           p90, p99, p999, mx);
     printf("  verified   %s\n", errors ? "NO" : "every byte, in order, nothing lost or duplicated");
     printf("  errors     %" PRIu64 "\n", errors);
   }

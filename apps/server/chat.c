@@ -47,7 +47,9 @@ static struct room *rooms[MAX_ROOMS];
 static size_t nrooms;
 static _Atomic uint64_t next_player_id = 1;
 
-void chat_init(cp_service *svc) { service = svc; }
+void chat_init(cp_service *svc) {
+  service = svc;
+}
 
 size_t chat_rooms(void) {
   pthread_mutex_lock(&rooms_mu);

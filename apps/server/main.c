@@ -58,8 +58,7 @@ static bool parse_uint(const char *s, unsigned long max, unsigned long *out) {
 }
 
 static void die_usage(const char *flag, const char *val) {
-  fprintf(stderr, "cport-server: bad value for --%s: '%s'\n(see cport-server --help)\n", flag,
-          val);
+  fprintf(stderr, "cport-server: bad value for --%s: '%s'\n(see cport-server --help)\n", flag, val);
   exit(2);
 }
 
@@ -75,7 +74,9 @@ static void echo_raw(cp_session *s, const void *data, size_t len) {
   cp_sendbuf_unref(b);
 }
 
-static void echo_packet(cp_session *s, const cp_packet *pkt) { echo_raw(s, pkt->data, pkt->size); }
+static void echo_packet(cp_session *s, const cp_packet *pkt) {
+  echo_raw(s, pkt->data, pkt->size);
+}
 
 /* ---- metrics --------------------------------------------------------- */
 
@@ -84,12 +85,16 @@ static void fill_metrics(FILE *f) {
   cp_service_get_stats(svc, &st);
   struct rusage ru;
   getrusage(RUSAGE_SELF, &ru);
-#define G(name, help, v)                                                                        \
-  fprintf(f, "# HELP cport_" name " " help "\n# TYPE cport_" name " gauge\ncport_" name        \
-             " %" PRIu64 "\n", (uint64_t)(v))
-#define C(name, help, v)                                                                        \
-  fprintf(f, "# HELP cport_" name "_total " help "\n# TYPE cport_" name                        \
-             "_total counter\ncport_" name "_total %" PRIu64 "\n", (uint64_t)(v))
+#define G(name, help, v)                                                                           \
+  fprintf(f,                                                                                       \
+          "# HELP cport_" name " " help "\n# TYPE cport_" name " gauge\ncport_" name " %" PRIu64   \
+          "\n",                                                                                    \
+          (uint64_t)(v))
+#define C(name, help, v)                                                                           \
+  fprintf(f,                                                                                       \
+          "# HELP cport_" name "_total " help "\n# TYPE cport_" name "_total counter\ncport_" name \
+          "_total %" PRIu64 "\n",                                                                  \
+          (uint64_t)(v))
   G("sessions", "Connected sessions.", st.sessions);
   C("accepts", "Connections accepted.", st.accepts);
   C("refused", "Connections refused over --max-sessions.", st.refused);
@@ -104,10 +109,11 @@ static void fill_metrics(FILE *f) {
   fprintf(f, "# HELP cport_disconnects_total Sessions ended, by reason.\n"
              "# TYPE cport_disconnects_total counter\n");
   for (int i = 0; i < CP_REASON_COUNT; i++)
-    fprintf(f, "cport_disconnects_total{reason=\"%s\"} %" PRIu64 "\n",
-            cp_reason_name((cp_reason)i), st.disconnects[i]);
-  fprintf(f, "# HELP cport_cpu_seconds_total CPU time of the server process.\n"
-             "# TYPE cport_cpu_seconds_total counter\ncport_cpu_seconds_total %.6f\n",
+    fprintf(f, "cport_disconnects_total{reason=\"%s\"} %" PRIu64 "\n", cp_reason_name((cp_reason)i),
+            st.disconnects[i]);
+  fprintf(f,
+          "# HELP cport_cpu_seconds_total CPU time of the server process.\n"
+          "# TYPE cport_cpu_seconds_total counter\ncport_cpu_seconds_total %.6f\n",
           (double)ru.ru_utime.tv_sec + (double)ru.ru_stime.tv_sec +
               (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6);
 #undef G
@@ -138,12 +144,12 @@ int main(int argc, char **argv) {
   cp_backend backend = CP_BACKEND_AUTO;
   bool quiet = false;
   static const struct option opts[] = {
-      {"host", required_argument, 0, 'h'},         {"port", required_argument, 0, 'p'},
-      {"mode", required_argument, 0, 'm'},         {"threads", required_argument, 0, 't'},
-      {"backend", required_argument, 0, 'b'},      {"max-sessions", required_argument, 0, 'S'},
-      {"max-packet", required_argument, 0, 'P'},   {"idle-timeout", required_argument, 0, 'i'},
-      {"metrics", required_argument, 0, 'M'},      {"quiet", no_argument, 0, 'q'},
-      {"help", no_argument, 0, '?' + 256},         {0, 0, 0, 0}};
+      {"host", required_argument, 0, 'h'},       {"port", required_argument, 0, 'p'},
+      {"mode", required_argument, 0, 'm'},       {"threads", required_argument, 0, 't'},
+      {"backend", required_argument, 0, 'b'},    {"max-sessions", required_argument, 0, 'S'},
+      {"max-packet", required_argument, 0, 'P'}, {"idle-timeout", required_argument, 0, 'i'},
+      {"metrics", required_argument, 0, 'M'},    {"quiet", no_argument, 0, 'q'},
+      {"help", no_argument, 0, '?' + 256},       {0, 0, 0, 0}};
   int c;
   opterr = 0;
   while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {

@@ -23,7 +23,9 @@ struct wreq {
   uv_buf_t buf;
 };
 
-static void on_close(uv_handle_t *h) { free(h); }
+static void on_close(uv_handle_t *h) {
+  free(h);
+}
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
   (void)h;

@@ -45,7 +45,7 @@ typedef struct cp_port cp_port;
 
 /* Which kernel interface a port runs on. */
 typedef enum cp_backend {
-  CP_BACKEND_AUTO = 0,  /* CPORT_BACKEND from the environment, else io_uring if usable, else epoll */
+  CP_BACKEND_AUTO = 0, /* CPORT_BACKEND from the environment, else io_uring if usable, else epoll */
   CP_BACKEND_URING = 1, /* io_uring through liburing */
   CP_BACKEND_EPOLL = 2, /* epoll readiness, completed in user space */
 } cp_backend;

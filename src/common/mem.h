@@ -17,9 +17,15 @@ struct mem_fns {
 
 extern struct mem_fns mem_fns;
 
-static inline void *mem_alloc(size_t n) { return mem_fns.malloc(n); }
-static inline void *mem_calloc(size_t count, size_t n) { return mem_fns.calloc(count, n); }
-static inline void *mem_realloc(void *p, size_t n) { return mem_fns.realloc(p, n); }
+static inline void *mem_alloc(size_t n) {
+  return mem_fns.malloc(n);
+}
+static inline void *mem_calloc(size_t count, size_t n) {
+  return mem_fns.calloc(count, n);
+}
+static inline void *mem_realloc(void *p, size_t n) {
+  return mem_fns.realloc(p, n);
+}
 static inline void mem_free(void *p) {
   if (p)
     mem_fns.free(p);

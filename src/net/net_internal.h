@@ -129,7 +129,7 @@ struct cp_service {
   _Atomic uint64_t n_bytes_in, n_bytes_out, n_packets_in, n_packets_out, n_sends;
   _Atomic uint64_t n_disc[CP_REASON_COUNT];
   _Atomic uint64_t n_sessions;
-  _Atomic uint64_t admitted; /* server sessions holding a max_sessions slot */
+  _Atomic uint64_t admitted;     /* server sessions holding a max_sessions slot */
   _Atomic uint64_t queued_bytes; /* all sessions' send queues */
 };
 
