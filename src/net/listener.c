@@ -99,10 +99,12 @@ void listener_on_accept(cp_service *svc, const cp_completion *c) {
     } else {
       int one = 1;
       setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-      stat_add(&svc->n_accepts, 1);
       if (capped)
         s->flags |= SF_ADMITTED; /* we own the strand until session_start */
       session_start(s);
+      /* Counted once announced: whoever sees `accepts` reach N also sees the
+       * N sessions (counted in `sessions` unless they already ended). */
+      stat_add(&svc->n_accepts, 1);
       cp_session_put(s); /* the creator's reference */
     }
     post(a);
