@@ -166,7 +166,9 @@ void cp_service_destroy(cp_service *svc);
 /* Snapshot of the counters. Any thread. */
 void cp_service_get_stats(const cp_service *svc, cp_service_stats *out);
 
-/* The port the service runs on (to add your own ops, or read its backend). */
+/* The port the service runs on: to read its backend or its counters. Its
+ * workers own every completion on it, so start no ops of your own there (use
+ * a job queue, or a port of your own). */
 cp_port *cp_service_port(const cp_service *svc);
 /* The listening port, once started (useful with port 0). */
 uint16_t cp_service_listen_port(const cp_service *svc);
