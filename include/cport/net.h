@@ -29,7 +29,9 @@
  * session reads after it writes: while a send of its is in flight, its next
  * receive waits for that send to finish (so a request-reply session finds
  * the next request already there instead of arming a wait per message, and a
- * peer that stops reading what it is sent is not read from either).
+ * peer that stops reading what it is sent is not read from either: if it
+ * keeps sending meanwhile, no packet of it completes, so idle_timeout_ms
+ * applies; size send_queue_max and idle_timeout_ms together).
  *
  * Errors are negative errno values, as in cport/port.h.
  */
@@ -154,9 +156,12 @@ int cp_service_start(cp_service *svc);
 /*
  * Stop: stop accepting; let queued sends drain for up to drain_ms; disconnect
  * every session (reason CP_REASON_SHUTDOWN); wait until every session is
- * gone (each on_disconnected has returned and every reference the engine
- * holds is put - the application must put its own); stop the workers. Not
- * from a worker thread. Idempotent.
+ * gone (each on_disconnected has returned and every reference is put); stop
+ * the workers. It blocks until the application has put every reference it
+ * holds - put them in on_disconnected, or in a job it posts from there (it
+ * says so on stderr every 5 s while it waits). A referenced session keeps its
+ * socket open until its last put. Idempotent. Any thread except the
+ * service's workers (a callback or a job would wait for itself).
  */
 void cp_service_stop(cp_service *svc, unsigned drain_ms);
 
@@ -203,7 +208,8 @@ int cp_session_send(cp_session *s, cp_sendbuf *buf);
  * this under send_queue_max, sending more from on_sent. Any thread. */
 size_t cp_session_send_queued(const cp_session *s);
 
-/* Send one buffer to many sessions (a room). Returns how many queued it. */
+/* Send one buffer to many sessions (a room). Returns how many queued it.
+ * Any thread. */
 size_t cp_session_send_many(cp_session *const *sessions, size_t n, cp_sendbuf *buf);
 
 /*
@@ -213,6 +219,8 @@ size_t cp_session_send_many(cp_session *const *sessions, size_t n, cp_sendbuf *b
  */
 void cp_session_disconnect(cp_session *s, bool graceful);
 
+/* Accessors; any thread, while a reference is held. The user pointer is a
+ * plain field: set it in on_connected (or before others read it). */
 uint64_t cp_session_id(const cp_session *s); /* unique in the process, from 1 */
 cp_service *cp_session_service(const cp_session *s);
 void cp_session_set_user(cp_session *s, void *user); /* the application's pointer */
@@ -221,7 +229,13 @@ bool cp_session_connected(const cp_session *s); /* false once it began to close 
 /* The peer's address as text ("127.0.0.1:50312"); buf of at least 64 bytes. */
 const char *cp_session_peer(const cp_session *s, char *buf, size_t len);
 
-/* ---- send buffers ---------------------------------------------------- */
+/* ---- send buffers ----------------------------------------------------
+ *
+ * Every function here may be called from any thread. Once a buffer is
+ * queued (cp_session_send, a broadcast) its bytes are shared with the
+ * sessions' sends: do not change them, or its length, while any reference
+ * the engine took is alive; allocate a new buffer instead.
+ */
 
 /*
  * A send buffer with room for cap bytes, reference count 1, length 0. Small
@@ -230,9 +244,10 @@ const char *cp_session_peer(const cp_session *s, char *buf, size_t len);
  */
 cp_sendbuf *cp_sendbuf_alloc(size_t cap);
 /* A framed packet with room for body_len bytes of body: header written,
- * length set; fill cp_sendbuf_data(b) + 4. NULL if too big or out of memory. */
+ * length set; fill cp_sendbuf_data(b) + 4. NULL if 4 + body_len > 65535 or
+ * out of memory. (Receivers refuse packets over their max_packet.) */
 cp_sendbuf *cp_packet_alloc(uint16_t id, size_t body_len);
-/* Copy of bytes as a send buffer. */
+/* Copy of bytes as a send buffer; NULL if out of memory. */
 cp_sendbuf *cp_sendbuf_copy(const void *data, size_t len);
 uint8_t *cp_sendbuf_data(cp_sendbuf *b);
 size_t cp_sendbuf_len(const cp_sendbuf *b);
@@ -257,14 +272,18 @@ typedef void (*cp_job_fn)(void *arg);
  * memory. Create after cp_service_create; destroy before cp_service_destroy.
  */
 cp_jobq *cp_jobq_create(cp_service *svc);
-/* Run fn(arg) on q. 0, -ENOMEM, or -ESHUTDOWN once cp_service_stop has
- * disconnected every session and is stopping the workers (jobs posted while
- * sessions are still ending, e.g. from on_disconnected, do run). */
+/* Run fn(arg) on q. 0, -EINVAL (no q or fn), -ENOMEM, or -ESHUTDOWN once
+ * cp_service_stop has disconnected every session and is stopping the workers
+ * (jobs posted while sessions are still ending, e.g. from on_disconnected,
+ * do run). Any thread. */
 int cp_jobq_post(cp_jobq *q, cp_job_fn fn, void *arg);
-/* Run fn(arg) on q after delay_ms (a timer). Same returns. */
+/* Run fn(arg) on q after delay_ms (a timer; never earlier). Same returns.
+ * A timer cannot be cancelled: check a flag of yours in fn. */
 int cp_jobq_post_after(cp_jobq *q, uint64_t delay_ms, cp_job_fn fn, void *arg);
-/* Free the queue; jobs not yet run are dropped (fn is not called). Call
- * after cp_service_stop, or when nothing can post to it any more. */
+/* Free the queue. Jobs and timers not yet run are dropped: fn is not called,
+ * and arg is not freed. Safe while the service runs (even from one of the
+ * queue's own jobs) and after cp_service_stop; nothing may post to the queue
+ * afterwards. Call it before cp_service_destroy. */
 void cp_jobq_destroy(cp_jobq *q);
 
 #ifdef __cplusplus

@@ -12,6 +12,12 @@
  *  - Exactly once: an operation whose start function returned 0 yields exactly
  *    one completion: its result, -ECANCELED, or the error that ended it. A
  *    start function that returns an error started nothing and yields none.
+ *    The one exception is cp_port_close(): completions not yet taken by then
+ *    are never delivered (cp_port_destroy() reclaims the ops).
+ *  - Start functions return 0 when started, or: -EINVAL (NULL op, bad iovec
+ *    count, zero length, bad address length), -EBADF (fd not associated, or
+ *    not open), -ESHUTDOWN (after close), -ENOMEM. Starting an op again while
+ *    its completion has not been returned is a caller error and not detected.
  *  - The cp_op and every buffer, iovec array and address passed to a start
  *    function are owned by the caller and must stay valid and untouched until
  *    the op's completion has been returned by cp_port_wait() (or until
@@ -218,7 +224,9 @@ int cp_port_cancel(cp_port *port, int fd);
 /*
  * Cancel one op (CancelIoEx(fd, op)), e.g. a timer. Returns 0 if a cancel was
  * requested (the op then completes with -ECANCELED or its result), -ENOENT if
- * the op is not pending (its completion is queued or already delivered).
+ * the op is not pending (its completion is queued or already delivered). op
+ * must have been started on this port at least once (a zeroed cp_op that was
+ * never started is also answered -ENOENT).
  */
 int cp_port_cancel_op(cp_port *port, cp_op *op);
 
@@ -229,7 +237,9 @@ int cp_port_cancel_op(cp_port *port, cp_op *op);
  * or a NULL out. Any number of threads may wait on one port; each completion
  * goes to exactly one of them. At most `concurrency` threads are released at
  * once: a thread counts as running from the moment it returns with
- * completions until it calls cp_port_wait() on this port again.
+ * completions until it calls cp_port_wait() on this port again. Unlike IOCP,
+ * a running thread that blocks (a database call, a lock) keeps its slot:
+ * nothing notices it blocking, so budget concurrency for that.
  */
 int cp_port_wait(cp_port *port, cp_completion *out, int max, int timeout_ms);
 

@@ -32,7 +32,8 @@ struct cp_jobq {
   cp_service *svc;
   pthread_mutex_t mu;
   struct job *head, *tail;
-  bool scheduled;
+  bool scheduled; /* its run is in the port or running */
+  bool dying;     /* destroyed while scheduled: the run frees it */
 };
 
 uint64_t net_now_ms(void) {
@@ -50,15 +51,36 @@ cp_jobq *cp_jobq_create(cp_service *svc) {
   return q;
 }
 
-void cp_jobq_destroy(cp_jobq *q) {
-  if (!q)
-    return;
+static void drop_jobs(cp_jobq *q) {
   for (struct job *j = q->head, *next; j; j = next) {
     next = j->next;
     mem_free(j);
   }
+  q->head = q->tail = NULL;
+}
+
+static void jobq_free(cp_jobq *q) {
   pthread_mutex_destroy(&q->mu);
   mem_free(q);
+}
+
+static void timers_forget(cp_service *svc, cp_jobq *q);
+
+void cp_jobq_destroy(cp_jobq *q) {
+  if (!q)
+    return;
+  cp_service *svc = q->svc;
+  timers_forget(svc, q); /* its pending timers go: they would post to freed memory */
+  pthread_mutex_lock(&q->mu);
+  drop_jobs(q);
+  /* A run still in the port (or running: destroy from the queue's own job)
+   * would touch q: let it free q instead. Once the workers are stopped no
+   * run will come, so free now. */
+  bool later = q->scheduled && !atomic_load(&svc->stopped);
+  q->dying = later;
+  pthread_mutex_unlock(&q->mu);
+  if (!later)
+    jobq_free(q);
 }
 
 int cp_jobq_post(cp_jobq *q, cp_job_fn fn, void *arg) {
@@ -112,6 +134,11 @@ int cp_jobq_post(cp_jobq *q, cp_job_fn fn, void *arg) {
 void jobq_on_run(cp_jobq *q) {
   for (int n = 0; n < BATCH; n++) {
     pthread_mutex_lock(&q->mu);
+    if (q->dying) {
+      pthread_mutex_unlock(&q->mu);
+      jobq_free(q);
+      return;
+    }
     struct job *j = q->head;
     if (j) {
       q->head = j->next;
@@ -125,6 +152,11 @@ void jobq_on_run(cp_jobq *q) {
     mem_free(j);
   }
   pthread_mutex_lock(&q->mu);
+  if (q->dying) { /* destroyed by its own last job */
+    pthread_mutex_unlock(&q->mu);
+    jobq_free(q);
+    return;
+  }
   bool more = q->head != NULL;
   if (!more)
     q->scheduled = false;
@@ -237,10 +269,27 @@ void timer_on_fire(cp_service *svc, const cp_completion *c) {
     }
     if (n < BATCH)
       arm(svc);
-    pthread_mutex_unlock(&svc->tm_mu);
+    /* Posted before tm_mu goes, so cp_jobq_destroy (which takes tm_mu
+     * first) never frees a queue between taking its entry and posting. */
     for (uint32_t i = 0; i < n; i++)
       cp_jobq_post(due[i].q, due[i].fn, due[i].arg);
+    pthread_mutex_unlock(&svc->tm_mu);
   } while (n == BATCH);
+}
+
+/* Remove q's entries from the timer heap (rebuilt in place). */
+static void timers_forget(cp_service *svc, cp_jobq *q) {
+  pthread_mutex_lock(&svc->tm_mu);
+  uint32_t n = 0;
+  for (uint32_t i = 0; i < svc->heap_len; i++)
+    if (svc->heap[i].q != q)
+      svc->heap[n++] = svc->heap[i];
+  if (n != svc->heap_len) {
+    svc->heap_len = 0;
+    for (uint32_t i = 0; i < n; i++)
+      heap_up(svc->heap, svc->heap_len++);
+  }
+  pthread_mutex_unlock(&svc->tm_mu);
 }
 
 void timers_clear(cp_service *svc) {
