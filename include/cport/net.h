@@ -165,6 +165,15 @@ int cp_service_start(cp_service *svc);
  */
 void cp_service_stop(cp_service *svc, unsigned drain_ms);
 
+/*
+ * Client service: open one more session to the service's address - to grow
+ * the pool, or to reconnect from on_disconnected. The outcome arrives as
+ * on_connected, or on_disconnected with CP_REASON_CONNECT_FAILED. Returns 0,
+ * -EINVAL (a server, or not started), -ESHUTDOWN once stopping, or socket()'s
+ * error. Any thread, callbacks included.
+ */
+int cp_service_connect(cp_service *svc);
+
 /* Stop if needed, then free the service and everything it owns. */
 void cp_service_destroy(cp_service *svc);
 

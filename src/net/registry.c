@@ -12,6 +12,13 @@
 
 int registry_add(cp_service *svc, cp_session *s) {
   pthread_mutex_lock(&svc->reg_mu);
+  /* Checked under reg_mu: cp_service_stop sets `stopping` before it takes
+   * its snapshot under reg_mu, so a session either makes the snapshot (and
+   * is closed by stop) or sees `stopping` here - never neither. */
+  if (atomic_load(&svc->stopping)) {
+    pthread_mutex_unlock(&svc->reg_mu);
+    return -ESHUTDOWN;
+  }
   if (svc->reg_len == svc->reg_cap) {
     uint32_t cap = svc->reg_cap ? svc->reg_cap * 2 : 256;
     cp_session **r = mem_realloc(svc->reg, cap * sizeof *r);

@@ -148,20 +148,36 @@ static void idle_scan(void *arg) {
   cp_jobq_post_after(svc->sysq, period < 10 ? 10 : period > 1000 ? 1000 : period, idle_scan, svc);
 }
 
+static int open_one(cp_service *svc) {
+  int fd = socket(svc->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    return -errno;
+  cp_session *s = session_new(svc, fd, true);
+  if (!s) {
+    close(fd);
+    return -ENOMEM;
+  }
+  int rc = session_connect(s, (struct sockaddr *)&svc->addr, svc->addrlen);
+  cp_session_put(s);
+  /* A connect that failed at once is reported by on_disconnected. */
+  return rc == -ESHUTDOWN ? rc : 0;
+}
+
 static int open_clients(cp_service *svc) {
   for (unsigned i = 0; i < svc->o.client_sessions; i++) {
-    int fd = socket(svc->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0)
-      return -errno;
-    cp_session *s = session_new(svc, fd, true);
-    if (!s) {
-      close(fd);
-      return -ENOMEM;
-    }
-    session_connect(s, (struct sockaddr *)&svc->addr, svc->addrlen);
-    cp_session_put(s);
+    int rc = open_one(svc);
+    if (rc)
+      return rc;
   }
   return 0;
+}
+
+int cp_service_connect(cp_service *svc) {
+  if (!svc || svc->o.kind != CP_SERVICE_CLIENT || !atomic_load(&svc->started))
+    return -EINVAL;
+  if (atomic_load(&svc->stopping))
+    return -ESHUTDOWN;
+  return open_one(svc);
 }
 
 int cp_service_start(cp_service *svc) {

@@ -186,8 +186,9 @@ static void announce(cp_session *s) {
 
 void session_start(cp_session *s) {
   /* Accepted: register, announce, then let the strand go. */
-  if (registry_add(s->svc, s) != 0) {
-    session_close(s, CP_REASON_ERROR);
+  int rc = registry_add(s->svc, s);
+  if (rc) {
+    session_close(s, rc == -ESHUTDOWN ? CP_REASON_SHUTDOWN : CP_REASON_ERROR);
   } else {
     announce(s);
   }
@@ -205,7 +206,9 @@ int session_connect(cp_session *s, const struct sockaddr *addr, socklen_t len) {
       cp_session_put(s);
     }
   }
-  if (rc) {
+  if (rc == -ESHUTDOWN) {
+    session_close(s, CP_REASON_SHUTDOWN); /* never connected: no callback */
+  } else if (rc) {
     stat_add(&s->svc->n_connect_failures, 1);
     session_close(s, CP_REASON_CONNECT_FAILED);
   }
