@@ -97,7 +97,8 @@ typedef struct cp_port_options {
   cp_backend backend;   /* default CP_BACKEND_AUTO */
   unsigned concurrency; /* threads released from cp_port_wait() at once; default: CPU count */
   unsigned queue_depth; /* io_uring submission entries / epoll events per poll; default 1024 */
-  unsigned buf_count;   /* pooled receive buffers, rounded up to a power of two; default 1024 */
+  unsigned buf_count;   /* pooled receive buffers, rounded up to a power of two; default 4096
+                         * (memory is touched only as buffers are used) */
   unsigned buf_size;    /* bytes per pooled buffer; default 4096 */
 } cp_port_options;
 

@@ -29,7 +29,7 @@
 #include <unistd.h>
 
 #define DEFAULT_QUEUE_DEPTH 1024u
-#define DEFAULT_BUF_COUNT 1024u
+#define DEFAULT_BUF_COUNT 4096u
 #define DEFAULT_BUF_SIZE 4096u
 #define MAX_BUF_COUNT 32768u /* io_uring's provided-buffer ring limit */
 
