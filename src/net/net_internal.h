@@ -43,6 +43,7 @@ struct sendq {
   uint32_t iov_cap;
   struct iovec one;
   bool busy;        /* a send is in flight */
+  bool corked;      /* the strand is framing a receive: queue now, send when it is done */
   bool drain_close; /* disconnect once empty (graceful) */
 };
 

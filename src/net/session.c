@@ -96,6 +96,8 @@ const char *cp_session_peer(const cp_session *s, char *buf, size_t len) {
 /* ---- the strand ------------------------------------------------------ */
 
 static void process(cp_session *s, uint32_t bits);
+static void cork(cp_session *s);
+static void uncork(cp_session *s);
 
 static void strand_loop(cp_session *s) {
   for (;;) {
@@ -232,7 +234,9 @@ void session_close(cp_session *s, cp_reason why) {
 void cp_session_disconnect(cp_session *s, bool graceful) {
   if (graceful) {
     pthread_spin_lock(&s->send_lock);
-    bool pending = s->sq && s->sq->busy;
+    /* in flight, or queued behind a cork: either way a send completion or
+     * the uncork will come and see drain_close */
+    bool pending = s->sq && (s->sq->busy || s->sq->len);
     if (pending)
       s->sq->drain_close = true;
     pthread_spin_unlock(&s->send_lock);
@@ -422,6 +426,7 @@ static void handle_recv(cp_session *s) {
   } else if (res > 0) {
     stat_add(&svc->n_bytes_in, (uint64_t)res);
     if (!atomic_load(&s->closing)) {
+      cork(s);
       if (svc->o.raw) {
         stat_add(&svc->n_packets_in, 1);
         atomic_store_explicit(&s->last_active, service_clock(svc), memory_order_relaxed);
@@ -430,6 +435,7 @@ static void handle_recv(cp_session *s) {
       } else {
         consume(s, buf, (size_t)res);
       }
+      uncork(s);
     }
     cp_port_buf_release(svc->port, buf);
     /* Read after write: if a send is in flight (typically the reply to what
@@ -502,6 +508,42 @@ static bool ring_push(struct sendq *q, cp_sendbuf *b) {
   return true;
 }
 
+/* Start the batch just built (q->busy set under the lock). */
+static void send_now(cp_session *s) {
+  cp_session_get(s);
+  int rc = start_send(s);
+  if (rc) {
+    s->sq->res = rc;
+    strand_signal(s, ST_SEND); /* handled like a failed send */
+  }
+}
+
+/* Strand: while one receive is framed, the replies its packets produce are
+ * queued and go out together in one gathered send when it is done (cork),
+ * instead of the first going alone and the rest after it. */
+static void cork(cp_session *s) {
+  pthread_spin_lock(&s->send_lock);
+  if (!s->sq)
+    s->sq = mem_calloc(1, sizeof *s->sq); /* NULL: no cork, sends start at once */
+  if (s->sq)
+    s->sq->corked = true;
+  pthread_spin_unlock(&s->send_lock);
+}
+
+static void uncork(cp_session *s) {
+  struct sendq *q = s->sq;
+  if (!q)
+    return;
+  pthread_spin_lock(&s->send_lock);
+  q->corked = false;
+  bool start = q->len && !q->busy && !atomic_load(&s->closing);
+  if (start)
+    build_batch(q);
+  pthread_spin_unlock(&s->send_lock);
+  if (start)
+    send_now(s);
+}
+
 int cp_session_send(cp_session *s, cp_sendbuf *b) {
   if (!s || !b)
     return -EINVAL;
@@ -537,18 +579,12 @@ int cp_session_send(cp_session *s, cp_sendbuf *b) {
   q->queued_bytes += len;
   atomic_fetch_add(&svc->queued_bytes, len);
   stat_add(&svc->n_packets_out, 1);
-  bool start = !q->busy;
+  bool start = !q->busy && !q->corked;
   if (start)
     build_batch(q);
   pthread_spin_unlock(&s->send_lock);
-  if (start) {
-    cp_session_get(s);
-    int rc = start_send(s);
-    if (rc) {
-      s->sq->res = rc;
-      strand_signal(s, ST_SEND); /* handled like a failed send */
-    }
-  }
+  if (start)
+    send_now(s);
   return 0;
 }
 
