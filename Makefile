@@ -1,7 +1,7 @@
 # cport - the commands a newcomer types. See README.md.
 #   make            build (build/bin/)
 #   make run        install what is missing, build, run the server with dummy clients
-#   make test       install what is missing, build with sanitizers, run every test
+#   make test       install what is missing, build plain and with sanitizers, run every test
 #   make bench      benchmarks against the peers (bench/results/)
 #   make install    PREFIX=/usr/local
 
@@ -29,8 +29,9 @@ setup:
 run: setup build
 	scripts/run-demo
 
-# Every test, on both backends, under ASan+UBSan and under TSan.
+# Every test, on both backends: plain (optimized, as shipped), under ASan+UBSan, and under TSan.
 test: setup
+	$(MAKE) test-plain
 	$(MAKE) test-asan
 	$(MAKE) test-tsan
 
