@@ -156,7 +156,6 @@ int session_connect(cp_session *s, const struct sockaddr *addr, socklen_t len);
 void session_start(cp_session *s); /* connected: callbacks and first recv */
 void session_close(cp_session *s, cp_reason why);
 void session_check_idle(cp_session *s, uint64_t now_ms);
-bool session_send_idle(cp_session *s); /* nothing queued */
 
 /* registry.c */
 int registry_add(cp_service *svc, cp_session *s);

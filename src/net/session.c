@@ -97,7 +97,7 @@ const char *cp_session_peer(const cp_session *s, char *buf, size_t len) {
 
 static void process(cp_session *s, uint32_t bits);
 static void cork(cp_session *s);
-static void uncork(cp_session *s);
+static bool uncork(cp_session *s);
 
 static void strand_loop(cp_session *s) {
   for (;;) {
@@ -425,6 +425,7 @@ static void handle_recv(cp_session *s) {
     }
   } else if (res > 0) {
     stat_add(&svc->n_bytes_in, (uint64_t)res);
+    bool sending = false;
     if (!atomic_load(&s->closing)) {
       cork(s);
       if (svc->o.raw) {
@@ -435,7 +436,7 @@ static void handle_recv(cp_session *s) {
       } else {
         consume(s, buf, (size_t)res);
       }
-      uncork(s);
+      sending = uncork(s);
     }
     cp_port_buf_release(svc->port, buf);
     /* Read after write: if a send is in flight (typically the reply to what
@@ -443,8 +444,8 @@ static void handle_recv(cp_session *s) {
      * peer has usually answered, so the recv finds data at once instead of
      * arming a wait for every message; and a peer that does not read what
      * we send is not read from either (it can only stall itself). */
-    if (session_send_idle(s))
-      post_recv(s);
+    if (!sending)
+      post_recv(s); /* not if closing */
     else
       s->flags |= SF_RECV_AFTER_SEND;
   } else {
@@ -530,18 +531,21 @@ static void cork(cp_session *s) {
   pthread_spin_unlock(&s->send_lock);
 }
 
-static void uncork(cp_session *s) {
+/* Returns whether a send is in flight afterwards (for read after write). */
+static bool uncork(cp_session *s) {
   struct sendq *q = s->sq;
   if (!q)
-    return;
+    return false;
   pthread_spin_lock(&s->send_lock);
   q->corked = false;
   bool start = q->len && !q->busy && !atomic_load(&s->closing);
   if (start)
     build_batch(q);
+  bool busy = q->busy;
   pthread_spin_unlock(&s->send_lock);
   if (start)
     send_now(s);
+  return busy;
 }
 
 int cp_session_send(cp_session *s, cp_sendbuf *b) {
@@ -602,13 +606,6 @@ size_t cp_session_send_queued(const cp_session *s) {
   size_t n = m->sq ? m->sq->queued_bytes : 0;
   pthread_spin_unlock(&m->send_lock);
   return n;
-}
-
-bool session_send_idle(cp_session *s) {
-  pthread_spin_lock(&s->send_lock);
-  bool idle = !s->sq || !s->sq->busy;
-  pthread_spin_unlock(&s->send_lock);
-  return idle;
 }
 
 static void handle_send(cp_session *s) {

@@ -571,7 +571,10 @@ static int epoll_cancel_op(cp_port *p, struct op *o) {
  * one or the other runs out. Called with no lock held. */
 static void feed_starved(cp_port *p) {
   struct ep *ep = E(p);
-  while (atomic_exchange(&ep->feed_pending, false)) {
+  /* Read before the exchange: this runs after every op start, and an
+   * exchange would write the shared line each time. */
+  while (atomic_load_explicit(&ep->feed_pending, memory_order_relaxed) &&
+         atomic_exchange(&ep->feed_pending, false)) {
     for (;;) {
       pthread_mutex_lock(&ep->lock);
       int fd = ep->nfree ? ep->starved_head : -1;

@@ -180,8 +180,8 @@ static void submit_if_poller_sleeps(cp_port *p) {
   if (atomic_load(&p->in_kernel)) {
     io_uring_submit(&U(p)->ring);
     count_syscall(p);
-  } else {
-    atomic_store_explicit(&U(p)->sq_dirty, true, memory_order_relaxed);
+  } else if (!atomic_load_explicit(&U(p)->sq_dirty, memory_order_relaxed)) {
+    atomic_store_explicit(&U(p)->sq_dirty, true, memory_order_relaxed); /* once per batch */
   }
 }
 
