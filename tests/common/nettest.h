@@ -73,6 +73,20 @@ static inline cp_service *nt_server(cp_service_options o, struct sockaddr_in *ad
   return svc;
 }
 
+/* A loopback port where nothing listens: a socket bound to it, not
+ * listening, kept open (in *fd) so nobody else takes the port. Connects to
+ * it are refused. */
+static inline uint16_t nt_unlistened_port(int *fd) {
+  int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  CHECK(s >= 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  CHECK_EQ(bind(s, (struct sockaddr *)&a, sizeof a), 0);
+  socklen_t len = sizeof a;
+  CHECK_EQ(getsockname(s, (struct sockaddr *)&a, &len), 0);
+  *fd = s;
+  return ntohs(a.sin_port);
+}
+
 /* Write a packet {size, id} + body into out (size = 4 + body_len). The body
  * is a pattern of id and seq, so the receiver can check every byte. */
 static inline size_t nt_packet(uint8_t *out, uint16_t id, uint32_t seq, size_t body_len) {

@@ -2,7 +2,7 @@
  * round trips with a packet-echo server and end gracefully; a client service
  * whose connects fail reports exactly that; a server with max_sessions
  * refuses what is above the cap and accepts again once sessions end. */
-#include "common/test.h"
+#include "common/nettest.h"
 
 #define CLIENTS 50
 #define ROUNDS 100
@@ -18,33 +18,11 @@ static void echo_on_packet(cp_session *s, const cp_packet *pkt) {
 }
 
 static cp_service *echo_server(unsigned max_sessions) {
-  cp_service_options o = {.kind = CP_SERVICE_SERVER,
-                          .port = 0,
-                          .threads = 4,
-                          .max_sessions = max_sessions,
-                          .callbacks.on_packet = echo_on_packet};
-  cp_service *svc = NULL;
-  int rc = cp_service_create(&svc, &o);
-  if (rc)
-    fprintf(stderr, "cp_service_create: %s\n", cp_strerror(rc));
-  CHECK_EQ(rc, 0);
-  CHECK_EQ(cp_service_start(svc), 0);
-  return svc;
+  return nt_server((cp_service_options){.threads = 4,
+                                        .max_sessions = max_sessions,
+                                        .callbacks.on_packet = echo_on_packet},
+                   NULL);
 }
-
-static cp_service_stats stats(const cp_service *svc) {
-  cp_service_stats st;
-  cp_service_get_stats(svc, &st);
-  return st;
-}
-
-/* Wait until cond holds (re-evaluated), at most 30 s. */
-#define WAIT_FOR(cond)                                                                             \
-  do {                                                                                             \
-    uint64_t until_ = test_now_ms() + 30000;                                                       \
-    while (!(cond) && test_now_ms() < until_)                                                      \
-      test_sleep_ms(2);                                                                            \
-  } while (0)
 
 /* ---- (a) 50 clients, 100 round trips each ----------------------------- */
 
@@ -230,12 +208,12 @@ int main(void) {
   cp_service *cli = NULL;
   CHECK_EQ(cp_service_create(&cli, &co), 0);
   CHECK_EQ(cp_service_start(cli), 0);
-  WAIT_FOR(atomic_load(&a_disconnected) == CLIENTS);
+  WAIT_UNTIL(atomic_load(&a_disconnected) == CLIENTS);
   CHECK_EQ(atomic_load(&a_connected), CLIENTS);
   CHECK_EQ(atomic_load(&a_done), CLIENTS);
   CHECK_EQ(atomic_load(&a_disconnected), CLIENTS);
-  WAIT_FOR(stats(srv).disconnects[CP_REASON_PEER_CLOSED] == CLIENTS);
-  cp_service_stats cs = stats(cli), ss = stats(srv);
+  WAIT_UNTIL(nt_stats(srv).disconnects[CP_REASON_PEER_CLOSED] == CLIENTS);
+  cp_service_stats cs = nt_stats(cli), ss = nt_stats(srv);
   CHECK_EQ(cs.connects, CLIENTS);
   CHECK_EQ(cs.connect_failures, 0);
   CHECK_EQ(cs.packets_in, CLIENTS * ROUNDS);
@@ -250,9 +228,9 @@ int main(void) {
   if (ss.bytes_out != ss.bytes_in)
     fprintf(stderr, "  note: server bytes_out %" PRIu64 " != bytes_in %" PRIu64 "\n", ss.bytes_out,
             ss.bytes_in);
-  WAIT_FOR(stats(srv).sessions == 0 && stats(cli).sessions == 0);
-  CHECK_EQ(stats(srv).sessions, 0);
-  CHECK_EQ(stats(cli).sessions, 0);
+  WAIT_UNTIL(nt_stats(srv).sessions == 0 && nt_stats(cli).sessions == 0);
+  CHECK_EQ(nt_stats(srv).sessions, 0);
+  CHECK_EQ(nt_stats(cli).sessions, 0);
   for (int i = 0; i < CLIENTS; i++) {
     CHECK_EQ(clients[i].seq, ROUNDS);
     CHECK_EQ(atomic_load(&clients[i].disconnects), 1);
@@ -264,33 +242,28 @@ int main(void) {
   cp_service_destroy(cli);
   for (int i = 0; i < CLIENTS; i++)
     CHECK_EQ(atomic_load(&clients[i].disconnects), 1); /* not again at stop */
-  CHECK_EQ(stats(srv).disconnects[CP_REASON_PEER_CLOSED], CLIENTS);
+  CHECK_EQ(nt_stats(srv).disconnects[CP_REASON_PEER_CLOSED], CLIENTS);
   cp_service_stop(srv, 0);
   cp_service_destroy(srv);
 
   /* (b) connects to a port where nothing listens (bound, not listening,
    * kept open so nobody else takes it) */
-  int dead = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  CHECK(dead >= 0);
-  struct sockaddr_in da = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  CHECK_EQ(bind(dead, (struct sockaddr *)&da, sizeof da), 0);
-  socklen_t dl = sizeof da;
-  CHECK_EQ(getsockname(dead, (struct sockaddr *)&da, &dl), 0);
+  int dead;
   cp_service_options bo = {
       .kind = CP_SERVICE_CLIENT,
       .host = "127.0.0.1",
-      .port = ntohs(da.sin_port),
+      .port = nt_unlistened_port(&dead),
       .threads = 2,
       .client_sessions = 3,
       .callbacks = {.on_connected = b_on_connected, .on_disconnected = b_on_disconnected}};
   CHECK_EQ(cp_service_create(&cli, &bo), 0);
   CHECK_EQ(cp_service_start(cli), 0);
-  WAIT_FOR(atomic_load(&b_disconnected) == 3);
+  WAIT_UNTIL(atomic_load(&b_disconnected) == 3);
   test_sleep_ms(20); /* nothing more comes */
   CHECK_EQ(atomic_load(&b_disconnected), 3);
   CHECK_EQ(atomic_load(&b_bad_reason), 0);
   CHECK_EQ(atomic_load(&b_connected), 0);
-  cs = stats(cli);
+  cs = nt_stats(cli);
   CHECK_EQ(cs.connect_failures, 3);
   CHECK_EQ(cs.connects, 0);
   CHECK_EQ(cs.disconnects[CP_REASON_CONNECT_FAILED], 3);
@@ -308,8 +281,8 @@ int main(void) {
   int fds[25], kept[25], nkept;
   for (int i = 0; i < 25; i++)
     fds[i] = test_connect(&addr);
-  WAIT_FOR(stats(srv).accepts + stats(srv).refused == 25);
-  ss = stats(srv);
+  WAIT_UNTIL(nt_stats(srv).accepts + nt_stats(srv).refused == 25);
+  ss = nt_stats(srv);
   CHECK_EQ(ss.accepts, 10);
   CHECK_EQ(ss.refused, 15);
   CHECK_EQ(ss.sessions, 10);
@@ -327,16 +300,16 @@ int main(void) {
   /* close 5 of them: room for 5 more */
   for (int j = 0; j < 5; j++)
     close(kept[j]);
-  WAIT_FOR(stats(srv).sessions == 5);
-  ss = stats(srv);
+  WAIT_UNTIL(nt_stats(srv).sessions == 5);
+  ss = nt_stats(srv);
   CHECK_EQ(ss.sessions, 5);
   CHECK_EQ(ss.disconnects[CP_REASON_PEER_CLOSED], 5);
   /* 10 more: 5 accepted, 5 refused */
   int more[10], kept2[10], nkept2;
   for (int i = 0; i < 10; i++)
     more[i] = test_connect(&addr);
-  WAIT_FOR(stats(srv).accepts + stats(srv).refused == 35);
-  ss = stats(srv);
+  WAIT_UNTIL(nt_stats(srv).accepts + nt_stats(srv).refused == 35);
+  ss = nt_stats(srv);
   CHECK_EQ(ss.accepts, 15);
   CHECK_EQ(ss.refused, 20);
   CHECK_EQ(ss.sessions, 10);
@@ -354,8 +327,8 @@ int main(void) {
     close(kept2[j]);
   for (int j = 5; j < 9; j++)
     close(kept[j]);
-  WAIT_FOR(stats(srv).sessions == 1);
-  CHECK_EQ(stats(srv).sessions, 1);
+  WAIT_UNTIL(nt_stats(srv).sessions == 1);
+  CHECK_EQ(nt_stats(srv).sessions, 1);
   int burst[20];
   for (int i = 0; i < 20; i++) {
     burst[i] = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -370,8 +343,8 @@ int main(void) {
       ;
     CHECK_EQ(r, 1);
   }
-  WAIT_FOR(stats(srv).accepts + stats(srv).refused == 55);
-  ss = stats(srv);
+  WAIT_UNTIL(nt_stats(srv).accepts + nt_stats(srv).refused == 55);
+  ss = nt_stats(srv);
   CHECK_EQ(ss.accepts + ss.refused, 55);
   CHECK_EQ(ss.sessions, 10);
   CHECK_EQ(ss.accepts, 24);
@@ -392,7 +365,7 @@ int main(void) {
   }
 
   cp_service_stop(srv, 0);
-  ss = stats(srv);
+  ss = nt_stats(srv);
   CHECK_EQ(ss.sessions, 0);
   CHECK_EQ(ss.disconnects[CP_REASON_SHUTDOWN], 10);
   CHECK_EQ(ss.disconnects[CP_REASON_PEER_CLOSED], 5 + 5 + 4);

@@ -2,7 +2,7 @@
  * only a few sessions fit, 40 clients (in a child process, with its own
  * descriptor table) are all served: accepts fail with EMFILE, back off, and
  * go on as sessions end and free their descriptors. */
-#include "common/test.h"
+#include "common/nettest.h"
 
 #include <dirent.h>
 #include <sys/wait.h>
@@ -116,19 +116,9 @@ int main(void) {
   }
   close(pp[0]);
 
-  cp_service_options o = {.kind = CP_SERVICE_SERVER,
-                          .port = 0,
-                          .threads = 2,
-                          .accepts = 16,
-                          .raw = true,
-                          .callbacks.on_raw = raw_echo};
-  cp_service *svc = NULL;
-  int rc = cp_service_create(&svc, &o);
-  if (rc)
-    fprintf(stderr, "cp_service_create: %s\n", cp_strerror(rc));
-  CHECK_EQ(rc, 0);
-  fprintf(stderr, "  backend: %s\n", cp_backend_name(cp_port_backend(cp_service_port(svc))));
-  CHECK_EQ(cp_service_start(svc), 0);
+  cp_service *svc = nt_server(
+      (cp_service_options){.threads = 2, .accepts = 16, .raw = true, .callbacks.on_raw = raw_echo},
+      NULL);
   uint16_t port = cp_service_listen_port(svc);
   CHECK(port != 0);
 

@@ -3,7 +3,7 @@
  * run once, never before their delay, exclusive with the queue's other jobs;
  * after stop a post fails with -ESHUTDOWN, a pending timer never runs, and a
  * queue with jobs left is freed without leaks. */
-#include "common/test.h"
+#include "common/nettest.h"
 
 #define POSTERS 4
 #define CHAIN 1000
@@ -169,27 +169,16 @@ static void e_on_disconnected(cp_session *s, cp_reason why) {
   atomic_fetch_add(&e_disconnected, 1);
 }
 
-static void wait_until(atomic_int *flag, int value, unsigned ms) {
-  uint64_t until = test_now_ms() + ms;
-  while (atomic_load(flag) < value && test_now_ms() < until)
-    test_sleep_ms(1);
-}
-
 int main(void) {
   test_begin("test_net_jobq", 120);
   per_thread = TEST_SANITIZED ? 2000 : 20000;
 
-  cp_service_options o = {.kind = CP_SERVICE_SERVER, .port = 0, .threads = 4};
-  cp_service *svc = NULL;
-  int rc = cp_service_create(&svc, &o);
-  if (rc)
-    fprintf(stderr, "cp_service_create: %s\n", cp_strerror(rc));
-  CHECK_EQ(rc, 0);
-  fprintf(stderr, "  backend: %s\n", cp_backend_name(cp_port_backend(cp_service_port(svc))));
+  cp_service *svc = nt_server_create((cp_service_options){.threads = 4});
+  int rc;
   CHECK((q = cp_jobq_create(svc)) != NULL);
   cp_jobq *q2 = cp_jobq_create(svc);
   CHECK(q2 != NULL);
-  CHECK_EQ(cp_service_start(svc), 0);
+  nt_server_start(svc, NULL);
 
   /* (a) 4 posters */
   for (int t = 0; t < POSTERS; t++) {
@@ -217,13 +206,13 @@ int main(void) {
 
   /* (b) a chain of jobs, each posting the next; a job posting many */
   CHECK_EQ(cp_jobq_post(q, job_chain, (void *)(intptr_t)0), 0);
-  wait_until(&chain_done, 1, 30000);
+  WAIT_UNTIL(atomic_load(&chain_done) >= 1);
   CHECK_EQ(atomic_load(&chain_done), 1);
   CHECK_EQ(chain_len, CHAIN);
   for (int i = 0; i < CHAIN; i++)
     CHECK_EQ(chain_log[i], i);
   CHECK_EQ(cp_jobq_post(q, job_fan, NULL), 0);
-  wait_until(&fan_done, 1, 30000);
+  WAIT_UNTIL(atomic_load(&fan_done) >= 1);
   CHECK_EQ(atomic_load(&fan_done), 1);
   test_sleep_ms(10);
   CHECK_EQ(fan_next, CHAIN);
@@ -269,7 +258,7 @@ int main(void) {
   int slow = TEST_SANITIZED ? 2000 : 5000;
   for (int i = 0; i < slow; i++)
     CHECK_EQ(cp_jobq_post(q2, job_slow, NULL), 0);
-  wait_until(&slow_runs, 1, 10000); /* q2 is busy now */
+  WAIT_UNTIL(atomic_load(&slow_runs) >= 1); /* q2 is busy now */
   cp_service_stop(svc, 0);
   int ran_slow = atomic_load(&slow_runs);
   CHECK(ran_slow >= 1);
@@ -298,17 +287,13 @@ int main(void) {
    * like any other (-ESHUTDOWN). A client service (its one connect fails at
    * once) so that stop waits for no accept the held worker would have to
    * take back. */
-  int dead = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  CHECK(dead >= 0);
-  struct sockaddr_in da = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  CHECK_EQ(bind(dead, (struct sockaddr *)&da, sizeof da), 0);
-  socklen_t dl = sizeof da;
-  CHECK_EQ(getsockname(dead, (struct sockaddr *)&da, &dl), 0);
+  int dead;
+  uint16_t dead_port = nt_unlistened_port(&dead);
   dummy_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   CHECK(dummy_fd >= 0);
   cp_service_options o2 = {.kind = CP_SERVICE_CLIENT,
                            .host = "127.0.0.1",
-                           .port = ntohs(da.sin_port),
+                           .port = dead_port,
                            .threads = 1,
                            .client_sessions = 1,
                            .callbacks.on_disconnected = e_on_disconnected};
@@ -316,10 +301,10 @@ int main(void) {
   cp_jobq *qa = cp_jobq_create(svc2), *qb = cp_jobq_create(svc2);
   CHECK(qa && qb);
   CHECK_EQ(cp_service_start(svc2), 0);
-  wait_until(&e_disconnected, 1, 30000);
+  WAIT_UNTIL(atomic_load(&e_disconnected) >= 1);
   CHECK_EQ(atomic_load(&e_disconnected), 1);
   CHECK_EQ(cp_jobq_post(qa, job_blocker, NULL), 0);
-  wait_until(&blocker_started, 1, 30000);
+  WAIT_UNTIL(atomic_load(&blocker_started) >= 1);
   CHECK_EQ(atomic_load(&blocker_started), 1);
   CHECK_EQ(cp_jobq_post(qb, job_stuck, NULL), 0); /* queued behind the blocker */
   cp_service_stop(svc2, 0);
