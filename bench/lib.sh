@@ -39,3 +39,23 @@ wait_listening() { # pid port seconds: until the port listens, or the process di
   return 1
 }
 
+
+# Stop every pid in ALL_PIDS when the script ends or is interrupted. Call once, after log().
+track_children() {
+  ALL_PIDS=()
+  # shellcheck disable=SC2317 # called by the trap
+  cleanup() {
+    local pid
+    for pid in "${ALL_PIDS[@]}"; do stop_pid "$pid"; done
+  }
+  trap cleanup EXIT
+  trap 'log "interrupted"; exit 130' INT TERM
+}
+
+jget() { # file key -> value of a top-level numeric key of a one-line JSON object
+  sed -n "s/.*\"$2\":\([^,}]*\).*/\1/p" "$1"
+}
+
+median() { # numbers on stdin, separated by spaces or newlines -> their median
+  tr ' ' '\n' | { grep . || true; } | sort -g | awk '{ a[NR] = $1 } END { print (NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2) }'
+}
