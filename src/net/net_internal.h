@@ -8,6 +8,7 @@
 #include "cport/net.h"
 
 #include "common/mem.h"
+#include "net/framing.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -56,12 +57,6 @@ enum {
   SF_RECV_AFTER_SEND = 16, /* the next recv waits for the send in flight to finish */
 };
 
-/* The bytes of an incomplete packet. */
-struct part {
-  uint16_t len, cap;
-  uint8_t data[];
-};
-
 /* Kept small on purpose: an idle connection costs this, its fd's entry in
  * the port and a registry slot (issue: <= 256 bytes in all). */
 struct cp_session {
@@ -69,9 +64,9 @@ struct cp_session {
   cp_service *svc;
   void *user;
   uint64_t id;
-  void *recv_buf;    /* the finished recv's buffer, for the strand */
-  struct sendq *sq;  /* allocated on the first send */
-  struct part *part; /* an incomplete packet, or NULL */
+  void *recv_buf;          /* the finished recv's buffer, for the strand */
+  struct sendq *sq;        /* allocated on the first send */
+  struct frame_part *part; /* an incomplete packet, or NULL (framing.h) */
   int fd;
   _Atomic uint32_t strand;
   _Atomic uint32_t refs;

@@ -45,7 +45,7 @@ static void session_free(cp_session *s) {
     mem_free(q->iov);
     mem_free(q);
   }
-  mem_free(s->part);
+  frame_reset(&s->part);
   pthread_spin_destroy(&s->send_lock);
   mem_free(s);
   atomic_fetch_sub(&svc->sessions_alive, 1);
@@ -271,8 +271,7 @@ static void finish_close(cp_session *s) {
     if (n < 64)
       break;
   }
-  mem_free(s->part);
-  s->part = NULL;
+  frame_reset(&s->part);
   bool announced = s->flags & SF_ANNOUNCED;
   cp_reason why = (cp_reason)s->reason;
   if ((announced || why == CP_REASON_CONNECT_FAILED) && svc->o.callbacks.on_disconnected)
@@ -298,11 +297,9 @@ static inline uint16_t le16(const uint8_t *p) {
   return (uint16_t)(p[0] | (p[1] << 8));
 }
 
-static bool size_ok(const cp_service *svc, uint16_t size) {
-  return size >= CP_PACKET_HEADER && size <= svc->o.max_packet;
-}
-
-static void deliver(cp_session *s, const uint8_t *p, uint16_t size) {
+/* framing.c hands over each complete packet; false stops it (closing). */
+static bool deliver(void *ctx, const uint8_t *p, uint16_t size) {
+  cp_session *s = ctx;
   cp_service *svc = s->svc;
   cp_packet pkt = {.id = le16(p + 2),
                    .size = size,
@@ -313,81 +310,21 @@ static void deliver(cp_session *s, const uint8_t *p, uint16_t size) {
   atomic_store_explicit(&s->last_active, service_clock(svc), memory_order_relaxed);
   if (svc->o.callbacks.on_packet)
     svc->o.callbacks.on_packet(s, &pkt);
+  return !atomic_load(&s->closing);
 }
 
-static bool part_reserve(cp_session *s, uint16_t cap) {
-  if (s->part && s->part->cap >= cap)
-    return true;
-  struct part *n = mem_realloc(s->part, sizeof *n + cap);
-  if (!n)
-    return false;
-  if (!s->part)
-    n->len = 0;
-  n->cap = cap;
-  s->part = n;
-  return true;
-}
-
-/* Frame the bytes of one receive. Complete packets are delivered straight
- * from the receive buffer; only an incomplete tail is copied, and the copy is
- * freed as soon as its packet is complete. */
+/* Frame the bytes of one receive (see framing.h). */
 static void consume(cp_session *s, const uint8_t *p, size_t n) {
-  cp_service *svc = s->svc;
-  struct part *pt = s->part;
-  if (pt) {
-    while (pt->len < CP_PACKET_HEADER && n) {
-      pt->data[pt->len++] = *p++;
-      n--;
-    }
-    if (pt->len < CP_PACKET_HEADER)
-      return;
-    uint16_t size = le16(pt->data);
-    if (!size_ok(svc, size)) {
-      session_close(s, CP_REASON_BAD_PACKET);
-      return;
-    }
-    if (!part_reserve(s, size)) {
-      session_close(s, CP_REASON_ERROR);
-      return;
-    }
-    pt = s->part;
-    size_t take = size - pt->len;
-    if (take > n)
-      take = n;
-    memcpy(pt->data + pt->len, p, take);
-    pt->len = (uint16_t)(pt->len + take);
-    p += take;
-    n -= take;
-    if (pt->len < size)
-      return;
-    deliver(s, pt->data, size);
-    mem_free(s->part);
-    s->part = NULL;
-    if (atomic_load(&s->closing))
-      return;
-  }
-  while (n >= CP_PACKET_HEADER) {
-    uint16_t size = le16(p);
-    if (!size_ok(svc, size)) {
-      session_close(s, CP_REASON_BAD_PACKET);
-      return;
-    }
-    if (size > n)
-      break;
-    deliver(s, p, size);
-    p += size;
-    n -= size;
-    if (atomic_load(&s->closing))
-      return;
-  }
-  if (n) {
-    /* n < the packet's size <= 65535, or n < 4 */
-    if (!part_reserve(s, n >= CP_PACKET_HEADER ? le16(p) : CP_PACKET_HEADER)) {
-      session_close(s, CP_REASON_ERROR);
-      return;
-    }
-    memcpy(s->part->data, p, n);
-    s->part->len = (uint16_t)n;
+  switch (frame_feed(&s->part, p, n, s->svc->o.max_packet, deliver, s)) {
+  case FRAME_OK:
+  case FRAME_STOP:
+    break;
+  case FRAME_BAD:
+    session_close(s, CP_REASON_BAD_PACKET);
+    break;
+  case FRAME_NOMEM:
+    session_close(s, CP_REASON_ERROR);
+    break;
   }
 }
 
