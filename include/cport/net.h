@@ -190,7 +190,10 @@ void *cp_service_user(const cp_service *svc);
 
 /*
  * Send buf to every connected session (broadcast). Takes no ownership of the
- * caller's reference. Returns how many sessions it was queued to. Any thread;
+ * caller's reference. Returns how many sessions it was queued to. It needs
+ * no memory of its own (out of memory, it falls back to scratch kept with the
+ * registry) and, like cp_session_send_many, disconnects a session it cannot
+ * queue to for lack of memory. Any thread;
  * cheapest from a worker (a job queue, as rooms do): on the epoll backend a
  * send from another thread may complete at once and wake a worker for it.
  */
@@ -218,7 +221,9 @@ int cp_session_send(cp_session *s, cp_sendbuf *buf);
 size_t cp_session_send_queued(const cp_session *s);
 
 /* Send one buffer to many sessions (a room). Returns how many queued it.
- * Any thread. */
+ * A session it cannot be queued to for lack of memory is disconnected
+ * (CP_REASON_ERROR): no member silently misses a packet and stays. Any
+ * thread. */
 size_t cp_session_send_many(cp_session *const *sessions, size_t n, cp_sendbuf *buf);
 
 /*

@@ -12,6 +12,13 @@
  * op armed for the earliest entry. A timer that falls due is posted to its
  * job queue like any other job. A new entry earlier than the armed one
  * cancels the armed op; its completion re-arms for the earliest.
+ *
+ * Out of memory: every allocation a job needs is made when it is posted, so
+ * the poster gets -ENOMEM and nothing is lost later: a timer's job node is
+ * allocated by cp_jobq_post_after and only moved to its queue when it falls
+ * due. The service's own periodic job (the idle scan) has a node made once,
+ * at start, and stays in the heap: it fires and is re-inserted without any
+ * allocation.
  */
 #define _GNU_SOURCE
 #include "net/net_internal.h"
@@ -25,7 +32,24 @@ struct job {
   struct job *next;
   cp_job_fn fn;
   void *arg;
+  uint32_t period_ms; /* a kept job: re-inserted in the timer heap each time it falls due */
+  bool kept;          /* made once and reused: never freed by a run or a drop */
+  bool queued;        /* a kept job: in its queue, not yet run */
 };
+
+static struct job *job_new(cp_job_fn fn, void *arg) {
+  struct job *j = mem_alloc(sizeof *j);
+  if (j)
+    *j = (struct job){.fn = fn, .arg = arg};
+  return j;
+}
+
+static void job_done(struct job *j) {
+  if (j->kept)
+    j->queued = false;
+  else
+    mem_free(j);
+}
 
 struct cp_jobq {
   cp_op op; /* the posted completion; its key is the queue */
@@ -54,7 +78,7 @@ cp_jobq *cp_jobq_create(cp_service *svc) {
 static void drop_jobs(cp_jobq *q) {
   for (struct job *j = q->head, *next; j; j = next) {
     next = j->next;
-    mem_free(j);
+    job_done(j);
   }
   q->head = q->tail = NULL;
 }
@@ -83,19 +107,10 @@ void cp_jobq_destroy(cp_jobq *q) {
     jobq_free(q);
 }
 
-int cp_jobq_post(cp_jobq *q, cp_job_fn fn, void *arg) {
-  if (!q || !fn)
-    return -EINVAL;
-  /* Once the workers are on their way out, nothing would run it. (A run of
-   * this queue may still sit in the port, so `scheduled` cannot tell.) */
-  if (atomic_load(&q->svc->stopped))
-    return -ESHUTDOWN;
-  struct job *j = mem_alloc(sizeof *j);
-  if (!j)
-    return -ENOMEM;
+/* Append j and schedule a run if none is. 0, or the port's error with j
+ * taken back out (still the caller's). */
+static int jobq_push(cp_jobq *q, struct job *j) {
   j->next = NULL;
-  j->fn = fn;
-  j->arg = arg;
   pthread_mutex_lock(&q->mu);
   if (q->tail)
     q->tail->next = j;
@@ -105,30 +120,44 @@ int cp_jobq_post(cp_jobq *q, cp_job_fn fn, void *arg) {
   bool post = !q->scheduled;
   q->scheduled = true;
   pthread_mutex_unlock(&q->mu);
-  if (post) {
-    int rc = cp_port_post(q->svc->port, q, &q->op, 0);
-    if (rc) {
-      /* The port is closed (or out of memory): take the job back. */
-      pthread_mutex_lock(&q->mu);
-      q->scheduled = false;
-      struct job *prev = NULL;
-      for (struct job *it = q->head; it; prev = it, it = it->next) {
-        if (it != j)
-          continue;
-        if (prev)
-          prev->next = j->next;
-        else
-          q->head = j->next;
-        if (q->tail == j)
-          q->tail = prev;
-        break;
-      }
-      pthread_mutex_unlock(&q->mu);
-      mem_free(j);
-      return rc;
+  if (!post)
+    return 0;
+  int rc = cp_port_post(q->svc->port, q, &q->op, 0);
+  if (rc) {
+    /* The port is closed (or out of memory): take the job back. */
+    pthread_mutex_lock(&q->mu);
+    q->scheduled = false;
+    struct job *prev = NULL;
+    for (struct job *it = q->head; it; prev = it, it = it->next) {
+      if (it != j)
+        continue;
+      if (prev)
+        prev->next = j->next;
+      else
+        q->head = j->next;
+      if (q->tail == j)
+        q->tail = prev;
+      break;
     }
+    pthread_mutex_unlock(&q->mu);
   }
-  return 0;
+  return rc;
+}
+
+int cp_jobq_post(cp_jobq *q, cp_job_fn fn, void *arg) {
+  if (!q || !fn)
+    return -EINVAL;
+  /* Once the workers are on their way out, nothing would run it. (A run of
+   * this queue may still sit in the port, so `scheduled` cannot tell.) */
+  if (atomic_load(&q->svc->stopped))
+    return -ESHUTDOWN;
+  struct job *j = job_new(fn, arg);
+  if (!j)
+    return -ENOMEM;
+  int rc = jobq_push(q, j);
+  if (rc)
+    mem_free(j);
+  return rc;
 }
 
 void jobq_on_run(cp_jobq *q) {
@@ -149,7 +178,7 @@ void jobq_on_run(cp_jobq *q) {
     if (!j)
       break;
     j->fn(j->arg);
-    mem_free(j);
+    job_done(j);
   }
   pthread_mutex_lock(&q->mu);
   if (q->dying) { /* destroyed by its own last job */
@@ -214,11 +243,9 @@ static void arm(cp_service *svc) {
   }
 }
 
-int cp_jobq_post_after(cp_jobq *q, uint64_t delay_ms, cp_job_fn fn, void *arg) {
-  if (!q || !fn)
-    return -EINVAL;
-  if (delay_ms == 0)
-    return cp_jobq_post(q, fn, arg);
+/* Put j in the timer heap, due in delay_ms. 0, -ESHUTDOWN or -ENOMEM (j is
+ * still the caller's). */
+static int timer_add(cp_jobq *q, uint64_t delay_ms, struct job *j) {
   cp_service *svc = q->svc;
   pthread_mutex_lock(&svc->tm_mu);
   if (atomic_load(&svc->stopped)) {
@@ -242,7 +269,7 @@ int cp_jobq_post_after(cp_jobq *q, uint64_t delay_ms, cp_job_fn fn, void *arg) {
   uint64_t due =
       (uint64_t)ts.tv_sec * 1000u + ((uint64_t)ts.tv_nsec + 999999u) / 1000000u + delay_ms;
   svc->heap[svc->heap_len] =
-      (struct timer_ent){.due_ms = due, .seq = svc->tm_seq++, .q = q, .fn = fn, .arg = arg};
+      (struct timer_ent){.due_ms = due, .seq = svc->tm_seq++, .q = q, .job = j};
   heap_up(svc->heap, svc->heap_len++);
   if (!svc->tm_armed)
     arm(svc);
@@ -251,6 +278,56 @@ int cp_jobq_post_after(cp_jobq *q, uint64_t delay_ms, cp_job_fn fn, void *arg) {
     svc->tm_cancelling = true; /* its completion re-arms for this one */
   pthread_mutex_unlock(&svc->tm_mu);
   return 0;
+}
+
+int cp_jobq_post_after(cp_jobq *q, uint64_t delay_ms, cp_job_fn fn, void *arg) {
+  if (!q || !fn)
+    return -EINVAL;
+  if (delay_ms == 0)
+    return cp_jobq_post(q, fn, arg);
+  struct job *j = job_new(fn, arg);
+  if (!j)
+    return -ENOMEM;
+  int rc = timer_add(q, delay_ms, j);
+  if (rc)
+    mem_free(j);
+  return rc;
+}
+
+int jobq_every(cp_jobq *q, uint32_t period_ms, cp_job_fn fn, void *arg, struct job **out) {
+  struct job *j = job_new(fn, arg);
+  if (!j)
+    return -ENOMEM;
+  j->kept = true;
+  j->period_ms = period_ms ? period_ms : 1;
+  int rc = timer_add(q, j->period_ms, j);
+  if (rc) {
+    mem_free(j);
+    return rc;
+  }
+  *out = j;
+  return 0;
+}
+
+void job_free_kept(struct job *j) {
+  mem_free(j);
+}
+
+/* A timer fell due: move its job to its queue. Nothing is allocated here, so
+ * nothing can be lost: a port out of memory for the run's completion is
+ * waited out, as the port does for finished ops. */
+static void timer_run(const struct timer_ent *e) {
+  struct job *j = e->job;
+  if (j->kept) {
+    if (j->queued)
+      return; /* the last one has not run yet: one in the queue is enough */
+    j->queued = true;
+  }
+  int rc;
+  while ((rc = jobq_push(e->q, j)) == -ENOMEM)
+    sched_yield();
+  if (rc)
+    job_done(j); /* the port is closed: the service is stopping */
 }
 
 void timer_on_fire(cp_service *svc, const cp_completion *c) {
@@ -267,12 +344,22 @@ void timer_on_fire(cp_service *svc, const cp_completion *c) {
       due[n++] = svc->heap[0];
       heap_pop(svc->heap, &svc->heap_len);
     }
+    /* Kept jobs go back in at once, into the room they just left. */
+    for (uint32_t i = 0; i < n; i++) {
+      struct timer_ent e = due[i];
+      if (!e.job->kept)
+        continue;
+      e.due_ms = now + e.job->period_ms;
+      e.seq = svc->tm_seq++;
+      svc->heap[svc->heap_len] = e;
+      heap_up(svc->heap, svc->heap_len++);
+    }
     if (n < BATCH)
       arm(svc);
-    /* Posted before tm_mu goes, so cp_jobq_destroy (which takes tm_mu
+    /* Queued before tm_mu goes, so cp_jobq_destroy (which takes tm_mu
      * first) never frees a queue between taking its entry and posting. */
     for (uint32_t i = 0; i < n; i++)
-      cp_jobq_post(due[i].q, due[i].fn, due[i].arg);
+      timer_run(&due[i]);
     pthread_mutex_unlock(&svc->tm_mu);
   } while (n == BATCH);
 }
@@ -281,9 +368,12 @@ void timer_on_fire(cp_service *svc, const cp_completion *c) {
 static void timers_forget(cp_service *svc, cp_jobq *q) {
   pthread_mutex_lock(&svc->tm_mu);
   uint32_t n = 0;
-  for (uint32_t i = 0; i < svc->heap_len; i++)
+  for (uint32_t i = 0; i < svc->heap_len; i++) {
     if (svc->heap[i].q != q)
       svc->heap[n++] = svc->heap[i];
+    else if (!svc->heap[i].job->kept)
+      mem_free(svc->heap[i].job);
+  }
   if (n != svc->heap_len) {
     svc->heap_len = 0;
     for (uint32_t i = 0; i < n; i++)
@@ -294,6 +384,9 @@ static void timers_forget(cp_service *svc, cp_jobq *q) {
 
 void timers_clear(cp_service *svc) {
   pthread_mutex_lock(&svc->tm_mu);
+  for (uint32_t i = 0; i < svc->heap_len; i++)
+    if (!svc->heap[i].job->kept)
+      mem_free(svc->heap[i].job);
   mem_free(svc->heap);
   svc->heap = NULL;
   svc->heap_len = svc->heap_cap = 0;

@@ -80,12 +80,16 @@ struct cp_session {
   uint8_t flags;             /* SF_* */
 };
 
+struct job; /* sendbuf.c: free the chunks pooled for reuse (tests count every byte). */
+void sendbuf_trim(void);
+
+/* jobq.c */
+
 struct timer_ent {
   uint64_t due_ms;
   uint64_t seq; /* ties: first posted, first run */
   cp_jobq *q;
-  cp_job_fn fn;
-  void *arg;
+  struct job *job; /* allocated when the timer was set, queued when it falls due */
 };
 
 struct cp_service {
@@ -106,6 +110,7 @@ struct cp_service {
 
   /* registry of connected sessions */
   pthread_mutex_t reg_mu;
+  pthread_mutex_t bc_mu; /* the snapshots' fallback scratch (registry.c); before reg_mu */
   cp_session **reg;
   uint32_t reg_len, reg_cap;
   _Atomic uint64_t sessions_alive; /* allocated, not yet freed */
@@ -118,7 +123,8 @@ struct cp_service {
   cp_op tm_op;
   bool tm_armed, tm_cancelling;
   uint64_t tm_armed_due;
-  cp_jobq *sysq; /* the service's own jobs: idle scans, accept back-off */
+  cp_jobq *sysq;        /* the service's own jobs: idle scans, accept back-off */
+  struct job *idle_job; /* the idle scan, every idle_timeout_ms / 4 (jobq_every) */
 
   /* counters */
   _Atomic uint64_t n_accepts, n_refused, n_connects, n_connect_failures, n_accept_errors;
@@ -155,9 +161,10 @@ void session_check_idle(cp_session *s, uint64_t now_ms);
 /* registry.c */
 int registry_add(cp_service *svc, cp_session *s);
 void registry_remove(cp_service *svc, cp_session *s);
-/* Referenced copies of the registry; free with registry_release. */
+/* A referenced copy of the registry; give it back with registry_release.
+ * Never fails for memory (it may wait for scratch another thread holds). */
 cp_session **registry_snapshot(cp_service *svc, size_t *n);
-void registry_release(cp_session **v, size_t n);
+void registry_release(cp_service *svc, cp_session **v, size_t n);
 
 /* listener.c */
 struct acceptor;
@@ -165,9 +172,17 @@ int listener_start(cp_service *svc);
 void listener_on_accept(cp_service *svc, const cp_completion *c);
 void listener_stop(cp_service *svc);
 
+/* sendbuf.c: free the chunks pooled for reuse (tests count every byte). */
+void sendbuf_trim(void);
+
 /* jobq.c */
 void jobq_on_run(cp_jobq *q);
 void timer_on_fire(cp_service *svc, const cp_completion *c);
-void timers_clear(cp_service *svc);
+void timers_clear(cp_service *svc); /* frees the heap and the jobs in it (not kept ones) */
+/* Run fn(arg) on q every period_ms, from now on, with a job node made now
+ * (*out, freed by job_free_kept after timers_clear and the queue's destroy):
+ * nothing is allocated when it falls due. 0, -ENOMEM or -ESHUTDOWN. */
+int jobq_every(cp_jobq *q, uint32_t period_ms, cp_job_fn fn, void *arg, struct job **out);
+void job_free_kept(struct job *j);
 
 #endif /* CPORT_NET_INTERNAL_H */

@@ -64,6 +64,19 @@ static void chunk_unref(struct chunk *c) {
   mem_free(c);
 }
 
+void sendbuf_trim(void) {
+  pthread_mutex_lock(&pool_mu);
+  struct chunk *c = pool;
+  pool = NULL;
+  pool_len = 0;
+  pthread_mutex_unlock(&pool_mu);
+  while (c) {
+    struct chunk *next = c->next;
+    mem_free(c);
+    c = next;
+  }
+}
+
 /* A thread that exits gives up its current chunk. */
 static void drop_current(void *c) {
   chunk_unref(c);

@@ -89,6 +89,7 @@ int cp_service_create(cp_service **out, const cp_service_options *opts) {
     return rc;
   }
   pthread_mutex_init(&svc->reg_mu, NULL);
+  pthread_mutex_init(&svc->bc_mu, NULL);
   pthread_mutex_init(&svc->tm_mu, NULL);
   svc->epoch_ms = net_now_ms();
   svc->sysq = cp_jobq_create(svc);
@@ -143,9 +144,7 @@ static void idle_scan(void *arg) {
   for (size_t i = 0; i < n; i++)
     if (atomic_load(&v[i]->connected))
       session_check_idle(v[i], now);
-  registry_release(v, n);
-  unsigned period = svc->o.idle_timeout_ms / 4;
-  cp_jobq_post_after(svc->sysq, period < 10 ? 10 : period > 1000 ? 1000 : period, idle_scan, svc);
+  registry_release(svc, v, n);
 }
 
 static int open_one(cp_service *svc) {
@@ -185,22 +184,25 @@ int cp_service_start(cp_service *svc) {
     return -EINVAL;
   if (atomic_exchange(&svc->started, true))
     return -EALREADY;
-  int rc = svc->o.kind == CP_SERVICE_SERVER ? listener_start(svc) : 0;
+  svc->workers = mem_calloc(svc->o.threads, sizeof *svc->workers);
+  int rc = !svc->workers ? -ENOMEM : svc->o.kind == CP_SERVICE_SERVER ? listener_start(svc) : 0;
   if (rc) {
     atomic_store(&svc->started, false);
     return rc;
   }
-  svc->workers = mem_calloc(svc->o.threads, sizeof *svc->workers);
-  if (!svc->workers)
-    return -ENOMEM;
+  /* From here on the service counts as started, even if a step fails: stop
+   * (or destroy) undoes what was done. */
   for (unsigned i = 0; i < svc->o.threads; i++) {
     rc = -pthread_create(&svc->workers[i], NULL, worker, svc);
     if (rc)
       break;
     svc->nworkers++;
   }
-  if (!rc && svc->o.idle_timeout_ms)
-    rc = cp_jobq_post(svc->sysq, idle_scan, svc);
+  if (!rc && svc->o.idle_timeout_ms) {
+    unsigned period = svc->o.idle_timeout_ms / 4;
+    period = period < 10 ? 10 : period > 1000 ? 1000 : period;
+    rc = jobq_every(svc->sysq, period, idle_scan, svc, &svc->idle_job);
+  }
   if (!rc && svc->o.kind == CP_SERVICE_CLIENT)
     rc = open_clients(svc);
   return rc;
@@ -218,6 +220,13 @@ void cp_service_stop(cp_service *svc, unsigned drain_ms) {
     atomic_store(&svc->stopped, true);
     return;
   }
+  if (!svc->nworkers) {
+    /* Started, but no worker thread could be made: nothing was accepted or
+     * run; the port's destroy takes back the ops left in it. */
+    atomic_store(&svc->stopped, true);
+    cp_port_close(svc->port);
+    return;
+  }
   listener_stop(svc);
   /* Let queued sends go out, up to drain_ms. */
   uint64_t until = net_now_ms() + drain_ms;
@@ -227,7 +236,7 @@ void cp_service_stop(cp_service *svc, unsigned drain_ms) {
   cp_session **v = registry_snapshot(svc, &n);
   for (size_t i = 0; i < n; i++)
     session_close(v[i], CP_REASON_SHUTDOWN);
-  registry_release(v, n);
+  registry_release(svc, v, n);
   /* Every session gone, every accept back. The application must have put
    * its own references; say so if it takes long. */
   uint64_t warn = net_now_ms() + 5000;
@@ -270,7 +279,10 @@ void cp_service_destroy(cp_service *svc) {
   mem_free(svc->reg);
   timers_clear(svc);
   cp_jobq_destroy(svc->sysq);
+  if (svc->idle_job)
+    job_free_kept(svc->idle_job);
   pthread_mutex_destroy(&svc->reg_mu);
+  pthread_mutex_destroy(&svc->bc_mu);
   pthread_mutex_destroy(&svc->tm_mu);
   mem_free(svc);
 }

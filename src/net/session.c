@@ -531,9 +531,15 @@ int cp_session_send(cp_session *s, cp_sendbuf *b) {
 
 size_t cp_session_send_many(cp_session *const *v, size_t n, cp_sendbuf *b) {
   size_t ok = 0;
-  for (size_t i = 0; i < n; i++)
-    if (v[i] && cp_session_send(v[i], b) == 0)
+  for (size_t i = 0; i < n; i++) {
+    if (!v[i])
+      continue;
+    int rc = cp_session_send(v[i], b);
+    if (rc == 0)
       ok++;
+    else if (rc == -ENOMEM)
+      session_close(v[i], CP_REASON_ERROR); /* it must not miss a packet and go on */
+  }
   return ok;
 }
 

@@ -89,10 +89,14 @@ static int epoll_init(cp_port *p) {
   ep->nevents = (int)p->queue_depth;
   ep->events = mem_calloc((size_t)ep->nevents, sizeof *ep->events);
   ep->free_bufs = mem_alloc(p->bufs.count * sizeof *ep->free_bufs);
+  /* Room for 64 timers from the start: a user with a few (the engine has
+   * one) never meets an allocation failure arming one. */
+  ep->heap_cap = 64;
+  ep->heap = mem_alloc(ep->heap_cap * sizeof *ep->heap);
   int rc = 0;
   if (ep->epfd < 0 || ep->evfd < 0) {
     rc = -errno;
-  } else if (!ep->events || !ep->free_bufs) {
+  } else if (!ep->events || !ep->free_bufs || !ep->heap) {
     rc = -ENOMEM;
   } else {
     struct epoll_event ev = {.events = EPOLLIN, .data.u64 = EV_WAKE_TAG};
@@ -106,6 +110,7 @@ static int epoll_init(cp_port *p) {
       close(ep->evfd);
     mem_free(ep->events);
     mem_free(ep->free_bufs);
+    mem_free(ep->heap);
     mem_free(ep);
     return rc;
   }
