@@ -9,9 +9,9 @@
  * member (the sender included).
  *
  * Bad input: a body that does not decode, or an unknown packet id, gets an
- * S_ERROR and a graceful disconnect; a packet that makes no sense in the
- * player's state (chat before login, ...) gets an S_ERROR only. Nothing a
- * client sends can affect another player.
+ * S_ERROR, a line in the log and a graceful disconnect; a packet that makes
+ * no sense in the player's state (chat before login, ...) gets an S_ERROR
+ * only. Nothing a client sends can affect another player.
  */
 #define _GNU_SOURCE
 #include "server.h"
@@ -225,6 +225,7 @@ static void on_login(cp_session *s, struct player *p, const cp_packet *pkt) {
   Chat__CLogin *m = chat__clogin__unpack(NULL, pkt->body_len, pkt->body);
   if (!m) {
     send_error(s, CHAT__ERROR_CODE__ERR_BAD_MESSAGE, "C_LOGIN does not decode");
+    srv_log_session(s, "C_LOGIN body of %zu bytes does not decode; disconnecting", pkt->body_len);
     cp_session_disconnect(s, true);
     return;
   }
@@ -246,6 +247,8 @@ static void on_enter(cp_session *s, struct player *p, const cp_packet *pkt) {
   Chat__CEnterRoom *m = chat__center_room__unpack(NULL, pkt->body_len, pkt->body);
   if (!m) {
     send_error(s, CHAT__ERROR_CODE__ERR_BAD_MESSAGE, "C_ENTER_ROOM does not decode");
+    srv_log_session(s, "C_ENTER_ROOM body of %zu bytes does not decode; disconnecting",
+                    pkt->body_len);
     cp_session_disconnect(s, true);
     return;
   }
@@ -282,6 +285,7 @@ static void on_chat(cp_session *s, struct player *p, const cp_packet *pkt) {
   Chat__CChat *m = chat__cchat__unpack(NULL, pkt->body_len, pkt->body);
   if (!m) {
     send_error(s, CHAT__ERROR_CODE__ERR_BAD_MESSAGE, "C_CHAT does not decode");
+    srv_log_session(s, "C_CHAT body of %zu bytes does not decode; disconnecting", pkt->body_len);
     cp_session_disconnect(s, true);
     return;
   }
@@ -298,12 +302,17 @@ static void on_chat(cp_session *s, struct player *p, const cp_packet *pkt) {
     struct chat_job *j = malloc(sizeof *j);
     if (j && (j->b = wire_packet(CHAT__PACKET_ID__S_CHAT, &out.base))) {
       j->r = p->room;
-      if (cp_jobq_post(p->room->q, job_chat, j) != 0) {
+      if (cp_jobq_post(p->room->q, job_chat, j) == 0)
+        j = NULL;
+      else
         cp_sendbuf_unref(j->b);
-        free(j);
-      }
-    } else {
+    }
+    if (j) {
+      /* Out of memory: the chat cannot reach the room. Say so and end the
+       * session rather than let the player think it was heard. */
       free(j);
+      srv_log_session(s, "out of memory for a chat; disconnecting");
+      cp_session_disconnect(s, false);
     }
   }
   chat__cchat__free_unpacked(m, NULL);
@@ -313,6 +322,8 @@ static void on_leave(cp_session *s, struct player *p, const cp_packet *pkt) {
   Chat__CLeaveRoom *m = chat__cleave_room__unpack(NULL, pkt->body_len, pkt->body);
   if (!m) {
     send_error(s, CHAT__ERROR_CODE__ERR_BAD_MESSAGE, "C_LEAVE_ROOM does not decode");
+    srv_log_session(s, "C_LEAVE_ROOM body of %zu bytes does not decode; disconnecting",
+                    pkt->body_len);
     cp_session_disconnect(s, true);
     return;
   }
@@ -356,13 +367,14 @@ void chat_on_packet(cp_session *s, const cp_packet *pkt) {
     break;
   default:
     send_error(s, CHAT__ERROR_CODE__ERR_UNKNOWN_ID, "unknown packet id");
+    srv_log_session(s, "unknown packet id %u; disconnecting", pkt->id);
     cp_session_disconnect(s, true);
     break;
   }
 }
 
 void chat_on_disconnected(cp_session *s, cp_reason why) {
-  (void)why;
+  srv_log_disconnect(s, why);
   struct player *p = cp_session_user(s);
   if (!p)
     return;

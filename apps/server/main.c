@@ -66,12 +66,13 @@ static void die_usage(const char *flag, const char *val) {
 
 static void echo_raw(cp_session *s, const void *data, size_t len) {
   cp_sendbuf *b = cp_sendbuf_copy(data, len);
-  if (!b) {
-    cp_session_disconnect(s, false);
-    return;
-  }
-  cp_session_send(s, b);
+  int rc = b ? cp_session_send(s, b) : -ENOMEM;
   cp_sendbuf_unref(b);
+  if (rc == -ENOMEM) {
+    /* An echo that cannot be sent must not be skipped silently. */
+    srv_log_session(s, "out of memory for an echo; disconnecting");
+    cp_session_disconnect(s, false);
+  }
 }
 
 static void echo_packet(cp_session *s, const cp_packet *pkt) {
@@ -248,9 +249,10 @@ int main(int argc, char **argv) {
                           .raw = mode == MODE_ECHO,
                           .idle_timeout_ms = (unsigned)idle * 1000u};
   if (mode == MODE_ECHO)
-    o.callbacks.on_raw = echo_raw;
+    o.callbacks = (cp_session_callbacks){.on_raw = echo_raw, .on_disconnected = srv_log_disconnect};
   else if (mode == MODE_PACKET_ECHO)
-    o.callbacks.on_packet = echo_packet;
+    o.callbacks =
+        (cp_session_callbacks){.on_packet = echo_packet, .on_disconnected = srv_log_disconnect};
   else
     o.callbacks = (cp_session_callbacks){.on_connected = chat_on_connected,
                                          .on_packet = chat_on_packet,

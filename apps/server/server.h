@@ -15,6 +15,13 @@ void chat_on_packet(cp_session *s, const cp_packet *pkt);
 void chat_on_disconnected(cp_session *s, cp_reason why);
 size_t chat_rooms(void);
 
+/* The log of sessions that ended badly (stderr, at most 20 lines a second;
+ * the rest are counted). Any thread. */
+void srv_log_session(cp_session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Log a disconnect whose reason is not an ordinary end (bad packet, slow
+ * consumer, idle timeout, error). */
+void srv_log_disconnect(cp_session *s, cp_reason why);
+
 /* Metrics: a tiny HTTP server on the engine (raw mode) answering GET
  * /metrics in the Prometheus text format. */
 typedef void (*metrics_fill_fn)(FILE *out);
