@@ -4,7 +4,7 @@
  *
  *   cport-dummy [--host 127.0.0.1] [--port 7777] [--clients 100]
  *               [--mode echo|packet-echo|chat] [--size BYTES] [--depth N | --rate PER_SEC]
- *               [--duration SECONDS] [--room-size N] [--threads N]
+ *               [--duration SECONDS] [--room-size N] [--churn PER_SEC] [--threads N]
  *               [--backend auto|uring|epoll] [--connect-timeout SECONDS] [--json] [--quiet]
  *
  * echo / packet-echo: each client keeps --depth messages in flight (or sends
@@ -16,6 +16,35 @@
  * "room-<i / room-size>", and once everyone is in, chats --rate times a second
  * (default 1). Every member must receive every chat of its room exactly once,
  * in each sender's order; latency is from the sender's send to each delivery.
+ *
+ * --churn N: connection churn. N times a second (round-robin over the
+ * clients) a client stops sending, waits until what it sent is back,
+ * disconnects, connects again (cp_service_connect), and - in chat - logs in
+ * again (a new player id), re-enters its room and carries on; its sequence
+ * numbers continue across connections. Nothing is forgiven:
+ *  - echo: the stream is quiet when it closes, so every message is still
+ *    echoed exactly once, in order.
+ *  - chat: a room runs its jobs one at a time, so a connection gets exactly
+ *    the chats the room handles after its enter and before its leave, in
+ *    room order. Chats missed while away are not counted, and nothing else
+ *    is excused:
+ *    enter: when S_ENTER_ROOM comes (the enter has run), the member notes how
+ *      many chats each member has sent, under that sender's send lock; a
+ *      chat sent later reaches the room after the enter, so the first chat
+ *      of each sender on this connection may be at most the next one, and
+ *      may not be one seen before. (A chat in flight across the enter may
+ *      come or not: only the room knows which side of the enter it was.)
+ *    in between: each sender's chats come one after the other, no gap.
+ *    leave: the member sends a last chat. When it is back, the room has sent
+ *      it every chat handled before it - but which those are only the room
+ *      knows, so the member waits, before it disconnects, for one more chat
+ *      of every member that has sent more than it has (handled after its
+ *      last one); the no-gap check then covers everything before.
+ *    end: every connected member has every chat sent after its last enter.
+ *    Each chat also names its sender's current player id, and the server's
+ *    stamp must match it.
+ * A failed reconnect is an error. The report counts churn disconnects,
+ * reconnects and failed reconnects.
  *
  * Exit status: 0 if everything verified, 1 on any error, 2 on bad flags.
  */
@@ -45,37 +74,68 @@ static const char *const mode_names[] = {"echo", "packet-echo", "chat"};
 static struct {
   const char *host;
   unsigned port, clients, size, depth, duration, room_size, threads, connect_timeout;
-  double rate;
+  double rate, churn;
   enum mode mode;
   cp_backend backend;
   bool json, quiet;
-} cfg = {"127.0.0.1", 7777, 100, 64, 1, 10, 100, 0, 10, 0, MODE_CHAT, CP_BACKEND_AUTO, 0, 0};
+} cfg = {"127.0.0.1", 7777, 100, 64, 1, 10, 100, 0, 10, 0, 0, MODE_CHAT, CP_BACKEND_AUTO, 0, 0};
 
 #define MSG_HDR 16 /* seq (8) + send time (8), after the packet header if any */
+
+/* A client's connection, as the pacer and the churn see it (changed under
+ * the client's lock, read anywhere). */
+enum cstate {
+  CS_DOWN,      /* no session: connecting (again) */
+  CS_CONNECTED, /* chat: logging in and entering the room */
+  CS_UP,        /* sending */
+  CS_LEAVING,   /* churn: sends nothing more; waits for what it sent to come back */
+  CS_FENCING,   /* churn, chat: my last chat came back; waits for a later chat of each member */
+  CS_CLOSING,   /* churn: cp_session_disconnect called; on_disconnected will reconnect */
+  CS_DEAD       /* disconnected unexpectedly (an error): left alone */
+};
+
+/* Chat: what one member has seen of one sender of its room (member's strand). */
+struct seen {
+  uint32_t last;  /* the sender's last chat seen, on any connection */
+  uint32_t floor; /* chats the sender had sent when this connection entered; SEEN once
+                     a chat of the sender came on this connection */
+};
+#define SEEN UINT32_MAX
 
 struct client {
   unsigned idx;
   cp_session *s;
-  pthread_spinlock_t lock; /* send side: the pacer and the strand both send */
+  pthread_spinlock_t lock; /* send side: the pacer and the strand both send; state, s */
+  _Atomic int state;       /* enum cstate */
   _Atomic uint64_t sent;   /* messages sent (written under lock, read anywhere) */
-  _Atomic uint64_t recvd;  /* echo: messages fully received; chat: deliveries */
+  _Atomic uint64_t recvd;  /* echo: messages fully received (chat counts in have) */
+  bool ever_up;            /* strand: reached CS_UP once (the start counts those) */
   /* echo receive state (strand only) */
   uint64_t rseq; /* sequence of the message being received */
   uint32_t roff; /* bytes of it received so far */
   uint8_t rhdr[MSG_HDR + 4];
   /* chat */
-  uint64_t player_id;
-  bool entered;
-  uint32_t *last_seq; /* per member of my room: last chat sequence seen */
+  uint64_t player_id;    /* under lock */
+  struct seen *seen;     /* per member of my room (strand only) */
+  _Atomic uint64_t have; /* sum over the members of what this connection accounts
+                            for: last if SEEN, else floor */
+  uint64_t leave_seq;    /* churn: my last chat before leaving (set before the state turns
+                            CS_LEAVING; read after seeing that state) */
+  uint8_t *fence;        /* churn, fencing: members I still wait a chat of (strand) */
+  unsigned fence_left;   /* how many (strand) */
 };
 
 static struct client *clients;
 static cp_service *svc;
 static struct hist lat;
 static _Atomic uint64_t n_connected, n_entered, n_errors, n_recv_msgs, n_recv_bytes, n_sent;
-static _Atomic bool sending, measuring;
-static uint64_t *player_of; /* chat: client index -> player id */
+static _Atomic bool sending, measuring, churning;
 static _Atomic unsigned next_idx;
+
+/* Churn: clients waiting for a connection, oldest first (pend_mu). */
+static pthread_mutex_t pend_mu = PTHREAD_MUTEX_INITIALIZER;
+static unsigned *pend, pend_head, pend_n, pend_inflight;
+static _Atomic uint64_t n_churn_out, n_reconnects, n_reconnect_failures, n_churn_skipped;
 
 static uint64_t now_ns(void) {
   struct timespec ts;
@@ -109,6 +169,21 @@ static uint64_t get64(const uint8_t *p) {
   uint64_t v;
   memcpy(&v, p, 8);
   return v;
+}
+
+/* Chat: the first client of c's room, and how many the room has. */
+static unsigned room_base(const struct client *c) {
+  return c->idx / cfg.room_size * cfg.room_size;
+}
+static unsigned room_members(unsigned base) {
+  return cfg.clients - base < cfg.room_size ? cfg.clients - base : cfg.room_size;
+}
+
+/* Churn: everything c sent has come back; close (lock held). on_disconnected
+ * reconnects. */
+static void leave_now(struct client *c) {
+  atomic_store(&c->state, CS_CLOSING);
+  cp_session_disconnect(c->s, false);
 }
 
 /* ---- echo modes ------------------------------------------------------ */
@@ -180,8 +255,11 @@ static void echo_bytes(struct client *c, const uint8_t *d, size_t n) {
       c->roff = 0;
       pthread_spin_lock(&c->lock);
       c->recvd++;
-      if (cfg.rate == 0 && atomic_load(&sending) && c->s)
+      int st = atomic_load(&c->state);
+      if (cfg.rate == 0 && atomic_load(&sending) && st == CS_UP)
         echo_send(c); /* depth mode: one back, one out */
+      else if (st == CS_LEAVING && c->recvd == c->sent)
+        leave_now(c); /* churn: the last one is back */
       pthread_spin_unlock(&c->lock);
     }
   }
@@ -195,9 +273,12 @@ static void on_raw(cp_session *s, const void *data, size_t len) {
 
 /* ---- chat mode ------------------------------------------------------- */
 
+/* Send the next chat of c (send lock held by caller): "<client>:<seq>:<player id>:" and
+ * filler up to --size. */
 static void chat_send(struct client *c) {
   char text[1100];
-  int n = snprintf(text, sizeof text, "%u:%" PRIu64 ":", c->idx, c->sent + 1);
+  int n =
+      snprintf(text, sizeof text, "%u:%" PRIu64 ":%" PRIu64 ":", c->idx, c->sent + 1, c->player_id);
   for (; n < (int)cfg.size && n < CHAT_TEXT_MAX; n++)
     text[n] = (char)('a' + n % 26);
   text[n] = 0;
@@ -255,10 +336,76 @@ static void scratch_free(void *ctx, void *p) {
 
 static ProtobufCAllocator scratch_allocator = {scratch_alloc, scratch_free, NULL};
 
+/* S_ENTER_ROOM (strand): note how many chats each member has sent so far -
+ * under its send lock, so a chat is either counted or sent after this, and
+ * then reaches the room after my enter. Then start sending. */
+static void entered(struct client *c) {
+  unsigned base = room_base(c), n = room_members(base);
+  uint64_t have = 0;
+  for (unsigned j = 0; j < n; j++) {
+    struct client *a = &clients[base + j];
+    pthread_spin_lock(&a->lock);
+    uint64_t sent = a->sent;
+    pthread_spin_unlock(&a->lock);
+    c->seen[j].floor = (uint32_t)sent;
+    have += sent;
+  }
+  atomic_store(&c->have, have);
+  pthread_spin_lock(&c->lock);
+  atomic_store(&c->state, CS_UP);
+  pthread_spin_unlock(&c->lock);
+  if (!c->ever_up) {
+    c->ever_up = true;
+    atomic_fetch_add(&n_entered, 1);
+  } else {
+    atomic_fetch_add(&n_reconnects, 1);
+  }
+}
+
+/* Churn, chat (strand): my last chat before leaving came back. The room has
+ * sent me, before it, every chat it handled before it, so what I have of each
+ * member is all I get of the chats handled before my last one - but which
+ * those are, only the room knows. So wait: a member that has sent more than I
+ * have must send me one more chat, handled after my last one; when it comes,
+ * the in-order check has covered everything before it. (A member that is
+ * leaving too has its last chat still to come, or already here.) */
+static void fence_start(struct client *c) {
+  unsigned base = room_base(c), n = room_members(base);
+  c->fence_left = 0;
+  for (unsigned j = 0; j < n; j++) {
+    struct client *a = &clients[base + j];
+    pthread_spin_lock(&a->lock);
+    uint64_t sent = a->sent; /* a chat of a that reached the room was counted here */
+    pthread_spin_unlock(&a->lock);
+    const struct seen *e = &c->seen[j];
+    c->fence[j] = (e->floor == SEEN ? e->last : e->floor) < sent;
+    c->fence_left += c->fence[j];
+  }
+  pthread_spin_lock(&c->lock);
+  if (c->fence_left)
+    atomic_store(&c->state, CS_FENCING);
+  else
+    leave_now(c);
+  pthread_spin_unlock(&c->lock);
+}
+
+/* Churn, chat (strand): a chat of member j came while fencing. */
+static void fence_passed(struct client *c, unsigned j) {
+  if (!c->fence[j])
+    return;
+  c->fence[j] = 0;
+  if (--c->fence_left)
+    return;
+  pthread_spin_lock(&c->lock);
+  leave_now(c);
+  pthread_spin_unlock(&c->lock);
+}
+
 static void on_chat(struct client *c, const Chat__SChat *m) {
-  uint64_t from, seq;
+  uint64_t from, seq, pid;
   const char *t = m->text;
-  if (!parse_field(&t, &from) || !parse_field(&t, &seq) || from >= cfg.clients) {
+  if (!parse_field(&t, &from) || !parse_field(&t, &seq) || !parse_field(&t, &pid) ||
+      from >= cfg.clients || seq == 0 || seq >= SEEN) {
     error("client %u: S_CHAT with an unexpected text", c->idx);
     return;
   }
@@ -266,21 +413,42 @@ static void on_chat(struct client *c, const Chat__SChat *m) {
     error("client %u: got a chat of client %" PRIu64 " from another room", c->idx, from);
     return;
   }
-  if (player_of[from] != m->player_id)
-    error("client %u: chat of client %" PRIu64 " carries player id %" PRIu64 ", not %" PRIu64,
-          c->idx, from, m->player_id, player_of[from]);
-  uint32_t *last = &c->last_seq[from % cfg.room_size];
-  if (seq != (uint64_t)*last + 1)
-    error("client %u: from client %" PRIu64 " expected chat %u, got %" PRIu64
-          " (lost, duplicated or reordered)",
-          c->idx, from, *last + 1, seq);
-  *last = (uint32_t)seq;
-  c->recvd++;
+  if (pid != m->player_id)
+    error("client %u: chat %" PRIu64 " of client %" PRIu64 " carries player id %" PRIu64
+          ", its sender is %" PRIu64,
+          c->idx, seq, from, m->player_id, pid);
+  struct seen *e = &c->seen[from % cfg.room_size];
+  uint64_t before;
+  if (e->floor == SEEN) { /* on this connection, the next one */
+    before = e->last;
+    if (seq != (uint64_t)e->last + 1)
+      error("client %u: from client %" PRIu64 " expected chat %u, got %" PRIu64
+            " (lost, duplicated or reordered)",
+            c->idx, from, e->last + 1, seq);
+  } else { /* the first on this connection: none seen before, none sent since I entered missed */
+    before = e->floor;
+    if (seq <= e->last)
+      error("client %u: from client %" PRIu64 " got chat %" PRIu64 " again (duplicated)", c->idx,
+            from, seq);
+    else if (seq > (uint64_t)e->floor + 1)
+      error("client %u: from client %" PRIu64 " chats %u to %" PRIu64
+            " never came (sent after this connection entered)",
+            c->idx, from, e->floor + 1, seq - 1);
+    e->floor = SEEN;
+  }
+  e->last = (uint32_t)seq;
+  /* modulo 2^64: have goes down when the first chat is older than the floor */
+  atomic_fetch_add_explicit(&c->have, seq - before, memory_order_relaxed);
   uint64_t now = now_ns() / 1000;
   if (atomic_load_explicit(&measuring, memory_order_relaxed)) {
     hist_add(&lat, now > m->client_time_us ? now - m->client_time_us : 0);
     atomic_fetch_add_explicit(&n_recv_msgs, 1, memory_order_relaxed);
   }
+  int st = atomic_load(&c->state);
+  if (st == CS_FENCING)
+    fence_passed(c, (unsigned)(from % cfg.room_size));
+  else if (st == CS_LEAVING && from == c->idx && seq >= c->leave_seq)
+    fence_start(c);
 }
 
 static void on_packet(cp_session *s, const cp_packet *pkt) {
@@ -299,8 +467,9 @@ static void on_packet(cp_session *s, const cp_packet *pkt) {
       error("client %u: S_LOGIN does not decode", c->idx);
       return;
     }
+    pthread_spin_lock(&c->lock);
     c->player_id = m->player_id;
-    player_of[c->idx] = m->player_id;
+    pthread_spin_unlock(&c->lock);
     chat__slogin__free_unpacked(m, NULL);
     char room[40];
     snprintf(room, sizeof room, "room-%u", c->idx / cfg.room_size);
@@ -316,10 +485,10 @@ static void on_packet(cp_session *s, const cp_packet *pkt) {
       return;
     }
     chat__senter_room__free_unpacked(m, NULL);
-    if (!c->entered) {
-      c->entered = true;
-      atomic_fetch_add(&n_entered, 1);
-    }
+    if (atomic_load(&c->state) == CS_CONNECTED)
+      entered(c);
+    else
+      error("client %u: S_ENTER_ROOM it did not ask for", c->idx);
     break;
   }
   case CHAT__PACKET_ID__S_CHAT: {
@@ -350,37 +519,79 @@ static void on_packet(cp_session *s, const cp_packet *pkt) {
 
 static void on_connected(cp_session *s) {
   unsigned i = atomic_fetch_add(&next_idx, 1);
-  if (i >= cfg.clients) {
-    cp_session_disconnect(s, false);
-    return;
+  bool again = false;
+  if (i >= cfg.clients) { /* a reconnect: the client that waited longest */
+    pthread_mutex_lock(&pend_mu);
+    if (pend_inflight)
+      pend_inflight--;
+    if (pend_n) {
+      i = pend[pend_head];
+      pend_head = (pend_head + 1) % cfg.clients;
+      pend_n--;
+      again = true;
+    }
+    pthread_mutex_unlock(&pend_mu);
+    if (!again) {
+      error("a connection nobody asked for");
+      cp_session_disconnect(s, false);
+      return;
+    }
   }
   struct client *c = &clients[i];
+  cp_session_set_user(s, c);
   pthread_spin_lock(&c->lock);
   c->s = cp_session_get(s); /* for the pacer; put back in on_disconnected */
+  atomic_store(&c->state, cfg.mode == MODE_CHAT ? CS_CONNECTED : CS_UP);
+  if (again && cfg.mode != MODE_CHAT && cfg.rate == 0 && atomic_load(&sending))
+    for (unsigned k = 0; k < cfg.depth && c->s; k++)
+      echo_send(c);
   pthread_spin_unlock(&c->lock);
-  cp_session_set_user(s, c);
-  atomic_fetch_add(&n_connected, 1);
+  if (!again)
+    atomic_fetch_add(&n_connected, 1);
   if (cfg.mode == MODE_CHAT) {
     char name[40];
     snprintf(name, sizeof name, "dummy-%u", i);
     Chat__CLogin m = CHAT__CLOGIN__INIT;
     m.name = name;
     wire_send(s, CHAT__PACKET_ID__C_LOGIN, &m.base);
+  } else if (again) {
+    atomic_fetch_add(&n_reconnects, 1);
+  } else {
+    c->ever_up = true;
   }
 }
 
 static void on_disconnected(cp_session *s, cp_reason why) {
   struct client *c = cp_session_user(s);
+  bool churned = false;
   if (c) {
     pthread_spin_lock(&c->lock);
     cp_session *mine = c->s;
     c->s = NULL;
+    churned = atomic_load(&c->state) == CS_CLOSING && why == CP_REASON_LOCAL;
+    atomic_store(&c->state, churned ? CS_DOWN : CS_DEAD);
     pthread_spin_unlock(&c->lock);
     if (mine)
       cp_session_put(mine);
   }
+  if (churned) { /* queue the reconnect: the main loop connects */
+    pthread_mutex_lock(&pend_mu);
+    pend[(pend_head + pend_n) % cfg.clients] = c->idx;
+    pend_n++;
+    pthread_mutex_unlock(&pend_mu);
+    return;
+  }
   if (why == CP_REASON_CONNECT_FAILED) {
-    error("a connect to %s:%u failed", cfg.host, cfg.port);
+    if (atomic_load(&churning)) {
+      pthread_mutex_lock(&pend_mu);
+      if (pend_inflight)
+        pend_inflight--;
+      pthread_mutex_unlock(&pend_mu);
+      atomic_fetch_add(&n_reconnect_failures, 1);
+      error("a reconnect to %s:%u failed", cfg.host, cfg.port);
+    } else {
+      error("a connect to %s:%u failed", cfg.host, cfg.port);
+    }
     return;
   }
   if (why != CP_REASON_SHUTDOWN && why != CP_REASON_LOCAL)
@@ -399,7 +610,7 @@ static void pace(uint64_t start, uint64_t now) {
     uint64_t due = t < 0 ? 0 : (uint64_t)(t / period) + 1;
     pthread_spin_lock(&c->lock);
     for (int k = 0; c->sent < due && k < 100; k++) {
-      if (!c->s)
+      if (!c->s || atomic_load(&c->state) != CS_UP)
         break;
       if (cfg.mode == MODE_CHAT)
         chat_send(c);
@@ -410,22 +621,90 @@ static void pace(uint64_t start, uint64_t now) {
   }
 }
 
-/* Messages sent but not yet received back (echo), or deliveries still
- * expected (chat). */
-static uint64_t outstanding(void) {
-  uint64_t want = 0, got = 0;
-  for (unsigned i = 0; i < cfg.clients; i++) {
-    struct client *c = &clients[i];
-    if (cfg.mode == MODE_CHAT) {
-      unsigned room = i / cfg.room_size;
-      for (unsigned j = room * cfg.room_size; j < cfg.clients && j / cfg.room_size == room; j++)
-        want += atomic_load(&clients[j].sent);
-    } else {
-      want += atomic_load(&c->sent);
+/* ---- churn (main thread) ----------------------------------------------- */
+
+/* Start the leave of the next client, round-robin, that is up. */
+static void churn_one(void) {
+  static unsigned next;
+  for (unsigned k = 0; k < cfg.clients; k++) {
+    struct client *c = &clients[next];
+    next = (next + 1) % cfg.clients;
+    pthread_spin_lock(&c->lock);
+    if (atomic_load(&c->state) != CS_UP || !c->s) {
+      pthread_spin_unlock(&c->lock);
+      continue;
     }
-    got += atomic_load(&c->recvd);
+    c->leave_seq = c->sent + 1; /* before the state: the strand reads it after the state */
+    atomic_store(&c->state, CS_LEAVING);
+    atomic_fetch_add(&n_churn_out, 1);
+    if (cfg.mode == MODE_CHAT) {
+      chat_send(c); /* my last chat; when it is back, fence_start */
+      if (c->sent != c->leave_seq)
+        error("client %u: could not send its last chat before leaving", c->idx);
+    } else if (c->recvd == c->sent) {
+      leave_now(c);
+    }
+    pthread_spin_unlock(&c->lock);
+    return;
   }
-  return want > got ? want - got : 0;
+  atomic_fetch_add(&n_churn_skipped, 1); /* nobody was up */
+}
+
+/* Connect for the clients that wait for a connection and have none coming. */
+static void pump_reconnects(void) {
+  if (!pend || atomic_load(&n_reconnect_failures) >= 100) /* the server is gone: stop trying */
+    return;
+  for (;;) {
+    pthread_mutex_lock(&pend_mu);
+    bool want = pend_n > pend_inflight;
+    if (want)
+      pend_inflight++;
+    pthread_mutex_unlock(&pend_mu);
+    if (!want)
+      return;
+    int rc = cp_service_connect(svc);
+    if (rc) {
+      pthread_mutex_lock(&pend_mu);
+      pend_inflight--;
+      pthread_mutex_unlock(&pend_mu);
+      atomic_fetch_add(&n_reconnect_failures, 1);
+      error("cannot reconnect: %s", cp_strerror(rc));
+      return;
+    }
+  }
+}
+
+/* Messages sent but not yet received back (echo), or deliveries still
+ * expected (chat: by connected members, of the chats sent since they
+ * entered); *away: clients that are reconnecting or leaving. Clients that
+ * were cut off (an error already) are not waited for. */
+static uint64_t outstanding(uint64_t *away) {
+  uint64_t left = 0;
+  *away = 0;
+  for (unsigned base = 0; base < cfg.clients; base += cfg.room_size) {
+    unsigned n = cfg.mode == MODE_CHAT ? room_members(base) : cfg.clients;
+    uint64_t want = 0;
+    if (cfg.mode == MODE_CHAT)
+      for (unsigned j = 0; j < n; j++)
+        want += atomic_load(&clients[base + j].sent);
+    for (unsigned j = 0; j < n; j++) {
+      struct client *c = &clients[base + j];
+      int st = atomic_load(&c->state);
+      if (st == CS_DEAD)
+        continue;
+      if (st != CS_UP) {
+        (*away)++;
+        continue;
+      }
+      uint64_t got = cfg.mode == MODE_CHAT ? atomic_load(&c->have) : atomic_load(&c->recvd);
+      if (cfg.mode != MODE_CHAT)
+        want = atomic_load(&c->sent);
+      left += want > got ? want - got : 0;
+    }
+    if (cfg.mode != MODE_CHAT)
+      break;
+  }
+  return left;
 }
 
 /* ---- main ------------------------------------------------------------ */
@@ -441,6 +720,8 @@ static void usage(FILE *f) {
              "  --rate N                  messages per second per client (chat default 1)\n"
              "  --duration SECONDS        how long to send (default 10)\n"
              "  --room-size N             chat: clients per room (default 100)\n"
+             "  --churn N                 clients a second that disconnect, reconnect and\n"
+             "                            carry on, verified throughout (default 0)\n"
              "  --threads N               worker threads (default: CPU count)\n"
              "  --backend B               auto | uring | epoll\n"
              "  --connect-timeout SECONDS (default 10)\n"
@@ -460,14 +741,23 @@ static unsigned num(const char *flag, const char *v, unsigned min, unsigned max)
 }
 
 int main(int argc, char **argv) {
-  static const struct option opts[] = {{"host", 1, 0, 'h'},      {"port", 1, 0, 'p'},
-                                       {"clients", 1, 0, 'c'},   {"mode", 1, 0, 'm'},
-                                       {"size", 1, 0, 's'},      {"depth", 1, 0, 'd'},
-                                       {"rate", 1, 0, 'r'},      {"duration", 1, 0, 'D'},
-                                       {"room-size", 1, 0, 'R'}, {"threads", 1, 0, 't'},
-                                       {"backend", 1, 0, 'b'},   {"connect-timeout", 1, 0, 'T'},
-                                       {"json", 0, 0, 'j'},      {"quiet", 0, 0, 'q'},
-                                       {"help", 0, 0, 'H'},      {0, 0, 0, 0}};
+  static const struct option opts[] = {{"host", 1, 0, 'h'},
+                                       {"port", 1, 0, 'p'},
+                                       {"clients", 1, 0, 'c'},
+                                       {"mode", 1, 0, 'm'},
+                                       {"size", 1, 0, 's'},
+                                       {"depth", 1, 0, 'd'},
+                                       {"rate", 1, 0, 'r'},
+                                       {"duration", 1, 0, 'D'},
+                                       {"room-size", 1, 0, 'R'},
+                                       {"threads", 1, 0, 't'},
+                                       {"backend", 1, 0, 'b'},
+                                       {"connect-timeout", 1, 0, 'T'},
+                                       {"json", 0, 0, 'j'},
+                                       {"quiet", 0, 0, 'q'},
+                                       {"churn", 1, 0, 'C'},
+                                       {"help", 0, 0, 'H'},
+                                       {0, 0, 0, 0}};
   bool rate_set = false, size_set = false;
   int ch;
   opterr = 0;
@@ -532,6 +822,15 @@ int main(int argc, char **argv) {
         return 2;
       }
       break;
+    case 'C': {
+      char *end;
+      cfg.churn = strtod(optarg, &end);
+      if (end == optarg || *end || !(cfg.churn >= 0) || cfg.churn > 1e6) {
+        fprintf(stderr, "cport-dummy: bad --churn '%s'\n", optarg);
+        return 2;
+      }
+      break;
+    }
     case 'T':
       cfg.connect_timeout = num("connect-timeout", optarg, 1, 3600);
       break;
@@ -572,15 +871,18 @@ int main(int argc, char **argv) {
     setrlimit(RLIMIT_NOFILE, &rl);
   }
   clients = calloc(cfg.clients, sizeof *clients);
-  player_of = calloc(cfg.clients, sizeof *player_of);
-  if (!clients || !player_of) {
+  if (cfg.churn > 0)
+    pend = calloc(cfg.clients, sizeof *pend);
+  if (!clients || (cfg.churn > 0 && !pend)) {
     fprintf(stderr, "cport-dummy: out of memory\n");
     return 1;
   }
   for (unsigned i = 0; i < cfg.clients; i++) {
     clients[i].idx = i;
     pthread_spin_init(&clients[i].lock, PTHREAD_PROCESS_PRIVATE);
-    if (cfg.mode == MODE_CHAT && !(clients[i].last_seq = calloc(cfg.room_size, 4))) {
+    if (cfg.mode == MODE_CHAT &&
+        (!(clients[i].seen = calloc(cfg.room_size, sizeof(struct seen))) ||
+         (cfg.churn > 0 && !(clients[i].fence = calloc(cfg.room_size, 1))))) {
       fprintf(stderr, "cport-dummy: out of memory\n");
       return 1;
     }
@@ -644,12 +946,15 @@ int main(int argc, char **argv) {
   /* Run. */
   uint64_t start = now_ns(), last_print = start, last_msgs = 0;
   uint64_t end = start + (uint64_t)cfg.duration * 1000000000ull;
+  uint64_t churned = 0;
+  atomic_store(&churning, true); /* every first connect is done: a failed one now is a reconnect */
   atomic_store(&measuring, true);
   atomic_store(&sending, true);
   if (!stop_now && cfg.rate == 0)
     for (unsigned i = 0; i < cfg.clients; i++) {
       pthread_spin_lock(&clients[i].lock);
-      for (unsigned k = 0; k < cfg.depth && clients[i].s; k++)
+      for (unsigned k = 0; k < cfg.depth && clients[i].s && atomic_load(&clients[i].state) == CS_UP;
+           k++)
         echo_send(&clients[i]);
       pthread_spin_unlock(&clients[i].lock);
     }
@@ -659,12 +964,21 @@ int main(int argc, char **argv) {
       break;
     if (cfg.rate > 0)
       pace(start, now);
+    if (cfg.churn > 0) {
+      for (uint64_t due = (uint64_t)((double)(now - start) / 1e9 * cfg.churn); churned < due;
+           churned++)
+        churn_one();
+      pump_reconnects();
+    }
     if (now - last_print >= 1000000000ull && !cfg.quiet) {
       uint64_t m = atomic_load(&n_recv_msgs);
       double secs = (double)(now - last_print) / 1e9;
-      fprintf(stderr, "%sconnected %" PRIu64 "  msgs/s %.0f  p99 %.2f ms  errors %" PRIu64 "%s",
-              tty ? "\r" : "", atomic_load(&n_connected), (double)(m - last_msgs) / secs,
-              (double)hist_quantile(&lat, 0.99) / 1000.0, atomic_load(&n_errors), tty ? "" : "\n");
+      fprintf(stderr,
+              "%sconnected %" PRIu64 "  reconnects %" PRIu64
+              "  msgs/s %.0f  p99 %.2f ms  errors %" PRIu64 "%s",
+              tty ? "\r" : "", atomic_load(&n_connected), atomic_load(&n_reconnects),
+              (double)(m - last_msgs) / secs, (double)hist_quantile(&lat, 0.99) / 1000.0,
+              atomic_load(&n_errors), tty ? "" : "\n");
       last_msgs = m;
       last_print = now;
     }
@@ -677,16 +991,22 @@ int main(int argc, char **argv) {
   atomic_store(&sending, false);
   double secs = (double)(stop_t - start) / 1e9;
   uint64_t msgs = atomic_load(&n_recv_msgs), bytes = atomic_load(&n_recv_bytes);
-  /* Let what is in flight come back, then check nothing is missing. */
-  uint64_t wait_until = now_ns() + 10000000000ull, left = 0;
-  while (!stop_now && (left = outstanding()) && now_ns() < wait_until)
+  /* Let what is in flight come back (and the clients that are leaving come
+   * back too), then check nothing is missing. */
+  uint64_t wait_until = now_ns() + 10000000000ull, left = 0, away = 0;
+  while (!stop_now && ((left = outstanding(&away)) || away) && now_ns() < wait_until) {
+    pump_reconnects();
     nanosleep(&tick, NULL);
+  }
   atomic_store(&measuring, false);
   if (tty)
     fprintf(stderr, "\n");
   if (left && !stop_now)
     error("%" PRIu64 " %s never arrived", left,
           cfg.mode == MODE_CHAT ? "chat deliveries" : "echoed messages");
+  if (away && !stop_now)
+    error("%" PRIu64 " clients were still leaving or reconnecting", away);
+  atomic_store(&churning, false);
   cp_service_stop(svc, 0);
   uint64_t errors = atomic_load(&n_errors);
   cp_service_stats st;
@@ -699,11 +1019,14 @@ int main(int argc, char **argv) {
            "\"rate\":%g,\"room_size\":%u,\"duration_s\":%.3f,\"sent\":%" PRIu64
            ",\"messages\":%" PRIu64 ",\"msgs_per_s\":%.1f,\"bytes_per_s\":%.1f,"
            "\"p50_ms\":%.3f,\"p90_ms\":%.3f,\"p99_ms\":%.3f,\"p999_ms\":%.3f,\"max_ms\":%.3f,"
-           "\"connect_failures\":%" PRIu64 ",\"errors\":%" PRIu64 "}\n",
+           "\"churn_per_s\":%g,\"churn_disconnects\":%" PRIu64 ",\"reconnects\":%" PRIu64
+           ",\"reconnect_failures\":%" PRIu64 ",\"connect_failures\":%" PRIu64
+           ",\"errors\":%" PRIu64 "}\n",
            mode_names[cfg.mode], cfg.clients, atomic_load(&n_connected), cfg.size,
            cfg.rate > 0 ? 0 : cfg.depth, cfg.rate, cfg.mode == MODE_CHAT ? cfg.room_size : 0, secs,
            atomic_load(&n_sent), msgs, (double)msgs / secs, (double)bytes / secs, p50, p90, p99,
-           p999, mx, st.connect_failures, errors);
+           p999, mx, cfg.churn, atomic_load(&n_churn_out), atomic_load(&n_reconnects),
+           atomic_load(&n_reconnect_failures), st.connect_failures, errors);
   } else {
     printf("cport-dummy: %s mode, %u clients (%" PRIu64 " connected), %.1f s\n",
            mode_names[cfg.mode], cfg.clients, atomic_load(&n_connected), secs);
@@ -711,15 +1034,22 @@ int main(int argc, char **argv) {
            atomic_load(&n_sent), (double)msgs / secs, (double)bytes / secs / 1e6);
     printf("  latency    p50 %.3f ms  p90 %.3f ms  p99 %.3f ms  p99.9 %.3f ms  max %.3f ms\n", p50,
            p90, p99, p999, mx);
+    if (cfg.churn > 0)
+      printf("  churn      %" PRIu64 " disconnects, %" PRIu64 " reconnects, %" PRIu64
+             " failed (%g a second%s)\n",
+             atomic_load(&n_churn_out), atomic_load(&n_reconnects),
+             atomic_load(&n_reconnect_failures), cfg.churn,
+             atomic_load(&n_churn_skipped) ? ", some skipped: nobody was up" : "");
     printf("  verified   %s\n", errors ? "NO" : "every byte, in order, nothing lost or duplicated");
     printf("  errors     %" PRIu64 "\n", errors);
   }
   for (unsigned i = 0; i < cfg.clients; i++) {
-    free(clients[i].last_seq);
+    free(clients[i].seen);
+    free(clients[i].fence);
     pthread_spin_destroy(&clients[i].lock);
   }
   cp_service_destroy(svc);
   free(clients);
-  free(player_of);
+  free(pend);
   return errors ? 1 : 0;
 }

@@ -31,11 +31,12 @@ start_server() {
     2>"$TMP/server.log" &
   SRV_PID=$!
   for _ in $(seq 200); do
-    if grep -q " mode on " "$TMP/server.log"; then
-      PORT=$(sed -n 's/.* mode on [^ ]*:\([0-9]*\),.*/\1/p' "$TMP/server.log" | head -1)
-      METRICS_PORT=$(sed -n 's/.*metrics [^ ]*:\([0-9]*\)$/\1/p' "$TMP/server.log" | head -1)
-      return 0
-    fi
+    # Complete lines only: the start line may be half written when we look.
+    local line
+    line=$(head -n "$(wc -l <"$TMP/server.log")" "$TMP/server.log" | grep -m1 " mode on " || true)
+    PORT=$(sed -n 's/.* mode on [^ ]*:\([0-9]*\),.*/\1/p' <<<"$line")
+    METRICS_PORT=$(sed -n 's/.*metrics [^ ]*:\([0-9]*\)$/\1/p' <<<"$line")
+    [[ -n $PORT && -n $METRICS_PORT ]] && return 0
     kill -0 "$SRV_PID" 2>/dev/null || fail "server exited at start"
     sleep 0.05
   done
