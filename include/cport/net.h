@@ -55,7 +55,8 @@ typedef struct cp_jobq cp_jobq;
 
 /* Why a session ended; passed to on_disconnected exactly once. */
 typedef enum cp_reason {
-  CP_REASON_PEER_CLOSED = 0, /* the peer closed its side (recv returned 0) */
+  CP_REASON_PEER_CLOSED = 0, /* the peer closed its side (recv returned 0); what was
+                                queued to it is sent first (it may still read) */
   CP_REASON_RESET,           /* the connection was reset or broke (ECONNRESET, EPIPE, ...) */
   CP_REASON_LOCAL,           /* cp_session_disconnect() */
   CP_REASON_BAD_PACKET,      /* a header with size < 4 or over max_packet */
@@ -227,9 +228,11 @@ size_t cp_session_send_queued(const cp_session *s);
 size_t cp_session_send_many(cp_session *const *sessions, size_t n, cp_sendbuf *buf);
 
 /*
- * Disconnect. graceful: after everything queued so far is sent; otherwise at
- * once (queued data is dropped). on_disconnected then runs with
- * CP_REASON_LOCAL, unless the session was already ending. Any thread.
+ * Disconnect. graceful: after everything queued so far is sent - meanwhile
+ * no more packets are delivered (bytes that arrive are dropped), sends fail
+ * with -ENOTCONN and cp_session_connected() is false; otherwise at once
+ * (queued data is dropped). on_disconnected then runs with CP_REASON_LOCAL,
+ * unless the session was already ending. Any thread.
  */
 void cp_session_disconnect(cp_session *s, bool graceful);
 

@@ -43,9 +43,10 @@ struct sendq {
   struct iovec *iov; /* for gathered sends; one inline entry for single ones */
   uint32_t iov_cap;
   struct iovec one;
-  bool busy;        /* a send is in flight */
-  bool corked;      /* the strand is framing a receive: queue now, send when it is done */
-  bool drain_close; /* disconnect once empty (graceful) */
+  bool busy;            /* a send is in flight */
+  bool corked;          /* the strand is framing a receive: queue now, send when it is done */
+  bool drain_close;     /* disconnect once empty (graceful, or the peer's FIN) */
+  uint8_t drain_reason; /* with drain_close: CP_REASON_LOCAL or CP_REASON_PEER_CLOSED */
 };
 
 /* Session flags, strand only. */
@@ -55,6 +56,7 @@ enum {
   SF_CONNECTING = 4,
   SF_ADMITTED = 8,
   SF_RECV_AFTER_SEND = 16, /* the next recv waits for the send in flight to finish */
+  SF_EOF = 32,             /* the peer's FIN came: no more receives */
 };
 
 /* Kept small on purpose: an idle connection costs this, its fd's entry in
@@ -75,6 +77,8 @@ struct cp_session {
   int32_t recv_res;             /* the finished recv's result, for the strand */
   pthread_spinlock_t send_lock;
   _Atomic uint8_t closing;   /* set once: the session began to end */
+  _Atomic uint8_t draining;  /* set once, under the send lock: a graceful disconnect is
+                                sending what was queued; nothing more is framed or queued */
   _Atomic uint8_t connected; /* set once: on_connected is running or ran */
   uint8_t reason;            /* why it ended; written once, by session_close */
   uint8_t flags;             /* SF_* */

@@ -70,7 +70,7 @@ void *cp_session_user(const cp_session *s) {
 }
 bool cp_session_connected(const cp_session *s) {
   cp_session *m = (cp_session *)s;
-  return atomic_load(&m->connected) && !atomic_load(&m->closing);
+  return atomic_load(&m->connected) && !atomic_load(&m->closing) && !atomic_load(&m->draining);
 }
 
 const char *cp_session_peer(const cp_session *s, char *buf, size_t len) {
@@ -165,7 +165,7 @@ cp_session *session_new(cp_service *svc, int fd, bool client) {
 }
 
 static void post_recv(cp_session *s) {
-  if (atomic_load(&s->closing))
+  if (atomic_load(&s->closing) || (s->flags & SF_EOF))
     return;
   cp_session_get(s);
   int rc = cp_port_recv_pooled(s->svc->port, s->fd, &s->rio);
@@ -237,8 +237,12 @@ void cp_session_disconnect(cp_session *s, bool graceful) {
     /* in flight, or queued behind a cork: either way a send completion or
      * the uncork will come and see drain_close */
     bool pending = s->sq && (s->sq->busy || s->sq->len);
-    if (pending)
+    if (pending && !s->sq->drain_close) {
       s->sq->drain_close = true;
+      s->sq->drain_reason = CP_REASON_LOCAL;
+    }
+    if (pending)
+      atomic_store(&s->draining, 1); /* no more packets are delivered, no more sends queued */
     pthread_spin_unlock(&s->send_lock);
     if (pending)
       return; /* the send completion closes it once the queue is empty */
@@ -297,7 +301,8 @@ static inline uint16_t le16(const uint8_t *p) {
   return (uint16_t)(p[0] | (p[1] << 8));
 }
 
-/* framing.c hands over each complete packet; false stops it (closing). */
+/* framing.c hands over each complete packet; false stops it (closing, or
+ * draining after a graceful disconnect: the packets after it are dropped). */
 static bool deliver(void *ctx, const uint8_t *p, uint16_t size) {
   cp_session *s = ctx;
   cp_service *svc = s->svc;
@@ -310,7 +315,7 @@ static bool deliver(void *ctx, const uint8_t *p, uint16_t size) {
   atomic_store_explicit(&s->last_active, service_clock(svc), memory_order_relaxed);
   if (svc->o.callbacks.on_packet)
     svc->o.callbacks.on_packet(s, &pkt);
-  return !atomic_load(&s->closing);
+  return !atomic_load(&s->closing) && !atomic_load(&s->draining);
 }
 
 /* Frame the bytes of one receive (see framing.h). */
@@ -363,7 +368,8 @@ static void handle_recv(cp_session *s) {
   } else if (res > 0) {
     stat_add(&svc->n_bytes_in, (uint64_t)res);
     bool sending = false;
-    if (!atomic_load(&s->closing)) {
+    /* draining: the bytes are dropped; receiving goes on only to see the peer go */
+    if (!atomic_load(&s->closing) && !atomic_load(&s->draining)) {
       cork(s);
       if (svc->o.raw) {
         stat_add(&svc->n_packets_in, 1);
@@ -385,6 +391,20 @@ static void handle_recv(cp_session *s) {
       post_recv(s); /* not if closing */
     else
       s->flags |= SF_RECV_AFTER_SEND;
+  } else if (res == 0 && !atomic_load(&s->closing)) {
+    /* The peer's FIN: it sends no more but may still read. What is queued
+     * to it (the replies to its last packets may take several sends) goes
+     * out first; the session ends as peer_closed when the queue is empty. */
+    s->flags |= SF_EOF;
+    pthread_spin_lock(&s->send_lock);
+    bool pending = s->sq && (s->sq->busy || s->sq->len);
+    if (pending && !s->sq->drain_close) {
+      s->sq->drain_close = true;
+      s->sq->drain_reason = CP_REASON_PEER_CLOSED;
+    }
+    pthread_spin_unlock(&s->send_lock);
+    if (!pending)
+      session_close(s, CP_REASON_PEER_CLOSED);
   } else {
     session_close(s, reason_of(res));
   }
@@ -495,7 +515,7 @@ int cp_session_send(cp_session *s, cp_sendbuf *b) {
   if (atomic_load(&s->closing) || !atomic_load(&s->connected))
     return -ENOTCONN;
   pthread_spin_lock(&s->send_lock);
-  if (atomic_load(&s->closing)) {
+  if (atomic_load(&s->closing) || atomic_load(&s->draining)) {
     pthread_spin_unlock(&s->send_lock);
     return -ENOTCONN;
   }
@@ -558,6 +578,7 @@ static void handle_send(cp_session *s) {
   cp_sendbuf *done[64];
   size_t bytes;
   bool again = false, close_now = false;
+  cp_reason close_why = CP_REASON_LOCAL;
   /* Drop the buffers of the finished send (in chunks, outside the lock). */
   pthread_spin_lock(&s->send_lock);
   bytes = q->inflight_bytes;
@@ -596,12 +617,13 @@ static void handle_send(cp_session *s) {
   } else {
     q->busy = false;
     close_now = q->drain_close;
+    close_why = (cp_reason)q->drain_reason;
   }
   pthread_spin_unlock(&s->send_lock);
   if (res < 0)
     session_close(s, reason_of(res));
   if (close_now)
-    session_close(s, CP_REASON_LOCAL);
+    session_close(s, close_why);
   if (s->flags & SF_RECV_AFTER_SEND) {
     s->flags &= (uint8_t)~SF_RECV_AFTER_SEND;
     post_recv(s); /* not if closing */
