@@ -1,21 +1,26 @@
 # cport - the commands a newcomer types. See README.md.
 #   make            build (build/bin/)
 #   make run        install what is missing, build, run the server with dummy clients
-#   make test       install what is missing, build plain and with sanitizers, run every test
+#   make test       install what is missing, build plain and with sanitizers, run every test,
+#                   fuzz each target 60 s, soak 60 s
 #   make bench      benchmarks against the peers (bench/results/)
+#   make fuzz       SECONDS=60   the libFuzzer targets (tests/fuzz/), each for SECONDS
+#   make soak       MINUTES=10   cport-server under cport-dummy with churn, RSS and fds sampled
 #   make install    PREFIX=/usr/local
 
 PREFIX     ?= /usr/local
 JOBS       ?= $(shell nproc)
 CTEST_ARGS ?=
 CMAKE_FLAGS ?=
+SECONDS    ?= 60
+MINUTES    ?= 10
 
 SAN_ENV = ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1 \
           UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
           TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
 
 .PHONY: all build run test test-asan test-tsan test-plain setup install bench bench-quick \
-        format format-check clean
+        fuzz soak format format-check clean
 
 all: build
 
@@ -29,11 +34,22 @@ setup:
 run: setup build
 	scripts/run-demo
 
-# Every test, on both backends: plain (optimized, as shipped), under ASan+UBSan, and under TSan.
+# Every test, on both backends: plain (optimized, as shipped), under ASan+UBSan, and under TSan;
+# then each fuzz target for a minute, and a one-minute soak. See docs/reliability.md.
 test: setup
 	$(MAKE) test-plain
 	$(MAKE) test-asan
 	$(MAKE) test-tsan
+	$(MAKE) fuzz SECONDS=60
+	$(MAKE) soak MINUTES=1
+
+# libFuzzer targets (clang), built apart in build-fuzz/; crashes kept in build-fuzz/artifacts/.
+fuzz: setup
+	scripts/fuzz $(SECONDS)
+
+# cport-server (plain build) under cport-dummy: chat, churn, RSS and fds sampled every second.
+soak: setup build
+	scripts/soak $(MINUTES)
 
 test-asan:
 	cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_FLAGS_DEBUG="-O1 -g" \
@@ -66,4 +82,4 @@ format-check:
 	clang-format --dry-run -Werror $$(git ls-files '*.c' '*.h')
 
 clean:
-	rm -rf build build-asan build-tsan
+	rm -rf build build-asan build-tsan build-fuzz

@@ -216,6 +216,35 @@ static bool leave_room(cp_session *s, struct player *p) {
 
 /* ---- packets from one player (its strand) --------------------------- */
 
+/* proto3 strings are UTF-8, and a conformant decoder refuses a body with any
+ * other string; protobuf-c does not check. So a body with a string that is
+ * not UTF-8 does not decode here either: else it would be relayed to other
+ * players (names, chat), whose decoders would then refuse our packets. */
+static bool utf8_ok(const char *str) {
+  const unsigned char *p = (const unsigned char *)str;
+  while (*p) {
+    unsigned c = *p++, more, min;
+    if (c < 0x80)
+      continue;
+    if (c >= 0xC2 && c <= 0xDF)
+      more = 1, min = 0x80, c &= 0x1F;
+    else if (c >= 0xE0 && c <= 0xEF)
+      more = 2, min = 0x800, c &= 0x0F;
+    else if (c >= 0xF0 && c <= 0xF4)
+      more = 3, min = 0x10000, c &= 0x07;
+    else
+      return false;
+    for (; more; more--, p++) {
+      if ((*p & 0xC0) != 0x80)
+        return false;
+      c = c << 6 | (*p & 0x3F);
+    }
+    if (c < min || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF))
+      return false;
+  }
+  return true;
+}
+
 static bool name_ok(const char *s, size_t max) {
   size_t n = strlen(s);
   return n >= 1 && n <= max;
@@ -223,6 +252,10 @@ static bool name_ok(const char *s, size_t max) {
 
 static void on_login(cp_session *s, struct player *p, const cp_packet *pkt) {
   Chat__CLogin *m = chat__clogin__unpack(NULL, pkt->body_len, pkt->body);
+  if (m && !utf8_ok(m->name)) {
+    chat__clogin__free_unpacked(m, NULL);
+    m = NULL;
+  }
   if (!m) {
     send_error(s, CHAT__ERROR_CODE__ERR_BAD_MESSAGE, "C_LOGIN does not decode");
     srv_log_session(s, "C_LOGIN body of %zu bytes does not decode; disconnecting", pkt->body_len);
@@ -245,6 +278,10 @@ static void on_login(cp_session *s, struct player *p, const cp_packet *pkt) {
 
 static void on_enter(cp_session *s, struct player *p, const cp_packet *pkt) {
   Chat__CEnterRoom *m = chat__center_room__unpack(NULL, pkt->body_len, pkt->body);
+  if (m && !utf8_ok(m->room)) {
+    chat__center_room__free_unpacked(m, NULL);
+    m = NULL;
+  }
   if (!m) {
     send_error(s, CHAT__ERROR_CODE__ERR_BAD_MESSAGE, "C_ENTER_ROOM does not decode");
     srv_log_session(s, "C_ENTER_ROOM body of %zu bytes does not decode; disconnecting",
@@ -283,6 +320,10 @@ static void on_enter(cp_session *s, struct player *p, const cp_packet *pkt) {
 
 static void on_chat(cp_session *s, struct player *p, const cp_packet *pkt) {
   Chat__CChat *m = chat__cchat__unpack(NULL, pkt->body_len, pkt->body);
+  if (m && !utf8_ok(m->text)) {
+    chat__cchat__free_unpacked(m, NULL);
+    m = NULL;
+  }
   if (!m) {
     send_error(s, CHAT__ERROR_CODE__ERR_BAD_MESSAGE, "C_CHAT does not decode");
     srv_log_session(s, "C_CHAT body of %zu bytes does not decode; disconnecting", pkt->body_len);

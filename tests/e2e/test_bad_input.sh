@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
-# Malformed input against chat mode: every kind closes only the offending
-# session; the server stays up and a verified dummy run alongside sees nothing.
+# Malformed input against chat mode, each kind on its own connection, while a
+# verified cport-dummy runs alongside: truncated header, sizes 0-3, size over
+# --max-packet, undecodable bodies, an unknown id, packets out of state, 64 KiB
+# of random bytes. Each closes only its own connection, with a line in the
+# server's log saying why (out of state: S_ERROR only, the connection stays
+# usable); the dummy sees nothing; the server's counters match: exactly the
+# bad_packet and local closes the client caused.
 source "$(dirname "$0")/lib.sh" "$@"
 
 start_server chat --max-packet 1024
@@ -8,7 +13,9 @@ start_server chat --max-packet 1024
   --duration 4 >"$TMP/dummy.out" 2>"$TMP/dummy.err" &
 dummy=$!
 sleep 0.5
-python3 "$(dirname "$0")/chat_client.py" "$PORT" garbage || fail "garbage client"
+python3 "$(dirname "$0")/chat_client.py" "$PORT" garbage "$TMP/server.log" >"$TMP/garbage.out" \
+  || { cat "$TMP/garbage.out" >&2; fail "garbage client"; }
+cat "$TMP/garbage.out"
 server_alive
 rc=0; wait $dummy || rc=$?
 check_sanitizers "$TMP/dummy.err" cport-dummy
@@ -19,7 +26,16 @@ while True:
   if not x: break
   d+=x
 print(d.decode())"; }
-bad=$(curl_metrics | sed -n 's/^cport_disconnects_total{reason="bad_packet"} //p')
-[[ ${bad:-0} -ge 3 ]] || fail "expected >= 3 bad_packet disconnects, metrics say ${bad:-none}"
+metric() { curl_metrics | sed -n "s/^cport_disconnects_total{reason=\"$1\"} //p"; }
+want_bad=$(sed -n 's/^closes: bad_packet=\([0-9]*\) .*/\1/p' "$TMP/garbage.out")
+want_local=$(sed -n 's/^closes: .* local=\([0-9]*\)$/\1/p' "$TMP/garbage.out")
+bad=$(metric bad_packet)
+local_=$(metric local)
+[[ ${bad:-x} == "$want_bad" ]] || fail "bad_packet disconnects: metrics say ${bad:-none}, the client caused $want_bad"
+[[ ${local_:-x} == "$want_local" ]] || fail "local disconnects: metrics say ${local_:-none}, the client caused $want_local"
+for r in error slow_consumer idle_timeout; do
+  n=$(metric $r)
+  [[ ${n:-0} -eq 0 ]] || fail "$r disconnects: $n (expected none)"
+done
 stop_server
 echo "PASS"
