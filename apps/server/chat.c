@@ -104,9 +104,10 @@ static void send_error(cp_session *s, Chat__ErrorCode code, const char *text) {
 
 struct enter_job {
   struct room *r;
-  cp_session *s; /* a reference, handed to the member list */
+  cp_session *s; /* a reference, handed to the member list (dropped if again) */
   uint64_t id;
   char name[CHAT_NAME_MAX + 1];
+  bool again; /* a member already: only answer with the member list */
 };
 
 struct leave_job {
@@ -141,17 +142,19 @@ static bool room_reserve(struct room *r) {
 static void job_enter(void *arg) {
   struct enter_job *j = arg;
   struct room *r = j->r;
-  if (!cp_session_connected(j->s) || !room_reserve(r)) {
+  if (!cp_session_connected(j->s) || (!j->again && !room_reserve(r))) {
     if (cp_session_connected(j->s))
       send_error(j->s, CHAT__ERROR_CODE__ERR_ROOM_FULL, "the room cannot take more members");
     cp_session_put(j->s);
     free(j);
     return;
   }
-  r->sessions[r->n] = j->s;
-  r->ids[r->n] = j->id;
-  memcpy(r->names[r->n], j->name, sizeof j->name);
-  r->n++;
+  if (!j->again) {
+    r->sessions[r->n] = j->s; /* the job's reference goes to the list */
+    r->ids[r->n] = j->id;
+    memcpy(r->names[r->n], j->name, sizeof j->name);
+    r->n++;
+  }
   Chat__SEnterRoom m = CHAT__SENTER_ROOM__INIT;
   m.room = r->name;
   m.member_count = (uint32_t)r->n;
@@ -171,6 +174,8 @@ static void job_enter(void *arg) {
   wire_send(j->s, CHAT__PACKET_ID__S_ENTER_ROOM, &m.base);
   free(mem);
   free(ptrs);
+  if (j->again)
+    cp_session_put(j->s);
   free(j);
 }
 
@@ -296,12 +301,15 @@ static void on_enter(cp_session *s, struct player *p, const cp_packet *pkt) {
     send_error(s, CHAT__ERROR_CODE__ERR_BAD_ROOM, "a room name is 1 to 32 bytes");
   } else if (!(r = room_get(m->room))) {
     send_error(s, CHAT__ERROR_CODE__ERR_ROOM_FULL, "no more rooms");
-  } else if (r != p->room) {
+  } else {
+    /* The room it is in already: answer with the member list again. */
+    bool again = r == p->room;
     struct enter_job *j = malloc(sizeof *j);
-    if (j && (!p->room || leave_room(s, p))) {
+    if (j && (again || !p->room || leave_room(s, p))) {
       j->r = r;
       j->s = cp_session_get(s);
       j->id = p->id;
+      j->again = again;
       memcpy(j->name, p->name, sizeof j->name);
       if (cp_jobq_post(r->q, job_enter, j) == 0) {
         p->room = r;

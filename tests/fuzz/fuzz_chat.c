@@ -449,11 +449,12 @@ static void model_run(struct model *m, const struct bytes *s) {
         ERR(CHAT__ERROR_CODE__ERR_NOT_LOGGED_IN);
       } else if (!name_ok(x->room)) {
         ERR(CHAT__ERROR_CODE__ERR_BAD_ROOM);
-      } else if (strcmp(x->room, room)) {
+      } else {
+        /* A new room, or the one it is in already: S_ENTER_ROOM either way. */
         FUZZ_CHECK(room_bounded(x->room));
         strcpy(room, x->room);
         strcpy(m->enters[m->nenters++], room);
-      } /* else: the room it is in already; no answer */
+      }
       chat__center_room__free_unpacked(x, NULL);
       break;
     }
