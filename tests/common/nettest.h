@@ -87,6 +87,16 @@ static inline uint16_t nt_unlistened_port(int *fd) {
   return ntohs(a.sin_port);
 }
 
+/* After cp_service_stop: every op the port started has completed, each
+ * exactly once (the port counts both). */
+static inline void nt_check_port_settled(const cp_service *svc) {
+  cp_port_stats ps;
+  cp_port_get_stats(cp_service_port(svc), &ps);
+  fprintf(stderr, "  port: %llu ops started, %llu completed\n", (unsigned long long)ps.started,
+          (unsigned long long)ps.completed);
+  CHECK_EQ(ps.started, ps.completed);
+}
+
 /* Write a packet {size, id} + body into out (size = 4 + body_len). The body
  * is a pattern of id and seq, so the receiver can check every byte. */
 static inline size_t nt_packet(uint8_t *out, uint16_t id, uint32_t seq, size_t body_len) {

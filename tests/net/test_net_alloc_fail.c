@@ -387,9 +387,7 @@ static long run(long n, bool verbose) {
   WAIT_UNTIL(atomic_load(&jobs_pending) == 0);
   cp_service_stop(svc, 10000); /* queued replies go out first */
 
-  cp_port_stats ps;
-  cp_port_get_stats(cp_service_port(svc), &ps);
-  CHECK_EQ(ps.started, ps.completed);
+  nt_check_port_settled(svc);
   long bj = atomic_load(&bcast_job_runs), bt = atomic_load(&bcast_timer_runs);
   bool failed = atomic_load(&injected) > 0;
   for (unsigned i = 0; i < NCLIENTS; i++) {

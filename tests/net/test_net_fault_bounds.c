@@ -72,11 +72,7 @@ static void flood_packet(cp_session *s, const cp_packet *pkt) {
 }
 
 static void check_port_done(cp_service *svc) {
-  cp_port_stats ps;
-  cp_port_get_stats(cp_service_port(svc), &ps);
-  fprintf(stderr, "  port: %llu ops started, %llu completed\n", (unsigned long long)ps.started,
-          (unsigned long long)ps.completed);
-  CHECK_EQ(ps.started, ps.completed);
+  nt_check_port_settled(svc);
 }
 
 static void slow_consumers(void) {

@@ -288,11 +288,7 @@ int main(void) {
   }
   for (int r = 0; r < CP_REASON_COUNT; r++)
     CHECK_EQ(per_reason[r], s.disconnects[r]); /* the records agree with the counters */
-  cp_port_stats ps;
-  cp_port_get_stats(cp_service_port(svc), &ps);
-  fprintf(stderr, "  port: %llu ops started, %llu completed\n", (unsigned long long)ps.started,
-          (unsigned long long)ps.completed);
-  CHECK_EQ(ps.started, ps.completed);
+  nt_check_port_settled(svc);
   for (int c = 0; c < SURVIVORS; c++) {
     CHECK(nt_read_to_end(surv_fd[c])); /* the server closed them */
     close(surv_fd[c]);

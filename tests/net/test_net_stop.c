@@ -86,9 +86,7 @@ int main(void) {
   CHECK_EQ(nt_disconnects(svc), CONNS);
   CHECK_EQ(atomic_load(&nt_ntracks), CONNS);
   nt_check_tracks_once();
-  cp_port_stats ps;
-  cp_port_get_stats(cp_service_port(svc), &ps);
-  CHECK_EQ(ps.started, ps.completed); /* every op the port started has completed */
+  nt_check_port_settled(svc);
   for (int i = 0; i < CLIENT_THREADS; i++)
     pthread_join(cl[i], NULL);
   fprintf(stderr, "  stopped with traffic on %d sessions (%ld echoes before): all ended once\n",
