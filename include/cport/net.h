@@ -127,7 +127,8 @@ typedef struct cp_service_options {
 /* Counters, readable from any thread at any time without stopping anything. */
 typedef struct cp_service_stats {
   uint64_t sessions; /* connected now */
-  uint64_t accepts;  /* connections accepted (and kept) */
+  uint64_t accepts;  /* connections accepted (and kept); counted once the session has
+                        started, which may be after another worker has ended it */
   uint64_t refused;  /* connections closed at once: max_sessions reached */
   uint64_t connects; /* client: connects that succeeded */
   uint64_t connect_failures;

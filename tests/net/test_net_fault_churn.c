@@ -244,6 +244,9 @@ int main(void) {
     pthread_join(ct[i], NULL);
   /* Every churn connection is over on the client side; wait for the server. */
   WAIT_UNTIL(nt_disconnects(svc) == CHURN);
+  /* accepts is counted after the accepting worker started the session, which
+   * may be after another worker ended it */
+  WAIT_UNTIL(nt_stats(svc).accepts == CHURN + SURVIVORS);
   atomic_store(&churn_over, 1);
   for (int i = 0; i < SURV_THREADS; i++)
     pthread_join(st[i], NULL);

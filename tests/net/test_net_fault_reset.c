@@ -148,6 +148,9 @@ static cp_service_stats settle(const cp_service_stats *before, uint64_t n) {
     want += before->disconnects[i];
   want += n;
   WAIT_UNTIL(nt_disconnects(svc) == want);
+  /* accepts is counted after the accepting worker has started the session,
+   * which may be after another worker has already ended it */
+  WAIT_UNTIL(nt_stats(svc).accepts >= before->accepts + n);
   WAIT_UNTIL(nt_stats(svc).sessions == 0);
   WAIT_UNTIL(nt_stats(svc).send_queue_bytes == 0);
   WAIT_UNTIL(cp_sendbuf_outstanding() == 0); /* the send in flight has completed too */
