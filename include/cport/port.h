@@ -22,9 +22,10 @@
  *    function are owned by the caller and must stay valid and untouched until
  *    the op's completion has been returned by cp_port_wait() (or until
  *    cp_port_destroy() returns). The port never frees them.
- *  - Ops of one kind on one fd complete in the order they were started; a
- *    send completes only once every byte is with the kernel (or with an error),
- *    never with a short count.
+ *  - Ops of one kind on one fd complete in the order they were started
+ *    (accepts excepted: each takes its own connection, and cancelled ones may
+ *    complete in any order); a send completes only once every byte is with
+ *    the kernel (or with an error), never with a short count.
  *  - Every function is thread-safe unless its comment says otherwise.
  *
  * On the io_uring backend the kernel finishes some work of an op in the

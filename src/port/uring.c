@@ -321,7 +321,7 @@ static void side_next(cp_port *p, struct sink *s, int fd, bool read_side) {
   uint8_t *busy = read_side ? &e->rd_busy : &e->wr_busy;
   struct op *o;
   while ((o = opq_pop(q))) {
-    int rc = submit_op(p, o);
+    int rc = cancelled(p, o) ? -ECANCELED : submit_op(p, o);
     if (!rc)
       return; /* busy stays set */
     sink_put(p, s, o, rc, NULL);
@@ -518,20 +518,27 @@ static int uring_cancel_fd(cp_port *p, int fd, struct fdent *e, bool forget) {
   struct uring *u = U(p);
   struct sink s = {.out = NULL, .n = 0, .max = 0, .nspill = 0, .wake = false};
   pthread_mutex_lock(&u->lock);
-  drain_queue(p, &s, &e->rd);
-  drain_queue(p, &s, &e->wr);
-  /* A starved pooled recv is this fd's read-side op: end it here. */
+  /* A starved pooled recv is this fd's oldest read-side op: end it first,
+   * then what is queued behind it. */
   struct opq keep = {NULL};
   struct op *o;
+  bool was_starved = false;
   while ((o = opq_pop(&u->starved))) {
     if (o->fd != fd) {
       opq_push(&keep, o);
       continue;
     }
     sink_put(p, &s, o, -ECANCELED, NULL);
-    e->rd_busy = 0;
+    was_starved = true;
   }
   u->starved = keep;
+  if (was_starved) {
+    drain_queue(p, &s, &e->rd);
+    e->rd_busy = 0;
+  }
+  /* Ops queued behind one that is with the kernel stay queued: when it
+   * completes, side_next finds them cancelled (the fd's generation moved
+   * on) and ends them after it, so one side's ops still complete in order. */
   int rc = 0;
   struct io_uring_sqe *sqe = e->kernel_ops ? get_sqe(p) : NULL;
   if (!e->kernel_ops) {

@@ -1,5 +1,7 @@
 /* 1,000 ops in flight (recvs, pooled recvs, timeouts, accepts), then cancel:
- * completions counted equal ops started, each exactly once, each -ECANCELED. */
+ * completions counted equal ops started, each exactly once, each -ECANCELED,
+ * and a socket's receives in the order they were started (the one with the
+ * kernel first, then the one queued behind it). */
 #include "common/test.h"
 
 #define PAIRS 300
@@ -7,6 +9,7 @@
 struct rec {
   cp_op op;
   int done;
+  int seq; /* completion order */
 };
 
 int main(void) {
@@ -49,12 +52,15 @@ int main(void) {
       CHECK(r >= recs && r < recs + 1000);
       CHECK_EQ(r->done, 0);
       r->done = 1;
+      r->seq = got + i;
       CHECK_EQ(c[i].result, -ECANCELED);
       CHECK(c[i].buf == NULL);
     }
     got += k;
   }
   CHECK_EQ(got, 1000);
+  for (int i = 0; i < PAIRS; i++)
+    CHECK(recs[2 * i].seq < recs[2 * i + 1].seq); /* the recv, then the pooled one behind it */
   CHECK_EQ(cp_port_wait(p, c, 64, 100), 0);
   cp_port_stats st;
   cp_port_get_stats(p, &st);
