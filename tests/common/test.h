@@ -128,14 +128,17 @@ static inline int test_listener(struct sockaddr_in *addr) {
   return fd;
 }
 
-/* A blocking client connected to addr (with send/recv timeouts). The connect
+/* A blocking client connected to addr (with send/recv timeouts), its receive
+ * buffer set to rcvbuf bytes if not 0 (a small window). The connect
  * is made nonblocking and waited for with poll(): on the uring backend the
  * kernel delivers completion work to a thread that started ops like a
  * signal, so that thread's blocking calls may return EINTR, and connect()
  * cannot simply be retried. */
-static inline int test_connect(const struct sockaddr_in *addr) {
+static inline int test_connect_rcvbuf(const struct sockaddr_in *addr, int rcvbuf) {
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   CHECK(fd >= 0);
+  if (rcvbuf) /* before connect: it sets the window the peer sees */
+    CHECK(setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf) == 0);
   if (connect(fd, (const struct sockaddr *)addr, sizeof *addr) != 0) {
     if (errno != EINPROGRESS && errno != EINTR) {
       fprintf(stderr, "connect: %s\n", strerror(errno));
@@ -159,6 +162,10 @@ static inline int test_connect(const struct sockaddr_in *addr) {
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
   return fd;
+}
+
+static inline int test_connect(const struct sockaddr_in *addr) {
+  return test_connect_rcvbuf(addr, 0);
 }
 
 /* A connected pair over loopback: *client blocking, *server nonblocking. */

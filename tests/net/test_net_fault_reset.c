@@ -100,24 +100,7 @@ static void on_disconnected(cp_session *s, cp_reason why) {
 /* A blocking client whose receive buffer (and so its window) is small, so
  * the kernel holds little of what the server sends it. */
 static int connect_small(const struct sockaddr_in *addr) {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  CHECK(fd >= 0);
-  int small = 4096;
-  CHECK_EQ(setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small), 0);
-  if (connect(fd, (const struct sockaddr *)addr, sizeof *addr) != 0) {
-    CHECK(errno == EINPROGRESS || errno == EINTR);
-    struct pollfd pfd = {.fd = fd, .events = POLLOUT};
-    int r;
-    while ((r = poll(&pfd, 1, 30000)) < 0 && errno == EINTR)
-      ;
-    CHECK_EQ(r, 1);
-    int err = 0;
-    socklen_t len = sizeof err;
-    CHECK_EQ(getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len), 0);
-    CHECK_EQ(err, 0);
-  }
-  test_set_nonblock(fd, false);
-  return fd;
+  return test_connect_rcvbuf(addr, 4096);
 }
 
 /* The kernel's largest TCP send buffer (tcp_wmem's max); 4 MiB if unknown. */
