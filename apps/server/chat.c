@@ -36,7 +36,8 @@ struct room {
 };
 
 struct player {
-  uint64_t id; /* 0 until logged in */
+  char peer[64]; /* its address, noted at connect: the socket forgets it once the peer is gone */
+  uint64_t id;   /* 0 until logged in */
   char name[CHAT_NAME_MAX + 1];
   struct room *room;
 };
@@ -263,7 +264,8 @@ static void on_login(cp_session *s, struct player *p, const cp_packet *pkt) {
   }
   if (!m) {
     send_error(s, CHAT__ERROR_CODE__ERR_BAD_MESSAGE, "C_LOGIN does not decode");
-    srv_log_session(s, "C_LOGIN body of %zu bytes does not decode; disconnecting", pkt->body_len);
+    srv_log_session(s, p->peer, "C_LOGIN body of %zu bytes does not decode; disconnecting",
+                    pkt->body_len);
     cp_session_disconnect(s, true);
     return;
   }
@@ -289,7 +291,7 @@ static void on_enter(cp_session *s, struct player *p, const cp_packet *pkt) {
   }
   if (!m) {
     send_error(s, CHAT__ERROR_CODE__ERR_BAD_MESSAGE, "C_ENTER_ROOM does not decode");
-    srv_log_session(s, "C_ENTER_ROOM body of %zu bytes does not decode; disconnecting",
+    srv_log_session(s, p->peer, "C_ENTER_ROOM body of %zu bytes does not decode; disconnecting",
                     pkt->body_len);
     cp_session_disconnect(s, true);
     return;
@@ -334,7 +336,8 @@ static void on_chat(cp_session *s, struct player *p, const cp_packet *pkt) {
   }
   if (!m) {
     send_error(s, CHAT__ERROR_CODE__ERR_BAD_MESSAGE, "C_CHAT does not decode");
-    srv_log_session(s, "C_CHAT body of %zu bytes does not decode; disconnecting", pkt->body_len);
+    srv_log_session(s, p->peer, "C_CHAT body of %zu bytes does not decode; disconnecting",
+                    pkt->body_len);
     cp_session_disconnect(s, true);
     return;
   }
@@ -360,7 +363,7 @@ static void on_chat(cp_session *s, struct player *p, const cp_packet *pkt) {
       /* Out of memory: the chat cannot reach the room. Say so and end the
        * session rather than let the player think it was heard. */
       free(j);
-      srv_log_session(s, "out of memory for a chat; disconnecting");
+      srv_log_session(s, p->peer, "out of memory for a chat; disconnecting");
       cp_session_disconnect(s, false);
     }
   }
@@ -371,7 +374,7 @@ static void on_leave(cp_session *s, struct player *p, const cp_packet *pkt) {
   Chat__CLeaveRoom *m = chat__cleave_room__unpack(NULL, pkt->body_len, pkt->body);
   if (!m) {
     send_error(s, CHAT__ERROR_CODE__ERR_BAD_MESSAGE, "C_LEAVE_ROOM does not decode");
-    srv_log_session(s, "C_LEAVE_ROOM body of %zu bytes does not decode; disconnecting",
+    srv_log_session(s, p->peer, "C_LEAVE_ROOM body of %zu bytes does not decode; disconnecting",
                     pkt->body_len);
     cp_session_disconnect(s, true);
     return;
@@ -394,6 +397,7 @@ void chat_on_connected(cp_session *s) {
     cp_session_disconnect(s, false);
     return;
   }
+  cp_session_peer(s, p->peer, sizeof p->peer);
   cp_session_set_user(s, p);
 }
 
@@ -416,15 +420,15 @@ void chat_on_packet(cp_session *s, const cp_packet *pkt) {
     break;
   default:
     send_error(s, CHAT__ERROR_CODE__ERR_UNKNOWN_ID, "unknown packet id");
-    srv_log_session(s, "unknown packet id %u; disconnecting", pkt->id);
+    srv_log_session(s, p->peer, "unknown packet id %u; disconnecting", pkt->id);
     cp_session_disconnect(s, true);
     break;
   }
 }
 
 void chat_on_disconnected(cp_session *s, cp_reason why) {
-  srv_log_disconnect(s, why);
   struct player *p = cp_session_user(s);
+  srv_log_disconnect(s, p ? p->peer : NULL, why);
   if (!p)
     return;
   if (p->room)

@@ -19,7 +19,7 @@ static time_t log_sec;
 static unsigned log_n;
 static unsigned long log_dropped;
 
-void srv_log_session(cp_session *s, const char *fmt, ...) {
+void srv_log_session(cp_session *s, const char *peer, const char *fmt, ...) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   pthread_mutex_lock(&log_mu);
@@ -36,25 +36,29 @@ void srv_log_session(cp_session *s, const char *fmt, ...) {
     return;
   }
   log_n++;
-  char peer[64], msg[256];
+  char pbuf[64], msg[256];
   va_list ap;
   va_start(ap, fmt);
   vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
   fprintf(stderr, "cport-server: session %llu (%s): %s\n", (unsigned long long)cp_session_id(s),
-          cp_session_peer(s, peer, sizeof peer), msg);
+          peer ? peer : cp_session_peer(s, pbuf, sizeof pbuf), msg);
   pthread_mutex_unlock(&log_mu);
 }
 
-void srv_log_disconnect(cp_session *s, cp_reason why) {
+void srv_log_disconnect(cp_session *s, const char *peer, cp_reason why) {
   switch (why) {
   case CP_REASON_BAD_PACKET:
   case CP_REASON_SLOW_CONSUMER:
   case CP_REASON_IDLE_TIMEOUT:
   case CP_REASON_ERROR:
-    srv_log_session(s, "disconnected: %s", cp_reason_name(why));
+    srv_log_session(s, peer, "disconnected: %s", cp_reason_name(why));
     break;
   default: /* the ordinary ends: the peer left, or we closed it (and said why) */
     break;
   }
+}
+
+void srv_on_disconnected(cp_session *s, cp_reason why) {
+  srv_log_disconnect(s, NULL, why);
 }

@@ -70,7 +70,7 @@ static void echo_raw(cp_session *s, const void *data, size_t len) {
   cp_sendbuf_unref(b);
   if (rc == -ENOMEM) {
     /* An echo that cannot be sent must not be skipped silently. */
-    srv_log_session(s, "out of memory for an echo; disconnecting");
+    srv_log_session(s, NULL, "out of memory for an echo; disconnecting");
     cp_session_disconnect(s, false);
   }
 }
@@ -249,10 +249,11 @@ int main(int argc, char **argv) {
                           .raw = mode == MODE_ECHO,
                           .idle_timeout_ms = (unsigned)idle * 1000u};
   if (mode == MODE_ECHO)
-    o.callbacks = (cp_session_callbacks){.on_raw = echo_raw, .on_disconnected = srv_log_disconnect};
+    o.callbacks =
+        (cp_session_callbacks){.on_raw = echo_raw, .on_disconnected = srv_on_disconnected};
   else if (mode == MODE_PACKET_ECHO)
     o.callbacks =
-        (cp_session_callbacks){.on_packet = echo_packet, .on_disconnected = srv_log_disconnect};
+        (cp_session_callbacks){.on_packet = echo_packet, .on_disconnected = srv_on_disconnected};
   else
     o.callbacks = (cp_session_callbacks){.on_connected = chat_on_connected,
                                          .on_packet = chat_on_packet,

@@ -17,10 +17,14 @@ size_t chat_rooms(void);
 
 /* The log of sessions that ended badly (stderr, at most 20 lines a second;
  * the rest are counted). Any thread. */
-void srv_log_session(cp_session *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void srv_log_session(cp_session *s, const char *peer, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 /* Log a disconnect whose reason is not an ordinary end (bad packet, slow
- * consumer, idle timeout, error). */
-void srv_log_disconnect(cp_session *s, cp_reason why);
+ * consumer, idle timeout, error). peer: the address noted at connect time,
+ * or NULL to ask the socket (which no longer knows once the peer is gone). */
+void srv_log_disconnect(cp_session *s, const char *peer, cp_reason why);
+/* on_disconnected for the echo modes: the log only. */
+void srv_on_disconnected(cp_session *s, cp_reason why);
 
 /* Metrics: a tiny HTTP server on the engine (raw mode) answering GET
  * /metrics in the Prometheus text format. */

@@ -56,7 +56,8 @@ typedef struct cp_jobq cp_jobq;
 /* Why a session ended; passed to on_disconnected exactly once. */
 typedef enum cp_reason {
   CP_REASON_PEER_CLOSED = 0, /* the peer closed its side (recv returned 0); what was
-                                queued to it is sent first (it may still read) */
+                                queued to it is sent first (it may still read; one
+                                that never does waits for idle_timeout_ms) */
   CP_REASON_RESET,           /* the connection was reset or broke (ECONNRESET, EPIPE, ...) */
   CP_REASON_LOCAL,           /* cp_session_disconnect() */
   CP_REASON_BAD_PACKET,      /* a header with size < 4 or over max_packet */
@@ -231,9 +232,13 @@ size_t cp_session_send_many(cp_session *const *sessions, size_t n, cp_sendbuf *b
 /*
  * Disconnect. graceful: after everything queued so far is sent - meanwhile
  * no more packets are delivered (bytes that arrive are dropped), sends fail
- * with -ENOTCONN and cp_session_connected() is false; otherwise at once
- * (queued data is dropped). on_disconnected then runs with CP_REASON_LOCAL,
- * unless the session was already ending. Any thread.
+ * with -ENOTCONN and cp_session_connected() is false - then the engine sends
+ * its FIN and reads (dropping) until the peer's, for up to 2 s, so that
+ * closing with unread bytes does not reset the connection and destroy what
+ * the peer has not read yet. Otherwise at once (queued data is dropped).
+ * on_disconnected then runs with CP_REASON_LOCAL, unless the session was
+ * already ending (a peer that half-closed first: CP_REASON_PEER_CLOSED).
+ * Any thread.
  */
 void cp_session_disconnect(cp_session *s, bool graceful);
 
@@ -244,7 +249,9 @@ cp_service *cp_session_service(const cp_session *s);
 void cp_session_set_user(cp_session *s, void *user); /* the application's pointer */
 void *cp_session_user(const cp_session *s);
 bool cp_session_connected(const cp_session *s); /* false once it began to close */
-/* The peer's address as text ("127.0.0.1:50312"); buf of at least 64 bytes. */
+/* The peer's address as text ("127.0.0.1:50312"); buf of at least 64 bytes.
+ * Asks the socket, which may not know any more once the session began to
+ * close ("?:0"): note it in on_connected if you need it later. */
 const char *cp_session_peer(const cp_session *s, char *buf, size_t len);
 
 /* ---- send buffers ----------------------------------------------------

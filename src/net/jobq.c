@@ -32,9 +32,9 @@ struct job {
   struct job *next;
   cp_job_fn fn;
   void *arg;
-  uint32_t period_ms; /* a kept job: re-inserted in the timer heap each time it falls due */
-  bool kept;          /* made once and reused: never freed by a run or a drop */
-  bool queued;        /* a kept job: in its queue, not yet run */
+  uint32_t period_ms;  /* a kept job: re-inserted in the timer heap each time it falls due */
+  bool kept;           /* made once and reused: never freed by a run or a drop */
+  _Atomic bool queued; /* a kept job: in its queue, not yet run */
 };
 
 static struct job *job_new(cp_job_fn fn, void *arg) {
@@ -46,7 +46,7 @@ static struct job *job_new(cp_job_fn fn, void *arg) {
 
 static void job_done(struct job *j) {
   if (j->kept)
-    j->queued = false;
+    atomic_store_explicit(&j->queued, false, memory_order_release);
   else
     mem_free(j);
 }
@@ -313,21 +313,25 @@ void job_free_kept(struct job *j) {
   mem_free(j);
 }
 
-/* A timer fell due: move its job to its queue. Nothing is allocated here, so
- * nothing can be lost: a port out of memory for the run's completion is
- * waited out, as the port does for finished ops. */
-static void timer_run(const struct timer_ent *e) {
+/* A timer fell due: move its job to its queue (tm_mu held). Nothing is
+ * allocated here; returns -ENOMEM if the port had no room for the queue's
+ * run, and the caller puts the entry back, due a little later. */
+static int timer_run(const struct timer_ent *e) {
   struct job *j = e->job;
   if (j->kept) {
-    if (j->queued)
-      return; /* the last one has not run yet: one in the queue is enough */
-    j->queued = true;
+    if (atomic_load_explicit(&j->queued, memory_order_acquire))
+      return 0; /* the last one has not run yet: one in the queue is enough */
+    atomic_store_explicit(&j->queued, true, memory_order_relaxed);
   }
-  int rc;
-  while ((rc = jobq_push(e->q, j)) == -ENOMEM)
-    sched_yield();
+  int rc = jobq_push(e->q, j);
+  if (rc == -ENOMEM) {
+    if (j->kept)
+      atomic_store_explicit(&j->queued, false, memory_order_relaxed);
+    return rc;
+  }
   if (rc)
     job_done(j); /* the port is closed: the service is stopping */
+  return 0;
 }
 
 void timer_on_fire(cp_service *svc, const cp_completion *c) {
@@ -354,12 +358,20 @@ void timer_on_fire(cp_service *svc, const cp_completion *c) {
       svc->heap[svc->heap_len] = e;
       heap_up(svc->heap, svc->heap_len++);
     }
+    /* Queued before tm_mu goes, so cp_jobq_destroy (which takes tm_mu
+     * first) never frees a queue between taking its entry and posting. A
+     * port out of memory for the run: the entry goes back, due in 1 ms
+     * (never spin here: tm_mu is held), into room it just left. */
+    for (uint32_t i = 0; i < n; i++) {
+      if (timer_run(&due[i]) == 0 || due[i].job->kept)
+        continue; /* a kept one is back in the heap already */
+      due[i].due_ms = now + 1;
+      due[i].seq = svc->tm_seq++;
+      svc->heap[svc->heap_len] = due[i];
+      heap_up(svc->heap, svc->heap_len++);
+    }
     if (n < BATCH)
       arm(svc);
-    /* Queued before tm_mu goes, so cp_jobq_destroy (which takes tm_mu
-     * first) never frees a queue between taking its entry and posting. */
-    for (uint32_t i = 0; i < n; i++)
-      timer_run(&due[i]);
     pthread_mutex_unlock(&svc->tm_mu);
   } while (n == BATCH);
 }

@@ -57,6 +57,7 @@ enum {
   SF_ADMITTED = 8,
   SF_RECV_AFTER_SEND = 16, /* the next recv waits for the send in flight to finish */
   SF_EOF = 32,             /* the peer's FIN came: no more receives */
+  SF_LINGER = 64,          /* graceful disconnect done: our FIN sent, reading to the peer's */
 };
 
 /* Kept small on purpose: an idle connection costs this, its fd's entry in

@@ -13,6 +13,9 @@
 
 #include <stdlib.h>
 
+/* The scratch this thread holds (bc_mu held), or NULL. */
+static _Thread_local cp_session **scratch_held;
+
 /* Grow the array (reg_mu and bc_mu held): one block, the registry in the
  * first half and the snapshot's fallback scratch in the second. */
 static int grow(cp_service *svc) {
@@ -32,7 +35,13 @@ int registry_add(cp_service *svc, cp_session *s) {
    * is closed by stop) or sees `stopping` here - never neither. */
   if (!atomic_load(&svc->stopping) && svc->reg_len == svc->reg_cap) {
     /* Growing moves the scratch a snapshot may be using: take bc_mu first
-     * (the lock order is bc_mu, then reg_mu). */
+     * (the lock order is bc_mu, then reg_mu). This thread may hold it
+     * already (a callback run inline under a fallback snapshot connects a
+     * new session): then growing would pull the scratch from under it. */
+    if (scratch_held) {
+      pthread_mutex_unlock(&svc->reg_mu);
+      return -ENOMEM;
+    }
     pthread_mutex_unlock(&svc->reg_mu);
     pthread_mutex_lock(&svc->bc_mu);
     pthread_mutex_lock(&svc->reg_mu);
@@ -67,9 +76,6 @@ void registry_remove(cp_service *svc, cp_session *s) {
   if (was)
     cp_session_put(s);
 }
-
-/* The scratch this thread holds (bc_mu held), or NULL. */
-static _Thread_local cp_session **scratch_held;
 
 cp_session **registry_snapshot(cp_service *svc, size_t *n) {
   pthread_mutex_lock(&svc->reg_mu);

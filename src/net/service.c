@@ -187,6 +187,8 @@ int cp_service_start(cp_service *svc) {
   svc->workers = mem_calloc(svc->o.threads, sizeof *svc->workers);
   int rc = !svc->workers ? -ENOMEM : svc->o.kind == CP_SERVICE_SERVER ? listener_start(svc) : 0;
   if (rc) {
+    mem_free(svc->workers);
+    svc->workers = NULL;
     atomic_store(&svc->started, false);
     return rc;
   }

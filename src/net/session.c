@@ -231,6 +231,31 @@ void session_close(cp_session *s, cp_reason why) {
   strand_signal(s, ST_CLOSE);
 }
 
+/* A graceful disconnect has sent everything: closing now, with bytes from
+ * the peer still unread, would make the kernel answer with a reset, and a
+ * reset makes the peer's kernel drop what it has not read yet - the very
+ * data the drain waited for. So send our FIN, keep reading (and dropping)
+ * until the peer's FIN, an error or LINGER_MS, then close. */
+#define LINGER_MS 2000
+
+static void linger_end(void *arg) {
+  cp_session *s = arg;
+  session_close(s, CP_REASON_LOCAL); /* no-op if the peer's FIN came first */
+  cp_session_put(s);
+}
+
+/* Strand: the drain of a graceful disconnect is done. */
+static void linger(cp_session *s) {
+  s->flags |= SF_LINGER;
+  if (shutdown(s->fd, SHUT_WR) == 0) {
+    cp_session_get(s); /* the timer's */
+    if (cp_jobq_post_after(s->svc->sysq, LINGER_MS, linger_end, s) == 0)
+      return;          /* the next recv (in flight, or posted after this send) sees the end */
+    cp_session_put(s); /* never the last: the caller holds the op's */
+  }
+  session_close(s, CP_REASON_LOCAL);
+}
+
 void cp_session_disconnect(cp_session *s, bool graceful) {
   if (graceful) {
     pthread_spin_lock(&s->send_lock);
@@ -404,9 +429,9 @@ static void handle_recv(cp_session *s) {
     }
     pthread_spin_unlock(&s->send_lock);
     if (!pending)
-      session_close(s, CP_REASON_PEER_CLOSED);
+      session_close(s, s->flags & SF_LINGER ? CP_REASON_LOCAL : CP_REASON_PEER_CLOSED);
   } else {
-    session_close(s, reason_of(res));
+    session_close(s, s->flags & SF_LINGER ? CP_REASON_LOCAL : reason_of(res));
   }
   cp_session_put(s); /* the op's reference */
 }
@@ -622,7 +647,9 @@ static void handle_send(cp_session *s) {
   pthread_spin_unlock(&s->send_lock);
   if (res < 0)
     session_close(s, reason_of(res));
-  if (close_now)
+  if (close_now && close_why == CP_REASON_LOCAL && !(s->flags & SF_EOF))
+    linger(s);
+  else if (close_now)
     session_close(s, close_why);
   if (s->flags & SF_RECV_AFTER_SEND) {
     s->flags &= (uint8_t)~SF_RECV_AFTER_SEND;

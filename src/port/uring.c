@@ -405,8 +405,12 @@ static void handle_cqe(cp_port *p, struct sink *s, struct io_uring_cqe *cqe) {
      * kernel hands the request to its worker, which on a nonblocking socket
      * gives up. Nothing was sent: start it again (a new request waits for
      * room with a fresh poll), unless it was cancelled meanwhile. */
-    if (res == -EAGAIN && !cancelled(p, o) && submit_op(p, o) == 0)
-      return;
+    if (res == -EAGAIN) {
+      int rc = cancelled(p, o) ? -ECANCELED : submit_op(p, o);
+      if (rc == 0)
+        return;
+      res = rc;
+    }
     if (res > 0) {
       int r = op_advance_send(o, (size_t)res);
       if (r == 0 && cancelled(p, o))
