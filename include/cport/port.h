@@ -33,6 +33,13 @@
  * signal: a blocking system call of a thread that starts ops (connect(),
  * poll(), nanosleep(), ...) may then return EINTR. Retry on EINTR, as with
  * any signal, or keep blocking calls out of the threads that start ops.
+ * That work is cooperative (IORING_SETUP_COOP_TASKRUN): a thread that is
+ * running is not interrupted for it, but does it at its next system call or
+ * timer tick - so an op started by a thread that then computes for a long
+ * time without a system call may complete up to a tick (1-10 ms) late. The
+ * workers of a service enter the kernel all the time; CPORT_URING_COOP=0 in
+ * the environment interrupts instead (slower under load: every arrival on a
+ * busy worker's socket costs an inter-processor interrupt).
  */
 #ifndef CPORT_PORT_H
 #define CPORT_PORT_H

@@ -66,10 +66,24 @@ static void count_syscall(cp_port *p) {
 
 static int ring_init(struct io_uring *ring, unsigned depth) {
   struct io_uring_params prm;
+  /* COOP_TASKRUN: a poll wake-up (data arrived on a socket whose receive
+   * armed a poll) queues task work for the submitting thread without an IPI
+   * if that thread is running; it runs the work at its next kernel entry or
+   * exit (our io_uring_enter, any syscall, the next tick). A sleeping thread
+   * is still woken. Without it every such wake-up interrupts the busy
+   * poller. */
+  const char *coop_env = getenv("CPORT_URING_COOP");
+  unsigned coop = coop_env && *coop_env == '0' ? 0 : IORING_SETUP_COOP_TASKRUN;
   memset(&prm, 0, sizeof prm);
-  prm.flags = IORING_SETUP_CQSIZE | IORING_SETUP_SUBMIT_ALL;
+  prm.flags = IORING_SETUP_CQSIZE | IORING_SETUP_SUBMIT_ALL | coop;
   prm.cq_entries = depth * 8 < 65536 ? depth * 8 : 65536;
   int rc = io_uring_queue_init_params(depth, ring, &prm);
+  if (rc == -EINVAL && coop) {
+    memset(&prm, 0, sizeof prm);
+    prm.flags = IORING_SETUP_CQSIZE | IORING_SETUP_SUBMIT_ALL;
+    prm.cq_entries = depth * 8 < 65536 ? depth * 8 : 65536;
+    rc = io_uring_queue_init_params(depth, ring, &prm);
+  }
   if (rc == -EINVAL) {
     memset(&prm, 0, sizeof prm);
     prm.flags = IORING_SETUP_CQSIZE;
