@@ -33,6 +33,7 @@ struct job {
   cp_job_fn fn;
   void *arg;
   uint32_t period_ms;  /* a kept job: re-inserted in the timer heap each time it falls due */
+  cp_job_fn drop;      /* the engine's own timers: frees arg if the job never runs */
   bool kept;           /* made once and reused: never freed by a run or a drop */
   _Atomic bool queued; /* a kept job: in its queue, not yet run */
 };
@@ -75,10 +76,17 @@ cp_jobq *cp_jobq_create(cp_service *svc) {
   return q;
 }
 
+/* A job that will never run (its queue or the service goes). */
+static void job_drop(struct job *j) {
+  if (j->drop)
+    j->drop(j->arg);
+  job_done(j);
+}
+
 static void drop_jobs(cp_jobq *q) {
   for (struct job *j = q->head, *next; j; j = next) {
     next = j->next;
-    job_done(j);
+    job_drop(j);
   }
   q->head = q->tail = NULL;
 }
@@ -294,6 +302,17 @@ int cp_jobq_post_after(cp_jobq *q, uint64_t delay_ms, cp_job_fn fn, void *arg) {
   return rc;
 }
 
+int jobq_post_after_owned(cp_jobq *q, uint64_t delay_ms, cp_job_fn fn, cp_job_fn drop, void *arg) {
+  struct job *j = job_new(fn, arg);
+  if (!j)
+    return -ENOMEM;
+  j->drop = drop;
+  int rc = timer_add(q, delay_ms ? delay_ms : 1, j);
+  if (rc)
+    mem_free(j);
+  return rc;
+}
+
 int jobq_every(cp_jobq *q, uint32_t period_ms, cp_job_fn fn, void *arg, struct job **out) {
   struct job *j = job_new(fn, arg);
   if (!j)
@@ -330,7 +349,7 @@ static int timer_run(const struct timer_ent *e) {
     return rc;
   }
   if (rc)
-    job_done(j); /* the port is closed: the service is stopping */
+    job_drop(j); /* the port is closed: the service is stopping */
   return 0;
 }
 
@@ -383,8 +402,8 @@ static void timers_forget(cp_service *svc, cp_jobq *q) {
   for (uint32_t i = 0; i < svc->heap_len; i++) {
     if (svc->heap[i].q != q)
       svc->heap[n++] = svc->heap[i];
-    else if (!svc->heap[i].job->kept)
-      mem_free(svc->heap[i].job);
+    else
+      job_drop(svc->heap[i].job);
   }
   if (n != svc->heap_len) {
     svc->heap_len = 0;
@@ -397,8 +416,7 @@ static void timers_forget(cp_service *svc, cp_jobq *q) {
 void timers_clear(cp_service *svc) {
   pthread_mutex_lock(&svc->tm_mu);
   for (uint32_t i = 0; i < svc->heap_len; i++)
-    if (!svc->heap[i].job->kept)
-      mem_free(svc->heap[i].job);
+    job_drop(svc->heap[i].job);
   mem_free(svc->heap);
   svc->heap = NULL;
   svc->heap_len = svc->heap_cap = 0;

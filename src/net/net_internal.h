@@ -166,6 +166,8 @@ void session_check_idle(cp_session *s, uint64_t now_ms);
 /* registry.c */
 int registry_add(cp_service *svc, cp_session *s);
 void registry_remove(cp_service *svc, cp_session *s);
+/* The registered session with this id, referenced; NULL if none (O(n)). */
+cp_session *registry_find(cp_service *svc, uint64_t id);
 /* A referenced copy of the registry; give it back with registry_release.
  * Never fails for memory (it may wait for scratch another thread holds). */
 cp_session **registry_snapshot(cp_service *svc, size_t *n);
@@ -189,5 +191,8 @@ void timers_clear(cp_service *svc); /* frees the heap and the jobs in it (not ke
  * nothing is allocated when it falls due. 0, -ENOMEM or -ESHUTDOWN. */
 int jobq_every(cp_jobq *q, uint32_t period_ms, cp_job_fn fn, void *arg, struct job **out);
 void job_free_kept(struct job *j);
+/* cp_jobq_post_after for the engine's own timers: drop(arg) runs instead of
+ * fn if the job never runs (stop, destroy), so arg is never leaked. */
+int jobq_post_after_owned(cp_jobq *q, uint64_t delay_ms, cp_job_fn fn, cp_job_fn drop, void *arg);
 
 #endif /* CPORT_NET_INTERNAL_H */

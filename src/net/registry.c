@@ -62,6 +62,16 @@ int registry_add(cp_service *svc, cp_session *s) {
   return 0;
 }
 
+cp_session *registry_find(cp_service *svc, uint64_t id) {
+  cp_session *found = NULL;
+  pthread_mutex_lock(&svc->reg_mu);
+  for (uint32_t i = 0; i < svc->reg_len && !found; i++)
+    if (svc->reg[i]->id == id)
+      found = cp_session_get(svc->reg[i]);
+  pthread_mutex_unlock(&svc->reg_mu);
+  return found;
+}
+
 void registry_remove(cp_service *svc, cp_session *s) {
   pthread_mutex_lock(&svc->reg_mu);
   uint32_t i = s->reg_idx;

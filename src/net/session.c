@@ -238,21 +238,35 @@ void session_close(cp_session *s, cp_reason why) {
  * until the peer's FIN, an error or LINGER_MS, then close. */
 #define LINGER_MS 2000
 
+/* The linger's deadline. It names the session by id, not by a reference:
+ * a reference would keep the socket open for the whole LINGER_MS even when
+ * the peer closes at once (and every graceful disconnect would hold a
+ * descriptor that long). */
+struct linger_ticket {
+  cp_service *svc;
+  uint64_t id;
+};
+
 static void linger_end(void *arg) {
-  cp_session *s = arg;
-  session_close(s, CP_REASON_LOCAL); /* no-op if the peer's FIN came first */
-  cp_session_put(s);
+  struct linger_ticket *t = arg;
+  cp_session *s = registry_find(t->svc, t->id); /* referenced, or NULL: gone */
+  if (s) {
+    session_close(s, CP_REASON_LOCAL);
+    cp_session_put(s);
+  }
+  mem_free(t);
 }
 
 /* Strand: the drain of a graceful disconnect is done. */
 static void linger(cp_session *s) {
   s->flags |= SF_LINGER;
-  if (shutdown(s->fd, SHUT_WR) == 0) {
-    cp_session_get(s); /* the timer's */
-    if (cp_jobq_post_after(s->svc->sysq, LINGER_MS, linger_end, s) == 0)
-      return;          /* the next recv (in flight, or posted after this send) sees the end */
-    cp_session_put(s); /* never the last: the caller holds the op's */
+  struct linger_ticket *t = mem_alloc(sizeof *t);
+  if (t && shutdown(s->fd, SHUT_WR) == 0) {
+    *t = (struct linger_ticket){.svc = s->svc, .id = s->id};
+    if (jobq_post_after_owned(s->svc->sysq, LINGER_MS, linger_end, mem_free, t) == 0)
+      return; /* the next recv (in flight, or posted after this send) sees the end */
   }
+  mem_free(t);
   session_close(s, CP_REASON_LOCAL);
 }
 
