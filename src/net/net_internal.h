@@ -78,17 +78,14 @@ struct cp_session {
   int32_t recv_res;             /* the finished recv's result, for the strand */
   pthread_spinlock_t send_lock;
   _Atomic uint8_t closing;   /* set once: the session began to end */
-  _Atomic uint8_t draining;  /* set once, under the send lock: a graceful disconnect is
-                                sending what was queued; nothing more is framed or queued */
-  _Atomic uint8_t connected; /* set once: on_connected is running or ran */
+  _Atomic uint8_t connected; /* 1 once on_connected is running or ran; 2 once a graceful
+                                disconnect drains (no more packets or sends; under the send
+                                lock). Folded in here: an idle session's size counts */
   uint8_t reason;            /* why it ended; written once, by session_close */
   uint8_t flags;             /* SF_* */
 };
 
-struct job; /* sendbuf.c: free the chunks pooled for reuse (tests count every byte). */
-void sendbuf_trim(void);
-
-/* jobq.c */
+struct job; /* jobq.c */
 
 struct timer_ent {
   uint64_t due_ms;
@@ -140,6 +137,10 @@ struct cp_service {
   _Atomic uint64_t queued_bytes; /* all sessions' send queues */
 };
 
+static inline bool session_draining(const cp_session *s) {
+  return atomic_load(&((cp_session *)s)->connected) == 2;
+}
+
 static inline void stat_add(_Atomic uint64_t *c, uint64_t v) {
   atomic_fetch_add_explicit(c, v, memory_order_relaxed);
 }
@@ -178,6 +179,9 @@ struct acceptor;
 int listener_start(cp_service *svc);
 void listener_on_accept(cp_service *svc, const cp_completion *c);
 void listener_stop(cp_service *svc);
+
+/* sendbuf.c: free the chunks pooled for reuse (tests count every byte). */
+void sendbuf_trim(void);
 
 /* sendbuf.c: free the chunks pooled for reuse (tests count every byte). */
 void sendbuf_trim(void);

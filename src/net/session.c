@@ -70,7 +70,7 @@ void *cp_session_user(const cp_session *s) {
 }
 bool cp_session_connected(const cp_session *s) {
   cp_session *m = (cp_session *)s;
-  return atomic_load(&m->connected) && !atomic_load(&m->closing) && !atomic_load(&m->draining);
+  return atomic_load(&m->connected) && !atomic_load(&m->closing) && !session_draining(m);
 }
 
 const char *cp_session_peer(const cp_session *s, char *buf, size_t len) {
@@ -281,7 +281,7 @@ void cp_session_disconnect(cp_session *s, bool graceful) {
       s->sq->drain_reason = CP_REASON_LOCAL;
     }
     if (pending)
-      atomic_store(&s->draining, 1); /* no more packets are delivered, no more sends queued */
+      atomic_store(&s->connected, 2); /* no more packets are delivered, no more sends queued */
     pthread_spin_unlock(&s->send_lock);
     if (pending)
       return; /* the send completion closes it once the queue is empty */
@@ -354,7 +354,7 @@ static bool deliver(void *ctx, const uint8_t *p, uint16_t size) {
   atomic_store_explicit(&s->last_active, service_clock(svc), memory_order_relaxed);
   if (svc->o.callbacks.on_packet)
     svc->o.callbacks.on_packet(s, &pkt);
-  return !atomic_load(&s->closing) && !atomic_load(&s->draining);
+  return !atomic_load(&s->closing) && !session_draining(s);
 }
 
 /* Frame the bytes of one receive (see framing.h). */
@@ -408,7 +408,7 @@ static void handle_recv(cp_session *s) {
     stat_add(&svc->n_bytes_in, (uint64_t)res);
     bool sending = false;
     /* draining: the bytes are dropped; receiving goes on only to see the peer go */
-    if (!atomic_load(&s->closing) && !atomic_load(&s->draining)) {
+    if (!atomic_load(&s->closing) && !session_draining(s)) {
       cork(s);
       if (svc->o.raw) {
         stat_add(&svc->n_packets_in, 1);
@@ -554,7 +554,7 @@ int cp_session_send(cp_session *s, cp_sendbuf *b) {
   if (atomic_load(&s->closing) || !atomic_load(&s->connected))
     return -ENOTCONN;
   pthread_spin_lock(&s->send_lock);
-  if (atomic_load(&s->closing) || atomic_load(&s->draining)) {
+  if (atomic_load(&s->closing) || session_draining(s)) {
     pthread_spin_unlock(&s->send_lock);
     return -ENOTCONN;
   }
