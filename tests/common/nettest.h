@@ -151,7 +151,7 @@ static inline struct nt_track *nt_track_new(cp_session *s) {
   return t;
 }
 
-/* Call from on_disconnected. */
+/* Call from on_disconnected, or use it as on_disconnected. */
 static inline void nt_track_end(cp_session *s, cp_reason why) {
   struct nt_track *t = cp_session_user(s);
   CHECK(t != NULL);

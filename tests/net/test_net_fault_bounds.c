@@ -126,10 +126,6 @@ static void echo_packet(cp_session *s, const cp_packet *pkt) {
 static void on_connected(cp_session *s) {
   nt_track_new(s);
 }
-static void on_disconnected(cp_session *s, cp_reason why) {
-  nt_track_end(s, why);
-}
-
 static atomic_int loris_left;
 static int loris_fd[LORIS];
 
@@ -160,7 +156,7 @@ static void slowloris(void) {
                           .idle_timeout_ms = IDLE_MS,
                           .callbacks = {.on_connected = on_connected,
                                         .on_packet = echo_packet,
-                                        .on_disconnected = on_disconnected}};
+                                        .on_disconnected = nt_track_end}};
   struct sockaddr_in addr;
   cp_service *svc = nt_server(o, &addr);
   int healthy = test_connect(&addr);

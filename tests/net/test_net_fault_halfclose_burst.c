@@ -46,10 +46,6 @@ static void on_packet(cp_session *s, const cp_packet *pkt) {
   cp_sendbuf_unref(fill);
 }
 
-static void on_disconnected(cp_session *s, cp_reason why) {
-  nt_track_end(s, why);
-}
-
 int main(void) {
   test_begin("test_net_fault_halfclose_burst", 120);
   CHECK(2 * PACKETS > IOV_MAX);
@@ -57,7 +53,7 @@ int main(void) {
                           .send_queue_max = 2u * PACKETS * REPLY,
                           .callbacks = {.on_connected = on_connected,
                                         .on_packet = on_packet,
-                                        .on_disconnected = on_disconnected}};
+                                        .on_disconnected = nt_track_end}};
   struct sockaddr_in addr;
   cp_service *svc = nt_server(o, &addr);
   static uint8_t req[PACKETS * 4], want[PACKETS * REPLY], in[PACKETS * REPLY];

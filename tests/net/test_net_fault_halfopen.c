@@ -79,12 +79,8 @@ static void on_packet(cp_session *s, const cp_packet *pkt) {
   }
 }
 
-static void on_disconnected(cp_session *s, cp_reason why) {
-  nt_track_end(s, why);
-}
-
 static const cp_session_callbacks cbs = {
-    .on_connected = on_connected, .on_packet = on_packet, .on_disconnected = on_disconnected};
+    .on_connected = on_connected, .on_packet = on_packet, .on_disconnected = nt_track_end};
 
 /* ---- 1. half-close after sending ------------------------------------- */
 

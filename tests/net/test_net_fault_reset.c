@@ -93,10 +93,6 @@ static void on_sent(cp_session *s, size_t bytes) {
   atomic_fetch_add(&sent_bytes, bytes);
 }
 
-static void on_disconnected(cp_session *s, cp_reason why) {
-  nt_track_end(s, why);
-}
-
 /* A blocking client whose receive buffer (and so its window) is small, so
  * the kernel holds little of what the server sends it. */
 static int connect_small(const struct sockaddr_in *addr) {
@@ -266,7 +262,7 @@ int main(void) {
                           .callbacks = {.on_connected = on_connected,
                                         .on_packet = on_packet,
                                         .on_sent = on_sent,
-                                        .on_disconnected = on_disconnected}};
+                                        .on_disconnected = nt_track_end}};
   struct sockaddr_in addr;
   svc = nt_server(o, &addr);
   reset_stream(&addr, false);

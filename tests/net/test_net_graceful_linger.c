@@ -36,9 +36,6 @@ static void on_packet(cp_session *s, const cp_packet *pkt) {
   atomic_fetch_add(&streams, 1);
 }
 
-static void on_disconnected(cp_session *s, cp_reason why) {
-  nt_track_end(s, why);
-}
 static void on_connected(cp_session *s) {
   nt_track_new(s);
 }
@@ -50,7 +47,7 @@ int main(void) {
                           .send_queue_max = 2u * CHUNK * CHUNKS,
                           .callbacks = {.on_connected = on_connected,
                                         .on_packet = on_packet,
-                                        .on_disconnected = on_disconnected}};
+                                        .on_disconnected = nt_track_end}};
   struct sockaddr_in addr;
   cp_service *svc = nt_server(o, &addr);
   static uint8_t buf[CHUNK];

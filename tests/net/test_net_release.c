@@ -35,10 +35,6 @@ static void on_packet(cp_session *s, const cp_packet *pkt) {
     cp_session_disconnect(s, false);
 }
 
-static void on_disconnected(cp_session *s, cp_reason why) {
-  nt_track_end(s, why);
-}
-
 /* The application thread: sends through the sessions it holds, sometimes
  * disconnects them, and drops its references - whenever it gets to them,
  * racing every completion. */
@@ -114,7 +110,7 @@ int main(void) {
   cp_service_options o = {.threads = 4,
                           .callbacks = {.on_connected = on_connected,
                                         .on_packet = on_packet,
-                                        .on_disconnected = on_disconnected}};
+                                        .on_disconnected = nt_track_end}};
   cp_service *svc = nt_server(o, &addr);
   pthread_t app, cl[CLIENT_THREADS];
   pthread_create(&app, NULL, app_thread, NULL);

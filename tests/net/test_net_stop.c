@@ -16,10 +16,6 @@ static void on_packet(cp_session *s, const cp_packet *pkt) {
   cp_session_send(s, b); /* -ENOTCONN once stopping: fine */
   cp_sendbuf_unref(b);
 }
-static void on_disconnected(cp_session *s, cp_reason why) {
-  nt_track_end(s, why);
-}
-
 static int fds[CONNS];
 static atomic_long echoed;
 
@@ -67,7 +63,7 @@ int main(void) {
   cp_service_options o = {.threads = 4,
                           .callbacks = {.on_connected = on_connected,
                                         .on_packet = on_packet,
-                                        .on_disconnected = on_disconnected}};
+                                        .on_disconnected = nt_track_end}};
   struct sockaddr_in addr;
   cp_service *svc = nt_server(o, &addr);
   for (int i = 0; i < CONNS; i++)
