@@ -70,7 +70,8 @@ void *cp_session_user(const cp_session *s) {
 }
 bool cp_session_connected(const cp_session *s) {
   cp_session *m = (cp_session *)s;
-  return atomic_load(&m->connected) && !atomic_load(&m->closing) && !session_draining(m);
+  /* 1: connected; 2: draining after a graceful disconnect (net_internal.h) */
+  return atomic_load(&m->connected) == 1 && !atomic_load(&m->closing);
 }
 
 const char *cp_session_peer(const cp_session *s, char *buf, size_t len) {
