@@ -5,11 +5,11 @@
 #include <errno.h>
 #include <stdlib.h>
 
-struct mem_fns mem_fns = {malloc, realloc, calloc, free};
+struct cp__mem_fns cp__mem_fns = {malloc, realloc, calloc, free};
 
 int cp_replace_allocator(cp_malloc_fn m, cp_realloc_fn r, cp_calloc_fn c, cp_free_fn f) {
   if (!m || !r || !c || !f)
     return -EINVAL;
-  mem_fns = (struct mem_fns){m, r, c, f};
+  cp__mem_fns = (struct cp__mem_fns){m, r, c, f};
   return 0;
 }

@@ -8,27 +8,27 @@
 
 #include "cport/alloc.h"
 
-struct mem_fns {
+struct cp__mem_fns {
   cp_malloc_fn malloc;
   cp_realloc_fn realloc;
   cp_calloc_fn calloc;
   cp_free_fn free;
 };
 
-extern struct mem_fns mem_fns;
+extern struct cp__mem_fns cp__mem_fns;
 
 static inline void *mem_alloc(size_t n) {
-  return mem_fns.malloc(n);
+  return cp__mem_fns.malloc(n);
 }
 static inline void *mem_calloc(size_t count, size_t n) {
-  return mem_fns.calloc(count, n);
+  return cp__mem_fns.calloc(count, n);
 }
 static inline void *mem_realloc(void *p, size_t n) {
-  return mem_fns.realloc(p, n);
+  return cp__mem_fns.realloc(p, n);
 }
 static inline void mem_free(void *p) {
   if (p)
-    mem_fns.free(p);
+    cp__mem_fns.free(p);
 }
 
 #endif

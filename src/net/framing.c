@@ -30,13 +30,13 @@ static bool reserve(struct frame_part **part, uint16_t cap) {
   return true;
 }
 
-void frame_reset(struct frame_part **part) {
+void cp__frame_reset(struct frame_part **part) {
   mem_free(*part);
   *part = NULL;
 }
 
-frame_status frame_feed(struct frame_part **part, const uint8_t *p, size_t n, uint16_t max_packet,
-                        frame_deliver_fn deliver, void *ctx) {
+frame_status cp__frame_feed(struct frame_part **part, const uint8_t *p, size_t n,
+                            uint16_t max_packet, frame_deliver_fn deliver, void *ctx) {
   struct frame_part *pt = *part;
   if (pt) {
     /* Finish the header first (the part has room for one), then the body. */
@@ -62,7 +62,7 @@ frame_status frame_feed(struct frame_part **part, const uint8_t *p, size_t n, ui
     if (pt->len < size)
       return FRAME_OK;
     bool go_on = deliver(ctx, pt->data, size);
-    frame_reset(part);
+    cp__frame_reset(part);
     if (!go_on)
       return FRAME_STOP;
   }

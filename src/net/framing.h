@@ -36,12 +36,12 @@ typedef bool (*frame_deliver_fn)(void *ctx, const uint8_t *pkt, uint16_t size);
  * Frame n more bytes of the stream, continuing a packet kept in *part (NULL
  * if none). Delivers each complete packet in order. After FRAME_BAD,
  * FRAME_NOMEM or FRAME_STOP the stream is over for the caller: call
- * frame_reset. max_packet >= 4.
+ * cp__frame_reset. max_packet >= 4.
  */
-frame_status frame_feed(struct frame_part **part, const uint8_t *p, size_t n, uint16_t max_packet,
-                        frame_deliver_fn deliver, void *ctx);
+frame_status cp__frame_feed(struct frame_part **part, const uint8_t *p, size_t n,
+                            uint16_t max_packet, frame_deliver_fn deliver, void *ctx);
 
 /* Free a kept tail, if any; *part becomes NULL. */
-void frame_reset(struct frame_part **part);
+void cp__frame_reset(struct frame_part **part);
 
 #endif /* CPORT_NET_FRAMING_H */

@@ -61,7 +61,7 @@ struct cp_jobq {
   bool dying;     /* destroyed while scheduled: the run frees it */
 };
 
-uint64_t net_now_ms(void) {
+uint64_t cp__net_now_ms(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
@@ -168,7 +168,7 @@ int cp_jobq_post(cp_jobq *q, cp_job_fn fn, void *arg) {
   return rc;
 }
 
-void jobq_on_run(cp_jobq *q) {
+void cp__jobq_on_run(cp_jobq *q) {
   for (int n = 0; n < BATCH; n++) {
     pthread_mutex_lock(&q->mu);
     if (q->dying) {
@@ -244,7 +244,7 @@ static void heap_pop(struct timer_ent *h, uint32_t *len) {
 static void arm(cp_service *svc) {
   if (!svc->heap_len || svc->tm_armed || atomic_load(&svc->stopped))
     return;
-  uint64_t now = net_now_ms(), due = svc->heap[0].due_ms;
+  uint64_t now = cp__net_now_ms(), due = svc->heap[0].due_ms;
   if (cp_port_timeout(svc->port, &svc->tm_op, NULL, due > now ? due - now : 0) == 0) {
     svc->tm_armed = true;
     svc->tm_armed_due = due;
@@ -302,7 +302,8 @@ int cp_jobq_post_after(cp_jobq *q, uint64_t delay_ms, cp_job_fn fn, void *arg) {
   return rc;
 }
 
-int jobq_post_after_owned(cp_jobq *q, uint64_t delay_ms, cp_job_fn fn, cp_job_fn drop, void *arg) {
+int cp__jobq_post_after_owned(cp_jobq *q, uint64_t delay_ms, cp_job_fn fn, cp_job_fn drop,
+                              void *arg) {
   struct job *j = job_new(fn, arg);
   if (!j)
     return -ENOMEM;
@@ -313,7 +314,7 @@ int jobq_post_after_owned(cp_jobq *q, uint64_t delay_ms, cp_job_fn fn, cp_job_fn
   return rc;
 }
 
-int jobq_every(cp_jobq *q, uint32_t period_ms, cp_job_fn fn, void *arg, struct job **out) {
+int cp__jobq_every(cp_jobq *q, uint32_t period_ms, cp_job_fn fn, void *arg, struct job **out) {
   struct job *j = job_new(fn, arg);
   if (!j)
     return -ENOMEM;
@@ -328,7 +329,7 @@ int jobq_every(cp_jobq *q, uint32_t period_ms, cp_job_fn fn, void *arg, struct j
   return 0;
 }
 
-void job_free_kept(struct job *j) {
+void cp__job_free_kept(struct job *j) {
   mem_free(j);
 }
 
@@ -353,7 +354,7 @@ static int timer_run(const struct timer_ent *e) {
   return 0;
 }
 
-void timer_on_fire(cp_service *svc, const cp_completion *c) {
+void cp__timer_on_fire(cp_service *svc, const cp_completion *c) {
   (void)c;
   struct timer_ent due[BATCH];
   uint32_t n;
@@ -362,7 +363,7 @@ void timer_on_fire(cp_service *svc, const cp_completion *c) {
     pthread_mutex_lock(&svc->tm_mu);
     svc->tm_armed = false;
     svc->tm_cancelling = false;
-    uint64_t now = net_now_ms();
+    uint64_t now = cp__net_now_ms();
     while (svc->heap_len && svc->heap[0].due_ms <= now && n < BATCH) {
       due[n++] = svc->heap[0];
       heap_pop(svc->heap, &svc->heap_len);
@@ -413,7 +414,7 @@ static void timers_forget(cp_service *svc, cp_jobq *q) {
   pthread_mutex_unlock(&svc->tm_mu);
 }
 
-void timers_clear(cp_service *svc) {
+void cp__timers_clear(cp_service *svc) {
   pthread_mutex_lock(&svc->tm_mu);
   for (uint32_t i = 0; i < svc->heap_len; i++)
     job_drop(svc->heap[i].job);

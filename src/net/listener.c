@@ -40,7 +40,7 @@ static void post_later(void *arg) {
   post(a);
 }
 
-int listener_start(cp_service *svc) {
+int cp__listener_start(cp_service *svc) {
   int fd = socket(svc->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0)
     return -errno;
@@ -73,7 +73,7 @@ int listener_start(cp_service *svc) {
   return 0;
 }
 
-void listener_on_accept(cp_service *svc, const cp_completion *c) {
+void cp__listener_on_accept(cp_service *svc, const cp_completion *c) {
   struct acceptor *a = container_of(c->op, struct acceptor, op);
   atomic_fetch_sub(&svc->accepts_posted, 1);
   if (c->result >= 0) {
@@ -91,7 +91,7 @@ void listener_on_accept(cp_service *svc, const cp_completion *c) {
       atomic_fetch_sub(&svc->admitted, 1);
       stat_add(&svc->n_refused, 1);
       close(fd);
-    } else if (!(s = session_new(svc, fd, false))) {
+    } else if (!(s = cp__session_new(svc, fd, false))) {
       if (capped)
         atomic_fetch_sub(&svc->admitted, 1);
       stat_add(&svc->n_accept_errors, 1);
@@ -100,8 +100,8 @@ void listener_on_accept(cp_service *svc, const cp_completion *c) {
       int one = 1;
       setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
       if (capped)
-        s->flags |= SF_ADMITTED; /* we own the strand until session_start */
-      session_start(s);
+        s->flags |= SF_ADMITTED; /* we own the strand until cp__session_start */
+      cp__session_start(s);
       /* Counted once announced: whoever sees `accepts` reach N also sees the
        * N sessions (counted in `sessions` unless they already ended). */
       stat_add(&svc->n_accepts, 1);
@@ -124,7 +124,7 @@ void listener_on_accept(cp_service *svc, const cp_completion *c) {
   post(a); /* ECONNABORTED and the like: that connection is gone, go on */
 }
 
-void listener_stop(cp_service *svc) {
+void cp__listener_stop(cp_service *svc) {
   if (svc->lfd >= 0)
     cp_port_cancel(svc->port, svc->lfd);
 }

@@ -81,7 +81,7 @@ struct cp_session {
   _Atomic uint8_t connected; /* 1 once on_connected is running or ran; 2 once a graceful
                                 disconnect drains (no more packets or sends; under the send
                                 lock). Folded in here: an idle session's size counts */
-  uint8_t reason;            /* why it ended; written once, by session_close */
+  uint8_t reason;            /* why it ended; written once, by cp__session_close */
   uint8_t flags;             /* SF_* */
 };
 
@@ -126,7 +126,7 @@ struct cp_service {
   bool tm_armed, tm_cancelling;
   uint64_t tm_armed_due;
   cp_jobq *sysq;        /* the service's own jobs: idle scans, accept back-off */
-  struct job *idle_job; /* the idle scan, every idle_timeout_ms / 4 (jobq_every) */
+  struct job *idle_job; /* the idle scan, every idle_timeout_ms / 4 (cp__jobq_every) */
 
   /* counters */
   _Atomic uint64_t n_accepts, n_refused, n_connects, n_connect_failures, n_accept_errors;
@@ -145,58 +145,59 @@ static inline void stat_add(_Atomic uint64_t *c, uint64_t v) {
   atomic_fetch_add_explicit(c, v, memory_order_relaxed);
 }
 
-uint64_t net_now_ms(void);
+uint64_t cp__net_now_ms(void);
 /* Now, in the 32-bit clock of session activity times. */
 static inline uint32_t service_clock(const cp_service *svc) {
-  return (uint32_t)(net_now_ms() - svc->epoch_ms);
+  return (uint32_t)(cp__net_now_ms() - svc->epoch_ms);
 }
 
 /* session.c */
-void session_on_completion(cp_session *s, const cp_completion *c);
+void cp__session_on_completion(cp_session *s, const cp_completion *c);
 /* A posted completion whose result is NET_POST_STRAND: run s's strand. */
 #define NET_POST_STRAND 1
-void session_on_strand_post(cp_session *s);
+void cp__session_on_strand_post(cp_session *s);
 /* The service whose worker this thread is, or NULL (set by the workers). */
-extern _Thread_local cp_service *net_worker_of;
-cp_session *session_new(cp_service *svc, int fd, bool client);
-int session_connect(cp_session *s, const struct sockaddr *addr, socklen_t len);
-void session_start(cp_session *s); /* connected: callbacks and first recv */
-void session_close(cp_session *s, cp_reason why);
-void session_check_idle(cp_session *s, uint64_t now_ms);
+extern _Thread_local cp_service *cp__net_worker_of;
+cp_session *cp__session_new(cp_service *svc, int fd, bool client);
+int cp__session_connect(cp_session *s, const struct sockaddr *addr, socklen_t len);
+void cp__session_start(cp_session *s); /* connected: callbacks and first recv */
+void cp__session_close(cp_session *s, cp_reason why);
+void cp__session_check_idle(cp_session *s, uint64_t now_ms);
 
 /* registry.c */
-int registry_add(cp_service *svc, cp_session *s);
-void registry_remove(cp_service *svc, cp_session *s);
+int cp__registry_add(cp_service *svc, cp_session *s);
+void cp__registry_remove(cp_service *svc, cp_session *s);
 /* The registered session with this id, referenced; NULL if none (O(n)). */
-cp_session *registry_find(cp_service *svc, uint64_t id);
-/* A referenced copy of the registry; give it back with registry_release.
+cp_session *cp__registry_find(cp_service *svc, uint64_t id);
+/* A referenced copy of the registry; give it back with cp__registry_release.
  * Never fails for memory (it may wait for scratch another thread holds). */
-cp_session **registry_snapshot(cp_service *svc, size_t *n);
-void registry_release(cp_service *svc, cp_session **v, size_t n);
+cp_session **cp__registry_snapshot(cp_service *svc, size_t *n);
+void cp__registry_release(cp_service *svc, cp_session **v, size_t n);
 
 /* listener.c */
 struct acceptor;
-int listener_start(cp_service *svc);
-void listener_on_accept(cp_service *svc, const cp_completion *c);
-void listener_stop(cp_service *svc);
+int cp__listener_start(cp_service *svc);
+void cp__listener_on_accept(cp_service *svc, const cp_completion *c);
+void cp__listener_stop(cp_service *svc);
 
 /* sendbuf.c: free the chunks pooled for reuse (tests count every byte). */
-void sendbuf_trim(void);
+void cp__sendbuf_trim(void);
 
 /* sendbuf.c: free the chunks pooled for reuse (tests count every byte). */
-void sendbuf_trim(void);
+void cp__sendbuf_trim(void);
 
 /* jobq.c */
-void jobq_on_run(cp_jobq *q);
-void timer_on_fire(cp_service *svc, const cp_completion *c);
-void timers_clear(cp_service *svc); /* frees the heap and the jobs in it (not kept ones) */
+void cp__jobq_on_run(cp_jobq *q);
+void cp__timer_on_fire(cp_service *svc, const cp_completion *c);
+void cp__timers_clear(cp_service *svc); /* frees the heap and the jobs in it (not kept ones) */
 /* Run fn(arg) on q every period_ms, from now on, with a job node made now
- * (*out, freed by job_free_kept after timers_clear and the queue's destroy):
+ * (*out, freed by cp__job_free_kept after cp__timers_clear and the queue's destroy):
  * nothing is allocated when it falls due. 0, -ENOMEM or -ESHUTDOWN. */
-int jobq_every(cp_jobq *q, uint32_t period_ms, cp_job_fn fn, void *arg, struct job **out);
-void job_free_kept(struct job *j);
+int cp__jobq_every(cp_jobq *q, uint32_t period_ms, cp_job_fn fn, void *arg, struct job **out);
+void cp__job_free_kept(struct job *j);
 /* cp_jobq_post_after for the engine's own timers: drop(arg) runs instead of
  * fn if the job never runs (stop, destroy), so arg is never leaked. */
-int jobq_post_after_owned(cp_jobq *q, uint64_t delay_ms, cp_job_fn fn, cp_job_fn drop, void *arg);
+int cp__jobq_post_after_owned(cp_jobq *q, uint64_t delay_ms, cp_job_fn fn, cp_job_fn drop,
+                              void *arg);
 
 #endif /* CPORT_NET_INTERNAL_H */

@@ -28,7 +28,7 @@ static int grow(cp_service *svc) {
   return 0;
 }
 
-int registry_add(cp_service *svc, cp_session *s) {
+int cp__registry_add(cp_service *svc, cp_session *s) {
   pthread_mutex_lock(&svc->reg_mu);
   /* Checked under reg_mu: cp_service_stop sets `stopping` before it takes
    * its snapshot under reg_mu, so a session either makes the snapshot (and
@@ -62,7 +62,7 @@ int registry_add(cp_service *svc, cp_session *s) {
   return 0;
 }
 
-cp_session *registry_find(cp_service *svc, uint64_t id) {
+cp_session *cp__registry_find(cp_service *svc, uint64_t id) {
   cp_session *found = NULL;
   pthread_mutex_lock(&svc->reg_mu);
   for (uint32_t i = 0; i < svc->reg_len && !found; i++)
@@ -72,7 +72,7 @@ cp_session *registry_find(cp_service *svc, uint64_t id) {
   return found;
 }
 
-void registry_remove(cp_service *svc, cp_session *s) {
+void cp__registry_remove(cp_service *svc, cp_session *s) {
   pthread_mutex_lock(&svc->reg_mu);
   uint32_t i = s->reg_idx;
   bool was = i != UINT32_MAX;
@@ -87,7 +87,7 @@ void registry_remove(cp_service *svc, cp_session *s) {
     cp_session_put(s);
 }
 
-cp_session **registry_snapshot(cp_service *svc, size_t *n) {
+cp_session **cp__registry_snapshot(cp_service *svc, size_t *n) {
   pthread_mutex_lock(&svc->reg_mu);
   *n = svc->reg_len;
   cp_session **v = *n ? mem_alloc(*n * sizeof *v) : NULL;
@@ -111,7 +111,7 @@ cp_session **registry_snapshot(cp_service *svc, size_t *n) {
   return v;
 }
 
-void registry_release(cp_service *svc, cp_session **v, size_t n) {
+void cp__registry_release(cp_service *svc, cp_session **v, size_t n) {
   for (size_t i = 0; i < n; i++)
     cp_session_put(v[i]);
   if (v && v == scratch_held) {
@@ -124,8 +124,8 @@ void registry_release(cp_service *svc, cp_session **v, size_t n) {
 
 size_t cp_service_broadcast(cp_service *svc, cp_sendbuf *buf) {
   size_t n;
-  cp_session **v = registry_snapshot(svc, &n);
+  cp_session **v = cp__registry_snapshot(svc, &n);
   size_t ok = cp_session_send_many(v, n, buf);
-  registry_release(svc, v, n);
+  cp__registry_release(svc, v, n);
   return ok;
 }

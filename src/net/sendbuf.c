@@ -64,7 +64,7 @@ static void chunk_unref(struct chunk *c) {
   mem_free(c);
 }
 
-void sendbuf_trim(void) {
+void cp__sendbuf_trim(void) {
   pthread_mutex_lock(&pool_mu);
   struct chunk *c = pool;
   pool = NULL;

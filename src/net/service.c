@@ -91,7 +91,7 @@ int cp_service_create(cp_service **out, const cp_service_options *opts) {
   pthread_mutex_init(&svc->reg_mu, NULL);
   pthread_mutex_init(&svc->bc_mu, NULL);
   pthread_mutex_init(&svc->tm_mu, NULL);
-  svc->epoch_ms = net_now_ms();
+  svc->epoch_ms = cp__net_now_ms();
   svc->sysq = cp_jobq_create(svc);
   if (!svc->sysq) {
     cp_port_destroy(svc->port);
@@ -102,11 +102,11 @@ int cp_service_create(cp_service **out, const cp_service_options *opts) {
   return 0;
 }
 
-_Thread_local cp_service *net_worker_of;
+_Thread_local cp_service *cp__net_worker_of;
 
 static void *worker(void *arg) {
   cp_service *svc = arg;
-  net_worker_of = svc;
+  cp__net_worker_of = svc;
   cp_completion ev[64];
   for (;;) {
     int n = cp_port_wait(svc->port, ev, 64, -1);
@@ -115,19 +115,19 @@ static void *worker(void *arg) {
     for (int i = 0; i < n; i++) {
       switch (ev[i].kind) {
       case CP_OP_ACCEPT:
-        listener_on_accept(svc, &ev[i]);
+        cp__listener_on_accept(svc, &ev[i]);
         break;
       case CP_OP_POST:
         if (ev[i].result == NET_POST_STRAND)
-          session_on_strand_post(ev[i].key);
+          cp__session_on_strand_post(ev[i].key);
         else
-          jobq_on_run(ev[i].key);
+          cp__jobq_on_run(ev[i].key);
         break;
       case CP_OP_TIMEOUT:
-        timer_on_fire(svc, &ev[i]);
+        cp__timer_on_fire(svc, &ev[i]);
         break;
       default: /* connect, recv, send: the fd's key is its session */
-        session_on_completion(ev[i].key, &ev[i]);
+        cp__session_on_completion(ev[i].key, &ev[i]);
         break;
       }
     }
@@ -139,24 +139,24 @@ static void idle_scan(void *arg) {
   if (atomic_load(&svc->stopping))
     return;
   size_t n;
-  cp_session **v = registry_snapshot(svc, &n);
-  uint64_t now = net_now_ms();
+  cp_session **v = cp__registry_snapshot(svc, &n);
+  uint64_t now = cp__net_now_ms();
   for (size_t i = 0; i < n; i++)
     if (atomic_load(&v[i]->connected))
-      session_check_idle(v[i], now);
-  registry_release(svc, v, n);
+      cp__session_check_idle(v[i], now);
+  cp__registry_release(svc, v, n);
 }
 
 static int open_one(cp_service *svc) {
   int fd = socket(svc->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0)
     return -errno;
-  cp_session *s = session_new(svc, fd, true);
+  cp_session *s = cp__session_new(svc, fd, true);
   if (!s) {
     close(fd);
     return -ENOMEM;
   }
-  int rc = session_connect(s, (struct sockaddr *)&svc->addr, svc->addrlen);
+  int rc = cp__session_connect(s, (struct sockaddr *)&svc->addr, svc->addrlen);
   cp_session_put(s);
   /* A connect that failed at once is reported by on_disconnected. */
   return rc == -ESHUTDOWN ? rc : 0;
@@ -185,7 +185,7 @@ int cp_service_start(cp_service *svc) {
   if (atomic_exchange(&svc->started, true))
     return -EALREADY;
   svc->workers = mem_calloc(svc->o.threads, sizeof *svc->workers);
-  int rc = !svc->workers ? -ENOMEM : svc->o.kind == CP_SERVICE_SERVER ? listener_start(svc) : 0;
+  int rc = !svc->workers ? -ENOMEM : svc->o.kind == CP_SERVICE_SERVER ? cp__listener_start(svc) : 0;
   if (rc) {
     mem_free(svc->workers);
     svc->workers = NULL;
@@ -203,7 +203,7 @@ int cp_service_start(cp_service *svc) {
   if (!rc && svc->o.idle_timeout_ms) {
     unsigned period = svc->o.idle_timeout_ms / 4;
     period = period < 10 ? 10 : period > 1000 ? 1000 : period;
-    rc = jobq_every(svc->sysq, period, idle_scan, svc, &svc->idle_job);
+    rc = cp__jobq_every(svc->sysq, period, idle_scan, svc, &svc->idle_job);
   }
   if (!rc && svc->o.kind == CP_SERVICE_CLIENT)
     rc = open_clients(svc);
@@ -229,25 +229,25 @@ void cp_service_stop(cp_service *svc, unsigned drain_ms) {
     cp_port_close(svc->port);
     return;
   }
-  listener_stop(svc);
+  cp__listener_stop(svc);
   /* Let queued sends go out, up to drain_ms. */
-  uint64_t until = net_now_ms() + drain_ms;
-  while (atomic_load(&svc->queued_bytes) && net_now_ms() < until)
+  uint64_t until = cp__net_now_ms() + drain_ms;
+  while (atomic_load(&svc->queued_bytes) && cp__net_now_ms() < until)
     sleep_ms(2);
   size_t n;
-  cp_session **v = registry_snapshot(svc, &n);
+  cp_session **v = cp__registry_snapshot(svc, &n);
   for (size_t i = 0; i < n; i++)
-    session_close(v[i], CP_REASON_SHUTDOWN);
-  registry_release(svc, v, n);
+    cp__session_close(v[i], CP_REASON_SHUTDOWN);
+  cp__registry_release(svc, v, n);
   /* Every session gone, every accept back. The application must have put
    * its own references; say so if it takes long. */
-  uint64_t warn = net_now_ms() + 5000;
+  uint64_t warn = cp__net_now_ms() + 5000;
   while (atomic_load(&svc->sessions_alive) || atomic_load(&svc->accepts_posted)) {
     sleep_ms(1);
-    if (net_now_ms() > warn) {
+    if (cp__net_now_ms() > warn) {
       fprintf(stderr, "cport: stop is waiting for %llu sessions still referenced\n",
               (unsigned long long)atomic_load(&svc->sessions_alive));
-      warn = net_now_ms() + 5000;
+      warn = cp__net_now_ms() + 5000;
     }
   }
   /* Timers stop; wait for the armed one to come back. */
@@ -279,10 +279,10 @@ void cp_service_destroy(cp_service *svc) {
   mem_free(svc->acceptors);
   mem_free(svc->workers);
   mem_free(svc->reg);
-  timers_clear(svc);
+  cp__timers_clear(svc);
   cp_jobq_destroy(svc->sysq);
   if (svc->idle_job)
-    job_free_kept(svc->idle_job);
+    cp__job_free_kept(svc->idle_job);
   pthread_mutex_destroy(&svc->reg_mu);
   pthread_mutex_destroy(&svc->bc_mu);
   pthread_mutex_destroy(&svc->tm_mu);

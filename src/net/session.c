@@ -45,7 +45,7 @@ static void session_free(cp_session *s) {
     mem_free(q->iov);
     mem_free(q);
   }
-  frame_reset(&s->part);
+  cp__frame_reset(&s->part);
   pthread_spin_destroy(&s->send_lock);
   mem_free(s);
   atomic_fetch_sub(&svc->sessions_alive, 1);
@@ -121,13 +121,13 @@ static void strand_loop(cp_session *s) {
  * may hold locks its callbacks take. */
 static void strand_run(cp_session *s) {
   cp_session_get(s); /* the runner's own reference: events may drop the others */
-  if (net_worker_of != s->svc && cp_port_post(s->svc->port, s, NULL, NET_POST_STRAND) == 0)
+  if (cp__net_worker_of != s->svc && cp_port_post(s->svc->port, s, NULL, NET_POST_STRAND) == 0)
     return; /* the reference travels with the post */
   strand_loop(s);
   cp_session_put(s);
 }
 
-void session_on_strand_post(cp_session *s) {
+void cp__session_on_strand_post(cp_session *s) {
   strand_loop(s);
   cp_session_put(s);
 }
@@ -143,7 +143,7 @@ static void strand_signal(cp_session *s, uint32_t bits) {
 
 /* ---- creation -------------------------------------------------------- */
 
-cp_session *session_new(cp_service *svc, int fd, bool client) {
+cp_session *cp__session_new(cp_service *svc, int fd, bool client) {
   cp_session *s = mem_calloc(1, sizeof *s);
   if (!s)
     return NULL;
@@ -153,7 +153,7 @@ cp_session *session_new(cp_service *svc, int fd, bool client) {
   s->id = atomic_fetch_add(&next_session_id, 1);
   s->reg_idx = UINT32_MAX;
   atomic_init(&s->refs, 1);        /* the creator's */
-  atomic_init(&s->strand, ST_RUN); /* the creator runs the strand until session_start */
+  atomic_init(&s->strand, ST_RUN); /* the creator runs the strand until cp__session_start */
   atomic_init(&s->last_active, service_clock(svc));
   pthread_spin_init(&s->send_lock, PTHREAD_PROCESS_PRIVATE);
   if (cp_port_associate(svc->port, fd, s) != 0) {
@@ -172,7 +172,7 @@ static void post_recv(cp_session *s) {
   int rc = cp_port_recv_pooled(s->svc->port, s->fd, &s->rio);
   if (rc) {
     cp_session_put(s);
-    session_close(s, CP_REASON_ERROR);
+    cp__session_close(s, CP_REASON_ERROR);
   }
 }
 
@@ -187,19 +187,19 @@ static void announce(cp_session *s) {
   post_recv(s);
 }
 
-void session_start(cp_session *s) {
+void cp__session_start(cp_session *s) {
   /* Accepted: register, announce, then let the strand go. */
-  int rc = registry_add(s->svc, s);
+  int rc = cp__registry_add(s->svc, s);
   if (rc) {
-    session_close(s, rc == -ESHUTDOWN ? CP_REASON_SHUTDOWN : CP_REASON_ERROR);
+    cp__session_close(s, rc == -ESHUTDOWN ? CP_REASON_SHUTDOWN : CP_REASON_ERROR);
   } else {
     announce(s);
   }
   strand_run(s); /* events that came while we held the strand */
 }
 
-int session_connect(cp_session *s, const struct sockaddr *addr, socklen_t len) {
-  int rc = registry_add(s->svc, s);
+int cp__session_connect(cp_session *s, const struct sockaddr *addr, socklen_t len) {
+  int rc = cp__registry_add(s->svc, s);
   if (rc == 0) {
     cp_session_get(s);
     s->flags |= SF_CONNECTING;
@@ -210,10 +210,10 @@ int session_connect(cp_session *s, const struct sockaddr *addr, socklen_t len) {
     }
   }
   if (rc == -ESHUTDOWN) {
-    session_close(s, CP_REASON_SHUTDOWN); /* never connected: no callback */
+    cp__session_close(s, CP_REASON_SHUTDOWN); /* never connected: no callback */
   } else if (rc) {
     stat_add(&s->svc->n_connect_failures, 1);
-    session_close(s, CP_REASON_CONNECT_FAILED);
+    cp__session_close(s, CP_REASON_CONNECT_FAILED);
   }
   strand_run(s);
   return rc;
@@ -221,7 +221,7 @@ int session_connect(cp_session *s, const struct sockaddr *addr, socklen_t len) {
 
 /* ---- ending ---------------------------------------------------------- */
 
-void session_close(cp_session *s, cp_reason why) {
+void cp__session_close(cp_session *s, cp_reason why) {
   if (atomic_exchange(&s->closing, 1))
     return;
   stat_add(&s->svc->n_disc[why], 1);
@@ -250,9 +250,9 @@ struct linger_ticket {
 
 static void linger_end(void *arg) {
   struct linger_ticket *t = arg;
-  cp_session *s = registry_find(t->svc, t->id); /* referenced, or NULL: gone */
+  cp_session *s = cp__registry_find(t->svc, t->id); /* referenced, or NULL: gone */
   if (s) {
-    session_close(s, CP_REASON_LOCAL);
+    cp__session_close(s, CP_REASON_LOCAL);
     cp_session_put(s);
   }
   mem_free(t);
@@ -264,11 +264,11 @@ static void linger(cp_session *s) {
   struct linger_ticket *t = mem_alloc(sizeof *t);
   if (t && shutdown(s->fd, SHUT_WR) == 0) {
     *t = (struct linger_ticket){.svc = s->svc, .id = s->id};
-    if (jobq_post_after_owned(s->svc->sysq, LINGER_MS, linger_end, mem_free, t) == 0)
+    if (cp__jobq_post_after_owned(s->svc->sysq, LINGER_MS, linger_end, mem_free, t) == 0)
       return; /* the next recv (in flight, or posted after this send) sees the end */
   }
   mem_free(t);
-  session_close(s, CP_REASON_LOCAL);
+  cp__session_close(s, CP_REASON_LOCAL);
 }
 
 void cp_session_disconnect(cp_session *s, bool graceful) {
@@ -287,7 +287,7 @@ void cp_session_disconnect(cp_session *s, bool graceful) {
     if (pending)
       return; /* the send completion closes it once the queue is empty */
   }
-  session_close(s, CP_REASON_LOCAL);
+  cp__session_close(s, CP_REASON_LOCAL);
 }
 
 /* Strand: the session is over. Drop what is queued (the buffers of a send in
@@ -315,7 +315,7 @@ static void finish_close(cp_session *s) {
     if (n < 64)
       break;
   }
-  frame_reset(&s->part);
+  cp__frame_reset(&s->part);
   bool announced = s->flags & SF_ANNOUNCED;
   cp_reason why = (cp_reason)s->reason;
   if ((announced || why == CP_REASON_CONNECT_FAILED) && svc->o.callbacks.on_disconnected)
@@ -324,15 +324,15 @@ static void finish_close(cp_session *s) {
     atomic_fetch_sub(&svc->n_sessions, 1);
   if (s->flags & SF_ADMITTED)
     atomic_fetch_sub(&svc->admitted, 1);
-  registry_remove(svc, s);
+  cp__registry_remove(svc, s);
 }
 
-void session_check_idle(cp_session *s, uint64_t now_ms) {
+void cp__session_check_idle(cp_session *s, uint64_t now_ms) {
   (void)now_ms;
   uint32_t idle =
       service_clock(s->svc) - atomic_load_explicit(&s->last_active, memory_order_relaxed);
   if (idle >= s->svc->o.idle_timeout_ms && idle < UINT32_MAX / 2)
-    session_close(s, CP_REASON_IDLE_TIMEOUT);
+    cp__session_close(s, CP_REASON_IDLE_TIMEOUT);
 }
 
 /* ---- receiving ------------------------------------------------------- */
@@ -360,15 +360,15 @@ static bool deliver(void *ctx, const uint8_t *p, uint16_t size) {
 
 /* Frame the bytes of one receive (see framing.h). */
 static void consume(cp_session *s, const uint8_t *p, size_t n) {
-  switch (frame_feed(&s->part, p, n, s->svc->o.max_packet, deliver, s)) {
+  switch (cp__frame_feed(&s->part, p, n, s->svc->o.max_packet, deliver, s)) {
   case FRAME_OK:
   case FRAME_STOP:
     break;
   case FRAME_BAD:
-    session_close(s, CP_REASON_BAD_PACKET);
+    cp__session_close(s, CP_REASON_BAD_PACKET);
     break;
   case FRAME_NOMEM:
-    session_close(s, CP_REASON_ERROR);
+    cp__session_close(s, CP_REASON_ERROR);
     break;
   }
 }
@@ -403,7 +403,7 @@ static void handle_recv(cp_session *s) {
       announce(s);
     } else if (res != 0 && !atomic_load(&s->closing)) {
       stat_add(&svc->n_connect_failures, 1);
-      session_close(s, CP_REASON_CONNECT_FAILED);
+      cp__session_close(s, CP_REASON_CONNECT_FAILED);
     }
   } else if (res > 0) {
     stat_add(&svc->n_bytes_in, (uint64_t)res);
@@ -444,9 +444,9 @@ static void handle_recv(cp_session *s) {
     }
     pthread_spin_unlock(&s->send_lock);
     if (!pending)
-      session_close(s, s->flags & SF_LINGER ? CP_REASON_LOCAL : CP_REASON_PEER_CLOSED);
+      cp__session_close(s, s->flags & SF_LINGER ? CP_REASON_LOCAL : CP_REASON_PEER_CLOSED);
   } else {
-    session_close(s, s->flags & SF_LINGER ? CP_REASON_LOCAL : reason_of(res));
+    cp__session_close(s, s->flags & SF_LINGER ? CP_REASON_LOCAL : reason_of(res));
   }
   cp_session_put(s); /* the op's reference */
 }
@@ -569,7 +569,7 @@ int cp_session_send(cp_session *s, cp_sendbuf *b) {
   struct sendq *q = s->sq;
   if (q->queued_bytes + len > svc->o.send_queue_max) {
     pthread_spin_unlock(&s->send_lock);
-    session_close(s, CP_REASON_SLOW_CONSUMER);
+    cp__session_close(s, CP_REASON_SLOW_CONSUMER);
     return -ENOBUFS;
   }
   if (!ring_push(q, cp_sendbuf_ref(b))) {
@@ -598,7 +598,7 @@ size_t cp_session_send_many(cp_session *const *v, size_t n, cp_sendbuf *b) {
     if (rc == 0)
       ok++;
     else if (rc == -ENOMEM)
-      session_close(v[i], CP_REASON_ERROR); /* it must not miss a packet and go on */
+      cp__session_close(v[i], CP_REASON_ERROR); /* it must not miss a packet and go on */
   }
   return ok;
 }
@@ -661,11 +661,11 @@ static void handle_send(cp_session *s) {
   }
   pthread_spin_unlock(&s->send_lock);
   if (res < 0)
-    session_close(s, reason_of(res));
+    cp__session_close(s, reason_of(res));
   if (close_now && close_why == CP_REASON_LOCAL && !(s->flags & SF_EOF))
     linger(s);
   else if (close_now)
-    session_close(s, close_why);
+    cp__session_close(s, close_why);
   if (s->flags & SF_RECV_AFTER_SEND) {
     s->flags &= (uint8_t)~SF_RECV_AFTER_SEND;
     post_recv(s); /* not if closing */
@@ -676,7 +676,7 @@ static void handle_send(cp_session *s) {
       pthread_spin_lock(&s->send_lock);
       q->busy = false;
       pthread_spin_unlock(&s->send_lock);
-      session_close(s, CP_REASON_ERROR);
+      cp__session_close(s, CP_REASON_ERROR);
       cp_session_put(s);
     }
     return;
@@ -695,7 +695,7 @@ static void process(cp_session *s, uint32_t bits) {
     finish_close(s);
 }
 
-void session_on_completion(cp_session *s, const cp_completion *c) {
+void cp__session_on_completion(cp_session *s, const cp_completion *c) {
   if (c->kind == CP_OP_SEND) {
     s->sq->res = c->result < INT32_MIN ? INT32_MIN : (int32_t)c->result;
     strand_signal(s, ST_SEND);

@@ -12,7 +12,7 @@
 #include <errno.h>
 #include <sys/mman.h>
 
-int bufpool_init(struct bufpool *b, uint32_t count, uint32_t size) {
+int cp__bufpool_init(struct bufpool *b, uint32_t count, uint32_t size) {
   b->count = count;
   b->size = size;
   b->slab_len = (size_t)count * size;
@@ -25,13 +25,13 @@ int bufpool_init(struct bufpool *b, uint32_t count, uint32_t size) {
   return 0;
 }
 
-void bufpool_free(struct bufpool *b) {
+void cp__bufpool_free(struct bufpool *b) {
   if (b->slab)
     munmap(b->slab, b->slab_len);
   b->slab = NULL;
 }
 
-long bufpool_index(const struct bufpool *b, const void *buf) {
+long cp__bufpool_index(const struct bufpool *b, const void *buf) {
   const char *c = buf;
   if (!b->slab || c < b->slab || c >= b->slab + b->slab_len)
     return -1;

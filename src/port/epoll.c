@@ -62,12 +62,12 @@ struct sink {
 
 static void sink_flush(cp_port *p, struct sink *s) {
   if (s->nspill)
-    port_emit_many(p, s->spill, s->nspill);
+    cp__port_emit_many(p, s->spill, s->nspill);
   s->nspill = 0;
 }
 
 static void sink_put(cp_port *p, struct sink *s, struct op *o, int64_t res, void *buf) {
-  op_free_rest(o);
+  cp__op_free_rest(o);
   cp_completion *c = s->n < s->max ? &s->out[s->n++] : &s->spill[s->nspill++];
   op_complete(o, c, res, buf);
   if (s->nspill == (int)(sizeof s->spill / sizeof s->spill[0]))
@@ -134,7 +134,7 @@ static void epoll_destroy(cp_port *p) {
       continue;
     for (unsigned j = 0; j < FDT_CHUNK; j++) {
       for (struct op *o; (o = opq_pop(&c[j].wr));)
-        op_free_rest(o);
+        cp__op_free_rest(o);
       c[j].rd.tail = NULL;
     }
   }
@@ -298,7 +298,7 @@ static enum try_result try_op(cp_port *p, struct op *o, int64_t *res, void **buf
       n = sendmsg(o->fd, &o->u.msg, MSG_NOSIGNAL);
       count_syscall(p);
       if (n > 0) {
-        int r = op_advance_send(o, (size_t)n);
+        int r = cp__op_advance_send(o, (size_t)n);
         if (r == 1) {
           *res = o->done;
           return TRY_DONE;
@@ -338,7 +338,7 @@ static void starve(cp_port *p, struct op *o, struct fdent *e) {
     e->starved_listed = 1;
     e->starved_next = -1;
     if (ep->starved_tail >= 0)
-      fdtable_get(&p->fds, ep->starved_tail)->starved_next = o->fd;
+      cp__fdtable_get(&p->fds, ep->starved_tail)->starved_next = o->fd;
     else
       ep->starved_head = o->fd;
     ep->starved_tail = o->fd;
@@ -454,7 +454,7 @@ static void heap_remove(struct ep *ep, uint32_t i) {
 
 static void expire_timers(cp_port *p, struct sink *s) {
   struct ep *ep = E(p);
-  uint64_t now = port_now_ns();
+  uint64_t now = cp__port_now_ns();
   pthread_mutex_lock(&ep->lock);
   while (ep->heap_len && ep->heap[0]->u.timer.deadline_ns <= now) {
     struct op *o = ep->heap[0];
@@ -468,7 +468,7 @@ static int next_timer_ms(cp_port *p, int timeout_ms) {
   struct ep *ep = E(p);
   pthread_mutex_lock(&ep->lock);
   if (ep->heap_len) {
-    uint64_t now = port_now_ns(), d = ep->heap[0]->u.timer.deadline_ns;
+    uint64_t now = cp__port_now_ns(), d = ep->heap[0]->u.timer.deadline_ns;
     uint64_t ms = d <= now ? 0 : (d - now + 999999) / 1000000;
     if (timeout_ms < 0 || ms < (uint64_t)timeout_ms)
       timeout_ms = (int)ms;
@@ -498,7 +498,7 @@ static int epoll_poll(cp_port *p, cp_completion *out, int max, int timeout_ms) {
       count_syscall(p);
       continue;
     }
-    struct fdent *e = fdtable_get(&p->fds, (int)ev->data.u64);
+    struct fdent *e = cp__fdtable_get(&p->fds, (int)ev->data.u64);
     if (!e)
       continue;
     pthread_spin_lock(&e->lock);
@@ -551,7 +551,7 @@ static int epoll_cancel_op(cp_port *p, struct op *o) {
     sink_flush(p, &s);
     return rc;
   }
-  struct fdent *e = fdtable_get(&p->fds, o->fd);
+  struct fdent *e = cp__fdtable_get(&p->fds, o->fd);
   if (!e)
     return -ENOENT;
   pthread_spin_lock(&e->lock);
@@ -583,7 +583,7 @@ static void feed_starved(cp_port *p) {
     for (;;) {
       pthread_mutex_lock(&ep->lock);
       int fd = ep->nfree ? ep->starved_head : -1;
-      struct fdent *e = fd >= 0 ? fdtable_get(&p->fds, fd) : NULL;
+      struct fdent *e = fd >= 0 ? cp__fdtable_get(&p->fds, fd) : NULL;
       if (e) {
         ep->starved_head = e->starved_next;
         if (ep->starved_head < 0)
@@ -616,7 +616,7 @@ static void epoll_buf_release(cp_port *p, uint32_t idx) {
   feed_starved(p);
 }
 
-const struct backend cp_backend_epoll = {
+const struct backend cp__backend_epoll = {
     .name = "epoll",
     .probe = epoll_probe,
     .init = epoll_init,

@@ -12,13 +12,13 @@
 #include <errno.h>
 #include <stdlib.h>
 
-int fdtable_init(struct fdtable *t) {
+int cp__fdtable_init(struct fdtable *t) {
   for (unsigned i = 0; i < FDT_CHUNKS; i++)
     atomic_init(&t->chunks[i], NULL);
   return -pthread_mutex_init(&t->grow, NULL);
 }
 
-void fdtable_free(struct fdtable *t) {
+void cp__fdtable_free(struct fdtable *t) {
   for (unsigned i = 0; i < FDT_CHUNKS; i++) {
     struct fdent *c = atomic_load_explicit(&t->chunks[i], memory_order_relaxed);
     if (!c)
@@ -30,7 +30,7 @@ void fdtable_free(struct fdtable *t) {
   pthread_mutex_destroy(&t->grow);
 }
 
-struct fdent *fdtable_get(struct fdtable *t, int fd) {
+struct fdent *cp__fdtable_get(struct fdtable *t, int fd) {
   if (fd < 0 || (unsigned)fd >= FDT_CHUNK * FDT_CHUNKS)
     return NULL;
   struct fdent *c =
@@ -38,8 +38,8 @@ struct fdent *fdtable_get(struct fdtable *t, int fd) {
   return c ? &c[(unsigned)fd & (FDT_CHUNK - 1)] : NULL;
 }
 
-struct fdent *fdtable_make(struct fdtable *t, int fd) {
-  struct fdent *e = fdtable_get(t, fd);
+struct fdent *cp__fdtable_make(struct fdtable *t, int fd) {
+  struct fdent *e = cp__fdtable_get(t, fd);
   if (e || fd < 0 || (unsigned)fd >= FDT_CHUNK * FDT_CHUNKS)
     return e;
   pthread_mutex_lock(&t->grow);

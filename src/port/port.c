@@ -38,7 +38,7 @@ static _Atomic uint64_t next_port_id = 1;
 /* Waits served from the ready ring in a row before one polls the kernel. */
 #define READY_STREAK_MAX 8
 
-uint64_t port_now_ns(void) {
+uint64_t cp__port_now_ns(void) {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
@@ -113,13 +113,13 @@ static int choose_backend(cp_backend want, const struct backend **be, cp_backend
       return rc;
   }
   if (want == CP_BACKEND_EPOLL) {
-    *be = &cp_backend_epoll;
+    *be = &cp__backend_epoll;
     *got = CP_BACKEND_EPOLL;
     return 0;
   }
-  int rc = cp_backend_uring.probe();
+  int rc = cp__backend_uring.probe();
   if (rc == 0) {
-    *be = &cp_backend_uring;
+    *be = &cp__backend_uring;
     *got = CP_BACKEND_URING;
     return 0;
   }
@@ -131,7 +131,7 @@ static int choose_backend(cp_backend want, const struct backend **be, cp_backend
   static _Atomic bool logged;
   if (!atomic_exchange(&logged, true))
     fprintf(stderr, "cport: io_uring unavailable (%s), using epoll\n", cp_strerror(rc));
-  *be = &cp_backend_epoll;
+  *be = &cp__backend_epoll;
   *got = CP_BACKEND_EPOLL;
   return 0;
 }
@@ -192,14 +192,14 @@ int cp_port_create(cp_port **out, const cp_port_options *opts) {
   pthread_cond_init(&p->cv, &ca);
   pthread_condattr_destroy(&ca);
   pthread_mutex_init(&p->mu, NULL);
-  rc = fdtable_init(&p->fds);
+  rc = cp__fdtable_init(&p->fds);
   if (!rc)
-    rc = bufpool_init(&p->bufs, round_pow2(o.buf_count), o.buf_size);
+    rc = cp__bufpool_init(&p->bufs, round_pow2(o.buf_count), o.buf_size);
   if (!rc)
     rc = be->init(p);
   if (rc) {
-    bufpool_free(&p->bufs);
-    fdtable_free(&p->fds);
+    cp__bufpool_free(&p->bufs);
+    cp__fdtable_free(&p->fds);
     pthread_cond_destroy(&p->cv);
     pthread_mutex_destroy(&p->mu);
     mem_free(p->ready);
@@ -224,8 +224,8 @@ void cp_port_destroy(cp_port *p) {
     return;
   cp_port_close(p);
   p->be->destroy(p);
-  bufpool_free(&p->bufs);
-  fdtable_free(&p->fds);
+  cp__bufpool_free(&p->bufs);
+  cp__fdtable_free(&p->fds);
   pthread_cond_destroy(&p->cv);
   pthread_mutex_destroy(&p->mu);
   mem_free(p->ready);
@@ -254,7 +254,7 @@ int cp_port_associate(cp_port *p, int fd, void *key) {
     return -ESHUTDOWN;
   if (fd < 0 || fcntl(fd, F_GETFD) < 0)
     return -EBADF;
-  struct fdent *e = fdtable_make(&p->fds, fd);
+  struct fdent *e = cp__fdtable_make(&p->fds, fd);
   if (!e)
     return fd >= 0 && (unsigned)fd >= FDT_CHUNK * FDT_CHUNKS ? -EBADF : -ENOMEM;
   int rc = p->be->associate(p, fd, e);
@@ -268,7 +268,7 @@ int cp_port_associate(cp_port *p, int fd, void *key) {
 }
 
 static struct fdent *associated_fd(cp_port *p, int fd) {
-  struct fdent *e = fdtable_get(&p->fds, fd);
+  struct fdent *e = cp__fdtable_get(&p->fds, fd);
   if (!e)
     return NULL;
   pthread_spin_lock(&e->lock);
@@ -280,7 +280,7 @@ static struct fdent *associated_fd(cp_port *p, int fd) {
 int cp_port_disassociate(cp_port *p, int fd) {
   if (!p)
     return -EINVAL;
-  struct fdent *e = fdtable_get(&p->fds, fd);
+  struct fdent *e = cp__fdtable_get(&p->fds, fd);
   if (!e)
     return -EBADF;
   pthread_spin_lock(&e->lock);
@@ -326,7 +326,7 @@ static int begin(cp_port *p, int fd, cp_op *cop, cp_op_kind kind, struct op **op
     return -EINVAL;
   if (atomic_load_explicit(&p->closed, memory_order_relaxed))
     return -ESHUTDOWN;
-  struct fdent *e = fdtable_get(&p->fds, fd);
+  struct fdent *e = cp__fdtable_get(&p->fds, fd);
   if (!e)
     return -EBADF;
   struct op *o = op_of(cop);
@@ -455,18 +455,18 @@ int cp_port_timeout(cp_port *p, cp_op *cop, void *key, uint64_t ms) {
   o->kind = CP_OP_TIMEOUT;
   o->u.timer.ts.tv_sec = (long long)(ms / 1000);
   o->u.timer.ts.tv_nsec = (long long)(ms % 1000) * 1000000;
-  o->u.timer.deadline_ns = port_now_ns() + ms * 1000000ull;
+  o->u.timer.deadline_ns = cp__port_now_ns() + ms * 1000000ull;
   return start(p, o, NULL);
 }
 
 /* ---- iovec bookkeeping for partial sends ----------------------------- */
 
-void op_free_rest(struct op *o) {
+void cp__op_free_rest(struct op *o) {
   mem_free(o->iov_rest);
   o->iov_rest = NULL;
 }
 
-int op_advance_send(struct op *o, size_t n) {
+int cp__op_advance_send(struct op *o, size_t n) {
   o->done += (int64_t)n;
   struct iovec *v = o->u.msg.msg_iov;
   size_t cnt = o->u.msg.msg_iovlen;
@@ -502,7 +502,7 @@ int op_advance_send(struct op *o, size_t n) {
 void cp_port_buf_release(cp_port *p, void *buf) {
   if (!p || !buf)
     return;
-  long idx = bufpool_index(&p->bufs, buf);
+  long idx = cp__bufpool_index(&p->bufs, buf);
   if (idx < 0) {
     fprintf(stderr, "cport: cp_port_buf_release: %p is not a pooled buffer of this port\n", buf);
     return;
@@ -559,7 +559,7 @@ static bool notify_locked(cp_port *p, int n) {
   return p->polling && atomic_load(&p->in_kernel);
 }
 
-bool port_queue(cp_port *p, const cp_completion *c, int n) {
+bool cp__port_queue(cp_port *p, const cp_completion *c, int n) {
   if (n <= 0)
     return false;
   pthread_mutex_lock(&p->mu);
@@ -576,13 +576,13 @@ bool port_queue(cp_port *p, const cp_completion *c, int n) {
   return wake;
 }
 
-void port_emit_many(cp_port *p, const cp_completion *c, int n) {
-  if (port_queue(p, c, n))
+void cp__port_emit_many(cp_port *p, const cp_completion *c, int n) {
+  if (cp__port_queue(p, c, n))
     p->be->wake(p);
 }
 
-void port_emit(cp_port *p, const cp_completion *c) {
-  port_emit_many(p, c, 1);
+void cp__port_emit(cp_port *p, const cp_completion *c) {
+  cp__port_emit_many(p, c, 1);
 }
 
 int cp_port_post(cp_port *p, void *key, cp_op *op, int64_t result) {
@@ -612,7 +612,7 @@ int cp_port_post(cp_port *p, void *key, cp_op *op, int64_t result) {
 static int remaining_ms(uint64_t deadline, int timeout_ms) {
   if (timeout_ms < 0)
     return -1;
-  uint64_t now = port_now_ns();
+  uint64_t now = cp__port_now_ns();
   if (now >= deadline)
     return 0;
   uint64_t ms = (deadline - now + 999999) / 1000000;
@@ -622,7 +622,7 @@ static int remaining_ms(uint64_t deadline, int timeout_ms) {
 int cp_port_wait(cp_port *p, cp_completion *out, int max, int timeout_ms) {
   if (!p || !out || max < 1)
     return -EINVAL;
-  uint64_t deadline = timeout_ms > 0 ? port_now_ns() + (uint64_t)timeout_ms * 1000000ull : 0;
+  uint64_t deadline = timeout_ms > 0 ? cp__port_now_ns() + (uint64_t)timeout_ms * 1000000ull : 0;
   struct timespec abs = {0};
   if (timeout_ms > 0) {
     abs.tv_sec = (time_t)(deadline / 1000000000ull);

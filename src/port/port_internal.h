@@ -148,12 +148,12 @@ struct fdtable {
   pthread_mutex_t grow;
 };
 
-int fdtable_init(struct fdtable *t);
-void fdtable_free(struct fdtable *t);
+int cp__fdtable_init(struct fdtable *t);
+void cp__fdtable_free(struct fdtable *t);
 /* The entry for fd, or NULL if fd is out of range or was never touched. */
-struct fdent *fdtable_get(struct fdtable *t, int fd);
+struct fdent *cp__fdtable_get(struct fdtable *t, int fd);
 /* The entry for fd, created if needed. NULL for out of range or -ENOMEM. */
-struct fdent *fdtable_make(struct fdtable *t, int fd);
+struct fdent *cp__fdtable_make(struct fdtable *t, int fd);
 
 /* Pooled receive buffers: one slab, indexed. */
 struct bufpool {
@@ -163,13 +163,13 @@ struct bufpool {
   uint32_t size;
 };
 
-int bufpool_init(struct bufpool *b, uint32_t count, uint32_t size);
-void bufpool_free(struct bufpool *b);
+int cp__bufpool_init(struct bufpool *b, uint32_t count, uint32_t size);
+void cp__bufpool_free(struct bufpool *b);
 static inline void *bufpool_addr(const struct bufpool *b, uint32_t idx) {
   return b->slab + (size_t)idx * b->size;
 }
 /* The index of buf, or -1 if buf is not a buffer of this pool. */
-long bufpool_index(const struct bufpool *b, const void *buf);
+long cp__bufpool_index(const struct bufpool *b, const void *buf);
 
 struct backend;
 
@@ -215,7 +215,7 @@ struct backend {
   int (*start)(cp_port *p, struct op *o, struct fdent *e);
   /* Only the poller calls this. Wait up to timeout_ms (-1 forever) for kernel
    * events; fill out[] with up to max completions and return the count (it may
-   * also push completions with port_emit). 0 means nothing for the caller (a
+   * also push completions with cp__port_emit). 0 means nothing for the caller (a
    * timeout, a wake-up, or only internal work). */
   int (*poll)(cp_port *p, cp_completion *out, int max, int timeout_ms);
   /* Make a poller that is blocked in the kernel return soon. */
@@ -226,20 +226,20 @@ struct backend {
   bool (*has_work)(cp_port *p);
 };
 
-extern const struct backend cp_backend_uring;
-extern const struct backend cp_backend_epoll;
+extern const struct backend cp__backend_uring;
+extern const struct backend cp__backend_epoll;
 
 /*
  * Queue a completion for the waiters (used for posts, for completions found
  * outside the poller, and for the poller's overflow). Never fails: the ready
  * ring grows, and if that allocation fails the caller spins until it can.
  */
-void port_emit(cp_port *p, const cp_completion *c);
+void cp__port_emit(cp_port *p, const cp_completion *c);
 /* Several at once, under one lock. */
-void port_emit_many(cp_port *p, const cp_completion *c, int n);
-/* Like port_emit_many but never calls the backend's wake(): returns true if
+void cp__port_emit_many(cp_port *p, const cp_completion *c, int n);
+/* Like cp__port_emit_many but never calls the backend's wake(): returns true if
  * the caller must call it (after dropping its own locks). */
-bool port_queue(cp_port *p, const cp_completion *c, int n);
+bool cp__port_queue(cp_port *p, const cp_completion *c, int n);
 
 /* Fill a completion for a finished op and mark the op idle. */
 static inline void op_complete(struct op *o, cp_completion *c, int64_t result, void *buf) {
@@ -256,12 +256,12 @@ static inline bool op_is_read(uint8_t kind) {
   return kind == CP_OP_RECV || kind == CP_OP_RECV_POOLED || kind == CP_OP_ACCEPT;
 }
 
-uint64_t port_now_ns(void);
+uint64_t cp__port_now_ns(void);
 
 /* Give back the iov copy made after a partial send. */
-void op_free_rest(struct op *o);
+void cp__op_free_rest(struct op *o);
 /* Advance o's iovecs past n more sent bytes. 1 if all was sent, 0 if some is
  * left (o->u.msg.msg_iov now points at a port-owned copy of the rest), -ENOMEM. */
-int op_advance_send(struct op *o, size_t n);
+int cp__op_advance_send(struct op *o, size_t n);
 
 #endif /* CPORT_PORT_INTERNAL_H */

@@ -252,7 +252,7 @@ static int submit_op(cp_port *p, struct op *o) {
   o->state = OPS_INFLIGHT;
   U(p)->inflight++;
   if (o->fd >= 0)
-    fdtable_get(&p->fds, o->fd)->kernel_ops++;
+    cp__fdtable_get(&p->fds, o->fd)->kernel_ops++;
   return 0;
 }
 
@@ -298,14 +298,14 @@ struct sink {
 /* Queue the spill for the waiters. Safe under u->lock: it never wakes the
  * poller itself (that would take u->lock again); it notes the need instead. */
 static void spill_out(cp_port *p, struct sink *s) {
-  if (s->nspill && port_queue(p, s->spill, s->nspill))
+  if (s->nspill && cp__port_queue(p, s->spill, s->nspill))
     s->wake = true;
   s->nspill = 0;
 }
 
 static void sink_put(cp_port *p, struct sink *s, struct op *o, int64_t res, void *buf) {
   cp_completion *c = s->n < s->max ? &s->out[s->n++] : &s->spill[s->nspill++];
-  op_free_rest(o);
+  cp__op_free_rest(o);
   op_complete(o, c, res, buf);
   if (s->nspill == (int)(sizeof s->spill / sizeof s->spill[0]))
     spill_out(p, s);
@@ -322,13 +322,13 @@ static void flush_sink(cp_port *p, struct sink *s) {
 static bool cancelled(cp_port *p, struct op *o) {
   if (o->how & OPF_CANCEL)
     return true;
-  struct fdent *e = fdtable_get(&p->fds, o->fd);
+  struct fdent *e = cp__fdtable_get(&p->fds, o->fd);
   return e && atomic_load_explicit(&e->gen, memory_order_acquire) != o->gen;
 }
 
 /* The fd's in-flight op of one side finished: start the next queued one. */
 static void side_next(cp_port *p, struct sink *s, int fd, bool read_side) {
-  struct fdent *e = fdtable_get(&p->fds, fd);
+  struct fdent *e = cp__fdtable_get(&p->fds, fd);
   if (!e)
     return;
   struct opq *q = read_side ? &e->rd : &e->wr;
@@ -377,7 +377,7 @@ static void handle_cqe(cp_port *p, struct sink *s, struct io_uring_cqe *cqe) {
   int res = cqe->res;
   int fd = o->fd; /* o may be handed out and reused once completed */
   if (fd >= 0)
-    fdtable_get(&p->fds, fd)->kernel_ops--;
+    cp__fdtable_get(&p->fds, fd)->kernel_ops--;
   switch (o->kind) {
   case CP_OP_ACCEPT:
   case CP_OP_CONNECT:
@@ -426,7 +426,7 @@ static void handle_cqe(cp_port *p, struct sink *s, struct io_uring_cqe *cqe) {
       res = rc;
     }
     if (res > 0) {
-      int r = op_advance_send(o, (size_t)res);
+      int r = cp__op_advance_send(o, (size_t)res);
       if (r == 0 && cancelled(p, o))
         r = -ECANCELED;
       if (r == 0 && (r = submit_op(p, o)) == 0)
@@ -579,7 +579,7 @@ static int uring_cancel_op(cp_port *p, struct op *o) {
   struct sink s = {.out = NULL, .n = 0, .max = 0, .nspill = 0, .wake = false};
   int rc = 0;
   pthread_mutex_lock(&u->lock);
-  struct fdent *e = o->fd >= 0 ? fdtable_get(&p->fds, o->fd) : NULL;
+  struct fdent *e = o->fd >= 0 ? cp__fdtable_get(&p->fds, o->fd) : NULL;
   if (o->state == OPS_QUEUED && e && (opq_remove(&e->rd, o) || opq_remove(&e->wr, o))) {
     sink_put(p, &s, o, -ECANCELED, NULL);
   } else if (o->state == OPS_STARVED && opq_remove(&u->starved, o)) {
@@ -665,7 +665,7 @@ static void uring_destroy(cp_port *p) {
     struct op *o = io_uring_cqe_get_data(cqe);
     if (o) {
       u->inflight--;
-      op_free_rest(o);
+      cp__op_free_rest(o);
       o->state = OPS_DONE;
     }
     io_uring_cqe_seen(&u->ring, cqe);
@@ -680,7 +680,7 @@ static void uring_destroy(cp_port *p) {
   p->be_data = NULL;
 }
 
-const struct backend cp_backend_uring = {
+const struct backend cp__backend_uring = {
     .name = "uring",
     .probe = uring_probe,
     .init = uring_init,

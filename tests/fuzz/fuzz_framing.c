@@ -1,12 +1,12 @@
 /*
  * fuzz_framing.c - differential fuzzing of the packet framing (src/net/framing.c).
  *
- * The input is a byte stream plus how to cut it: frame_feed() gets the
+ * The input is a byte stream plus how to cut it: cp__frame_feed() gets the
  * stream in chunks (1-byte chunks, empty chunks, chunks that split headers,
  * the whole stream at once), and a trivial reference parser walks the whole
  * stream in one go. It checks, exactly:
  *   - the same packets, bytes compared, in the same order, each delivered by
- *     the frame_feed call whose chunk completes it;
+ *     the cp__frame_feed call whose chunk completes it;
  *   - FRAME_BAD exactly when the reference meets a header with size < 4 or
  *     size > max_packet, from the call whose chunk completes that header,
  *     after every packet before it;
@@ -15,10 +15,10 @@
  *   - FRAME_STOP when deliver returns false (at the k-th packet), at once;
  *   - FRAME_NOMEM when the n-th allocation of the engine's allocator fails
  *     (cp_replace_allocator), and never an allocation failure swallowed;
- *   - frame_reset frees everything: the allocator counts live blocks (and
+ *   - cp__frame_reset frees everything: the allocator counts live blocks (and
  *     libFuzzer's leak check runs after each input).
  * Every chunk is copied against a PROT_NONE guard page (at its end, or at
- * its start) before frame_feed sees it, so a read outside it faults.
+ * its start) before cp__frame_feed sees it, so a read outside it faults.
  *
  * Input: byte 0 flags, bytes 1-2 max_packet (LE; below 4 become 4..7), byte 3
  * k (deliver returns false at packet k + 1), byte 4 n (fail allocation n,
@@ -200,12 +200,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (flags & F_EMPTY_FIRST) {
       r.fed_now = r.fed_before;
       const uint8_t *p = guard_place(&guard, NULL, 0, false);
-      FUZZ_CHECK(frame_feed(&part, p, 0, max_packet, deliver, &r) == FRAME_OK);
+      FUZZ_CHECK(cp__frame_feed(&part, p, 0, max_packet, deliver, &r) == FRAME_OK);
     }
     r.fed_now = r.fed_before + n;
     bool failed_before = alloc_failed;
     const uint8_t *p = guard_place(&guard, stream + r.fed_before, n, at_start);
-    st = frame_feed(&part, p, n, max_packet, deliver, &r);
+    st = cp__frame_feed(&part, p, n, max_packet, deliver, &r);
     bool failed_here = alloc_failed && !failed_before;
     chunk++;
     if (flags & F_GUARD_ALT)
@@ -255,7 +255,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     FUZZ_CHECK(r.got == r.ref.n);
     FUZZ_CHECK(!r.ref.bad);
   }
-  frame_reset(&part);
+  cp__frame_reset(&part);
   FUZZ_CHECK(part == NULL);
   FUZZ_CHECK(live_blocks == 0);
   fail_at = SIZE_MAX;

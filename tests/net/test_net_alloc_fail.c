@@ -28,7 +28,7 @@
 #include "common/nettest.h"
 
 #include "cport/alloc.h"
-#include "net/net_internal.h" /* sendbuf_trim: pooled chunks are freed for the count */
+#include "net/net_internal.h" /* cp__sendbuf_trim: pooled chunks are freed for the count */
 
 #include <execinfo.h>
 #include <stdlib.h>
@@ -298,7 +298,7 @@ static struct tally check_stream(const struct client *c, unsigned idx) {
 /* ---- one run --------------------------------------------------------------- */
 
 static void check_no_leak(long n) {
-  sendbuf_trim();
+  cp__sendbuf_trim();
   if (atomic_load(&live) != 0) {
     fprintf(stderr, "run failing allocation %ld: %ld blocks not freed\n", n, atomic_load(&live));
     exit(1);
