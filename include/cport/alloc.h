@@ -4,6 +4,8 @@
 #ifndef CPORT_ALLOC_H
 #define CPORT_ALLOC_H
 
+#include "cport/export.h"
+
 #include <stddef.h>
 
 #ifdef __cplusplus
@@ -24,7 +26,7 @@ typedef void (*cp_free_fn)(void *ptr);
  * allocated with, so never switch while cport objects exist. Returns 0, or
  * -EINVAL if a function is NULL.
  */
-int cp_replace_allocator(cp_malloc_fn m, cp_realloc_fn r, cp_calloc_fn c, cp_free_fn f);
+CP_API int cp_replace_allocator(cp_malloc_fn m, cp_realloc_fn r, cp_calloc_fn c, cp_free_fn f);
 
 #ifdef __cplusplus
 }

@@ -44,6 +44,8 @@
 #ifndef CPORT_PORT_H
 #define CPORT_PORT_H
 
+#include "cport/export.h"
+
 #include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -119,7 +121,7 @@ typedef struct cp_port_options {
  * CPORT_BACKEND) and is not available here, -EINVAL for a bad option or a bad
  * CPORT_BACKEND value, -ENOMEM, or the kernel's error. Any thread.
  */
-int cp_port_create(cp_port **out, const cp_port_options *opts);
+CP_API int cp_port_create(cp_port **out, const cp_port_options *opts);
 
 /*
  * Close the port: every thread in cp_port_wait() returns CP_PORT_CLOSED, and
@@ -127,7 +129,7 @@ int cp_port_create(cp_port **out, const cp_port_options *opts);
  * flight are not delivered; their cp_op memory may be reused once
  * cp_port_destroy() has returned. Idempotent. Any thread.
  */
-void cp_port_close(cp_port *port);
+CP_API void cp_port_close(cp_port *port);
 
 /*
  * Close (if not yet closed), cancel everything in flight, wait for the kernel
@@ -135,13 +137,13 @@ void cp_port_close(cp_port *port);
  * or enter any cp_port_* call on this port during or after it. Pooled buffers
  * still held by the caller are freed too. NULL is a no-op.
  */
-void cp_port_destroy(cp_port *port);
+CP_API void cp_port_destroy(cp_port *port);
 
 /* The backend this port runs on (never CP_BACKEND_AUTO). Any thread. */
-cp_backend cp_port_backend(const cp_port *port);
+CP_API cp_backend cp_port_backend(const cp_port *port);
 
 /* "uring", "epoll" or "auto". Static string. */
-const char *cp_backend_name(cp_backend backend);
+CP_API const char *cp_backend_name(cp_backend backend);
 
 /*
  * Associate a socket with the port: every completion of an op on fd carries
@@ -149,7 +151,7 @@ const char *cp_backend_name(cp_backend backend);
  * The caller keeps owning fd. Returns 0, -EBADF for a bad fd, -ESHUTDOWN
  * after close. Any thread.
  */
-int cp_port_associate(cp_port *port, int fd, void *key);
+CP_API int cp_port_associate(cp_port *port, int fd, void *key);
 
 /*
  * Forget fd: every op still pending on it completes with -ECANCELED (or with
@@ -157,7 +159,7 @@ int cp_port_associate(cp_port *port, int fd, void *key);
  * the same number may be associated again. Returns 0 or -EBADF if fd was not
  * associated. Any thread.
  */
-int cp_port_disassociate(cp_port *port, int fd);
+CP_API int cp_port_disassociate(cp_port *port, int fd);
 
 /*
  * Accept a connection on the listening socket lfd (AcceptEx). Completes with
@@ -166,21 +168,22 @@ int cp_port_disassociate(cp_port *port, int fd);
  * and the peer's address length on completion. Several accepts may be
  * pending on one socket. Returns 0 when started.
  */
-int cp_port_accept(cp_port *port, int lfd, cp_op *op, struct sockaddr *addr, socklen_t *addrlen);
+CP_API int cp_port_accept(cp_port *port, int lfd, cp_op *op, struct sockaddr *addr,
+                          socklen_t *addrlen);
 
 /*
  * Connect the (nonblocking, associated) socket fd to addr (ConnectEx).
  * Completes with 0 or the connect error (e.g. -ECONNREFUSED).
  */
-int cp_port_connect(cp_port *port, int fd, cp_op *op, const struct sockaddr *addr,
-                    socklen_t addrlen);
+CP_API int cp_port_connect(cp_port *port, int fd, cp_op *op, const struct sockaddr *addr,
+                           socklen_t addrlen);
 
 /*
  * Receive into the caller's iovecs (WSARecv). Completes with the number of
  * bytes received (at least 1), or 0 when the peer has closed. iovcnt must be
  * 1..IOV_MAX and the total length non-zero.
  */
-int cp_port_recv(cp_port *port, int fd, cp_op *op, const struct iovec *iov, int iovcnt);
+CP_API int cp_port_recv(cp_port *port, int fd, cp_op *op, const struct iovec *iov, int iovcnt);
 
 /*
  * Receive into a buffer the port takes from its pool only once data is there,
@@ -188,10 +191,10 @@ int cp_port_recv(cp_port *port, int fd, cp_op *op, const struct iovec *iov, int 
  * bytes; the caller owns it until cp_port_buf_release(). When the pool is
  * empty the op waits (it is not lost) until a buffer is released.
  */
-int cp_port_recv_pooled(cp_port *port, int fd, cp_op *op);
+CP_API int cp_port_recv_pooled(cp_port *port, int fd, cp_op *op);
 
 /* Give a pooled buffer (cp_completion.buf) back to the port. Any thread. */
-void cp_port_buf_release(cp_port *port, void *buf);
+CP_API void cp_port_buf_release(cp_port *port, void *buf);
 
 /*
  * Send every byte of the caller's iovecs (WSASend). Completes with the total
@@ -199,7 +202,7 @@ void cp_port_buf_release(cp_port *port, void *buf);
  * -ECONNRESET). Never completes short. iovcnt must be 1..IOV_MAX, the total
  * non-zero. Never raises SIGPIPE.
  */
-int cp_port_send(cp_port *port, int fd, cp_op *op, const struct iovec *iov, int iovcnt);
+CP_API int cp_port_send(cp_port *port, int fd, cp_op *op, const struct iovec *iov, int iovcnt);
 
 /*
  * Graceful disconnect (DisconnectEx): shutdown(fd, how) once every send
@@ -207,13 +210,13 @@ int cp_port_send(cp_port *port, int fd, cp_op *op, const struct iovec *iov, int 
  * SHUT_RDWR (also ends pending receives with 0). Completes with 0 or -errno.
  * The caller still closes fd.
  */
-int cp_port_disconnect(cp_port *port, int fd, cp_op *op, int how);
+CP_API int cp_port_disconnect(cp_port *port, int fd, cp_op *op, int how);
 
 /*
  * A timer: completes with 0 after ms milliseconds (key is passed through to
  * the completion), or with -ECANCELED if cp_port_cancel_op() stops it first.
  */
-int cp_port_timeout(cp_port *port, cp_op *op, void *key, uint64_t ms);
+CP_API int cp_port_timeout(cp_port *port, cp_op *op, void *key, uint64_t ms);
 
 /*
  * Queue a completion by hand (PostQueuedCompletionStatus): a waiter gets
@@ -221,14 +224,14 @@ int cp_port_timeout(cp_port *port, cp_op *op, void *key, uint64_t ms);
  * back as-is and the port does not touch it. Never blocks. Returns 0,
  * -ESHUTDOWN after close, -ENOMEM.
  */
-int cp_port_post(cp_port *port, void *key, cp_op *op, int64_t result);
+CP_API int cp_port_post(cp_port *port, void *key, cp_op *op, int64_t result);
 
 /*
  * Cancel every op pending on fd (CancelIoEx(fd, NULL)). Each completes with
  * -ECANCELED, or with its result if it finished first. Returns 0 (also when
  * nothing was pending) or -EBADF if fd is not associated.
  */
-int cp_port_cancel(cp_port *port, int fd);
+CP_API int cp_port_cancel(cp_port *port, int fd);
 
 /*
  * Cancel one op (CancelIoEx(fd, op)), e.g. a timer. Returns 0 if a cancel was
@@ -237,7 +240,7 @@ int cp_port_cancel(cp_port *port, int fd);
  * must have been started on this port at least once (a zeroed cp_op that was
  * never started is also answered -ENOENT).
  */
-int cp_port_cancel_op(cp_port *port, cp_op *op);
+CP_API int cp_port_cancel_op(cp_port *port, cp_op *op);
 
 /*
  * Wait for completions (GetQueuedCompletionStatusEx): fills out[0..max-1] and
@@ -250,7 +253,7 @@ int cp_port_cancel_op(cp_port *port, cp_op *op);
  * a running thread that blocks (a database call, a lock) keeps its slot:
  * nothing notices it blocking, so budget concurrency for that.
  */
-int cp_port_wait(cp_port *port, cp_completion *out, int max, int timeout_ms);
+CP_API int cp_port_wait(cp_port *port, cp_completion *out, int max, int timeout_ms);
 
 /* Counters, readable at any time from any thread (relaxed snapshot). */
 typedef struct cp_port_stats {
@@ -259,10 +262,10 @@ typedef struct cp_port_stats {
   uint64_t syscalls;  /* kernel entries made by the port itself */
   uint64_t buf_waits; /* pooled receives that had to wait for a free buffer */
 } cp_port_stats;
-void cp_port_get_stats(const cp_port *port, cp_port_stats *out);
+CP_API void cp_port_get_stats(const cp_port *port, cp_port_stats *out);
 
 /* A static message for a (negative or positive) errno value. */
-const char *cp_strerror(int err);
+CP_API const char *cp_strerror(int err);
 
 #ifdef __cplusplus
 }
