@@ -5,5 +5,6 @@
 #include "cport/alloc.h"
 #include "cport/net.h"
 #include "cport/port.h"
+#include "cport/version.h"
 
 #endif /* CPORT_H */
