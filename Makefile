@@ -36,12 +36,24 @@ run: setup build
 
 # Every test, on both backends: plain (optimized, as shipped), under ASan+UBSan, and under TSan;
 # then each fuzz target for a minute, and a one-minute soak. See docs/reliability.md.
+# Each phase is timed (its build included); the times are printed at the end and kept in
+# build/test-times.txt. The budget for the whole is 30 minutes on the 2-core machine.
+TEST_TIMES = build/test-times.txt
+define timed_phase
+	@t0=$$(date +%s); rc=0; $(MAKE) $(1) || rc=$$?; \
+	  printf '%-20s %5d s%s\n' '$(1)' $$(( $$(date +%s) - t0 )) "$$([ $$rc -eq 0 ] || echo ' FAILED')" \
+	    >>$(TEST_TIMES); exit $$rc
+endef
+
 test: setup
-	$(MAKE) test-plain
-	$(MAKE) test-asan
-	$(MAKE) test-tsan
-	$(MAKE) fuzz SECONDS=60
-	$(MAKE) soak MINUTES=1
+	@mkdir -p build && : >$(TEST_TIMES) && date +%s >$(TEST_TIMES).start
+	$(call timed_phase,test-plain)
+	$(call timed_phase,test-asan)
+	$(call timed_phase,test-tsan)
+	$(call timed_phase,fuzz SECONDS=60)
+	$(call timed_phase,soak MINUTES=1)
+	@printf 'make test: time per phase (each with its build)\n'; cat $(TEST_TIMES); \
+	  printf '%-20s %5d s\n' total $$(( $$(date +%s) - $$(cat $(TEST_TIMES).start) ))
 
 # libFuzzer targets (clang), built apart in build-fuzz/; crashes kept in build-fuzz/artifacts/.
 fuzz: setup
