@@ -3,7 +3,8 @@
 
     check_exports.py NM INCLUDE_DIR LIBCPORT_SO LIBCPORT_A
 
-The API is every declaration marked CP_API in INCLUDE_DIR (cport.h and cport/*.h).
+The API is every function and variable declared in INCLUDE_DIR (cport.h and cport/*.h); each
+declaration must carry CP_API (include/cport/export.h), or the shared library hides it.
   - The shared library must export (nm -D --defined-only) exactly those names.
   - The static library's global definitions (nm -g --defined-only) must be those names and
     internal ones with the reserved prefix cp__, nothing else: an internal name without it
@@ -21,28 +22,56 @@ TOOLCHAIN = re.compile(r"^(__(asan|tsan|ubsan|sancov|msan|lsan)|__odr_asan|___as
                        r"_edata$|_end$|__bss_start$)")
 
 
-def api_names(include_dir):
-    """The names of every CP_API declaration: functions and variables."""
-    names = {}
+def top_level_statements(text):
+    """The file-scope declarations of a header (comments and preprocessor lines removed):
+    each up to its ';', or up to the '}' that closes a function body at file scope.
+    extern "C" { ... } is transparent."""
+    text = re.sub(r"/\*.*?\*/", " ", text, flags=re.S)
+    text = re.sub(r"//[^\n]*", " ", text)
+    text = re.sub(r"^\s*#(?:[^\n]*\\\n)*[^\n]*", " ", text, flags=re.M)
+    text = re.sub(r'extern\s+"C"\s*\{', " ", text)
+    statements, cur, depth = [], [], 0
+    for ch in text:
+        if depth == 0 and ch == "}":  # the end of extern "C" { ... }
+            continue
+        cur.append(ch)
+        if ch == "{":
+            depth += 1
+        elif ch == "}":
+            depth -= 1
+            if depth == 0 and re.search(r"\)\s*\{", "".join(cur)):  # a function body
+                statements.append("".join(cur).strip())
+                cur = []
+        elif ch == ";" and depth == 0:
+            statements.append("".join(cur).strip())
+            cur = []
+    return statements
+
+
+def declarations(include_dir):
+    """Every function and variable the headers declare at file scope (not typedefs, not static
+    inline helpers), and which of them lack CP_API."""
+    names, unmarked = {}, []
     root = pathlib.Path(include_dir)
     for header in sorted(root.rglob("*.h")):
-        text = header.read_text()
-        text = re.sub(r"/\*.*?\*/", " ", text, flags=re.S)  # comments
-        text = re.sub(r"//[^\n]*", " ", text)
-        text = re.sub(r"^\s*#(?:[^\n]*\\\n)*[^\n]*", " ", text, flags=re.M)  # the preprocessor's
-        for m in re.finditer(r"\bCP_API\b([^;{]*)", text):
-            decl = m.group(1)
-            if "(" in decl:  # a function: the name before the first parenthesis
-                name = re.search(r"([A-Za-z_]\w*)\s*\($", decl[: decl.index("(") + 1])
+        for st in top_level_statements(header.read_text()):
+            st = " ".join(st.split())
+            if not st or re.match(r"(typedef|static)\b", st) or re.match(
+                    r"(struct|union|enum)\s+\w+\s*(\{.*\})?\s*;$", st):
+                continue
+            if "(" in st.split("=")[0]:  # a function: the name before the first parenthesis
+                name = re.search(r"([A-Za-z_]\w*)\s*\($", st[: st.index("(") + 1])
                 kind = "function"
             else:  # a variable: the last name before an array bound or initializer
-                name = re.search(r"([A-Za-z_]\w*)\s*(\[[^\]]*\]\s*)*(=.*)?$", decl.strip(),
-                                 flags=re.S)
+                name = re.search(r"([A-Za-z_]\w*)\s*(\[[^\]]*\]\s*)*(=.*)?;$", st)
                 kind = "variable"
             if not name:
-                sys.exit(f"check_exports: cannot read the declaration in {header}: CP_API{decl}")
-            names[name.group(1)] = f"{kind} in {header.relative_to(root)}"
-    return names
+                sys.exit(f"check_exports: cannot read this declaration in {header}: {st}")
+            where = f"{kind} in {header.relative_to(root)}"
+            names[name.group(1)] = where
+            if not re.search(r"\bCP_API\b", st):
+                unmarked.append(f"{name.group(1)} ({where})")
+    return names, unmarked
 
 
 def defined_globals(nm, args, lib):
@@ -60,14 +89,17 @@ def main():
     if len(sys.argv) != 5:
         sys.exit(__doc__)
     nm, include_dir, so, a = sys.argv[1:]
-    api = api_names(include_dir)
+    api, unmarked = declarations(include_dir)
     if not api:
-        sys.exit(f"check_exports: no CP_API declaration found under {include_dir}")
+        sys.exit(f"check_exports: no declaration found under {include_dir}")
     failed = False
+    for what in unmarked:
+        print(f"{include_dir}: declares {what} without CP_API")
+        failed = True
 
     exported = defined_globals(nm, ["-D", "--defined-only"], so)
     for name in sorted(exported - api.keys()):
-        print(f"{so}: exports {name}, which include/ does not declare with CP_API")
+        print(f"{so}: exports {name}, which include/ does not declare")
         failed = True
     for name in sorted(api.keys() - exported):
         print(f"{so}: does not export {name} ({api[name]})")
