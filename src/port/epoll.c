@@ -153,7 +153,7 @@ static int epoll_associate(cp_port *p, int fd, struct fdent *e) {
     return 0;
   if (errno == EEXIST && epoll_ctl(E(p)->epfd, EPOLL_CTL_MOD, fd, &ev) == 0)
     return 0;
-  return errno == EPERM ? -EBADF : -errno; /* EPERM: not pollable (a regular file) */
+  return errno == EPERM ? CP_ENOTSOCK : -errno; /* EPERM: not pollable */
 }
 
 static void epoll_wake(cp_port *p) {

@@ -263,12 +263,13 @@ int cp_port_associate(cp_port *p, cp_socket_t fd, void *key) {
     return CP_EINVAL;
   if (atomic_load(&p->closed))
     return CP_ESHUTDOWN;
-  if (fd < 0 || fcntl(fd, F_GETFD) < 0)
-    return CP_EBADF;
+  int rc = cp__socket_prepare(fd);
+  if (rc)
+    return rc;
   struct fdent *e = cp__fdtable_make(&p->fds, fd);
   if (!e)
     return fd >= 0 && (unsigned)fd >= FDT_CHUNK * FDT_CHUNKS ? CP_EBADF : CP_ENOMEM;
-  int rc = p->be->associate(p, fd, e);
+  rc = p->be->associate(p, fd, e);
   if (rc)
     return rc;
   cp__spin_lock(&e->lock);

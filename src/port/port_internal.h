@@ -256,6 +256,11 @@ static inline bool op_is_read(uint8_t kind) {
   return kind == CP_OP_RECV || kind == CP_OP_RECV_POOLED || kind == CP_OP_ACCEPT;
 }
 
+/* Make sure sock is an open socket and put it in the mode the backends
+ * need (nonblocking on POSIX): 0, CP_EBADF (not open) or CP_ENOTSOCK.
+ * socket_posix.c / socket_win32.c. */
+int cp__socket_prepare(cp_socket_t sock);
+
 /* Give back the iov copy made after a partial send. */
 void cp__op_free_rest(struct op *o);
 /* Advance o's iovecs past n more sent bytes. 1 if all was sent, 0 if some is
