@@ -475,8 +475,8 @@ int cp_port_timeout(cp_port *p, cp_op *cop, void *key, uint64_t ms) {
   o->fd = -1;
   o->key = key;
   o->kind = CP_OP_TIMEOUT;
-  o->u.timer.ts.tv_sec = (long long)(ms / 1000);
-  o->u.timer.ts.tv_nsec = (long long)(ms % 1000) * 1000000;
+  o->u.timer.ts.tv_sec = (int64_t)(ms / 1000);
+  o->u.timer.ts.tv_nsec = (int64_t)(ms % 1000) * 1000000;
   cp__heap_node_init(&o->u.timer.node, cp__now_ns() + ms * 1000000ull);
   return start(p, o, NULL);
 }

@@ -17,7 +17,6 @@
 #include "common/mem.h"
 #include "platform/platform.h"
 
-#include <linux/time_types.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 
@@ -53,8 +52,10 @@ struct op {
       socklen_t addrlen;
     } connect;
     struct {
-      struct __kernel_timespec ts; /* uring: the relative time */
-      struct cp__heap_node node;   /* epoll: key = deadline (cp__now_ns) */
+      struct cp__timespec {
+        int64_t tv_sec, tv_nsec;
+      } ts;                      /* uring: the relative time (as __kernel_timespec) */
+      struct cp__heap_node node; /* epoll: key = deadline (cp__now_ns) */
     } timer;
   } u;
 };

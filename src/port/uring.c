@@ -58,6 +58,12 @@ struct uring {
 #endif
 };
 
+/* struct op keeps the timer's time in a portable struct of the same layout. */
+_Static_assert(sizeof(struct cp__timespec) == sizeof(struct __kernel_timespec) &&
+                   offsetof(struct cp__timespec, tv_nsec) ==
+                       offsetof(struct __kernel_timespec, tv_nsec),
+               "cp__timespec must match __kernel_timespec");
+
 static inline struct uring *U(cp_port *p) {
   return p->be_data;
 }
@@ -254,7 +260,7 @@ static void prep(cp_port *p, struct op *o, struct io_uring_sqe *sqe) {
     io_uring_prep_shutdown(sqe, o->fd, o->how & 0xff);
     break;
   case CP_OP_TIMEOUT:
-    io_uring_prep_timeout(sqe, &o->u.timer.ts, 0, 0);
+    io_uring_prep_timeout(sqe, (struct __kernel_timespec *)(void *)&o->u.timer.ts, 0, 0);
     break;
   }
   io_uring_sqe_set_data(sqe, o);
