@@ -126,8 +126,10 @@ struct client {
   uint8_t *fence;        /* churn, fencing: members I still wait a chat of (strand) */
   unsigned fence_left;   /* how many (strand) */
   /* presence (strand): the player id of each member of my room I know is in it (by
-   * index in the room, 0: not known to be in), how many members the room has, and
-   * how many of them I know (the rest were not listed in S_ENTER_ROOM) */
+   * index in the room, 0: not known to be in; a second slot at index + room size,
+   * for churn: a client's new connection may enter before its old one has left),
+   * how many members the room has, and how many of them I know (the rest were
+   * not listed in S_ENTER_ROOM) */
   uint64_t *mpid;
   unsigned mcount, mknown;
   _Atomic unsigned mcount_seen; /* mcount, for the main thread's final check */
@@ -438,7 +440,7 @@ static unsigned member_client(ProtobufCBinaryData name) {
 /* S_ENTER_ROOM of my room (strand): start the presence count. */
 static void presence_start(struct client *c, const Chatw__SEnterRoom *m) {
   unsigned base = room_base(c), n = room_members(base);
-  memset(c->mpid, 0, n * sizeof *c->mpid);
+  memset(c->mpid, 0, 2 * n * sizeof *c->mpid);
   c->mcount = m->member_count;
   c->mknown = 0;
   atomic_store_explicit(&c->mcount_seen, c->mcount, memory_order_relaxed);
@@ -451,11 +453,14 @@ static void presence_start(struct client *c, const Chatw__SEnterRoom *m) {
   }
   for (size_t k = 0; k < m->n_members; k++) {
     unsigned i = member_client(m->members[k]->name);
-    if (i == UINT_MAX || i < base || i >= base + n || c->mpid[i - base]) {
+    unsigned slot = i - base;
+    if (i != UINT_MAX && i >= base && i < base + n && c->mpid[slot])
+      slot += n; /* churn: its old connection, not gone yet */
+    if (i == UINT_MAX || i < base || i >= base + n || c->mpid[slot]) {
       error("client %u: S_ENTER_ROOM lists a member that is not of the room, or twice", c->idx);
       return;
     }
-    c->mpid[i - base] = m->members[k]->player_id;
+    c->mpid[slot] = m->members[k]->player_id;
     c->mknown++;
   }
   atomic_store_explicit(&c->mcount_seen, c->mcount, memory_order_relaxed);
@@ -471,7 +476,10 @@ static void on_joined(struct client *c, const Chatw__SMemberJoined *m) {
     error("client %u: S_MEMBER_JOINED of another room or player", c->idx);
     return;
   }
-  if (c->mpid[i - base] || i == c->idx) {
+  unsigned slot = i - base;
+  if (c->mpid[slot] && cfg.churn > 0)
+    slot += n; /* its old connection has not left yet */
+  if (c->mpid[slot] || i == c->idx) {
     error("client %u: S_MEMBER_JOINED of client %u, in the room already", c->idx, i);
     return;
   }
@@ -483,7 +491,7 @@ static void on_joined(struct client *c, const Chatw__SMemberJoined *m) {
       error("client %u: S_MEMBER_JOINED of client %u with player id %" PRIu64 ", not %" PRIu64,
             c->idx, i, m->member->player_id, pid);
   }
-  c->mpid[i - base] = m->member->player_id;
+  c->mpid[slot] = m->member->player_id;
   c->mcount++;
   c->mknown++;
   atomic_store_explicit(&c->mcount_seen, c->mcount, memory_order_relaxed);
@@ -498,7 +506,7 @@ static void on_left(struct client *c, const Chatw__SMemberLeft *m) {
     error("client %u: S_MEMBER_LEFT of another room, or of me", c->idx);
     return;
   }
-  for (unsigned j = 0; j < n; j++)
+  for (unsigned j = 0; j < 2 * n; j++)
     if (c->mpid[j] == m->player_id) {
       c->mpid[j] = 0;
       c->mknown--;
@@ -1171,7 +1179,7 @@ int main(int argc, char **argv) {
     pthread_spin_init(&clients[i].lock, PTHREAD_PROCESS_PRIVATE);
     if (cfg.mode == MODE_CHAT &&
         (!(clients[i].seen = calloc(cfg.room_size, sizeof(struct seen))) ||
-         !(clients[i].mpid = calloc(cfg.room_size, sizeof(uint64_t))) ||
+         !(clients[i].mpid = calloc(2 * (size_t)cfg.room_size, sizeof(uint64_t))) ||
          (cfg.churn > 0 && !(clients[i].fence = calloc(cfg.room_size, 1))))) {
       fprintf(stderr, "cport-dummy: out of memory\n");
       return 1;
