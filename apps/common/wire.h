@@ -56,6 +56,8 @@ static inline int wire_send(cp_session *s, uint16_t id, const ProtobufCMessage *
  * overlong forms, no surrogates, nothing above U+10FFFF). By length: never
  * stops at a zero byte. */
 static inline bool wire_utf8_ok(const uint8_t *p, size_t n) {
+  if (!n)
+    return true; /* (p may be NULL) */
   const uint8_t *end = p + n;
   while (p < end) {
     unsigned c = *p++, more, min;

@@ -600,7 +600,7 @@ static size_t put_packet(uint8_t *p, uint16_t id, const ProtobufCMessage *m) {
 }
 
 static void pipeline_send(cp_session *s, struct client *c) {
-  char name[40], pipe[40], room[40], text[PIPE_CHATS][16];
+  char name[40], pipe[40], room[40], text[PIPE_CHATS][24];
   snprintf(name, sizeof name, "dummy-%u", c->idx);
   snprintf(pipe, sizeof pipe, "pipe-%u", c->idx);
   room_name(c, room, sizeof room);
@@ -674,7 +674,7 @@ static bool pipeline_check(struct client *c, const cp_packet *pkt) {
   }
   case CHATW__PACKET_ID__S_CHAT: {
     Chatw__SChat *m = chatw__schat__unpack(NULL, pkt->body_len, pkt->body);
-    char text[16];
+    char text[24];
     snprintf(text, sizeof text, "pipe:%u", k - 3);
     ok = m && bytes_eq(m->room, pipe) && bytes_eq(m->text, text) && m->player_id == c->player_id;
     chatw__schat__free_unpacked(m, NULL);
