@@ -69,14 +69,14 @@ run_dummy() {
 
 # Scale of the scale tests: 1 in the plain build, 1/100 under the sanitizers
 # (a binary linked to libasan or libtsan); CPORT_E2E_SCALE overrides.
+SANITIZED=0
+[[ $(ldd "$BIN/cport-server" 2>/dev/null || true) =~ lib[at]san ]] && SANITIZED=1
 if [[ -n ${CPORT_E2E_SCALE:-} ]]; then
   SCALE=$CPORT_E2E_SCALE
-elif ldd "$BIN/cport-server" 2>/dev/null | grep -qE 'lib(a|t)san'; then
+elif ((SANITIZED)); then
   SCALE=0.01
 else
   SCALE=1
 fi
-SANITIZED=0
-ldd "$BIN/cport-server" 2>/dev/null | grep -qE 'lib(a|t)san' && SANITIZED=1
 # scaled N MIN: N times SCALE, at least MIN.
 scaled() { awk -v n="$1" -v s="$SCALE" -v m="$2" 'BEGIN { v = int(n * s); print (v < m ? m : v) }'; }

@@ -445,8 +445,6 @@ def rules():
     rule_presence_and_chat_room()
     rule_ping()
     rule_bad_header()
-    time.sleep(0.5)  # the closes above are processed: their rooms are gone
-    rule_max_rooms()
 
 
 # ---- scale -------------------------------------------------------------
@@ -547,6 +545,30 @@ def presence(n, steps):
                 return m
             raise AssertionError(f"unexpected packet {pid} {m}")
 
+    def gone(r, pid, p):
+        """wait until the server has processed the close of pid (in room r):
+        an observer in r hears S_MEMBER_LEFT; with none, a probe's list
+        no longer has it"""
+        deadline = time.time() + 20
+        obs = [q for q in players if q is not p and q[1] == r]
+        while time.time() < deadline:
+            if obs:
+                pump(obs[0], None)
+                if pid not in obs[0][2]:
+                    return
+            else:
+                probe = Conn()
+                probe.login(b"probe")
+                probe.send(enter(r))
+                listed = set(x for x, _ in members(probe.expect(S_ENTER_ROOM)))
+                probe.send(leave())
+                probe.expect(S_LEAVE_ROOM, skip=PRESENCE)
+                probe.close()  # outside any room: no presence
+                if pid not in listed:
+                    return
+            time.sleep(0.01)
+        raise AssertionError(f"the close of player {pid} in {r} never reached the room")
+
     for i in range(n):
         players.append(connect(i))
     joined = left = 0
@@ -577,9 +599,11 @@ def presence(n, steps):
             real[p[1]].discard(c.pid)
             p[1], p[2] = None, None
         elif act >= 0.8:  # disconnect, come back as a new player
-            if p[1] is not None:
-                real[p[1]].discard(c.pid)
+            r = p[1]
             c.close()
+            if r is not None:
+                real[r].discard(c.pid)
+                gone(r, c.pid, p)
             players[i] = connect(i)
         # drain a few others now and then
         for q in rnd.sample(players, 3):
@@ -702,6 +726,8 @@ def bigroom(n, maxp):
 cmd = sys.argv[2]
 if cmd == "rules":
     rules()
+elif cmd == "maxrooms":  # with --max-rooms 3
+    rule_max_rooms()
 elif cmd == "rooms":
     rooms(int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6] == "1")
 elif cmd == "presence":

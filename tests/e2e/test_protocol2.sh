@@ -10,8 +10,11 @@
 source "$(dirname "$0")/lib.sh" "$@"
 P2=$(dirname "$0")/proto2.py
 
-start_server chat --max-rooms 3
+start_server chat
 python3 "$P2" "$PORT" rules || fail "protocol 2 rules"
+stop_server
+start_server chat --max-rooms 3
+python3 "$P2" "$PORT" maxrooms || fail "--max-rooms"
 stop_server
 
 start_server chat --max-packet 1063
