@@ -430,10 +430,11 @@ static void job_leave(void *arg) {
     r->n--;
   }
   p->room = NULL;
+  cp_sendbuf *answer = NULL; /* S_LEAVE_ROOM, sent once the room may be gone */
   if (!final) {
     Chatw__SLeaveRoom m = CHATW__SLEAVE_ROOM__INIT;
     m.room = bin(&r->name);
-    wire_send(p->s, CHATW__PACKET_ID__S_LEAVE_ROOM, &m.base);
+    answer = wire_packet(CHATW__PACKET_ID__S_LEAVE_ROOM, &m.base);
   }
   Chatw__SMemberLeft left = CHATW__SMEMBER_LEFT__INIT;
   left.room = bin(&r->name);
@@ -446,7 +447,14 @@ static void job_leave(void *arg) {
     r->members = NULL;
     r->cap = 0;
   }
-  room_unref(r); /* the membership's; may delete the room (and this queue) */
+  /* The membership's reference; may delete the room (and this queue). Before
+   * the answer: once a client has S_LEAVE_ROOM of a room it emptied, the room
+   * no longer counts against --max-rooms. */
+  room_unref(r);
+  if (answer) {
+    cp_session_send(p->s, answer);
+    cp_sendbuf_unref(answer);
+  }
   if (final) {
     player_free(p);
     return;
