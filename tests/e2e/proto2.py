@@ -96,7 +96,15 @@ def members(m):
 
 class Conn:
     def __init__(self):
-        self.s = socket.create_connection(("127.0.0.1", PORT), timeout=20)
+        for attempt in range(40):
+            try:
+                self.s = socket.create_connection(("127.0.0.1", PORT), timeout=20)
+                break
+            except ConnectionRefusedError:  # seen once under heavy load, the server up
+                if attempt == 39:
+                    raise
+                print("proto2.py: connection refused, trying again", file=sys.stderr)
+                time.sleep(0.05)
         self.s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.buf = b""
         self.pid = None
