@@ -24,7 +24,7 @@ start_server chat --max-packet 65535
 python3 "$P2" "$PORT" bigroom "$(scaled 520 30)" 65535 || fail "S_ENTER_ROOM: at most 500"
 stop_server
 start_server chat
-python3 "$P2" "$PORT" bigroom "$(scaled 400 30)" 16384 || fail "S_ENTER_ROOM within --max-packet 16384"
+python3 "$P2" "$PORT" bigroom "$(scaled 450 30)" 16384 || fail "S_ENTER_ROOM within --max-packet 16384"
 run_dummy --mode chat --clients 60 --room-size 20 --rate 5 --duration 2 --pipeline
 grep -q "60 first writes answered in request order" "$TMP/dummy.out" || fail "dummy --pipeline: $(cat "$TMP/dummy.out")"
 stop_server
