@@ -52,6 +52,7 @@
 #include "../common/hist.h"
 #include "../common/wire.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -523,10 +524,12 @@ static void on_left(struct client *c, const Chatw__SMemberLeft *m) {
 static void on_chat(struct client *c, const Chat__SChat *m) {
   uint64_t from, seq, pid;
   const char *t = m->text;
-  char room[40];
-  room_name(c, room, sizeof room);
-  if (strcmp(m->room, room)) {
-    error("client %u: S_CHAT names room '%s', not its room %s", c->idx, m->room, room);
+  /* "room-<c->idx / room_size>", checked without formatting it (once per delivery) */
+  const char *rp = m->room;
+  uint64_t rn;
+  if (strncmp(rp, "room-", 5) || (rp += 5, !isdigit((unsigned char)*rp)) ||
+      (rn = strtoull(rp, (char **)&rp, 10), *rp) || rn != c->idx / cfg.room_size) {
+    error("client %u: S_CHAT names room '%s', not its room", c->idx, m->room);
     return;
   }
   if (!parse_field(&t, &from) || !parse_field(&t, &seq) || !parse_field(&t, &pid) ||
@@ -1256,17 +1259,18 @@ int main(int argc, char **argv) {
         echo_send(&clients[i]);
       pthread_spin_unlock(&clients[i].lock);
     }
-  uint64_t next_ping = start;
+  uint64_t pinged = 0; /* pings due so far, over all clients */
   while (!stop_now) {
     uint64_t now = now_ns();
     if (now >= end)
       break;
     if (cfg.rate > 0)
       pace(start, now);
-    if (cfg.mode == MODE_CHAT && cfg.ping_ms && now >= next_ping) {
-      next_ping = now + (uint64_t)cfg.ping_ms * 1000000ull;
-      for (unsigned i = 0; i < cfg.clients; i++) {
-        struct client *c = &clients[i];
+    if (cfg.mode == MODE_CHAT && cfg.ping_ms) {
+      /* spread over the period: client i pings at i/N of it, not all at once */
+      uint64_t due = (now - start) / 1000000ull * cfg.clients / cfg.ping_ms;
+      for (; pinged < due; pinged++) {
+        struct client *c = &clients[pinged % cfg.clients];
         pthread_spin_lock(&c->lock);
         if (c->s && atomic_load(&c->state) == CS_UP) {
           Chat__CPing m = CHAT__CPING__INIT;
