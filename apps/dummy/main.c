@@ -745,21 +745,25 @@ static void on_packet(cp_session *s, const cp_packet *pkt) {
     break;
   }
   case CHAT__PACKET_ID__S_MEMBER_JOINED: {
-    Chatw__SMemberJoined *m = chatw__smember_joined__unpack(NULL, pkt->body_len, pkt->body);
+    scratch.used = 0; /* N^2/2 of them when N players enter: no malloc each */
+    Chatw__SMemberJoined *m =
+        chatw__smember_joined__unpack(&scratch_allocator, pkt->body_len, pkt->body);
     if (!m || atomic_load(&c->state) == CS_CONNECTED)
       error("client %u: S_MEMBER_JOINED %s", c->idx, m ? "before S_ENTER_ROOM" : "does not decode");
     else
       on_joined(c, m);
-    chatw__smember_joined__free_unpacked(m, NULL);
+    chatw__smember_joined__free_unpacked(m, &scratch_allocator);
     break;
   }
   case CHAT__PACKET_ID__S_MEMBER_LEFT: {
-    Chatw__SMemberLeft *m = chatw__smember_left__unpack(NULL, pkt->body_len, pkt->body);
+    scratch.used = 0;
+    Chatw__SMemberLeft *m =
+        chatw__smember_left__unpack(&scratch_allocator, pkt->body_len, pkt->body);
     if (!m || atomic_load(&c->state) == CS_CONNECTED)
       error("client %u: S_MEMBER_LEFT %s", c->idx, m ? "before S_ENTER_ROOM" : "does not decode");
     else
       on_left(c, m);
-    chatw__smember_left__free_unpacked(m, NULL);
+    chatw__smember_left__free_unpacked(m, &scratch_allocator);
     break;
   }
   case CHAT__PACKET_ID__S_PONG: {
