@@ -52,6 +52,7 @@
 #include "../common/hist.h"
 #include "../common/wire.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -77,8 +78,10 @@ static struct {
   double rate, churn;
   enum mode mode;
   cp_backend backend;
-  bool json, quiet;
-} cfg = {"127.0.0.1", 7777, 100, 64, 1, 10, 100, 0, 10, 0, 0, MODE_CHAT, CP_BACKEND_AUTO, 0, 0};
+  bool json, quiet, pipeline;
+  unsigned ping_ms;
+} cfg = {"127.0.0.1",     7777, 100, 64, 1,   10, 100, 0, 10, 0, 0, MODE_CHAT,
+         CP_BACKEND_AUTO, 0,    0,   0,  1000};
 
 #define MSG_HDR 16 /* seq (8) + send time (8), after the packet header if any */
 
@@ -123,12 +126,23 @@ struct client {
                             CS_LEAVING; read after seeing that state) */
   uint8_t *fence;        /* churn, fencing: members I still wait a chat of (strand) */
   unsigned fence_left;   /* how many (strand) */
+  /* presence (strand): the player id of each member of my room I know is in it (by
+   * index in the room, 0: not known to be in; a second slot at index + room size,
+   * for churn: a client's new connection may enter before its old one has left),
+   * how many members the room has, and how many of them I know (the rest were
+   * not listed in S_ENTER_ROOM) */
+  uint64_t *mpid;
+  unsigned mcount, mknown;
+  _Atomic unsigned mcount_seen; /* mcount, for the main thread's final check */
+  unsigned script; /* --pipeline: answers of the first write received so far (strand) */
 };
 
 static struct client *clients;
 static cp_service *svc;
 static struct hist lat;
+static struct hist rtt; /* C_PING -> S_PONG */
 static _Atomic uint64_t n_connected, n_entered, n_errors, n_recv_msgs, n_recv_bytes, n_sent;
+static _Atomic uint64_t n_joined, n_left, n_pings, n_pongs, n_scripts;
 static _Atomic bool sending, measuring, churning;
 static _Atomic unsigned next_idx;
 
@@ -401,9 +415,123 @@ static void fence_passed(struct client *c, unsigned j) {
   pthread_spin_unlock(&c->lock);
 }
 
+/* The name of the room client c belongs in. */
+static int room_name(const struct client *c, char *buf, size_t n) {
+  return snprintf(buf, n, "room-%u", c->idx / cfg.room_size);
+}
+
+static bool bytes_eq(ProtobufCBinaryData b, const char *s) {
+  size_t n = strlen(s); /* our own string */
+  return b.len == n && !memcmp(b.data, s, n);
+}
+
+/* "dummy-<i>": the client index, or UINT_MAX. */
+static unsigned member_client(ProtobufCBinaryData name) {
+  if (name.len < 7 || name.len > 16 || memcmp(name.data, "dummy-", 6))
+    return UINT_MAX;
+  unsigned v = 0;
+  for (size_t k = 6; k < name.len; k++) {
+    if (name.data[k] < '0' || name.data[k] > '9')
+      return UINT_MAX;
+    v = v * 10 + (unsigned)(name.data[k] - '0');
+  }
+  return v < cfg.clients ? v : UINT_MAX;
+}
+
+/* S_ENTER_ROOM of my room (strand): start the presence count. */
+static void presence_start(struct client *c, const Chatw__SEnterRoom *m) {
+  unsigned base = room_base(c), n = room_members(base);
+  memset(c->mpid, 0, 2 * n * sizeof *c->mpid);
+  c->mcount = m->member_count;
+  c->mknown = 0;
+  atomic_store_explicit(&c->mcount_seen, c->mcount, memory_order_relaxed);
+  if (m->member_count < 1 || m->n_members < 1 || m->n_members > CHAT_MEMBERS_LISTED ||
+      m->n_members > m->member_count || m->members[0]->player_id != c->player_id) {
+    error("client %u: S_ENTER_ROOM lists %zu of %u members, %s first", c->idx, m->n_members,
+          m->member_count,
+          m->n_members && m->members[0]->player_id == c->player_id ? "me" : "not me");
+    return;
+  }
+  for (size_t k = 0; k < m->n_members; k++) {
+    unsigned i = member_client(m->members[k]->name);
+    unsigned slot = i - base;
+    if (i != UINT_MAX && i >= base && i < base + n && c->mpid[slot])
+      slot += n; /* churn: its old connection, not gone yet */
+    if (i == UINT_MAX || i < base || i >= base + n || c->mpid[slot]) {
+      error("client %u: S_ENTER_ROOM lists a member that is not of the room, or twice", c->idx);
+      return;
+    }
+    c->mpid[slot] = m->members[k]->player_id;
+    c->mknown++;
+  }
+  atomic_store_explicit(&c->mcount_seen, c->mcount, memory_order_relaxed);
+}
+
+static void on_joined(struct client *c, const Chatw__SMemberJoined *m) {
+  char room[40];
+  room_name(c, room, sizeof room);
+  unsigned base = room_base(c), n = room_members(base);
+  unsigned i = m->member ? member_client(m->member->name) : UINT_MAX;
+  atomic_fetch_add_explicit(&n_joined, 1, memory_order_relaxed);
+  if (!bytes_eq(m->room, room) || i == UINT_MAX || i < base || i >= base + n) {
+    error("client %u: S_MEMBER_JOINED of another room or player", c->idx);
+    return;
+  }
+  unsigned slot = i - base;
+  if (c->mpid[slot] && cfg.churn > 0)
+    slot += n; /* its old connection has not left yet */
+  if (c->mpid[slot] || i == c->idx) {
+    error("client %u: S_MEMBER_JOINED of client %u, in the room already", c->idx, i);
+    return;
+  }
+  if (cfg.churn == 0 && !cfg.pipeline) { /* else it may not have seen its S_LOGIN yet */
+    pthread_spin_lock(&clients[i].lock);
+    uint64_t pid = clients[i].player_id;
+    pthread_spin_unlock(&clients[i].lock);
+    if (pid != m->member->player_id)
+      error("client %u: S_MEMBER_JOINED of client %u with player id %" PRIu64 ", not %" PRIu64,
+            c->idx, i, m->member->player_id, pid);
+  }
+  c->mpid[slot] = m->member->player_id;
+  c->mcount++;
+  c->mknown++;
+  atomic_store_explicit(&c->mcount_seen, c->mcount, memory_order_relaxed);
+}
+
+static void on_left(struct client *c, const Chatw__SMemberLeft *m) {
+  char room[40];
+  room_name(c, room, sizeof room);
+  unsigned base = room_base(c), n = room_members(base);
+  atomic_fetch_add_explicit(&n_left, 1, memory_order_relaxed);
+  if (!bytes_eq(m->room, room) || m->player_id == c->player_id) {
+    error("client %u: S_MEMBER_LEFT of another room, or of me", c->idx);
+    return;
+  }
+  for (unsigned j = 0; j < 2 * n; j++)
+    if (c->mpid[j] == m->player_id) {
+      c->mpid[j] = 0;
+      c->mknown--;
+      c->mcount--;
+      atomic_store_explicit(&c->mcount_seen, c->mcount, memory_order_relaxed);
+      return;
+    }
+  if (c->mcount > c->mknown) /* one of those S_ENTER_ROOM did not list */
+    atomic_store_explicit(&c->mcount_seen, --c->mcount, memory_order_relaxed);
+  else
+    error("client %u: S_MEMBER_LEFT of player %" PRIu64 ", not in the room", c->idx, m->player_id);
+}
+
 static void on_chat(struct client *c, const Chat__SChat *m) {
   uint64_t from, seq, pid;
   const char *t = m->text;
+  /* "room-<c->idx / room_size>", checked without formatting it (once per delivery) */
+  const char *rp = m->room;
+  uint64_t rn;
+  if (strncmp(rp, "room-", 5) || (rp += 5, !isdigit((unsigned char)*rp)) ||
+      (rn = strtoull(rp, (char **)&rp, 10), *rp) || rn != c->idx / cfg.room_size) {
+    error("client %u: S_CHAT names room '%s', not its room", c->idx, m->room);
+    return;
+  }
   if (!parse_field(&t, &from) || !parse_field(&t, &seq) || !parse_field(&t, &pid) ||
       from >= cfg.clients || seq == 0 || seq >= SEEN) {
     error("client %u: S_CHAT with an unexpected text", c->idx);
@@ -451,6 +579,124 @@ static void on_chat(struct client *c, const Chat__SChat *m) {
     fence_start(c);
 }
 
+/* --pipeline: the first write of a connection, and the answers it must get,
+ * in this order (a private room "pipe-<i>" first, so nothing else comes in
+ * between; then a switch to the client's room). */
+#define PIPE_CHATS 3
+static const struct {
+  uint16_t id;
+  bool mine; /* about my room (else pipe-<i>) */
+} script[] = {{CHATW__PACKET_ID__S_PONG, 0},       {CHATW__PACKET_ID__S_LOGIN, 0},
+              {CHATW__PACKET_ID__S_ENTER_ROOM, 0}, {CHATW__PACKET_ID__S_CHAT, 0},
+              {CHATW__PACKET_ID__S_CHAT, 0},       {CHATW__PACKET_ID__S_CHAT, 0},
+              {CHATW__PACKET_ID__S_LEAVE_ROOM, 0}, {CHATW__PACKET_ID__S_ENTER_ROOM, 0},
+              {CHATW__PACKET_ID__S_LEAVE_ROOM, 0}, {CHATW__PACKET_ID__S_ENTER_ROOM, 1}};
+#define SCRIPT_LEN (sizeof script / sizeof script[0])
+
+static size_t put_packet(uint8_t *p, uint16_t id, const ProtobufCMessage *m) {
+  size_t n = protobuf_c_message_pack(m, p + CP_PACKET_HEADER) + CP_PACKET_HEADER;
+  p[0] = (uint8_t)n;
+  p[1] = (uint8_t)(n >> 8);
+  p[2] = (uint8_t)id;
+  p[3] = (uint8_t)(id >> 8);
+  return n;
+}
+
+static void pipeline_send(cp_session *s, struct client *c) {
+  char name[40], pipe[40], room[40], text[PIPE_CHATS][24];
+  snprintf(name, sizeof name, "dummy-%u", c->idx);
+  snprintf(pipe, sizeof pipe, "pipe-%u", c->idx);
+  room_name(c, room, sizeof room);
+  uint8_t buf[1024];
+  size_t n = 0;
+  Chat__CPing ping = CHAT__CPING__INIT;
+  ping.client_time_us = now_ns() / 1000;
+  n += put_packet(buf + n, CHAT__PACKET_ID__C_PING, &ping.base);
+  Chat__CLogin login = CHAT__CLOGIN__INIT;
+  login.name = name;
+  n += put_packet(buf + n, CHAT__PACKET_ID__C_LOGIN, &login.base);
+  Chat__CEnterRoom enter = CHAT__CENTER_ROOM__INIT;
+  enter.room = pipe;
+  n += put_packet(buf + n, CHAT__PACKET_ID__C_ENTER_ROOM, &enter.base);
+  for (int k = 0; k < PIPE_CHATS; k++) {
+    snprintf(text[k], sizeof text[k], "pipe:%d", k);
+    Chat__CChat chat = CHAT__CCHAT__INIT;
+    chat.text = text[k];
+    n += put_packet(buf + n, CHAT__PACKET_ID__C_CHAT, &chat.base);
+  }
+  Chat__CLeaveRoom leave = CHAT__CLEAVE_ROOM__INIT;
+  n += put_packet(buf + n, CHAT__PACKET_ID__C_LEAVE_ROOM, &leave.base);
+  n += put_packet(buf + n, CHAT__PACKET_ID__C_ENTER_ROOM, &enter.base);
+  n += put_packet(buf + n, CHAT__PACKET_ID__C_LEAVE_ROOM, &leave.base);
+  enter.room = room;
+  n += put_packet(buf + n, CHAT__PACKET_ID__C_ENTER_ROOM, &enter.base);
+  cp_sendbuf *b = cp_sendbuf_copy(buf, n);
+  if (!b || cp_session_send(s, b) != 0)
+    error("client %u: cannot send its pipelined first write", c->idx);
+  cp_sendbuf_unref(b);
+}
+
+/* --pipeline: answer c->script of the first write; false if it is not the
+ * one expected (an error, reported). The last is the S_ENTER_ROOM of my room,
+ * handled as usual by the caller. */
+static bool pipeline_check(struct client *c, const cp_packet *pkt) {
+  unsigned k = c->script++;
+  char pipe[40];
+  snprintf(pipe, sizeof pipe, "pipe-%u", c->idx);
+  if (pkt->id != script[k].id) {
+    error("client %u: pipelined answer %u is packet %u, expected %u (out of order)", c->idx, k,
+          pkt->id, script[k].id);
+    return false;
+  }
+  if (script[k].mine)
+    return true;
+  bool ok = true;
+  switch (pkt->id) {
+  case CHATW__PACKET_ID__S_PONG: {
+    Chatw__SPong *m = chatw__spong__unpack(NULL, pkt->body_len, pkt->body);
+    ok = m != NULL;
+    chatw__spong__free_unpacked(m, NULL);
+    break;
+  }
+  case CHATW__PACKET_ID__S_LOGIN: {
+    Chatw__SLogin *m = chatw__slogin__unpack(NULL, pkt->body_len, pkt->body);
+    if ((ok = m != NULL)) {
+      pthread_spin_lock(&c->lock);
+      c->player_id = m->player_id;
+      pthread_spin_unlock(&c->lock);
+    }
+    chatw__slogin__free_unpacked(m, NULL);
+    break;
+  }
+  case CHATW__PACKET_ID__S_ENTER_ROOM: {
+    Chatw__SEnterRoom *m = chatw__senter_room__unpack(NULL, pkt->body_len, pkt->body);
+    ok = m && bytes_eq(m->room, pipe) && m->member_count == 1 && m->n_members == 1 &&
+         m->members[0]->player_id == c->player_id;
+    chatw__senter_room__free_unpacked(m, NULL);
+    break;
+  }
+  case CHATW__PACKET_ID__S_CHAT: {
+    Chatw__SChat *m = chatw__schat__unpack(NULL, pkt->body_len, pkt->body);
+    char text[24];
+    snprintf(text, sizeof text, "pipe:%u", k - 3);
+    ok = m && bytes_eq(m->room, pipe) && bytes_eq(m->text, text) && m->player_id == c->player_id;
+    chatw__schat__free_unpacked(m, NULL);
+    break;
+  }
+  case CHATW__PACKET_ID__S_LEAVE_ROOM: {
+    Chatw__SLeaveRoom *m = chatw__sleave_room__unpack(NULL, pkt->body_len, pkt->body);
+    ok = m && bytes_eq(m->room, pipe);
+    chatw__sleave_room__free_unpacked(m, NULL);
+    break;
+  }
+  }
+  if (!ok)
+    error("client %u: pipelined answer %u (packet %u) is not the expected one", c->idx, k, pkt->id);
+  if (ok && k == SCRIPT_LEN - 2)
+    atomic_fetch_add(&n_scripts, 1);
+  return false;
+}
+
 static void on_packet(cp_session *s, const cp_packet *pkt) {
   struct client *c = cp_session_user(s);
   if (!c)
@@ -460,6 +706,8 @@ static void on_packet(cp_session *s, const cp_packet *pkt) {
     return;
   }
   atomic_fetch_add_explicit(&n_recv_bytes, pkt->size, memory_order_relaxed);
+  if (cfg.pipeline && c->script < SCRIPT_LEN && !pipeline_check(c, pkt))
+    return;
   switch (pkt->id) {
   case CHAT__PACKET_ID__S_LOGIN: {
     Chat__SLogin *m = chat__slogin__unpack(NULL, pkt->body_len, pkt->body);
@@ -479,16 +727,55 @@ static void on_packet(cp_session *s, const cp_packet *pkt) {
     break;
   }
   case CHAT__PACKET_ID__S_ENTER_ROOM: {
-    Chat__SEnterRoom *m = chat__senter_room__unpack(NULL, pkt->body_len, pkt->body);
-    if (!m) {
-      error("client %u: S_ENTER_ROOM does not decode", c->idx);
+    Chatw__SEnterRoom *m = chatw__senter_room__unpack(NULL, pkt->body_len, pkt->body);
+    char room[40];
+    room_name(c, room, sizeof room);
+    if (!m || !bytes_eq(m->room, room)) {
+      error("client %u: S_ENTER_ROOM does not decode or is not of its room", c->idx);
+      chatw__senter_room__free_unpacked(m, NULL);
       return;
     }
-    chat__senter_room__free_unpacked(m, NULL);
-    if (atomic_load(&c->state) == CS_CONNECTED)
+    if (atomic_load(&c->state) == CS_CONNECTED) {
+      presence_start(c, m);
       entered(c);
-    else
+    } else {
       error("client %u: S_ENTER_ROOM it did not ask for", c->idx);
+    }
+    chatw__senter_room__free_unpacked(m, NULL);
+    break;
+  }
+  case CHAT__PACKET_ID__S_MEMBER_JOINED: {
+    scratch.used = 0; /* N^2/2 of them when N players enter: no malloc each */
+    Chatw__SMemberJoined *m =
+        chatw__smember_joined__unpack(&scratch_allocator, pkt->body_len, pkt->body);
+    if (!m || atomic_load(&c->state) == CS_CONNECTED)
+      error("client %u: S_MEMBER_JOINED %s", c->idx, m ? "before S_ENTER_ROOM" : "does not decode");
+    else
+      on_joined(c, m);
+    chatw__smember_joined__free_unpacked(m, &scratch_allocator);
+    break;
+  }
+  case CHAT__PACKET_ID__S_MEMBER_LEFT: {
+    scratch.used = 0;
+    Chatw__SMemberLeft *m =
+        chatw__smember_left__unpack(&scratch_allocator, pkt->body_len, pkt->body);
+    if (!m || atomic_load(&c->state) == CS_CONNECTED)
+      error("client %u: S_MEMBER_LEFT %s", c->idx, m ? "before S_ENTER_ROOM" : "does not decode");
+    else
+      on_left(c, m);
+    chatw__smember_left__free_unpacked(m, &scratch_allocator);
+    break;
+  }
+  case CHAT__PACKET_ID__S_PONG: {
+    Chatw__SPong *m = chatw__spong__unpack(NULL, pkt->body_len, pkt->body);
+    if (!m) {
+      error("client %u: S_PONG does not decode", c->idx);
+      return;
+    }
+    uint64_t now = now_ns() / 1000;
+    hist_add(&rtt, now > m->client_time_us ? now - m->client_time_us : 0);
+    atomic_fetch_add_explicit(&n_pongs, 1, memory_order_relaxed);
+    chatw__spong__free_unpacked(m, NULL);
     break;
   }
   case CHAT__PACKET_ID__S_CHAT: {
@@ -548,7 +835,10 @@ static void on_connected(cp_session *s) {
   pthread_spin_unlock(&c->lock);
   if (!again)
     atomic_fetch_add(&n_connected, 1);
-  if (cfg.mode == MODE_CHAT) {
+  if (cfg.mode == MODE_CHAT && cfg.pipeline) {
+    c->script = 0;
+    pipeline_send(s, c);
+  } else if (cfg.mode == MODE_CHAT) {
     char name[40];
     snprintf(name, sizeof name, "dummy-%u", i);
     Chat__CLogin m = CHAT__CLOGIN__INIT;
@@ -710,23 +1000,29 @@ static uint64_t outstanding(uint64_t *away) {
 /* ---- main ------------------------------------------------------------ */
 
 static void usage(FILE *f) {
-  fprintf(f, "usage: cport-dummy [options]\n"
-             "  --host ADDR --port N      the server (default 127.0.0.1:7777)\n"
-             "  --clients N               connections (default 100)\n"
-             "  --mode MODE               echo | packet-echo | chat (default chat)\n"
-             "  --size BYTES              message size (echo: >= 16, packet-echo: >= 20;\n"
-             "                            chat: chat text length) (default 64)\n"
-             "  --depth N                 echo: messages in flight per client (default 1)\n"
-             "  --rate N                  messages per second per client (chat default 1)\n"
-             "  --duration SECONDS        how long to send (default 10)\n"
-             "  --room-size N             chat: clients per room (default 100)\n"
-             "  --churn N                 clients a second that disconnect, reconnect and\n"
-             "                            carry on, verified throughout (default 0)\n"
-             "  --threads N               worker threads (default: CPU count)\n"
-             "  --backend B               auto | uring | epoll\n"
-             "  --connect-timeout SECONDS (default 10)\n"
-             "  --json                    final report as one JSON object on stdout\n"
-             "  --quiet                   no progress line\n");
+  fprintf(
+      f, "usage: cport-dummy [options]\n"
+         "  --host ADDR --port N      the server (default 127.0.0.1:7777)\n"
+         "  --clients N               connections (default 100)\n"
+         "  --mode MODE               echo | packet-echo | chat (default chat)\n"
+         "  --size BYTES              message size (echo: >= 16, packet-echo: >= 20;\n"
+         "                            chat: chat text length) (default 64)\n"
+         "  --depth N                 echo: messages in flight per client (default 1)\n"
+         "  --rate N                  messages per second per client (chat default 1)\n"
+         "  --duration SECONDS        how long to send (default 10)\n"
+         "  --room-size N             chat: clients per room (default 100)\n"
+         "  --churn N                 clients a second that disconnect, reconnect and\n"
+         "                            carry on, verified throughout (default 0)\n"
+         "  --threads N               worker threads (default: CPU count)\n"
+         "  --backend B               auto | uring | epoll\n"
+         "  --connect-timeout SECONDS (default 10)\n"
+         "  --pipeline                chat: each connection's first write pipelines C_PING,\n"
+         "                            C_LOGIN, enter/chat/leave/enter/leave of a room of its\n"
+         "                            own and a switch to its room; every answer checked in order\n"
+         "  --ping-interval MS        chat: each client sends C_PING this often; 0 = never\n"
+         "                            (default 1000); RTT percentiles in the report\n"
+         "  --json                    final report as one JSON object on stdout\n"
+         "  --quiet                   no progress line\n");
 }
 
 static unsigned num(const char *flag, const char *v, unsigned min, unsigned max) {
@@ -756,6 +1052,8 @@ int main(int argc, char **argv) {
                                        {"json", 0, 0, 'j'},
                                        {"quiet", 0, 0, 'q'},
                                        {"churn", 1, 0, 'C'},
+                                       {"pipeline", 0, 0, 'P'},
+                                       {"ping-interval", 1, 0, 'I'},
                                        {"help", 0, 0, 'H'},
                                        {0, 0, 0, 0}};
   bool rate_set = false, size_set = false;
@@ -831,6 +1129,12 @@ int main(int argc, char **argv) {
     case 'j':
       cfg.json = true;
       break;
+    case 'P':
+      cfg.pipeline = true;
+      break;
+    case 'I':
+      cfg.ping_ms = num("ping-interval", optarg, 0, 3600000);
+      break;
     case 'q':
       cfg.quiet = true;
       break;
@@ -876,6 +1180,7 @@ int main(int argc, char **argv) {
     pthread_spin_init(&clients[i].lock, PTHREAD_PROCESS_PRIVATE);
     if (cfg.mode == MODE_CHAT &&
         (!(clients[i].seen = calloc(cfg.room_size, sizeof(struct seen))) ||
+         !(clients[i].mpid = calloc(2 * (size_t)cfg.room_size, sizeof(uint64_t))) ||
          (cfg.churn > 0 && !(clients[i].fence = calloc(cfg.room_size, 1))))) {
       fprintf(stderr, "cport-dummy: out of memory\n");
       return 1;
@@ -952,12 +1257,28 @@ int main(int argc, char **argv) {
         echo_send(&clients[i]);
       pthread_spin_unlock(&clients[i].lock);
     }
+  uint64_t pinged = 0; /* pings due so far, over all clients */
   while (!stop_now) {
     uint64_t now = now_ns();
     if (now >= end)
       break;
     if (cfg.rate > 0)
       pace(start, now);
+    if (cfg.mode == MODE_CHAT && cfg.ping_ms) {
+      /* spread over the period: client i pings at i/N of it, not all at once */
+      uint64_t due = (now - start) / 1000000ull * cfg.clients / cfg.ping_ms;
+      for (; pinged < due; pinged++) {
+        struct client *c = &clients[pinged % cfg.clients];
+        pthread_spin_lock(&c->lock);
+        if (c->s && atomic_load(&c->state) == CS_UP) {
+          Chat__CPing m = CHAT__CPING__INIT;
+          m.client_time_us = now_ns() / 1000;
+          if (wire_send(c->s, CHAT__PACKET_ID__C_PING, &m.base) == 0)
+            atomic_fetch_add_explicit(&n_pings, 1, memory_order_relaxed);
+        }
+        pthread_spin_unlock(&c->lock);
+      }
+    }
     if (cfg.churn > 0) {
       for (uint64_t due = (uint64_t)((double)(now - start) / 1e9 * cfg.churn); churned < due;
            churned++)
@@ -1000,11 +1321,27 @@ int main(int argc, char **argv) {
           cfg.mode == MODE_CHAT ? "chat deliveries" : "echoed messages");
   if (away && !stop_now)
     error("%" PRIu64 " clients were still leaving or reconnecting", away);
+  /* Presence: with no churn everyone stayed, and every member has heard of
+   * every other (a member's S_MEMBER_JOINED went out before its chats, and
+   * those have all arrived). */
+  if (cfg.mode == MODE_CHAT && cfg.churn == 0 && !left && !stop_now && cfg.rate > 0) {
+    for (unsigned i = 0; i < cfg.clients; i++) {
+      struct client *c = &clients[i];
+      unsigned n = room_members(room_base(c)), have = atomic_load(&c->mcount_seen);
+      if (atomic_load(&c->state) == CS_UP && have != n) {
+        error("client %u counts %u members in its room, the room has %u", c->idx, have, n);
+        break;
+      }
+    }
+  }
   atomic_store(&churning, false);
   cp_service_stop(svc, 0);
   uint64_t errors = atomic_load(&n_errors);
   cp_service_stats st;
   cp_service_get_stats(svc, &st);
+  double r50 = (double)hist_quantile(&rtt, 0.50) / 1000.0,
+         r99 = (double)hist_quantile(&rtt, 0.99) / 1000.0,
+         rmax = (double)atomic_load(&rtt.max) / 1e3;
   double p50 = (double)hist_quantile(&lat, 0.50) / 1000.0, p90 = hist_quantile(&lat, 0.90) / 1e3,
          p99 = (double)hist_quantile(&lat, 0.99) / 1e3, p999 = hist_quantile(&lat, 0.999) / 1e3,
          mx = (double)atomic_load(&lat.max) / 1e3;
@@ -1014,13 +1351,17 @@ int main(int argc, char **argv) {
            ",\"messages\":%" PRIu64 ",\"msgs_per_s\":%.1f,\"bytes_per_s\":%.1f,"
            "\"p50_ms\":%.3f,\"p90_ms\":%.3f,\"p99_ms\":%.3f,\"p999_ms\":%.3f,\"max_ms\":%.3f,"
            "\"churn_per_s\":%g,\"churn_disconnects\":%" PRIu64 ",\"reconnects\":%" PRIu64
-           ",\"reconnect_failures\":%" PRIu64 ",\"connect_failures\":%" PRIu64
-           ",\"errors\":%" PRIu64 "}\n",
+           ",\"reconnect_failures\":%" PRIu64 ",\"connect_failures\":%" PRIu64 ",\"pings\":%" PRIu64
+           ",\"pongs\":%" PRIu64 ",\"ping_p50_ms\":%.3f,\"ping_p99_ms\":%.3f,"
+           "\"ping_max_ms\":%.3f,\"member_joined\":%" PRIu64 ",\"member_left\":%" PRIu64
+           ",\"pipelined_scripts\":%" PRIu64 ",\"errors\":%" PRIu64 "}\n",
            mode_names[cfg.mode], cfg.clients, atomic_load(&n_connected), cfg.size,
            cfg.rate > 0 ? 0 : cfg.depth, cfg.rate, cfg.mode == MODE_CHAT ? cfg.room_size : 0, secs,
            atomic_load(&n_sent), msgs, (double)msgs / secs, (double)bytes / secs, p50, p90, p99,
            p999, mx, cfg.churn, atomic_load(&n_churn_out), atomic_load(&n_reconnects),
-           atomic_load(&n_reconnect_failures), st.connect_failures, errors);
+           atomic_load(&n_reconnect_failures), st.connect_failures, atomic_load(&n_pings),
+           atomic_load(&n_pongs), r50, r99, rmax, atomic_load(&n_joined), atomic_load(&n_left),
+           atomic_load(&n_scripts), errors);
   } else {
     printf("cport-dummy: %s mode, %u clients (%" PRIu64 " connected), %.1f s\n",
            mode_names[cfg.mode], cfg.clients, atomic_load(&n_connected), secs);
@@ -1034,12 +1375,24 @@ int main(int argc, char **argv) {
              atomic_load(&n_churn_out), atomic_load(&n_reconnects),
              atomic_load(&n_reconnect_failures), cfg.churn,
              atomic_load(&n_churn_skipped) ? ", some skipped: nobody was up" : "");
+    if (cfg.mode == MODE_CHAT) {
+      printf("  ping RTT   p50 %.3f ms  p99 %.3f ms  max %.3f ms (%" PRIu64 " pings, %" PRIu64
+             " pongs)\n",
+             r50, r99, rmax, atomic_load(&n_pings), atomic_load(&n_pongs));
+      printf("  presence   %" PRIu64 " S_MEMBER_JOINED, %" PRIu64 " S_MEMBER_LEFT, counted against"
+             " the rooms' members\n",
+             atomic_load(&n_joined), atomic_load(&n_left));
+      if (cfg.pipeline)
+        printf("  pipelined  %" PRIu64 " first writes answered in request order\n",
+               atomic_load(&n_scripts));
+    }
     printf("  verified   %s\n", errors ? "NO" : "every byte, in order, nothing lost or duplicated");
     printf("  errors     %" PRIu64 "\n", errors);
   }
   for (unsigned i = 0; i < cfg.clients; i++) {
     free(clients[i].seen);
     free(clients[i].fence);
+    free(clients[i].mpid);
     pthread_spin_destroy(&clients[i].lock);
   }
   cp_service_destroy(svc);

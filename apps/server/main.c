@@ -4,6 +4,7 @@
  *   cport-server [--host 127.0.0.1] [--port 7777] [--mode echo|packet-echo|chat]
  *                [--threads N] [--backend auto|uring|epoll] [--max-sessions N]
  *                [--max-packet BYTES] [--idle-timeout SECONDS]
+ *                [--max-rooms N] [--enter-rate N] [--chat-rate N]
  *                [--metrics HOST:PORT|off] [--quiet]
  *
  * Prints a stats line a second (unless --quiet), serves Prometheus metrics on
@@ -12,6 +13,8 @@
  */
 #define _GNU_SOURCE
 #include "server.h"
+
+#include "../common/wire.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -31,20 +34,24 @@ static cp_service *svc;
 static enum mode mode = MODE_CHAT;
 
 static void usage(FILE *f) {
-  fprintf(f,
-          "usage: cport-server [options]\n"
-          "  --host ADDR            address to listen on (default 127.0.0.1)\n"
-          "  --port N               port (default 7777)\n"
-          "  --mode MODE            echo | packet-echo | chat (default chat)\n"
-          "  --threads N            worker threads (default: CPU count)\n"
-          "  --backend B            auto | uring | epoll (default auto)\n"
-          "  --max-sessions N       refuse connections above N (default unlimited)\n"
-          "  --max-packet BYTES     largest packet, header included (default 16384)\n"
-          "  --idle-timeout SECONDS close sessions that complete no packet for this long\n"
-          "                         (echo: send no byte); 0 = never (default 0)\n"
-          "  --metrics HOST:PORT    Prometheus metrics address (default 127.0.0.1:9100), or off\n"
-          "  --quiet                no stats line\n"
-          "  --help\n");
+  fprintf(
+      f, "usage: cport-server [options]\n"
+         "  --host ADDR            address to listen on (default 127.0.0.1)\n"
+         "  --port N               port (default 7777)\n"
+         "  --mode MODE            echo | packet-echo | chat (default chat)\n"
+         "  --threads N            worker threads (default: CPU count)\n"
+         "  --backend B            auto | uring | epoll (default auto)\n"
+         "  --max-sessions N       refuse connections above N (default unlimited)\n"
+         "  --max-packet BYTES     largest packet, header included (default 16384)\n"
+         "  --idle-timeout SECONDS close sessions that complete no packet for this long\n"
+         "                         (echo: send no byte); 0 = never (default 0)\n"
+         "  --max-rooms N          chat: live rooms at most (default 65536)\n"
+         "  --enter-rate N         chat: C_ENTER_ROOM per second per session; 0 = unlimited\n"
+         "                         (default 0)\n"
+         "  --chat-rate N          chat: C_CHAT per second per session; 0 = unlimited (default 0)\n"
+         "  --metrics HOST:PORT    Prometheus metrics address (default 127.0.0.1:9100), or off\n"
+         "  --quiet                no stats line\n"
+         "  --help\n");
 }
 
 static bool parse_uint(const char *s, unsigned long max, unsigned long *out) {
@@ -106,7 +113,8 @@ static void fill_metrics(FILE *f) {
   C("packets_sent", "Packets queued for sending.", st.packets_out);
   C("sends", "Gathered sends made.", st.sends);
   G("send_queue_bytes", "Bytes queued for sending in all sessions.", st.send_queue_bytes);
-  G("rooms", "Chat rooms.", mode == MODE_CHAT ? chat_rooms() : 0);
+  G("rooms", "Live chat rooms (created on first entry, deleted when empty).",
+    mode == MODE_CHAT ? chat_rooms() : 0);
   fprintf(f, "# HELP cport_disconnects_total Sessions ended, by reason.\n"
              "# TYPE cport_disconnects_total counter\n");
   for (int i = 0; i < CP_REASON_COUNT; i++)
@@ -142,15 +150,24 @@ static void print_final(const cp_service_stats *st) {
 int main(int argc, char **argv) {
   const char *host = "127.0.0.1", *metrics = "127.0.0.1:9100";
   unsigned long port = 7777, threads = 0, max_sessions = 0, max_packet = 16384, idle = 0;
+  unsigned long max_rooms = CHAT_DEFAULT_MAX_ROOMS, enter_rate = 0, chat_rate = 0;
   cp_backend backend = CP_BACKEND_AUTO;
   bool quiet = false;
-  static const struct option opts[] = {
-      {"host", required_argument, 0, 'h'},       {"port", required_argument, 0, 'p'},
-      {"mode", required_argument, 0, 'm'},       {"threads", required_argument, 0, 't'},
-      {"backend", required_argument, 0, 'b'},    {"max-sessions", required_argument, 0, 'S'},
-      {"max-packet", required_argument, 0, 'P'}, {"idle-timeout", required_argument, 0, 'i'},
-      {"metrics", required_argument, 0, 'M'},    {"quiet", no_argument, 0, 'q'},
-      {"help", no_argument, 0, '?' + 256},       {0, 0, 0, 0}};
+  static const struct option opts[] = {{"host", required_argument, 0, 'h'},
+                                       {"port", required_argument, 0, 'p'},
+                                       {"mode", required_argument, 0, 'm'},
+                                       {"threads", required_argument, 0, 't'},
+                                       {"backend", required_argument, 0, 'b'},
+                                       {"max-sessions", required_argument, 0, 'S'},
+                                       {"max-packet", required_argument, 0, 'P'},
+                                       {"idle-timeout", required_argument, 0, 'i'},
+                                       {"metrics", required_argument, 0, 'M'},
+                                       {"quiet", no_argument, 0, 'q'},
+                                       {"max-rooms", required_argument, 0, 'R'},
+                                       {"enter-rate", required_argument, 0, 'E'},
+                                       {"chat-rate", required_argument, 0, 'C'},
+                                       {"help", no_argument, 0, '?' + 256},
+                                       {0, 0, 0, 0}};
   int c;
   opterr = 0;
   while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -192,6 +209,18 @@ int main(int argc, char **argv) {
       if (!parse_uint(optarg, 86400, &idle))
         die_usage("idle-timeout", optarg);
       break;
+    case 'R':
+      if (!parse_uint(optarg, UINT_MAX, &max_rooms) || max_rooms < 1)
+        die_usage("max-rooms", optarg);
+      break;
+    case 'E':
+      if (!parse_uint(optarg, 1000000, &enter_rate))
+        die_usage("enter-rate", optarg);
+      break;
+    case 'C':
+      if (!parse_uint(optarg, 1000000, &chat_rate))
+        die_usage("chat-rate", optarg);
+      break;
     case 'M':
       metrics = optarg;
       break;
@@ -209,6 +238,13 @@ int main(int argc, char **argv) {
   }
   if (optind < argc) {
     fprintf(stderr, "cport-server: unexpected argument '%s'\n", argv[optind]);
+    return 2;
+  }
+  if (mode == MODE_CHAT && max_packet < CHAT_LARGEST_SERVER_PACKET) {
+    fprintf(stderr,
+            "cport-server: --max-packet %lu is below %d, the largest packet chat mode sends "
+            "(S_CHAT with a 1000-byte text)\n",
+            max_packet, CHAT_LARGEST_SERVER_PACKET);
     return 2;
   }
   char mhost[64] = "";
@@ -258,7 +294,10 @@ int main(int argc, char **argv) {
     return 1;
   }
   if (mode == MODE_CHAT)
-    chat_init(svc);
+    chat_init(svc, &(struct chat_limits){.max_rooms = max_rooms,
+                                         .max_packet = max_packet,
+                                         .enter_rate = (unsigned)enter_rate,
+                                         .chat_rate = (unsigned)chat_rate});
   rc = cp_service_start(svc);
   if (rc) {
     fprintf(stderr, "cport-server: cannot listen on %s:%lu: %s\n", host, port, cp_strerror(rc));

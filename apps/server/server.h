@@ -8,12 +8,19 @@
 #include <stdio.h>
 
 /* Chat mode: the session callbacks, and the rooms behind them. */
-void chat_init(cp_service *svc);
-void chat_shutdown(void); /* after cp_service_stop: frees the rooms */
+#define CHAT_DEFAULT_MAX_ROOMS 65536
+struct chat_limits {
+  size_t max_rooms;    /* live rooms at most (0: CHAT_DEFAULT_MAX_ROOMS) */
+  size_t max_packet;   /* the service's max_packet: no packet sent is larger (0: 16384) */
+  unsigned enter_rate; /* C_ENTER_ROOM per second and session (0: unlimited) */
+  unsigned chat_rate;  /* C_CHAT per second and session (0: unlimited) */
+};
+void chat_init(cp_service *svc, const struct chat_limits *limits); /* before the service starts */
+void chat_shutdown(void); /* after cp_service_stop: frees what is left */
 void chat_on_connected(cp_session *s);
 void chat_on_packet(cp_session *s, const cp_packet *pkt);
 void chat_on_disconnected(cp_session *s, cp_reason why);
-size_t chat_rooms(void);
+size_t chat_rooms(void); /* live rooms; any thread */
 
 /* The log of sessions that ended badly (stderr, at most 20 lines a second;
  * the rest are counted). Any thread. */

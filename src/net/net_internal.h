@@ -46,7 +46,7 @@ struct sendq {
   bool busy;            /* a send is in flight */
   bool corked;          /* the strand is framing a receive: queue now, send when it is done */
   bool drain_close;     /* disconnect once empty (graceful, or the peer's FIN) */
-  uint8_t drain_reason; /* with drain_close: CP_REASON_LOCAL or CP_REASON_PEER_CLOSED */
+  uint8_t drain_reason; /* with drain_close: CP_REASON_LOCAL, _PEER_CLOSED or _BAD_PACKET */
 };
 
 /* Session flags, strand only. */

@@ -248,11 +248,16 @@ struct linger_ticket {
   uint64_t id;
 };
 
+/* Why a lingering session ends: why its drain began (local, or bad_packet). */
+static cp_reason linger_reason(cp_session *s) {
+  return s->sq ? (cp_reason)s->sq->drain_reason : CP_REASON_LOCAL;
+}
+
 static void linger_end(void *arg) {
   struct linger_ticket *t = arg;
   cp_session *s = cp__registry_find(t->svc, t->id); /* referenced, or NULL: gone */
   if (s) {
-    cp__session_close(s, CP_REASON_LOCAL);
+    cp__session_close(s, linger_reason(s));
     cp_session_put(s);
   }
   mem_free(t);
@@ -268,26 +273,31 @@ static void linger(cp_session *s) {
       return; /* the next recv (in flight, or posted after this send) sees the end */
   }
   mem_free(t);
-  cp__session_close(s, CP_REASON_LOCAL);
+  cp__session_close(s, linger_reason(s));
+}
+
+/* Close once what is queued is sent (then linger), or at once if nothing is. */
+static void drain_then_close(cp_session *s, cp_reason why) {
+  pthread_spin_lock(&s->send_lock);
+  /* in flight, or queued behind a cork: either way a send completion or
+   * the uncork will come and see drain_close */
+  bool pending = s->sq && (s->sq->busy || s->sq->len);
+  if (pending && !s->sq->drain_close) {
+    s->sq->drain_close = true;
+    s->sq->drain_reason = (uint8_t)why;
+  }
+  if (pending)
+    atomic_store(&s->connected, 2); /* no more packets are delivered, no more sends queued */
+  pthread_spin_unlock(&s->send_lock);
+  if (!pending)
+    cp__session_close(s, why); /* else the send completion closes it once the queue is empty */
 }
 
 void cp_session_disconnect(cp_session *s, bool graceful) {
-  if (graceful) {
-    pthread_spin_lock(&s->send_lock);
-    /* in flight, or queued behind a cork: either way a send completion or
-     * the uncork will come and see drain_close */
-    bool pending = s->sq && (s->sq->busy || s->sq->len);
-    if (pending && !s->sq->drain_close) {
-      s->sq->drain_close = true;
-      s->sq->drain_reason = CP_REASON_LOCAL;
-    }
-    if (pending)
-      atomic_store(&s->connected, 2); /* no more packets are delivered, no more sends queued */
-    pthread_spin_unlock(&s->send_lock);
-    if (pending)
-      return; /* the send completion closes it once the queue is empty */
-  }
-  cp__session_close(s, CP_REASON_LOCAL);
+  if (graceful)
+    drain_then_close(s, CP_REASON_LOCAL);
+  else
+    cp__session_close(s, CP_REASON_LOCAL);
 }
 
 /* Strand: the session is over. Drop what is queued (the buffers of a send in
@@ -365,7 +375,8 @@ static void consume(cp_session *s, const uint8_t *p, size_t n) {
   case FRAME_STOP:
     break;
   case FRAME_BAD:
-    cp__session_close(s, CP_REASON_BAD_PACKET);
+    /* The replies to the packets before the bad header go out first. */
+    drain_then_close(s, CP_REASON_BAD_PACKET);
     break;
   case FRAME_NOMEM:
     cp__session_close(s, CP_REASON_ERROR);
@@ -444,9 +455,9 @@ static void handle_recv(cp_session *s) {
     }
     pthread_spin_unlock(&s->send_lock);
     if (!pending)
-      cp__session_close(s, s->flags & SF_LINGER ? CP_REASON_LOCAL : CP_REASON_PEER_CLOSED);
+      cp__session_close(s, s->flags & SF_LINGER ? linger_reason(s) : CP_REASON_PEER_CLOSED);
   } else {
-    cp__session_close(s, s->flags & SF_LINGER ? CP_REASON_LOCAL : reason_of(res));
+    cp__session_close(s, s->flags & SF_LINGER ? linger_reason(s) : reason_of(res));
   }
   cp_session_put(s); /* the op's reference */
 }
@@ -661,7 +672,8 @@ static void handle_send(cp_session *s) {
   pthread_spin_unlock(&s->send_lock);
   if (res < 0)
     cp__session_close(s, reason_of(res));
-  if (close_now && close_why == CP_REASON_LOCAL && !(s->flags & SF_EOF))
+  if (close_now && (close_why == CP_REASON_LOCAL || close_why == CP_REASON_BAD_PACKET) &&
+      !(s->flags & SF_EOF))
     linger(s);
   else if (close_now)
     cp__session_close(s, close_why);

@@ -66,3 +66,17 @@ run_dummy() {
     fail "cport-dummy $* exited with $rc"
   fi
 }
+
+# Scale of the scale tests: 1 in the plain build, 1/100 under the sanitizers
+# (a binary linked to libasan or libtsan); CPORT_E2E_SCALE overrides.
+SANITIZED=0
+[[ $(ldd "$BIN/cport-server" 2>/dev/null || true) =~ lib[at]san ]] && SANITIZED=1
+if [[ -n ${CPORT_E2E_SCALE:-} ]]; then
+  SCALE=$CPORT_E2E_SCALE
+elif ((SANITIZED)); then
+  SCALE=0.01
+else
+  SCALE=1
+fi
+# scaled N MIN: N times SCALE, at least MIN.
+scaled() { awk -v n="$1" -v s="$SCALE" -v m="$2" 'BEGIN { v = int(n * s); print (v < m ? m : v) }'; }

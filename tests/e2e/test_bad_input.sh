@@ -8,7 +8,7 @@
 # bad_packet and local closes the client caused.
 source "$(dirname "$0")/lib.sh" "$@"
 
-start_server chat --max-packet 1024
+start_server chat --max-packet 1100
 "$BIN/cport-dummy" --port "$PORT" --quiet --mode chat --clients 100 --room-size 25 --rate 20 \
   --duration 4 >"$TMP/dummy.out" 2>"$TMP/dummy.err" &
 dummy=$!

@@ -8,19 +8,24 @@
  * (default epoll: faster to start, and steadier) and FUZZ_CHAT_THREADS
  * workers (default 2). Each input is a script of records for two clients:
  * well-formed messages built by the harness (login, enter, chat, leave, with
- * fuzzed names and texts), fuzzed bodies under a real or an unknown packet
- * id, or raw bytes that may break the framing. The clients connect over
+ * fuzzed names and texts, any byte a zero byte included), C_PING, fuzzed
+ * bodies under a real or an unknown packet id, or raw bytes that may break
+ * the framing. The clients connect over
  * loopback, write their streams in script order while reading, and the
  * target checks what comes back against a model of docs/protocol.md:
  *   - every packet from the server is framed, has a server-to-client id and
  *     a body that decodes (and strings that are UTF-8: FUZZ_CHAT_UTF8=0 to
- *     leave that out);
- *   - each client's direct replies (S_LOGIN, S_LEAVE_ROOM, S_ERROR and its
- *     code) are exactly the model's, in order; after an error that closes the
- *     connection (a body that does not decode, an unknown id) or a bad
- *     header, nothing more is answered and the server closes;
- *   - a client the model keeps connected gets every reply (the room's
- *     S_ENTER_ROOM with itself listed once, its own chats back) before it
+ *     leave that out); strings are compared by length (protocol 2);
+ *   - each client's answers (S_LOGIN, S_ENTER_ROOM and S_LEAVE_ROOM with
+ *     their rooms - a switch answers both -, S_ERROR and its code, S_PONG
+ *     with its time) are exactly the model's, in request order; after an
+ *     error that closes the connection (a body that does not decode, an
+ *     unknown id) or a bad header, nothing more is answered and the server
+ *     closes;
+ *   - room traffic (S_CHAT, S_MEMBER_JOINED, S_MEMBER_LEFT) names the room
+ *     the client is in by its answers, and comes only between them;
+ *   - a client the model keeps connected gets every answer (S_ENTER_ROOM
+ *     listing itself first, byte for byte) and its own chats back before it
  *     sends its FIN; the server never closes it first;
  *   - chats from the other client are ones it sent; the sessions' close
  *     reasons (stats) are the model's;
@@ -28,10 +33,9 @@
  *     every session goes away and every send buffer is freed.
  * A wait over FUZZ_CHAT_TIMEOUT_MS (default 5000) aborts: a hang is a bug.
  *
- * Rooms outlive inputs (chat.c keeps them until chat_shutdown, at most 4096):
- * to keep a long run from filling them, every C_ENTER_ROOM that names a valid
- * room is rewritten before it is sent to one of 64 names (one per length and
- * first letter), so rooms stay few and their names still go up to 32 bytes.
+ * Every C_ENTER_ROOM that names a valid room is rewritten before it is sent
+ * to one of 64 names (one per length and first letter), so that the two
+ * clients meet in rooms often; names still go up to 32 bytes.
  *
  * Each write is copied against a guard page before send(). That matters less
  * here than in fuzz_framing: the bytes cross the kernel, and the decoders
@@ -55,7 +59,21 @@
 #define MAX_RECORDS 64
 #define MAX_PACKET 16384 /* cport-server's default --max-packet */
 
-enum { C_LOGIN = 1, S_LOGIN, C_ENTER, S_ENTER, C_CHAT, S_CHAT, C_LEAVE, S_LEAVE, S_ERROR };
+enum {
+  C_LOGIN = 1,
+  S_LOGIN,
+  C_ENTER,
+  S_ENTER,
+  C_CHAT,
+  S_CHAT,
+  C_LEAVE,
+  S_LEAVE,
+  S_ERROR,
+  C_PING,
+  S_PONG,
+  S_JOINED,
+  S_LEFT
+};
 
 static cp_service *svc;
 static struct sockaddr_in addr;
@@ -129,10 +147,13 @@ static void put_packet(struct bytes *b, uint16_t id, const struct bytes *body) {
 }
 
 /* Well-formed UTF-8, after the table of well-formed byte sequences in the
- * Unicode standard (3.9): the second byte's range depends on the first. */
-static bool utf8_ok(const char *s) {
-  const uint8_t *p = (const uint8_t *)s;
-  while (*p) {
+ * Unicode standard (3.9): the second byte's range depends on the first. By
+ * length: U+0000 is a character like any other. */
+static bool utf8_ok(const uint8_t *p, size_t n) {
+  if (!n)
+    return true; /* (p may be NULL) */
+  const uint8_t *end = p + n;
+  while (p < end) {
     uint8_t b = *p++, lo = 0x80, hi = 0xBF;
     int more;
     if (b < 0x80)
@@ -146,15 +167,14 @@ static bool utf8_ok(const char *s) {
     else
       return false;
     for (int i = 0; i < more; i++, p++, lo = 0x80, hi = 0xBF)
-      if (*p < lo || *p > hi)
+      if (p >= end || *p < lo || *p > hi)
         return false;
   }
   return true;
 }
 
-static bool name_ok(const char *s) {
-  size_t n = strlen(s);
-  return n >= 1 && n <= CHAT_NAME_MAX; /* CHAT_ROOM_MAX is the same */
+static bool name_ok(ProtobufCBinaryData s) {
+  return s.len >= 1 && s.len <= CHAT_NAME_MAX; /* CHAT_ROOM_MAX is the same */
 }
 
 /* The bounded room names: length 1..32, 'a' or 'b', then 'x's. */
@@ -164,21 +184,24 @@ static void room_name(char *out, size_t len, unsigned which) {
   out[len] = 0;
 }
 
-static bool room_bounded(const char *s) {
-  size_t n = strlen(s);
-  if (n < 1 || n > CHAT_ROOM_MAX || (s[0] != 'a' && s[0] != 'b'))
+static bool room_bounded(ProtobufCBinaryData s) {
+  if (s.len < 1 || s.len > CHAT_ROOM_MAX || (s.data[0] != 'a' && s.data[0] != 'b'))
     return false;
-  for (size_t i = 1; i < n; i++)
-    if (s[i] != 'x')
+  for (size_t i = 1; i < s.len; i++)
+    if (s.data[i] != 'x')
       return false;
   return true;
 }
 
 /* A proto3 string field decodes only if it is UTF-8 (protobuf-c does not
- * check; conformant decoders do, so the server must: ERR_BAD_MESSAGE). An
- * embedded NUL ends the string as the server sees it: the model does the same. */
-static bool str_decodes(const char *s) {
-  return !check_utf8 || utf8_ok(s);
+ * check; conformant decoders do, so the server must: ERR_BAD_MESSAGE). Every
+ * byte counts, a zero byte included (protocol 2). */
+static bool str_decodes(ProtobufCBinaryData s) {
+  return !check_utf8 || utf8_ok(s.data, s.len);
+}
+
+static bool bin_eq(ProtobufCBinaryData a, const uint8_t *b, size_t n) {
+  return a.len == n && (!n || !memcmp(a.data, b, n));
 }
 
 /* ---- the script -------------------------------------------------------- */
@@ -214,8 +237,9 @@ struct step {
  * Records, until the input ends (at most MAX_RECORDS): a byte h, client h & 1,
  * kind (h >> 1) & 7:
  *   0 C_LOGIN: a byte, name length % 36; the name's bytes
- *   1, 7 C_ENTER_ROOM: a byte b: length b % 34 (0 empty, 33 too long), b / 34
+ *   1 C_ENTER_ROOM: a byte b: length b % 34 (0 empty, 33 too long), b / 34
  *     picks the room among those of that length
+ *   7 C_PING: a byte, the client time
  *   2, 6 C_CHAT: 2 bytes, text length % 1040; the text's bytes
  *   3 C_LEAVE_ROOM
  *   4 a fuzzed body: a byte i, the id (i & 15 < 12: 1, 3, 5 or 7, else 0, 2,
@@ -240,8 +264,12 @@ static size_t parse_script(const uint8_t *data, size_t size, struct bytes *raw,
       put_packet(&raw[c], C_LOGIN, &body);
       break;
     }
-    case 1:
-    case 7: {
+    case 7:
+      pb_varint(&body, 1 << 3);
+      pb_varint(&body, in_byte(&in));
+      put_packet(&raw[c], C_PING, &body);
+      break;
+    case 1: {
       uint8_t b = in_byte(&in);
       size_t len = b % 34;
       char room[CHAT_ROOM_MAX + 2] = "";
@@ -271,7 +299,7 @@ static size_t parse_script(const uint8_t *data, size_t size, struct bytes *raw,
       break;
     case 4: {
       uint8_t i = in_byte(&in);
-      static const uint16_t real[4] = {C_LOGIN, C_ENTER, C_CHAT, C_LEAVE};
+      static const uint16_t real[4] = {C_LOGIN, C_ENTER, C_CHAT, C_PING};
       uint16_t bad[4] = {0, S_LOGIN, S_ERROR, (uint16_t)(256 + i)};
       uint16_t id = (i & 15) < 12 ? real[i & 3] : bad[i & 3];
       in_take(&in, &body, in_byte(&in), 0);
@@ -335,15 +363,15 @@ static void bound_rooms(struct bytes *s, struct step *steps, size_t nsteps, int 
   for (size_t i = 0; i < f.n; i++) {
     const struct pk *p = &f.v[i];
     new_off[i] = out.len;
-    Chat__CEnterRoom *m = NULL;
+    Chatw__CEnterRoom *m = NULL;
     if (p->id == C_ENTER)
-      m = chat__center_room__unpack(NULL, p->size - 4u, s->p + p->off + 4);
+      m = chatw__center_room__unpack(NULL, p->size - 4u, s->p + p->off + 4);
     if (m && str_decodes(m->room) && name_ok(m->room) && !room_bounded(m->room)) {
       char room[CHAT_ROOM_MAX + 1];
       unsigned sum = 0;
-      for (const char *q = m->room; *q; q++)
-        sum += (uint8_t)*q;
-      room_name(room, strlen(m->room), sum);
+      for (size_t q = 0; q < m->room.len; q++)
+        sum += m->room.data[q];
+      room_name(room, m->room.len, sum);
       struct bytes body = {0};
       pb_bytes(&body, 1, room, strlen(room));
       put_packet(&out, C_ENTER, &body);
@@ -353,7 +381,7 @@ static void bound_rooms(struct bytes *s, struct step *steps, size_t nsteps, int 
       b_put(&out, s->p + p->off, p->size);
     }
     if (m)
-      chat__center_room__free_unpacked(m, NULL);
+      chatw__center_room__free_unpacked(m, NULL);
   }
   new_off[f.n] = out.len;
   b_put(&out, s->p + f.rest, s->len - f.rest);
@@ -383,120 +411,158 @@ static void bound_rooms(struct bytes *s, struct step *steps, size_t nsteps, int 
 
 enum end { END_OPEN, END_LOCAL, END_BAD }; /* our FIN; an error and a close; a bad header */
 
+/* An answer, in request order (protocol 2): S_LOGIN, S_ENTER_ROOM,
+ * S_LEAVE_ROOM, S_ERROR, S_PONG. */
 struct reply {
   uint16_t id;
-  int code;                     /* S_ERROR */
-  char room[CHAT_ROOM_MAX + 1]; /* S_LEAVE_ROOM */
+  int code;         /* S_ERROR */
+  uint8_t room_len; /* S_ENTER_ROOM, S_LEAVE_ROOM */
+  uint8_t room[CHAT_ROOM_MAX];
+  uint64_t time; /* S_PONG */
 };
 
 struct line {
-  char *text;
+  uint8_t *text;
+  size_t len;
   uint64_t time;
   bool seen;
 };
 
 struct model {
-  struct reply *direct; /* S_LOGIN, S_LEAVE_ROOM, S_ERROR, in order */
+  struct reply *direct; /* every answer, in order */
   size_t ndirect;
-  char (*enters)[CHAT_ROOM_MAX + 1]; /* S_ENTER_ROOM of these rooms, in any order */
-  bool *enter_seen;
-  size_t nenters;
   struct line *chats; /* chats accepted from this client: each comes back once */
   size_t nchats;
-  char name[CHAT_NAME_MAX + 1];
+  uint8_t name_len;
+  uint8_t name[CHAT_NAME_MAX];
   enum end end;
+  /* END_LOCAL with a bad header later in the stream: the error's request may
+   * still wait for an earlier room answer (the player's chain) when the
+   * engine frames the bad header, which then closes first (bad_packet; the
+   * answers still due are lost - docs/protocol.md, "A bad header"). */
+  bool maybe_bad;
 };
 
 static void model_run(struct model *m, const struct bytes *s) {
   struct framed f;
   frame(&f, s);
   memset(m, 0, sizeof *m);
-  m->direct = calloc(f.n + 1, sizeof *m->direct);
-  m->enters = calloc(f.n + 1, sizeof *m->enters);
-  m->enter_seen = calloc(f.n + 1, sizeof *m->enter_seen);
+  m->direct = calloc(2 * f.n + 1, sizeof *m->direct); /* a switch answers twice */
   m->chats = calloc(f.n + 1, sizeof *m->chats);
-  FUZZ_CHECK(m->direct && m->enters && m->enter_seen && m->chats);
+  FUZZ_CHECK(m->direct && m->chats);
   bool logged = false;
-  char room[CHAT_ROOM_MAX + 1] = "";
+  uint8_t room[CHAT_ROOM_MAX];
+  size_t room_len = 0; /* 0: in no room */
 #define ERR(c) (m->direct[m->ndirect++] = (struct reply){.id = S_ERROR, .code = (c)})
+#define ROOM_REPLY(i, r, n)                                                                        \
+  do {                                                                                             \
+    struct reply *r_ = &m->direct[m->ndirect++];                                                   \
+    *r_ = (struct reply){.id = (i), .room_len = (uint8_t)(n)};                                     \
+    memcpy(r_->room, (r), (n));                                                                    \
+  } while (0)
   for (size_t i = 0; i < f.n && m->end == END_OPEN; i++) {
     size_t len = f.v[i].size - 4u;
     const uint8_t *body = s->p + f.v[i].off + 4;
     switch (f.v[i].id) {
     case C_LOGIN: {
-      Chat__CLogin *x = chat__clogin__unpack(NULL, len, body);
+      Chatw__CLogin *x = chatw__clogin__unpack(NULL, len, body);
       if (!x || !str_decodes(x->name)) {
-        ERR(CHAT__ERROR_CODE__ERR_BAD_MESSAGE);
+        ERR(CHATW__ERROR_CODE__ERR_BAD_MESSAGE);
         m->end = END_LOCAL;
       } else if (logged) {
-        ERR(CHAT__ERROR_CODE__ERR_ALREADY_LOGGED_IN);
+        ERR(CHATW__ERROR_CODE__ERR_ALREADY_LOGGED_IN);
       } else if (!name_ok(x->name)) {
-        ERR(CHAT__ERROR_CODE__ERR_BAD_NAME);
+        ERR(CHATW__ERROR_CODE__ERR_BAD_NAME);
       } else {
         m->direct[m->ndirect++] = (struct reply){.id = S_LOGIN};
         logged = true;
-        strcpy(m->name, x->name);
+        m->name_len = (uint8_t)x->name.len;
+        memcpy(m->name, x->name.data, x->name.len);
       }
-      chat__clogin__free_unpacked(x, NULL);
+      chatw__clogin__free_unpacked(x, NULL);
       break;
     }
     case C_ENTER: {
-      Chat__CEnterRoom *x = chat__center_room__unpack(NULL, len, body);
+      Chatw__CEnterRoom *x = chatw__center_room__unpack(NULL, len, body);
       if (!x || !str_decodes(x->room)) {
-        ERR(CHAT__ERROR_CODE__ERR_BAD_MESSAGE);
+        ERR(CHATW__ERROR_CODE__ERR_BAD_MESSAGE);
         m->end = END_LOCAL;
       } else if (!logged) {
-        ERR(CHAT__ERROR_CODE__ERR_NOT_LOGGED_IN);
+        ERR(CHATW__ERROR_CODE__ERR_NOT_LOGGED_IN);
       } else if (!name_ok(x->room)) {
-        ERR(CHAT__ERROR_CODE__ERR_BAD_ROOM);
+        ERR(CHATW__ERROR_CODE__ERR_BAD_ROOM);
       } else {
-        /* A new room, or the one it is in already: S_ENTER_ROOM either way. */
+        /* Another room: S_LEAVE_ROOM of the old one first. The same room:
+         * S_ENTER_ROOM again. */
         FUZZ_CHECK(room_bounded(x->room));
-        strcpy(room, x->room);
-        strcpy(m->enters[m->nenters++], room);
+        if (room_len && !bin_eq(x->room, room, room_len))
+          ROOM_REPLY(S_LEAVE, room, room_len);
+        room_len = x->room.len;
+        memcpy(room, x->room.data, room_len);
+        ROOM_REPLY(S_ENTER, room, room_len);
       }
-      chat__center_room__free_unpacked(x, NULL);
+      chatw__center_room__free_unpacked(x, NULL);
       break;
     }
     case C_CHAT: {
-      Chat__CChat *x = chat__cchat__unpack(NULL, len, body);
+      Chatw__CChat *x = chatw__cchat__unpack(NULL, len, body);
       if (!x || !str_decodes(x->text)) {
-        ERR(CHAT__ERROR_CODE__ERR_BAD_MESSAGE);
+        ERR(CHATW__ERROR_CODE__ERR_BAD_MESSAGE);
         m->end = END_LOCAL;
-      } else if (!room[0]) {
-        ERR(logged ? CHAT__ERROR_CODE__ERR_NOT_IN_ROOM : CHAT__ERROR_CODE__ERR_NOT_LOGGED_IN);
-      } else if (strlen(x->text) > CHAT_TEXT_MAX) {
-        ERR(CHAT__ERROR_CODE__ERR_TOO_LONG);
+      } else if (!logged) {
+        ERR(CHATW__ERROR_CODE__ERR_NOT_LOGGED_IN);
+      } else if (!room_len) {
+        ERR(CHATW__ERROR_CODE__ERR_NOT_IN_ROOM);
+      } else if (x->text.len > CHAT_TEXT_MAX) {
+        ERR(CHATW__ERROR_CODE__ERR_TOO_LONG);
       } else {
-        m->chats[m->nchats++] = (struct line){strdup(x->text), x->client_time_us, false};
+        uint8_t *t = malloc(x->text.len + 1);
+        FUZZ_CHECK(t);
+        if (x->text.len)
+          memcpy(t, x->text.data, x->text.len);
+        m->chats[m->nchats++] = (struct line){t, x->text.len, x->client_time_us, false};
       }
-      chat__cchat__free_unpacked(x, NULL);
+      chatw__cchat__free_unpacked(x, NULL);
       break;
     }
     case C_LEAVE: {
-      Chat__CLeaveRoom *x = chat__cleave_room__unpack(NULL, len, body);
+      Chatw__CLeaveRoom *x = chatw__cleave_room__unpack(NULL, len, body);
       if (!x) {
-        ERR(CHAT__ERROR_CODE__ERR_BAD_MESSAGE);
+        ERR(CHATW__ERROR_CODE__ERR_BAD_MESSAGE);
         m->end = END_LOCAL;
-      } else if (!room[0]) {
-        ERR(logged ? CHAT__ERROR_CODE__ERR_NOT_IN_ROOM : CHAT__ERROR_CODE__ERR_NOT_LOGGED_IN);
+      } else if (!logged) {
+        ERR(CHATW__ERROR_CODE__ERR_NOT_LOGGED_IN);
+      } else if (!room_len) {
+        ERR(CHATW__ERROR_CODE__ERR_NOT_IN_ROOM);
       } else {
-        m->direct[m->ndirect] = (struct reply){.id = S_LEAVE};
-        strcpy(m->direct[m->ndirect++].room, room);
-        room[0] = 0;
+        ROOM_REPLY(S_LEAVE, room, room_len);
+        room_len = 0;
       }
-      chat__cleave_room__free_unpacked(x, NULL);
+      chatw__cleave_room__free_unpacked(x, NULL);
+      break;
+    }
+    case C_PING: {
+      Chatw__CPing *x = chatw__cping__unpack(NULL, len, body);
+      if (!x) {
+        ERR(CHATW__ERROR_CODE__ERR_BAD_MESSAGE);
+        m->end = END_LOCAL;
+      } else {
+        m->direct[m->ndirect++] = (struct reply){.id = S_PONG, .time = x->client_time_us};
+      }
+      chatw__cping__free_unpacked(x, NULL);
       break;
     }
     default:
-      ERR(CHAT__ERROR_CODE__ERR_UNKNOWN_ID);
+      ERR(CHATW__ERROR_CODE__ERR_UNKNOWN_ID);
       m->end = END_LOCAL;
       break;
     }
   }
 #undef ERR
+#undef ROOM_REPLY
   if (m->end == END_OPEN && f.bad)
     m->end = END_BAD;
+  m->maybe_bad = m->end == END_LOCAL && f.bad;
   free(f.v);
 }
 
@@ -504,8 +570,6 @@ static void model_free(struct model *m) {
   for (size_t i = 0; i < m->nchats; i++)
     free(m->chats[i].text);
   free(m->direct);
-  free(m->enters);
-  free(m->enter_seen);
   free(m->chats);
 }
 
@@ -513,7 +577,8 @@ static void model_free(struct model *m) {
 
 struct foreign {
   uint64_t player;
-  char *text;
+  uint8_t *text;
+  size_t len;
   uint64_t time;
 };
 
@@ -525,7 +590,9 @@ struct client {
   struct bytes in; /* received, not yet a whole packet */
   uint64_t id;     /* from S_LOGIN */
   struct model m;
-  size_t got_direct, got_enters, got_chats;
+  size_t got_direct, got_chats;
+  uint8_t room_len; /* the room it is in, as the answers say (0: none) */
+  uint8_t room[CHAT_ROOM_MAX];
   struct foreign *foreign; /* S_CHAT from others, checked at the end */
   size_t nforeign, foreign_cap;
 };
@@ -535,12 +602,11 @@ static struct client *cur_clients;
 
 static void dump_client(const struct client *c, int i) {
   fprintf(stderr,
-          "  client %d: sent %zu of %zu bytes%s%s%s, id %llu, model end %d: direct replies %zu of "
-          "%zu, enters %zu of %zu, own chats %zu of %zu\n",
+          "  client %d: sent %zu of %zu bytes%s%s%s, id %llu, model end %d: answers %zu of "
+          "%zu, own chats %zu of %zu\n",
           i, c->sent, c->out.len, c->write_dead ? " (write failed)" : "",
           c->fin ? ", FIN sent" : "", c->eof ? ", EOF" : "", (unsigned long long)c->id,
-          (int)c->m.end, c->got_direct, c->m.ndirect, c->got_enters, c->m.nenters, c->got_chats,
-          c->m.nchats);
+          (int)c->m.end, c->got_direct, c->m.ndirect, c->got_chats, c->m.nchats);
 }
 
 #define FAIL(...)                                                                                  \
@@ -574,93 +640,127 @@ static int connect_client(void) {
   return fd;
 }
 
-static void direct_reply(struct client *c, uint16_t id, int code, const char *room) {
+static void direct_reply(struct client *c, uint16_t id, int code, ProtobufCBinaryData room,
+                         uint64_t time) {
   EXPECT(c->got_direct < c->m.ndirect); /* nothing more was asked, or it closed */
   const struct reply *r = &c->m.direct[c->got_direct++];
-  if (r->id != id || (id == S_ERROR && r->code != code) || (id == S_LEAVE && strcmp(r->room, room)))
-    FAIL("direct reply %zu: got id %u code %d room '%s', want id %u code %d room '%s'",
-         c->got_direct - 1, id, code, room ? room : "", r->id, r->code, r->room);
+  if (r->id != id || (id == S_ERROR && r->code != code) ||
+      ((id == S_LEAVE || id == S_ENTER) && !bin_eq(room, r->room, r->room_len)) ||
+      (id == S_PONG && r->time != time))
+    FAIL("answer %zu: got id %u code %d room of %zu bytes, want id %u code %d room of %u bytes "
+         "(answers come in request order)",
+         c->got_direct - 1, id, code, room.len, r->id, r->code, r->room_len);
 }
 
-static void check_str(const char *s) {
-  if (check_utf8 && !utf8_ok(s))
-    FAIL("a string from the server is not UTF-8 (proto3 strings must be): '%s'", s);
+static void check_str(ProtobufCBinaryData s) {
+  if (check_utf8 && !utf8_ok(s.data, s.len))
+    FAIL("a string from the server is not UTF-8 (proto3 strings must be)");
+}
+
+static const ProtobufCBinaryData no_room = {0, NULL};
+
+/* Room traffic must name the room the answers say it is in. */
+static void in_room(struct client *c, ProtobufCBinaryData room, const char *what) {
+  if (!c->room_len || !bin_eq(room, c->room, c->room_len))
+    FAIL("%s of a room it is not in (room traffic only between S_ENTER_ROOM and S_LEAVE_ROOM)",
+         what);
 }
 
 /* One packet from the server. */
 static void on_packet(struct client *c, uint16_t id, const uint8_t *body, size_t len) {
   switch (id) {
   case S_LOGIN: {
-    Chat__SLogin *m = chat__slogin__unpack(NULL, len, body);
+    Chatw__SLogin *m = chatw__slogin__unpack(NULL, len, body);
     EXPECT(m);
-    direct_reply(c, id, 0, NULL);
+    direct_reply(c, id, 0, no_room, 0);
     EXPECT(m->player_id != 0);
     EXPECT(c->id == 0);
     c->id = m->player_id;
-    chat__slogin__free_unpacked(m, NULL);
+    chatw__slogin__free_unpacked(m, NULL);
     break;
   }
   case S_ERROR: {
-    Chat__SError *m = chat__serror__unpack(NULL, len, body);
+    Chatw__SError *m = chatw__serror__unpack(NULL, len, body);
     EXPECT(m);
     check_str(m->text);
-    EXPECT(m->code != CHAT__ERROR_CODE__ERR_ROOM_FULL); /* rooms are few, memory plenty */
-    direct_reply(c, id, m->code, NULL);
-    chat__serror__free_unpacked(m, NULL);
+    EXPECT(m->code != CHATW__ERROR_CODE__ERR_ROOM_FULL); /* rooms are few, memory plenty */
+    direct_reply(c, id, m->code, no_room, 0);
+    chatw__serror__free_unpacked(m, NULL);
+    break;
+  }
+  case S_PONG: {
+    Chatw__SPong *m = chatw__spong__unpack(NULL, len, body);
+    EXPECT(m);
+    direct_reply(c, id, 0, no_room, m->client_time_us);
+    EXPECT(m->server_time_us != 0);
+    chatw__spong__free_unpacked(m, NULL);
     break;
   }
   case S_LEAVE: {
-    Chat__SLeaveRoom *m = chat__sleave_room__unpack(NULL, len, body);
+    Chatw__SLeaveRoom *m = chatw__sleave_room__unpack(NULL, len, body);
     EXPECT(m);
     check_str(m->room);
-    direct_reply(c, id, 0, m->room);
-    chat__sleave_room__free_unpacked(m, NULL);
+    direct_reply(c, id, 0, m->room, 0);
+    c->room_len = 0;
+    chatw__sleave_room__free_unpacked(m, NULL);
     break;
   }
   case S_ENTER: {
-    Chat__SEnterRoom *m = chat__senter_room__unpack(NULL, len, body);
+    Chatw__SEnterRoom *m = chatw__senter_room__unpack(NULL, len, body);
     EXPECT(m);
     check_str(m->room);
-    size_t k = 0;
-    while (k < c->m.nenters && (c->m.enter_seen[k] || strcmp(c->m.enters[k], m->room)))
-      k++;
-    if (k == c->m.nenters)
-      FAIL("S_ENTER_ROOM '%s': no such C_ENTER_ROOM is waiting for it", m->room);
-    c->m.enter_seen[k] = true;
-    c->got_enters++;
+    direct_reply(c, id, 0, m->room, 0);
+    c->room_len = (uint8_t)m->room.len;
+    memcpy(c->room, m->room.data, m->room.len);
     EXPECT(c->id != 0);
-    EXPECT(m->member_count >= 1);
-    EXPECT(m->n_members ==
-           (m->member_count < CHAT_MEMBERS_LISTED ? m->member_count : CHAT_MEMBERS_LISTED));
-    size_t self = 0;
+    EXPECT(m->member_count >= 1 && m->member_count <= NCLIENTS);
+    EXPECT(m->n_members == m->member_count); /* few: all fit */
     for (size_t i = 0; i < m->n_members; i++) {
       check_str(m->members[i]->name);
       EXPECT(m->members[i]->player_id != 0);
       for (size_t j = 0; j < i; j++)
         EXPECT(m->members[j]->player_id != m->members[i]->player_id);
-      if (m->members[i]->player_id == c->id) {
-        self++;
-        EXPECT(!strcmp(m->members[i]->name, c->m.name));
-      }
     }
-    if (m->member_count <= CHAT_MEMBERS_LISTED)
-      EXPECT(self == 1);
-    chat__senter_room__free_unpacked(m, NULL);
+    /* it first, with its name byte for byte */
+    EXPECT(m->members[0]->player_id == c->id);
+    EXPECT(bin_eq(m->members[0]->name, c->m.name, c->m.name_len));
+    chatw__senter_room__free_unpacked(m, NULL);
+    break;
+  }
+  case S_JOINED: {
+    Chatw__SMemberJoined *m = chatw__smember_joined__unpack(NULL, len, body);
+    EXPECT(m && m->member);
+    check_str(m->room);
+    check_str(m->member->name);
+    in_room(c, m->room, "S_MEMBER_JOINED");
+    EXPECT(m->member->player_id != c->id);
+    chatw__smember_joined__free_unpacked(m, NULL);
+    break;
+  }
+  case S_LEFT: {
+    Chatw__SMemberLeft *m = chatw__smember_left__unpack(NULL, len, body);
+    EXPECT(m);
+    check_str(m->room);
+    in_room(c, m->room, "S_MEMBER_LEFT");
+    EXPECT(m->player_id != c->id);
+    chatw__smember_left__free_unpacked(m, NULL);
     break;
   }
   case S_CHAT: {
-    Chat__SChat *m = chat__schat__unpack(NULL, len, body);
+    Chatw__SChat *m = chatw__schat__unpack(NULL, len, body);
     EXPECT(m);
     check_str(m->text);
+    check_str(m->room);
+    in_room(c, m->room, "S_CHAT");
     EXPECT(m->player_id != 0);
     if (c->id && m->player_id == c->id) {
       size_t k = 0;
       while (k < c->m.nchats && (c->m.chats[k].seen || c->m.chats[k].time != m->client_time_us ||
-                                 strcmp(c->m.chats[k].text, m->text)))
+                                 !bin_eq(m->text, c->m.chats[k].text, c->m.chats[k].len)))
         k++;
       if (k == c->m.nchats)
-        FAIL("S_CHAT of its own '%.40s' (time %llu): it sent no such chat, or it came twice",
-             m->text, (unsigned long long)m->client_time_us);
+        FAIL("S_CHAT of its own (%zu bytes, time %llu): it sent no such chat, or it came twice",
+             m->text.len, (unsigned long long)m->client_time_us);
       c->m.chats[k].seen = true;
       c->got_chats++;
     } else {
@@ -669,10 +769,13 @@ static void on_packet(struct client *c, uint16_t id, const uint8_t *body, size_t
         c->foreign = realloc(c->foreign, c->foreign_cap * sizeof *c->foreign);
         FUZZ_CHECK(c->foreign);
       }
-      c->foreign[c->nforeign++] =
-          (struct foreign){m->player_id, strdup(m->text), m->client_time_us};
+      uint8_t *t = malloc(m->text.len + 1);
+      FUZZ_CHECK(t);
+      if (m->text.len)
+        memcpy(t, m->text.data, m->text.len);
+      c->foreign[c->nforeign++] = (struct foreign){m->player_id, t, m->text.len, m->client_time_us};
     }
-    chat__schat__free_unpacked(m, NULL);
+    chatw__schat__free_unpacked(m, NULL);
     break;
   }
   default:
@@ -712,8 +815,7 @@ static void do_read(struct client *c) {
 }
 
 static bool all_answered(const struct client *c) {
-  return c->got_direct == c->m.ndirect && c->got_enters == c->m.nenters &&
-         c->got_chats == c->m.nchats;
+  return c->got_direct == c->m.ndirect && c->got_chats == c->m.nchats;
 }
 
 /* Write the steps in order while reading both; then, once a client the
@@ -783,11 +885,11 @@ static void check_foreign(struct client *cl) {
       if (o->id)
         EXPECT(x->player == o->id);
       size_t k = 0;
-      while (k < o->m.nchats &&
-             (o->m.chats[k].time != x->time || strcmp(o->m.chats[k].text, x->text)))
+      while (k < o->m.nchats && (o->m.chats[k].time != x->time || o->m.chats[k].len != x->len ||
+                                 (x->len && memcmp(o->m.chats[k].text, x->text, x->len))))
         k++;
       if (k == o->m.nchats)
-        FAIL("S_CHAT '%.40s' from player %llu: the other client sent no such chat", x->text,
+        FAIL("S_CHAT of %zu bytes from player %llu: the other client sent no such chat", x->len,
              (unsigned long long)x->player);
     }
   }
@@ -820,9 +922,9 @@ static void probe(void) {
   }
   EXPECT(fuzz_le16(buf + 2) == S_LOGIN);
   EXPECT(have == fuzz_le16(buf));
-  Chat__SLogin *m = chat__slogin__unpack(NULL, have - 4, buf + 4);
+  Chatw__SLogin *m = chatw__slogin__unpack(NULL, have - 4, buf + 4);
   EXPECT(m && m->player_id != 0);
-  chat__slogin__free_unpacked(m, NULL);
+  chatw__slogin__free_unpacked(m, NULL);
   close(fd);
 }
 
@@ -855,7 +957,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     fprintf(stderr, "fuzz_chat: cp_service_create: %s\n", cp_strerror(rc));
     exit(1);
   }
-  chat_init(svc);
+  chat_init(svc, &(struct chat_limits){.max_packet = MAX_PACKET});
   rc = cp_service_start(svc);
   if (rc) {
     fprintf(stderr, "fuzz_chat: cp_service_start: %s\n", cp_strerror(rc));
@@ -917,12 +1019,32 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   cp_service_get_stats(svc, &after);
   uint64_t want[CP_REASON_COUNT] = {0};
   want[CP_REASON_PEER_CLOSED] = 1;
-  for (int i = 0; i < NCLIENTS; i++)
+  unsigned either = 0; /* maybe_bad: local or bad_packet */
+  for (int i = 0; i < NCLIENTS; i++) {
+    if (cl[i].m.maybe_bad) {
+      either++;
+      continue;
+    }
     want[cl[i].m.end == END_OPEN    ? CP_REASON_PEER_CLOSED
          : cl[i].m.end == END_LOCAL ? CP_REASON_LOCAL
                                     : CP_REASON_BAD_PACKET]++;
+  }
+  for (int r = CP_REASON_LOCAL; r == CP_REASON_LOCAL || r == CP_REASON_BAD_PACKET;
+       r = r == CP_REASON_LOCAL ? CP_REASON_BAD_PACKET : -1)
+    if (after.disconnects[r] - before.disconnects[r] < want[r])
+      FAIL("%llu sessions ended %s, want at least %llu",
+           (unsigned long long)(after.disconnects[r] - before.disconnects[r]),
+           cp_reason_name((cp_reason)r), (unsigned long long)want[r]);
+  uint64_t extra = (after.disconnects[CP_REASON_LOCAL] - before.disconnects[CP_REASON_LOCAL] -
+                    want[CP_REASON_LOCAL]) +
+                   (after.disconnects[CP_REASON_BAD_PACKET] -
+                    before.disconnects[CP_REASON_BAD_PACKET] - want[CP_REASON_BAD_PACKET]);
+  if (extra != either)
+    FAIL("%llu sessions ended local or bad_packet beyond the model's, want %u",
+         (unsigned long long)extra, either);
   for (int r = 0; r < CP_REASON_COUNT; r++)
-    if (after.disconnects[r] - before.disconnects[r] != want[r])
+    if (r != CP_REASON_LOCAL && r != CP_REASON_BAD_PACKET &&
+        after.disconnects[r] - before.disconnects[r] != want[r])
       FAIL("%llu sessions ended %s, want %llu",
            (unsigned long long)(after.disconnects[r] - before.disconnects[r]),
            cp_reason_name((cp_reason)r), (unsigned long long)want[r]);
