@@ -20,7 +20,7 @@ SAN_ENV = ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1 \
           TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
 
 .PHONY: all build run test test-asan test-tsan test-plain setup install bench bench-quick \
-        fuzz soak format format-check clean
+        fuzz soak format format-check clean windows test-windows
 
 all: build
 
@@ -74,6 +74,16 @@ bench: setup build
 
 bench-quick: setup build
 	QUICK=1 bench/run
+
+# Windows: cross-built with mingw-w64 into build-win/, its tests run under Wine. See docs/windows.md.
+windows:
+	scripts/win-deps
+	cmake -S . -B build-win -DCMAKE_TOOLCHAIN_FILE=cmake/toolchain-mingw-w64.cmake \
+	  -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCPORT_WERROR=ON $(CMAKE_FLAGS) >/dev/null
+	cmake --build build-win -j$(JOBS)
+
+test-windows: windows
+	cd build-win && ctest --output-on-failure -j2 $(CTEST_ARGS)
 
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')

@@ -1,0 +1,36 @@
+# cmake/windows.cmake - the Windows (x86_64-w64-mingw32) build, included by CMakeLists.txt when
+# cross-compiling with cmake/toolchain-mingw-w64.cmake (`make windows`). Tests run under Wine
+# through the toolchain's CMAKE_CROSSCOMPILING_EMULATOR (scripts/wine-run); they share one
+# wineserver (CPORT_WINE_KEEP=1) that the cleanup fixture stops at the end.
+#
+# What builds here today: the chain's proofs (hello, winsock_echo) and the probes of what Wine
+# does (tests/windows/probe_*.c, see docs/windows.md).
+add_compile_options(-Wall -Wextra)
+if(CPORT_WERROR)
+  add_compile_options(-Werror)
+endif()
+set(CMAKE_RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/bin)
+enable_testing()
+
+set(CPORT_WIN_TEST_ENV "CPORT_WINE_KEEP=1")
+add_test(NAME windows.wine_stop COMMAND ${CMAKE_SOURCE_DIR}/scripts/wine-run --stop)
+set_tests_properties(windows.wine_stop PROPERTIES FIXTURES_CLEANUP wine)
+
+# A program from tests/windows/, run under Wine as test windows.<name>.
+function(cport_windows_test name)
+  cmake_parse_arguments(T "" "TIMEOUT" "SOURCES;LIBS" ${ARGN})
+  add_executable(${name} ${T_SOURCES})
+  target_link_libraries(${name} PRIVATE ${T_LIBS})
+  add_test(NAME windows.${name} COMMAND ${name})
+  if(NOT T_TIMEOUT)
+    set(T_TIMEOUT 60)
+  endif()
+  set_tests_properties(windows.${name} PROPERTIES ENVIRONMENT "${CPORT_WIN_TEST_ENV}"
+                       FIXTURES_REQUIRED wine TIMEOUT ${T_TIMEOUT})
+endfunction()
+
+cport_windows_test(hello SOURCES tests/windows/hello.c)
+cport_windows_test(winsock_echo SOURCES tests/windows/winsock_echo.c LIBS ws2_32)
+foreach(p disconnectex_skip cancel_nothing acceptex connectex zero_recv gqcs cancel_op)
+  cport_windows_test(probe_${p} SOURCES tests/windows/probe_${p}.c LIBS mswsock ws2_32)
+endforeach()
