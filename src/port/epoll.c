@@ -35,13 +35,12 @@ struct ep {
   int epfd, evfd;
   struct epoll_event *events;
   int nevents;
-  pthread_mutex_t lock; /* free buffers, starved list, timer heap */
-  uint32_t *free_bufs;  /* stack of free buffer indices */
+  cp__mutex lock;      /* free buffers, starved list, timer heap */
+  uint32_t *free_bufs; /* stack of free buffer indices */
   uint32_t nfree;
   int starved_head, starved_tail; /* fds whose queue head is a pooled recv without a buffer */
   _Atomic bool feed_pending;      /* a buffer is free while someone starves: feed_starved() */
-  struct op **heap;               /* timers, earliest first */
-  uint32_t heap_len, heap_cap;
+  struct cp__heap timers;         /* timer ops by deadline (op->u.timer.node) */
 };
 
 static inline struct ep *E(cp_port *p) {
@@ -91,12 +90,10 @@ static int epoll_init(cp_port *p) {
   ep->free_bufs = mem_alloc(p->bufs.count * sizeof *ep->free_bufs);
   /* Room for 64 timers from the start: a user with a few (the engine has
    * one) never meets an allocation failure arming one. */
-  ep->heap_cap = 64;
-  ep->heap = mem_alloc(ep->heap_cap * sizeof *ep->heap);
-  int rc = 0;
+  int rc = cp__heap_init(&ep->timers, 64);
   if (ep->epfd < 0 || ep->evfd < 0) {
     rc = -errno;
-  } else if (!ep->events || !ep->free_bufs || !ep->heap) {
+  } else if (rc || !ep->events || !ep->free_bufs) {
     rc = -ENOMEM;
   } else {
     struct epoll_event ev = {.events = EPOLLIN, .data.u64 = EV_WAKE_TAG};
@@ -110,7 +107,7 @@ static int epoll_init(cp_port *p) {
       close(ep->evfd);
     mem_free(ep->events);
     mem_free(ep->free_bufs);
-    mem_free(ep->heap);
+    cp__heap_free(&ep->timers);
     mem_free(ep);
     return rc;
   }
@@ -119,7 +116,7 @@ static int epoll_init(cp_port *p) {
     ep->free_bufs[i] = p->bufs.count - 1 - i;
   ep->nfree = p->bufs.count;
   ep->starved_head = ep->starved_tail = -1;
-  pthread_mutex_init(&ep->lock, NULL);
+  cp__mutex_init(&ep->lock);
   p->be_data = ep;
   return 0;
 }
@@ -142,8 +139,8 @@ static void epoll_destroy(cp_port *p) {
   close(ep->evfd);
   mem_free(ep->events);
   mem_free(ep->free_bufs);
-  mem_free(ep->heap);
-  pthread_mutex_destroy(&ep->lock);
+  cp__heap_free(&ep->timers);
+  cp__mutex_destroy(&ep->lock);
   mem_free(ep);
   p->be_data = NULL;
 }
@@ -171,10 +168,10 @@ static void epoll_wake(cp_port *p) {
 static long buf_get(cp_port *p) {
   struct ep *ep = E(p);
   long idx = -1;
-  pthread_mutex_lock(&ep->lock);
+  cp__mutex_lock(&ep->lock);
   if (ep->nfree)
     idx = ep->free_bufs[--ep->nfree];
-  pthread_mutex_unlock(&ep->lock);
+  cp__mutex_unlock(&ep->lock);
   return idx;
 }
 
@@ -190,12 +187,13 @@ static void buf_put_locked(cp_port *p, uint32_t idx) {
 }
 
 static void buf_put(cp_port *p, uint32_t idx) {
-  pthread_mutex_lock(&E(p)->lock);
+  cp__mutex_lock(&E(p)->lock);
   buf_put_locked(p, idx);
-  pthread_mutex_unlock(&E(p)->lock);
+  cp__mutex_unlock(&E(p)->lock);
 }
 
 static void feed_starved(cp_port *p);
+static int start_timer(cp_port *p, struct op *o);
 
 /* ---- trying ops (fd lock held) -------------------------------------- */
 
@@ -333,7 +331,7 @@ static void starve(cp_port *p, struct op *o, struct fdent *e) {
   struct ep *ep = E(p);
   atomic_fetch_add_explicit(&p->n_buf_waits, 1, memory_order_relaxed);
   o->state = OPS_STARVED;
-  pthread_mutex_lock(&ep->lock);
+  cp__mutex_lock(&ep->lock);
   if (!e->starved_listed) {
     e->starved_listed = 1;
     e->starved_next = -1;
@@ -346,7 +344,7 @@ static void starve(cp_port *p, struct op *o, struct fdent *e) {
   /* A buffer may have come back between our failed take and now. */
   if (ep->nfree)
     atomic_store(&ep->feed_pending, true);
-  pthread_mutex_unlock(&ep->lock);
+  cp__mutex_unlock(&ep->lock);
 }
 
 /* Try the head of one queue until it would block. fd lock held. */
@@ -371,43 +369,12 @@ static void run_queue(cp_port *p, struct sink *s, struct fdent *e, struct opq *q
 
 static int epoll_start(cp_port *p, struct op *o, struct fdent *e) {
   struct sink s = {.out = NULL, .n = 0, .max = 0, .nspill = 0};
-  if (o->kind == CP_OP_TIMEOUT) {
-    struct ep *ep = E(p);
-    pthread_mutex_lock(&ep->lock);
-    if (ep->heap_len == ep->heap_cap) {
-      uint32_t cap = ep->heap_cap ? ep->heap_cap * 2 : 64;
-      struct op **h = mem_realloc(ep->heap, cap * sizeof *h);
-      if (!h) {
-        pthread_mutex_unlock(&ep->lock);
-        return -ENOMEM;
-      }
-      ep->heap = h;
-      ep->heap_cap = cap;
-    }
-    /* sift up */
-    uint32_t i = ep->heap_len++;
-    while (i > 0) {
-      uint32_t parent = (i - 1) / 2;
-      if (ep->heap[parent]->u.timer.deadline_ns <= o->u.timer.deadline_ns)
-        break;
-      ep->heap[i] = ep->heap[parent];
-      ep->heap[i]->u.timer.heap_idx = i;
-      i = parent;
-    }
-    ep->heap[i] = o;
-    o->u.timer.heap_idx = i;
-    o->state = OPS_TIMER;
-    bool earliest = i == 0;
-    pthread_mutex_unlock(&ep->lock);
-    /* A poller asleep may be sleeping past this new deadline. */
-    if (earliest && atomic_load(&p->in_kernel))
-      epoll_wake(p);
-    return 0;
-  }
+  if (o->kind == CP_OP_TIMEOUT)
+    return start_timer(p, o);
   bool rd = op_is_read(o->kind);
-  pthread_spin_lock(&e->lock);
+  cp__spin_lock(&e->lock);
   if (atomic_load(&p->closed)) {
-    pthread_spin_unlock(&e->lock);
+    cp__spin_unlock(&e->lock);
     return -ESHUTDOWN;
   }
   o->state = OPS_QUEUED;
@@ -415,7 +382,7 @@ static int epoll_start(cp_port *p, struct op *o, struct fdent *e) {
   opq_push(q, o);
   if (opq_head(q) == o)
     run_queue(p, &s, e, q);
-  pthread_spin_unlock(&e->lock);
+  cp__spin_unlock(&e->lock);
   sink_flush(p, &s);
   feed_starved(p);
   return 0;
@@ -423,57 +390,50 @@ static int epoll_start(cp_port *p, struct op *o, struct fdent *e) {
 
 /* ---- timers --------------------------------------------------------- */
 
-/* Remove heap[i] (ep lock held). */
-static void heap_remove(struct ep *ep, uint32_t i) {
-  struct op *last = ep->heap[--ep->heap_len];
-  if (i == ep->heap_len)
-    return;
-  /* Put `last` at i and restore the order both ways. */
-  uint64_t d = last->u.timer.deadline_ns;
-  while (i > 0 && ep->heap[(i - 1) / 2]->u.timer.deadline_ns > d) {
-    ep->heap[i] = ep->heap[(i - 1) / 2];
-    ep->heap[i]->u.timer.heap_idx = i;
-    i = (i - 1) / 2;
+static struct op *timer_op(struct cp__heap_node *n) {
+  return (struct op *)(void *)((char *)n - offsetof(struct op, u.timer.node));
+}
+
+static int start_timer(cp_port *p, struct op *o) {
+  struct ep *ep = E(p);
+  cp__mutex_lock(&ep->lock);
+  int rc = cp__heap_push(&ep->timers, &o->u.timer.node);
+  if (rc) {
+    cp__mutex_unlock(&ep->lock);
+    return rc;
   }
-  for (;;) {
-    uint32_t l = 2 * i + 1, r = l + 1, m = i;
-    uint64_t md = d;
-    if (l < ep->heap_len && ep->heap[l]->u.timer.deadline_ns < md)
-      m = l, md = ep->heap[l]->u.timer.deadline_ns;
-    if (r < ep->heap_len && ep->heap[r]->u.timer.deadline_ns < md)
-      m = r;
-    if (m == i)
-      break;
-    ep->heap[i] = ep->heap[m];
-    ep->heap[i]->u.timer.heap_idx = i;
-    i = m;
-  }
-  ep->heap[i] = last;
-  last->u.timer.heap_idx = i;
+  o->state = OPS_TIMER;
+  bool earliest = cp__heap_min(&ep->timers) == &o->u.timer.node;
+  cp__mutex_unlock(&ep->lock);
+  /* A poller asleep may be sleeping past this new deadline. */
+  if (earliest && atomic_load(&p->in_kernel))
+    epoll_wake(p);
+  return 0;
 }
 
 static void expire_timers(cp_port *p, struct sink *s) {
   struct ep *ep = E(p);
-  uint64_t now = cp__port_now_ns();
-  pthread_mutex_lock(&ep->lock);
-  while (ep->heap_len && ep->heap[0]->u.timer.deadline_ns <= now) {
-    struct op *o = ep->heap[0];
-    heap_remove(ep, 0);
-    sink_put(p, s, o, 0, NULL);
+  uint64_t now = cp__now_ns();
+  cp__mutex_lock(&ep->lock);
+  struct cp__heap_node *n;
+  while ((n = cp__heap_min(&ep->timers)) && n->key <= now) {
+    cp__heap_pop(&ep->timers);
+    sink_put(p, s, timer_op(n), 0, NULL);
   }
-  pthread_mutex_unlock(&ep->lock);
+  cp__mutex_unlock(&ep->lock);
 }
 
 static int next_timer_ms(cp_port *p, int timeout_ms) {
   struct ep *ep = E(p);
-  pthread_mutex_lock(&ep->lock);
-  if (ep->heap_len) {
-    uint64_t now = cp__port_now_ns(), d = ep->heap[0]->u.timer.deadline_ns;
+  cp__mutex_lock(&ep->lock);
+  struct cp__heap_node *first = cp__heap_min(&ep->timers);
+  if (first) {
+    uint64_t now = cp__now_ns(), d = first->key;
     uint64_t ms = d <= now ? 0 : (d - now + 999999) / 1000000;
     if (timeout_ms < 0 || ms < (uint64_t)timeout_ms)
       timeout_ms = (int)ms;
   }
-  pthread_mutex_unlock(&ep->lock);
+  cp__mutex_unlock(&ep->lock);
   return timeout_ms;
 }
 
@@ -501,12 +461,12 @@ static int epoll_poll(cp_port *p, cp_completion *out, int max, int timeout_ms) {
     struct fdent *e = cp__fdtable_get(&p->fds, (int)ev->data.u64);
     if (!e)
       continue;
-    pthread_spin_lock(&e->lock);
+    cp__spin_lock(&e->lock);
     if (ev->events & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP))
       run_queue(p, &s, e, &e->rd);
     if (ev->events & (EPOLLOUT | EPOLLERR | EPOLLHUP))
       run_queue(p, &s, e, &e->wr);
-    pthread_spin_unlock(&e->lock);
+    cp__spin_unlock(&e->lock);
   }
   expire_timers(p, &s);
   sink_flush(p, &s);
@@ -524,12 +484,12 @@ static void cancel_queue(cp_port *p, struct sink *s, struct opq *q) {
 
 static int epoll_cancel_fd(cp_port *p, int fd, struct fdent *e, bool forget) {
   struct sink s = {.out = NULL, .n = 0, .max = 0, .nspill = 0};
-  pthread_spin_lock(&e->lock);
+  cp__spin_lock(&e->lock);
   cancel_queue(p, &s, &e->rd);
   cancel_queue(p, &s, &e->wr);
   if (forget)
     epoll_ctl(E(p)->epfd, EPOLL_CTL_DEL, fd, NULL);
-  pthread_spin_unlock(&e->lock);
+  cp__spin_unlock(&e->lock);
   sink_flush(p, &s);
   feed_starved(p);
   return 0;
@@ -540,21 +500,19 @@ static int epoll_cancel_op(cp_port *p, struct op *o) {
   struct sink s = {.out = NULL, .n = 0, .max = 0, .nspill = 0};
   int rc = -ENOENT;
   if (o->fd < 0) {
-    pthread_mutex_lock(&ep->lock);
-    if (o->state == OPS_TIMER && o->u.timer.heap_idx < ep->heap_len &&
-        ep->heap[o->u.timer.heap_idx] == o) {
-      heap_remove(ep, o->u.timer.heap_idx);
+    cp__mutex_lock(&ep->lock);
+    if (o->state == OPS_TIMER && cp__heap_remove(&ep->timers, &o->u.timer.node)) {
       sink_put(p, &s, o, -ECANCELED, NULL);
       rc = 0;
     }
-    pthread_mutex_unlock(&ep->lock);
+    cp__mutex_unlock(&ep->lock);
     sink_flush(p, &s);
     return rc;
   }
   struct fdent *e = cp__fdtable_get(&p->fds, o->fd);
   if (!e)
     return -ENOENT;
-  pthread_spin_lock(&e->lock);
+  cp__spin_lock(&e->lock);
   for (int side = 0; side < 2 && rc; side++) {
     struct opq *q = side ? &e->wr : &e->rd;
     bool was_head = opq_head(q) == o;
@@ -566,7 +524,7 @@ static int epoll_cancel_op(cp_port *p, struct op *o) {
       run_queue(p, &s, e, q);
     rc = 0;
   }
-  pthread_spin_unlock(&e->lock);
+  cp__spin_unlock(&e->lock);
   sink_flush(p, &s);
   feed_starved(p);
   return rc;
@@ -581,7 +539,7 @@ static void feed_starved(cp_port *p) {
   while (atomic_load_explicit(&ep->feed_pending, memory_order_relaxed) &&
          atomic_exchange(&ep->feed_pending, false)) {
     for (;;) {
-      pthread_mutex_lock(&ep->lock);
+      cp__mutex_lock(&ep->lock);
       int fd = ep->nfree ? ep->starved_head : -1;
       struct fdent *e = fd >= 0 ? cp__fdtable_get(&p->fds, fd) : NULL;
       if (e) {
@@ -590,19 +548,19 @@ static void feed_starved(cp_port *p) {
           ep->starved_tail = -1;
         e->starved_listed = 0;
       }
-      pthread_mutex_unlock(&ep->lock);
+      cp__mutex_unlock(&ep->lock);
       if (!e)
         break;
       /* Only the fd is taken from the list: an op that was cancelled
        * meanwhile is simply not there (its fd's head is not starved). */
       struct sink s = {.out = NULL, .n = 0, .max = 0, .nspill = 0};
-      pthread_spin_lock(&e->lock);
+      cp__spin_lock(&e->lock);
       struct op *head = opq_head(&e->rd);
       if (head && head->state == OPS_STARVED) {
         head->state = OPS_QUEUED;
         run_queue(p, &s, e, &e->rd);
       }
-      pthread_spin_unlock(&e->lock);
+      cp__spin_unlock(&e->lock);
       sink_flush(p, &s);
     }
   }
@@ -610,9 +568,9 @@ static void feed_starved(cp_port *p) {
 
 static void epoll_buf_release(cp_port *p, uint32_t idx) {
   struct ep *ep = E(p);
-  pthread_mutex_lock(&ep->lock);
+  cp__mutex_lock(&ep->lock);
   buf_put_locked(p, idx);
-  pthread_mutex_unlock(&ep->lock);
+  cp__mutex_unlock(&ep->lock);
   feed_starved(p);
 }
 

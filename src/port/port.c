@@ -38,12 +38,6 @@ static _Atomic uint64_t next_port_id = 1;
 /* Waits served from the ready ring in a row before one polls the kernel. */
 #define READY_STREAK_MAX 8
 
-uint64_t cp__port_now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
 /* ---- thread-local concurrency slots ---------------------------------- */
 
 /* Ids of the ports on which this thread currently counts as running. Ids are
@@ -153,10 +147,8 @@ int cp_port_create(cp_port **out, const cp_port_options *opts) {
   if (o.backend != CP_BACKEND_AUTO && o.backend != CP_BACKEND_URING &&
       o.backend != CP_BACKEND_EPOLL)
     return -EINVAL;
-  if (!o.concurrency) {
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    o.concurrency = n > 0 ? (unsigned)n : 1;
-  }
+  if (!o.concurrency)
+    o.concurrency = cp__cpu_count();
   if (!o.queue_depth)
     o.queue_depth = DEFAULT_QUEUE_DEPTH;
   if (!o.buf_count)
@@ -186,12 +178,13 @@ int cp_port_create(cp_port **out, const cp_port_options *opts) {
     mem_free(p);
     return -ENOMEM;
   }
-  pthread_condattr_t ca;
-  pthread_condattr_init(&ca);
-  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-  pthread_cond_init(&p->cv, &ca);
-  pthread_condattr_destroy(&ca);
-  pthread_mutex_init(&p->mu, NULL);
+  rc = cp__cond_init(&p->cv);
+  if (rc) {
+    mem_free(p->ready);
+    mem_free(p);
+    return rc;
+  }
+  cp__mutex_init(&p->mu);
   rc = cp__fdtable_init(&p->fds);
   if (!rc)
     rc = cp__bufpool_init(&p->bufs, round_pow2(o.buf_count), o.buf_size);
@@ -200,8 +193,8 @@ int cp_port_create(cp_port **out, const cp_port_options *opts) {
   if (rc) {
     cp__bufpool_free(&p->bufs);
     cp__fdtable_free(&p->fds);
-    pthread_cond_destroy(&p->cv);
-    pthread_mutex_destroy(&p->mu);
+    cp__cond_destroy(&p->cv);
+    cp__mutex_destroy(&p->mu);
     mem_free(p->ready);
     mem_free(p);
     return rc;
@@ -213,9 +206,9 @@ int cp_port_create(cp_port **out, const cp_port_options *opts) {
 void cp_port_close(cp_port *p) {
   if (!p || atomic_exchange(&p->closed, true))
     return;
-  pthread_mutex_lock(&p->mu);
-  pthread_cond_broadcast(&p->cv);
-  pthread_mutex_unlock(&p->mu);
+  cp__mutex_lock(&p->mu);
+  cp__cond_broadcast(&p->cv);
+  cp__mutex_unlock(&p->mu);
   p->be->wake(p);
 }
 
@@ -226,8 +219,8 @@ void cp_port_destroy(cp_port *p) {
   p->be->destroy(p);
   cp__bufpool_free(&p->bufs);
   cp__fdtable_free(&p->fds);
-  pthread_cond_destroy(&p->cv);
-  pthread_mutex_destroy(&p->mu);
+  cp__cond_destroy(&p->cv);
+  cp__mutex_destroy(&p->mu);
   mem_free(p->ready);
   mem_free(p);
 }
@@ -260,10 +253,10 @@ int cp_port_associate(cp_port *p, int fd, void *key) {
   int rc = p->be->associate(p, fd, e);
   if (rc)
     return rc;
-  pthread_spin_lock(&e->lock);
+  cp__spin_lock(&e->lock);
   e->key = key;
   e->associated = 1;
-  pthread_spin_unlock(&e->lock);
+  cp__spin_unlock(&e->lock);
   return 0;
 }
 
@@ -271,9 +264,9 @@ static struct fdent *associated_fd(cp_port *p, int fd) {
   struct fdent *e = cp__fdtable_get(&p->fds, fd);
   if (!e)
     return NULL;
-  pthread_spin_lock(&e->lock);
+  cp__spin_lock(&e->lock);
   bool ok = e->associated;
-  pthread_spin_unlock(&e->lock);
+  cp__spin_unlock(&e->lock);
   return ok ? e : NULL;
 }
 
@@ -283,11 +276,11 @@ int cp_port_disassociate(cp_port *p, int fd) {
   struct fdent *e = cp__fdtable_get(&p->fds, fd);
   if (!e)
     return -EBADF;
-  pthread_spin_lock(&e->lock);
+  cp__spin_lock(&e->lock);
   bool was = e->associated;
   e->associated = 0;
   e->key = NULL;
-  pthread_spin_unlock(&e->lock);
+  cp__spin_unlock(&e->lock);
   if (!was)
     return -EBADF;
   atomic_fetch_add(&e->gen, 1);
@@ -330,10 +323,10 @@ static int begin(cp_port *p, int fd, cp_op *cop, cp_op_kind kind, struct op **op
   if (!e)
     return -EBADF;
   struct op *o = op_of(cop);
-  pthread_spin_lock(&e->lock);
+  cp__spin_lock(&e->lock);
   bool ok = e->associated;
   o->key = e->key;
-  pthread_spin_unlock(&e->lock);
+  cp__spin_unlock(&e->lock);
   if (!ok)
     return -EBADF;
   o->next = NULL;
@@ -455,7 +448,7 @@ int cp_port_timeout(cp_port *p, cp_op *cop, void *key, uint64_t ms) {
   o->kind = CP_OP_TIMEOUT;
   o->u.timer.ts.tv_sec = (long long)(ms / 1000);
   o->u.timer.ts.tv_nsec = (long long)(ms % 1000) * 1000000;
-  o->u.timer.deadline_ns = cp__port_now_ns() + ms * 1000000ull;
+  cp__heap_node_init(&o->u.timer.node, cp__now_ns() + ms * 1000000ull);
   return start(p, o, NULL);
 }
 
@@ -551,9 +544,9 @@ static int ready_take(cp_port *p, cp_completion *out, int max) {
 static bool notify_locked(cp_port *p, int n) {
   if (p->waiters) {
     if (n > 1)
-      pthread_cond_broadcast(&p->cv);
+      cp__cond_broadcast(&p->cv);
     else
-      pthread_cond_signal(&p->cv);
+      cp__cond_signal(&p->cv);
     return false;
   }
   return p->polling && atomic_load(&p->in_kernel);
@@ -562,17 +555,17 @@ static bool notify_locked(cp_port *p, int n) {
 bool cp__port_queue(cp_port *p, const cp_completion *c, int n) {
   if (n <= 0)
     return false;
-  pthread_mutex_lock(&p->mu);
+  cp__mutex_lock(&p->mu);
   while (ready_reserve(p, (uint32_t)n)) {
     /* Out of memory with a finished op in hand: it must not be lost. */
-    pthread_mutex_unlock(&p->mu);
-    sched_yield();
-    pthread_mutex_lock(&p->mu);
+    cp__mutex_unlock(&p->mu);
+    cp__thread_yield();
+    cp__mutex_lock(&p->mu);
   }
   for (int i = 0; i < n; i++)
     ready_push(p, &c[i]);
   bool wake = notify_locked(p, n);
-  pthread_mutex_unlock(&p->mu);
+  cp__mutex_unlock(&p->mu);
   return wake;
 }
 
@@ -589,19 +582,19 @@ int cp_port_post(cp_port *p, void *key, cp_op *op, int64_t result) {
   if (!p)
     return -EINVAL;
   cp_completion c = {.op = op, .key = key, .result = result, .buf = NULL, .kind = CP_OP_POST};
-  pthread_mutex_lock(&p->mu);
+  cp__mutex_lock(&p->mu);
   if (atomic_load(&p->closed)) {
-    pthread_mutex_unlock(&p->mu);
+    cp__mutex_unlock(&p->mu);
     return -ESHUTDOWN;
   }
   if (ready_reserve(p, 1)) {
-    pthread_mutex_unlock(&p->mu);
+    cp__mutex_unlock(&p->mu);
     return -ENOMEM;
   }
   ready_push(p, &c);
   atomic_fetch_add_explicit(&p->n_started, 1, memory_order_relaxed);
   bool wake = notify_locked(p, 1);
-  pthread_mutex_unlock(&p->mu);
+  cp__mutex_unlock(&p->mu);
   if (wake)
     p->be->wake(p);
   return 0;
@@ -612,7 +605,7 @@ int cp_port_post(cp_port *p, void *key, cp_op *op, int64_t result) {
 static int remaining_ms(uint64_t deadline, int timeout_ms) {
   if (timeout_ms < 0)
     return -1;
-  uint64_t now = cp__port_now_ns();
+  uint64_t now = cp__now_ns();
   if (now >= deadline)
     return 0;
   uint64_t ms = (deadline - now + 999999) / 1000000;
@@ -622,18 +615,13 @@ static int remaining_ms(uint64_t deadline, int timeout_ms) {
 int cp_port_wait(cp_port *p, cp_completion *out, int max, int timeout_ms) {
   if (!p || !out || max < 1)
     return -EINVAL;
-  uint64_t deadline = timeout_ms > 0 ? cp__port_now_ns() + (uint64_t)timeout_ms * 1000000ull : 0;
-  struct timespec abs = {0};
-  if (timeout_ms > 0) {
-    abs.tv_sec = (time_t)(deadline / 1000000000ull);
-    abs.tv_nsec = (long)(deadline % 1000000000ull);
-  }
+  uint64_t deadline = timeout_ms > 0 ? cp__now_ns() + (uint64_t)timeout_ms * 1000000ull : 0;
   int n = 0;
-  pthread_mutex_lock(&p->mu);
+  cp__mutex_lock(&p->mu);
   if (slot_take_back(p)) {
     p->active--;
     if (p->waiters)
-      pthread_cond_signal(&p->cv);
+      cp__cond_signal(&p->cv);
   }
   for (;;) {
     if (atomic_load(&p->closed)) {
@@ -656,17 +644,17 @@ int cp_port_wait(cp_port *p, cp_completion *out, int max, int timeout_ms) {
     if (may_run && !p->polling) {
       p->polling = true;
       p->ready_streak = 0;
-      pthread_mutex_unlock(&p->mu);
+      cp__mutex_unlock(&p->mu);
       n = p->be->poll(p, out, max, poll_first ? 0 : remaining_ms(deadline, timeout_ms));
-      pthread_mutex_lock(&p->mu);
+      cp__mutex_lock(&p->mu);
       p->polling = false;
       if (n >= 0 && p->active >= p->concurrency) {
         /* Others took the free slots while we were in the kernel: queue what
          * we found for them and wait our turn like everyone else. */
         while (ready_reserve(p, (uint32_t)n)) {
-          pthread_mutex_unlock(&p->mu);
-          sched_yield();
-          pthread_mutex_lock(&p->mu);
+          cp__mutex_unlock(&p->mu);
+          cp__thread_yield();
+          cp__mutex_lock(&p->mu);
         }
         for (int i = 0; i < n; i++)
           ready_push(p, &out[i]);
@@ -684,10 +672,13 @@ int cp_port_wait(cp_port *p, cp_completion *out, int max, int timeout_ms) {
     if (timeout_ms == 0)
       break;
     p->waiters++;
-    int rc = timeout_ms < 0 ? pthread_cond_wait(&p->cv, &p->mu)
-                            : pthread_cond_timedwait(&p->cv, &p->mu, &abs);
+    int rc = 0;
+    if (timeout_ms < 0)
+      cp__cond_wait(&p->cv, &p->mu);
+    else
+      rc = cp__cond_timedwait(&p->cv, &p->mu, deadline);
     p->waiters--;
-    if (rc == ETIMEDOUT) {
+    if (rc == CP__TIMEDOUT) {
       if (p->active < p->concurrency && p->ready_len && !atomic_load(&p->closed))
         n = ready_take(p, out, max);
       break;
@@ -700,7 +691,7 @@ int cp_port_wait(cp_port *p, cp_completion *out, int max, int timeout_ms) {
   }
   /* Hand the poller role (or leftover ready completions) to a sleeper. */
   if (p->waiters && p->active < p->concurrency && (p->ready_len || !p->polling))
-    pthread_cond_signal(&p->cv);
-  pthread_mutex_unlock(&p->mu);
+    cp__cond_signal(&p->cv);
+  cp__mutex_unlock(&p->mu);
   return n;
 }

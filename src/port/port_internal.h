@@ -13,10 +13,11 @@
 
 #include "cport/port.h"
 
+#include "common/heap.h"
 #include "common/mem.h"
+#include "platform/platform.h"
 
 #include <linux/time_types.h>
-#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 
@@ -52,9 +53,8 @@ struct op {
       socklen_t addrlen;
     } connect;
     struct {
-      struct __kernel_timespec ts;
-      uint64_t deadline_ns;
-      uint32_t heap_idx;
+      struct __kernel_timespec ts; /* uring: the relative time */
+      struct cp__heap_node node;   /* epoll: key = deadline (cp__now_ns) */
     } timer;
   } u;
 };
@@ -131,12 +131,12 @@ struct fdent {
   struct opq wr;        /* send / disconnect / (epoll) connect */
   _Atomic uint32_t gen; /* bumped by cancel/disassociate: resubmissions see it */
   uint8_t associated;
-  uint8_t starved_listed;  /* epoll: on the starved list (guarded by its lock) */
-  uint8_t rd_busy;         /* uring: a read-side op is with the kernel */
-  uint8_t wr_busy;         /* uring: a write-side op is with the kernel */
-  pthread_spinlock_t lock; /* key/associated; epoll: the queues and the I/O attempts */
-  int32_t starved_next;    /* epoll: next fd on the starved list, or -1 */
-  uint32_t kernel_ops;     /* uring: ops of this fd with the kernel (guarded by its lock) */
+  uint8_t starved_listed; /* epoll: on the starved list (guarded by its lock) */
+  uint8_t rd_busy;        /* uring: a read-side op is with the kernel */
+  uint8_t wr_busy;        /* uring: a write-side op is with the kernel */
+  cp__spin lock;          /* key/associated; epoll: the queues and the I/O attempts */
+  int32_t starved_next;   /* epoll: next fd on the starved list, or -1 */
+  uint32_t kernel_ops;    /* uring: ops of this fd with the kernel (guarded by its lock) */
 };
 
 #define FDT_CHUNK_BITS 10
@@ -145,7 +145,7 @@ struct fdent {
 
 struct fdtable {
   _Atomic(struct fdent *) chunks[FDT_CHUNKS];
-  pthread_mutex_t grow;
+  cp__mutex grow;
 };
 
 int cp__fdtable_init(struct fdtable *t);
@@ -185,8 +185,8 @@ struct cp_port {
   unsigned concurrency;
 
   /* Everything below up to the counters is guarded by mu. */
-  pthread_mutex_t mu;
-  pthread_cond_t cv;
+  cp__mutex mu;
+  cp__cond cv;
   cp_completion *ready; /* ring of completions ready to hand out */
   uint32_t ready_cap, ready_head, ready_len;
   unsigned waiters;       /* threads blocked on cv */
@@ -255,8 +255,6 @@ static inline void op_complete(struct op *o, cp_completion *c, int64_t result, v
 static inline bool op_is_read(uint8_t kind) {
   return kind == CP_OP_RECV || kind == CP_OP_RECV_POOLED || kind == CP_OP_ACCEPT;
 }
-
-uint64_t cp__port_now_ns(void);
 
 /* Give back the iov copy made after a partial send. */
 void cp__op_free_rest(struct op *o);

@@ -44,7 +44,7 @@
 
 struct uring {
   struct io_uring ring;
-  pthread_mutex_t lock; /* SQ, fd queues, starved list, buffer ring, op states */
+  cp__mutex lock; /* SQ, fd queues, starved list, buffer ring, op states */
   struct io_uring_buf_ring *br;
   size_t br_len;
   uint32_t br_mask;
@@ -152,7 +152,7 @@ static int uring_init(cp_port *p) {
     io_uring_buf_ring_add(u->br, bufpool_addr(&p->bufs, i), p->bufs.size, (unsigned short)i,
                           (int)u->br_mask, (int)i);
   io_uring_buf_ring_advance(u->br, (int)n);
-  pthread_mutex_init(&u->lock, NULL);
+  cp__mutex_init(&u->lock);
   p->be_data = u;
   return 0;
 fail_map:
@@ -259,7 +259,7 @@ static int submit_op(cp_port *p, struct op *o) {
 static int uring_start(cp_port *p, struct op *o, struct fdent *e) {
   struct uring *u = U(p);
   int rc = 0;
-  pthread_mutex_lock(&u->lock);
+  cp__mutex_lock(&u->lock);
   if (atomic_load(&p->closed)) {
     rc = -ESHUTDOWN;
   } else if (o->kind == CP_OP_RECV || o->kind == CP_OP_RECV_POOLED) {
@@ -281,7 +281,7 @@ static int uring_start(cp_port *p, struct op *o, struct fdent *e) {
   }
   if (!rc)
     submit_if_poller_sleeps(p);
-  pthread_mutex_unlock(&u->lock);
+  cp__mutex_unlock(&u->lock);
   return rc;
 }
 
@@ -455,10 +455,10 @@ static void reap(cp_port *p, struct sink *s) {
     unsigned got = io_uring_peek_batch_cqe(&u->ring, cqes, want);
     if (!got)
       break;
-    pthread_mutex_lock(&u->lock);
+    cp__mutex_lock(&u->lock);
     for (unsigned i = 0; i < got; i++)
       handle_cqe(p, s, cqes[i]);
-    pthread_mutex_unlock(&u->lock);
+    cp__mutex_unlock(&u->lock);
     io_uring_cq_advance(&u->ring, got);
   }
 }
@@ -468,11 +468,11 @@ static int uring_poll(cp_port *p, cp_completion *out, int max, int timeout_ms) {
   struct sink s = {.out = out, .n = 0, .max = max, .nspill = 0, .wake = false};
   reap(p, &s);
   if (s.n == 0 && s.nspill == 0) {
-    pthread_mutex_lock(&u->lock);
+    cp__mutex_lock(&u->lock);
     atomic_store(&p->in_kernel, true);
     atomic_store_explicit(&u->sq_dirty, false, memory_order_relaxed);
     unsigned to_submit = sq_publish(&u->ring);
-    pthread_mutex_unlock(&u->lock);
+    cp__mutex_unlock(&u->lock);
     struct __kernel_timespec ts;
     struct io_uring_getevents_arg arg;
     memset(&arg, 0, sizeof arg);
@@ -497,10 +497,10 @@ static int uring_poll(cp_port *p, cp_completion *out, int max, int timeout_ms) {
   } else if (atomic_load_explicit(&u->sq_dirty, memory_order_relaxed)) {
     /* Completions were waiting, so we did not enter the kernel; still hand
      * it the ops started since, or they would wait for the next quiet poll. */
-    pthread_mutex_lock(&u->lock);
+    cp__mutex_lock(&u->lock);
     atomic_store_explicit(&u->sq_dirty, false, memory_order_relaxed);
     unsigned to_submit = sq_publish(&u->ring);
-    pthread_mutex_unlock(&u->lock);
+    cp__mutex_unlock(&u->lock);
     if (to_submit) {
       io_uring_enter((unsigned)u->ring.ring_fd, to_submit, 0, 0, NULL);
       count_syscall(p);
@@ -512,7 +512,7 @@ static int uring_poll(cp_port *p, cp_completion *out, int max, int timeout_ms) {
 
 static void uring_wake(cp_port *p) {
   struct uring *u = U(p);
-  pthread_mutex_lock(&u->lock);
+  cp__mutex_lock(&u->lock);
   struct io_uring_sqe *sqe = get_sqe(p);
   if (sqe) {
     io_uring_prep_nop(sqe);
@@ -520,7 +520,7 @@ static void uring_wake(cp_port *p) {
   }
   io_uring_submit(&u->ring);
   count_syscall(p);
-  pthread_mutex_unlock(&u->lock);
+  cp__mutex_unlock(&u->lock);
 }
 
 /* ---- cancel --------------------------------------------------------- */
@@ -535,7 +535,7 @@ static int uring_cancel_fd(cp_port *p, int fd, struct fdent *e, bool forget) {
   (void)forget;
   struct uring *u = U(p);
   struct sink s = {.out = NULL, .n = 0, .max = 0, .nspill = 0, .wake = false};
-  pthread_mutex_lock(&u->lock);
+  cp__mutex_lock(&u->lock);
   /* A starved pooled recv is this fd's oldest read-side op: end it first,
    * then what is queued behind it. */
   struct opq keep = {NULL};
@@ -569,7 +569,7 @@ static int uring_cancel_fd(cp_port *p, int fd, struct fdent *e, bool forget) {
   } else {
     rc = -EBUSY;
   }
-  pthread_mutex_unlock(&u->lock);
+  cp__mutex_unlock(&u->lock);
   flush_sink(p, &s);
   return rc;
 }
@@ -578,7 +578,7 @@ static int uring_cancel_op(cp_port *p, struct op *o) {
   struct uring *u = U(p);
   struct sink s = {.out = NULL, .n = 0, .max = 0, .nspill = 0, .wake = false};
   int rc = 0;
-  pthread_mutex_lock(&u->lock);
+  cp__mutex_lock(&u->lock);
   struct fdent *e = o->fd >= 0 ? cp__fdtable_get(&p->fds, o->fd) : NULL;
   if (o->state == OPS_QUEUED && e && (opq_remove(&e->rd, o) || opq_remove(&e->wr, o))) {
     sink_put(p, &s, o, -ECANCELED, NULL);
@@ -603,7 +603,7 @@ static int uring_cancel_op(cp_port *p, struct op *o) {
   } else {
     rc = -ENOENT;
   }
-  pthread_mutex_unlock(&u->lock);
+  cp__mutex_unlock(&u->lock);
   flush_sink(p, &s);
   return rc;
 }
@@ -618,7 +618,7 @@ static int uring_associate(cp_port *p, int fd, struct fdent *e) {
 static void uring_buf_release(cp_port *p, uint32_t idx) {
   struct uring *u = U(p);
   struct sink s = {.out = NULL, .n = 0, .max = 0, .nspill = 0, .wake = false};
-  pthread_mutex_lock(&u->lock);
+  cp__mutex_lock(&u->lock);
   give_buffer(p, idx);
   if (u->bufs_out)
     u->bufs_out--;
@@ -626,7 +626,7 @@ static void uring_buf_release(cp_port *p, uint32_t idx) {
     feed_starved(p, &s);
     submit_if_poller_sleeps(p);
   }
-  pthread_mutex_unlock(&u->lock);
+  cp__mutex_unlock(&u->lock);
   flush_sink(p, &s);
 }
 
@@ -675,7 +675,7 @@ static void uring_destroy(cp_port *p) {
   io_uring_unregister_buf_ring(&u->ring, BGID);
   munmap(u->br, u->br_len);
   io_uring_queue_exit(&u->ring);
-  pthread_mutex_destroy(&u->lock);
+  cp__mutex_destroy(&u->lock);
   mem_free(u);
   p->be_data = NULL;
 }
