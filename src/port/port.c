@@ -79,25 +79,41 @@ const char *cp_backend_name(cp_backend b) {
     return "uring";
   case CP_BACKEND_EPOLL:
     return "epoll";
+  case CP_BACKEND_IOCP:
+    return "iocp";
   case CP_BACKEND_AUTO:
     return "auto";
   }
   return "unknown";
 }
 
+int cp_backend_from_name(const char *name, cp_backend *out) {
+  if (!name || !out)
+    return CP_EINVAL;
+  static const struct {
+    const char *name;
+    cp_backend backend;
+  } names[] = {{"", CP_BACKEND_AUTO},       {"auto", CP_BACKEND_AUTO},
+               {"uring", CP_BACKEND_URING}, {"io_uring", CP_BACKEND_URING},
+               {"epoll", CP_BACKEND_EPOLL}, {"iocp", CP_BACKEND_IOCP}};
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+    if (!strcmp(name, names[i].name)) {
+      *out = names[i].backend;
+      return 0;
+    }
+  return CP_EINVAL;
+}
+
 static int parse_backend_env(cp_backend *out) {
   const char *v = getenv("CPORT_BACKEND");
-  if (!v || !*v || !strcmp(v, "auto"))
+  if (!v) {
     *out = CP_BACKEND_AUTO;
-  else if (!strcmp(v, "uring") || !strcmp(v, "io_uring"))
-    *out = CP_BACKEND_URING;
-  else if (!strcmp(v, "epoll"))
-    *out = CP_BACKEND_EPOLL;
-  else {
-    fprintf(stderr, "cport: CPORT_BACKEND=%s is not one of auto, uring, epoll\n", v);
-    return -EINVAL;
+    return 0;
   }
-  return 0;
+  int rc = cp_backend_from_name(v, out);
+  if (rc)
+    fprintf(stderr, "cport: CPORT_BACKEND=%s is not one of auto, uring, epoll\n", v);
+  return rc;
 }
 
 static int choose_backend(cp_backend want, const struct backend **be, cp_backend *got) {
@@ -106,6 +122,8 @@ static int choose_backend(cp_backend want, const struct backend **be, cp_backend
     if (rc)
       return rc;
   }
+  if (want == CP_BACKEND_IOCP)
+    return CP_ENODEV; /* Windows only */
   if (want == CP_BACKEND_EPOLL) {
     *be = &cp__backend_epoll;
     *got = CP_BACKEND_EPOLL;
@@ -120,7 +138,7 @@ static int choose_backend(cp_backend want, const struct backend **be, cp_backend
   if (want == CP_BACKEND_URING) {
     fprintf(stderr, "cport: the uring backend was asked for but io_uring is unavailable: %s\n",
             cp_strerror(rc));
-    return -ENODEV;
+    return CP_ENODEV;
   }
   static _Atomic bool logged;
   if (!atomic_exchange(&logged, true))
@@ -139,14 +157,14 @@ static uint32_t round_pow2(uint32_t v) {
 
 int cp_port_create(cp_port **out, const cp_port_options *opts) {
   if (!out)
-    return -EINVAL;
+    return CP_EINVAL;
   *out = NULL;
   cp_port_options o = {0};
   if (opts)
     o = *opts;
   if (o.backend != CP_BACKEND_AUTO && o.backend != CP_BACKEND_URING &&
-      o.backend != CP_BACKEND_EPOLL)
-    return -EINVAL;
+      o.backend != CP_BACKEND_EPOLL && o.backend != CP_BACKEND_IOCP)
+    return CP_EINVAL;
   if (!o.concurrency)
     o.concurrency = cp__cpu_count();
   if (!o.queue_depth)
@@ -156,7 +174,7 @@ int cp_port_create(cp_port **out, const cp_port_options *opts) {
   if (!o.buf_size)
     o.buf_size = DEFAULT_BUF_SIZE;
   if (o.queue_depth > 32768 || o.buf_count > MAX_BUF_COUNT || o.buf_size > (1u << 24))
-    return -EINVAL;
+    return CP_EINVAL;
 
   const struct backend *be;
   cp_backend which;
@@ -166,7 +184,7 @@ int cp_port_create(cp_port **out, const cp_port_options *opts) {
 
   cp_port *p = mem_calloc(1, sizeof *p);
   if (!p)
-    return -ENOMEM;
+    return CP_ENOMEM;
   p->be = be;
   p->backend = which;
   p->id = atomic_fetch_add(&next_port_id, 1);
@@ -176,7 +194,7 @@ int cp_port_create(cp_port **out, const cp_port_options *opts) {
   p->ready = mem_alloc(p->ready_cap * sizeof *p->ready);
   if (!p->ready) {
     mem_free(p);
-    return -ENOMEM;
+    return CP_ENOMEM;
   }
   rc = cp__cond_init(&p->cv);
   if (rc) {
@@ -240,17 +258,18 @@ void cp_port_get_stats(const cp_port *p, cp_port_stats *s) {
 
 /* ---- association ----------------------------------------------------- */
 
-int cp_port_associate(cp_port *p, int fd, void *key) {
+int cp_port_associate(cp_port *p, cp_socket_t fd, void *key) {
   if (!p)
-    return -EINVAL;
+    return CP_EINVAL;
   if (atomic_load(&p->closed))
-    return -ESHUTDOWN;
-  if (fd < 0 || fcntl(fd, F_GETFD) < 0)
-    return -EBADF;
+    return CP_ESHUTDOWN;
+  int rc = cp__socket_prepare(fd);
+  if (rc)
+    return rc;
   struct fdent *e = cp__fdtable_make(&p->fds, fd);
   if (!e)
-    return fd >= 0 && (unsigned)fd >= FDT_CHUNK * FDT_CHUNKS ? -EBADF : -ENOMEM;
-  int rc = p->be->associate(p, fd, e);
+    return fd >= 0 && (unsigned)fd >= FDT_CHUNK * FDT_CHUNKS ? CP_EBADF : CP_ENOMEM;
+  rc = p->be->associate(p, fd, e);
   if (rc)
     return rc;
   cp__spin_lock(&e->lock);
@@ -270,36 +289,36 @@ static struct fdent *associated_fd(cp_port *p, int fd) {
   return ok ? e : NULL;
 }
 
-int cp_port_disassociate(cp_port *p, int fd) {
+int cp_port_disassociate(cp_port *p, cp_socket_t fd) {
   if (!p)
-    return -EINVAL;
+    return CP_EINVAL;
   struct fdent *e = cp__fdtable_get(&p->fds, fd);
   if (!e)
-    return -EBADF;
+    return CP_EBADF;
   cp__spin_lock(&e->lock);
   bool was = e->associated;
   e->associated = 0;
   e->key = NULL;
   cp__spin_unlock(&e->lock);
   if (!was)
-    return -EBADF;
+    return CP_EBADF;
   atomic_fetch_add(&e->gen, 1);
   return p->be->cancel_fd(p, fd, e, true);
 }
 
-int cp_port_cancel(cp_port *p, int fd) {
+int cp_port_cancel(cp_port *p, cp_socket_t fd) {
   if (!p)
-    return -EINVAL;
+    return CP_EINVAL;
   struct fdent *e = associated_fd(p, fd);
   if (!e)
-    return -EBADF;
+    return CP_EBADF;
   atomic_fetch_add(&e->gen, 1);
   return p->be->cancel_fd(p, fd, e, false);
 }
 
 int cp_port_cancel_op(cp_port *p, cp_op *op) {
   if (!p || !op)
-    return -EINVAL;
+    return CP_EINVAL;
   return p->be->cancel_op(p, op_of(op));
 }
 
@@ -316,19 +335,19 @@ static int start(cp_port *p, struct op *o, struct fdent *e) {
 static int begin(cp_port *p, int fd, cp_op *cop, cp_op_kind kind, struct op **op,
                  struct fdent **ent) {
   if (!p || !cop)
-    return -EINVAL;
+    return CP_EINVAL;
   if (atomic_load_explicit(&p->closed, memory_order_relaxed))
-    return -ESHUTDOWN;
+    return CP_ESHUTDOWN;
   struct fdent *e = cp__fdtable_get(&p->fds, fd);
   if (!e)
-    return -EBADF;
+    return CP_EBADF;
   struct op *o = op_of(cop);
   cp__spin_lock(&e->lock);
   bool ok = e->associated;
   o->key = e->key;
   cp__spin_unlock(&e->lock);
   if (!ok)
-    return -EBADF;
+    return CP_EBADF;
   o->next = NULL;
   o->fd = fd;
   o->kind = (uint8_t)kind;
@@ -342,23 +361,32 @@ static int begin(cp_port *p, int fd, cp_op *cop, cp_op_kind kind, struct op **op
   return 0;
 }
 
-static int check_iov(const struct iovec *iov, int iovcnt) {
-  if (!iov || iovcnt < 1 || iovcnt > IOV_MAX)
-    return -EINVAL;
+/* cp_buf is laid out as struct iovec here, so the caller's array goes to
+ * the kernel as it is. */
+_Static_assert(sizeof(cp_buf) == sizeof(struct iovec) &&
+                   offsetof(cp_buf, base) == offsetof(struct iovec, iov_base) &&
+                   offsetof(cp_buf, len) == offsetof(struct iovec, iov_len),
+               "cp_buf must match struct iovec");
+_Static_assert(CP_BUF_MAX <= IOV_MAX, "CP_BUF_MAX must not exceed IOV_MAX");
+
+static int check_bufs(const cp_buf *b, int n) {
+  if (!b || n < 1 || n > CP_BUF_MAX)
+    return CP_EINVAL;
   size_t total = 0;
-  for (int i = 0; i < iovcnt; i++) {
-    if (iov[i].iov_len && !iov[i].iov_base)
-      return -EFAULT;
-    if (iov[i].iov_len > SSIZE_MAX - total)
-      return -EINVAL;
-    total += iov[i].iov_len;
+  for (int i = 0; i < n; i++) {
+    if (b[i].len && !b[i].base)
+      return CP_EFAULT;
+    if (b[i].len > SSIZE_MAX - total)
+      return CP_EINVAL;
+    total += b[i].len;
   }
-  return total ? 0 : -EINVAL;
+  return total ? 0 : CP_EINVAL;
 }
 
-int cp_port_accept(cp_port *p, int lfd, cp_op *cop, struct sockaddr *addr, socklen_t *addrlen) {
+int cp_port_accept(cp_port *p, cp_socket_t lfd, cp_op *cop, struct sockaddr *addr,
+                   socklen_t *addrlen) {
   if ((addr == NULL) != (addrlen == NULL))
-    return -EINVAL;
+    return CP_EINVAL;
   struct op *o;
   struct fdent *e;
   int rc = begin(p, lfd, cop, CP_OP_ACCEPT, &o, &e);
@@ -369,10 +397,10 @@ int cp_port_accept(cp_port *p, int lfd, cp_op *cop, struct sockaddr *addr, sockl
   return start(p, o, e);
 }
 
-int cp_port_connect(cp_port *p, int fd, cp_op *cop, const struct sockaddr *addr,
+int cp_port_connect(cp_port *p, cp_socket_t fd, cp_op *cop, const struct sockaddr *addr,
                     socklen_t addrlen) {
   if (!addr || addrlen == 0)
-    return -EINVAL;
+    return CP_EINVAL;
   struct op *o;
   struct fdent *e;
   int rc = begin(p, fd, cop, CP_OP_CONNECT, &o, &e);
@@ -383,8 +411,8 @@ int cp_port_connect(cp_port *p, int fd, cp_op *cop, const struct sockaddr *addr,
   return start(p, o, e);
 }
 
-int cp_port_recv(cp_port *p, int fd, cp_op *cop, const struct iovec *iov, int iovcnt) {
-  int rc = check_iov(iov, iovcnt);
+int cp_port_recv(cp_port *p, cp_socket_t fd, cp_op *cop, const cp_buf *iov, int iovcnt) {
+  int rc = check_bufs(iov, iovcnt);
   if (rc)
     return rc;
   struct op *o;
@@ -393,12 +421,12 @@ int cp_port_recv(cp_port *p, int fd, cp_op *cop, const struct iovec *iov, int io
   if (rc)
     return rc;
   memset(&o->u.msg, 0, sizeof o->u.msg);
-  o->u.msg.msg_iov = (struct iovec *)iov;
+  o->u.msg.msg_iov = (struct iovec *)(void *)iov;
   o->u.msg.msg_iovlen = (size_t)iovcnt;
   return start(p, o, e);
 }
 
-int cp_port_recv_pooled(cp_port *p, int fd, cp_op *cop) {
+int cp_port_recv_pooled(cp_port *p, cp_socket_t fd, cp_op *cop) {
   struct op *o;
   struct fdent *e;
   int rc = begin(p, fd, cop, CP_OP_RECV_POOLED, &o, &e);
@@ -407,8 +435,8 @@ int cp_port_recv_pooled(cp_port *p, int fd, cp_op *cop) {
   return start(p, o, e);
 }
 
-int cp_port_send(cp_port *p, int fd, cp_op *cop, const struct iovec *iov, int iovcnt) {
-  int rc = check_iov(iov, iovcnt);
+int cp_port_send(cp_port *p, cp_socket_t fd, cp_op *cop, const cp_buf *iov, int iovcnt) {
+  int rc = check_bufs(iov, iovcnt);
   if (rc)
     return rc;
   struct op *o;
@@ -417,14 +445,14 @@ int cp_port_send(cp_port *p, int fd, cp_op *cop, const struct iovec *iov, int io
   if (rc)
     return rc;
   memset(&o->u.msg, 0, sizeof o->u.msg);
-  o->u.msg.msg_iov = (struct iovec *)iov;
+  o->u.msg.msg_iov = (struct iovec *)(void *)iov;
   o->u.msg.msg_iovlen = (size_t)iovcnt;
   return start(p, o, e);
 }
 
-int cp_port_disconnect(cp_port *p, int fd, cp_op *cop, int how) {
-  if (how != SHUT_WR && how != SHUT_RDWR)
-    return -EINVAL;
+int cp_port_disconnect(cp_port *p, cp_socket_t fd, cp_op *cop, int how) {
+  if (how != CP_SHUT_WR && how != CP_SHUT_RDWR)
+    return CP_EINVAL;
   struct op *o;
   struct fdent *e;
   int rc = begin(p, fd, cop, CP_OP_DISCONNECT, &o, &e);
@@ -436,11 +464,11 @@ int cp_port_disconnect(cp_port *p, int fd, cp_op *cop, int how) {
 
 int cp_port_timeout(cp_port *p, cp_op *cop, void *key, uint64_t ms) {
   if (!p || !cop)
-    return -EINVAL;
+    return CP_EINVAL;
   if (ms > UINT64_MAX / 1000000ull / 2)
-    return -EINVAL;
+    return CP_EINVAL;
   if (atomic_load_explicit(&p->closed, memory_order_relaxed))
-    return -ESHUTDOWN;
+    return CP_ESHUTDOWN;
   struct op *o = op_of(cop);
   memset(o, 0, sizeof *o);
   o->fd = -1;
@@ -475,7 +503,7 @@ int cp__op_advance_send(struct op *o, size_t n) {
      * caller's array. Later short sends adjust the copy in place. */
     struct iovec *rest = mem_alloc(cnt * sizeof *rest);
     if (!rest)
-      return -ENOMEM;
+      return CP_ENOMEM;
     memcpy(rest, v, cnt * sizeof *rest);
     o->iov_rest = rest;
     v = rest;
@@ -514,7 +542,7 @@ static int ready_reserve(cp_port *p, uint32_t n) {
     cap *= 2;
   cp_completion *r = mem_alloc((size_t)cap * sizeof *r);
   if (!r)
-    return -ENOMEM;
+    return CP_ENOMEM;
   for (uint32_t i = 0; i < p->ready_len; i++)
     r[i] = p->ready[(p->ready_head + i) & (p->ready_cap - 1)];
   mem_free(p->ready);
@@ -580,16 +608,16 @@ void cp__port_emit(cp_port *p, const cp_completion *c) {
 
 int cp_port_post(cp_port *p, void *key, cp_op *op, int64_t result) {
   if (!p)
-    return -EINVAL;
+    return CP_EINVAL;
   cp_completion c = {.op = op, .key = key, .result = result, .buf = NULL, .kind = CP_OP_POST};
   cp__mutex_lock(&p->mu);
   if (atomic_load(&p->closed)) {
     cp__mutex_unlock(&p->mu);
-    return -ESHUTDOWN;
+    return CP_ESHUTDOWN;
   }
   if (ready_reserve(p, 1)) {
     cp__mutex_unlock(&p->mu);
-    return -ENOMEM;
+    return CP_ENOMEM;
   }
   ready_push(p, &c);
   atomic_fetch_add_explicit(&p->n_started, 1, memory_order_relaxed);
@@ -614,7 +642,7 @@ static int remaining_ms(uint64_t deadline, int timeout_ms) {
 
 int cp_port_wait(cp_port *p, cp_completion *out, int max, int timeout_ms) {
   if (!p || !out || max < 1)
-    return -EINVAL;
+    return CP_EINVAL;
   uint64_t deadline = timeout_ms > 0 ? cp__now_ns() + (uint64_t)timeout_ms * 1000000ull : 0;
   int n = 0;
   cp__mutex_lock(&p->mu);

@@ -58,10 +58,6 @@ static inline struct uring *U(cp_port *p) {
   return p->be_data;
 }
 
-static void count_syscall(cp_port *p) {
-  atomic_fetch_add_explicit(&p->n_syscalls, 1, memory_order_relaxed);
-}
-
 /* ---- probing and setup ---------------------------------------------- */
 
 static int ring_init(struct io_uring *ring, unsigned depth) {
@@ -184,7 +180,7 @@ static struct io_uring_sqe *get_sqe(cp_port *p) {
     /* SQ full: hand what is there to the kernel now. */
     sq_publish(&u->ring);
     io_uring_submit(&u->ring);
-    count_syscall(p);
+    cp__count_syscall(p);
     sqe = io_uring_get_sqe(&u->ring);
   }
   return sqe;
@@ -193,7 +189,7 @@ static struct io_uring_sqe *get_sqe(cp_port *p) {
 static void submit_if_poller_sleeps(cp_port *p) {
   if (atomic_load(&p->in_kernel)) {
     io_uring_submit(&U(p)->ring);
-    count_syscall(p);
+    cp__count_syscall(p);
   } else if (!atomic_load_explicit(&U(p)->sq_dirty, memory_order_relaxed)) {
     atomic_store_explicit(&U(p)->sq_dirty, true, memory_order_relaxed); /* once per batch */
   }
@@ -287,38 +283,6 @@ static int uring_start(cp_port *p, struct op *o, struct fdent *e) {
 
 /* ---- completion (lock held) ----------------------------------------- */
 
-struct sink {
-  cp_completion *out;
-  int n, max;
-  cp_completion spill[64]; /* completions found while out[] is full */
-  int nspill;
-  bool wake; /* a queued spill needs the poller woken, once the lock is dropped */
-};
-
-/* Queue the spill for the waiters. Safe under u->lock: it never wakes the
- * poller itself (that would take u->lock again); it notes the need instead. */
-static void spill_out(cp_port *p, struct sink *s) {
-  if (s->nspill && cp__port_queue(p, s->spill, s->nspill))
-    s->wake = true;
-  s->nspill = 0;
-}
-
-static void sink_put(cp_port *p, struct sink *s, struct op *o, int64_t res, void *buf) {
-  cp_completion *c = s->n < s->max ? &s->out[s->n++] : &s->spill[s->nspill++];
-  cp__op_free_rest(o);
-  op_complete(o, c, res, buf);
-  if (s->nspill == (int)(sizeof s->spill / sizeof s->spill[0]))
-    spill_out(p, s);
-}
-
-/* After u->lock is dropped: queue what is left and wake if needed. */
-static void flush_sink(cp_port *p, struct sink *s) {
-  spill_out(p, s);
-  if (s->wake)
-    p->be->wake(p);
-  s->wake = false;
-}
-
 static bool cancelled(cp_port *p, struct op *o) {
   if (o->how & OPF_CANCEL)
     return true;
@@ -338,7 +302,7 @@ static void side_next(cp_port *p, struct sink *s, int fd, bool read_side) {
     int rc = cancelled(p, o) ? -ECANCELED : submit_op(p, o);
     if (!rc)
       return; /* busy stays set */
-    sink_put(p, s, o, rc, NULL);
+    cp__sink_put(p, s, o, rc, NULL);
   }
   *busy = 0;
 }
@@ -360,7 +324,7 @@ static void feed_starved(cp_port *p, struct sink *s) {
     int fd = o->fd;
     int rc = cancelled(p, o) ? -ECANCELED : submit_op(p, o);
     if (rc) {
-      sink_put(p, s, o, rc, NULL);
+      cp__sink_put(p, s, o, rc, NULL);
       side_next(p, s, fd, true);
     } else {
       room--;
@@ -381,13 +345,13 @@ static void handle_cqe(cp_port *p, struct sink *s, struct io_uring_cqe *cqe) {
   switch (o->kind) {
   case CP_OP_ACCEPT:
   case CP_OP_CONNECT:
-    sink_put(p, s, o, res, NULL);
+    cp__sink_put(p, s, o, res, NULL);
     return;
   case CP_OP_TIMEOUT:
-    sink_put(p, s, o, res == -ETIME ? 0 : res, NULL);
+    cp__sink_put(p, s, o, res == -ETIME ? 0 : res, NULL);
     return;
   case CP_OP_RECV:
-    sink_put(p, s, o, res, NULL);
+    cp__sink_put(p, s, o, res, NULL);
     side_next(p, s, fd, true);
     return;
   case CP_OP_RECV_POOLED: {
@@ -409,7 +373,7 @@ static void handle_cqe(cp_port *p, struct sink *s, struct io_uring_cqe *cqe) {
       feed_starved(p, s);
       return;
     }
-    sink_put(p, s, o, res == -ENOBUFS ? -ECANCELED : res, buf);
+    cp__sink_put(p, s, o, res == -ENOBUFS ? -ECANCELED : res, buf);
     side_next(p, s, fd, true);
     return;
   }
@@ -431,14 +395,14 @@ static void handle_cqe(cp_port *p, struct sink *s, struct io_uring_cqe *cqe) {
         r = -ECANCELED;
       if (r == 0 && (r = submit_op(p, o)) == 0)
         return; /* the rest is on its way */
-      sink_put(p, s, o, r == 1 ? o->done : r, NULL);
+      cp__sink_put(p, s, o, r == 1 ? o->done : r, NULL);
     } else {
-      sink_put(p, s, o, res == 0 ? -EPIPE : res, NULL);
+      cp__sink_put(p, s, o, res == 0 ? -EPIPE : res, NULL);
     }
     side_next(p, s, fd, false);
     return;
   case CP_OP_DISCONNECT:
-    sink_put(p, s, o, res, NULL);
+    cp__sink_put(p, s, o, res, NULL);
     side_next(p, s, fd, false);
     return;
   }
@@ -465,7 +429,8 @@ static void reap(cp_port *p, struct sink *s) {
 
 static int uring_poll(cp_port *p, cp_completion *out, int max, int timeout_ms) {
   struct uring *u = U(p);
-  struct sink s = {.out = out, .n = 0, .max = max, .nspill = 0, .wake = false};
+  struct sink s;
+  cp__sink_init(&s, out, max);
   reap(p, &s);
   if (s.n == 0 && s.nspill == 0) {
     cp__mutex_lock(&u->lock);
@@ -490,7 +455,7 @@ static int uring_poll(cp_port *p, cp_completion *out, int max, int timeout_ms) {
     }
     int rc = io_uring_enter2((unsigned)u->ring.ring_fd, to_submit, timeout_ms == 0 ? 0 : 1, flags,
                              argp, argsz);
-    count_syscall(p);
+    cp__count_syscall(p);
     atomic_store(&p->in_kernel, false);
     (void)rc; /* -ETIME, -EINTR, -EBUSY: whatever is in the CQ is reaped below */
     reap(p, &s);
@@ -503,10 +468,10 @@ static int uring_poll(cp_port *p, cp_completion *out, int max, int timeout_ms) {
     cp__mutex_unlock(&u->lock);
     if (to_submit) {
       io_uring_enter((unsigned)u->ring.ring_fd, to_submit, 0, 0, NULL);
-      count_syscall(p);
+      cp__count_syscall(p);
     }
   }
-  flush_sink(p, &s);
+  cp__sink_flush(p, &s);
   return s.n;
 }
 
@@ -519,22 +484,17 @@ static void uring_wake(cp_port *p) {
     io_uring_sqe_set_data(sqe, NULL);
   }
   io_uring_submit(&u->ring);
-  count_syscall(p);
+  cp__count_syscall(p);
   cp__mutex_unlock(&u->lock);
 }
 
 /* ---- cancel --------------------------------------------------------- */
 
-static void drain_queue(cp_port *p, struct sink *s, struct opq *q) {
-  struct op *o;
-  while ((o = opq_pop(q)))
-    sink_put(p, s, o, -ECANCELED, NULL);
-}
-
 static int uring_cancel_fd(cp_port *p, int fd, struct fdent *e, bool forget) {
   (void)forget;
   struct uring *u = U(p);
-  struct sink s = {.out = NULL, .n = 0, .max = 0, .nspill = 0, .wake = false};
+  struct sink s;
+  cp__sink_init(&s, NULL, 0);
   cp__mutex_lock(&u->lock);
   /* A starved pooled recv is this fd's oldest read-side op: end it first,
    * then what is queued behind it. */
@@ -546,12 +506,12 @@ static int uring_cancel_fd(cp_port *p, int fd, struct fdent *e, bool forget) {
       opq_push(&keep, o);
       continue;
     }
-    sink_put(p, &s, o, -ECANCELED, NULL);
+    cp__sink_put(p, &s, o, -ECANCELED, NULL);
     was_starved = true;
   }
   u->starved = keep;
   if (was_starved) {
-    drain_queue(p, &s, &e->rd);
+    cp__sink_drain(p, &s, &e->rd, CP_ECANCELED);
     e->rd_busy = 0;
   }
   /* Ops queued behind one that is with the kernel stay queued: when it
@@ -565,26 +525,27 @@ static int uring_cancel_fd(cp_port *p, int fd, struct fdent *e, bool forget) {
     io_uring_prep_cancel_fd(sqe, fd, IORING_ASYNC_CANCEL_ALL);
     io_uring_sqe_set_data(sqe, NULL);
     io_uring_submit(&u->ring);
-    count_syscall(p);
+    cp__count_syscall(p);
   } else {
     rc = -EBUSY;
   }
   cp__mutex_unlock(&u->lock);
-  flush_sink(p, &s);
+  cp__sink_flush(p, &s);
   return rc;
 }
 
 static int uring_cancel_op(cp_port *p, struct op *o) {
   struct uring *u = U(p);
-  struct sink s = {.out = NULL, .n = 0, .max = 0, .nspill = 0, .wake = false};
+  struct sink s;
+  cp__sink_init(&s, NULL, 0);
   int rc = 0;
   cp__mutex_lock(&u->lock);
   struct fdent *e = o->fd >= 0 ? cp__fdtable_get(&p->fds, o->fd) : NULL;
   if (o->state == OPS_QUEUED && e && (opq_remove(&e->rd, o) || opq_remove(&e->wr, o))) {
-    sink_put(p, &s, o, -ECANCELED, NULL);
+    cp__sink_put(p, &s, o, -ECANCELED, NULL);
   } else if (o->state == OPS_STARVED && opq_remove(&u->starved, o)) {
     int fd = o->fd;
-    sink_put(p, &s, o, -ECANCELED, NULL);
+    cp__sink_put(p, &s, o, -ECANCELED, NULL);
     side_next(p, &s, fd, true);
   } else if (o->state == OPS_INFLIGHT) {
     o->how |= OPF_CANCEL;
@@ -598,13 +559,13 @@ static int uring_cancel_op(cp_port *p, struct op *o) {
         io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)o, 0);
       io_uring_sqe_set_data(sqe, NULL);
       io_uring_submit(&u->ring);
-      count_syscall(p);
+      cp__count_syscall(p);
     }
   } else {
     rc = -ENOENT;
   }
   cp__mutex_unlock(&u->lock);
-  flush_sink(p, &s);
+  cp__sink_flush(p, &s);
   return rc;
 }
 
@@ -617,7 +578,8 @@ static int uring_associate(cp_port *p, int fd, struct fdent *e) {
 
 static void uring_buf_release(cp_port *p, uint32_t idx) {
   struct uring *u = U(p);
-  struct sink s = {.out = NULL, .n = 0, .max = 0, .nspill = 0, .wake = false};
+  struct sink s;
+  cp__sink_init(&s, NULL, 0);
   cp__mutex_lock(&u->lock);
   give_buffer(p, idx);
   if (u->bufs_out)
@@ -627,7 +589,7 @@ static void uring_buf_release(cp_port *p, uint32_t idx) {
     submit_if_poller_sleeps(p);
   }
   cp__mutex_unlock(&u->lock);
-  flush_sink(p, &s);
+  cp__sink_flush(p, &s);
 }
 
 /* ---- teardown ------------------------------------------------------- */

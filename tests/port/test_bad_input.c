@@ -13,9 +13,9 @@ int main(void) {
   test_pair(lfd, &addr, &cli, &srv);
   cp_op op;
   char buf[8];
-  struct iovec iov = {buf, sizeof buf}, zero = {buf, 0}, nul = {NULL, 8};
-  struct iovec many[IOV_MAX + 1];
-  for (int i = 0; i <= IOV_MAX; i++)
+  cp_buf iov = {buf, sizeof buf}, zero = {buf, 0}, nul = {NULL, 8};
+  cp_buf many[CP_BUF_MAX + 1];
+  for (int i = 0; i <= CP_BUF_MAX; i++)
     many[i] = iov;
 
   CHECK_EQ(cp_port_create(NULL, NULL), -EINVAL);
@@ -39,7 +39,7 @@ int main(void) {
   CHECK_EQ(cp_port_recv(p, srv, &op, NULL, 1), -EINVAL);
   CHECK_EQ(cp_port_recv(p, srv, &op, &iov, 0), -EINVAL);
   CHECK_EQ(cp_port_recv(p, srv, &op, &iov, -1), -EINVAL);
-  CHECK_EQ(cp_port_recv(p, srv, &op, many, IOV_MAX + 1), -EINVAL);
+  CHECK_EQ(cp_port_recv(p, srv, &op, many, CP_BUF_MAX + 1), -EINVAL);
   CHECK_EQ(cp_port_recv(p, srv, &op, &zero, 1), -EINVAL);
   CHECK_EQ(cp_port_send(p, srv, &op, &zero, 1), -EINVAL);
   CHECK_EQ(cp_port_send(p, srv, &op, &nul, 1), -EFAULT);
