@@ -35,14 +35,14 @@ foreach(p disconnectex_skip cancel_nothing acceptex connectex zero_recv gqcs can
   cport_windows_test(probe_${p} SOURCES tests/windows/probe_${p}.c LIBS mswsock ws2_32)
 endforeach()
 
-# The library on Windows: the platform layer's Win32 half and the IOCP port. Until the portable
-# API lands (issue 11), port.h's POSIX includes are served by the stand-ins in
-# tests/windows/compat.
-set(CPORT_WIN_SOURCES src/common/mem.c src/common/heap.c src/platform/win32.c src/port/iocp.c)
+# The library on Windows: the platform layer's Win32 half, the socket helpers on Winsock and the
+# IOCP port.
+set(CPORT_WIN_SOURCES src/common/mem.c src/common/heap.c src/platform/win32.c src/port/error.c
+  src/port/socket_win32.c src/port/iocp.c)
 add_library(cport_static STATIC ${CPORT_WIN_SOURCES})
 target_compile_definitions(cport_static PUBLIC CPORT_STATIC PRIVATE CPORT_BUILDING)
 target_include_directories(cport_static
-  PUBLIC ${CMAKE_SOURCE_DIR}/include ${CMAKE_SOURCE_DIR}/tests/windows/compat
+  PUBLIC ${CMAKE_SOURCE_DIR}/include
   PRIVATE ${CMAKE_SOURCE_DIR}/src)
 target_link_libraries(cport_static PUBLIC mswsock ws2_32 ntdll)
 set_target_properties(cport_static PROPERTIES OUTPUT_NAME cport C_STANDARD 17 C_STANDARD_REQUIRED ON)

@@ -44,27 +44,16 @@
 #include <ws2tcpip.h>
 
 #include "cport/port.h"
+#include "port/win32_internal.h"
 
 #include "common/mem.h"
 #include "platform/platform.h"
 
 #include <assert.h>
-#include <errno.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* Until cport's own error codes (CP_E*) are in the API: mingw's errno.h has no ESHUTDOWN
- * (the Windows build's stand-in <sys/socket.h> defines one). */
-#ifndef ESHUTDOWN
-#error "ESHUTDOWN: build with the stand-in headers of tests/windows/compat"
-#endif
-#ifndef IOV_MAX
-#define IOV_MAX 1024
-#endif
-
-#define CP__BACKEND_IOCP ((cp_backend)3) /* until port.h's enum names it */
 
 /* Completion keys of the packets on the kernel port. */
 enum {
@@ -87,9 +76,9 @@ struct op {
   int64_t result;     /* ST_DONE: what the completion says */
   union {
     struct {
-      const struct iovec *iov;
+      const cp_buf *bufs; /* the caller's, laid out as WSABUF */
       size_t total, done;
-      int iovcnt;
+      int nbufs;
     } io;
     struct {
       struct sockaddr *addr;
@@ -197,7 +186,7 @@ struct cp_port {
 static LPFN_ACCEPTEX fn_acceptex;
 static LPFN_CONNECTEX fn_connectex;
 static LPFN_GETACCEPTEXSOCKADDRS fn_getacceptexsockaddrs;
-static int wsa_status = -ENODEV;
+static int wsa_status = CP_ENOSYS;
 
 static void *ext_fn(SOCKET s, GUID g) {
   void *fn = NULL;
@@ -208,9 +197,10 @@ static void *ext_fn(SOCKET s, GUID g) {
 }
 
 static void wsa_init(void) {
-  WSADATA wd;
-  if (WSAStartup(MAKEWORD(2, 2), &wd) != 0)
+  wsa_status = cp__winsock_start();
+  if (wsa_status)
     return;
+  wsa_status = CP_ENOSYS;
   SOCKET s = WSASocketW(AF_INET, SOCK_STREAM, IPPROTO_TCP, NULL, 0, WSA_FLAG_OVERLAPPED);
   if (s == INVALID_SOCKET)
     return;
@@ -224,135 +214,47 @@ static void wsa_init(void) {
 
 static cp__once_t wsa_once = CP__ONCE_INIT;
 
-/* A Winsock or Win32 error as cport's code (negative). */
-static int map_error(DWORD e) {
-  switch (e) {
-  case 0:
-    return 0;
-  case WSAECONNRESET:
-  case WSAENETRESET:
-  case ERROR_NETNAME_DELETED:
-    return -ECONNRESET;
-  case WSAECONNABORTED:
-  case ERROR_CONNECTION_ABORTED:
-  case ERROR_REQUEST_ABORTED:
-    return -ECONNABORTED;
-  case WSAECONNREFUSED:
-  case ERROR_CONNECTION_REFUSED:
-    return -ECONNREFUSED;
-  case WSAENOTCONN:
-  case ERROR_GRACEFUL_DISCONNECT:
-    return -ENOTCONN;
-  case WSAESHUTDOWN:
-  case ERROR_BROKEN_PIPE:
-    return -EPIPE;
-  case ERROR_OPERATION_ABORTED:
-  case WSAEINTR:
-    return -ECANCELED;
-  case WSAETIMEDOUT:
-  case ERROR_SEM_TIMEOUT:
-    return -ETIMEDOUT;
-  case WSAEHOSTUNREACH:
-  case ERROR_HOST_UNREACHABLE:
-    return -EHOSTUNREACH;
-  case WSAENETUNREACH:
-  case ERROR_NETWORK_UNREACHABLE:
-    return -ENETUNREACH;
-  case WSAEADDRINUSE:
-  case ERROR_ADDRESS_ALREADY_ASSOCIATED:
-    return -EADDRINUSE;
-  case WSAEADDRNOTAVAIL:
-    return -EADDRNOTAVAIL;
-  case WSAENOTSOCK:
-  case WSAEBADF:
-  case ERROR_INVALID_HANDLE:
-    return -EBADF;
-  case WSAEINVAL:
-  case WSAEFAULT:
-  case ERROR_INVALID_PARAMETER:
-    return -EINVAL;
-  case WSAEMFILE:
-    return -EMFILE;
-  case WSAENOBUFS:
-  case ERROR_NOT_ENOUGH_MEMORY:
-  case ERROR_NO_SYSTEM_RESOURCES:
-    return -ENOMEM;
-  case WSAEWOULDBLOCK:
-    return -EAGAIN;
-  case WSAEISCONN:
-    return -EISCONN;
-  case WSAEALREADY:
-    return -EALREADY;
-  case WSAEAFNOSUPPORT:
-  case WSAEOPNOTSUPP:
-    return -EOPNOTSUPP;
-  default:
-    return -EIO;
-  }
-}
-
 /* The status a kernel packet carries (an NTSTATUS in OVERLAPPED.Internal) as cport's code. */
 static int packet_error(const OVERLAPPED *ov) {
   NTSTATUS st = (NTSTATUS)ov->Internal;
   if (st == 0)
     return 0;
   if (st == (NTSTATUS)0xC0000120L) /* STATUS_CANCELLED */
-    return -ECANCELED;
-  return map_error(RtlNtStatusToDosError(st));
+    return CP_ECANCELED;
+  return cp__error_from_win(RtlNtStatusToDosError(st));
 }
 
 /* ---- names, strerror ----------------------------------------------------------------- */
 
+/* The names, as port.c has them on Linux (port.c is not built here). */
 const char *cp_backend_name(cp_backend b) {
-  switch ((int)b) {
+  switch (b) {
   case CP_BACKEND_URING:
     return "uring";
   case CP_BACKEND_EPOLL:
     return "epoll";
+  case CP_BACKEND_IOCP:
+    return "iocp";
   case CP_BACKEND_AUTO:
     return "auto";
-  case 3:
-    return "iocp";
   }
   return "unknown";
 }
 
-const char *cp_strerror(int err) {
-  if (err < 0)
-    err = -err;
-  switch (err) {
-  case 0:
-    return "Success";
-  case ESHUTDOWN:
-    return "Cannot send after transport endpoint shutdown";
-  case ECANCELED:
-    return "Operation canceled";
-  case ECONNRESET:
-    return "Connection reset by peer";
-  case ECONNREFUSED:
-    return "Connection refused";
-  case ECONNABORTED:
-    return "Software caused connection abort";
-  case ENOTCONN:
-    return "Transport endpoint is not connected";
-  case EPIPE:
-    return "Broken pipe";
-  case ETIMEDOUT:
-    return "Connection timed out";
-  case EBADF:
-    return "Bad file descriptor";
-  case EINVAL:
-    return "Invalid argument";
-  case ENOMEM:
-    return "Cannot allocate memory";
-  case ENOENT:
-    return "No such file or directory";
-  case ENODEV:
-    return "No such device";
-  case EAGAIN:
-    return "Resource temporarily unavailable";
-  }
-  return strerror(err);
+int cp_backend_from_name(const char *name, cp_backend *out) {
+  if (!name || !out)
+    return CP_EINVAL;
+  if (!*name || !strcmp(name, "auto"))
+    *out = CP_BACKEND_AUTO;
+  else if (!strcmp(name, "uring") || !strcmp(name, "io_uring"))
+    *out = CP_BACKEND_URING;
+  else if (!strcmp(name, "epoll"))
+    *out = CP_BACKEND_EPOLL;
+  else if (!strcmp(name, "iocp"))
+    *out = CP_BACKEND_IOCP;
+  else
+    return CP_EINVAL;
+  return 0;
 }
 
 /* ---- socket entries ------------------------------------------------------------------ */
@@ -384,10 +286,6 @@ static void ent_put(cp_port *p, struct sockent *e) {
   e->hnext = p->free_ents;
   p->free_ents = e;
   ReleaseSRWLockExclusive(&p->tmu);
-}
-
-static SOCKET sock_of(int fd) {
-  return (SOCKET)(uintptr_t)(unsigned)fd;
 }
 
 /* ---- packets we owe ourselves -------------------------------------------------------- */
@@ -435,25 +333,31 @@ static void starved_remove(cp_port *p, struct op *o) {
 
 /* ---- starting kernel I/O ------------------------------------------------------------- */
 
-/* WSABUFs for what is left of o's iovecs after `skip` bytes. WSABUF and struct iovec differ in
- * layout (until the API's cp_buf is WSABUF-shaped), so the array is built per call: Winsock
- * copies it before returning. Returns the count, or -ENOMEM. */
-static int make_wsabufs(const struct iovec *iov, int iovcnt, size_t skip, WSABUF *stack, int cap,
+_Static_assert(sizeof(cp_buf) == sizeof(WSABUF) && offsetof(cp_buf, len) == offsetof(WSABUF, len) &&
+                   offsetof(cp_buf, base) == offsetof(WSABUF, buf),
+               "cp_buf is laid out as WSABUF");
+
+/* The WSABUFs for what is left of o's buffers after `skip` bytes: the caller's array itself
+ * when nothing was sent yet, else a copy of the rest (Winsock copies the array before it
+ * returns, so the copy lives for the call only). Returns the count, or CP_ENOMEM. */
+static int rest_wsabufs(const cp_buf *bufs, int nbufs, size_t skip, WSABUF *stack, int cap,
                         WSABUF **out) {
+  if (!skip) {
+    *out = (WSABUF *)(void *)bufs;
+    return nbufs;
+  }
   int i = 0;
-  while (i < iovcnt && skip >= iov[i].iov_len) {
-    skip -= iov[i].iov_len;
+  while (i < nbufs && skip >= bufs[i].len) {
+    skip -= bufs[i].len;
     i++;
   }
-  int n = iovcnt - i;
+  int n = nbufs - i;
   WSABUF *w = n <= cap ? stack : mem_alloc((size_t)n * sizeof *w);
   if (!w)
-    return -ENOMEM;
-  for (int k = 0; k < n; k++, i++) {
-    size_t len = iov[i].iov_len - (k == 0 ? skip : 0);
-    w[k].buf = (char *)iov[i].iov_base + (k == 0 ? skip : 0);
-    w[k].len = len > ULONG_MAX ? ULONG_MAX : (ULONG)len;
-  }
+    return CP_ENOMEM;
+  memcpy(w, bufs + i, (size_t)n * sizeof *w);
+  w[0].buf += skip;
+  w[0].len -= (ULONG)skip;
   *out = w;
   return n;
 }
@@ -470,14 +374,14 @@ static int kernel_start(cp_port *p, struct sockent *se, struct op *o) {
   case CP_OP_RECV:
   case CP_OP_SEND: {
     WSABUF stack[16], *w;
-    int n = make_wsabufs(o->u.io.iov, o->u.io.iovcnt, o->u.io.done, stack, 16, &w);
+    int n = rest_wsabufs(o->u.io.bufs, o->u.io.nbufs, o->u.io.done, stack, 16, &w);
     if (n < 0)
       return n;
     if (o->kind == CP_OP_RECV)
       rc = WSARecv(se->s, w, (DWORD)n, NULL, &flags, &o->ov, NULL);
     else
       rc = WSASend(se->s, w, (DWORD)n, NULL, 0, &o->ov, NULL);
-    if (w != stack)
+    if (w != stack && w != (WSABUF *)(void *)o->u.io.bufs)
       mem_free(w);
     break;
   }
@@ -489,13 +393,13 @@ static int kernel_start(cp_port *p, struct sockent *se, struct op *o) {
   }
   default:
     assert(0);
-    return -EINVAL;
+    return CP_EINVAL;
   }
   if (rc == 0 || WSAGetLastError() == WSA_IO_PENDING) {
     atomic_fetch_add(&p->inflight, 1);
     return 0;
   }
-  return map_error((DWORD)WSAGetLastError());
+  return cp__error_from_win((DWORD)WSAGetLastError());
 }
 
 /* Make o the running op of its side and start it (the caller holds the entry lock). Whatever
@@ -507,7 +411,7 @@ static void side_run(cp_port *p, struct sockent *se, struct op *o) {
   else
     se->wr_cur = o;
   if (o->cancelled || o->gen != se->gen || atomic_load(&p->closed)) {
-    post_done(p, o, -ECANCELED);
+    post_done(p, o, CP_ECANCELED);
     return;
   }
   if (rd && se->rd_shut) {
@@ -516,7 +420,7 @@ static void side_run(cp_port *p, struct sockent *se, struct op *o) {
   }
   if (o->kind == CP_OP_DISCONNECT) {
     atomic_fetch_add(&p->n_syscalls, 1);
-    int rc = shutdown(se->s, o->how) ? map_error((DWORD)WSAGetLastError()) : 0;
+    int rc = shutdown(se->s, o->how) ? cp__error_from_win((DWORD)WSAGetLastError()) : 0;
     if (rc == 0 && o->how == SD_BOTH) {
       se->rd_shut = true;
       struct op *r = se->rd_cur;
@@ -551,24 +455,23 @@ static void side_next(cp_port *p, struct sockent *se, bool rd) {
 
 static int parse_env(void) {
   const char *v = getenv("CPORT_BACKEND");
-  if (!v || !*v || !strcmp(v, "auto") || !strcmp(v, "iocp"))
-    return 0;
-  if (!strcmp(v, "uring") || !strcmp(v, "io_uring") || !strcmp(v, "epoll"))
-    return -ENODEV;
-  return -EINVAL;
+  cp_backend b = CP_BACKEND_AUTO;
+  if (v && cp_backend_from_name(v, &b))
+    return CP_EINVAL;
+  return b == CP_BACKEND_AUTO || b == CP_BACKEND_IOCP ? 0 : CP_ENODEV;
 }
 
 int cp_port_create(cp_port **out, const cp_port_options *opts) {
   if (!out)
-    return -EINVAL;
+    return CP_EINVAL;
   *out = NULL;
   cp_port_options o = {0};
   if (opts)
     o = *opts;
   if (o.backend == CP_BACKEND_URING || o.backend == CP_BACKEND_EPOLL)
-    return -ENODEV;
-  if (o.backend != CP_BACKEND_AUTO && o.backend != CP__BACKEND_IOCP)
-    return -EINVAL;
+    return CP_ENODEV;
+  if (o.backend != CP_BACKEND_AUTO && o.backend != CP_BACKEND_IOCP)
+    return CP_EINVAL;
   if (o.backend == CP_BACKEND_AUTO) {
     int rc = parse_env();
     if (rc)
@@ -581,7 +484,7 @@ int cp_port_create(cp_port **out, const cp_port_options *opts) {
   if (!o.buf_size)
     o.buf_size = 4096;
   if (o.queue_depth > 32768 || o.buf_count > 32768 || o.buf_size > (1u << 24))
-    return -EINVAL;
+    return CP_EINVAL;
   uint32_t count = 1;
   while (count < o.buf_count)
     count <<= 1;
@@ -592,7 +495,7 @@ int cp_port_create(cp_port **out, const cp_port_options *opts) {
 
   cp_port *p = mem_calloc(1, sizeof *p);
   if (!p)
-    return -ENOMEM;
+    return CP_ENOMEM;
   p->concurrency = o.concurrency;
   InitializeSRWLock(&p->tmu);
   InitializeSRWLock(&p->bmu);
@@ -606,7 +509,7 @@ int cp_port_create(cp_port **out, const cp_port_options *opts) {
   InitializeThreadpoolEnvironment(&p->tpenv);
   p->tpgroup = CreateThreadpoolCleanupGroup();
   if (!p->slab || !p->free_idx || !p->iocp || !p->tpgroup) {
-    int rc = p->iocp && p->slab && p->free_idx ? -ENOMEM : map_error(GetLastError());
+    int rc = p->iocp && p->slab && p->free_idx ? CP_ENOMEM : cp__error_from_win(GetLastError());
     if (p->iocp)
       CloseHandle(p->iocp);
     if (p->slab)
@@ -615,7 +518,7 @@ int cp_port_create(cp_port **out, const cp_port_options *opts) {
       CloseThreadpoolCleanupGroup(p->tpgroup);
     mem_free(p->free_idx);
     mem_free(p);
-    return rc ? rc : -ENOMEM;
+    return rc ? rc : CP_ENOMEM;
   }
   SetThreadpoolCallbackCleanupGroup(&p->tpenv, p->tpgroup, NULL);
   /* Hand out low indices first: LIFO from the top of the stack. */
@@ -683,30 +586,27 @@ void cp_port_destroy(cp_port *p) {
 }
 
 cp_backend cp_port_backend(const cp_port *p) {
-  (void)p;
-  return CP__BACKEND_IOCP;
+  return p ? CP_BACKEND_IOCP : CP_BACKEND_AUTO;
 }
 
 /* ---- association --------------------------------------------------------------------- */
 
-int cp_port_associate(cp_port *p, int fd, void *key) {
+int cp_port_associate(cp_port *p, cp_socket_t sock, void *key) {
   if (!p)
-    return -EINVAL;
+    return CP_EINVAL;
   if (atomic_load(&p->closed))
-    return -ESHUTDOWN;
-  SOCKET s = sock_of(fd);
-  int type = 0, tlen = sizeof type;
-  if (fd < 0 || getsockopt(s, SOL_SOCKET, SO_TYPE, (char *)&type, &tlen))
-    return -EBADF;
-  u_long nb = 1;
-  ioctlsocket(s, FIONBIO, &nb);
+    return CP_ESHUTDOWN;
+  SOCKET s = sock;
+  int rc = cp__socket_prepare(s); /* Winsock started, a socket, nonblocking */
+  if (rc)
+    return rc;
   bool bound = CreateIoCompletionPort((HANDLE)s, p->iocp, KEY_IO, 0) != NULL;
   DWORD err = bound ? 0 : GetLastError();
   /* A handle stays bound to its port until it is closed, so binding fails with
    * ERROR_INVALID_PARAMETER for a socket associated before (and maybe disassociated since).
    * That it was this port is the caller's promise, as with IOCP itself. */
   if (!bound && err != ERROR_INVALID_PARAMETER)
-    return map_error(err) == -EINVAL ? -EBADF : map_error(err);
+    return cp__error_from_win(err) == CP_EINVAL ? CP_EBADF : cp__error_from_win(err);
   struct sockent *e = ent_get(p, s);
   if (e && !bound) { /* associated already: replace the key */
     AcquireSRWLockExclusive(&e->mu);
@@ -719,7 +619,7 @@ int cp_port_associate(cp_port *p, int fd, void *key) {
     /* The kernel took the handle, so it is a new socket under the number of one that was
      * closed without cp_port_disassociate: forget that one first. */
     ent_put(p, e);
-    cp_port_disassociate(p, fd);
+    cp_port_disassociate(p, sock);
   }
   AcquireSRWLockExclusive(&p->tmu);
   e = p->free_ents;
@@ -729,7 +629,7 @@ int cp_port_associate(cp_port *p, int fd, void *key) {
   if (!e) {
     e = mem_calloc(1, sizeof *e);
     if (!e)
-      return -ENOMEM;
+      return CP_ENOMEM;
   } else {
     memset(e, 0, sizeof *e);
   }
@@ -768,14 +668,14 @@ static void ent_cancel(cp_port *p, struct sockent *e) {
   struct op *r = e->rd_cur;
   if (r && r->stage == ST_STARVED) {
     starved_remove(p, r);
-    post_done(p, r, -ECANCELED);
+    post_done(p, r, CP_ECANCELED);
   }
 }
 
-int cp_port_disassociate(cp_port *p, int fd) {
+int cp_port_disassociate(cp_port *p, cp_socket_t sock) {
   if (!p)
-    return -EINVAL;
-  SOCKET s = sock_of(fd);
+    return CP_EINVAL;
+  SOCKET s = sock;
   AcquireSRWLockExclusive(&p->tmu);
   struct sockent **pp = &p->buckets[bucket_of(s)];
   while (*pp && (*pp)->s != s)
@@ -785,7 +685,7 @@ int cp_port_disassociate(cp_port *p, int fd) {
     *pp = e->hnext;
   ReleaseSRWLockExclusive(&p->tmu);
   if (!e)
-    return -EBADF;
+    return CP_EBADF;
   AcquireSRWLockExclusive(&e->mu);
   e->associated = false;
   ent_cancel(p, e);
@@ -794,12 +694,12 @@ int cp_port_disassociate(cp_port *p, int fd) {
   return 0;
 }
 
-int cp_port_cancel(cp_port *p, int fd) {
+int cp_port_cancel(cp_port *p, cp_socket_t sock) {
   if (!p)
-    return -EINVAL;
-  struct sockent *e = ent_get(p, sock_of(fd));
+    return CP_EINVAL;
+  struct sockent *e = ent_get(p, sock);
   if (!e)
-    return -EBADF;
+    return CP_EBADF;
   AcquireSRWLockExclusive(&e->mu);
   ent_cancel(p, e);
   ReleaseSRWLockExclusive(&e->mu);
@@ -811,16 +711,16 @@ int cp_port_cancel(cp_port *p, int fd) {
 
 /* Common checks and set-up; on success the entry is returned locked, with a reference that the
  * op holds until it is delivered. */
-static int op_begin(cp_port *p, int fd, cp_op *cop, uint8_t kind, struct sockent **out) {
+static int op_begin(cp_port *p, cp_socket_t sock, cp_op *cop, uint8_t kind, struct sockent **out) {
   if (!p || !cop)
-    return -EINVAL;
+    return CP_EINVAL;
   if (atomic_load(&p->closed))
-    return -ESHUTDOWN;
-  if (fd < 0)
-    return -EBADF;
-  struct sockent *e = ent_get(p, sock_of(fd));
+    return CP_ESHUTDOWN;
+  if (sock == INVALID_SOCKET)
+    return CP_EBADF;
+  struct sockent *e = ent_get(p, sock);
   if (!e)
-    return -EBADF;
+    return CP_EBADF;
   AcquireSRWLockExclusive(&e->mu);
   struct op *o = op_of(cop);
   memset(o, 0, sizeof *o);
@@ -847,51 +747,51 @@ static void side_submit(cp_port *p, struct sockent *e, struct op *o) {
     side_run(p, e, o);
 }
 
-static int check_iov(const struct iovec *iov, int iovcnt, size_t *total) {
-  if (!iov || iovcnt < 1 || iovcnt > IOV_MAX)
-    return -EINVAL;
+static int check_bufs(const cp_buf *bufs, int nbufs, size_t *total) {
+  if (!bufs || nbufs < 1 || nbufs > CP_BUF_MAX)
+    return CP_EINVAL;
   size_t t = 0;
-  for (int i = 0; i < iovcnt; i++) {
-    if (iov[i].iov_len && !iov[i].iov_base)
-      return -EINVAL;
-    t += iov[i].iov_len;
+  for (int i = 0; i < nbufs; i++) {
+    if (bufs[i].len && !bufs[i].base)
+      return CP_EINVAL;
+    t += bufs[i].len;
   }
   if (!t)
-    return -EINVAL;
+    return CP_EINVAL;
   *total = t;
   return 0;
 }
 
-static int start_rw(cp_port *p, int fd, cp_op *op, const struct iovec *iov, int iovcnt,
+static int start_rw(cp_port *p, cp_socket_t sock, cp_op *op, const cp_buf *bufs, int nbufs,
                     uint8_t kind) {
   size_t total;
-  int rc = check_iov(iov, iovcnt, &total);
+  int rc = check_bufs(bufs, nbufs, &total);
   if (rc)
-    return p ? rc : -EINVAL;
+    return rc;
   struct sockent *e;
-  rc = op_begin(p, fd, op, kind, &e);
+  rc = op_begin(p, sock, op, kind, &e);
   if (rc)
     return rc;
   struct op *o = op_of(op);
-  o->u.io.iov = iov;
-  o->u.io.iovcnt = iovcnt;
+  o->u.io.bufs = bufs;
+  o->u.io.nbufs = nbufs;
   o->u.io.total = total;
   side_submit(p, e, o);
   op_end(p, e);
   return 0;
 }
 
-int cp_port_recv(cp_port *p, int fd, cp_op *op, const struct iovec *iov, int iovcnt) {
-  return start_rw(p, fd, op, iov, iovcnt, CP_OP_RECV);
+int cp_port_recv(cp_port *p, cp_socket_t sock, cp_op *op, const cp_buf *bufs, int nbufs) {
+  return start_rw(p, sock, op, bufs, nbufs, CP_OP_RECV);
 }
 
-int cp_port_send(cp_port *p, int fd, cp_op *op, const struct iovec *iov, int iovcnt) {
-  return start_rw(p, fd, op, iov, iovcnt, CP_OP_SEND);
+int cp_port_send(cp_port *p, cp_socket_t sock, cp_op *op, const cp_buf *bufs, int nbufs) {
+  return start_rw(p, sock, op, bufs, nbufs, CP_OP_SEND);
 }
 
-int cp_port_recv_pooled(cp_port *p, int fd, cp_op *op) {
+int cp_port_recv_pooled(cp_port *p, cp_socket_t sock, cp_op *op) {
   struct sockent *e;
-  int rc = op_begin(p, fd, op, CP_OP_RECV_POOLED, &e);
+  int rc = op_begin(p, sock, op, CP_OP_RECV_POOLED, &e);
   if (rc)
     return rc;
   side_submit(p, e, op_of(op));
@@ -899,11 +799,13 @@ int cp_port_recv_pooled(cp_port *p, int fd, cp_op *op) {
   return 0;
 }
 
-int cp_port_disconnect(cp_port *p, int fd, cp_op *op, int how) {
-  if (how != SD_SEND && how != SD_BOTH) /* SHUT_WR == SD_SEND, SHUT_RDWR == SD_BOTH */
-    return -EINVAL;
+_Static_assert(CP_SHUT_WR == SD_SEND && CP_SHUT_RDWR == SD_BOTH, "shutdown's numbers");
+
+int cp_port_disconnect(cp_port *p, cp_socket_t sock, cp_op *op, int how) {
+  if (how != CP_SHUT_WR && how != CP_SHUT_RDWR)
+    return CP_EINVAL;
   struct sockent *e;
-  int rc = op_begin(p, fd, op, CP_OP_DISCONNECT, &e);
+  int rc = op_begin(p, sock, op, CP_OP_DISCONNECT, &e);
   if (rc)
     return rc;
   op_of(op)->how = (uint8_t)how;
@@ -914,28 +816,29 @@ int cp_port_disconnect(cp_port *p, int fd, cp_op *op, int how) {
 
 #define ADDR_SLOT (sizeof(struct sockaddr_storage) + 16)
 
-int cp_port_accept(cp_port *p, int lfd, cp_op *op, struct sockaddr *addr, socklen_t *addrlen) {
+int cp_port_accept(cp_port *p, cp_socket_t lsock, cp_op *op, struct sockaddr *addr,
+                   socklen_t *addrlen) {
   if (!p || !op)
-    return -EINVAL;
+    return CP_EINVAL;
   if (atomic_load(&p->closed))
-    return -ESHUTDOWN;
+    return CP_ESHUTDOWN;
   if ((addr == NULL) != (addrlen == NULL) || (addrlen && *addrlen < 0))
-    return -EINVAL;
+    return CP_EINVAL;
   struct sockaddr_storage ls;
   int lslen = sizeof ls;
-  if (lfd < 0 || getsockname(sock_of(lfd), (struct sockaddr *)&ls, &lslen))
-    return -EBADF;
+  if (lsock == INVALID_SOCKET || getsockname(lsock, (struct sockaddr *)&ls, &lslen))
+    return CP_EBADF;
   SOCKET as = WSASocketW(ls.ss_family, SOCK_STREAM, IPPROTO_TCP, NULL, 0,
                          WSA_FLAG_OVERLAPPED | WSA_FLAG_NO_HANDLE_INHERIT);
   if (as == INVALID_SOCKET)
-    return map_error((DWORD)WSAGetLastError());
+    return cp__error_from_win((DWORD)WSAGetLastError());
   char *abuf = mem_alloc(2 * ADDR_SLOT);
   if (!abuf) {
     closesocket(as);
-    return -ENOMEM;
+    return CP_ENOMEM;
   }
   struct sockent *e;
-  int rc = op_begin(p, lfd, op, CP_OP_ACCEPT, &e);
+  int rc = op_begin(p, lsock, op, CP_OP_ACCEPT, &e);
   if (rc) {
     closesocket(as);
     mem_free(abuf);
@@ -955,7 +858,7 @@ int cp_port_accept(cp_port *p, int lfd, cp_op *op, struct sockaddr *addr, sockle
     o->next = e->accepts;
     e->accepts = o;
   } else {
-    int err = map_error((DWORD)WSAGetLastError());
+    int err = cp__error_from_win((DWORD)WSAGetLastError());
     closesocket(as);
     mem_free(abuf);
     o->u.acc.abuf = NULL;
@@ -966,19 +869,20 @@ int cp_port_accept(cp_port *p, int lfd, cp_op *op, struct sockaddr *addr, sockle
   return 0;
 }
 
-int cp_port_connect(cp_port *p, int fd, cp_op *op, const struct sockaddr *addr, socklen_t addrlen) {
+int cp_port_connect(cp_port *p, cp_socket_t sock, cp_op *op, const struct sockaddr *addr,
+                    socklen_t addrlen) {
   if (!addr || addrlen < (socklen_t)sizeof(struct sockaddr_in) ||
       addrlen > (socklen_t)sizeof(struct sockaddr_storage))
-    return -EINVAL;
+    return CP_EINVAL;
   struct sockent *e;
-  int rc = op_begin(p, fd, op, CP_OP_CONNECT, &e);
+  int rc = op_begin(p, sock, op, CP_OP_CONNECT, &e);
   if (rc)
     return rc;
   struct op *o = op_of(op);
   if (e->conn) { /* one connect at a time */
     ReleaseSRWLockExclusive(&e->mu);
     ent_put(p, e);
-    return -EALREADY;
+    return CP_EALREADY;
   }
   /* ConnectEx needs a bound socket. */
   struct sockaddr_storage me;
@@ -988,10 +892,10 @@ int cp_port_connect(cp_port *p, int fd, cp_op *op, const struct sockaddr *addr, 
     int anylen =
         addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
     if (bind(e->s, (struct sockaddr *)&any, anylen)) {
-      int err = map_error((DWORD)WSAGetLastError());
+      int err = cp__error_from_win((DWORD)WSAGetLastError());
       ReleaseSRWLockExclusive(&e->mu);
       ent_put(p, e);
-      return err == -EINVAL ? -EINVAL : err;
+      return err == CP_EINVAL ? CP_EINVAL : err;
     }
   }
   o->stage = ST_KERNEL;
@@ -1001,7 +905,7 @@ int cp_port_connect(cp_port *p, int fd, cp_op *op, const struct sockaddr *addr, 
     atomic_fetch_add(&p->inflight, 1);
     e->conn = o;
   } else {
-    post_done(p, o, map_error((DWORD)WSAGetLastError()));
+    post_done(p, o, cp__error_from_win((DWORD)WSAGetLastError()));
   }
   op_end(p, e);
   return 0;
@@ -1017,9 +921,9 @@ static void CALLBACK timer_fired(PTP_CALLBACK_INSTANCE inst, PVOID arg, PTP_TIME
 
 int cp_port_timeout(cp_port *p, cp_op *op, void *key, uint64_t ms) {
   if (!p || !op)
-    return -EINVAL;
+    return CP_EINVAL;
   if (atomic_load(&p->closed))
-    return -ESHUTDOWN;
+    return CP_ESHUTDOWN;
   struct op *o = op_of(op);
   memset(o, 0, sizeof *o);
   o->kind = CP_OP_TIMEOUT;
@@ -1029,7 +933,7 @@ int cp_port_timeout(cp_port *p, cp_op *op, void *key, uint64_t ms) {
   o->stage = ST_KERNEL;
   o->u.timer.tp = CreateThreadpoolTimer(timer_fired, o, &p->tpenv);
   if (!o->u.timer.tp)
-    return -ENOMEM;
+    return CP_ENOMEM;
   /* Relative due time in 100 ns units, negative. */
   uint64_t t = ms > (uint64_t)INT64_MAX / 10000 ? (uint64_t)INT64_MAX : ms * 10000;
   ULARGE_INTEGER due = {.QuadPart = (ULONGLONG)(-(int64_t)t)};
@@ -1041,12 +945,12 @@ int cp_port_timeout(cp_port *p, cp_op *op, void *key, uint64_t ms) {
 
 int cp_port_post(cp_port *p, void *key, cp_op *op, int64_t result) {
   if (!p)
-    return -EINVAL;
+    return CP_EINVAL;
   if (atomic_load(&p->closed))
-    return -ESHUTDOWN;
+    return CP_ESHUTDOWN;
   struct post *r = mem_alloc(sizeof *r);
   if (!r)
-    return -ENOMEM;
+    return CP_ENOMEM;
   *r = (struct post){op, key, result};
   atomic_fetch_add(&p->inflight, 1);
   atomic_fetch_add(&p->n_started, 1);
@@ -1054,26 +958,26 @@ int cp_port_post(cp_port *p, void *key, cp_op *op, int64_t result) {
     atomic_fetch_sub(&p->inflight, 1);
     atomic_fetch_sub(&p->n_started, 1);
     mem_free(r);
-    return -ENOMEM;
+    return CP_ENOMEM;
   }
   return 0;
 }
 
 int cp_port_cancel_op(cp_port *p, cp_op *cop) {
   if (!p || !cop)
-    return -EINVAL;
+    return CP_EINVAL;
   struct op *o = op_of(cop);
   if (o->kind == CP_OP_TIMEOUT && !o->se) {
     if (o->u.timer.port != p || InterlockedCompareExchange(&o->gen, 2, 1) != 1)
-      return -ENOENT;
-    post_done(p, o, -ECANCELED);
+      return CP_ENOENT;
+    post_done(p, o, CP_ECANCELED);
     return 0;
   }
   struct sockent *e = o->se;
   if (!e)
-    return -ENOENT;
+    return CP_ENOENT;
   AcquireSRWLockExclusive(&e->mu);
-  int rc = -ENOENT;
+  int rc = CP_ENOENT;
   if (o->se == e) {
     switch (o->stage) {
     case ST_QUEUED:
@@ -1090,7 +994,7 @@ int cp_port_cancel_op(cp_port *p, cp_op *cop) {
       break;
     case ST_STARVED:
       starved_remove(p, o);
-      post_done(p, o, -ECANCELED);
+      post_done(p, o, CP_ECANCELED);
       rc = 0;
       break;
     default:
@@ -1139,7 +1043,7 @@ static int pooled_read(cp_port *p, struct sockent *e, struct op *o, void *buf, v
       return POOLED_WAIT;
     o->result = rc;
   } else {
-    o->result = map_error((DWORD)err);
+    o->result = cp__error_from_win((DWORD)err);
   }
   o->u.pooled.buf = NULL;
   return POOLED_DELIVER;
@@ -1165,7 +1069,7 @@ void cp_port_buf_release(cp_port *p, void *buf) {
   if (o->stage != ST_STARVED) { /* cancelled meanwhile: it was taken off the list then */
     spare = buf;
   } else if (o->cancelled || o->gen != e->gen) {
-    post_done(p, o, -ECANCELED);
+    post_done(p, o, CP_ECANCELED);
     spare = buf;
   } else if (pooled_read(p, e, o, buf, &spare) == POOLED_DELIVER) {
     post_done(p, o, o->result);
@@ -1211,7 +1115,7 @@ static void accept_unlink(struct sockent *e, struct op *o) {
 static int accept_finish(struct sockent *le, struct op *o) {
   SOCKET as = o->u.acc.as;
   if (setsockopt(as, SOL_SOCKET, SO_UPDATE_ACCEPT_CONTEXT, (char *)&le->s, sizeof le->s))
-    return map_error((DWORD)WSAGetLastError());
+    return cp__error_from_win((DWORD)WSAGetLastError());
   u_long nb = 1;
   ioctlsocket(as, FIONBIO, &nb);
   if (o->u.acc.addr) {
@@ -1282,11 +1186,11 @@ static int on_packet(cp_port *p, const OVERLAPPED_ENTRY *ent, cp_completion *c, 
   case CP_OP_CONNECT:
     e->conn = NULL;
     if (!err && setsockopt(e->s, SOL_SOCKET, SO_UPDATE_CONNECT_CONTEXT, NULL, 0))
-      err = map_error((DWORD)WSAGetLastError());
+      err = cp__error_from_win((DWORD)WSAGetLastError());
     fill(c, o, err, NULL);
     break;
   case CP_OP_RECV:
-    if (err == -ECANCELED && e->rd_shut && !stale)
+    if (err == CP_ECANCELED && e->rd_shut && !stale)
       err = 0, bytes = 0;
     fill(c, o, err ? err : bytes, NULL);
     break;
@@ -1295,7 +1199,7 @@ static int on_packet(cp_port *p, const OVERLAPPED_ENTRY *ent, cp_completion *c, 
       o->u.io.done += (size_t)bytes;
       if (o->u.io.done < o->u.io.total) {
         if (stale || discard) {
-          err = -ECANCELED;
+          err = CP_ECANCELED;
         } else {
           int rc = kernel_start(p, e, o); /* the rest, before any later send */
           if (!rc) {
@@ -1309,12 +1213,12 @@ static int on_packet(cp_port *p, const OVERLAPPED_ENTRY *ent, cp_completion *c, 
     fill(c, o, err ? err : (int64_t)o->u.io.total, NULL);
     break;
   case CP_OP_RECV_POOLED:
-    if (err == -ECANCELED && e->rd_shut && !stale) {
+    if (err == CP_ECANCELED && e->rd_shut && !stale) {
       fill(c, o, 0, NULL);
     } else if (err || discard) {
-      fill(c, o, err ? err : -ECANCELED, NULL);
+      fill(c, o, err ? err : CP_ECANCELED, NULL);
     } else if (stale) {
-      fill(c, o, -ECANCELED, NULL);
+      fill(c, o, CP_ECANCELED, NULL);
     } else if (pooled_read(p, e, o, NULL, &spare) == POOLED_WAIT) {
       ReleaseSRWLockExclusive(&e->mu);
       if (spare)
@@ -1326,7 +1230,7 @@ static int on_packet(cp_port *p, const OVERLAPPED_ENTRY *ent, cp_completion *c, 
     break;
   default:
     assert(0);
-    fill(c, o, -EIO, NULL);
+    fill(c, o, CP_EIO, NULL);
   }
   op_release(p, e, o);
   if (spare)
@@ -1336,7 +1240,7 @@ static int on_packet(cp_port *p, const OVERLAPPED_ENTRY *ent, cp_completion *c, 
 
 int cp_port_wait(cp_port *p, cp_completion *out, int max, int timeout_ms) {
   if (!p || !out || max < 1)
-    return -EINVAL;
+    return CP_EINVAL;
   if (atomic_load(&p->closed))
     return CP_PORT_CLOSED;
   OVERLAPPED_ENTRY ent[64];
@@ -1354,7 +1258,7 @@ int cp_port_wait(cp_port *p, cp_completion *out, int max, int timeout_ms) {
       DWORD e = GetLastError();
       if (e == WAIT_TIMEOUT)
         return atomic_load(&p->closed) ? CP_PORT_CLOSED : 0;
-      return atomic_load(&p->closed) ? CP_PORT_CLOSED : map_error(e);
+      return atomic_load(&p->closed) ? CP_PORT_CLOSED : cp__error_from_win(e);
     }
     bool closing = false;
     for (ULONG i = 0; i < n; i++)

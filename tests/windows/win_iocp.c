@@ -38,14 +38,14 @@ static cp_port *new_port(unsigned bufs) {
   return p;
 }
 
-static int listener(struct sockaddr_in *a) {
+static SOCKET listener(struct sockaddr_in *a) {
   SOCKET l = socket(AF_INET, SOCK_STREAM, IPPROTO_TCP);
   *a = (struct sockaddr_in){.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
   int alen = sizeof *a;
   CHECK(bind(l, (struct sockaddr *)a, sizeof *a) == 0);
   CHECK(listen(l, 64) == 0);
   CHECK(getsockname(l, (struct sockaddr *)a, &alen) == 0);
-  return (int)l;
+  return l;
 }
 
 /* One completion within 5 s. */
@@ -66,25 +66,26 @@ static void no_completion(cp_port *p, int ms) {
 
 /* A connected pair through the port: *srv accepted with cp_port_accept, *cli connected with
  * cp_port_connect; both associated (keys 1 and 2). */
-static void pair(cp_port *p, int *srv, int *cli) {
+static void pair(cp_port *p, SOCKET *srv, SOCKET *cli) {
   struct sockaddr_in a;
-  int l = listener(&a);
+  SOCKET l = listener(&a);
   CHECK_EQ(cp_port_associate(p, l, (void *)9), 0);
   cp_op aop, cop;
   struct sockaddr_storage peer;
   socklen_t plen = sizeof peer;
   CHECK_EQ(cp_port_accept(p, l, &aop, (struct sockaddr *)&peer, &plen), 0);
-  int c = (int)socket(AF_INET, SOCK_STREAM, IPPROTO_TCP);
+  SOCKET c = socket(AF_INET, SOCK_STREAM, IPPROTO_TCP);
   CHECK_EQ(cp_port_associate(p, c, (void *)2), 0);
   CHECK_EQ(cp_port_connect(p, c, &cop, (struct sockaddr *)&a, sizeof a), 0);
-  int got = 0, s = -1;
+  int got = 0;
+  SOCKET s = INVALID_SOCKET;
   for (int i = 0; i < 2; i++) {
     cp_completion x = take(p);
     if (x.op == &aop) {
       CHECK_EQ(x.kind, CP_OP_ACCEPT);
       CHECK(x.result > 0);
       CHECK(x.key == (void *)9);
-      s = (int)x.result;
+      s = (SOCKET)x.result;
       got |= 1;
     } else {
       CHECK(x.op == &cop);
@@ -116,8 +117,8 @@ static void settled(cp_port *p) {
 static void test_create(void) {
   cp_port *p;
   cp_port_options o = {.backend = CP_BACKEND_URING};
-  CHECK_EQ(cp_port_create(&p, &o), -ENODEV);
-  CHECK_EQ(cp_port_create(NULL, NULL), -EINVAL);
+  CHECK_EQ(cp_port_create(&p, &o), CP_ENODEV);
+  CHECK_EQ(cp_port_create(NULL, NULL), CP_EINVAL);
   CHECK_EQ(cp_port_create(&p, NULL), 0);
   CHECK(!strcmp(cp_backend_name(cp_port_backend(p)), "iocp"));
   cp_port_destroy(p);
@@ -128,32 +129,33 @@ static void test_bad_input(void) {
   cp_port *p = new_port(0);
   cp_op op;
   char b[4];
-  struct iovec v = {b, sizeof b}, z = {b, 0};
+  cp_buf v = cp_buf_init(b, sizeof b), z = cp_buf_init(b, 0);
   cp_completion c;
   SOCKET s = socket(AF_INET, SOCK_STREAM, IPPROTO_TCP);
-  CHECK_EQ(cp_port_recv(p, (int)s, &op, &v, 1), -EBADF); /* not associated */
-  CHECK_EQ(cp_port_associate(p, -1, NULL), -EBADF);
-  CHECK_EQ(cp_port_associate(p, 12345, NULL), -EBADF);
-  CHECK_EQ(cp_port_associate(p, (int)s, (void *)1), 0);
-  CHECK_EQ(cp_port_associate(p, (int)s, (void *)2), 0); /* twice: the key is replaced */
-  CHECK_EQ(cp_port_recv(p, (int)s, NULL, &v, 1), -EINVAL);
-  CHECK_EQ(cp_port_recv(p, (int)s, &op, &z, 1), -EINVAL);
-  CHECK_EQ(cp_port_recv(p, (int)s, &op, &v, 0), -EINVAL);
-  CHECK_EQ(cp_port_send(p, (int)s, &op, NULL, 1), -EINVAL);
-  CHECK_EQ(cp_port_wait(p, &c, 0, 0), -EINVAL);
-  CHECK_EQ(cp_port_wait(p, NULL, 1, 0), -EINVAL);
+  CHECK_EQ(cp_port_recv(p, s, &op, &v, 1), CP_EBADF); /* not associated */
+  CHECK_EQ(cp_port_associate(p, INVALID_SOCKET, NULL), CP_EBADF);
+  CHECK_EQ(cp_port_associate(p, (SOCKET)12345, NULL), CP_EBADF);
+  CHECK_EQ(cp_port_associate(NULL, s, NULL), CP_EINVAL);
+  CHECK_EQ(cp_port_associate(p, s, (void *)1), 0);
+  CHECK_EQ(cp_port_associate(p, s, (void *)2), 0); /* twice: the key is replaced */
+  CHECK_EQ(cp_port_recv(p, s, NULL, &v, 1), CP_EINVAL);
+  CHECK_EQ(cp_port_recv(p, s, &op, &z, 1), CP_EINVAL);
+  CHECK_EQ(cp_port_recv(p, s, &op, &v, 0), CP_EINVAL);
+  CHECK_EQ(cp_port_send(p, s, &op, NULL, 1), CP_EINVAL);
+  CHECK_EQ(cp_port_wait(p, &c, 0, 0), CP_EINVAL);
+  CHECK_EQ(cp_port_wait(p, NULL, 1, 0), CP_EINVAL);
   CHECK_EQ(cp_port_wait(p, &c, 1, 0), 0);
-  CHECK_EQ(cp_port_disconnect(p, (int)s, &op, 7), -EINVAL);
-  CHECK_EQ(cp_port_cancel(p, (int)s), 0); /* nothing pending */
-  CHECK_EQ(cp_port_cancel(p, 4242), -EBADF);
+  CHECK_EQ(cp_port_disconnect(p, s, &op, 7), CP_EINVAL);
+  CHECK_EQ(cp_port_cancel(p, s), 0); /* nothing pending */
+  CHECK_EQ(cp_port_cancel(p, (SOCKET)4242), CP_EBADF);
   memset(&op, 0, sizeof op);
-  CHECK_EQ(cp_port_cancel_op(p, &op), -ENOENT);
+  CHECK_EQ(cp_port_cancel_op(p, &op), CP_ENOENT);
   /* A recv on a socket that is not connected: one completion with an error. */
-  CHECK_EQ(cp_port_recv(p, (int)s, &op, &v, 1), 0);
+  CHECK_EQ(cp_port_recv(p, s, &op, &v, 1), 0);
   c = take(p);
   CHECK(c.op == &op && c.result < 0 && c.key == (void *)2);
-  CHECK_EQ(cp_port_disassociate(p, (int)s), 0);
-  CHECK_EQ(cp_port_disassociate(p, (int)s), -EBADF);
+  CHECK_EQ(cp_port_disassociate(p, s), 0);
+  CHECK_EQ(cp_port_disassociate(p, s), CP_EBADF);
   closesocket(s);
   settled(p);
   cp_port_destroy(p);
@@ -161,19 +163,19 @@ static void test_bad_input(void) {
 
 static void test_send_recv(void) {
   cp_port *p = new_port(0);
-  int s, c;
+  SOCKET s, c;
   pair(p, &s, &c);
   char a[] = "hello ", b[] = "iocp ", d[] = "world";
-  struct iovec sv[3] = {{a, 6}, {b, 5}, {d, 5}};
+  cp_buf sv[3] = {cp_buf_init(a, 6), cp_buf_init(b, 5), cp_buf_init(d, 5)};
   cp_op so, ro;
   CHECK_EQ(cp_port_send(p, c, &so, sv, 3), 0);
   cp_completion x = take(p);
   CHECK(x.op == &so && x.kind == CP_OP_SEND && x.result == 16);
   char buf[64] = {0};
-  struct iovec rv = {buf, sizeof buf};
+  cp_buf rv;
   size_t got = 0;
   while (got < 16) {
-    rv = (struct iovec){buf + got, sizeof buf - got};
+    rv = cp_buf_init(buf + got, sizeof buf - got);
     CHECK_EQ(cp_port_recv(p, s, &ro, &rv, 1), 0);
     x = take(p);
     CHECK(x.op == &ro && x.kind == CP_OP_RECV && x.result > 0 && x.key == (void *)1);
@@ -190,15 +192,15 @@ static void test_send_recv(void) {
  * in start order, while the peer reads only once they are all started. */
 static void test_send_order(void) {
   cp_port *p = new_port(0);
-  int s, c;
+  SOCKET s, c;
   pair(p, &s, &c);
   enum { N = 8, LEN = 256 * 1024 };
   static char data[N][LEN];
   static cp_op ops[N];
-  struct iovec v[N];
+  cp_buf v[N];
   for (int i = 0; i < N; i++) {
     memset(data[i], 'a' + i, LEN);
-    v[i] = (struct iovec){data[i], LEN};
+    v[i] = cp_buf_init(data[i], LEN);
     CHECK_EQ(cp_port_send(p, c, &ops[i], &v[i], 1), 0);
   }
   /* Read everything with plain blocking recv on the other end. */
@@ -236,7 +238,7 @@ static void test_send_order(void) {
 
 static void test_pooled(void) {
   cp_port *p = new_port(1); /* one buffer: the second receive must wait for it */
-  int s1, c1, s2, c2;
+  SOCKET s1, c1, s2, c2;
   pair(p, &s1, &c1);
   pair(p, &s2, &c2);
   cp_op r1, r2;
@@ -273,14 +275,14 @@ static void test_pooled(void) {
 
 static void test_disconnect(void) {
   cp_port *p = new_port(0);
-  int s, c;
+  SOCKET s, c;
   pair(p, &s, &c);
   static char big[1 << 20];
   memset(big, 'x', sizeof big);
-  struct iovec v = {big, sizeof big};
+  cp_buf v = cp_buf_init(big, sizeof big);
   cp_op so, dop, ro;
   CHECK_EQ(cp_port_send(p, s, &so, &v, 1), 0);
-  CHECK_EQ(cp_port_disconnect(p, s, &dop, SHUT_WR), 0); /* after the send */
+  CHECK_EQ(cp_port_disconnect(p, s, &dop, CP_SHUT_WR), 0); /* after the send */
   /* The peer gets every byte, then EOF; the port is polled meanwhile (the disconnect starts
    * when the send's completion is processed, as on Linux). */
   CHECK_EQ(cp_port_disassociate(p, c), 0);
@@ -323,13 +325,13 @@ static void test_disconnect(void) {
   closesocket(s);
   closesocket(c);
 
-  /* SHUT_RDWR ends a pending receive with 0. */
+  /* CP_SHUT_RDWR ends a pending receive with 0. */
   pair(p, &s, &c);
   char rb[8];
-  struct iovec rv = {rb, sizeof rb};
+  cp_buf rv = cp_buf_init(rb, sizeof rb);
   CHECK_EQ(cp_port_recv(p, s, &ro, &rv, 1), 0);
   no_completion(p, 50);
-  CHECK_EQ(cp_port_disconnect(p, s, &dop, SHUT_RDWR), 0);
+  CHECK_EQ(cp_port_disconnect(p, s, &dop, CP_SHUT_RDWR), 0);
   seen = 0;
   for (int i = 0; i < 2; i++) {
     x = take(p);
@@ -350,10 +352,10 @@ static void test_disconnect(void) {
 
 static void test_cancel(void) {
   cp_port *p = new_port(0);
-  int s, c;
+  SOCKET s, c;
   pair(p, &s, &c);
   char b[3][8];
-  struct iovec v[3] = {{b[0], 8}, {b[1], 8}, {b[2], 8}};
+  cp_buf v[3] = {cp_buf_init(b[0], 8), cp_buf_init(b[1], 8), cp_buf_init(b[2], 8)};
   cp_op r[3];
   for (int i = 0; i < 3; i++)
     CHECK_EQ(cp_port_recv(p, s, &r[i], &v[i], 1), 0);
@@ -361,7 +363,7 @@ static void test_cancel(void) {
   for (int i = 0; i < 3; i++) { /* each once, in start order */
     cp_completion x = take(p);
     CHECK(x.op == &r[i]);
-    CHECK_EQ(x.result, -ECANCELED);
+    CHECK_EQ(x.result, CP_ECANCELED);
   }
   no_completion(p, 50);
   CHECK_EQ(cp_port_cancel(p, s), 0); /* nothing pending: still 0 */
@@ -371,12 +373,12 @@ static void test_cancel(void) {
   CHECK_EQ(cp_port_recv(p, s, &r[1], &v[1], 1), 0);
   CHECK_EQ(cp_port_cancel_op(p, &r[0]), 0);
   cp_completion x = take(p);
-  CHECK(x.op == &r[0] && x.result == -ECANCELED);
-  CHECK_EQ(cp_port_cancel_op(p, &r[0]), -ENOENT);
+  CHECK(x.op == &r[0] && x.result == CP_ECANCELED);
+  CHECK_EQ(cp_port_cancel_op(p, &r[0]), CP_ENOENT);
   CHECK_EQ(send(c, "data", 4, 0), 4);
   x = take(p);
   CHECK(x.op == &r[1] && x.result == 4 && !memcmp(b[1], "data", 4));
-  CHECK_EQ(cp_port_cancel_op(p, &r[1]), -ENOENT);
+  CHECK_EQ(cp_port_cancel_op(p, &r[1]), CP_ENOENT);
 
   /* The second of two queued: it is cancelled when it comes up, the first is not. */
   CHECK_EQ(cp_port_recv(p, s, &r[0], &v[0], 1), 0);
@@ -386,13 +388,13 @@ static void test_cancel(void) {
   x = take(p);
   CHECK(x.op == &r[0] && x.result == 4);
   x = take(p);
-  CHECK(x.op == &r[1] && x.result == -ECANCELED);
+  CHECK(x.op == &r[1] && x.result == CP_ECANCELED);
 
   /* Disassociate with a receive pending: it is cancelled, once. */
   CHECK_EQ(cp_port_recv(p, s, &r[2], &v[2], 1), 0);
   CHECK_EQ(cp_port_disassociate(p, s), 0);
   x = take(p);
-  CHECK(x.op == &r[2] && x.result == -ECANCELED);
+  CHECK(x.op == &r[2] && x.result == CP_ECANCELED);
   no_completion(p, 50);
   closesocket(s);
   closesocket(c);
@@ -407,11 +409,11 @@ static void test_timers_posts(void) {
   CHECK_EQ(cp_port_timeout(p, &t2, (void *)6, 60000), 0);
   cp_completion x = take(p);
   CHECK(x.op == &t1 && x.kind == CP_OP_TIMEOUT && x.result == 0 && x.key == (void *)5);
-  CHECK_EQ(cp_port_cancel_op(p, &t1), -ENOENT);
+  CHECK_EQ(cp_port_cancel_op(p, &t1), CP_ENOENT);
   CHECK_EQ(cp_port_cancel_op(p, &t2), 0);
   x = take(p);
-  CHECK(x.op == &t2 && x.result == -ECANCELED && x.key == (void *)6);
-  CHECK_EQ(cp_port_cancel_op(p, &t2), -ENOENT);
+  CHECK(x.op == &t2 && x.result == CP_ECANCELED && x.key == (void *)6);
+  CHECK_EQ(cp_port_cancel_op(p, &t2), CP_ENOENT);
   cp_op po;
   CHECK_EQ(cp_port_post(p, (void *)7, &po, -123), 0);
   CHECK_EQ(cp_port_post(p, (void *)8, NULL, 99), 0);
@@ -467,8 +469,8 @@ static void test_posts_mt_and_close(void) {
   cp_completion c;
   CHECK_EQ(cp_port_wait(g_port, &c, 1, -1), CP_PORT_CLOSED);
   cp_op op;
-  CHECK_EQ(cp_port_post(g_port, NULL, NULL, 0), -ESHUTDOWN);
-  CHECK_EQ(cp_port_timeout(g_port, &op, NULL, 1), -ESHUTDOWN);
+  CHECK_EQ(cp_port_post(g_port, NULL, NULL, 0), CP_ESHUTDOWN);
+  CHECK_EQ(cp_port_timeout(g_port, &op, NULL, 1), CP_ESHUTDOWN);
   CHECK_EQ(g_total, POSTERS * PER);
   for (int i = 0; i < WAITERS; i++)
     CloseHandle(w[i]);
@@ -480,14 +482,14 @@ static void test_posts_mt_and_close(void) {
 static void test_connect_refused(void) {
   cp_port *p = new_port(0);
   struct sockaddr_in a;
-  int l = listener(&a);
+  SOCKET l = listener(&a);
   closesocket(l); /* nobody listens there now */
-  int c = (int)socket(AF_INET, SOCK_STREAM, IPPROTO_TCP);
+  SOCKET c = socket(AF_INET, SOCK_STREAM, IPPROTO_TCP);
   CHECK_EQ(cp_port_associate(p, c, NULL), 0);
   cp_op op;
   CHECK_EQ(cp_port_connect(p, c, &op, (struct sockaddr *)&a, sizeof a), 0);
   cp_completion x = take(p);
-  CHECK(x.op == &op && x.result == -ECONNREFUSED);
+  CHECK(x.op == &op && x.result == CP_ECONNREFUSED);
   closesocket(c);
   settled(p);
   cp_port_destroy(p);
@@ -496,10 +498,10 @@ static void test_connect_refused(void) {
 /* The peer resets while a large send is in flight: one completion, an error. */
 static void test_reset_mid_send(void) {
   cp_port *p = new_port(0);
-  int s, c;
+  SOCKET s, c;
   pair(p, &s, &c);
   static char big[8 << 20];
-  struct iovec v = {big, sizeof big};
+  cp_buf v = cp_buf_init(big, sizeof big);
   cp_op so;
   CHECK_EQ(cp_port_send(p, s, &so, &v, 1), 0);
   CHECK_EQ(cp_port_disassociate(p, c), 0);
@@ -508,7 +510,7 @@ static void test_reset_mid_send(void) {
   closesocket(c); /* RST */
   cp_completion x = take(p);
   CHECK(x.op == &so);
-  CHECK(x.result == -ECONNRESET || x.result == -ECONNABORTED || x.result == -EPIPE ||
+  CHECK(x.result == CP_ECONNRESET || x.result == CP_ECONNABORTED || x.result == CP_EPIPE ||
         x.result == (int64_t)sizeof big);
   no_completion(p, 50);
   closesocket(s);
@@ -519,14 +521,14 @@ static void test_reset_mid_send(void) {
 /* Destroy with an accept, a receive, a pooled receive and a timer in flight. */
 static void test_destroy_busy(void) {
   cp_port *p = new_port(0);
-  int s, c;
+  SOCKET s, c;
   pair(p, &s, &c);
   struct sockaddr_in a;
-  int l = listener(&a);
+  SOCKET l = listener(&a);
   CHECK_EQ(cp_port_associate(p, l, NULL), 0);
   cp_op aop, rop, pop, top;
   char b[8];
-  struct iovec v = {b, sizeof b};
+  cp_buf v = cp_buf_init(b, sizeof b);
   CHECK_EQ(cp_port_accept(p, l, &aop, NULL, NULL), 0);
   CHECK_EQ(cp_port_recv(p, s, &rop, &v, 1), 0);
   CHECK_EQ(cp_port_recv_pooled(p, c, &pop), 0);
