@@ -48,3 +48,23 @@ target_link_libraries(cport_static PUBLIC mswsock ws2_32 ntdll)
 set_target_properties(cport_static PROPERTIES OUTPUT_NAME cport C_STANDARD 17 C_STANDARD_REQUIRED ON)
 
 cport_windows_test(win_iocp SOURCES tests/windows/win_iocp.c LIBS cport_static TIMEOUT 120)
+
+# The port suite (tests/port), unchanged, against tests/windows/shim/common/test.h (Winsock,
+# winpthreads linked statically). Not built here: test_accept_many, test_ops and
+# test_blocking_socket (they read O_NONBLOCK/FD_CLOEXEC with fcntl), test_backend_forced (fork,
+# seccomp), test_socket_api (POSIX socket calls of its own).
+set(CPORT_WIN_PORT_TESTS test_bad_input test_cancel_many test_close_pending test_concurrency
+    test_disassociate test_idle_pooled test_pingpong_mt test_platform test_post_fairness
+    test_post_mt test_recv_eof test_send_after_fin test_send_large test_send_order
+    test_wait_timeout)
+foreach(name ${CPORT_WIN_PORT_TESTS})
+  add_executable(port_${name} tests/port/${name}.c)
+  target_include_directories(port_${name} BEFORE PRIVATE ${CMAKE_SOURCE_DIR}/tests/windows/shim)
+  target_include_directories(port_${name} PRIVATE ${CMAKE_SOURCE_DIR}/tests ${CMAKE_SOURCE_DIR}/src)
+  target_link_libraries(port_${name} PRIVATE cport_static pthread)
+  target_link_options(port_${name} PRIVATE -static)
+  target_compile_options(port_${name} PRIVATE -Wno-pointer-sign) # Winsock takes char *
+  add_test(NAME port.${name}.iocp COMMAND port_${name})
+  set_tests_properties(port.${name}.iocp PROPERTIES ENVIRONMENT "${CPORT_WIN_TEST_ENV}"
+                       FIXTURES_REQUIRED wine TIMEOUT 180)
+endforeach()

@@ -149,6 +149,8 @@ struct sockent {
 
 #define NBUCKETS 4096u
 
+static _Atomic uint64_t next_port_id = 1;
+
 struct post {
   cp_op *op;
   void *key;
@@ -158,7 +160,14 @@ struct post {
 struct cp_port {
   HANDLE iocp;
   unsigned concurrency;
+  uint64_t id; /* unique, so thread-local slots never confuse ports */
   _Atomic bool closed;
+  /* The concurrency cap as port.h states it: a thread holds one of `concurrency` slots from
+   * the moment cp_port_wait returns it completions until it calls cp_port_wait again, blocked
+   * or not (IOCP's own count lets another thread run when one blocks). A waiter takes a slot
+   * before it waits on the kernel port. */
+  HANDLE slots;     /* a semaphore of `concurrency` */
+  HANDLE closed_ev; /* set by close: wakes threads waiting for a slot */
 
   SRWLOCK tmu; /* the table and the free list */
   struct sockent *buckets[NBUCKETS];
@@ -497,6 +506,9 @@ int cp_port_create(cp_port **out, const cp_port_options *opts) {
   if (!p)
     return CP_ENOMEM;
   p->concurrency = o.concurrency;
+  p->id = atomic_fetch_add(&next_port_id, 1);
+  p->slots = CreateSemaphoreW(NULL, (LONG)o.concurrency, (LONG)o.concurrency, NULL);
+  p->closed_ev = CreateEventW(NULL, TRUE, FALSE, NULL);
   InitializeSRWLock(&p->tmu);
   InitializeSRWLock(&p->bmu);
   p->buf_count = count;
@@ -508,8 +520,12 @@ int cp_port_create(cp_port **out, const cp_port_options *opts) {
   p->iocp = CreateIoCompletionPort(INVALID_HANDLE_VALUE, NULL, 0, o.concurrency);
   InitializeThreadpoolEnvironment(&p->tpenv);
   p->tpgroup = CreateThreadpoolCleanupGroup();
-  if (!p->slab || !p->free_idx || !p->iocp || !p->tpgroup) {
+  if (!p->slab || !p->free_idx || !p->iocp || !p->tpgroup || !p->slots || !p->closed_ev) {
     int rc = p->iocp && p->slab && p->free_idx ? CP_ENOMEM : cp__error_from_win(GetLastError());
+    if (p->slots)
+      CloseHandle(p->slots);
+    if (p->closed_ev)
+      CloseHandle(p->closed_ev);
     if (p->iocp)
       CloseHandle(p->iocp);
     if (p->slab)
@@ -532,6 +548,7 @@ int cp_port_create(cp_port **out, const cp_port_options *opts) {
 void cp_port_close(cp_port *p) {
   if (!p || atomic_exchange(&p->closed, true))
     return;
+  SetEvent(p->closed_ev);
   while (!PostQueuedCompletionStatus(p->iocp, 0, KEY_CLOSE, NULL))
     Sleep(1);
 }
@@ -571,6 +588,8 @@ void cp_port_destroy(cp_port *p) {
         on_packet(p, &ent[i], &c, true);
   }
   CloseHandle(p->iocp);
+  CloseHandle(p->slots);
+  CloseHandle(p->closed_ev);
   for (unsigned b = 0; b < NBUCKETS; b++)
     for (struct sockent *e = p->buckets[b], *n; e; e = n) {
       n = e->hnext;
@@ -753,7 +772,7 @@ static int check_bufs(const cp_buf *bufs, int nbufs, size_t *total) {
   size_t t = 0;
   for (int i = 0; i < nbufs; i++) {
     if (bufs[i].len && !bufs[i].base)
-      return CP_EINVAL;
+      return CP_EFAULT; /* as the Linux backends answer it */
     t += bufs[i].len;
   }
   if (!t)
@@ -1238,14 +1257,58 @@ static int on_packet(cp_port *p, const OVERLAPPED_ENTRY *ent, cp_completion *c, 
   return !discard;
 }
 
+static int wait_slot(cp_port *p, cp_completion *out, int max, int timeout_ms, uint64_t deadline);
+
+/* ---- the concurrency cap: thread-local slots ---------------------------------------------- */
+
+/* Ids of the ports on which this thread holds a slot (ids are never reused). */
+#define HELD 8
+static _Thread_local uint64_t held[HELD];
+static bool slot_held_drop(cp_port *p) {
+  for (int i = 0; i < HELD; i++)
+    if (held[i] == p->id) {
+      held[i] = 0;
+      return true;
+    }
+  return false;
+}
+
+static void slot_keep(cp_port *p) {
+  for (int i = 0; i < HELD; i++)
+    if (!held[i]) {
+      held[i] = p->id;
+      return;
+    }
+  /* More ports than entries on one thread: give the slot back rather than lose it. */
+  ReleaseSemaphore(p->slots, 1, NULL);
+}
+
 int cp_port_wait(cp_port *p, cp_completion *out, int max, int timeout_ms) {
   if (!p || !out || max < 1)
     return CP_EINVAL;
+  if (slot_held_drop(p)) /* back in wait: this thread no longer runs */
+    ReleaseSemaphore(p->slots, 1, NULL);
   if (atomic_load(&p->closed))
     return CP_PORT_CLOSED;
+  uint64_t deadline = timeout_ms < 0 ? UINT64_MAX : cp__now_ns() + (uint64_t)timeout_ms * 1000000u;
+  HANDLE hs[2] = {p->slots, p->closed_ev};
+  DWORD w = WaitForMultipleObjects(2, hs, FALSE, timeout_ms < 0 ? INFINITE : (DWORD)timeout_ms);
+  if (w == WAIT_TIMEOUT)
+    return 0;
+  if (w != WAIT_OBJECT_0)
+    return CP_PORT_CLOSED;
+  int n = wait_slot(p, out, max, timeout_ms, deadline);
+  if (n > 0)
+    slot_keep(p);
+  else
+    ReleaseSemaphore(p->slots, 1, NULL);
+  return n;
+}
+
+/* cp_port_wait with a slot held. */
+static int wait_slot(cp_port *p, cp_completion *out, int max, int timeout_ms, uint64_t deadline) {
   OVERLAPPED_ENTRY ent[64];
   ULONG cap = max < 64 ? (ULONG)max : 64;
-  uint64_t deadline = timeout_ms < 0 ? UINT64_MAX : cp__now_ns() + (uint64_t)timeout_ms * 1000000u;
   for (;;) {
     DWORD wait_ms = INFINITE;
     if (timeout_ms >= 0) {
