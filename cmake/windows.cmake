@@ -23,7 +23,7 @@ function(cport_windows_test name)
   target_link_libraries(${name} PRIVATE ${T_LIBS})
   add_test(NAME windows.${name} COMMAND ${name})
   if(NOT T_TIMEOUT)
-    set(T_TIMEOUT 60)
+    set(T_TIMEOUT 120)
   endif()
   set_tests_properties(windows.${name} PROPERTIES ENVIRONMENT "${CPORT_WIN_TEST_ENV}"
                        FIXTURES_REQUIRED wine TIMEOUT ${T_TIMEOUT})
