@@ -47,6 +47,18 @@ target_include_directories(cport_static
 target_link_libraries(cport_static PUBLIC mswsock ws2_32 ntdll)
 set_target_properties(cport_static PROPERTIES OUTPUT_NAME cport C_STANDARD 17 C_STANDARD_REQUIRED ON)
 
+# cport.dll: only what carries CP_API (__declspec(dllexport)) leaves it, as on Linux; the
+# import library is libcport.dll.a. windows.dll_exports checks the export table.
+add_library(cport SHARED ${CPORT_WIN_SOURCES})
+target_compile_definitions(cport PRIVATE CPORT_BUILDING)
+target_include_directories(cport PUBLIC ${CMAKE_SOURCE_DIR}/include PRIVATE ${CMAKE_SOURCE_DIR}/src)
+target_link_libraries(cport PRIVATE mswsock ws2_32 ntdll)
+set_target_properties(cport PROPERTIES C_STANDARD 17 C_STANDARD_REQUIRED ON PREFIX "")
+find_program(MINGW_OBJDUMP NAMES x86_64-w64-mingw32-objdump REQUIRED)
+add_test(NAME windows.dll_exports
+         COMMAND ${CMAKE_SOURCE_DIR}/tests/windows/dll_exports.sh ${MINGW_OBJDUMP}
+                 $<TARGET_FILE:cport> ${CMAKE_SOURCE_DIR}/include/cport)
+
 cport_windows_test(win_iocp SOURCES tests/windows/win_iocp.c LIBS cport_static TIMEOUT 120)
 
 # The port suite (tests/port), unchanged, against tests/windows/shim/common/test.h (Winsock,
@@ -68,3 +80,12 @@ foreach(name ${CPORT_WIN_PORT_TESTS})
   set_tests_properties(port.${name}.iocp PROPERTIES ENVIRONMENT "${CPORT_WIN_TEST_ENV}"
                        FIXTURES_REQUIRED wine TIMEOUT 180)
 endforeach()
+
+# Stop requests (src/platform/stop_request.h): SIGINT to the Wine process arrives as Ctrl+C.
+add_executable(win_stop tests/windows/win_stop.c)
+target_include_directories(win_stop PRIVATE ${CMAKE_SOURCE_DIR}/src)
+target_link_libraries(win_stop PRIVATE cport_static)
+add_test(NAME windows.stop_request
+         COMMAND ${CMAKE_SOURCE_DIR}/tests/windows/stop_request.sh $<TARGET_FILE:win_stop>)
+set_tests_properties(windows.stop_request PROPERTIES ENVIRONMENT "${CPORT_WIN_TEST_ENV}"
+                     FIXTURES_REQUIRED wine TIMEOUT 60)

@@ -2,10 +2,14 @@
  * win32.c - the Win32 half of the platform layer (Windows 8 / mingw-w64 or MSVC): threads
  * through _beginthreadex, SRWLOCK mutexes, CONDITION_VARIABLE, INIT_ONCE, fiber-local storage
  * for keys (FlsAlloc runs the destructor at thread exit, as pthread keys do), the
- * QueryPerformanceCounter clock, and console stop events through SetConsoleCtrlHandler.
+ * QueryPerformanceCounter clock, and stop requests (stop_request.h) through
+ * SetConsoleCtrlHandler.
  */
 #ifdef _WIN32
 #include "platform/platform.h"
+#include "platform/stop_request.h"
+
+#include "cport/error.h"
 
 #include "common/mem.h"
 
@@ -31,14 +35,14 @@ static unsigned __stdcall trampoline(void *p) {
 int cp__thread_create(cp__thread *t, cp__thread_fn fn, void *arg) {
   struct start *s = mem_alloc(sizeof *s);
   if (!s)
-    return -ENOMEM;
+    return CP_ENOMEM;
   s->fn = fn;
   s->arg = arg;
   /* _beginthreadex (not CreateThread): the C runtime's per-thread state is set up. */
   uintptr_t h = _beginthreadex(NULL, 0, trampoline, s, 0, NULL);
   if (!h) {
     mem_free(s);
-    return errno == EAGAIN ? -EAGAIN : -ENOMEM;
+    return errno == EAGAIN ? CP_EAGAIN : CP_ENOMEM;
   }
   t->handle = (HANDLE)h;
   return 0;
@@ -138,7 +142,7 @@ int cp__key_create(cp__key *k, void (*dtor)(void *)) {
   memcpy(&cb, &dtor, sizeof cb);
   DWORD idx = FlsAlloc(dtor ? cb : NULL);
   if (idx == FLS_OUT_OF_INDEXES)
-    return -EAGAIN;
+    return CP_EAGAIN;
   *k = idx;
   return 0;
 }
@@ -181,6 +185,48 @@ uint64_t cp__now_ns(void) {
   uint64_t f = (uint64_t)qpc_freq.QuadPart, t = (uint64_t)c.QuadPart;
   /* Split to avoid overflow: whole seconds, then the remainder. */
   return t / f * 1000000000ull + t % f * 1000000000ull / f;
+}
+
+/* ---- stop requests -------------------------------------------------- */
+
+static void (*volatile stop_fn)(int kind);
+
+static BOOL WINAPI on_console_event(DWORD ev) {
+  void (*fn)(int) = stop_fn;
+  if (!fn)
+    return FALSE; /* the default: end the process */
+  switch (ev) {
+  case CTRL_C_EVENT:
+  case CTRL_BREAK_EVENT:
+    fn(CP__STOP_INTERRUPT);
+    return TRUE;
+  case CTRL_CLOSE_EVENT:
+  case CTRL_LOGOFF_EVENT:
+  case CTRL_SHUTDOWN_EVENT:
+    fn(CP__STOP_TERMINATE);
+    /* Windows ends the process as soon as this returns: let main finish the drain and exit
+     * (ExitProcess ends this thread too), within the system's grace period. */
+    Sleep(INFINITE);
+    return TRUE;
+  }
+  return FALSE;
+}
+
+int cp__on_stop_request(void (*fn)(int kind)) {
+  if (!fn)
+    return CP_EINVAL;
+  stop_fn = fn;
+  static INIT_ONCE once = INIT_ONCE_STATIC_INIT;
+  BOOL pending;
+  if (!InitOnceBeginInitialize(&once, 0, &pending, NULL))
+    return CP_EIO;
+  if (pending) {
+    BOOL ok = SetConsoleCtrlHandler(on_console_event, TRUE);
+    InitOnceComplete(&once, ok ? 0 : INIT_ONCE_INIT_FAILED, NULL);
+    if (!ok)
+      return CP_EIO;
+  }
+  return 0;
 }
 
 #endif /* _WIN32 */

@@ -404,11 +404,13 @@ static int kernel_start(cp_port *p, struct sockent *se, struct op *o) {
     assert(0);
     return CP_EINVAL;
   }
-  if (rc == 0 || WSAGetLastError() == WSA_IO_PENDING) {
+  int err = rc ? WSAGetLastError() : 0;
+  if (rc == 0 || err == WSA_IO_PENDING) {
     atomic_fetch_add(&p->inflight, 1);
     return 0;
   }
-  return cp__error_from_win((DWORD)WSAGetLastError());
+  /* An associated socket the caller closed meanwhile: Linux says EBADF for that. */
+  return err == WSAENOTSOCK ? CP_EBADF : cp__error_from_win((DWORD)err);
 }
 
 /* Make o the running op of its side and start it (the caller holds the entry lock). Whatever
@@ -1346,10 +1348,7 @@ static int wait_slot(cp_port *p, cp_completion *out, int max, int timeout_ms, ui
 }
 
 void cp_port_get_stats(const cp_port *p, cp_port_stats *out) {
-  if (!out)
-    return;
-  *out = (cp_port_stats){0};
-  if (!p)
+  if (!p || !out)
     return;
   cp_port *q = (cp_port *)p;
   out->started = atomic_load_explicit(&q->n_started, memory_order_relaxed);
