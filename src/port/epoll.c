@@ -23,6 +23,7 @@
 #define _GNU_SOURCE
 #include "port/port_internal.h"
 
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -177,125 +178,153 @@ static int64_t neg_errno(void) {
   return -(int64_t)errno;
 }
 
-static enum try_result try_op(cp_port *p, struct op *o, int64_t *res, void **buf) {
-  *buf = NULL;
+/* Each try_* makes one attempt at its op's syscall (again on EINTR) and says
+ * whether the op is done (*res set), must wait for the next edge, or (pooled
+ * receive) for a buffer. fd lock held. */
+
+static enum try_result try_accept(cp_port *p, struct op *o, int64_t *res) {
   for (;;) {
-    ssize_t n;
-    switch (o->kind) {
-    case CP_OP_ACCEPT: {
-      int fd = accept4(o->fd, o->u.accept.addr, o->u.accept.addrlen, SOCK_NONBLOCK | SOCK_CLOEXEC);
-      cp__count_syscall(p);
-      if (fd >= 0) {
-        *res = fd;
-        return TRY_DONE;
-      }
-      if (errno == EINTR || errno == ECONNABORTED)
-        continue;
-      if (errno == EAGAIN)
-        return TRY_AGAIN;
-      *res = neg_errno();
+    int fd = accept4(o->fd, o->u.accept.addr, o->u.accept.addrlen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    cp__count_syscall(p);
+    if (fd >= 0) {
+      *res = fd;
       return TRY_DONE;
     }
-    case CP_OP_CONNECT: {
-      if (!o->done) {
-        o->done = 1; /* connect() issued */
-        cp__count_syscall(p);
-        if (connect(o->fd, o->u.connect.addr, o->u.connect.addrlen) == 0) {
-          *res = 0;
-          return TRY_DONE;
-        }
-        if (errno == EINPROGRESS || errno == EINTR)
-          return TRY_AGAIN;
-        *res = neg_errno();
-        return TRY_DONE;
-      }
-      int err = 0;
-      socklen_t len = sizeof err;
-      cp__count_syscall(p);
-      if (getsockopt(o->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
-        err = errno;
-      if (err) {
-        *res = -err;
-        return TRY_DONE;
-      }
-      struct sockaddr_storage ss;
-      socklen_t sl = sizeof ss;
-      cp__count_syscall(p);
-      if (getpeername(o->fd, (struct sockaddr *)&ss, &sl) == 0) {
-        *res = 0;
-        return TRY_DONE;
-      }
-      return TRY_AGAIN; /* still in progress */
-    }
-    case CP_OP_RECV: {
-      n = recvmsg(o->fd, &o->u.msg, 0);
-      cp__count_syscall(p);
-      if (n >= 0) {
-        *res = n;
-        return TRY_DONE;
-      }
-      if (errno == EINTR)
-        continue;
-      if (errno == EAGAIN)
-        return TRY_AGAIN;
-      *res = neg_errno();
-      return TRY_DONE;
-    }
-    case CP_OP_RECV_POOLED: {
-      long idx = buf_get(p);
-      if (idx < 0)
-        return TRY_STARVED;
-      void *b = bufpool_addr(&p->bufs, (uint32_t)idx);
-      n = recv(o->fd, b, p->bufs.size, 0);
-      cp__count_syscall(p);
-      if (n > 0) {
-        *res = n;
-        *buf = b;
-        return TRY_DONE;
-      }
-      int err = errno;
-      buf_put(p, (uint32_t)idx);
-      if (n == 0) {
-        *res = 0;
-        return TRY_DONE;
-      }
-      if (err == EINTR)
-        continue;
-      if (err == EAGAIN)
-        return TRY_AGAIN;
-      *res = -(int64_t)err;
-      return TRY_DONE;
-    }
-    case CP_OP_SEND: {
-      n = sendmsg(o->fd, &o->u.msg, MSG_NOSIGNAL);
-      cp__count_syscall(p);
-      if (n > 0) {
-        int r = cp__op_advance_send(o, (size_t)n);
-        if (r == 1) {
-          *res = o->done;
-          return TRY_DONE;
-        }
-        if (r < 0) {
-          *res = r;
-          return TRY_DONE;
-        }
-        continue; /* short: try the rest, usually EAGAIN */
-      }
-      if (n < 0 && errno == EINTR)
-        continue;
-      if (n < 0 && errno == EAGAIN)
-        return TRY_AGAIN;
-      *res = n == 0 ? -EPIPE : neg_errno();
-      return TRY_DONE;
-    }
-    case CP_OP_DISCONNECT:
-      cp__count_syscall(p);
-      *res = shutdown(o->fd, o->how) == 0 ? 0 : neg_errno();
-      return TRY_DONE;
-    }
-    *res = -EINVAL;
+    if (errno == EINTR || errno == ECONNABORTED)
+      continue;
+    if (errno == EAGAIN)
+      return TRY_AGAIN;
+    *res = neg_errno();
     return TRY_DONE;
   }
+}
+
+static enum try_result try_connect(cp_port *p, struct op *o, int64_t *res) {
+  if (!o->done) {
+    o->done = 1; /* connect() issued */
+    cp__count_syscall(p);
+    if (connect(o->fd, o->u.connect.addr, o->u.connect.addrlen) == 0) {
+      *res = 0;
+      return TRY_DONE;
+    }
+    if (errno == EINPROGRESS || errno == EINTR)
+      return TRY_AGAIN;
+    *res = neg_errno();
+    return TRY_DONE;
+  }
+  int err = 0;
+  socklen_t len = sizeof err;
+  cp__count_syscall(p);
+  if (getsockopt(o->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+    err = errno;
+  if (err) {
+    *res = -err;
+    return TRY_DONE;
+  }
+  struct sockaddr_storage ss;
+  socklen_t sl = sizeof ss;
+  cp__count_syscall(p);
+  if (getpeername(o->fd, (struct sockaddr *)&ss, &sl) == 0) {
+    *res = 0;
+    return TRY_DONE;
+  }
+  return TRY_AGAIN; /* still in progress */
+}
+
+static enum try_result try_recv(cp_port *p, struct op *o, int64_t *res) {
+  for (;;) {
+    ssize_t n = recvmsg(o->fd, &o->u.msg, 0);
+    cp__count_syscall(p);
+    if (n >= 0) {
+      *res = n;
+      return TRY_DONE;
+    }
+    if (errno == EINTR)
+      continue;
+    if (errno == EAGAIN)
+      return TRY_AGAIN;
+    *res = neg_errno();
+    return TRY_DONE;
+  }
+}
+
+static enum try_result try_recv_pooled(cp_port *p, struct op *o, int64_t *res, void **buf) {
+  for (;;) {
+    long idx = buf_get(p);
+    if (idx < 0)
+      return TRY_STARVED;
+    void *b = bufpool_addr(&p->bufs, (uint32_t)idx);
+    ssize_t n = recv(o->fd, b, p->bufs.size, 0);
+    cp__count_syscall(p);
+    if (n > 0) {
+      *res = n;
+      *buf = b;
+      return TRY_DONE;
+    }
+    int err = errno;
+    buf_put(p, (uint32_t)idx);
+    if (n == 0) {
+      *res = 0;
+      return TRY_DONE;
+    }
+    if (err == EINTR)
+      continue;
+    if (err == EAGAIN)
+      return TRY_AGAIN;
+    *res = -(int64_t)err;
+    return TRY_DONE;
+  }
+}
+
+static enum try_result try_send(cp_port *p, struct op *o, int64_t *res) {
+  for (;;) {
+    ssize_t n = sendmsg(o->fd, &o->u.msg, MSG_NOSIGNAL);
+    cp__count_syscall(p);
+    if (n > 0) {
+      int r = cp__op_advance_send(o, (size_t)n);
+      if (r == 1) {
+        *res = o->done;
+        return TRY_DONE;
+      }
+      if (r < 0) {
+        *res = r;
+        return TRY_DONE;
+      }
+      continue; /* short: try the rest, usually EAGAIN */
+    }
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0 && errno == EAGAIN)
+      return TRY_AGAIN;
+    *res = n == 0 ? CP_EPIPE : neg_errno();
+    return TRY_DONE;
+  }
+}
+
+static enum try_result try_op(cp_port *p, struct fdent *e, struct op *o, int64_t *res, void **buf) {
+  assert(cp__spin_held(&e->lock));
+  assert(o->state == OPS_QUEUED);
+  (void)e;
+  *buf = NULL;
+  switch (o->kind) {
+  case CP_OP_ACCEPT:
+    return try_accept(p, o, res);
+  case CP_OP_CONNECT:
+    return try_connect(p, o, res);
+  case CP_OP_RECV:
+    return try_recv(p, o, res);
+  case CP_OP_RECV_POOLED:
+    return try_recv_pooled(p, o, res, buf);
+  case CP_OP_SEND:
+    return try_send(p, o, res);
+  case CP_OP_DISCONNECT:
+    cp__count_syscall(p);
+    *res = shutdown(o->fd, o->how) == 0 ? 0 : neg_errno();
+    return TRY_DONE;
+  }
+  assert(!"an op of no kind in an fd queue");
+  *res = CP_EINVAL;
+  return TRY_DONE;
 }
 
 /* Park o (the head of its fd's read queue; fd lock held) until a buffer is
@@ -303,6 +332,7 @@ static enum try_result try_op(cp_port *p, struct op *o, int64_t *res, void **buf
  * dangling: a listed fd whose head is no longer starved is just skipped. */
 static void starve(cp_port *p, struct op *o, struct fdent *e) {
   struct ep *ep = E(p);
+  assert(cp__spin_held(&e->lock) && opq_head(&e->rd) == o);
   atomic_fetch_add_explicit(&p->n_buf_waits, 1, memory_order_relaxed);
   o->state = OPS_STARVED;
   cp__mutex_lock(&ep->lock);
@@ -323,13 +353,14 @@ static void starve(cp_port *p, struct op *o, struct fdent *e) {
 
 /* Try the head of one queue until it would block. fd lock held. */
 static void run_queue(cp_port *p, struct sink *s, struct fdent *e, struct opq *q) {
+  assert(cp__spin_held(&e->lock));
   struct op *o;
   while ((o = opq_head(q))) {
     if (o->state == OPS_STARVED)
       return; /* waits for a buffer; buf_release re-runs this queue */
     int64_t res;
     void *buf;
-    enum try_result r = try_op(p, o, &res, &buf);
+    enum try_result r = try_op(p, e, o, &res, &buf);
     if (r == TRY_AGAIN)
       return;
     if (r == TRY_STARVED) {

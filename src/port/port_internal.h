@@ -17,7 +17,6 @@
 #include "common/mem.h"
 #include "platform/platform.h"
 
-#include <linux/time_types.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 
@@ -53,8 +52,10 @@ struct op {
       socklen_t addrlen;
     } connect;
     struct {
-      struct __kernel_timespec ts; /* uring: the relative time */
-      struct cp__heap_node node;   /* epoll: key = deadline (cp__now_ns) */
+      struct cp__timespec {
+        int64_t tv_sec, tv_nsec;
+      } ts;                      /* uring: the relative time (as __kernel_timespec) */
+      struct cp__heap_node node; /* epoll: key = deadline (cp__now_ns) */
     } timer;
   } u;
 };
@@ -139,6 +140,11 @@ struct fdent {
   uint32_t kernel_ops;    /* uring: ops of this fd with the kernel (guarded by its lock) */
 };
 
+/* An idle connection costs its fd entry (and the engine's session with its
+ * cp_ops): the memory goals in docs/performance.md depend on these sizes. */
+_Static_assert(sizeof(struct fdent) <= 48, "the fd entry grew past 48 bytes");
+_Static_assert(sizeof(cp_op) == 104, "cp_op is part of the ABI and of the session's size");
+
 #define FDT_CHUNK_BITS 10
 #define FDT_CHUNK (1u << FDT_CHUNK_BITS)
 #define FDT_CHUNKS 1024 /* 1M fds */
@@ -189,11 +195,12 @@ struct cp_port {
   cp__cond cv;
   cp_completion *ready; /* ring of completions ready to hand out */
   uint32_t ready_cap, ready_head, ready_len;
-  unsigned waiters;       /* threads blocked on cv */
-  unsigned active;        /* threads released and not back in cp_port_wait */
-  bool polling;           /* a thread holds the poller role */
-  uint32_t ready_streak;  /* waits served from the ready ring since the last poll */
-  _Atomic bool in_kernel; /* the poller is (about to be) blocked in the kernel */
+  uint64_t ready_pushed, ready_taken; /* totals: which queued ones predate a poll */
+  unsigned waiters;                   /* threads blocked on cv */
+  unsigned active;                    /* threads released and not back in cp_port_wait */
+  bool polling;                       /* a thread holds the poller role */
+  uint32_t ready_streak;              /* waits served from the ready ring since the last poll */
+  _Atomic bool in_kernel;             /* the poller is (about to be) blocked in the kernel */
   _Atomic bool closed;
 
   _Atomic uint64_t n_started, n_completed, n_syscalls, n_buf_waits;
