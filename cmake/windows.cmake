@@ -64,10 +64,12 @@ cport_windows_test(win_iocp SOURCES tests/windows/win_iocp.c LIBS cport_static T
 # The port suite (tests/port), unchanged, against tests/windows/shim/common/test.h (Winsock,
 # winpthreads linked statically). Not built here: test_accept_many, test_ops and
 # test_blocking_socket (they read O_NONBLOCK/FD_CLOEXEC with fcntl), test_backend_forced (fork,
-# seccomp), test_socket_api (POSIX socket calls of its own).
-set(CPORT_WIN_PORT_TESTS test_bad_input test_cancel_many test_close_pending test_concurrency
+# seccomp), test_socket_api and test_bad_input (POSIX calls of their own: sys/uio.h, pipe, dup;
+# tests/windows/win_iocp.c checks bad input on Windows).
+set(CPORT_WIN_PORT_TESTS test_cancel_many test_close_pending test_concurrency
     test_disassociate test_idle_pooled test_pingpong_mt test_platform test_post_fairness
-    test_post_mt test_recv_eof test_send_after_fin test_send_large test_send_order
+    test_order_ready_poll test_post_mt test_recv_eof test_send_after_fin test_send_concurrent
+    test_send_large test_send_order
     test_wait_timeout)
 foreach(name ${CPORT_WIN_PORT_TESTS})
   add_executable(port_${name} tests/port/${name}.c)

@@ -941,7 +941,7 @@ static void CALLBACK timer_fired(PTP_CALLBACK_INSTANCE inst, PVOID arg, PTP_TIME
 }
 
 int cp_port_timeout(cp_port *p, cp_op *op, void *key, uint64_t ms) {
-  if (!p || !op)
+  if (!p || !op || ms > UINT64_MAX / 1000000ull / 2) /* the same limit as on Linux */
     return CP_EINVAL;
   if (atomic_load(&p->closed))
     return CP_ESHUTDOWN;
@@ -956,7 +956,7 @@ int cp_port_timeout(cp_port *p, cp_op *op, void *key, uint64_t ms) {
   if (!o->u.timer.tp)
     return CP_ENOMEM;
   /* Relative due time in 100 ns units, negative. */
-  uint64_t t = ms > (uint64_t)INT64_MAX / 10000 ? (uint64_t)INT64_MAX : ms * 10000;
+  uint64_t t = ms * 10000; /* fits: ms < 2^64 / 2e6 */
   ULARGE_INTEGER due = {.QuadPart = (ULONGLONG)(-(int64_t)t)};
   FILETIME ft = {.dwLowDateTime = due.LowPart, .dwHighDateTime = due.HighPart};
   atomic_fetch_add(&p->n_started, 1);

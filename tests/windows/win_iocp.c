@@ -146,6 +146,7 @@ static void test_bad_input(void) {
   CHECK_EQ(cp_port_wait(p, NULL, 1, 0), CP_EINVAL);
   CHECK_EQ(cp_port_wait(p, &c, 1, 0), 0);
   CHECK_EQ(cp_port_disconnect(p, s, &op, 7), CP_EINVAL);
+  CHECK_EQ(cp_port_timeout(p, &op, NULL, UINT64_MAX), CP_EINVAL);
   CHECK_EQ(cp_port_cancel(p, s), 0); /* nothing pending */
   CHECK_EQ(cp_port_cancel(p, (SOCKET)4242), CP_EBADF);
   memset(&op, 0, sizeof op);
