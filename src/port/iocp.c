@@ -51,6 +51,7 @@
 
 #include <assert.h>
 #include <limits.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -132,12 +133,15 @@ static struct op *fifo_pop(struct fifo *q) {
 }
 
 struct sockent {
-  struct sockent *hnext; /* hash chain, or the free list */
+  /* Guards the fields from key on and the stage of the ops on this socket. First, and never
+   * re-initialised when the entry is reused: a cp_port_cancel_op may be taking it for an op
+   * this entry served before. */
+  SRWLOCK mu;
+  struct sockent *hnext; /* hash chain, or the free list (under the table lock) */
   SOCKET s;
   void *key;
-  SRWLOCK mu; /* everything below, and the stage of the ops on this socket */
-  LONG refs;  /* 1 while associated + 1 per op not yet delivered (Interlocked) */
-  LONG gen;   /* bumped by cancel and disassociate */
+  LONG refs; /* 1 while associated + 1 per op not yet delivered (Interlocked) */
+  LONG gen;  /* bumped by cancel and disassociate */
   bool associated;
   bool rd_shut;      /* shutdown(SD_BOTH) was done: reads complete with 0 */
   struct op *rd_cur; /* the read-side op started (kernel, starved or done-posted) */
@@ -651,10 +655,11 @@ int cp_port_associate(cp_port *p, cp_socket_t sock, void *key) {
     e = mem_calloc(1, sizeof *e);
     if (!e)
       return CP_ENOMEM;
+    InitializeSRWLock(&e->mu);
   } else {
-    memset(e, 0, sizeof *e);
+    size_t keep = offsetof(struct sockent, hnext);
+    memset((char *)e + keep, 0, sizeof *e - keep);
   }
-  InitializeSRWLock(&e->mu);
   e->s = s;
   e->key = key;
   e->refs = 1;
