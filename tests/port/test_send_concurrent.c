@@ -59,13 +59,16 @@ static void *starter(void *arg) {
   pthread_barrier_wait(&go);
   for (unsigned seq = 0; seq < PER_THREAD; seq++) {
     struct msg *m = &msgs[tid][seq];
-    if (serialised)
-      pthread_mutex_lock(&start_mu);
-    unsigned at = atomic_fetch_add(&start_len, 1);
-    start_log[at] = tid << 16 | seq; /* phase 1 only reads it */
+    if (!serialised) {
+      CHECK_EQ(cp_port_send(port, srv, &m->op, &m->buf, 1), 0);
+      continue;
+    }
+    pthread_mutex_lock(&start_mu);
+    unsigned at = atomic_load_explicit(&start_len, memory_order_relaxed);
+    start_log[at] = tid << 16 | seq; /* logged (and published) before it starts */
+    atomic_store_explicit(&start_len, at + 1, memory_order_release);
     CHECK_EQ(cp_port_send(port, srv, &m->op, &m->buf, 1), 0);
-    if (serialised)
-      pthread_mutex_unlock(&start_mu);
+    pthread_mutex_unlock(&start_mu);
   }
   return NULL;
 }
