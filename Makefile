@@ -20,7 +20,7 @@ SAN_ENV = ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1 \
           TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1
 
 .PHONY: all build run test test-asan test-tsan test-plain setup install bench bench-quick \
-        fuzz soak format format-check clean
+        fuzz soak format format-check clean windows test-windows
 
 all: build
 
@@ -34,8 +34,8 @@ setup:
 run: setup build
 	scripts/run-demo
 
-# Every test, on both backends: plain (optimized, as shipped), under ASan+UBSan, and under TSan;
-# then each fuzz target for a minute, and a one-minute soak. See docs/reliability.md.
+# Every test, on both Linux backends: plain (optimized, as shipped), under ASan+UBSan, and under
+# TSan; the Windows build (mingw-w64) and its IOCP tests under Wine; then each fuzz target for a minute, and a one-minute soak. See docs/reliability.md.
 # Each phase is timed (its build included); the times are printed at the end and kept in
 # build/test-times.txt. The budget for the whole is 30 minutes on the 2-core machine.
 TEST_TIMES = build/test-times.txt
@@ -50,6 +50,7 @@ test: setup
 	$(call timed_phase,test-plain)
 	$(call timed_phase,test-asan)
 	$(call timed_phase,test-tsan)
+	$(call timed_phase,test-windows)
 	$(call timed_phase,fuzz SECONDS=60)
 	$(call timed_phase,soak MINUTES=1)
 	@printf 'make test: time per phase (each with its build)\n'; cat $(TEST_TIMES); \
@@ -87,6 +88,16 @@ bench: setup build
 bench-quick: setup build
 	QUICK=1 bench/run
 
+# Windows: cross-built with mingw-w64 into build-win/, its tests run under Wine. See docs/windows.md.
+windows:
+	scripts/win-deps
+	cmake -S . -B build-win -DCMAKE_TOOLCHAIN_FILE=cmake/toolchain-mingw-w64.cmake \
+	  -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCPORT_WERROR=ON $(CMAKE_FLAGS) >/dev/null
+	cmake --build build-win -j$(JOBS)
+
+test-windows: windows
+	cd build-win && ctest --output-on-failure -j2 $(CTEST_ARGS)
+
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
 
@@ -94,4 +105,4 @@ format-check:
 	clang-format --dry-run -Werror $$(git ls-files '*.c' '*.h')
 
 clean:
-	rm -rf build build-asan build-tsan build-fuzz
+	rm -rf build build-asan build-tsan build-fuzz build-win

@@ -16,7 +16,7 @@ int main(void) {
   test_pair(lfd, &addr, &cli, &srv);
   cp_op op;
   char buf[8];
-  cp_buf iov = {buf, sizeof buf}, zero = {buf, 0}, nul = {NULL, 8};
+  cp_buf iov = cp_buf_init(buf, sizeof buf), zero = cp_buf_init(buf, 0), nul = cp_buf_init(NULL, 8);
   cp_buf many[CP_BUF_MAX + 1];
   for (int i = 0; i <= CP_BUF_MAX; i++)
     many[i] = iov;

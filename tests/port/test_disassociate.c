@@ -22,7 +22,11 @@ int main(void) {
   close(cli);
   int cli2, srv2;
   test_pair(lfd, &addr, &cli2, &srv2);
-  CHECK_EQ(srv2, num); /* the lowest free number comes back */
+#ifndef _WIN32
+  CHECK_EQ(srv2, num); /* the lowest free number comes back (POSIX; Windows handle values do not) */
+#else
+  (void)num;
+#endif
   CHECK_EQ(cp_port_associate(p, srv2, &k2), 0);
   CHECK_EQ(cp_port_recv_pooled(p, srv2, &op), 0);
   test_send_all(cli2, "new", 3);

@@ -54,7 +54,7 @@ static void *worker(void *arg) {
 }
 
 static void *client(void *arg) {
-  long t = (long)arg;
+  long t = (long)(intptr_t)arg;
   for (int m = 0; m < MSGS; m++)
     for (int i = (int)t; i < CONNS; i += CLIENT_THREADS) {
       unsigned char out[64], in[64];
@@ -82,7 +82,7 @@ int main(void) {
   for (int i = 0; i < WORKERS; i++)
     pthread_create(&w[i], NULL, worker, NULL);
   for (long i = 0; i < CLIENT_THREADS; i++)
-    pthread_create(&cl[i], NULL, client, (void *)i);
+    pthread_create(&cl[i], NULL, client, (void *)(intptr_t)i);
   for (int i = 0; i < CLIENT_THREADS; i++)
     pthread_join(cl[i], NULL);
   /* shutdown: once every send has completed (and re-armed its recv, so no

@@ -10,10 +10,10 @@ static unsigned char seen[POSTERS][100000];
 static atomic_long delivered;
 
 static void *poster(void *arg) {
-  long t = (long)arg;
+  long t = (long)(intptr_t)arg;
   for (long i = 0; i < PER; i++) {
     int rc;
-    while ((rc = cp_port_post(port, (void *)t, NULL, t * 1000000 + i)) == -ENOMEM)
+    while ((rc = cp_port_post(port, (void *)(intptr_t)t, NULL, t * 1000000 + i)) == -ENOMEM)
       ;
     CHECK_EQ(rc, 0);
   }
@@ -30,7 +30,7 @@ static void *waiter(void *arg) {
     CHECK(n > 0);
     for (int i = 0; i < n; i++) {
       CHECK_EQ(c[i].kind, CP_OP_POST);
-      long t = (long)c[i].key, seq = (long)(c[i].result - t * 1000000);
+      long t = (long)(intptr_t)c[i].key, seq = (long)(c[i].result - t * 1000000);
       CHECK(t >= 0 && t < POSTERS && seq >= 0 && seq < PER);
       /* one writer per slot: exactly-once means this flips 0 -> 1 once */
       CHECK_EQ(__atomic_exchange_n(&seen[t][seq], 1, __ATOMIC_RELAXED), 0);
@@ -47,7 +47,7 @@ int main(void) {
   for (long i = 0; i < WAITERS; i++)
     pthread_create(&w[i], NULL, waiter, NULL);
   for (long i = 0; i < POSTERS; i++)
-    pthread_create(&p[i], NULL, poster, (void *)i);
+    pthread_create(&p[i], NULL, poster, (void *)(intptr_t)i);
   for (int i = 0; i < POSTERS; i++)
     pthread_join(p[i], NULL);
   while (atomic_load(&delivered) < (long)POSTERS * PER)

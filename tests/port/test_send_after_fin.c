@@ -75,7 +75,7 @@ int main(void) {
     /* the peer half-closes; the port reads its FIN */
     CHECK_EQ(shutdown(cli, SHUT_WR), 0);
     char x;
-    cp_buf xv = {&x, 1};
+    cp_buf xv = cp_buf_init(&x, 1);
     cp_op rop, fop, sop;
     CHECK_EQ(cp_port_recv(p, srv, &rop, &xv, 1), 0);
     cp_completion c = test_wait_one(p);

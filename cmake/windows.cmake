@@ -1,0 +1,93 @@
+# cmake/windows.cmake - the Windows (x86_64-w64-mingw32) build, included by CMakeLists.txt when
+# cross-compiling with cmake/toolchain-mingw-w64.cmake (`make windows`). Tests run under Wine
+# through the toolchain's CMAKE_CROSSCOMPILING_EMULATOR (scripts/wine-run); they share one
+# wineserver (CPORT_WINE_KEEP=1) that the cleanup fixture stops at the end.
+#
+# What builds here today: the chain's proofs (hello, winsock_echo) and the probes of what Wine
+# does (tests/windows/probe_*.c, see docs/windows.md).
+add_compile_options(-Wall -Wextra)
+if(CPORT_WERROR)
+  add_compile_options(-Werror)
+endif()
+set(CMAKE_RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/bin)
+enable_testing()
+
+set(CPORT_WIN_TEST_ENV "CPORT_WINE_KEEP=1")
+add_test(NAME windows.wine_stop COMMAND ${CMAKE_SOURCE_DIR}/scripts/wine-run --stop)
+set_tests_properties(windows.wine_stop PROPERTIES FIXTURES_CLEANUP wine)
+
+# A program from tests/windows/, run under Wine as test windows.<name>.
+function(cport_windows_test name)
+  cmake_parse_arguments(T "" "TIMEOUT" "SOURCES;LIBS" ${ARGN})
+  add_executable(${name} ${T_SOURCES})
+  target_link_libraries(${name} PRIVATE ${T_LIBS})
+  add_test(NAME windows.${name} COMMAND ${name})
+  if(NOT T_TIMEOUT)
+    set(T_TIMEOUT 120)
+  endif()
+  set_tests_properties(windows.${name} PROPERTIES ENVIRONMENT "${CPORT_WIN_TEST_ENV}"
+                       FIXTURES_REQUIRED wine TIMEOUT ${T_TIMEOUT})
+endfunction()
+
+cport_windows_test(hello SOURCES tests/windows/hello.c)
+cport_windows_test(winsock_echo SOURCES tests/windows/winsock_echo.c LIBS ws2_32)
+foreach(p disconnectex_skip cancel_nothing acceptex connectex zero_recv gqcs cancel_op)
+  cport_windows_test(probe_${p} SOURCES tests/windows/probe_${p}.c LIBS mswsock ws2_32)
+endforeach()
+
+# The library on Windows: the platform layer's Win32 half, the socket helpers on Winsock and the
+# IOCP port.
+set(CPORT_WIN_SOURCES src/common/mem.c src/common/heap.c src/common/version.c src/platform/win32.c src/port/error.c
+  src/port/socket_win32.c src/port/iocp.c)
+add_library(cport_static STATIC ${CPORT_WIN_SOURCES})
+target_compile_definitions(cport_static PUBLIC CPORT_STATIC PRIVATE CPORT_BUILDING)
+target_include_directories(cport_static
+  PUBLIC ${CMAKE_SOURCE_DIR}/include
+  PRIVATE ${CMAKE_SOURCE_DIR}/src)
+target_link_libraries(cport_static PUBLIC mswsock ws2_32 ntdll)
+set_target_properties(cport_static PROPERTIES OUTPUT_NAME cport C_STANDARD 17 C_STANDARD_REQUIRED ON)
+
+# cport.dll: only what carries CP_API (__declspec(dllexport)) leaves it, as on Linux; the
+# import library is libcport.dll.a. windows.dll_exports checks the export table.
+add_library(cport SHARED ${CPORT_WIN_SOURCES})
+target_compile_definitions(cport PRIVATE CPORT_BUILDING)
+target_include_directories(cport PUBLIC ${CMAKE_SOURCE_DIR}/include PRIVATE ${CMAKE_SOURCE_DIR}/src)
+target_link_libraries(cport PRIVATE mswsock ws2_32 ntdll)
+set_target_properties(cport PROPERTIES C_STANDARD 17 C_STANDARD_REQUIRED ON PREFIX "")
+find_program(MINGW_OBJDUMP NAMES x86_64-w64-mingw32-objdump REQUIRED)
+add_test(NAME windows.dll_exports
+         COMMAND ${CMAKE_SOURCE_DIR}/tests/windows/dll_exports.sh ${MINGW_OBJDUMP}
+                 $<TARGET_FILE:cport> ${CMAKE_SOURCE_DIR}/include/cport)
+
+cport_windows_test(win_iocp SOURCES tests/windows/win_iocp.c LIBS cport_static TIMEOUT 120)
+
+# The port suite (tests/port), unchanged, against tests/windows/shim/common/test.h (Winsock,
+# winpthreads linked statically). Not built here: test_accept_many, test_ops and
+# test_blocking_socket (they read O_NONBLOCK/FD_CLOEXEC with fcntl), test_backend_forced (fork,
+# seccomp), test_socket_api and test_bad_input (POSIX calls of their own: sys/uio.h, pipe, dup;
+# tests/windows/win_iocp.c checks bad input on Windows).
+set(CPORT_WIN_PORT_TESTS test_cancel_many test_close_pending test_concurrency
+    test_disassociate test_idle_pooled test_pingpong_mt test_platform test_post_fairness
+    test_order_ready_poll test_post_mt test_recv_eof test_send_after_fin test_send_concurrent
+    test_send_large test_send_order
+    test_wait_timeout)
+foreach(name ${CPORT_WIN_PORT_TESTS})
+  add_executable(port_${name} tests/port/${name}.c)
+  target_include_directories(port_${name} BEFORE PRIVATE ${CMAKE_SOURCE_DIR}/tests/windows/shim)
+  target_include_directories(port_${name} PRIVATE ${CMAKE_SOURCE_DIR}/tests ${CMAKE_SOURCE_DIR}/src)
+  target_link_libraries(port_${name} PRIVATE cport_static pthread)
+  target_link_options(port_${name} PRIVATE -static)
+  target_compile_options(port_${name} PRIVATE -Wno-pointer-sign) # Winsock takes char *
+  add_test(NAME port.${name}.iocp COMMAND port_${name})
+  set_tests_properties(port.${name}.iocp PROPERTIES ENVIRONMENT "${CPORT_WIN_TEST_ENV}"
+                       FIXTURES_REQUIRED wine TIMEOUT 180)
+endforeach()
+
+# Stop requests (src/platform/stop_request.h): SIGINT to the Wine process arrives as Ctrl+C.
+add_executable(win_stop tests/windows/win_stop.c)
+target_include_directories(win_stop PRIVATE ${CMAKE_SOURCE_DIR}/src)
+target_link_libraries(win_stop PRIVATE cport_static)
+add_test(NAME windows.stop_request
+         COMMAND ${CMAKE_SOURCE_DIR}/tests/windows/stop_request.sh $<TARGET_FILE:win_stop>)
+set_tests_properties(windows.stop_request PROPERTIES ENVIRONMENT "${CPORT_WIN_TEST_ENV}"
+                     FIXTURES_REQUIRED wine TIMEOUT 60)

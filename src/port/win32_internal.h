@@ -1,0 +1,23 @@
+/*
+ * win32_internal.h - what the Windows files of the port layer share (iocp.c and
+ * socket_win32.c): starting Winsock, and Winsock/Win32 errors as cport's codes.
+ */
+#ifndef CPORT_WIN32_INTERNAL_H
+#define CPORT_WIN32_INTERNAL_H
+#ifdef _WIN32
+#include "cport/socket.h"
+
+#include <windows.h>
+
+/* WSAStartup(2.2), once per process (cport's business, never the user's). 0 or a code. */
+int cp__winsock_start(void);
+
+/* A Winsock (WSAE*) or Win32 (ERROR_*) error as cport's code (negative; CP_EIO if unknown). */
+int cp__error_from_win(DWORD err);
+
+/* cp_port_associate's check and mode: an open socket, made nonblocking. 0, CP_EBADF (not
+ * open), CP_ENOTSOCK (a handle that is not a socket). */
+int cp__socket_prepare(cp_socket_t sock);
+
+#endif
+#endif
