@@ -17,10 +17,7 @@
 #define _GNU_SOURCE
 #include <cport.h>
 
-#include <arpa/inet.h>
 #include <getopt.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -48,18 +45,18 @@ struct acceptor {
 };
 
 struct conn {
-  int fd;
+  cp_socket_t fd;
   atomic_int refs;   /* one per op in flight */
   struct io recv_io; /* at most one recv ... */
   struct io send_io; /* ... and one send in flight: echo keeps the order */
-  struct iovec iov;
+  cp_buf iov;
   void *buf;                /* the pooled buffer being echoed */
   struct conn *prev, *next; /* registry, so shutdown frees everyone */
 };
 
 struct server {
   cp_port *port;
-  int lfd;
+  cp_socket_t lfd;
   struct acceptor *acceptors;
   int n_accepts;
   pthread_mutex_t mu;
@@ -80,7 +77,7 @@ static void conn_put(struct server *s, struct conn *c) {
     c->next->prev = c->prev;
   pthread_mutex_unlock(&s->mu);
   cp_port_disassociate(s->port, c->fd);
-  close(c->fd);
+  cp_socket_close(c->fd);
   free(c);
 }
 
@@ -94,19 +91,18 @@ static void conn_recv(struct server *s, struct conn *c) {
 static void post_accept(struct server *s, struct acceptor *a) {
   a->peer_len = sizeof a->peer;
   int rc = cp_port_accept(s->port, s->lfd, &a->io.op, (struct sockaddr *)&a->peer, &a->peer_len);
-  if (rc && rc != -ESHUTDOWN)
+  if (rc && rc != CP_ESHUTDOWN)
     fprintf(stderr, "echo_port: accept: %s\n", cp_strerror(rc));
 }
 
 static void on_accept(struct server *s, struct acceptor *a, int64_t res) {
   if (res >= 0) {
-    int fd = (int)res;
+    cp_socket_t fd = (cp_socket_t)res;
     struct conn *c = calloc(1, sizeof *c);
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    cp_socket_nodelay(fd, 1);
     if (!c || cp_port_associate(s->port, fd, c) != 0) {
       free(c);
-      close(fd);
+      cp_socket_close(fd);
     } else {
       c->fd = fd;
       c->recv_io.type = IO_RECV;
@@ -121,7 +117,7 @@ static void on_accept(struct server *s, struct acceptor *a, int64_t res) {
       conn_recv(s, c);
       conn_put(s, c);
     }
-  } else if (res == -EMFILE || res == -ENFILE) {
+  } else if (res == CP_EMFILE || res == CP_ENFILE) {
     usleep(10000); /* out of descriptors: let some close, then accept again */
   }
   if (!atomic_load(&s->stopping))
@@ -134,8 +130,7 @@ static void on_recv(struct server *s, struct conn *c, const cp_completion *e) {
     return;
   }
   c->buf = e->buf;
-  c->iov.iov_base = e->buf;
-  c->iov.iov_len = (size_t)e->result;
+  c->iov = cp_buf_init(e->buf, (size_t)e->result);
   /* The recv's reference passes to the send. */
   if (cp_port_send(s->port, c->fd, &c->send_io.op, &c->iov, 1) != 0) {
     cp_port_buf_release(s->port, c->buf);
@@ -221,13 +216,7 @@ int main(int argc, char **argv) {
       }
       break;
     case 'b':
-      if (!strcmp(optarg, "auto"))
-        opts.backend = CP_BACKEND_AUTO;
-      else if (!strcmp(optarg, "uring"))
-        opts.backend = CP_BACKEND_URING;
-      else if (!strcmp(optarg, "epoll"))
-        opts.backend = CP_BACKEND_EPOLL;
-      else {
+      if (cp_backend_from_name(optarg, &opts.backend) != 0) {
         fprintf(stderr, "echo_port: bad --backend %s\n", optarg);
         return 2;
       }
@@ -242,11 +231,6 @@ int main(int argc, char **argv) {
     return 2;
   }
 
-  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-  if (inet_pton(AF_INET, host, &sa.sin_addr) != 1) {
-    fprintf(stderr, "echo_port: bad --host %s (an IPv4 address)\n", host);
-    return 2;
-  }
   /* Signals go to a waiting main thread, never to workers. */
   sigset_t sigs;
   sigemptyset(&sigs);
@@ -254,20 +238,19 @@ int main(int argc, char **argv) {
   sigaddset(&sigs, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 
-  struct server s = {.lfd = -1};
+  struct server s = {.lfd = CP_INVALID_SOCKET};
   pthread_mutex_init(&s.mu, NULL);
   int rc = cp_port_create(&s.port, &opts);
   if (rc) {
     fprintf(stderr, "echo_port: cannot create the port: %s\n", cp_strerror(rc));
     return 1;
   }
-  s.lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  int one = 1;
-  setsockopt(s.lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  if (bind(s.lfd, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(s.lfd, 4096) < 0) {
-    fprintf(stderr, "echo_port: cannot listen on %s:%d: %s\n", host, port, strerror(errno));
+  uint16_t bound;
+  rc = cp_socket_listen(&s.lfd, host, (uint16_t)port, 4096, &bound);
+  if (rc) {
+    fprintf(stderr, "echo_port: cannot listen on %s:%d: %s\n", host, port, cp_strerror(rc));
     cp_port_destroy(s.port);
-    return 1;
+    return rc == CP_EINVAL ? 2 : 1;
   }
   cp_port_associate(s.port, s.lfd, &s);
   s.n_accepts = accepts;
@@ -279,7 +262,7 @@ int main(int argc, char **argv) {
   pthread_t *tids = calloc((size_t)threads, sizeof *tids);
   for (long i = 0; i < threads; i++)
     pthread_create(&tids[i], NULL, worker, &s);
-  fprintf(stderr, "echo_port: listening on %s:%d, %ld threads, backend %s\n", host, port, threads,
+  fprintf(stderr, "echo_port: listening on %s:%u, %ld threads, backend %s\n", host, bound, threads,
           cp_backend_name(cp_port_backend(s.port)));
 
   int sig;
@@ -289,11 +272,11 @@ int main(int argc, char **argv) {
   for (long i = 0; i < threads; i++)
     pthread_join(tids[i], NULL);
   cp_port_destroy(s.port); /* cancels and waits out everything in flight */
-  close(s.lfd);
+  cp_socket_close(s.lfd);
   unsigned long n = 0;
   for (struct conn *c = s.conns, *next; c; c = next, n++) {
     next = c->next;
-    close(c->fd);
+    cp_socket_close(c->fd);
     free(c);
   }
   free(s.acceptors);

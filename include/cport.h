@@ -3,7 +3,10 @@
 #define CPORT_H
 
 #include "cport/alloc.h"
+#include "cport/error.h"
+#include "cport/export.h"
 #include "cport/net.h"
 #include "cport/port.h"
+#include "cport/socket.h"
 
 #endif /* CPORT_H */

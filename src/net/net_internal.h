@@ -40,9 +40,9 @@ struct sendq {
   uint32_t inflight;   /* buffers in the send in flight (the first `inflight` of ring) */
   size_t queued_bytes; /* everything in ring, in flight included */
   size_t inflight_bytes;
-  struct iovec *iov; /* for gathered sends; one inline entry for single ones */
+  cp_buf *iov; /* for gathered sends; one inline entry for single ones */
   uint32_t iov_cap;
-  struct iovec one;
+  cp_buf one;
   bool busy;            /* a send is in flight */
   bool corked;          /* the strand is framing a receive: queue now, send when it is done */
   bool drain_close;     /* disconnect once empty (graceful, or the peer's FIN) */

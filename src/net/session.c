@@ -466,12 +466,12 @@ static void handle_recv(cp_session *s) {
 
 /* Build the next gathered send from the queue head (send lock held). */
 static void build_batch(struct sendq *q) {
-  uint32_t k = q->len < IOV_MAX ? q->len : IOV_MAX;
+  uint32_t k = q->len < CP_BUF_MAX ? q->len : CP_BUF_MAX;
   if (k > 1 && q->iov_cap < k) {
     uint32_t cap = q->iov_cap ? q->iov_cap : 16;
     while (cap < k)
       cap *= 2;
-    struct iovec *v = mem_realloc(q->iov, cap * sizeof *v);
+    cp_buf *v = mem_realloc(q->iov, cap * sizeof *v);
     if (v) {
       q->iov = v;
       q->iov_cap = cap;
@@ -479,13 +479,12 @@ static void build_batch(struct sendq *q) {
       k = q->iov_cap ? q->iov_cap : 1; /* send what fits; the rest follows */
     }
   }
-  struct iovec *v = k == 1 ? &q->one : q->iov;
+  cp_buf *v = k == 1 ? &q->one : q->iov;
   size_t bytes = 0;
   for (uint32_t i = 0; i < k; i++) {
     cp_sendbuf *b = q->ring[(q->head + i) % q->cap];
-    v[i].iov_base = cp_sendbuf_data(b);
-    v[i].iov_len = cp_sendbuf_len(b);
-    bytes += v[i].iov_len;
+    v[i] = cp_buf_init(cp_sendbuf_data(b), cp_sendbuf_len(b));
+    bytes += v[i].len;
   }
   q->inflight = k;
   q->inflight_bytes = bytes;
@@ -494,7 +493,7 @@ static void build_batch(struct sendq *q) {
 
 static int start_send(cp_session *s) {
   struct sendq *q = s->sq;
-  struct iovec *v = q->inflight == 1 ? &q->one : q->iov;
+  cp_buf *v = q->inflight == 1 ? &q->one : q->iov;
   stat_add(&s->svc->n_sends, 1);
   return cp_port_send(s->svc->port, s->fd, &q->op, v, (int)q->inflight);
 }

@@ -23,6 +23,7 @@
 #define _GNU_SOURCE
 #include "port/port_internal.h"
 
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -35,43 +36,16 @@ struct ep {
   int epfd, evfd;
   struct epoll_event *events;
   int nevents;
-  pthread_mutex_t lock; /* free buffers, starved list, timer heap */
-  uint32_t *free_bufs;  /* stack of free buffer indices */
+  cp__mutex lock;      /* free buffers, starved list, timer heap */
+  uint32_t *free_bufs; /* stack of free buffer indices */
   uint32_t nfree;
   int starved_head, starved_tail; /* fds whose queue head is a pooled recv without a buffer */
   _Atomic bool feed_pending;      /* a buffer is free while someone starves: feed_starved() */
-  struct op **heap;               /* timers, earliest first */
-  uint32_t heap_len, heap_cap;
+  struct cp__heap timers;         /* timer ops by deadline (op->u.timer.node) */
 };
 
 static inline struct ep *E(cp_port *p) {
   return p->be_data;
-}
-
-static void count_syscall(cp_port *p) {
-  atomic_fetch_add_explicit(&p->n_syscalls, 1, memory_order_relaxed);
-}
-
-/* Completions gathered while holding locks, handed out after. */
-struct sink {
-  cp_completion *out;
-  int n, max;
-  cp_completion spill[64];
-  int nspill;
-};
-
-static void sink_flush(cp_port *p, struct sink *s) {
-  if (s->nspill)
-    cp__port_emit_many(p, s->spill, s->nspill);
-  s->nspill = 0;
-}
-
-static void sink_put(cp_port *p, struct sink *s, struct op *o, int64_t res, void *buf) {
-  cp__op_free_rest(o);
-  cp_completion *c = s->n < s->max ? &s->out[s->n++] : &s->spill[s->nspill++];
-  op_complete(o, c, res, buf);
-  if (s->nspill == (int)(sizeof s->spill / sizeof s->spill[0]))
-    sink_flush(p, s); /* safe under locks: epoll's wake() takes none */
 }
 
 /* ---- setup ---------------------------------------------------------- */
@@ -91,12 +65,10 @@ static int epoll_init(cp_port *p) {
   ep->free_bufs = mem_alloc(p->bufs.count * sizeof *ep->free_bufs);
   /* Room for 64 timers from the start: a user with a few (the engine has
    * one) never meets an allocation failure arming one. */
-  ep->heap_cap = 64;
-  ep->heap = mem_alloc(ep->heap_cap * sizeof *ep->heap);
-  int rc = 0;
+  int rc = cp__heap_init(&ep->timers, 64);
   if (ep->epfd < 0 || ep->evfd < 0) {
     rc = -errno;
-  } else if (!ep->events || !ep->free_bufs || !ep->heap) {
+  } else if (rc || !ep->events || !ep->free_bufs) {
     rc = -ENOMEM;
   } else {
     struct epoll_event ev = {.events = EPOLLIN, .data.u64 = EV_WAKE_TAG};
@@ -110,7 +82,7 @@ static int epoll_init(cp_port *p) {
       close(ep->evfd);
     mem_free(ep->events);
     mem_free(ep->free_bufs);
-    mem_free(ep->heap);
+    cp__heap_free(&ep->timers);
     mem_free(ep);
     return rc;
   }
@@ -119,7 +91,7 @@ static int epoll_init(cp_port *p) {
     ep->free_bufs[i] = p->bufs.count - 1 - i;
   ep->nfree = p->bufs.count;
   ep->starved_head = ep->starved_tail = -1;
-  pthread_mutex_init(&ep->lock, NULL);
+  cp__mutex_init(&ep->lock);
   p->be_data = ep;
   return 0;
 }
@@ -142,8 +114,8 @@ static void epoll_destroy(cp_port *p) {
   close(ep->evfd);
   mem_free(ep->events);
   mem_free(ep->free_bufs);
-  mem_free(ep->heap);
-  pthread_mutex_destroy(&ep->lock);
+  cp__heap_free(&ep->timers);
+  cp__mutex_destroy(&ep->lock);
   mem_free(ep);
   p->be_data = NULL;
 }
@@ -156,14 +128,14 @@ static int epoll_associate(cp_port *p, int fd, struct fdent *e) {
     return 0;
   if (errno == EEXIST && epoll_ctl(E(p)->epfd, EPOLL_CTL_MOD, fd, &ev) == 0)
     return 0;
-  return errno == EPERM ? -EBADF : -errno; /* EPERM: not pollable (a regular file) */
+  return errno == EPERM ? CP_ENOTSOCK : -errno; /* EPERM: not pollable */
 }
 
 static void epoll_wake(cp_port *p) {
   uint64_t one = 1;
   ssize_t r = write(E(p)->evfd, &one, sizeof one);
   (void)r; /* EAGAIN: the counter is already non-zero, the poller will wake */
-  count_syscall(p);
+  cp__count_syscall(p);
 }
 
 /* ---- buffers -------------------------------------------------------- */
@@ -171,10 +143,10 @@ static void epoll_wake(cp_port *p) {
 static long buf_get(cp_port *p) {
   struct ep *ep = E(p);
   long idx = -1;
-  pthread_mutex_lock(&ep->lock);
+  cp__mutex_lock(&ep->lock);
   if (ep->nfree)
     idx = ep->free_bufs[--ep->nfree];
-  pthread_mutex_unlock(&ep->lock);
+  cp__mutex_unlock(&ep->lock);
   return idx;
 }
 
@@ -190,12 +162,13 @@ static void buf_put_locked(cp_port *p, uint32_t idx) {
 }
 
 static void buf_put(cp_port *p, uint32_t idx) {
-  pthread_mutex_lock(&E(p)->lock);
+  cp__mutex_lock(&E(p)->lock);
   buf_put_locked(p, idx);
-  pthread_mutex_unlock(&E(p)->lock);
+  cp__mutex_unlock(&E(p)->lock);
 }
 
 static void feed_starved(cp_port *p);
+static int start_timer(cp_port *p, struct op *o);
 
 /* ---- trying ops (fd lock held) -------------------------------------- */
 
@@ -205,125 +178,153 @@ static int64_t neg_errno(void) {
   return -(int64_t)errno;
 }
 
-static enum try_result try_op(cp_port *p, struct op *o, int64_t *res, void **buf) {
-  *buf = NULL;
+/* Each try_* makes one attempt at its op's syscall (again on EINTR) and says
+ * whether the op is done (*res set), must wait for the next edge, or (pooled
+ * receive) for a buffer. fd lock held. */
+
+static enum try_result try_accept(cp_port *p, struct op *o, int64_t *res) {
   for (;;) {
-    ssize_t n;
-    switch (o->kind) {
-    case CP_OP_ACCEPT: {
-      int fd = accept4(o->fd, o->u.accept.addr, o->u.accept.addrlen, SOCK_NONBLOCK | SOCK_CLOEXEC);
-      count_syscall(p);
-      if (fd >= 0) {
-        *res = fd;
-        return TRY_DONE;
-      }
-      if (errno == EINTR || errno == ECONNABORTED)
-        continue;
-      if (errno == EAGAIN)
-        return TRY_AGAIN;
-      *res = neg_errno();
+    int fd = accept4(o->fd, o->u.accept.addr, o->u.accept.addrlen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    cp__count_syscall(p);
+    if (fd >= 0) {
+      *res = fd;
       return TRY_DONE;
     }
-    case CP_OP_CONNECT: {
-      if (!o->done) {
-        o->done = 1; /* connect() issued */
-        count_syscall(p);
-        if (connect(o->fd, o->u.connect.addr, o->u.connect.addrlen) == 0) {
-          *res = 0;
-          return TRY_DONE;
-        }
-        if (errno == EINPROGRESS || errno == EINTR)
-          return TRY_AGAIN;
-        *res = neg_errno();
-        return TRY_DONE;
-      }
-      int err = 0;
-      socklen_t len = sizeof err;
-      count_syscall(p);
-      if (getsockopt(o->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
-        err = errno;
-      if (err) {
-        *res = -err;
-        return TRY_DONE;
-      }
-      struct sockaddr_storage ss;
-      socklen_t sl = sizeof ss;
-      count_syscall(p);
-      if (getpeername(o->fd, (struct sockaddr *)&ss, &sl) == 0) {
-        *res = 0;
-        return TRY_DONE;
-      }
-      return TRY_AGAIN; /* still in progress */
-    }
-    case CP_OP_RECV: {
-      n = recvmsg(o->fd, &o->u.msg, 0);
-      count_syscall(p);
-      if (n >= 0) {
-        *res = n;
-        return TRY_DONE;
-      }
-      if (errno == EINTR)
-        continue;
-      if (errno == EAGAIN)
-        return TRY_AGAIN;
-      *res = neg_errno();
-      return TRY_DONE;
-    }
-    case CP_OP_RECV_POOLED: {
-      long idx = buf_get(p);
-      if (idx < 0)
-        return TRY_STARVED;
-      void *b = bufpool_addr(&p->bufs, (uint32_t)idx);
-      n = recv(o->fd, b, p->bufs.size, 0);
-      count_syscall(p);
-      if (n > 0) {
-        *res = n;
-        *buf = b;
-        return TRY_DONE;
-      }
-      int err = errno;
-      buf_put(p, (uint32_t)idx);
-      if (n == 0) {
-        *res = 0;
-        return TRY_DONE;
-      }
-      if (err == EINTR)
-        continue;
-      if (err == EAGAIN)
-        return TRY_AGAIN;
-      *res = -(int64_t)err;
-      return TRY_DONE;
-    }
-    case CP_OP_SEND: {
-      n = sendmsg(o->fd, &o->u.msg, MSG_NOSIGNAL);
-      count_syscall(p);
-      if (n > 0) {
-        int r = cp__op_advance_send(o, (size_t)n);
-        if (r == 1) {
-          *res = o->done;
-          return TRY_DONE;
-        }
-        if (r < 0) {
-          *res = r;
-          return TRY_DONE;
-        }
-        continue; /* short: try the rest, usually EAGAIN */
-      }
-      if (n < 0 && errno == EINTR)
-        continue;
-      if (n < 0 && errno == EAGAIN)
-        return TRY_AGAIN;
-      *res = n == 0 ? -EPIPE : neg_errno();
-      return TRY_DONE;
-    }
-    case CP_OP_DISCONNECT:
-      count_syscall(p);
-      *res = shutdown(o->fd, o->how) == 0 ? 0 : neg_errno();
-      return TRY_DONE;
-    }
-    *res = -EINVAL;
+    if (errno == EINTR || errno == ECONNABORTED)
+      continue;
+    if (errno == EAGAIN)
+      return TRY_AGAIN;
+    *res = neg_errno();
     return TRY_DONE;
   }
+}
+
+static enum try_result try_connect(cp_port *p, struct op *o, int64_t *res) {
+  if (!o->done) {
+    o->done = 1; /* connect() issued */
+    cp__count_syscall(p);
+    if (connect(o->fd, o->u.connect.addr, o->u.connect.addrlen) == 0) {
+      *res = 0;
+      return TRY_DONE;
+    }
+    if (errno == EINPROGRESS || errno == EINTR)
+      return TRY_AGAIN;
+    *res = neg_errno();
+    return TRY_DONE;
+  }
+  int err = 0;
+  socklen_t len = sizeof err;
+  cp__count_syscall(p);
+  if (getsockopt(o->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+    err = errno;
+  if (err) {
+    *res = -err;
+    return TRY_DONE;
+  }
+  struct sockaddr_storage ss;
+  socklen_t sl = sizeof ss;
+  cp__count_syscall(p);
+  if (getpeername(o->fd, (struct sockaddr *)&ss, &sl) == 0) {
+    *res = 0;
+    return TRY_DONE;
+  }
+  return TRY_AGAIN; /* still in progress */
+}
+
+static enum try_result try_recv(cp_port *p, struct op *o, int64_t *res) {
+  for (;;) {
+    ssize_t n = recvmsg(o->fd, &o->u.msg, 0);
+    cp__count_syscall(p);
+    if (n >= 0) {
+      *res = n;
+      return TRY_DONE;
+    }
+    if (errno == EINTR)
+      continue;
+    if (errno == EAGAIN)
+      return TRY_AGAIN;
+    *res = neg_errno();
+    return TRY_DONE;
+  }
+}
+
+static enum try_result try_recv_pooled(cp_port *p, struct op *o, int64_t *res, void **buf) {
+  for (;;) {
+    long idx = buf_get(p);
+    if (idx < 0)
+      return TRY_STARVED;
+    void *b = bufpool_addr(&p->bufs, (uint32_t)idx);
+    ssize_t n = recv(o->fd, b, p->bufs.size, 0);
+    cp__count_syscall(p);
+    if (n > 0) {
+      *res = n;
+      *buf = b;
+      return TRY_DONE;
+    }
+    int err = errno;
+    buf_put(p, (uint32_t)idx);
+    if (n == 0) {
+      *res = 0;
+      return TRY_DONE;
+    }
+    if (err == EINTR)
+      continue;
+    if (err == EAGAIN)
+      return TRY_AGAIN;
+    *res = -(int64_t)err;
+    return TRY_DONE;
+  }
+}
+
+static enum try_result try_send(cp_port *p, struct op *o, int64_t *res) {
+  for (;;) {
+    ssize_t n = sendmsg(o->fd, &o->u.msg, MSG_NOSIGNAL);
+    cp__count_syscall(p);
+    if (n > 0) {
+      int r = cp__op_advance_send(o, (size_t)n);
+      if (r == 1) {
+        *res = o->done;
+        return TRY_DONE;
+      }
+      if (r < 0) {
+        *res = r;
+        return TRY_DONE;
+      }
+      continue; /* short: try the rest, usually EAGAIN */
+    }
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0 && errno == EAGAIN)
+      return TRY_AGAIN;
+    *res = n == 0 ? CP_EPIPE : neg_errno();
+    return TRY_DONE;
+  }
+}
+
+static enum try_result try_op(cp_port *p, struct fdent *e, struct op *o, int64_t *res, void **buf) {
+  assert(cp__spin_held(&e->lock));
+  assert(o->state == OPS_QUEUED);
+  (void)e;
+  *buf = NULL;
+  switch (o->kind) {
+  case CP_OP_ACCEPT:
+    return try_accept(p, o, res);
+  case CP_OP_CONNECT:
+    return try_connect(p, o, res);
+  case CP_OP_RECV:
+    return try_recv(p, o, res);
+  case CP_OP_RECV_POOLED:
+    return try_recv_pooled(p, o, res, buf);
+  case CP_OP_SEND:
+    return try_send(p, o, res);
+  case CP_OP_DISCONNECT:
+    cp__count_syscall(p);
+    *res = shutdown(o->fd, o->how) == 0 ? 0 : neg_errno();
+    return TRY_DONE;
+  }
+  assert(!"an op of no kind in an fd queue");
+  *res = CP_EINVAL;
+  return TRY_DONE;
 }
 
 /* Park o (the head of its fd's read queue; fd lock held) until a buffer is
@@ -331,9 +332,10 @@ static enum try_result try_op(cp_port *p, struct op *o, int64_t *res, void **buf
  * dangling: a listed fd whose head is no longer starved is just skipped. */
 static void starve(cp_port *p, struct op *o, struct fdent *e) {
   struct ep *ep = E(p);
+  assert(cp__spin_held(&e->lock) && opq_head(&e->rd) == o);
   atomic_fetch_add_explicit(&p->n_buf_waits, 1, memory_order_relaxed);
   o->state = OPS_STARVED;
-  pthread_mutex_lock(&ep->lock);
+  cp__mutex_lock(&ep->lock);
   if (!e->starved_listed) {
     e->starved_listed = 1;
     e->starved_next = -1;
@@ -346,18 +348,19 @@ static void starve(cp_port *p, struct op *o, struct fdent *e) {
   /* A buffer may have come back between our failed take and now. */
   if (ep->nfree)
     atomic_store(&ep->feed_pending, true);
-  pthread_mutex_unlock(&ep->lock);
+  cp__mutex_unlock(&ep->lock);
 }
 
 /* Try the head of one queue until it would block. fd lock held. */
 static void run_queue(cp_port *p, struct sink *s, struct fdent *e, struct opq *q) {
+  assert(cp__spin_held(&e->lock));
   struct op *o;
   while ((o = opq_head(q))) {
     if (o->state == OPS_STARVED)
       return; /* waits for a buffer; buf_release re-runs this queue */
     int64_t res;
     void *buf;
-    enum try_result r = try_op(p, o, &res, &buf);
+    enum try_result r = try_op(p, e, o, &res, &buf);
     if (r == TRY_AGAIN)
       return;
     if (r == TRY_STARVED) {
@@ -365,49 +368,19 @@ static void run_queue(cp_port *p, struct sink *s, struct fdent *e, struct opq *q
       return;
     }
     opq_pop(q);
-    sink_put(p, s, o, res, buf);
+    cp__sink_put(p, s, o, res, buf);
   }
 }
 
 static int epoll_start(cp_port *p, struct op *o, struct fdent *e) {
-  struct sink s = {.out = NULL, .n = 0, .max = 0, .nspill = 0};
-  if (o->kind == CP_OP_TIMEOUT) {
-    struct ep *ep = E(p);
-    pthread_mutex_lock(&ep->lock);
-    if (ep->heap_len == ep->heap_cap) {
-      uint32_t cap = ep->heap_cap ? ep->heap_cap * 2 : 64;
-      struct op **h = mem_realloc(ep->heap, cap * sizeof *h);
-      if (!h) {
-        pthread_mutex_unlock(&ep->lock);
-        return -ENOMEM;
-      }
-      ep->heap = h;
-      ep->heap_cap = cap;
-    }
-    /* sift up */
-    uint32_t i = ep->heap_len++;
-    while (i > 0) {
-      uint32_t parent = (i - 1) / 2;
-      if (ep->heap[parent]->u.timer.deadline_ns <= o->u.timer.deadline_ns)
-        break;
-      ep->heap[i] = ep->heap[parent];
-      ep->heap[i]->u.timer.heap_idx = i;
-      i = parent;
-    }
-    ep->heap[i] = o;
-    o->u.timer.heap_idx = i;
-    o->state = OPS_TIMER;
-    bool earliest = i == 0;
-    pthread_mutex_unlock(&ep->lock);
-    /* A poller asleep may be sleeping past this new deadline. */
-    if (earliest && atomic_load(&p->in_kernel))
-      epoll_wake(p);
-    return 0;
-  }
+  struct sink s;
+  cp__sink_init(&s, NULL, 0);
+  if (o->kind == CP_OP_TIMEOUT)
+    return start_timer(p, o);
   bool rd = op_is_read(o->kind);
-  pthread_spin_lock(&e->lock);
+  cp__spin_lock(&e->lock);
   if (atomic_load(&p->closed)) {
-    pthread_spin_unlock(&e->lock);
+    cp__spin_unlock(&e->lock);
     return -ESHUTDOWN;
   }
   o->state = OPS_QUEUED;
@@ -415,65 +388,58 @@ static int epoll_start(cp_port *p, struct op *o, struct fdent *e) {
   opq_push(q, o);
   if (opq_head(q) == o)
     run_queue(p, &s, e, q);
-  pthread_spin_unlock(&e->lock);
-  sink_flush(p, &s);
+  cp__spin_unlock(&e->lock);
+  cp__sink_flush(p, &s);
   feed_starved(p);
   return 0;
 }
 
 /* ---- timers --------------------------------------------------------- */
 
-/* Remove heap[i] (ep lock held). */
-static void heap_remove(struct ep *ep, uint32_t i) {
-  struct op *last = ep->heap[--ep->heap_len];
-  if (i == ep->heap_len)
-    return;
-  /* Put `last` at i and restore the order both ways. */
-  uint64_t d = last->u.timer.deadline_ns;
-  while (i > 0 && ep->heap[(i - 1) / 2]->u.timer.deadline_ns > d) {
-    ep->heap[i] = ep->heap[(i - 1) / 2];
-    ep->heap[i]->u.timer.heap_idx = i;
-    i = (i - 1) / 2;
+static struct op *timer_op(struct cp__heap_node *n) {
+  return (struct op *)(void *)((char *)n - offsetof(struct op, u.timer.node));
+}
+
+static int start_timer(cp_port *p, struct op *o) {
+  struct ep *ep = E(p);
+  cp__mutex_lock(&ep->lock);
+  int rc = cp__heap_push(&ep->timers, &o->u.timer.node);
+  if (rc) {
+    cp__mutex_unlock(&ep->lock);
+    return rc;
   }
-  for (;;) {
-    uint32_t l = 2 * i + 1, r = l + 1, m = i;
-    uint64_t md = d;
-    if (l < ep->heap_len && ep->heap[l]->u.timer.deadline_ns < md)
-      m = l, md = ep->heap[l]->u.timer.deadline_ns;
-    if (r < ep->heap_len && ep->heap[r]->u.timer.deadline_ns < md)
-      m = r;
-    if (m == i)
-      break;
-    ep->heap[i] = ep->heap[m];
-    ep->heap[i]->u.timer.heap_idx = i;
-    i = m;
-  }
-  ep->heap[i] = last;
-  last->u.timer.heap_idx = i;
+  o->state = OPS_TIMER;
+  bool earliest = cp__heap_min(&ep->timers) == &o->u.timer.node;
+  cp__mutex_unlock(&ep->lock);
+  /* A poller asleep may be sleeping past this new deadline. */
+  if (earliest && atomic_load(&p->in_kernel))
+    epoll_wake(p);
+  return 0;
 }
 
 static void expire_timers(cp_port *p, struct sink *s) {
   struct ep *ep = E(p);
-  uint64_t now = cp__port_now_ns();
-  pthread_mutex_lock(&ep->lock);
-  while (ep->heap_len && ep->heap[0]->u.timer.deadline_ns <= now) {
-    struct op *o = ep->heap[0];
-    heap_remove(ep, 0);
-    sink_put(p, s, o, 0, NULL);
+  uint64_t now = cp__now_ns();
+  cp__mutex_lock(&ep->lock);
+  struct cp__heap_node *n;
+  while ((n = cp__heap_min(&ep->timers)) && n->key <= now) {
+    cp__heap_pop(&ep->timers);
+    cp__sink_put(p, s, timer_op(n), 0, NULL);
   }
-  pthread_mutex_unlock(&ep->lock);
+  cp__mutex_unlock(&ep->lock);
 }
 
 static int next_timer_ms(cp_port *p, int timeout_ms) {
   struct ep *ep = E(p);
-  pthread_mutex_lock(&ep->lock);
-  if (ep->heap_len) {
-    uint64_t now = cp__port_now_ns(), d = ep->heap[0]->u.timer.deadline_ns;
+  cp__mutex_lock(&ep->lock);
+  struct cp__heap_node *first = cp__heap_min(&ep->timers);
+  if (first) {
+    uint64_t now = cp__now_ns(), d = first->key;
     uint64_t ms = d <= now ? 0 : (d - now + 999999) / 1000000;
     if (timeout_ms < 0 || ms < (uint64_t)timeout_ms)
       timeout_ms = (int)ms;
   }
-  pthread_mutex_unlock(&ep->lock);
+  cp__mutex_unlock(&ep->lock);
   return timeout_ms;
 }
 
@@ -481,93 +447,88 @@ static int next_timer_ms(cp_port *p, int timeout_ms) {
 
 static int epoll_poll(cp_port *p, cp_completion *out, int max, int timeout_ms) {
   struct ep *ep = E(p);
-  struct sink s = {.out = out, .n = 0, .max = max, .nspill = 0};
+  struct sink s;
+  cp__sink_init(&s, out, max);
   /* in_kernel goes up before the timer heap is read: a timer added after the
    * read then sees it and wakes us (epoll_start). */
   atomic_store(&p->in_kernel, true);
   int t = next_timer_ms(p, timeout_ms);
   int n = epoll_wait(ep->epfd, ep->events, ep->nevents, t);
   atomic_store(&p->in_kernel, false);
-  count_syscall(p);
+  cp__count_syscall(p);
   for (int i = 0; i < n; i++) {
     struct epoll_event *ev = &ep->events[i];
     if (ev->data.u64 == EV_WAKE_TAG) {
       uint64_t v;
       ssize_t r = read(ep->evfd, &v, sizeof v);
       (void)r;
-      count_syscall(p);
+      cp__count_syscall(p);
       continue;
     }
     struct fdent *e = cp__fdtable_get(&p->fds, (int)ev->data.u64);
     if (!e)
       continue;
-    pthread_spin_lock(&e->lock);
+    cp__spin_lock(&e->lock);
     if (ev->events & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP))
       run_queue(p, &s, e, &e->rd);
     if (ev->events & (EPOLLOUT | EPOLLERR | EPOLLHUP))
       run_queue(p, &s, e, &e->wr);
-    pthread_spin_unlock(&e->lock);
+    cp__spin_unlock(&e->lock);
   }
   expire_timers(p, &s);
-  sink_flush(p, &s);
+  cp__sink_flush(p, &s);
   feed_starved(p);
   return s.n;
 }
 
 /* ---- cancel and buffers --------------------------------------------- */
 
-static void cancel_queue(cp_port *p, struct sink *s, struct opq *q) {
-  struct op *o;
-  while ((o = opq_pop(q)))
-    sink_put(p, s, o, -ECANCELED, NULL);
-}
-
 static int epoll_cancel_fd(cp_port *p, int fd, struct fdent *e, bool forget) {
-  struct sink s = {.out = NULL, .n = 0, .max = 0, .nspill = 0};
-  pthread_spin_lock(&e->lock);
-  cancel_queue(p, &s, &e->rd);
-  cancel_queue(p, &s, &e->wr);
+  struct sink s;
+  cp__sink_init(&s, NULL, 0);
+  cp__spin_lock(&e->lock);
+  cp__sink_drain(p, &s, &e->rd, CP_ECANCELED);
+  cp__sink_drain(p, &s, &e->wr, CP_ECANCELED);
   if (forget)
     epoll_ctl(E(p)->epfd, EPOLL_CTL_DEL, fd, NULL);
-  pthread_spin_unlock(&e->lock);
-  sink_flush(p, &s);
+  cp__spin_unlock(&e->lock);
+  cp__sink_flush(p, &s);
   feed_starved(p);
   return 0;
 }
 
 static int epoll_cancel_op(cp_port *p, struct op *o) {
   struct ep *ep = E(p);
-  struct sink s = {.out = NULL, .n = 0, .max = 0, .nspill = 0};
+  struct sink s;
+  cp__sink_init(&s, NULL, 0);
   int rc = -ENOENT;
   if (o->fd < 0) {
-    pthread_mutex_lock(&ep->lock);
-    if (o->state == OPS_TIMER && o->u.timer.heap_idx < ep->heap_len &&
-        ep->heap[o->u.timer.heap_idx] == o) {
-      heap_remove(ep, o->u.timer.heap_idx);
-      sink_put(p, &s, o, -ECANCELED, NULL);
+    cp__mutex_lock(&ep->lock);
+    if (o->state == OPS_TIMER && cp__heap_remove(&ep->timers, &o->u.timer.node)) {
+      cp__sink_put(p, &s, o, -ECANCELED, NULL);
       rc = 0;
     }
-    pthread_mutex_unlock(&ep->lock);
-    sink_flush(p, &s);
+    cp__mutex_unlock(&ep->lock);
+    cp__sink_flush(p, &s);
     return rc;
   }
   struct fdent *e = cp__fdtable_get(&p->fds, o->fd);
   if (!e)
     return -ENOENT;
-  pthread_spin_lock(&e->lock);
+  cp__spin_lock(&e->lock);
   for (int side = 0; side < 2 && rc; side++) {
     struct opq *q = side ? &e->wr : &e->rd;
     bool was_head = opq_head(q) == o;
     if (!opq_remove(q, o))
       continue;
-    sink_put(p, &s, o, -ECANCELED, NULL);
+    cp__sink_put(p, &s, o, -ECANCELED, NULL);
     /* A new head may be ready already; no edge will say so. */
     if (was_head)
       run_queue(p, &s, e, q);
     rc = 0;
   }
-  pthread_spin_unlock(&e->lock);
-  sink_flush(p, &s);
+  cp__spin_unlock(&e->lock);
+  cp__sink_flush(p, &s);
   feed_starved(p);
   return rc;
 }
@@ -581,7 +542,7 @@ static void feed_starved(cp_port *p) {
   while (atomic_load_explicit(&ep->feed_pending, memory_order_relaxed) &&
          atomic_exchange(&ep->feed_pending, false)) {
     for (;;) {
-      pthread_mutex_lock(&ep->lock);
+      cp__mutex_lock(&ep->lock);
       int fd = ep->nfree ? ep->starved_head : -1;
       struct fdent *e = fd >= 0 ? cp__fdtable_get(&p->fds, fd) : NULL;
       if (e) {
@@ -590,29 +551,30 @@ static void feed_starved(cp_port *p) {
           ep->starved_tail = -1;
         e->starved_listed = 0;
       }
-      pthread_mutex_unlock(&ep->lock);
+      cp__mutex_unlock(&ep->lock);
       if (!e)
         break;
       /* Only the fd is taken from the list: an op that was cancelled
        * meanwhile is simply not there (its fd's head is not starved). */
-      struct sink s = {.out = NULL, .n = 0, .max = 0, .nspill = 0};
-      pthread_spin_lock(&e->lock);
+      struct sink s;
+      cp__sink_init(&s, NULL, 0);
+      cp__spin_lock(&e->lock);
       struct op *head = opq_head(&e->rd);
       if (head && head->state == OPS_STARVED) {
         head->state = OPS_QUEUED;
         run_queue(p, &s, e, &e->rd);
       }
-      pthread_spin_unlock(&e->lock);
-      sink_flush(p, &s);
+      cp__spin_unlock(&e->lock);
+      cp__sink_flush(p, &s);
     }
   }
 }
 
 static void epoll_buf_release(cp_port *p, uint32_t idx) {
   struct ep *ep = E(p);
-  pthread_mutex_lock(&ep->lock);
+  cp__mutex_lock(&ep->lock);
   buf_put_locked(p, idx);
-  pthread_mutex_unlock(&ep->lock);
+  cp__mutex_unlock(&ep->lock);
   feed_starved(p);
 }
 

@@ -15,7 +15,7 @@
 int cp__fdtable_init(struct fdtable *t) {
   for (unsigned i = 0; i < FDT_CHUNKS; i++)
     atomic_init(&t->chunks[i], NULL);
-  return -pthread_mutex_init(&t->grow, NULL);
+  return cp__mutex_init(&t->grow);
 }
 
 void cp__fdtable_free(struct fdtable *t) {
@@ -23,11 +23,9 @@ void cp__fdtable_free(struct fdtable *t) {
     struct fdent *c = atomic_load_explicit(&t->chunks[i], memory_order_relaxed);
     if (!c)
       continue;
-    for (unsigned j = 0; j < FDT_CHUNK; j++)
-      pthread_spin_destroy(&c[j].lock);
     mem_free(c);
   }
-  pthread_mutex_destroy(&t->grow);
+  cp__mutex_destroy(&t->grow);
 }
 
 struct fdent *cp__fdtable_get(struct fdtable *t, int fd) {
@@ -42,17 +40,15 @@ struct fdent *cp__fdtable_make(struct fdtable *t, int fd) {
   struct fdent *e = cp__fdtable_get(t, fd);
   if (e || fd < 0 || (unsigned)fd >= FDT_CHUNK * FDT_CHUNKS)
     return e;
-  pthread_mutex_lock(&t->grow);
+  cp__mutex_lock(&t->grow);
   unsigned ci = (unsigned)fd >> FDT_CHUNK_BITS;
   struct fdent *c = atomic_load_explicit(&t->chunks[ci], memory_order_relaxed);
   if (!c) {
     c = mem_calloc(FDT_CHUNK, sizeof *c);
     if (c) {
-      for (unsigned j = 0; j < FDT_CHUNK; j++)
-        pthread_spin_init(&c[j].lock, PTHREAD_PROCESS_PRIVATE);
       atomic_store_explicit(&t->chunks[ci], c, memory_order_release);
     }
   }
-  pthread_mutex_unlock(&t->grow);
+  cp__mutex_unlock(&t->grow);
   return c ? &c[(unsigned)fd & (FDT_CHUNK - 1)] : NULL;
 }

@@ -19,6 +19,7 @@
 #define _GNU_SOURCE
 #include "port/port_internal.h"
 
+#include <assert.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <sched.h>
@@ -37,12 +38,6 @@ static _Atomic uint64_t next_port_id = 1;
 
 /* Waits served from the ready ring in a row before one polls the kernel. */
 #define READY_STREAK_MAX 8
-
-uint64_t cp__port_now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 /* ---- thread-local concurrency slots ---------------------------------- */
 
@@ -85,25 +80,41 @@ const char *cp_backend_name(cp_backend b) {
     return "uring";
   case CP_BACKEND_EPOLL:
     return "epoll";
+  case CP_BACKEND_IOCP:
+    return "iocp";
   case CP_BACKEND_AUTO:
     return "auto";
   }
   return "unknown";
 }
 
+int cp_backend_from_name(const char *name, cp_backend *out) {
+  if (!name || !out)
+    return CP_EINVAL;
+  static const struct {
+    const char *name;
+    cp_backend backend;
+  } names[] = {{"", CP_BACKEND_AUTO},       {"auto", CP_BACKEND_AUTO},
+               {"uring", CP_BACKEND_URING}, {"io_uring", CP_BACKEND_URING},
+               {"epoll", CP_BACKEND_EPOLL}, {"iocp", CP_BACKEND_IOCP}};
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+    if (!strcmp(name, names[i].name)) {
+      *out = names[i].backend;
+      return 0;
+    }
+  return CP_EINVAL;
+}
+
 static int parse_backend_env(cp_backend *out) {
   const char *v = getenv("CPORT_BACKEND");
-  if (!v || !*v || !strcmp(v, "auto"))
+  if (!v) {
     *out = CP_BACKEND_AUTO;
-  else if (!strcmp(v, "uring") || !strcmp(v, "io_uring"))
-    *out = CP_BACKEND_URING;
-  else if (!strcmp(v, "epoll"))
-    *out = CP_BACKEND_EPOLL;
-  else {
-    fprintf(stderr, "cport: CPORT_BACKEND=%s is not one of auto, uring, epoll\n", v);
-    return -EINVAL;
+    return 0;
   }
-  return 0;
+  int rc = cp_backend_from_name(v, out);
+  if (rc)
+    fprintf(stderr, "cport: CPORT_BACKEND=%s is not one of auto, uring, epoll\n", v);
+  return rc;
 }
 
 static int choose_backend(cp_backend want, const struct backend **be, cp_backend *got) {
@@ -112,6 +123,8 @@ static int choose_backend(cp_backend want, const struct backend **be, cp_backend
     if (rc)
       return rc;
   }
+  if (want == CP_BACKEND_IOCP)
+    return CP_ENODEV; /* Windows only */
   if (want == CP_BACKEND_EPOLL) {
     *be = &cp__backend_epoll;
     *got = CP_BACKEND_EPOLL;
@@ -126,7 +139,7 @@ static int choose_backend(cp_backend want, const struct backend **be, cp_backend
   if (want == CP_BACKEND_URING) {
     fprintf(stderr, "cport: the uring backend was asked for but io_uring is unavailable: %s\n",
             cp_strerror(rc));
-    return -ENODEV;
+    return CP_ENODEV;
   }
   static _Atomic bool logged;
   if (!atomic_exchange(&logged, true))
@@ -145,18 +158,16 @@ static uint32_t round_pow2(uint32_t v) {
 
 int cp_port_create(cp_port **out, const cp_port_options *opts) {
   if (!out)
-    return -EINVAL;
+    return CP_EINVAL;
   *out = NULL;
   cp_port_options o = {0};
   if (opts)
     o = *opts;
   if (o.backend != CP_BACKEND_AUTO && o.backend != CP_BACKEND_URING &&
-      o.backend != CP_BACKEND_EPOLL)
-    return -EINVAL;
-  if (!o.concurrency) {
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    o.concurrency = n > 0 ? (unsigned)n : 1;
-  }
+      o.backend != CP_BACKEND_EPOLL && o.backend != CP_BACKEND_IOCP)
+    return CP_EINVAL;
+  if (!o.concurrency)
+    o.concurrency = cp__cpu_count();
   if (!o.queue_depth)
     o.queue_depth = DEFAULT_QUEUE_DEPTH;
   if (!o.buf_count)
@@ -164,7 +175,7 @@ int cp_port_create(cp_port **out, const cp_port_options *opts) {
   if (!o.buf_size)
     o.buf_size = DEFAULT_BUF_SIZE;
   if (o.queue_depth > 32768 || o.buf_count > MAX_BUF_COUNT || o.buf_size > (1u << 24))
-    return -EINVAL;
+    return CP_EINVAL;
 
   const struct backend *be;
   cp_backend which;
@@ -174,7 +185,7 @@ int cp_port_create(cp_port **out, const cp_port_options *opts) {
 
   cp_port *p = mem_calloc(1, sizeof *p);
   if (!p)
-    return -ENOMEM;
+    return CP_ENOMEM;
   p->be = be;
   p->backend = which;
   p->id = atomic_fetch_add(&next_port_id, 1);
@@ -184,14 +195,15 @@ int cp_port_create(cp_port **out, const cp_port_options *opts) {
   p->ready = mem_alloc(p->ready_cap * sizeof *p->ready);
   if (!p->ready) {
     mem_free(p);
-    return -ENOMEM;
+    return CP_ENOMEM;
   }
-  pthread_condattr_t ca;
-  pthread_condattr_init(&ca);
-  pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-  pthread_cond_init(&p->cv, &ca);
-  pthread_condattr_destroy(&ca);
-  pthread_mutex_init(&p->mu, NULL);
+  rc = cp__cond_init(&p->cv);
+  if (rc) {
+    mem_free(p->ready);
+    mem_free(p);
+    return rc;
+  }
+  cp__mutex_init(&p->mu);
   rc = cp__fdtable_init(&p->fds);
   if (!rc)
     rc = cp__bufpool_init(&p->bufs, round_pow2(o.buf_count), o.buf_size);
@@ -200,8 +212,8 @@ int cp_port_create(cp_port **out, const cp_port_options *opts) {
   if (rc) {
     cp__bufpool_free(&p->bufs);
     cp__fdtable_free(&p->fds);
-    pthread_cond_destroy(&p->cv);
-    pthread_mutex_destroy(&p->mu);
+    cp__cond_destroy(&p->cv);
+    cp__mutex_destroy(&p->mu);
     mem_free(p->ready);
     mem_free(p);
     return rc;
@@ -213,9 +225,9 @@ int cp_port_create(cp_port **out, const cp_port_options *opts) {
 void cp_port_close(cp_port *p) {
   if (!p || atomic_exchange(&p->closed, true))
     return;
-  pthread_mutex_lock(&p->mu);
-  pthread_cond_broadcast(&p->cv);
-  pthread_mutex_unlock(&p->mu);
+  cp__mutex_lock(&p->mu);
+  cp__cond_broadcast(&p->cv);
+  cp__mutex_unlock(&p->mu);
   p->be->wake(p);
 }
 
@@ -226,8 +238,8 @@ void cp_port_destroy(cp_port *p) {
   p->be->destroy(p);
   cp__bufpool_free(&p->bufs);
   cp__fdtable_free(&p->fds);
-  pthread_cond_destroy(&p->cv);
-  pthread_mutex_destroy(&p->mu);
+  cp__cond_destroy(&p->cv);
+  cp__mutex_destroy(&p->mu);
   mem_free(p->ready);
   mem_free(p);
 }
@@ -247,23 +259,24 @@ void cp_port_get_stats(const cp_port *p, cp_port_stats *s) {
 
 /* ---- association ----------------------------------------------------- */
 
-int cp_port_associate(cp_port *p, int fd, void *key) {
+int cp_port_associate(cp_port *p, cp_socket_t fd, void *key) {
   if (!p)
-    return -EINVAL;
+    return CP_EINVAL;
   if (atomic_load(&p->closed))
-    return -ESHUTDOWN;
-  if (fd < 0 || fcntl(fd, F_GETFD) < 0)
-    return -EBADF;
-  struct fdent *e = cp__fdtable_make(&p->fds, fd);
-  if (!e)
-    return fd >= 0 && (unsigned)fd >= FDT_CHUNK * FDT_CHUNKS ? -EBADF : -ENOMEM;
-  int rc = p->be->associate(p, fd, e);
+    return CP_ESHUTDOWN;
+  int rc = cp__socket_prepare(fd);
   if (rc)
     return rc;
-  pthread_spin_lock(&e->lock);
+  struct fdent *e = cp__fdtable_make(&p->fds, fd);
+  if (!e)
+    return fd >= 0 && (unsigned)fd >= FDT_CHUNK * FDT_CHUNKS ? CP_EBADF : CP_ENOMEM;
+  rc = p->be->associate(p, fd, e);
+  if (rc)
+    return rc;
+  cp__spin_lock(&e->lock);
   e->key = key;
   e->associated = 1;
-  pthread_spin_unlock(&e->lock);
+  cp__spin_unlock(&e->lock);
   return 0;
 }
 
@@ -271,42 +284,42 @@ static struct fdent *associated_fd(cp_port *p, int fd) {
   struct fdent *e = cp__fdtable_get(&p->fds, fd);
   if (!e)
     return NULL;
-  pthread_spin_lock(&e->lock);
+  cp__spin_lock(&e->lock);
   bool ok = e->associated;
-  pthread_spin_unlock(&e->lock);
+  cp__spin_unlock(&e->lock);
   return ok ? e : NULL;
 }
 
-int cp_port_disassociate(cp_port *p, int fd) {
+int cp_port_disassociate(cp_port *p, cp_socket_t fd) {
   if (!p)
-    return -EINVAL;
+    return CP_EINVAL;
   struct fdent *e = cp__fdtable_get(&p->fds, fd);
   if (!e)
-    return -EBADF;
-  pthread_spin_lock(&e->lock);
+    return CP_EBADF;
+  cp__spin_lock(&e->lock);
   bool was = e->associated;
   e->associated = 0;
   e->key = NULL;
-  pthread_spin_unlock(&e->lock);
+  cp__spin_unlock(&e->lock);
   if (!was)
-    return -EBADF;
+    return CP_EBADF;
   atomic_fetch_add(&e->gen, 1);
   return p->be->cancel_fd(p, fd, e, true);
 }
 
-int cp_port_cancel(cp_port *p, int fd) {
+int cp_port_cancel(cp_port *p, cp_socket_t fd) {
   if (!p)
-    return -EINVAL;
+    return CP_EINVAL;
   struct fdent *e = associated_fd(p, fd);
   if (!e)
-    return -EBADF;
+    return CP_EBADF;
   atomic_fetch_add(&e->gen, 1);
   return p->be->cancel_fd(p, fd, e, false);
 }
 
 int cp_port_cancel_op(cp_port *p, cp_op *op) {
   if (!p || !op)
-    return -EINVAL;
+    return CP_EINVAL;
   return p->be->cancel_op(p, op_of(op));
 }
 
@@ -323,19 +336,19 @@ static int start(cp_port *p, struct op *o, struct fdent *e) {
 static int begin(cp_port *p, int fd, cp_op *cop, cp_op_kind kind, struct op **op,
                  struct fdent **ent) {
   if (!p || !cop)
-    return -EINVAL;
+    return CP_EINVAL;
   if (atomic_load_explicit(&p->closed, memory_order_relaxed))
-    return -ESHUTDOWN;
+    return CP_ESHUTDOWN;
   struct fdent *e = cp__fdtable_get(&p->fds, fd);
   if (!e)
-    return -EBADF;
+    return CP_EBADF;
   struct op *o = op_of(cop);
-  pthread_spin_lock(&e->lock);
+  cp__spin_lock(&e->lock);
   bool ok = e->associated;
   o->key = e->key;
-  pthread_spin_unlock(&e->lock);
+  cp__spin_unlock(&e->lock);
   if (!ok)
-    return -EBADF;
+    return CP_EBADF;
   o->next = NULL;
   o->fd = fd;
   o->kind = (uint8_t)kind;
@@ -349,23 +362,32 @@ static int begin(cp_port *p, int fd, cp_op *cop, cp_op_kind kind, struct op **op
   return 0;
 }
 
-static int check_iov(const struct iovec *iov, int iovcnt) {
-  if (!iov || iovcnt < 1 || iovcnt > IOV_MAX)
-    return -EINVAL;
+/* cp_buf is laid out as struct iovec here, so the caller's array goes to
+ * the kernel as it is. */
+_Static_assert(sizeof(cp_buf) == sizeof(struct iovec) &&
+                   offsetof(cp_buf, base) == offsetof(struct iovec, iov_base) &&
+                   offsetof(cp_buf, len) == offsetof(struct iovec, iov_len),
+               "cp_buf must match struct iovec");
+_Static_assert(CP_BUF_MAX <= IOV_MAX, "CP_BUF_MAX must not exceed IOV_MAX");
+
+static int check_bufs(const cp_buf *b, int n) {
+  if (!b || n < 1 || n > CP_BUF_MAX)
+    return CP_EINVAL;
   size_t total = 0;
-  for (int i = 0; i < iovcnt; i++) {
-    if (iov[i].iov_len && !iov[i].iov_base)
-      return -EFAULT;
-    if (iov[i].iov_len > SSIZE_MAX - total)
-      return -EINVAL;
-    total += iov[i].iov_len;
+  for (int i = 0; i < n; i++) {
+    if (b[i].len && !b[i].base)
+      return CP_EFAULT;
+    if (b[i].len > SSIZE_MAX - total)
+      return CP_EINVAL;
+    total += b[i].len;
   }
-  return total ? 0 : -EINVAL;
+  return total ? 0 : CP_EINVAL;
 }
 
-int cp_port_accept(cp_port *p, int lfd, cp_op *cop, struct sockaddr *addr, socklen_t *addrlen) {
+int cp_port_accept(cp_port *p, cp_socket_t lfd, cp_op *cop, struct sockaddr *addr,
+                   socklen_t *addrlen) {
   if ((addr == NULL) != (addrlen == NULL))
-    return -EINVAL;
+    return CP_EINVAL;
   struct op *o;
   struct fdent *e;
   int rc = begin(p, lfd, cop, CP_OP_ACCEPT, &o, &e);
@@ -376,10 +398,10 @@ int cp_port_accept(cp_port *p, int lfd, cp_op *cop, struct sockaddr *addr, sockl
   return start(p, o, e);
 }
 
-int cp_port_connect(cp_port *p, int fd, cp_op *cop, const struct sockaddr *addr,
+int cp_port_connect(cp_port *p, cp_socket_t fd, cp_op *cop, const struct sockaddr *addr,
                     socklen_t addrlen) {
   if (!addr || addrlen == 0)
-    return -EINVAL;
+    return CP_EINVAL;
   struct op *o;
   struct fdent *e;
   int rc = begin(p, fd, cop, CP_OP_CONNECT, &o, &e);
@@ -390,8 +412,8 @@ int cp_port_connect(cp_port *p, int fd, cp_op *cop, const struct sockaddr *addr,
   return start(p, o, e);
 }
 
-int cp_port_recv(cp_port *p, int fd, cp_op *cop, const struct iovec *iov, int iovcnt) {
-  int rc = check_iov(iov, iovcnt);
+int cp_port_recv(cp_port *p, cp_socket_t fd, cp_op *cop, const cp_buf *iov, int iovcnt) {
+  int rc = check_bufs(iov, iovcnt);
   if (rc)
     return rc;
   struct op *o;
@@ -400,12 +422,12 @@ int cp_port_recv(cp_port *p, int fd, cp_op *cop, const struct iovec *iov, int io
   if (rc)
     return rc;
   memset(&o->u.msg, 0, sizeof o->u.msg);
-  o->u.msg.msg_iov = (struct iovec *)iov;
+  o->u.msg.msg_iov = (struct iovec *)(void *)iov;
   o->u.msg.msg_iovlen = (size_t)iovcnt;
   return start(p, o, e);
 }
 
-int cp_port_recv_pooled(cp_port *p, int fd, cp_op *cop) {
+int cp_port_recv_pooled(cp_port *p, cp_socket_t fd, cp_op *cop) {
   struct op *o;
   struct fdent *e;
   int rc = begin(p, fd, cop, CP_OP_RECV_POOLED, &o, &e);
@@ -414,8 +436,8 @@ int cp_port_recv_pooled(cp_port *p, int fd, cp_op *cop) {
   return start(p, o, e);
 }
 
-int cp_port_send(cp_port *p, int fd, cp_op *cop, const struct iovec *iov, int iovcnt) {
-  int rc = check_iov(iov, iovcnt);
+int cp_port_send(cp_port *p, cp_socket_t fd, cp_op *cop, const cp_buf *iov, int iovcnt) {
+  int rc = check_bufs(iov, iovcnt);
   if (rc)
     return rc;
   struct op *o;
@@ -424,14 +446,14 @@ int cp_port_send(cp_port *p, int fd, cp_op *cop, const struct iovec *iov, int io
   if (rc)
     return rc;
   memset(&o->u.msg, 0, sizeof o->u.msg);
-  o->u.msg.msg_iov = (struct iovec *)iov;
+  o->u.msg.msg_iov = (struct iovec *)(void *)iov;
   o->u.msg.msg_iovlen = (size_t)iovcnt;
   return start(p, o, e);
 }
 
-int cp_port_disconnect(cp_port *p, int fd, cp_op *cop, int how) {
-  if (how != SHUT_WR && how != SHUT_RDWR)
-    return -EINVAL;
+int cp_port_disconnect(cp_port *p, cp_socket_t fd, cp_op *cop, int how) {
+  if (how != CP_SHUT_WR && how != CP_SHUT_RDWR)
+    return CP_EINVAL;
   struct op *o;
   struct fdent *e;
   int rc = begin(p, fd, cop, CP_OP_DISCONNECT, &o, &e);
@@ -443,19 +465,19 @@ int cp_port_disconnect(cp_port *p, int fd, cp_op *cop, int how) {
 
 int cp_port_timeout(cp_port *p, cp_op *cop, void *key, uint64_t ms) {
   if (!p || !cop)
-    return -EINVAL;
+    return CP_EINVAL;
   if (ms > UINT64_MAX / 1000000ull / 2)
-    return -EINVAL;
+    return CP_EINVAL;
   if (atomic_load_explicit(&p->closed, memory_order_relaxed))
-    return -ESHUTDOWN;
+    return CP_ESHUTDOWN;
   struct op *o = op_of(cop);
   memset(o, 0, sizeof *o);
   o->fd = -1;
   o->key = key;
   o->kind = CP_OP_TIMEOUT;
-  o->u.timer.ts.tv_sec = (long long)(ms / 1000);
-  o->u.timer.ts.tv_nsec = (long long)(ms % 1000) * 1000000;
-  o->u.timer.deadline_ns = cp__port_now_ns() + ms * 1000000ull;
+  o->u.timer.ts.tv_sec = (int64_t)(ms / 1000);
+  o->u.timer.ts.tv_nsec = (int64_t)(ms % 1000) * 1000000;
+  cp__heap_node_init(&o->u.timer.node, cp__now_ns() + ms * 1000000ull);
   return start(p, o, NULL);
 }
 
@@ -482,7 +504,7 @@ int cp__op_advance_send(struct op *o, size_t n) {
      * caller's array. Later short sends adjust the copy in place. */
     struct iovec *rest = mem_alloc(cnt * sizeof *rest);
     if (!rest)
-      return -ENOMEM;
+      return CP_ENOMEM;
     memcpy(rest, v, cnt * sizeof *rest);
     o->iov_rest = rest;
     v = rest;
@@ -521,7 +543,7 @@ static int ready_reserve(cp_port *p, uint32_t n) {
     cap *= 2;
   cp_completion *r = mem_alloc((size_t)cap * sizeof *r);
   if (!r)
-    return -ENOMEM;
+    return CP_ENOMEM;
   for (uint32_t i = 0; i < p->ready_len; i++)
     r[i] = p->ready[(p->ready_head + i) & (p->ready_cap - 1)];
   mem_free(p->ready);
@@ -535,6 +557,20 @@ static int ready_reserve(cp_port *p, uint32_t n) {
 static void ready_push(cp_port *p, const cp_completion *c) {
   p->ready[(p->ready_head + p->ready_len) & (p->ready_cap - 1)] = *c;
   p->ready_len++;
+  p->ready_pushed++;
+}
+
+/* Insert n completions at position pos from the head (pos <= ready_len),
+ * ahead of the ones after it; mu held, room reserved. */
+static void ready_insert(cp_port *p, uint32_t pos, const cp_completion *c, uint32_t n) {
+  assert(pos <= p->ready_len && p->ready_len + n <= p->ready_cap);
+  uint32_t mask = p->ready_cap - 1;
+  for (uint32_t i = p->ready_len; i-- > pos;)
+    p->ready[(p->ready_head + i + n) & mask] = p->ready[(p->ready_head + i) & mask];
+  for (uint32_t j = 0; j < n; j++)
+    p->ready[(p->ready_head + pos + j) & mask] = c[j];
+  p->ready_len += n;
+  p->ready_pushed += n;
 }
 
 static int ready_take(cp_port *p, cp_completion *out, int max) {
@@ -544,6 +580,7 @@ static int ready_take(cp_port *p, cp_completion *out, int max) {
     p->ready_head = (p->ready_head + 1) & (p->ready_cap - 1);
     p->ready_len--;
   }
+  p->ready_taken += (uint64_t)n;
   return n;
 }
 
@@ -551,9 +588,9 @@ static int ready_take(cp_port *p, cp_completion *out, int max) {
 static bool notify_locked(cp_port *p, int n) {
   if (p->waiters) {
     if (n > 1)
-      pthread_cond_broadcast(&p->cv);
+      cp__cond_broadcast(&p->cv);
     else
-      pthread_cond_signal(&p->cv);
+      cp__cond_signal(&p->cv);
     return false;
   }
   return p->polling && atomic_load(&p->in_kernel);
@@ -562,17 +599,17 @@ static bool notify_locked(cp_port *p, int n) {
 bool cp__port_queue(cp_port *p, const cp_completion *c, int n) {
   if (n <= 0)
     return false;
-  pthread_mutex_lock(&p->mu);
+  cp__mutex_lock(&p->mu);
   while (ready_reserve(p, (uint32_t)n)) {
     /* Out of memory with a finished op in hand: it must not be lost. */
-    pthread_mutex_unlock(&p->mu);
-    sched_yield();
-    pthread_mutex_lock(&p->mu);
+    cp__mutex_unlock(&p->mu);
+    cp__thread_yield();
+    cp__mutex_lock(&p->mu);
   }
   for (int i = 0; i < n; i++)
     ready_push(p, &c[i]);
   bool wake = notify_locked(p, n);
-  pthread_mutex_unlock(&p->mu);
+  cp__mutex_unlock(&p->mu);
   return wake;
 }
 
@@ -587,21 +624,21 @@ void cp__port_emit(cp_port *p, const cp_completion *c) {
 
 int cp_port_post(cp_port *p, void *key, cp_op *op, int64_t result) {
   if (!p)
-    return -EINVAL;
+    return CP_EINVAL;
   cp_completion c = {.op = op, .key = key, .result = result, .buf = NULL, .kind = CP_OP_POST};
-  pthread_mutex_lock(&p->mu);
+  cp__mutex_lock(&p->mu);
   if (atomic_load(&p->closed)) {
-    pthread_mutex_unlock(&p->mu);
-    return -ESHUTDOWN;
+    cp__mutex_unlock(&p->mu);
+    return CP_ESHUTDOWN;
   }
   if (ready_reserve(p, 1)) {
-    pthread_mutex_unlock(&p->mu);
-    return -ENOMEM;
+    cp__mutex_unlock(&p->mu);
+    return CP_ENOMEM;
   }
   ready_push(p, &c);
   atomic_fetch_add_explicit(&p->n_started, 1, memory_order_relaxed);
   bool wake = notify_locked(p, 1);
-  pthread_mutex_unlock(&p->mu);
+  cp__mutex_unlock(&p->mu);
   if (wake)
     p->be->wake(p);
   return 0;
@@ -612,7 +649,7 @@ int cp_port_post(cp_port *p, void *key, cp_op *op, int64_t result) {
 static int remaining_ms(uint64_t deadline, int timeout_ms) {
   if (timeout_ms < 0)
     return -1;
-  uint64_t now = cp__port_now_ns();
+  uint64_t now = cp__now_ns();
   if (now >= deadline)
     return 0;
   uint64_t ms = (deadline - now + 999999) / 1000000;
@@ -621,19 +658,14 @@ static int remaining_ms(uint64_t deadline, int timeout_ms) {
 
 int cp_port_wait(cp_port *p, cp_completion *out, int max, int timeout_ms) {
   if (!p || !out || max < 1)
-    return -EINVAL;
-  uint64_t deadline = timeout_ms > 0 ? cp__port_now_ns() + (uint64_t)timeout_ms * 1000000ull : 0;
-  struct timespec abs = {0};
-  if (timeout_ms > 0) {
-    abs.tv_sec = (time_t)(deadline / 1000000000ull);
-    abs.tv_nsec = (long)(deadline % 1000000000ull);
-  }
+    return CP_EINVAL;
+  uint64_t deadline = timeout_ms > 0 ? cp__now_ns() + (uint64_t)timeout_ms * 1000000ull : 0;
   int n = 0;
-  pthread_mutex_lock(&p->mu);
+  cp__mutex_lock(&p->mu);
   if (slot_take_back(p)) {
     p->active--;
     if (p->waiters)
-      pthread_cond_signal(&p->cv);
+      cp__cond_signal(&p->cv);
   }
   for (;;) {
     if (atomic_load(&p->closed)) {
@@ -656,23 +688,35 @@ int cp_port_wait(cp_port *p, cp_completion *out, int max, int timeout_ms) {
     if (may_run && !p->polling) {
       p->polling = true;
       p->ready_streak = 0;
-      pthread_mutex_unlock(&p->mu);
+      uint64_t mark = p->ready_pushed; /* what is queued now predates the poll */
+      cp__mutex_unlock(&p->mu);
       n = p->be->poll(p, out, max, poll_first ? 0 : remaining_ms(deadline, timeout_ms));
-      pthread_mutex_lock(&p->mu);
+      cp__mutex_lock(&p->mu);
       p->polling = false;
-      if (n >= 0 && p->active >= p->concurrency) {
-        /* Others took the free slots while we were in the kernel: queue what
-         * we found for them and wait our turn like everyone else. */
+      /* Completions queued before the poll (still at the head of the ring)
+       * are older than what the poll found, and those are older than what
+       * its overflow queued behind them: out[] goes in between, so that ops
+       * of one kind on one fd still come out in start order. */
+      uint32_t older = mark > p->ready_taken ? (uint32_t)(mark - p->ready_taken) : 0;
+      bool must_queue = p->active >= p->concurrency;
+      if (n > 0 && (older || must_queue)) {
         while (ready_reserve(p, (uint32_t)n)) {
-          pthread_mutex_unlock(&p->mu);
-          sched_yield();
-          pthread_mutex_lock(&p->mu);
+          cp__mutex_unlock(&p->mu);
+          cp__thread_yield();
+          cp__mutex_lock(&p->mu);
+          older = mark > p->ready_taken ? (uint32_t)(mark - p->ready_taken) : 0;
         }
-        for (int i = 0; i < n; i++)
-          ready_push(p, &out[i]);
+        ready_insert(p, older, out, (uint32_t)n);
         n = 0;
-        continue;
+        /* Others took the free slots while we were in the kernel: leave
+         * what we found for them and wait our turn like everyone else. */
+        if (must_queue || p->active >= p->concurrency)
+          continue;
+        n = ready_take(p, out, max);
+        break;
       }
+      if (n >= 0 && must_queue)
+        continue;
       if (n >= 0 && n < max)
         n += ready_take(p, out + n, max - n);
       if (n != 0)
@@ -684,10 +728,13 @@ int cp_port_wait(cp_port *p, cp_completion *out, int max, int timeout_ms) {
     if (timeout_ms == 0)
       break;
     p->waiters++;
-    int rc = timeout_ms < 0 ? pthread_cond_wait(&p->cv, &p->mu)
-                            : pthread_cond_timedwait(&p->cv, &p->mu, &abs);
+    int rc = 0;
+    if (timeout_ms < 0)
+      cp__cond_wait(&p->cv, &p->mu);
+    else
+      rc = cp__cond_timedwait(&p->cv, &p->mu, deadline);
     p->waiters--;
-    if (rc == ETIMEDOUT) {
+    if (rc == CP__TIMEDOUT) {
       if (p->active < p->concurrency && p->ready_len && !atomic_load(&p->closed))
         n = ready_take(p, out, max);
       break;
@@ -700,7 +747,7 @@ int cp_port_wait(cp_port *p, cp_completion *out, int max, int timeout_ms) {
   }
   /* Hand the poller role (or leftover ready completions) to a sleeper. */
   if (p->waiters && p->active < p->concurrency && (p->ready_len || !p->polling))
-    pthread_cond_signal(&p->cv);
-  pthread_mutex_unlock(&p->mu);
+    cp__cond_signal(&p->cv);
+  cp__mutex_unlock(&p->mu);
   return n;
 }

@@ -26,7 +26,7 @@ int main(void) {
   for (int i = 0; i < PAIRS; i++) {
     test_pair(lfd, &addr, &cli[i], &srv[i]);
     CHECK_EQ(cp_port_associate(p, srv[i], NULL), 0);
-    struct iovec iov = {bufs[i], sizeof bufs[i]};
+    cp_buf iov = {bufs[i], sizeof bufs[i]};
     CHECK_EQ(cp_port_recv(p, srv[i], &recs[n++].op, &iov, 1), 0);
     CHECK_EQ(cp_port_recv_pooled(p, srv[i], &recs[n++].op), 0); /* queued behind */
   }
@@ -70,7 +70,7 @@ int main(void) {
   CHECK_EQ(cp_port_cancel_op(p, &recs[0].op), -ENOENT);
   CHECK_EQ(cp_port_cancel_op(p, &recs[timers_from].op), -ENOENT);
   /* the fds still work after a cancel */
-  struct iovec iov = {bufs[0], sizeof bufs[0]};
+  cp_buf iov = {bufs[0], sizeof bufs[0]};
   CHECK_EQ(cp_port_recv(p, srv[0], &recs[0].op, &iov, 1), 0);
   test_send_all(cli[0], "after", 5);
   c[0] = test_wait_one(p);

@@ -28,7 +28,7 @@ int main(void) {
   CHECK_EQ(cp_port_associate(port, srv, NULL), 0);
   cp_op ops[8];
   char buf[16];
-  struct iovec iov = {buf, sizeof buf};
+  cp_buf iov = {buf, sizeof buf};
   CHECK_EQ(cp_port_recv(port, srv, &ops[0], &iov, 1), 0);
   CHECK_EQ(cp_port_recv_pooled(port, srv, &ops[1]), 0);
   CHECK_EQ(cp_port_accept(port, lfd, &ops[2], NULL, NULL), 0);

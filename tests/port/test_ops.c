@@ -34,7 +34,7 @@ int main(void) {
 
   /* recv into two iovecs */
   char a[3], b[10];
-  struct iovec riov[2] = {{a, sizeof a}, {b, sizeof b}};
+  cp_buf riov[2] = {{a, sizeof a}, {b, sizeof b}};
   cp_op rop;
   CHECK_EQ(cp_port_recv(p, srv, &rop, riov, 2), 0);
   test_send_all(cli, "hello world!!", 13);
@@ -53,7 +53,7 @@ int main(void) {
   cp_port_buf_release(p, c.buf);
 
   /* send from three iovecs */
-  struct iovec siov[3] = {{"one ", 4}, {"two ", 4}, {"three", 5}};
+  cp_buf siov[3] = {{"one ", 4}, {"two ", 4}, {"three", 5}};
   cp_op sop;
   CHECK_EQ(cp_port_send(p, srv, &sop, siov, 3), 0);
   c = test_wait_one(p);

@@ -12,7 +12,7 @@
 struct conn {
   cp_op rop, sop;
   int srv, cli;
-  struct iovec iov;
+  cp_buf iov;
 };
 
 static cp_port *port;
@@ -36,7 +36,7 @@ static void *worker(void *arg) {
       atomic_fetch_add(&completed, 1);
       if (ev[i].kind == CP_OP_RECV_POOLED) {
         if (ev[i].result > 0) {
-          c->iov = (struct iovec){ev[i].buf, (size_t)ev[i].result};
+          c->iov = cp_buf_init(ev[i].buf, (size_t)ev[i].result);
           if (cp_port_send(port, c->srv, &c->sop, &c->iov, 1) == 0)
             atomic_fetch_add(&started, 1);
           else
@@ -44,7 +44,7 @@ static void *worker(void *arg) {
         }
       } else {
         CHECK_EQ(ev[i].kind, CP_OP_SEND);
-        cp_port_buf_release(port, c->iov.iov_base);
+        cp_port_buf_release(port, c->iov.base);
         if (ev[i].result >= 0)
           start_recv(c);
         atomic_fetch_add(&sends_done, 1);

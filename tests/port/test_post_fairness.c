@@ -12,7 +12,7 @@ static void *worker(void *arg) {
   (void)arg;
   cp_op rop = {0}, sop = {0}, top = {0};
   char rbuf[16], sbuf[5] = "hello";
-  struct iovec riov = {rbuf, sizeof rbuf}, siov = {sbuf, 5};
+  cp_buf riov = {rbuf, sizeof rbuf}, siov = {sbuf, 5};
   CHECK_EQ(cp_port_post(port, NULL, NULL, 1), 0);
   cp_completion ev[4];
   for (;;) {

@@ -9,7 +9,7 @@ int main(void) {
   int lfd = test_listener(&addr);
   int cli, srv;
   char buf[64];
-  struct iovec iov = {buf, sizeof buf};
+  cp_buf iov = {buf, sizeof buf};
   cp_op op;
   cp_completion c;
 

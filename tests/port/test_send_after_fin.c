@@ -58,10 +58,10 @@ int main(void) {
     fill[i] = (uint8_t)(i * 2654435761u >> 13);
   for (size_t i = 0; i < 4096; i++)
     big[i] = (uint8_t)(i * 7 + 3);
-  static struct iovec iov[NIOV];
+  static cp_buf iov[NIOV];
   for (int i = 0; i < NIOV; i++) {
-    iov[i] = (i & 1) ? (struct iovec){big, 4096} : (struct iovec){(void *)small, 4};
-    total += iov[i].iov_len;
+    iov[i] = (i & 1) ? cp_buf_init(big, 4096) : cp_buf_init((void *)small, 4);
+    total += iov[i].len;
   }
   cp_port *p = test_port(NULL);
   int eagain = 0;
@@ -75,14 +75,14 @@ int main(void) {
     /* the peer half-closes; the port reads its FIN */
     CHECK_EQ(shutdown(cli, SHUT_WR), 0);
     char x;
-    struct iovec xv = {&x, 1};
+    cp_buf xv = {&x, 1};
     cp_op rop, fop, sop;
     CHECK_EQ(cp_port_recv(p, srv, &rop, &xv, 1), 0);
     cp_completion c = test_wait_one(p);
     CHECK(c.op == &rop);
     CHECK_EQ(c.result, 0);
     /* fill the kernel's buffers, then a gathered send that must wait */
-    struct iovec fv = {fill, FILL};
+    cp_buf fv = cp_buf_init(fill, FILL);
     CHECK_EQ(cp_port_send(p, srv, &fop, &fv, 1), 0);
     c = test_wait_one(p);
     CHECK(c.op == &fop);

@@ -38,14 +38,14 @@ int main(void) {
   expect = malloc(TOTAL);
   for (size_t i = 0; i < TOTAL; i++)
     expect[i] = (unsigned char)(i * 2654435761u >> 13);
-  struct iovec iov[PARTS];
+  cp_buf iov[PARTS];
   size_t part = TOTAL / PARTS, off = 0;
   for (int i = 0; i < PARTS; i++) {
-    iov[i].iov_base = expect + off;
-    iov[i].iov_len = i == PARTS - 1 ? TOTAL - off : part;
-    off += iov[i].iov_len;
+    iov[i].base = (char *)expect + off;
+    iov[i].len = i == PARTS - 1 ? TOTAL - off : part;
+    off += iov[i].len;
   }
-  struct iovec copy[PARTS];
+  cp_buf copy[PARTS];
   memcpy(copy, iov, sizeof iov);
   pthread_t t;
   pthread_create(&t, NULL, reader, NULL);

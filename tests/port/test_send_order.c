@@ -40,9 +40,9 @@ int main(void) {
   for (size_t i = 0; i < total; i++)
     stream[i] = (unsigned char)(i * 31 + i / 4096);
   static cp_op ops[SENDS];
-  static struct iovec iov[SENDS];
+  static cp_buf iov[SENDS];
   for (int i = 0; i < SENDS; i++) {
-    iov[i] = (struct iovec){stream + off[i], len[i]};
+    iov[i] = cp_buf_init(stream + off[i], len[i]);
     CHECK_EQ(cp_port_send(p, srv, &ops[i], &iov[i], 1), 0);
   }
   pthread_t t;
@@ -57,7 +57,7 @@ int main(void) {
   /* recvs: started first, completed in order, bytes in order */
   static unsigned char bufs[RECVS][100];
   for (int i = 0; i < RECVS; i++) {
-    iov[i] = (struct iovec){bufs[i], sizeof bufs[i]};
+    iov[i] = cp_buf_init(bufs[i], sizeof bufs[i]);
     CHECK_EQ(cp_port_recv(p, srv, &ops[i], &iov[i], 1), 0);
   }
   unsigned char pattern[RECVS * 100];
