@@ -3,6 +3,7 @@
 
 #include "room_keys.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -146,7 +147,7 @@ int cl_scripts_load(cl_redis *c, cl_scripts *s, void (*done)(void *arg, const ch
 
 /* ---- EVALSHA with an EVAL fallback ------------------------------------ */
 
-#define MAXARGS 16
+#define MAXARGS 20
 
 struct evalctx {
   cl_redis *c;
@@ -303,6 +304,7 @@ static struct evalctx *eval_new(cl_redis *c, cl_scripts *s, bool ids, size_t blo
 }
 
 static void add_arg(struct evalctx *e, const void *p, size_t len) {
+  assert(e->argc < MAXARGS);
   e->argv[e->argc] = p;
   e->len[e->argc++] = len;
 }
