@@ -332,6 +332,7 @@ int main(void) {
       CHECK(msg_event_len[k] == (size_t)n && !memcmp(msg_event[k], event, (size_t)n));
     }
   pthread_mutex_unlock(&msg_lock);
+  free(seen);
   fprintf(stderr, "%u publishers x %u chats: offsets 1..%llu once each, %u interleavings\n", PUBS,
           chats, (unsigned long long)total, interleaved);
 
