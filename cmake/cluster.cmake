@@ -24,5 +24,10 @@ if(CPORT_BUILD_TESTS)
           LABELS "cluster;${backend}")
       endforeach()
     endforeach()
+    # the shell fixture for the cluster's end-to-end tests (no backend involved)
+    add_test(NAME cluster.redis_fixture_sh
+             COMMAND bash ${CMAKE_SOURCE_DIR}/tests/cluster/redis_fixture_selftest.sh)
+    set_tests_properties(cluster.redis_fixture_sh PROPERTIES
+      TIMEOUT 120 SKIP_RETURN_CODE 77 LABELS "cluster")
   endif()
 endif()
