@@ -164,6 +164,19 @@ static void check_delivered(size_t start, uint64_t from, uint64_t to, uint64_t b
   }
 }
 
+/* the reply to a publish expected to fail */
+typedef struct fail_wait {
+  rc_wait w;
+  char err[200];
+  bool res;
+} fail_wait;
+static void foreign_cb(void *arg, const cl_publish_result *res, const char *err) {
+  fail_wait *fw = arg;
+  fw->res = res != NULL;
+  snprintf(fw->err, sizeof fw->err, "%s", err ? err : "");
+  rc_wait_cb(&fw->w, NULL, NULL);
+}
+
 static void load_done(void *arg, const char *err) {
   rc_wait_cb(arg, NULL, err);
 }
@@ -264,6 +277,60 @@ int main(void) {
   last = chats(5, 0);
   CHECK_EQ(process(s, SIZE_MAX), 0);
   check_delivered(mark, 2, last, 2);
+
+  /* F. bad input in Redis. A stream entry that does not decode (another writer)
+   *    at the next offset, the offset moved past it: counted as bad and lost,
+   *    delivery goes on. */
+  char sk[CL_ROOM_KEY_MAX], mk[CL_ROOM_KEY_MAX], id[32], num[32], err[200];
+  size_t skl = cl_room_key(sk, CL_KEY_STREAM, room, ROOM_LEN);
+  size_t mkl = cl_room_key(mk, CL_KEY_META, room, ROOM_LEN);
+  int idl = snprintf(id, sizeof id, "%llu-0", (unsigned long long)(last + 1));
+  r = rc_cmd_bin(cmd, 5, (const char *[]){"XADD", sk, id, "x", "bad"},
+                 (size_t[]){4, skl, (size_t)idl, 1, 3}, err, sizeof err);
+  CHECK(r && r->type == REDIS_REPLY_STRING);
+  freeReplyObject(r);
+  int numl = snprintf(num, sizeof num, "%llu", (unsigned long long)(last + 1));
+  r = rc_cmd_bin(cmd, 4, (const char *[]){"HSET", mk, "s", num},
+                 (size_t[]){4, mkl, 1, (size_t)numl}, err, sizeof err);
+  CHECK(r && r->type == REDIS_REPLY_INTEGER);
+  freeReplyObject(r);
+  uint64_t bad0 = fol.st.bad_entries, lost0 = fol.st.gap_lost;
+  mark = ngot;
+  uint64_t l2 = chats(1, last - 1 + 2); /* "chat <offset - 1>" at offset last + 2 */
+  CHECK_EQ(l2, last + 2);
+  CHECK_EQ(process(s, SIZE_MAX), 0);
+  CHECK_EQ(fol.st.bad_entries, bad0 + 1);
+  CHECK_EQ(fol.st.gap_lost, lost0 + 1);
+  check_delivered(mark, l2, l2, 1);
+  /* A foreign entry past the room's offset: the script fails with Redis's
+   * error before it wrote anything (the offset did not move). */
+  idl = snprintf(id, sizeof id, "%llu-0", (unsigned long long)(l2 + 5));
+  r = rc_cmd_bin(cmd, 5, (const char *[]){"XADD", sk, id, "d", "foreign"},
+                 (size_t[]){4, skl, (size_t)idl, 1, 7}, err, sizeof err);
+  CHECK(r && r->type == REDIS_REPLY_STRING);
+  freeReplyObject(r);
+  fail_wait fw;
+  rc_wait_init(&fw.w);
+  cl_event_req rq = {.op = CL_OP_CHAT,
+                     .player = 1,
+                     .room = room,
+                     .room_len = ROOM_LEN,
+                     .event = "x",
+                     .event_len = 1,
+                     .node = "n",
+                     .node_len = 1,
+                     .stream_max = 100,
+                     .list_max = 10};
+  CHECK_EQ(cl_room_event(cmd->r, &scripts, &rq, foreign_cb, &fw), 0);
+  rc_wait_for(&fw.w);
+  fprintf(stderr, "a foreign stream entry: '%s'\n", fw.err);
+  CHECK(!fw.res && strstr(fw.err, "equal or smaller"));
+  r = rc_cmd_bin(cmd, 3, (const char *[]){"HGET", mk, "s"}, (size_t[]){4, mkl, 1}, err, sizeof err);
+  numl = snprintf(num, sizeof num, "%llu", (unsigned long long)l2);
+  CHECK(r && r->type == REDIS_REPLY_STRING && r->len == (size_t)numl &&
+        !memcmp(r->str, num, r->len));
+  freeReplyObject(r);
+
   fprintf(stderr, "delivered %llu, duplicates %llu, gaps %llu, lost %llu, epochs %llu\n",
           (unsigned long long)fol.st.delivered, (unsigned long long)fol.st.duplicates,
           (unsigned long long)fol.st.gaps, (unsigned long long)fol.st.gap_lost,
