@@ -7,13 +7,14 @@ if(CPORT_BUILD_TESTS)
     message(STATUS "cport: no hiredis (scripts/setup installs libhiredis-dev): cluster tests skipped")
   else()
     add_library(cport_cluster STATIC
+      ${CMAKE_SOURCE_DIR}/apps/server/cluster/presence.c
       ${CMAKE_SOURCE_DIR}/apps/server/cluster/redis_conn.c
       ${CMAKE_SOURCE_DIR}/apps/server/cluster/room_follow.c
       ${CMAKE_SOURCE_DIR}/apps/server/cluster/room_keys.c
       ${CMAKE_SOURCE_DIR}/apps/server/cluster/room_script.c)
     target_include_directories(cport_cluster PUBLIC ${CMAKE_SOURCE_DIR}/apps/server/cluster)
     target_link_libraries(cport_cluster PUBLIC cport_static PkgConfig::HIREDIS)
-    foreach(name redis_proto redis_rooms redis_follow)
+    foreach(name redis_proto redis_rooms redis_follow redis_presence)
       add_executable(${name} ${CMAKE_SOURCE_DIR}/tests/cluster/${name}.c)
       target_include_directories(${name} PRIVATE ${CMAKE_SOURCE_DIR}/tests)
       target_link_libraries(${name} PRIVATE cport_cluster)
