@@ -110,7 +110,9 @@ static inline bool redis_fixture_answers(uint16_t port) {
   struct timeval tv = {1, 0};
   redisContext *c = redisConnectWithTimeout("127.0.0.1", port, tv);
   bool ok = false;
-  if (c && !c->err) {
+  /* A read timeout too: if our server failed to bind, another process may
+   * hold the port and never answer a PING (seen once: a 120 s hang). */
+  if (c && !c->err && redisSetTimeout(c, tv) == REDIS_OK) {
     redisReply *r = redisCommand(c, "PING");
     ok = r && (r->type == REDIS_REPLY_STATUS ||
                (r->type == REDIS_REPLY_ERROR && !strncmp(r->str, "NOAUTH", 6)));

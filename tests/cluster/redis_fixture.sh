@@ -32,7 +32,8 @@ redis_spawn() {
   local reply
   for _ in $(seq 500); do
     kill -0 "$REDIS_PID" 2>/dev/null || { wait "$REDIS_PID" 2>/dev/null || true; REDIS_PID=; return 1; }
-    reply=$(redis-cli -h 127.0.0.1 -p "$REDIS_PORT" PING 2>/dev/null || true)
+    # bounded: if our server failed to bind, another process may hold the port
+    reply=$(timeout 2 redis-cli -h 127.0.0.1 -p "$REDIS_PORT" PING 2>/dev/null || true)
     [[ $reply == PONG || $reply == NOAUTH* ]] && return 0
     sleep 0.02
   done

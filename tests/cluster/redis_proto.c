@@ -62,8 +62,36 @@ static void *not_redis(void *arg) {
   return NULL;
 }
 
+/* ---- a write that ends the connection inline (nested on_disconnected) ---- */
+static cl_redis *inline_c;
+static int inline_writes, inline_failed;
+static int inline_write(void *io, const void *data, size_t len) {
+  (void)io, (void)data, (void)len;
+  if (++inline_writes == 1)
+    return 0;
+  cl_redis_fail_all(inline_c, "connection lost (slow_consumer)");
+  return -ENOBUFS;
+}
+static void inline_cb(void *arg, redisReply *r, const char *err) {
+  (void)arg;
+  CHECK(!r && !strcmp(err, "connection lost (slow_consumer)"));
+  inline_failed++;
+}
+
 int main(void) {
   test_begin("redis_proto", 120);
+  /* no deadlock, and each pending callback told once */
+  inline_c = cl_redis_create(CL_REDIS_COMMANDS, inline_write, NULL, NULL, NULL);
+  CHECK(inline_c);
+  const char *ping[1] = {"PING"};
+  size_t pingl[1] = {4};
+  CHECK_EQ(cl_redis_command(inline_c, 1, ping, pingl, inline_cb, NULL), 0);
+  CHECK_EQ(cl_redis_command(inline_c, 1, ping, pingl, inline_cb, NULL), 0);
+  CHECK_EQ(inline_failed, 2);
+  CHECK_EQ(cl_redis_pending(inline_c), 0);
+  CHECK_EQ(cl_redis_command(inline_c, 1, ping, pingl, inline_cb, NULL), -ENOTCONN);
+  cl_redis_destroy(inline_c);
+
   redis_fixture rf;
   redis_fixture_start(&rf, false, NULL);
   rc_conn *c = rc_open(rf.port, CL_REDIS_COMMANDS, NULL, NULL);

@@ -1,4 +1,5 @@
 /* redis_conn.c - see redis_conn.h. */
+#define _XOPEN_SOURCE 700 /* pthread_mutexattr_settype */
 #include "redis_conn.h"
 
 #include <errno.h>
@@ -60,7 +61,14 @@ cl_redis *cl_redis_create(cl_redis_mode mode, cl_write_fn write, void *io, cl_me
     free(c);
     return NULL;
   }
-  pthread_mutex_init(&c->lock, NULL);
+  /* Recursive: the write may end the connection inline (a session's
+   * on_disconnected runs nested when cp_session_send is called on one of the
+   * service's workers and the send fails), and that calls cl_redis_fail_all. */
+  pthread_mutexattr_t ma;
+  pthread_mutexattr_init(&ma);
+  pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_RECURSIVE);
+  pthread_mutex_init(&c->lock, &ma);
+  pthread_mutexattr_destroy(&ma);
   c->mode = mode;
   c->write = write;
   c->io = io;
@@ -122,7 +130,9 @@ int cl_redis_command(cl_redis *c, int argc, const char **argv, const size_t *arg
   int rc = c->closed ? -ENOTCONN : push_locked(c, fn, arg, expect);
   if (!rc) {
     rc = c->write(c->io, cmd, (size_t)len);
-    if (rc) /* nothing went out: the entry just pushed is the last one */
+    if (rc && c->closed)
+      rc = 0;    /* the connection ended inside the write: fail_all already told fn */
+    else if (rc) /* nothing went out: the entry just pushed is the last one */
       c->count--;
   }
   pthread_mutex_unlock(&c->lock);

@@ -24,7 +24,10 @@
  * cp_session_send does). cl_redis_feed and cl_redis_fail_all must be called
  * serially (a session's callbacks are); callbacks run on the caller of
  * cl_redis_feed / cl_redis_fail_all, without the lock, in FIFO order, and may
- * issue new commands.
+ * issue new commands. The write function may end the connection inline
+ * (cl_redis_fail_all from a session's on_disconnected, which cport runs nested
+ * when a worker's cp_session_send fails): the lock is recursive for that, and
+ * the command's callback is then told like every other pending one.
  */
 #ifndef CPORT_CLUSTER_REDIS_CONN_H
 #define CPORT_CLUSTER_REDIS_CONN_H
@@ -62,7 +65,8 @@ void cl_redis_destroy(cl_redis *c);
  * fn(arg, ...) for its reply (fn may be NULL). 0; -EINVAL for a command the
  * mode does not allow (or argc < 1); -ENOTCONN after a protocol error or
  * cl_redis_fail_all; -ENOMEM; or the write function's error. On an error fn
- * is not called.
+ * is not called (a write that failed because the connection ended inside it
+ * returns 0: fn got the failure).
  */
 int cl_redis_command(cl_redis *c, int argc, const char **argv, const size_t *argvlen,
                      cl_reply_fn fn, void *arg);
