@@ -97,6 +97,7 @@ int main(void) {
   rc_conn *c = rc_open(rf.port, CL_REDIS_COMMANDS, NULL, NULL);
   CHECK(c);
 
+  fprintf(stderr, "step: start and PING\n");
   /* PING */
   redisReply *r = rc_cmd(c, "PING", NULL);
   CHECK(r && r->type == REDIS_REPLY_STATUS && r->len == 4 && !memcmp(r->str, "PONG", 4));
@@ -119,6 +120,7 @@ int main(void) {
   CHECK(r && r->type == REDIS_REPLY_STRING && r->len == 7 && !memcmp(r->str, "v\0\r\n\0w", 7));
   freeReplyObject(r);
 
+  fprintf(stderr, "step: pipelining\n");
   /* 1000 pipelined commands: replies in order, each to its own callback */
   const char *incr[2] = {"INCR", "counter"};
   size_t incrl[2] = {4, 7};
@@ -139,6 +141,7 @@ int main(void) {
   CHECK(r && r->type == REDIS_REPLY_STATUS);
   freeReplyObject(r);
 
+  fprintf(stderr, "step: subscriber mode\n");
   /* modes: a command connection runs no SUBSCRIBE; a subscriber nothing else */
   const char *sub[3] = {"SUBSCRIBE", "ch\0one", "ch\0two"};
   size_t subl[3] = {9, 6, 6};
@@ -181,6 +184,7 @@ int main(void) {
   freeReplyObject(r);
   rc_close(s);
 
+  fprintf(stderr, "step: lost connection\n");
   /* a connection lost with a command pending: its callback says so */
   r = rc_cmd(c, "CLIENT", "SETNAME", "victim", NULL);
   CHECK(r);
@@ -208,6 +212,7 @@ int main(void) {
   rc_close(k);
   redis_fixture_stop(&rf);
 
+  fprintf(stderr, "step: wrong password\n");
   /* a wrong password: a clear error reply, and commands refused until AUTH */
   redis_fixture_start(&rf, false, "right-secret");
   c = rc_open(rf.port, CL_REDIS_COMMANDS, NULL, NULL);
@@ -229,6 +234,7 @@ int main(void) {
   rc_close(c);
   redis_fixture_stop(&rf);
 
+  fprintf(stderr, "step: not redis\n");
   /* a service that is not Redis: a protocol error, every pending command told */
   int lfd = socket(AF_INET, SOCK_STREAM, 0);
   struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
