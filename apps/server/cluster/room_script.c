@@ -1,6 +1,7 @@
 /* room_script.c - see room_script.h. */
 #include "room_script.h"
 
+#include "presence.h"
 #include "room_keys.h"
 
 #include <assert.h>
@@ -335,17 +336,11 @@ int cl_room_event(cl_redis *c, cl_scripts *s, const cl_event_req *req, cl_publis
     add_arg(e, p, n);
     p += n;
   }
-  /* the node's index: cport:node:<hex node name> */
-  static const char hexd[] = "0123456789abcdef";
-  const unsigned char *nn = req->node;
+  /* the node's index: cport:node:<hex node name> (presence.h) */
   char *k = p;
-  memcpy(p, "cport:node:", 11);
-  p += 11;
-  for (size_t i = 0; i < req->node_len; i++) {
-    *p++ = hexd[nn[i] >> 4];
-    *p++ = hexd[nn[i] & 15];
-  }
+  p += cl_node_key(p, req->node, req->node_len);
   add_arg(e, k, (size_t)(p - k));
+  static const char hexd[] = "0123456789abcdef";
   char *op = p;
   *p++ = (char)req->op;
   add_arg(e, op, 1);
