@@ -7,8 +7,9 @@
  * returns once it answers PING (a NOAUTH error counts: it answers). It is
  * always stopped: by redis_fixture_stop(), at exit (atexit: a CHECK that
  * fails exits), and - when the test dies any other way (a crash, the
- * watchdog's _exit, kill -9) - by the kernel: the child asks for SIGKILL when
- * its parent dies (PR_SET_PDEATHSIG). Only the temporary directory outlives
+ * watchdog's _exit, kill -9) - by the kernel: SIGKILL when its parent dies
+ * (PR_SET_PDEATHSIG, set by setpriv --pdeathsig KILL before it execs
+ * redis-server; it is started with posix_spawn). Only the temporary directory outlives
  * such a death. Returns 77 (skip) from the test if redis-server is missing.
  */
 #ifndef CPORT_TEST_REDIS_FIXTURE_H
@@ -20,6 +21,7 @@
 #include <hiredis/hiredis.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -143,16 +145,33 @@ static inline int redis_fixture_spawn(redis_fixture *f) {
   if (f->pass[0])
     argv[n++] = "--requirepass", argv[n++] = f->pass;
   argv[n] = NULL;
-  pid_t parent = getpid();
-  pid_t pid = fork();
-  if (pid < 0)
-    return -1;
-  if (pid == 0) {
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    if (getppid() != parent) /* the parent died before prctl */
-      _exit(1);
-    execv(argv[0], (char *const *)argv);
-    _exit(127);
+  /* posix_spawn, not fork: a fork while other threads (a sanitizer's runtime
+   * included) hold locks can leave the child stuck before its exec. The
+   * kernel's SIGKILL-on-parent-death is set by setpriv(1) right before it
+   * execs redis-server (it survives the exec); without setpriv, fork. */
+  static const char setpriv[] = "/usr/bin/setpriv";
+  pid_t pid;
+  if (access(setpriv, X_OK) == 0) {
+    const char *sv[40];
+    int m = 0;
+    sv[m++] = setpriv, sv[m++] = "--pdeathsig", sv[m++] = "KILL", sv[m++] = "--";
+    for (int i = 0; i <= n; i++)
+      sv[m++] = argv[i];
+    extern char **environ;
+    if (posix_spawn(&pid, setpriv, NULL, NULL, (char *const *)sv, environ) != 0)
+      return -1;
+  } else {
+    pid_t parent = getpid();
+    pid = fork();
+    if (pid < 0)
+      return -1;
+    if (pid == 0) {
+      prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (getppid() != parent) /* the parent died before prctl */
+        _exit(1);
+      execv(argv[0], (char *const *)argv);
+      _exit(127);
+    }
   }
   f->pid = pid;
   for (int i = 0; i < 1000; i++) { /* up to 10 s on a loaded machine */
@@ -170,7 +189,8 @@ static inline int redis_fixture_spawn(redis_fixture *f) {
 }
 
 /* Start on a free port. aof: appendonly yes + appendfsync always. pass: a
- * requirepass, or NULL. 0; exits 77 without redis-server, 1 if it fails. */
+ * requirepass, or NULL. 0; exits 77 without redis-server, 1 if it fails.
+ * f must be static (or allocated): the atexit stop reads it after main. */
 static inline int redis_fixture_start(redis_fixture *f, bool aof, const char *pass) {
   static bool registered;
   if (access(redis_fixture_binary(), X_OK) != 0) {

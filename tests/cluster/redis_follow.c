@@ -184,7 +184,7 @@ static void load_done(void *arg, const char *err) {
 int main(void) {
   test_begin("redis_follow", 180);
   cl_scripts_init(&scripts);
-  redis_fixture rf;
+  static redis_fixture rf; /* static: the atexit stop reads it after main returns */
   redis_fixture_start(&rf, false, NULL);
   port = rf.port;
   cmd = rc_open(port, CL_REDIS_COMMANDS, NULL, NULL);
@@ -338,6 +338,7 @@ int main(void) {
   cl_follow_free(&fol);
   rc_close(s);
   rc_close(cmd);
+  redis_fixture_stop(&rf);
   CHECK_EQ(cp_sendbuf_outstanding(), 0);
   fprintf(stderr, "ok\n");
   return 0;

@@ -143,7 +143,7 @@ static void load_done(void *arg, const char *err) {
 int main(void) {
   test_begin("redis_presence", 120);
   cl_scripts_init(&scripts);
-  redis_fixture rf;
+  static redis_fixture rf; /* static: the atexit stop reads it after main returns */
   redis_fixture_start(&rf, false, NULL);
   cmd = rc_open(rf.port, CL_REDIS_COMMANDS, NULL, NULL);
   CHECK(cmd);
@@ -222,6 +222,7 @@ int main(void) {
   CHECK(cl_node_entry_decode("7:610078", 8, &p, room, &rl) && p == 7 && rl == 3 &&
         !memcmp(room, "a\0x", 3));
   rc_close(cmd);
+  redis_fixture_stop(&rf);
   CHECK_EQ(cp_sendbuf_outstanding(), 0);
   fprintf(stderr, "ok\n");
   return 0;

@@ -92,7 +92,7 @@ int main(void) {
   CHECK_EQ(cl_redis_command(inline_c, 1, ping, pingl, inline_cb, NULL), -ENOTCONN);
   cl_redis_destroy(inline_c);
 
-  redis_fixture rf;
+  static redis_fixture rf; /* static: the atexit stop reads it after main returns */
   redis_fixture_start(&rf, false, NULL);
   rc_conn *c = rc_open(rf.port, CL_REDIS_COMMANDS, NULL, NULL);
   CHECK(c);

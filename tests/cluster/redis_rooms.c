@@ -261,7 +261,7 @@ int main(void) {
   test_begin("redis_rooms", 240);
   chats = TEST_SANITIZED ? 100 : 250;
   cl_scripts_init(&scripts);
-  redis_fixture rf;
+  static redis_fixture rf; /* static: the atexit stop reads it after main returns */
   redis_fixture_start(&rf, false, NULL);
   rc_conn *c = rc_open(rf.port, CL_REDIS_COMMANDS, NULL, NULL);
   CHECK(c);
