@@ -1,0 +1,35 @@
+# Cluster groundwork (issue 14): the Redis layer of a cport-server node
+# (apps/server/cluster/) and its tests against a real redis-server. Not
+# linked into cport-server yet: without --cluster nothing changes.
+if(CPORT_BUILD_TESTS)
+  pkg_check_modules(HIREDIS IMPORTED_TARGET hiredis)
+  if(NOT HIREDIS_FOUND)
+    message(STATUS "cport: no hiredis (scripts/setup installs libhiredis-dev): cluster tests skipped")
+  else()
+    add_library(cport_cluster STATIC
+      ${CMAKE_SOURCE_DIR}/apps/server/cluster/presence.c
+      ${CMAKE_SOURCE_DIR}/apps/server/cluster/redis_conn.c
+      ${CMAKE_SOURCE_DIR}/apps/server/cluster/room_follow.c
+      ${CMAKE_SOURCE_DIR}/apps/server/cluster/room_keys.c
+      ${CMAKE_SOURCE_DIR}/apps/server/cluster/room_script.c)
+    target_include_directories(cport_cluster PUBLIC ${CMAKE_SOURCE_DIR}/apps/server/cluster)
+    target_link_libraries(cport_cluster PUBLIC cport_static PkgConfig::HIREDIS)
+    foreach(name redis_proto redis_rooms redis_follow redis_presence)
+      add_executable(${name} ${CMAKE_SOURCE_DIR}/tests/cluster/${name}.c)
+      target_include_directories(${name} PRIVATE ${CMAKE_SOURCE_DIR}/tests)
+      target_link_libraries(${name} PRIVATE cport_cluster)
+      set_target_properties(${name} PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/tests)
+      foreach(backend uring epoll)
+        add_test(NAME cluster.${name}.${backend} COMMAND ${name})
+        set_tests_properties(cluster.${name}.${backend} PROPERTIES
+          ENVIRONMENT "CPORT_BACKEND=${backend}" TIMEOUT 300 SKIP_RETURN_CODE 77
+          LABELS "cluster;${backend}")
+      endforeach()
+    endforeach()
+    # the shell fixture for the cluster's end-to-end tests (no backend involved)
+    add_test(NAME cluster.redis_fixture_sh
+             COMMAND bash ${CMAKE_SOURCE_DIR}/tests/cluster/redis_fixture_selftest.sh)
+    set_tests_properties(cluster.redis_fixture_sh PROPERTIES
+      TIMEOUT 120 SKIP_RETURN_CODE 77 LABELS "cluster")
+  endif()
+endif()
