@@ -14,6 +14,7 @@
 #define _GNU_SOURCE
 #include "server.h"
 
+#include "../common/cli.h"
 #include "../common/wire.h"
 
 #include <errno.h>
@@ -54,19 +55,8 @@ static void usage(FILE *f) {
          "  --help\n");
 }
 
-static bool parse_uint(const char *s, unsigned long max, unsigned long *out) {
-  char *end;
-  errno = 0;
-  unsigned long v = strtoul(s, &end, 10);
-  if (errno || end == s || *end || v > max || s[0] == '-')
-    return false;
-  *out = v;
-  return true;
-}
-
-static void die_usage(const char *flag, const char *val) {
-  fprintf(stderr, "cport-server: bad value for --%s: '%s'\n(see cport-server --help)\n", flag, val);
-  exit(2);
+static enum cli_status bad(const char *flag, const char *val) {
+  return cli_bad_value("cport-server", flag, val, "\n(see cport-server --help)");
 }
 
 /* ---- echo modes ------------------------------------------------------ */
@@ -147,185 +137,206 @@ static void print_final(const cp_service_stats *st) {
   fprintf(stderr, "\n");
 }
 
-int main(int argc, char **argv) {
-  const char *host = "127.0.0.1", *metrics = "127.0.0.1:9100";
-  unsigned long port = 7777, threads = 0, max_sessions = 0, max_packet = 16384, idle = 0;
-  unsigned long max_rooms = CHAT_DEFAULT_MAX_ROOMS, enter_rate = 0, chat_rate = 0;
-  cp_backend backend = CP_BACKEND_AUTO;
-  bool quiet = false;
-  static const struct option opts[] = {{"host", required_argument, 0, 'h'},
-                                       {"port", required_argument, 0, 'p'},
-                                       {"mode", required_argument, 0, 'm'},
-                                       {"threads", required_argument, 0, 't'},
-                                       {"backend", required_argument, 0, 'b'},
-                                       {"max-sessions", required_argument, 0, 'S'},
-                                       {"max-packet", required_argument, 0, 'P'},
-                                       {"idle-timeout", required_argument, 0, 'i'},
-                                       {"metrics", required_argument, 0, 'M'},
-                                       {"quiet", no_argument, 0, 'q'},
-                                       {"max-rooms", required_argument, 0, 'R'},
-                                       {"enter-rate", required_argument, 0, 'E'},
-                                       {"chat-rate", required_argument, 0, 'C'},
-                                       {"help", no_argument, 0, '?' + 256},
-                                       {0, 0, 0, 0}};
+/* ---- parse ----------------------------------------------------------- */
+
+struct options {
+  const char *host;
+  uint16_t port;
+  enum mode mode;
+  unsigned threads; /* 0: CPU count */
+  cp_backend backend;
+  unsigned max_sessions, max_packet, idle_ms, max_rooms, enter_rate, chat_rate;
+  const char *metrics; /* as given */
+  bool metrics_on;     /* not "off" */
+  char mhost[64];      /* the metrics address, when metrics_on */
+  uint16_t mport;
+  bool quiet;
+};
+
+static const struct option long_opts[] = {{"host", required_argument, 0, 'h'},
+                                          {"port", required_argument, 0, 'p'},
+                                          {"mode", required_argument, 0, 'm'},
+                                          {"threads", required_argument, 0, 't'},
+                                          {"backend", required_argument, 0, 'b'},
+                                          {"max-sessions", required_argument, 0, 'S'},
+                                          {"max-packet", required_argument, 0, 'P'},
+                                          {"idle-timeout", required_argument, 0, 'i'},
+                                          {"metrics", required_argument, 0, 'M'},
+                                          {"quiet", no_argument, 0, 'q'},
+                                          {"max-rooms", required_argument, 0, 'R'},
+                                          {"enter-rate", required_argument, 0, 'E'},
+                                          {"chat-rate", required_argument, 0, 'C'},
+                                          {"help", no_argument, 0, '?' + 256},
+                                          {0, 0, 0, 0}};
+
+/* One option c with its argument v into o. */
+static enum cli_status parse_option(int c, const char *v, struct options *o) {
+  unsigned long port;
+  int m;
+  switch (c) {
+  case 'h':
+    o->host = v;
+    return CLI_RUN;
+  case 'p':
+    if (!cli_uint(v, 0, 65535, &port))
+      return bad("port", v);
+    o->port = (uint16_t)port;
+    return CLI_RUN;
+  case 'm':
+    if (!cli_choice(v, mode_names, 3, &m))
+      return bad("mode", v);
+    o->mode = (enum mode)m;
+    return CLI_RUN;
+  case 't':
+    return cli_unsigned(v, 1, 256, &o->threads) ? CLI_RUN : bad("threads", v);
+  case 'b':
+    return cli_backend(v, &o->backend) ? CLI_RUN : bad("backend", v);
+  case 'S':
+    return cli_unsigned(v, 0, UINT_MAX, &o->max_sessions) ? CLI_RUN : bad("max-sessions", v);
+  case 'P':
+    return cli_unsigned(v, 4, 65535, &o->max_packet) ? CLI_RUN : bad("max-packet", v);
+  case 'i':
+    return cli_duration_ms(v, 1000, 0, 86400, &o->idle_ms) ? CLI_RUN : bad("idle-timeout", v);
+  case 'R':
+    return cli_unsigned(v, 1, UINT_MAX, &o->max_rooms) ? CLI_RUN : bad("max-rooms", v);
+  case 'E':
+    return cli_unsigned(v, 0, 1000000, &o->enter_rate) ? CLI_RUN : bad("enter-rate", v);
+  case 'C':
+    return cli_unsigned(v, 0, 1000000, &o->chat_rate) ? CLI_RUN : bad("chat-rate", v);
+  case 'M':
+    o->metrics = v;
+    return CLI_RUN;
+  case 'q':
+    o->quiet = true;
+    return CLI_RUN;
+  case '?' + 256:
+    return CLI_HELP;
+  default:
+    fprintf(stderr, "cport-server: unknown or incomplete option '%s'\n", v);
+    usage(stderr);
+    return CLI_USAGE;
+  }
+}
+
+/* argv into o: no side effect but the error messages. */
+static enum cli_status parse(int argc, char **argv, struct options *o) {
+  *o = (struct options){.host = "127.0.0.1",
+                        .port = 7777,
+                        .mode = MODE_CHAT,
+                        .backend = CP_BACKEND_AUTO,
+                        .max_packet = 16384,
+                        .max_rooms = CHAT_DEFAULT_MAX_ROOMS,
+                        .metrics = "127.0.0.1:9100"};
   int c;
   opterr = 0;
-  while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-    switch (c) {
-    case 'h':
-      host = optarg;
-      break;
-    case 'p':
-      if (!parse_uint(optarg, 65535, &port))
-        die_usage("port", optarg);
-      break;
-    case 'm':
-      if (!strcmp(optarg, "echo"))
-        mode = MODE_ECHO;
-      else if (!strcmp(optarg, "packet-echo"))
-        mode = MODE_PACKET_ECHO;
-      else if (!strcmp(optarg, "chat"))
-        mode = MODE_CHAT;
-      else
-        die_usage("mode", optarg);
-      break;
-    case 't':
-      if (!parse_uint(optarg, 256, &threads) || !threads)
-        die_usage("threads", optarg);
-      break;
-    case 'b':
-      if (cp_backend_from_name(optarg, &backend) != 0)
-        die_usage("backend", optarg);
-      break;
-    case 'S':
-      if (!parse_uint(optarg, UINT_MAX, &max_sessions))
-        die_usage("max-sessions", optarg);
-      break;
-    case 'P':
-      if (!parse_uint(optarg, 65535, &max_packet) || max_packet < 4)
-        die_usage("max-packet", optarg);
-      break;
-    case 'i':
-      if (!parse_uint(optarg, 86400, &idle))
-        die_usage("idle-timeout", optarg);
-      break;
-    case 'R':
-      if (!parse_uint(optarg, UINT_MAX, &max_rooms) || max_rooms < 1)
-        die_usage("max-rooms", optarg);
-      break;
-    case 'E':
-      if (!parse_uint(optarg, 1000000, &enter_rate))
-        die_usage("enter-rate", optarg);
-      break;
-    case 'C':
-      if (!parse_uint(optarg, 1000000, &chat_rate))
-        die_usage("chat-rate", optarg);
-      break;
-    case 'M':
-      metrics = optarg;
-      break;
-    case 'q':
-      quiet = true;
-      break;
-    case '?' + 256:
-      usage(stdout);
-      return 0;
-    default:
-      fprintf(stderr, "cport-server: unknown or incomplete option '%s'\n", argv[optind - 1]);
-      usage(stderr);
-      return 2;
-    }
+  while ((c = getopt_long(argc, argv, "", long_opts, NULL)) != -1) {
+    /* an unknown option is reported by its argv word */
+    enum cli_status st = parse_option(c, c == '?' || c == ':' ? argv[optind - 1] : optarg, o);
+    if (st != CLI_RUN)
+      return st;
   }
   if (optind < argc) {
     fprintf(stderr, "cport-server: unexpected argument '%s'\n", argv[optind]);
-    return 2;
+    return CLI_USAGE;
   }
-  if (mode == MODE_CHAT && max_packet < CHAT_LARGEST_SERVER_PACKET) {
+  if (o->mode == MODE_CHAT && o->max_packet < CHAT_LARGEST_SERVER_PACKET) {
     fprintf(stderr,
-            "cport-server: --max-packet %lu is below %d, the largest packet chat mode sends "
+            "cport-server: --max-packet %u is below %d, the largest packet chat mode sends "
             "(S_CHAT with a 1000-byte text)\n",
-            max_packet, CHAT_LARGEST_SERVER_PACKET);
-    return 2;
+            o->max_packet, CHAT_LARGEST_SERVER_PACKET);
+    return CLI_USAGE;
   }
-  char mhost[64] = "";
-  unsigned long mport = 0;
-  if (strcmp(metrics, "off")) {
-    const char *colon = strrchr(metrics, ':');
-    if (!colon || (size_t)(colon - metrics) >= sizeof mhost || colon == metrics ||
-        !parse_uint(colon + 1, 65535, &mport))
-      die_usage("metrics", metrics);
-    memcpy(mhost, metrics, (size_t)(colon - metrics));
-  }
+  o->metrics_on = strcmp(o->metrics, "off") != 0;
+  if (o->metrics_on && !cli_host_port(o->metrics, o->mhost, sizeof o->mhost, &o->mport))
+    return bad("metrics", o->metrics);
+  return CLI_RUN;
+}
 
-  /* Many players: use every descriptor we may. */
+/* ---- run ------------------------------------------------------------- */
+
+/* Many players: use every descriptor we may. */
+static void raise_fd_limit(void) {
   struct rlimit rl;
   if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
     rl.rlim_cur = rl.rlim_max;
     setrlimit(RLIMIT_NOFILE, &rl);
   }
-  sigset_t sigs;
-  sigemptyset(&sigs);
-  sigaddset(&sigs, SIGINT);
-  sigaddset(&sigs, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+}
 
-  cp_service_options o = {.kind = CP_SERVICE_SERVER,
-                          .host = host,
-                          .port = (uint16_t)port,
-                          .threads = (unsigned)threads,
-                          .port_opts = {.backend = backend},
-                          .max_sessions = (unsigned)max_sessions,
-                          .max_packet = (uint16_t)max_packet,
-                          .raw = mode == MODE_ECHO,
-                          .idle_timeout_ms = (unsigned)idle * 1000u};
-  if (mode == MODE_ECHO)
-    o.callbacks =
+static cp_service_options service_options(const struct options *o) {
+  cp_service_options so = {.kind = CP_SERVICE_SERVER,
+                           .host = o->host,
+                           .port = o->port,
+                           .threads = o->threads,
+                           .port_opts = {.backend = o->backend},
+                           .max_sessions = o->max_sessions,
+                           .max_packet = (uint16_t)o->max_packet,
+                           .raw = o->mode == MODE_ECHO,
+                           .idle_timeout_ms = o->idle_ms};
+  if (o->mode == MODE_ECHO)
+    so.callbacks =
         (cp_session_callbacks){.on_raw = echo_raw, .on_disconnected = srv_on_disconnected};
-  else if (mode == MODE_PACKET_ECHO)
-    o.callbacks =
+  else if (o->mode == MODE_PACKET_ECHO)
+    so.callbacks =
         (cp_session_callbacks){.on_packet = echo_packet, .on_disconnected = srv_on_disconnected};
   else
-    o.callbacks = (cp_session_callbacks){.on_connected = chat_on_connected,
-                                         .on_packet = chat_on_packet,
-                                         .on_disconnected = chat_on_disconnected};
-  int rc = cp_service_create(&svc, &o);
+    so.callbacks = (cp_session_callbacks){.on_connected = chat_on_connected,
+                                          .on_packet = chat_on_packet,
+                                          .on_disconnected = chat_on_disconnected};
+  return so;
+}
+
+/* The game service (svc) and the metrics service (*msvc, NULL when off), started; 0 or exit 1
+ * (said why). */
+static int start(const struct options *o, cp_service **msvc) {
+  cp_service_options so = service_options(o);
+  int rc = cp_service_create(&svc, &so);
   if (rc) {
     fprintf(stderr, "cport-server: %s\n", cp_strerror(rc));
     return 1;
   }
-  if (mode == MODE_CHAT)
-    chat_init(svc, &(struct chat_limits){.max_rooms = max_rooms,
-                                         .max_packet = max_packet,
-                                         .enter_rate = (unsigned)enter_rate,
-                                         .chat_rate = (unsigned)chat_rate});
+  if (o->mode == MODE_CHAT)
+    chat_init(svc, &(struct chat_limits){.max_rooms = o->max_rooms,
+                                         .max_packet = o->max_packet,
+                                         .enter_rate = o->enter_rate,
+                                         .chat_rate = o->chat_rate});
   rc = cp_service_start(svc);
   if (rc) {
-    fprintf(stderr, "cport-server: cannot listen on %s:%lu: %s\n", host, port, cp_strerror(rc));
+    fprintf(stderr, "cport-server: cannot listen on %s:%u: %s\n", o->host, o->port,
+            cp_strerror(rc));
     cp_service_destroy(svc);
     return 1;
   }
-  cp_service *msvc = NULL;
-  if (mport || *mhost) {
-    rc = metrics_start(mhost, (uint16_t)mport, backend, fill_metrics, &msvc);
+  *msvc = NULL;
+  if (o->metrics_on) {
+    rc = metrics_start(o->mhost, o->mport, o->backend, fill_metrics, msvc);
     if (rc) {
-      fprintf(stderr, "cport-server: cannot serve metrics on %s: %s\n", metrics, cp_strerror(rc));
+      fprintf(stderr, "cport-server: cannot serve metrics on %s: %s\n", o->metrics,
+              cp_strerror(rc));
       cp_service_destroy(svc);
       return 1;
     }
   }
+  return 0;
+}
+
+static void announce(const struct options *o, cp_service *msvc) {
   char maddr[80] = "off";
   if (msvc)
-    snprintf(maddr, sizeof maddr, "%s:%u", mhost, cp_service_listen_port(msvc));
+    snprintf(maddr, sizeof maddr, "%s:%u", o->mhost, cp_service_listen_port(msvc));
   fprintf(stderr, "cport-server: %s mode on %s:%u, %u threads, backend %s, metrics %s\n",
-          mode_names[mode], host, cp_service_listen_port(svc),
-          threads ? (unsigned)threads : (unsigned)sysconf(_SC_NPROCESSORS_ONLN),
+          mode_names[o->mode], o->host, cp_service_listen_port(svc),
+          o->threads ? o->threads : (unsigned)sysconf(_SC_NPROCESSORS_ONLN),
           cp_backend_name(cp_port_backend(cp_service_port(svc))), maddr);
+}
 
+/* A stats line a second (unless quiet) until SIGINT or SIGTERM (blocked in sigs). */
+static void serve(const sigset_t *sigs, bool quiet) {
   cp_service_stats prev, st;
   cp_service_get_stats(svc, &prev);
   struct timespec one = {.tv_sec = 1, .tv_nsec = 0};
   for (;;) {
-    int sig = sigtimedwait(&sigs, NULL, &one);
+    int sig = sigtimedwait(sigs, NULL, &one);
     if (sig == SIGINT || sig == SIGTERM)
       break;
     cp_service_get_stats(svc, &st);
@@ -338,8 +349,32 @@ int main(int argc, char **argv) {
               (double)(st.bytes_out - prev.bytes_out) / 1e6, total_disconnects(&st));
     prev = st;
   }
+}
+
+/* Start, serve until a signal; msvc for report. 0 or exit 1. */
+static int run(const struct options *o, cp_service **msvc) {
+  mode = o->mode;
+  raise_fd_limit();
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+  int rc = start(o, msvc);
+  if (rc)
+    return rc;
+  announce(o, *msvc);
+  serve(&sigs, o->quiet);
+  return 0;
+}
+
+/* ---- report ---------------------------------------------------------- */
+
+/* Drain, print the final counters, tear down. */
+static int report(cp_service *msvc) {
   fprintf(stderr, "cport-server: draining\n");
   cp_service_stop(svc, 2000);
+  cp_service_stats st;
   cp_service_get_stats(svc, &st);
   print_final(&st);
   if (msvc)
@@ -348,4 +383,16 @@ int main(int argc, char **argv) {
     chat_shutdown();
   cp_service_destroy(svc);
   return 0;
+}
+
+int main(int argc, char **argv) {
+  struct options o;
+  enum cli_status st = parse(argc, argv, &o);
+  if (st == CLI_HELP)
+    usage(stdout);
+  if (st != CLI_RUN)
+    return st;
+  cp_service *msvc;
+  int rc = run(&o, &msvc);
+  return rc ? rc : report(msvc);
 }
