@@ -49,6 +49,7 @@
  * Exit status: 0 if everything verified, 1 on any error, 2 on bad flags.
  */
 #define _GNU_SOURCE
+#include "../common/cli.h"
 #include "../common/hist.h"
 #include "../common/wire.h"
 
@@ -72,16 +73,16 @@
 enum mode { MODE_ECHO, MODE_PACKET_ECHO, MODE_CHAT };
 static const char *const mode_names[] = {"echo", "packet-echo", "chat"};
 
-static struct {
+static struct config {
   const char *host;
-  unsigned port, clients, size, depth, duration, room_size, threads, connect_timeout;
+  unsigned port, clients, size, depth, room_size, threads;
+  unsigned duration_ms, connect_timeout_ms;
   double rate, churn;
   enum mode mode;
   cp_backend backend;
   bool json, quiet, pipeline;
   unsigned ping_ms;
-} cfg = {"127.0.0.1",     7777, 100, 64, 1,   10, 100, 0, 10, 0, 0, MODE_CHAT,
-         CP_BACKEND_AUTO, 0,    0,   0,  1000};
+} cfg; /* parse fills it */
 
 #define MSG_HDR 16 /* seq (8) + send time (8), after the packet header if any */
 
@@ -1025,149 +1026,168 @@ static void usage(FILE *f) {
          "  --quiet                   no progress line\n");
 }
 
-static unsigned num(const char *flag, const char *v, unsigned min, unsigned max) {
-  char *end;
-  errno = 0;
-  unsigned long x = strtoul(v, &end, 10);
-  if (errno || end == v || *end || v[0] == '-' || x < min || x > max) {
-    fprintf(stderr, "cport-dummy: bad value for --%s: '%s' (%u..%u)\n", flag, v, min, max);
-    exit(2);
-  }
-  return (unsigned)x;
+/* ---- parse ----------------------------------------------------------- */
+
+static const struct option long_opts[] = {{"host", 1, 0, 'h'},
+                                          {"port", 1, 0, 'p'},
+                                          {"clients", 1, 0, 'c'},
+                                          {"mode", 1, 0, 'm'},
+                                          {"size", 1, 0, 's'},
+                                          {"depth", 1, 0, 'd'},
+                                          {"rate", 1, 0, 'r'},
+                                          {"duration", 1, 0, 'D'},
+                                          {"room-size", 1, 0, 'R'},
+                                          {"threads", 1, 0, 't'},
+                                          {"backend", 1, 0, 'b'},
+                                          {"connect-timeout", 1, 0, 'T'},
+                                          {"json", 0, 0, 'j'},
+                                          {"quiet", 0, 0, 'q'},
+                                          {"churn", 1, 0, 'C'},
+                                          {"pipeline", 0, 0, 'P'},
+                                          {"ping-interval", 1, 0, 'I'},
+                                          {"help", 0, 0, 'H'},
+                                          {0, 0, 0, 0}};
+
+static enum cli_status bad(const char *flag, const char *v, const char *detail) {
+  return cli_bad_value("cport-dummy", flag, v, detail);
 }
 
-int main(int argc, char **argv) {
-  static const struct option opts[] = {{"host", 1, 0, 'h'},
-                                       {"port", 1, 0, 'p'},
-                                       {"clients", 1, 0, 'c'},
-                                       {"mode", 1, 0, 'm'},
-                                       {"size", 1, 0, 's'},
-                                       {"depth", 1, 0, 'd'},
-                                       {"rate", 1, 0, 'r'},
-                                       {"duration", 1, 0, 'D'},
-                                       {"room-size", 1, 0, 'R'},
-                                       {"threads", 1, 0, 't'},
-                                       {"backend", 1, 0, 'b'},
-                                       {"connect-timeout", 1, 0, 'T'},
-                                       {"json", 0, 0, 'j'},
-                                       {"quiet", 0, 0, 'q'},
-                                       {"churn", 1, 0, 'C'},
-                                       {"pipeline", 0, 0, 'P'},
-                                       {"ping-interval", 1, 0, 'I'},
-                                       {"help", 0, 0, 'H'},
-                                       {0, 0, 0, 0}};
-  bool rate_set = false, size_set = false;
+static enum cli_status bad_range(const char *flag, const char *v, unsigned min, unsigned max) {
+  char detail[48];
+  snprintf(detail, sizeof detail, " (%u..%u)", min, max);
+  return bad(flag, v, detail);
+}
+
+static enum cli_status num(const char *flag, const char *v, unsigned min, unsigned max,
+                           unsigned *out) {
+  return cli_unsigned(v, min, max, out) ? CLI_RUN : bad_range(flag, v, min, max);
+}
+
+/* A count of unit_ms-millisecond units in [min, max], into *out_ms. */
+static enum cli_status duration(const char *flag, const char *v, unsigned unit_ms, unsigned min,
+                                unsigned max, unsigned *out_ms) {
+  return cli_duration_ms(v, unit_ms, min, max, out_ms) ? CLI_RUN : bad_range(flag, v, min, max);
+}
+
+/* The flags whose default depends on the mode, if given. */
+struct given {
+  bool rate, size;
+};
+
+/* One option ch with its argument v into o. */
+static enum cli_status parse_option(int ch, const char *v, struct config *o, struct given *g) {
+  int m;
+  switch (ch) {
+  case 'h':
+    o->host = v;
+    return CLI_RUN;
+  case 'p':
+    return num("port", v, 1, 65535, &o->port);
+  case 'c':
+    return num("clients", v, 1, 1000000, &o->clients);
+  case 'm':
+    if (!cli_choice(v, mode_names, 3, &m))
+      return bad("mode", v, " (echo, packet-echo, chat)");
+    o->mode = (enum mode)m;
+    return CLI_RUN;
+  case 's':
+    g->size = true;
+    return num("size", v, 1, 65535, &o->size);
+  case 'd':
+    return num("depth", v, 1, 100000, &o->depth);
+  case 'r':
+    g->rate = true;
+    return cli_real(v, 0, false, 1e6, &o->rate) ? CLI_RUN
+                                                : bad("rate", v, " (above 0, at most 1000000)");
+  case 'D':
+    return duration("duration", v, 1000, 1, 86400, &o->duration_ms);
+  case 'R':
+    return num("room-size", v, 1, 1000000, &o->room_size);
+  case 't':
+    return num("threads", v, 1, 256, &o->threads);
+  case 'b':
+    return cli_backend(v, &o->backend) ? CLI_RUN : bad("backend", v, " (auto, uring, epoll)");
+  case 'C':
+    return cli_real(v, 0, true, 1e6, &o->churn) ? CLI_RUN : bad("churn", v, " (0..1000000)");
+  case 'T':
+    return duration("connect-timeout", v, 1000, 1, 3600, &o->connect_timeout_ms);
+  case 'I':
+    return duration("ping-interval", v, 1, 0, 3600000, &o->ping_ms);
+  case 'j':
+    o->json = true;
+    return CLI_RUN;
+  case 'P':
+    o->pipeline = true;
+    return CLI_RUN;
+  case 'q':
+    o->quiet = true;
+    return CLI_RUN;
+  case 'H':
+    return CLI_HELP;
+  default:
+    fprintf(stderr, "cport-dummy: unknown or incomplete option '%s'\n", v);
+    usage(stderr);
+    return CLI_USAGE;
+  }
+}
+
+/* argv into o: no side effect but the error messages. */
+static enum cli_status parse(int argc, char **argv, struct config *o) {
+  *o = (struct config){.host = "127.0.0.1",
+                       .port = 7777,
+                       .clients = 100,
+                       .size = 64,
+                       .depth = 1,
+                       .duration_ms = 10000,
+                       .room_size = 100,
+                       .connect_timeout_ms = 10000,
+                       .mode = MODE_CHAT,
+                       .backend = CP_BACKEND_AUTO,
+                       .ping_ms = 1000};
+  struct given g = {0};
   int ch;
   opterr = 0;
-  while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-    switch (ch) {
-    case 'h':
-      cfg.host = optarg;
-      break;
-    case 'p':
-      cfg.port = num("port", optarg, 1, 65535);
-      break;
-    case 'c':
-      cfg.clients = num("clients", optarg, 1, 1000000);
-      break;
-    case 'm':
-      if (!strcmp(optarg, "echo"))
-        cfg.mode = MODE_ECHO;
-      else if (!strcmp(optarg, "packet-echo"))
-        cfg.mode = MODE_PACKET_ECHO;
-      else if (!strcmp(optarg, "chat"))
-        cfg.mode = MODE_CHAT;
-      else {
-        fprintf(stderr, "cport-dummy: bad --mode '%s' (echo, packet-echo, chat)\n", optarg);
-        return 2;
-      }
-      break;
-    case 's':
-      cfg.size = num("size", optarg, 1, 65535);
-      size_set = true;
-      break;
-    case 'd':
-      cfg.depth = num("depth", optarg, 1, 100000);
-      break;
-    case 'r': {
-      char *end;
-      cfg.rate = strtod(optarg, &end);
-      if (*end || !(cfg.rate > 0) || cfg.rate > 1e6) {
-        fprintf(stderr, "cport-dummy: bad --rate '%s'\n", optarg);
-        return 2;
-      }
-      rate_set = true;
-      break;
-    }
-    case 'D':
-      cfg.duration = num("duration", optarg, 1, 86400);
-      break;
-    case 'R':
-      cfg.room_size = num("room-size", optarg, 1, 1000000);
-      break;
-    case 't':
-      cfg.threads = num("threads", optarg, 1, 256);
-      break;
-    case 'b':
-      if (cp_backend_from_name(optarg, &cfg.backend) != 0) {
-        fprintf(stderr, "cport-dummy: bad --backend '%s'\n", optarg);
-        return 2;
-      }
-      break;
-    case 'C': {
-      char *end;
-      cfg.churn = strtod(optarg, &end);
-      if (end == optarg || *end || !(cfg.churn >= 0) || cfg.churn > 1e6) {
-        fprintf(stderr, "cport-dummy: bad --churn '%s'\n", optarg);
-        return 2;
-      }
-      break;
-    }
-    case 'T':
-      cfg.connect_timeout = num("connect-timeout", optarg, 1, 3600);
-      break;
-    case 'j':
-      cfg.json = true;
-      break;
-    case 'P':
-      cfg.pipeline = true;
-      break;
-    case 'I':
-      cfg.ping_ms = num("ping-interval", optarg, 0, 3600000);
-      break;
-    case 'q':
-      cfg.quiet = true;
-      break;
-    case 'H':
-      usage(stdout);
-      return 0;
-    default:
-      fprintf(stderr, "cport-dummy: unknown or incomplete option '%s'\n", argv[optind - 1]);
-      usage(stderr);
-      return 2;
-    }
+  while ((ch = getopt_long(argc, argv, "", long_opts, NULL)) != -1) {
+    /* an unknown option is reported by its argv word */
+    enum cli_status st =
+        parse_option(ch, ch == '?' || ch == ':' ? argv[optind - 1] : optarg, o, &g);
+    if (st != CLI_RUN)
+      return st;
   }
   if (optind < argc) {
     fprintf(stderr, "cport-dummy: unexpected argument '%s'\n", argv[optind]);
-    return 2;
+    return CLI_USAGE;
   }
-  if (cfg.mode == MODE_CHAT) {
-    if (!rate_set)
-      cfg.rate = 1;
-    if (!size_set)
-      cfg.size = 16;
-    if (cfg.room_size > cfg.clients)
-      cfg.room_size = cfg.clients;
-  } else if (cfg.size < pre() + MSG_HDR) {
-    fprintf(stderr, "cport-dummy: --size must be at least %u in %s mode\n", pre() + MSG_HDR,
-            mode_names[cfg.mode]);
-    return 2;
+  unsigned least = (o->mode == MODE_PACKET_ECHO ? CP_PACKET_HEADER : 0) + MSG_HDR;
+  if (o->mode == MODE_CHAT) {
+    if (!g.rate)
+      o->rate = 1;
+    if (!g.size)
+      o->size = 16;
+    if (o->room_size > o->clients)
+      o->room_size = o->clients;
+  } else if (o->size < least) {
+    fprintf(stderr, "cport-dummy: --size must be at least %u in %s mode\n", least,
+            mode_names[o->mode]);
+    return CLI_USAGE;
   }
+  return CLI_RUN;
+}
+
+/* ---- run ------------------------------------------------------------- */
+
+static const struct timespec tick = {0, 5000000};
+
+static void raise_fd_limit(void) {
   struct rlimit rl;
   if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
     rl.rlim_cur = rl.rlim_max;
     setrlimit(RLIMIT_NOFILE, &rl);
   }
+}
+
+/* clients[] (and pend[] for churn): 0, or 1 out of memory (said so). */
+static int setup_clients(void) {
   clients = calloc(cfg.clients, sizeof *clients);
   if (cfg.churn > 0)
     pend = calloc(cfg.clients, sizeof *pend);
@@ -1186,12 +1206,11 @@ int main(int argc, char **argv) {
       return 1;
     }
   }
-  sigset_t sigs;
-  sigemptyset(&sigs);
-  sigaddset(&sigs, SIGINT);
-  sigaddset(&sigs, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+  return 0;
+}
 
+/* The client service, started: 0, or 1 (said why). */
+static int start_service(void) {
   cp_service_options o = {.kind = CP_SERVICE_CLIENT,
                           .host = cfg.host,
                           .port = (uint16_t)cfg.port,
@@ -1212,20 +1231,21 @@ int main(int argc, char **argv) {
     fprintf(stderr, "cport-dummy: cannot start: %s\n", cp_strerror(rc));
     return 1;
   }
-  bool tty = isatty(STDERR_FILENO) && !cfg.quiet;
   if (!cfg.quiet)
     fprintf(stderr, "cport-dummy: %u clients, %s mode, to %s:%u, backend %s\n", cfg.clients,
             mode_names[cfg.mode], cfg.host, cfg.port,
             cp_backend_name(cp_port_backend(cp_service_port(svc))));
+  return 0;
+}
 
-  /* Connect everyone (and, in chat, log in and enter the rooms). */
-  uint64_t t0 = now_ns(), deadline = t0 + (uint64_t)cfg.connect_timeout * 1000000000ull;
-  bool stop_now = false;
-  struct timespec tick = {0, 5000000};
+/* Connect everyone (and, in chat, log in and enter the rooms). true: stop now (a failure, said
+ * so, or a signal). */
+static bool connect_all(const sigset_t *sigs) {
+  uint64_t deadline = now_ns() + (uint64_t)cfg.connect_timeout_ms * 1000000ull;
   for (;;) {
     uint64_t ready = cfg.mode == MODE_CHAT ? atomic_load(&n_entered) : atomic_load(&n_connected);
     if (ready >= cfg.clients)
-      break;
+      return false;
     cp_service_stats st;
     cp_service_get_stats(svc, &st);
     if (st.connect_failures || atomic_load(&n_errors) || now_ns() > deadline) {
@@ -1234,80 +1254,109 @@ int main(int argc, char **argv) {
               ready, cfg.clients, cfg.mode == MODE_CHAT ? "entered their rooms" : "connected",
               st.connect_failures);
       atomic_fetch_add(&n_errors, 1);
-      stop_now = true;
-      break;
+      return true;
     }
-    if (sigtimedwait(&sigs, NULL, &tick) > 0) {
-      stop_now = true;
-      break;
-    }
+    if (sigtimedwait(sigs, NULL, &tick) > 0)
+      return true;
   }
-  /* Run. */
-  uint64_t start = now_ns(), last_print = start, last_msgs = 0;
-  uint64_t end = start + (uint64_t)cfg.duration * 1000000000ull;
-  uint64_t churned = 0;
+}
+
+/* Depth mode: put --depth messages in flight on every client. */
+static void prime_depth(void) {
+  for (unsigned i = 0; i < cfg.clients; i++) {
+    pthread_spin_lock(&clients[i].lock);
+    for (unsigned k = 0; k < cfg.depth && clients[i].s && atomic_load(&clients[i].state) == CS_UP;
+         k++)
+      echo_send(&clients[i]);
+    pthread_spin_unlock(&clients[i].lock);
+  }
+}
+
+/* Chat: send the pings due by now; *pinged: pings due so far, over all clients. Spread over the
+ * period: client i pings at i/N of it, not all at once. */
+static void ping_due(uint64_t start, uint64_t now, uint64_t *pinged) {
+  uint64_t due = (now - start) / 1000000ull * cfg.clients / cfg.ping_ms;
+  for (; *pinged < due; (*pinged)++) {
+    struct client *c = &clients[*pinged % cfg.clients];
+    pthread_spin_lock(&c->lock);
+    if (c->s && atomic_load(&c->state) == CS_UP) {
+      Chat__CPing m = CHAT__CPING__INIT;
+      m.client_time_us = now_ns() / 1000;
+      if (wire_send(c->s, CHAT__PACKET_ID__C_PING, &m.base) == 0)
+        atomic_fetch_add_explicit(&n_pings, 1, memory_order_relaxed);
+    }
+    pthread_spin_unlock(&c->lock);
+  }
+}
+
+/* The progress line, once a second. */
+struct progress {
+  uint64_t last_print, last_msgs;
+  bool tty;
+};
+
+static void progress(struct progress *p, uint64_t now) {
+  if (now - p->last_print < 1000000000ull || cfg.quiet)
+    return;
+  uint64_t m = atomic_load(&n_recv_msgs);
+  double secs = (double)(now - p->last_print) / 1e9;
+  fprintf(stderr,
+          "%sconnected %" PRIu64 "  reconnects %" PRIu64
+          "  msgs/s %.0f  p99 %.2f ms  errors %" PRIu64 "%s",
+          p->tty ? "\r" : "", atomic_load(&n_connected), atomic_load(&n_reconnects),
+          (double)(m - p->last_msgs) / secs, (double)hist_quantile(&lat, 0.99) / 1000.0,
+          atomic_load(&n_errors), p->tty ? "" : "\n");
+  p->last_msgs = m;
+  p->last_print = now;
+}
+
+/* Send for --duration from start (unless stop_now). true: stopped by a signal (or stop_now). */
+static bool load(const sigset_t *sigs, bool tty, bool stop_now, uint64_t start) {
+  uint64_t end = start + (uint64_t)cfg.duration_ms * 1000000ull;
+  uint64_t churned = 0, pinged = 0;
+  struct progress pr = {.last_print = start, .last_msgs = 0, .tty = tty};
   atomic_store(&churning, true); /* every first connect is done: a failed one now is a reconnect */
   atomic_store(&measuring, true);
   atomic_store(&sending, true);
   if (!stop_now && cfg.rate == 0)
-    for (unsigned i = 0; i < cfg.clients; i++) {
-      pthread_spin_lock(&clients[i].lock);
-      for (unsigned k = 0; k < cfg.depth && clients[i].s && atomic_load(&clients[i].state) == CS_UP;
-           k++)
-        echo_send(&clients[i]);
-      pthread_spin_unlock(&clients[i].lock);
-    }
-  uint64_t pinged = 0; /* pings due so far, over all clients */
+    prime_depth();
   while (!stop_now) {
     uint64_t now = now_ns();
     if (now >= end)
       break;
     if (cfg.rate > 0)
       pace(start, now);
-    if (cfg.mode == MODE_CHAT && cfg.ping_ms) {
-      /* spread over the period: client i pings at i/N of it, not all at once */
-      uint64_t due = (now - start) / 1000000ull * cfg.clients / cfg.ping_ms;
-      for (; pinged < due; pinged++) {
-        struct client *c = &clients[pinged % cfg.clients];
-        pthread_spin_lock(&c->lock);
-        if (c->s && atomic_load(&c->state) == CS_UP) {
-          Chat__CPing m = CHAT__CPING__INIT;
-          m.client_time_us = now_ns() / 1000;
-          if (wire_send(c->s, CHAT__PACKET_ID__C_PING, &m.base) == 0)
-            atomic_fetch_add_explicit(&n_pings, 1, memory_order_relaxed);
-        }
-        pthread_spin_unlock(&c->lock);
-      }
-    }
+    if (cfg.mode == MODE_CHAT && cfg.ping_ms)
+      ping_due(start, now, &pinged);
     if (cfg.churn > 0) {
       for (uint64_t due = (uint64_t)((double)(now - start) / 1e9 * cfg.churn); churned < due;
            churned++)
         churn_one();
       pump_reconnects();
     }
-    if (now - last_print >= 1000000000ull && !cfg.quiet) {
-      uint64_t m = atomic_load(&n_recv_msgs);
-      double secs = (double)(now - last_print) / 1e9;
-      fprintf(stderr,
-              "%sconnected %" PRIu64 "  reconnects %" PRIu64
-              "  msgs/s %.0f  p99 %.2f ms  errors %" PRIu64 "%s",
-              tty ? "\r" : "", atomic_load(&n_connected), atomic_load(&n_reconnects),
-              (double)(m - last_msgs) / secs, (double)hist_quantile(&lat, 0.99) / 1000.0,
-              atomic_load(&n_errors), tty ? "" : "\n");
-      last_msgs = m;
-      last_print = now;
-    }
-    if (sigtimedwait(&sigs, NULL, &tick) > 0) {
+    progress(&pr, now);
+    if (sigtimedwait(sigs, NULL, &tick) > 0)
       stop_now = true; /* interrupted: report what we have, wait for nothing */
+  }
+  return stop_now;
+}
+
+/* Presence: with no churn everyone stayed, and every member has heard of every other (a
+ * member's S_MEMBER_JOINED went out before its chats, and those have all arrived). */
+static void check_presence(void) {
+  for (unsigned i = 0; i < cfg.clients; i++) {
+    struct client *c = &clients[i];
+    unsigned n = room_members(room_base(c)), have = atomic_load(&c->mcount_seen);
+    if (atomic_load(&c->state) == CS_UP && have != n) {
+      error("client %u counts %u members in its room, the room has %u", c->idx, have, n);
       break;
     }
   }
-  uint64_t stop_t = now_ns();
-  atomic_store(&sending, false);
-  double secs = (double)(stop_t - start) / 1e9;
-  uint64_t msgs = atomic_load(&n_recv_msgs), bytes = atomic_load(&n_recv_bytes);
-  /* Let what is in flight come back (and the clients that are leaving come
-   * back too), then check nothing is missing. */
+}
+
+/* Let what is in flight come back (and the clients that are leaving come back too), check
+ * nothing is missing, stop the service. */
+static void settle(bool stop_now, bool tty) {
   uint64_t wait_until = now_ns() + 10000000000ull, left = 0, away = 0;
   while (!stop_now && ((left = outstanding(&away)) || away) && now_ns() < wait_until) {
     pump_reconnects();
@@ -1321,74 +1370,119 @@ int main(int argc, char **argv) {
           cfg.mode == MODE_CHAT ? "chat deliveries" : "echoed messages");
   if (away && !stop_now)
     error("%" PRIu64 " clients were still leaving or reconnecting", away);
-  /* Presence: with no churn everyone stayed, and every member has heard of
-   * every other (a member's S_MEMBER_JOINED went out before its chats, and
-   * those have all arrived). */
-  if (cfg.mode == MODE_CHAT && cfg.churn == 0 && !left && !stop_now && cfg.rate > 0) {
-    for (unsigned i = 0; i < cfg.clients; i++) {
-      struct client *c = &clients[i];
-      unsigned n = room_members(room_base(c)), have = atomic_load(&c->mcount_seen);
-      if (atomic_load(&c->state) == CS_UP && have != n) {
-        error("client %u counts %u members in its room, the room has %u", c->idx, have, n);
-        break;
-      }
-    }
-  }
+  if (cfg.mode == MODE_CHAT && cfg.churn == 0 && !left && !stop_now && cfg.rate > 0)
+    check_presence();
   atomic_store(&churning, false);
   cp_service_stop(svc, 0);
+}
+
+/* What the sending phase measured. */
+struct result {
+  double secs;
+  uint64_t msgs, bytes;
+};
+
+/* Connect, send, settle: 0, or 1 if the clients could not be set up (said why). */
+static int run(struct result *r) {
+  raise_fd_limit();
+  if (setup_clients())
+    return 1;
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+  if (start_service())
+    return 1;
+  bool tty = isatty(STDERR_FILENO) && !cfg.quiet;
+  bool stop_now = connect_all(&sigs);
+  uint64_t start = now_ns();
+  stop_now = load(&sigs, tty, stop_now, start);
+  uint64_t stop_t = now_ns();
+  atomic_store(&sending, false);
+  r->secs = (double)(stop_t - start) / 1e9;
+  r->msgs = atomic_load(&n_recv_msgs);
+  r->bytes = atomic_load(&n_recv_bytes);
+  settle(stop_now, tty);
+  return 0;
+}
+
+/* ---- report ---------------------------------------------------------- */
+
+struct quantiles {
+  double p50, p90, p99, p999, mx; /* chat delivery / echo latency, ms */
+  double r50, r99, rmax;          /* ping RTT, ms */
+};
+
+static void report_json(const struct result *r, const struct quantiles *q,
+                        uint64_t connect_failures, uint64_t errors) {
+  printf("{\"mode\":\"%s\",\"clients\":%u,\"connected\":%" PRIu64 ",\"size\":%u,\"depth\":%u,"
+         "\"rate\":%g,\"room_size\":%u,\"duration_s\":%.3f,\"sent\":%" PRIu64
+         ",\"messages\":%" PRIu64 ",\"msgs_per_s\":%.1f,\"bytes_per_s\":%.1f,"
+         "\"p50_ms\":%.3f,\"p90_ms\":%.3f,\"p99_ms\":%.3f,\"p999_ms\":%.3f,\"max_ms\":%.3f,"
+         "\"churn_per_s\":%g,\"churn_disconnects\":%" PRIu64 ",\"reconnects\":%" PRIu64
+         ",\"reconnect_failures\":%" PRIu64 ",\"connect_failures\":%" PRIu64 ",\"pings\":%" PRIu64
+         ",\"pongs\":%" PRIu64 ",\"ping_p50_ms\":%.3f,\"ping_p99_ms\":%.3f,"
+         "\"ping_max_ms\":%.3f,\"member_joined\":%" PRIu64 ",\"member_left\":%" PRIu64
+         ",\"pipelined_scripts\":%" PRIu64 ",\"errors\":%" PRIu64 "}\n",
+         mode_names[cfg.mode], cfg.clients, atomic_load(&n_connected), cfg.size,
+         cfg.rate > 0 ? 0 : cfg.depth, cfg.rate, cfg.mode == MODE_CHAT ? cfg.room_size : 0, r->secs,
+         atomic_load(&n_sent), r->msgs, (double)r->msgs / r->secs, (double)r->bytes / r->secs,
+         q->p50, q->p90, q->p99, q->p999, q->mx, cfg.churn, atomic_load(&n_churn_out),
+         atomic_load(&n_reconnects), atomic_load(&n_reconnect_failures), connect_failures,
+         atomic_load(&n_pings), atomic_load(&n_pongs), q->r50, q->r99, q->rmax,
+         atomic_load(&n_joined), atomic_load(&n_left), atomic_load(&n_scripts), errors);
+}
+
+static void report_text(const struct result *r, const struct quantiles *q, uint64_t errors) {
+  printf("cport-dummy: %s mode, %u clients (%" PRIu64 " connected), %.1f s\n", mode_names[cfg.mode],
+         cfg.clients, atomic_load(&n_connected), r->secs);
+  printf("  messages   %" PRIu64 " received (%" PRIu64 " sent), %.0f msgs/s, %.2f MB/s\n", r->msgs,
+         atomic_load(&n_sent), (double)r->msgs / r->secs, (double)r->bytes / r->secs / 1e6);
+  printf("  latency    p50 %.3f ms  p90 %.3f ms  p99 %.3f ms  p99.9 %.3f ms  max %.3f ms\n", q->p50,
+         q->p90, q->p99, q->p999, q->mx);
+  if (cfg.churn > 0)
+    printf("  churn      %" PRIu64 " disconnects, %" PRIu64 " reconnects, %" PRIu64
+           " failed (%g a second%s)\n",
+           atomic_load(&n_churn_out), atomic_load(&n_reconnects),
+           atomic_load(&n_reconnect_failures), cfg.churn,
+           atomic_load(&n_churn_skipped) ? ", some skipped: nobody was up" : "");
+  if (cfg.mode == MODE_CHAT) {
+    printf("  ping RTT   p50 %.3f ms  p99 %.3f ms  max %.3f ms (%" PRIu64 " pings, %" PRIu64
+           " pongs)\n",
+           q->r50, q->r99, q->rmax, atomic_load(&n_pings), atomic_load(&n_pongs));
+    printf("  presence   %" PRIu64 " S_MEMBER_JOINED, %" PRIu64 " S_MEMBER_LEFT, counted against"
+           " the rooms' members\n",
+           atomic_load(&n_joined), atomic_load(&n_left));
+    if (cfg.pipeline)
+      printf("  pipelined  %" PRIu64 " first writes answered in request order\n",
+             atomic_load(&n_scripts));
+  }
+  printf("  verified   %s\n", errors ? "NO" : "every byte, in order, nothing lost or duplicated");
+  printf("  errors     %" PRIu64 "\n", errors);
+}
+
+/* The final report (the service stopped); the exit status. */
+static int report(const struct result *r) {
   uint64_t errors = atomic_load(&n_errors);
   cp_service_stats st;
   cp_service_get_stats(svc, &st);
-  double r50 = (double)hist_quantile(&rtt, 0.50) / 1000.0,
-         r99 = (double)hist_quantile(&rtt, 0.99) / 1000.0,
-         rmax = (double)atomic_load(&rtt.max) / 1e3;
-  double p50 = (double)hist_quantile(&lat, 0.50) / 1000.0, p90 = hist_quantile(&lat, 0.90) / 1e3,
-         p99 = (double)hist_quantile(&lat, 0.99) / 1e3, p999 = hist_quantile(&lat, 0.999) / 1e3,
-         mx = (double)atomic_load(&lat.max) / 1e3;
-  if (cfg.json) {
-    printf("{\"mode\":\"%s\",\"clients\":%u,\"connected\":%" PRIu64 ",\"size\":%u,\"depth\":%u,"
-           "\"rate\":%g,\"room_size\":%u,\"duration_s\":%.3f,\"sent\":%" PRIu64
-           ",\"messages\":%" PRIu64 ",\"msgs_per_s\":%.1f,\"bytes_per_s\":%.1f,"
-           "\"p50_ms\":%.3f,\"p90_ms\":%.3f,\"p99_ms\":%.3f,\"p999_ms\":%.3f,\"max_ms\":%.3f,"
-           "\"churn_per_s\":%g,\"churn_disconnects\":%" PRIu64 ",\"reconnects\":%" PRIu64
-           ",\"reconnect_failures\":%" PRIu64 ",\"connect_failures\":%" PRIu64 ",\"pings\":%" PRIu64
-           ",\"pongs\":%" PRIu64 ",\"ping_p50_ms\":%.3f,\"ping_p99_ms\":%.3f,"
-           "\"ping_max_ms\":%.3f,\"member_joined\":%" PRIu64 ",\"member_left\":%" PRIu64
-           ",\"pipelined_scripts\":%" PRIu64 ",\"errors\":%" PRIu64 "}\n",
-           mode_names[cfg.mode], cfg.clients, atomic_load(&n_connected), cfg.size,
-           cfg.rate > 0 ? 0 : cfg.depth, cfg.rate, cfg.mode == MODE_CHAT ? cfg.room_size : 0, secs,
-           atomic_load(&n_sent), msgs, (double)msgs / secs, (double)bytes / secs, p50, p90, p99,
-           p999, mx, cfg.churn, atomic_load(&n_churn_out), atomic_load(&n_reconnects),
-           atomic_load(&n_reconnect_failures), st.connect_failures, atomic_load(&n_pings),
-           atomic_load(&n_pongs), r50, r99, rmax, atomic_load(&n_joined), atomic_load(&n_left),
-           atomic_load(&n_scripts), errors);
-  } else {
-    printf("cport-dummy: %s mode, %u clients (%" PRIu64 " connected), %.1f s\n",
-           mode_names[cfg.mode], cfg.clients, atomic_load(&n_connected), secs);
-    printf("  messages   %" PRIu64 " received (%" PRIu64 " sent), %.0f msgs/s, %.2f MB/s\n", msgs,
-           atomic_load(&n_sent), (double)msgs / secs, (double)bytes / secs / 1e6);
-    printf("  latency    p50 %.3f ms  p90 %.3f ms  p99 %.3f ms  p99.9 %.3f ms  max %.3f ms\n", p50,
-           p90, p99, p999, mx);
-    if (cfg.churn > 0)
-      printf("  churn      %" PRIu64 " disconnects, %" PRIu64 " reconnects, %" PRIu64
-             " failed (%g a second%s)\n",
-             atomic_load(&n_churn_out), atomic_load(&n_reconnects),
-             atomic_load(&n_reconnect_failures), cfg.churn,
-             atomic_load(&n_churn_skipped) ? ", some skipped: nobody was up" : "");
-    if (cfg.mode == MODE_CHAT) {
-      printf("  ping RTT   p50 %.3f ms  p99 %.3f ms  max %.3f ms (%" PRIu64 " pings, %" PRIu64
-             " pongs)\n",
-             r50, r99, rmax, atomic_load(&n_pings), atomic_load(&n_pongs));
-      printf("  presence   %" PRIu64 " S_MEMBER_JOINED, %" PRIu64 " S_MEMBER_LEFT, counted against"
-             " the rooms' members\n",
-             atomic_load(&n_joined), atomic_load(&n_left));
-      if (cfg.pipeline)
-        printf("  pipelined  %" PRIu64 " first writes answered in request order\n",
-               atomic_load(&n_scripts));
-    }
-    printf("  verified   %s\n", errors ? "NO" : "every byte, in order, nothing lost or duplicated");
-    printf("  errors     %" PRIu64 "\n", errors);
-  }
+  struct quantiles q = {.p50 = (double)hist_quantile(&lat, 0.50) / 1000.0,
+                        .p90 = hist_quantile(&lat, 0.90) / 1e3,
+                        .p99 = (double)hist_quantile(&lat, 0.99) / 1e3,
+                        .p999 = hist_quantile(&lat, 0.999) / 1e3,
+                        .mx = (double)atomic_load(&lat.max) / 1e3,
+                        .r50 = (double)hist_quantile(&rtt, 0.50) / 1000.0,
+                        .r99 = (double)hist_quantile(&rtt, 0.99) / 1000.0,
+                        .rmax = (double)atomic_load(&rtt.max) / 1e3};
+  if (cfg.json)
+    report_json(r, &q, st.connect_failures, errors);
+  else
+    report_text(r, &q, errors);
+  return errors ? 1 : 0;
+}
+
+static void cleanup(void) {
   for (unsigned i = 0; i < cfg.clients; i++) {
     free(clients[i].seen);
     free(clients[i].fence);
@@ -1398,5 +1492,18 @@ int main(int argc, char **argv) {
   cp_service_destroy(svc);
   free(clients);
   free(pend);
-  return errors ? 1 : 0;
+}
+
+int main(int argc, char **argv) {
+  enum cli_status st = parse(argc, argv, &cfg);
+  if (st == CLI_HELP)
+    usage(stdout);
+  if (st != CLI_RUN)
+    return st;
+  struct result r;
+  if (run(&r))
+    return 1;
+  int rc = report(&r);
+  cleanup();
+  return rc;
 }
