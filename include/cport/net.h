@@ -24,6 +24,22 @@
  * a session still accepts calls (sends fail with -ENOTCONN) until its last
  * reference is put.
  *
+ * Releasing a reference held by shared state (a room on a job queue) must
+ * not fail, or the room keeps a dangling pointer or stop waits forever. So
+ * post the release with a job you own, which needs no memory:
+ *
+ *   struct member { cp_session *s; cp_job leave; ... };   // zeroed at join
+ *   static void leave(void *arg) {                         // on the room's queue
+ *     struct member *m = arg;
+ *     room_remove(m); cp_session_put(m->s); free(m);       // the job may go with it
+ *   }
+ *   static void on_disconnected(cp_session *s, cp_reason why) {
+ *     struct member *m = cp_session_user(s);
+ *     cp_jobq_post_job(room_q, &m->leave, leave, m);       // cannot fail here
+ *   }
+ *
+ * (examples/chat_relay.c does this in full, out of memory included.)
+ *
  * Receiving. An idle session holds no receive buffer: it waits with a pooled
  * receive, and only an incomplete packet is copied into the session. A
  * session reads after it writes: while a send of its is in flight, its next
@@ -135,11 +151,12 @@ typedef struct cp_service_stats {
   uint64_t connect_failures;
   uint64_t accept_errors; /* failed accepts (EMFILE, ENFILE, ...) */
   uint64_t bytes_in, bytes_out;
-  uint64_t packets_in;  /* framed packets (raw mode: receives) */
-  uint64_t packets_out; /* cp_session_send calls that were queued */
-  uint64_t sends;       /* vectored sends made (packets_out / sends = gathering) */
-  uint64_t disconnects[CP_REASON_COUNT];
-  uint64_t send_queue_bytes; /* bytes queued in all sessions right now (a gauge) */
+  uint64_t packets_in;                   /* framed packets (raw mode: receives) */
+  uint64_t packets_out;                  /* cp_session_send calls that were queued */
+  uint64_t sends;                        /* vectored sends made (packets_out / sends = gathering) */
+  uint64_t disconnects[CP_REASON_COUNT]; /* sessions ended, by reason; counted once
+                                           on_disconnected has returned */
+  uint64_t send_queue_bytes;             /* bytes queued in all sessions right now (a gauge) */
 } cp_service_stats;
 
 /*
@@ -291,25 +308,90 @@ size_t cp_sendbuf_outstanding(void);
 typedef void (*cp_job_fn)(void *arg);
 
 /*
+ * A caller-owned job, as cp_op is for I/O: embed it in your own struct, and
+ * posting it (cp_jobq_post_job) allocates nothing, so it cannot fail for
+ * lack of memory. Zero it once before its first use (static, calloc, = {0});
+ * after that it is the engine's from a successful post until its fn is
+ * called (or the queue drops it), and the engine never touches it after it
+ * calls fn: fn may free it, or post it again. Contents are private.
+ */
+typedef struct cp_job {
+  union {
+    uint64_t words[6];
+    void *align;
+  } opaque;
+} cp_job;
+
+/*
  * A serial executor on the service's workers: jobs posted from any thread run
  * one at a time, in post order, never two at once (though not always on the
- * same thread). Rooms and other shared state live on one. NULL if out of
- * memory. Create after cp_service_create; destroy before cp_service_destroy.
+ * same thread). Rooms and other shared state live on one. NULL if svc is
+ * NULL or out of memory. Create after cp_service_create; destroy before
+ * cp_service_destroy.
  */
 cp_jobq *cp_jobq_create(cp_service *svc);
-/* Run fn(arg) on q. 0, -EINVAL (no q or fn), -ENOMEM, or -ESHUTDOWN once
- * cp_service_stop has disconnected every session and is stopping the workers
- * (jobs posted while sessions are still ending, e.g. from on_disconnected,
- * do run). Any thread. */
+/* Run fn(arg) on q (the engine allocates the job). 0, -EINVAL (no q or fn),
+ * -ENOMEM, or -ESHUTDOWN once cp_service_stop has disconnected every session
+ * and is stopping the workers (jobs posted while sessions are still ending,
+ * e.g. from on_disconnected, do run). Any thread. Where a post must not fail
+ * (releasing a reference), use cp_jobq_post_job. */
 int cp_jobq_post(cp_jobq *q, cp_job_fn fn, void *arg);
-/* Run fn(arg) on q after delay_ms (a timer; never earlier). Same returns.
- * A timer cannot be cancelled: check a flag of yours in fn. */
+/*
+ * Run fn(arg) on q with the caller's job (see cp_job): never -ENOMEM. 0,
+ * -EINVAL (no q, job or fn), -EBUSY (job is posted and has not run yet), or
+ * -ESHUTDOWN as cp_jobq_post (so never from on_disconnected). Any thread.
+ */
+int cp_jobq_post_job(cp_jobq *q, cp_job *job, cp_job_fn fn, void *arg);
+/* Run fn(arg) on q after delay_ms (a one-shot timer the engine allocates;
+ * never earlier). Same returns as cp_jobq_post. It cannot be cancelled: for
+ * that, use a cp_timer. */
 int cp_jobq_post_after(cp_jobq *q, uint64_t delay_ms, cp_job_fn fn, void *arg);
 /* Free the queue. Jobs and timers not yet run are dropped: fn is not called,
- * and arg is not freed. Safe while the service runs (even from one of the
- * queue's own jobs) and after cp_service_stop; nothing may post to the queue
- * afterwards. Call it before cp_service_destroy. */
+ * and arg is not freed; a dropped cp_job or cp_timer is idle again (the
+ * caller's to free or reuse). Safe while the service runs (even from one of
+ * the queue's own jobs) and after cp_service_stop; nothing may post to the
+ * queue afterwards. Call it before cp_service_destroy. NULL is a no-op. */
 void cp_jobq_destroy(cp_jobq *q);
+
+/* ---- timers ------------------------------------------------------------ */
+
+/*
+ * A caller-owned timer that runs a job on a job queue after a delay, once or
+ * repeatedly, and can be cancelled. Zero it once before its first use; it is
+ * idle then, after a successful cp_timer_cancel, after its queue dropped it,
+ * and (a one-shot) from the moment its fn is called. The engine never touches
+ * it after it calls fn (fn may free it once it is idle, or start it again).
+ * Contents are private.
+ */
+typedef struct cp_timer {
+  union {
+    uint64_t words[12];
+    void *align;
+  } opaque;
+} cp_timer;
+
+/*
+ * Start t: fn(arg) runs on q after delay_ms (never earlier), then, if
+ * period_ms > 0, every period_ms after each time it fell due (a run that
+ * falls due while the last one still waits in the queue is merged into it).
+ * 0, -EINVAL (no t, q or fn), -EBUSY (t is pending: cancel it first),
+ * -ENOMEM (the engine's timer heap could not grow), or -ESHUTDOWN once the
+ * service is stopping its workers. Any thread.
+ */
+int cp_timer_start(cp_timer *t, cp_jobq *q, uint64_t delay_ms, uint64_t period_ms, cp_job_fn fn,
+                   void *arg);
+/*
+ * Cancel t. Exactly once, whichever thread wins a race with its firing:
+ * returns 0 if t was pending (waiting for its time, or its run waiting in
+ * the queue): that run will never happen, no later one either, and t is
+ * idle. Returns -ENOENT if nothing was pending: a one-shot whose fn has been
+ * called (it ran, or is running on another thread), or a timer never
+ * started, cancelled already, or dropped with its queue. -EINVAL for NULL.
+ * A repeating timer's run that already began on another thread finishes;
+ * cancel from a job on t's own queue (or from fn) to know none is running.
+ * Any thread.
+ */
+int cp_timer_cancel(cp_timer *t);
 
 #ifdef __cplusplus
 }

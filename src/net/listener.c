@@ -22,6 +22,7 @@ struct acceptor {
   cp_service *svc;
   struct sockaddr_storage peer;
   socklen_t peer_len;
+  cp_timer backoff; /* re-post after running out of descriptors */
 };
 
 static void post(struct acceptor *a) {
@@ -117,7 +118,7 @@ void cp__listener_on_accept(cp_service *svc, const cp_completion *c) {
       c->result == -ENOMEM) {
     /* Out of descriptors or memory: back off instead of spinning. */
     atomic_fetch_add(&svc->accepts_posted, 1);
-    if (cp_jobq_post_after(svc->sysq, BACKOFF_MS, post_later, a) != 0)
+    if (cp_timer_start(&a->backoff, svc->sysq, BACKOFF_MS, 0, post_later, a) != 0)
       atomic_fetch_sub(&svc->accepts_posted, 1);
     return;
   }

@@ -29,7 +29,7 @@ static int grow(cp_service *svc) {
 }
 
 int cp__registry_add(cp_service *svc, cp_session *s) {
-  pthread_mutex_lock(&svc->reg_mu);
+  cp__mutex_lock(&svc->reg_mu);
   /* Checked under reg_mu: cp_service_stop sets `stopping` before it takes
    * its snapshot under reg_mu, so a session either makes the snapshot (and
    * is closed by stop) or sees `stopping` here - never neither. */
@@ -39,41 +39,41 @@ int cp__registry_add(cp_service *svc, cp_session *s) {
      * already (a callback run inline under a fallback snapshot connects a
      * new session): then growing would pull the scratch from under it. */
     if (scratch_held) {
-      pthread_mutex_unlock(&svc->reg_mu);
+      cp__mutex_unlock(&svc->reg_mu);
       return -ENOMEM;
     }
-    pthread_mutex_unlock(&svc->reg_mu);
-    pthread_mutex_lock(&svc->bc_mu);
-    pthread_mutex_lock(&svc->reg_mu);
+    cp__mutex_unlock(&svc->reg_mu);
+    cp__mutex_lock(&svc->bc_mu);
+    cp__mutex_lock(&svc->reg_mu);
     int rc = svc->reg_len == svc->reg_cap ? grow(svc) : 0;
-    pthread_mutex_unlock(&svc->bc_mu);
+    cp__mutex_unlock(&svc->bc_mu);
     if (rc) {
-      pthread_mutex_unlock(&svc->reg_mu);
+      cp__mutex_unlock(&svc->reg_mu);
       return rc;
     }
   }
   if (atomic_load(&svc->stopping)) {
-    pthread_mutex_unlock(&svc->reg_mu);
+    cp__mutex_unlock(&svc->reg_mu);
     return -ESHUTDOWN;
   }
   s->reg_idx = svc->reg_len;
   svc->reg[svc->reg_len++] = cp_session_get(s);
-  pthread_mutex_unlock(&svc->reg_mu);
+  cp__mutex_unlock(&svc->reg_mu);
   return 0;
 }
 
 cp_session *cp__registry_find(cp_service *svc, uint64_t id) {
   cp_session *found = NULL;
-  pthread_mutex_lock(&svc->reg_mu);
+  cp__mutex_lock(&svc->reg_mu);
   for (uint32_t i = 0; i < svc->reg_len && !found; i++)
     if (svc->reg[i]->id == id)
       found = cp_session_get(svc->reg[i]);
-  pthread_mutex_unlock(&svc->reg_mu);
+  cp__mutex_unlock(&svc->reg_mu);
   return found;
 }
 
 void cp__registry_remove(cp_service *svc, cp_session *s) {
-  pthread_mutex_lock(&svc->reg_mu);
+  cp__mutex_lock(&svc->reg_mu);
   uint32_t i = s->reg_idx;
   bool was = i != UINT32_MAX;
   if (was) {
@@ -82,32 +82,32 @@ void cp__registry_remove(cp_service *svc, cp_session *s) {
     last->reg_idx = i;
     s->reg_idx = UINT32_MAX;
   }
-  pthread_mutex_unlock(&svc->reg_mu);
+  cp__mutex_unlock(&svc->reg_mu);
   if (was)
     cp_session_put(s);
 }
 
 cp_session **cp__registry_snapshot(cp_service *svc, size_t *n) {
-  pthread_mutex_lock(&svc->reg_mu);
+  cp__mutex_lock(&svc->reg_mu);
   *n = svc->reg_len;
   cp_session **v = *n ? mem_alloc(*n * sizeof *v) : NULL;
   if (!v && *n) {
     /* Out of memory: use the scratch kept as large as the registry, one
      * thread at a time. A thread that holds it already (a callback run
      * inline by what it does with the snapshot) gets nothing. */
-    pthread_mutex_unlock(&svc->reg_mu);
+    cp__mutex_unlock(&svc->reg_mu);
     if (scratch_held) {
       *n = 0;
       return NULL;
     }
-    pthread_mutex_lock(&svc->bc_mu);
-    pthread_mutex_lock(&svc->reg_mu);
+    cp__mutex_lock(&svc->bc_mu);
+    cp__mutex_lock(&svc->reg_mu);
     *n = svc->reg_len;
     v = scratch_held = svc->reg + svc->reg_cap;
   }
   for (size_t i = 0; i < *n; i++)
     v[i] = cp_session_get(svc->reg[i]);
-  pthread_mutex_unlock(&svc->reg_mu);
+  cp__mutex_unlock(&svc->reg_mu);
   return v;
 }
 
@@ -116,7 +116,7 @@ void cp__registry_release(cp_service *svc, cp_session **v, size_t n) {
     cp_session_put(v[i]);
   if (v && v == scratch_held) {
     scratch_held = NULL;
-    pthread_mutex_unlock(&svc->bc_mu);
+    cp__mutex_unlock(&svc->bc_mu);
   } else {
     mem_free(v);
   }

@@ -60,10 +60,8 @@ int cp_service_create(cp_service **out, const cp_service_options *opts) {
   cp_service_options *o = &svc->o;
   if (!o->host)
     o->host = "127.0.0.1";
-  if (!o->threads) {
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    o->threads = n > 0 ? (unsigned)n : 1;
-  }
+  if (!o->threads)
+    o->threads = cp__cpu_count();
   if (!o->accepts)
     o->accepts = DEFAULT_ACCEPTS;
   if (!o->backlog)
@@ -88,12 +86,17 @@ int cp_service_create(cp_service **out, const cp_service_options *opts) {
     mem_free(svc);
     return rc;
   }
-  pthread_mutex_init(&svc->reg_mu, NULL);
-  pthread_mutex_init(&svc->bc_mu, NULL);
-  pthread_mutex_init(&svc->tm_mu, NULL);
+  cp__mutex_init(&svc->reg_mu);
+  cp__mutex_init(&svc->bc_mu);
+  cp__timers_init(svc);
+  cp__jobs_init(svc);
   svc->epoch_ms = cp__net_now_ms();
   svc->sysq = cp_jobq_create(svc);
   if (!svc->sysq) {
+    cp__timers_destroy(svc);
+    cp__jobs_destroy(svc);
+    cp__mutex_destroy(&svc->reg_mu);
+    cp__mutex_destroy(&svc->bc_mu);
     cp_port_destroy(svc->port);
     mem_free(svc);
     return -ENOMEM;
@@ -104,14 +107,14 @@ int cp_service_create(cp_service **out, const cp_service_options *opts) {
 
 _Thread_local cp_service *cp__net_worker_of;
 
-static void *worker(void *arg) {
+static void worker(void *arg) {
   cp_service *svc = arg;
   cp__net_worker_of = svc;
   cp_completion ev[64];
   for (;;) {
     int n = cp_port_wait(svc->port, ev, 64, -1);
     if (n < 0)
-      return NULL; /* closed */
+      return; /* closed */
     for (int i = 0; i < n; i++) {
       switch (ev[i].kind) {
       case CP_OP_ACCEPT:
@@ -131,6 +134,7 @@ static void *worker(void *arg) {
         break;
       }
     }
+    cp__jobs_run_overflow(svc); /* queues whose run the port had no room for */
   }
 }
 
@@ -195,7 +199,7 @@ int cp_service_start(cp_service *svc) {
   /* From here on the service counts as started, even if a step fails: stop
    * (or destroy) undoes what was done. */
   for (unsigned i = 0; i < svc->o.threads; i++) {
-    rc = -pthread_create(&svc->workers[i], NULL, worker, svc);
+    rc = cp__thread_create(&svc->workers[i], worker, svc);
     if (rc)
       break;
     svc->nworkers++;
@@ -203,16 +207,26 @@ int cp_service_start(cp_service *svc) {
   if (!rc && svc->o.idle_timeout_ms) {
     unsigned period = svc->o.idle_timeout_ms / 4;
     period = period < 10 ? 10 : period > 1000 ? 1000 : period;
-    rc = cp__jobq_every(svc->sysq, period, idle_scan, svc, &svc->idle_job);
+    rc = cp_timer_start(&svc->idle_timer, svc->sysq, period, period, idle_scan, svc);
   }
   if (!rc && svc->o.kind == CP_SERVICE_CLIENT)
     rc = open_clients(svc);
   return rc;
 }
 
+/* Sleep on the platform layer (a condition nobody signals). */
 static void sleep_ms(unsigned ms) {
-  struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000};
-  nanosleep(&ts, NULL);
+  cp__mutex m;
+  cp__cond c;
+  cp__mutex_init(&m);
+  cp__cond_init(&c);
+  uint64_t until = cp__now_ns() + (uint64_t)ms * 1000000u;
+  cp__mutex_lock(&m);
+  while (cp__cond_timedwait(&c, &m, until) != CP__TIMEDOUT)
+    ;
+  cp__mutex_unlock(&m);
+  cp__cond_destroy(&c);
+  cp__mutex_destroy(&m);
 }
 
 void cp_service_stop(cp_service *svc, unsigned drain_ms) {
@@ -251,22 +265,11 @@ void cp_service_stop(cp_service *svc, unsigned drain_ms) {
     }
   }
   /* Timers stop; wait for the armed one to come back. */
-  pthread_mutex_lock(&svc->tm_mu);
   atomic_store(&svc->stopped, true);
-  if (svc->tm_armed && !svc->tm_cancelling)
-    svc->tm_cancelling = cp_port_cancel_op(svc->port, &svc->tm_op) == 0;
-  pthread_mutex_unlock(&svc->tm_mu);
-  for (;;) {
-    pthread_mutex_lock(&svc->tm_mu);
-    bool armed = svc->tm_armed;
-    pthread_mutex_unlock(&svc->tm_mu);
-    if (!armed)
-      break;
-    sleep_ms(1);
-  }
+  cp__timers_stop(svc);
   cp_port_close(svc->port);
   for (unsigned i = 0; i < svc->nworkers; i++)
-    pthread_join(svc->workers[i], NULL);
+    cp__thread_join(&svc->workers[i]);
 }
 
 void cp_service_destroy(cp_service *svc) {
@@ -279,13 +282,11 @@ void cp_service_destroy(cp_service *svc) {
   mem_free(svc->acceptors);
   mem_free(svc->workers);
   mem_free(svc->reg);
-  cp__timers_clear(svc);
   cp_jobq_destroy(svc->sysq);
-  if (svc->idle_job)
-    cp__job_free_kept(svc->idle_job);
-  pthread_mutex_destroy(&svc->reg_mu);
-  pthread_mutex_destroy(&svc->bc_mu);
-  pthread_mutex_destroy(&svc->tm_mu);
+  cp__timers_destroy(svc);
+  cp__jobs_destroy(svc);
+  cp__mutex_destroy(&svc->reg_mu);
+  cp__mutex_destroy(&svc->bc_mu);
   mem_free(svc);
 }
 
