@@ -140,6 +140,7 @@ static void print_final(const cp_service_stats *st) {
 }
 
 int main(int argc, char **argv) {
+  cp_log_set(srv_log_library, CP_LOG_INFO, NULL); /* the library's messages: our log */
   const char *host = "127.0.0.1", *metrics = "127.0.0.1:9100";
   unsigned long port = 7777, threads = 0, max_sessions = 0, max_packet = 16384, idle = 0;
   cp_backend backend = CP_BACKEND_AUTO;
