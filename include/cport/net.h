@@ -49,11 +49,14 @@
  * keeps sending meanwhile, no packet of it completes, so idle_timeout_ms
  * applies; size send_queue_max and idle_timeout_ms together).
  *
- * Errors are negative errno values, as in cport/port.h.
+ * Errors are negative codes, as in cport/port.h. NULL: a function given a
+ * NULL object returns -EINVAL (those returning an int), NULL, 0 or false, or
+ * does nothing (the void ones); none crashes or blocks on it.
  */
 #ifndef CPORT_NET_H
 #define CPORT_NET_H
 
+#include "cport/export.h"
 #include "cport/port.h"
 
 #include <stdbool.h>
@@ -86,7 +89,7 @@ typedef enum cp_reason {
 } cp_reason;
 
 /* A short name for a reason ("peer_closed", "bad_packet", ...). Static string. */
-const char *cp_reason_name(cp_reason r);
+CP_API const char *cp_reason_name(cp_reason r);
 
 /* Packet framing: a little-endian header {uint16 size; uint16 id}, size
  * counting the 4 header bytes, then size - 4 bytes of body. */
@@ -161,17 +164,23 @@ typedef struct cp_service_stats {
 
 /*
  * Create a service (nothing runs until cp_service_start). Copies opts.
- * Returns 0 and stores it in *out, -EINVAL for bad options, or the port's
- * error (-ENODEV for a forced backend that is unavailable). Any thread.
+ * Returns 0 and stores it in *out, -EINVAL for NULL or bad options, -ENOMEM,
+ * or the port's error (-ENODEV for a forced backend that is unavailable).
+ * Any thread.
  */
-int cp_service_create(cp_service **out, const cp_service_options *opts);
+CP_API int cp_service_create(cp_service **out, const cp_service_options *opts);
 
 /*
  * Start: server: bind, listen and post the accepts; client: open
- * client_sessions connections. Then start the workers. Returns 0, or -errno
- * (e.g. -EADDRINUSE) with nothing started. Call once, from any thread.
+ * client_sessions connections; start the workers. All or nothing: returns 0,
+ * or an error (-EADDRINUSE, -ENOMEM, ...) with nothing started - no worker,
+ * no listening socket, no connection, no timer armed - and the service as it
+ * was, so it may be started again. -EALREADY once started, -ESHUTDOWN once
+ * stopped, -EINVAL for NULL. (A client connect that fails after the start
+ * succeeded is reported by on_disconnected, CP_REASON_CONNECT_FAILED.) Any
+ * thread.
  */
-int cp_service_start(cp_service *svc);
+CP_API int cp_service_start(cp_service *svc);
 
 /*
  * Stop: stop accepting; let queued sends drain for up to drain_ms; disconnect
@@ -179,51 +188,59 @@ int cp_service_start(cp_service *svc);
  * gone (each on_disconnected has returned and every reference is put); stop
  * the workers. It blocks until the application has put every reference it
  * holds - put them in on_disconnected, or in a job it posts from there (it
- * says so on stderr every 5 s while it waits). A referenced session keeps its
- * socket open until its last put. Idempotent. Any thread except the
- * service's workers (a callback or a job would wait for itself).
+ * says so every 5 s while it waits, as a CP_LOG_WARN message: cport/log.h).
+ * A referenced session keeps its socket open until its last put.
+ * Idempotent; NULL is a no-op; a service never started is just marked
+ * stopped. Any thread except the service's workers (a callback or a job
+ * would wait for itself).
  */
-void cp_service_stop(cp_service *svc, unsigned drain_ms);
+CP_API void cp_service_stop(cp_service *svc, unsigned drain_ms);
 
 /*
  * Client service: open one more session to the service's address - to grow
  * the pool, or to reconnect from on_disconnected. The outcome arrives as
  * on_connected, or on_disconnected with CP_REASON_CONNECT_FAILED. Returns 0,
- * -EINVAL (a server, or not started), -ESHUTDOWN once stopping, or socket()'s
- * error. Any thread, callbacks included.
+ * -EINVAL (NULL, a server, or not started), -ESHUTDOWN once stopping,
+ * -ENOMEM, or socket()'s error. Any thread, callbacks included.
  */
-int cp_service_connect(cp_service *svc);
+CP_API int cp_service_connect(cp_service *svc);
 
-/* Stop if needed, then free the service and everything it owns. */
-void cp_service_destroy(cp_service *svc);
+/* Stop if needed, then free the service and everything it owns. NULL is a
+ * no-op; once only (the service is gone after it). */
+CP_API void cp_service_destroy(cp_service *svc);
 
-/* Snapshot of the counters. Any thread. */
-void cp_service_get_stats(const cp_service *svc, cp_service_stats *out);
+/* Snapshot of the counters (all 0 for a NULL svc; a NULL out is ignored).
+ * Any thread. */
+CP_API void cp_service_get_stats(const cp_service *svc, cp_service_stats *out);
 
 /* The port the service runs on: to read its backend or its counters. Its
  * workers own every completion on it, so start no ops of your own there (use
  * a job queue, or a port of your own). */
-cp_port *cp_service_port(const cp_service *svc);
-/* The listening port, once started (useful with port 0). */
-uint16_t cp_service_listen_port(const cp_service *svc);
-void *cp_service_user(const cp_service *svc);
+CP_API cp_port *cp_service_port(const cp_service *svc);
+/* The listening port, once started (useful with port 0); 0 before, after a
+ * failed start, or for NULL. */
+CP_API uint16_t cp_service_listen_port(const cp_service *svc);
+CP_API void *cp_service_user(const cp_service *svc);
 
 /*
  * Send buf to every connected session (broadcast). Takes no ownership of the
- * caller's reference. Returns how many sessions it was queued to. It needs
+ * caller's reference. Returns how many sessions it was queued to (0 for a
+ * NULL svc or buf). It needs
  * no memory of its own (out of memory, it falls back to scratch kept with the
  * registry) and, like cp_session_send_many, disconnects a session it cannot
  * queue to for lack of memory. Any thread;
  * cheapest from a worker (a job queue, as rooms do): on the epoll backend a
  * send from another thread may complete at once and wake a worker for it.
  */
-size_t cp_service_broadcast(cp_service *svc, cp_sendbuf *buf);
+CP_API size_t cp_service_broadcast(cp_service *svc, cp_sendbuf *buf);
 
 /* ---- sessions -------------------------------------------------------- */
 
-/* Take / drop a reference. Any thread. */
-cp_session *cp_session_get(cp_session *s);
-void cp_session_put(cp_session *s);
+/* Take / drop a reference (get returns s). NULL: NULL / a no-op. Putting a
+ * reference you do not hold is a bug (asserted in debug builds). Any
+ * thread. */
+CP_API cp_session *cp_session_get(cp_session *s);
+CP_API void cp_session_put(cp_session *s);
 
 /*
  * Queue buf for sending; the session takes its own reference (the caller
@@ -231,20 +248,22 @@ void cp_session_put(cp_session *s);
  * queued meanwhile goes out in one gathered send. Returns 0, -ENOTCONN if
  * the session is closing or closed, -ENOBUFS if this would pass
  * send_queue_max (the session is then disconnected as a slow consumer),
- * -EINVAL for an empty buffer. Any thread.
+ * -ENOMEM (the session stays; cp_session_send_many disconnects it), -EINVAL
+ * for NULL or an empty buffer. Any thread.
  */
-int cp_session_send(cp_session *s, cp_sendbuf *buf);
+CP_API int cp_session_send(cp_session *s, cp_sendbuf *buf);
 
 /* Bytes queued on s and not yet handed to the kernel (the send in flight
  * included): a producer that must not be cut off as a slow consumer keeps
  * this under send_queue_max, sending more from on_sent. Any thread. */
-size_t cp_session_send_queued(const cp_session *s);
+CP_API size_t cp_session_send_queued(const cp_session *s);
 
-/* Send one buffer to many sessions (a room). Returns how many queued it.
+/* Send one buffer to many sessions (a room); NULL entries are skipped, a
+ * NULL array or buf queues nothing. Returns how many queued it.
  * A session it cannot be queued to for lack of memory is disconnected
  * (CP_REASON_ERROR): no member silently misses a packet and stays. Any
  * thread. */
-size_t cp_session_send_many(cp_session *const *sessions, size_t n, cp_sendbuf *buf);
+CP_API size_t cp_session_send_many(cp_session *const *sessions, size_t n, cp_sendbuf *buf);
 
 /*
  * Disconnect. graceful: after everything queued so far is sent - meanwhile
@@ -255,25 +274,28 @@ size_t cp_session_send_many(cp_session *const *sessions, size_t n, cp_sendbuf *b
  * the peer has not read yet. Otherwise at once (queued data is dropped).
  * on_disconnected then runs with CP_REASON_LOCAL, unless the session was
  * already ending (a peer that half-closed first: CP_REASON_PEER_CLOSED).
+ * Again, or after the session ended: nothing more happens. NULL: a no-op.
  * Any thread.
  */
-void cp_session_disconnect(cp_session *s, bool graceful);
+CP_API void cp_session_disconnect(cp_session *s, bool graceful);
 
 /* Accessors; any thread, while a reference is held. The user pointer is a
- * plain field: set it in on_connected (or before others read it). */
-uint64_t cp_session_id(const cp_session *s); /* unique in the process, from 1 */
-cp_service *cp_session_service(const cp_session *s);
-void cp_session_set_user(cp_session *s, void *user); /* the application's pointer */
-void *cp_session_user(const cp_session *s);
-bool cp_session_connected(const cp_session *s); /* false once it began to close */
+ * plain field: set it in on_connected (or before others read it). For NULL:
+ * 0, NULL, false, a no-op; cp_session_peer writes "?:0". */
+CP_API uint64_t cp_session_id(const cp_session *s); /* unique in the process, from 1 */
+CP_API cp_service *cp_session_service(const cp_session *s);
+CP_API void cp_session_set_user(cp_session *s, void *user); /* the application's pointer */
+CP_API void *cp_session_user(const cp_session *s);
+CP_API bool cp_session_connected(const cp_session *s); /* false once it began to close */
 /* The peer's address as text ("127.0.0.1:50312"); buf of at least 64 bytes.
  * Asks the socket, which may not know any more once the session began to
  * close ("?:0"): note it in on_connected if you need it later. */
-const char *cp_session_peer(const cp_session *s, char *buf, size_t len);
+CP_API const char *cp_session_peer(const cp_session *s, char *buf, size_t len);
 
 /* ---- send buffers ----------------------------------------------------
  *
- * Every function here may be called from any thread. Once a buffer is
+ * Every function here may be called from any thread. For a NULL buffer:
+ * data NULL, len and cap 0, set_len/unref a no-op, ref NULL. Once a buffer is
  * queued (cp_session_send, a broadcast) its bytes are shared with the
  * sessions' sends: do not change them, or its length, while any reference
  * the engine took is alive; allocate a new buffer instead.
@@ -284,24 +306,25 @@ const char *cp_session_peer(const cp_session *s, char *buf, size_t len);
  * buffers are carved from per-thread chunks (no malloc per send); large ones
  * are allocated on their own. NULL if out of memory. Any thread.
  */
-cp_sendbuf *cp_sendbuf_alloc(size_t cap);
+CP_API cp_sendbuf *cp_sendbuf_alloc(size_t cap);
 /* A framed packet with room for body_len bytes of body: header written,
  * length set; fill cp_sendbuf_data(b) + 4. NULL if 4 + body_len > 65535 or
  * out of memory. (Receivers refuse packets over their max_packet.) */
-cp_sendbuf *cp_packet_alloc(uint16_t id, size_t body_len);
-/* Copy of bytes as a send buffer; NULL if out of memory. */
-cp_sendbuf *cp_sendbuf_copy(const void *data, size_t len);
-uint8_t *cp_sendbuf_data(cp_sendbuf *b);
-size_t cp_sendbuf_len(const cp_sendbuf *b);
-size_t cp_sendbuf_cap(const cp_sendbuf *b);
+CP_API cp_sendbuf *cp_packet_alloc(uint16_t id, size_t body_len);
+/* Copy of bytes as a send buffer; NULL if out of memory (or data is NULL
+ * with len > 0). */
+CP_API cp_sendbuf *cp_sendbuf_copy(const void *data, size_t len);
+CP_API uint8_t *cp_sendbuf_data(cp_sendbuf *b);
+CP_API size_t cp_sendbuf_len(const cp_sendbuf *b);
+CP_API size_t cp_sendbuf_cap(const cp_sendbuf *b);
 /* Set the length (<= cap) before sending. Not after it was queued. */
-void cp_sendbuf_set_len(cp_sendbuf *b, size_t len);
-cp_sendbuf *cp_sendbuf_ref(cp_sendbuf *b);
+CP_API void cp_sendbuf_set_len(cp_sendbuf *b, size_t len);
+CP_API cp_sendbuf *cp_sendbuf_ref(cp_sendbuf *b);
 /* Drop a reference; the memory goes with the last. NULL is a no-op. */
-void cp_sendbuf_unref(cp_sendbuf *b);
+CP_API void cp_sendbuf_unref(cp_sendbuf *b);
 /* Send buffers allocated in this process and not yet freed (for leak checks
  * and tests). Any thread. */
-size_t cp_sendbuf_outstanding(void);
+CP_API size_t cp_sendbuf_outstanding(void);
 
 /* ---- job queues ------------------------------------------------------ */
 
@@ -329,29 +352,29 @@ typedef struct cp_job {
  * NULL or out of memory. Create after cp_service_create; destroy before
  * cp_service_destroy.
  */
-cp_jobq *cp_jobq_create(cp_service *svc);
+CP_API cp_jobq *cp_jobq_create(cp_service *svc);
 /* Run fn(arg) on q (the engine allocates the job). 0, -EINVAL (no q or fn),
  * -ENOMEM, or -ESHUTDOWN once cp_service_stop has disconnected every session
  * and is stopping the workers (jobs posted while sessions are still ending,
  * e.g. from on_disconnected, do run). Any thread. Where a post must not fail
  * (releasing a reference), use cp_jobq_post_job. */
-int cp_jobq_post(cp_jobq *q, cp_job_fn fn, void *arg);
+CP_API int cp_jobq_post(cp_jobq *q, cp_job_fn fn, void *arg);
 /*
  * Run fn(arg) on q with the caller's job (see cp_job): never -ENOMEM. 0,
  * -EINVAL (no q, job or fn), -EBUSY (job is posted and has not run yet), or
  * -ESHUTDOWN as cp_jobq_post (so never from on_disconnected). Any thread.
  */
-int cp_jobq_post_job(cp_jobq *q, cp_job *job, cp_job_fn fn, void *arg);
+CP_API int cp_jobq_post_job(cp_jobq *q, cp_job *job, cp_job_fn fn, void *arg);
 /* Run fn(arg) on q after delay_ms (a one-shot timer the engine allocates;
  * never earlier). Same returns as cp_jobq_post. It cannot be cancelled: for
  * that, use a cp_timer. */
-int cp_jobq_post_after(cp_jobq *q, uint64_t delay_ms, cp_job_fn fn, void *arg);
+CP_API int cp_jobq_post_after(cp_jobq *q, uint64_t delay_ms, cp_job_fn fn, void *arg);
 /* Free the queue. Jobs and timers not yet run are dropped: fn is not called,
  * and arg is not freed; a dropped cp_job or cp_timer is idle again (the
  * caller's to free or reuse). Safe while the service runs (even from one of
  * the queue's own jobs) and after cp_service_stop; nothing may post to the
  * queue afterwards. Call it before cp_service_destroy. NULL is a no-op. */
-void cp_jobq_destroy(cp_jobq *q);
+CP_API void cp_jobq_destroy(cp_jobq *q);
 
 /* ---- timers ------------------------------------------------------------ */
 
@@ -378,8 +401,8 @@ typedef struct cp_timer {
  * -ENOMEM (the engine's timer heap could not grow), or -ESHUTDOWN once the
  * service is stopping its workers. Any thread.
  */
-int cp_timer_start(cp_timer *t, cp_jobq *q, uint64_t delay_ms, uint64_t period_ms, cp_job_fn fn,
-                   void *arg);
+CP_API int cp_timer_start(cp_timer *t, cp_jobq *q, uint64_t delay_ms, uint64_t period_ms,
+                          cp_job_fn fn, void *arg);
 /*
  * Cancel t. Exactly once, whichever thread wins a race with its firing:
  * returns 0 if t was pending (waiting for its time, or its run waiting in
@@ -391,7 +414,7 @@ int cp_timer_start(cp_timer *t, cp_jobq *q, uint64_t delay_ms, uint64_t period_m
  * cancel from a job on t's own queue (or from fn) to know none is running.
  * Any thread.
  */
-int cp_timer_cancel(cp_timer *t);
+CP_API int cp_timer_cancel(cp_timer *t);
 
 #ifdef __cplusplus
 }

@@ -154,6 +154,8 @@ cp_sendbuf *cp_packet_alloc(uint16_t id, size_t body_len) {
 }
 
 cp_sendbuf *cp_sendbuf_copy(const void *data, size_t len) {
+  if (!data && len)
+    return NULL;
   cp_sendbuf *b = cp_sendbuf_alloc(len);
   if (b && len) {
     memcpy(b->data, data, len);
@@ -163,26 +165,36 @@ cp_sendbuf *cp_sendbuf_copy(const void *data, size_t len) {
 }
 
 uint8_t *cp_sendbuf_data(cp_sendbuf *b) {
-  return b->data;
+  return b ? b->data : NULL;
 }
 size_t cp_sendbuf_len(const cp_sendbuf *b) {
-  return b->len;
+  return b ? b->len : 0;
 }
 size_t cp_sendbuf_cap(const cp_sendbuf *b) {
-  return b->cap;
+  return b ? b->cap : 0;
 }
 
 void cp_sendbuf_set_len(cp_sendbuf *b, size_t len) {
+  if (!b)
+    return;
   b->len = (uint32_t)(len <= b->cap ? len : b->cap);
 }
 
 cp_sendbuf *cp_sendbuf_ref(cp_sendbuf *b) {
-  atomic_fetch_add_explicit(&b->refs, 1, memory_order_relaxed);
+  if (!b)
+    return NULL;
+  uint32_t was = atomic_fetch_add_explicit(&b->refs, 1, memory_order_relaxed);
+  assert(was > 0);
+  (void)was;
   return b;
 }
 
 void cp_sendbuf_unref(cp_sendbuf *b) {
-  if (!b || atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel) != 1)
+  if (!b)
+    return;
+  uint32_t was = atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel);
+  assert(was > 0); /* never below zero */
+  if (was != 1)
     return;
   atomic_fetch_sub_explicit(&outstanding, 1, memory_order_relaxed);
   if (b->chunk)

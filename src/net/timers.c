@@ -23,6 +23,26 @@
 
 #define BATCH 64
 
+/* The timers' lock, and (debug builds) whether this thread holds it. */
+#ifndef NDEBUG
+static _Thread_local const struct cp__timers *tm_held;
+#endif
+static void tm_lock(struct cp__timers *T) {
+  cp__mutex_lock(&T->mu);
+#ifndef NDEBUG
+  assert(tm_held == NULL);
+  tm_held = T;
+#endif
+}
+static void tm_unlock(struct cp__timers *T) {
+#ifndef NDEBUG
+  assert(tm_held == T);
+  tm_held = NULL;
+#endif
+  cp__mutex_unlock(&T->mu);
+}
+#define ASSERT_TM_LOCKED(T) assert(tm_held == (T))
+
 /* The engine's clock is the platform's one clock, in milliseconds. */
 uint64_t cp__net_now_ms(void) {
   return cp__now_ns() / 1000000u;
@@ -60,14 +80,23 @@ static bool pending_in_heap(struct cp__timers *T, const struct timer *t) {
 /* Arm the port timer for the earliest entry (lock held). */
 static void arm(cp_service *svc) {
   struct cp__timers *T = &svc->timers;
+  ASSERT_TM_LOCKED(T);
   struct cp__heap_node *min = cp__heap_min(&T->heap);
-  if (!min || T->armed || T->stopped)
+  if (!min || T->armed || T->stopped || !T->running)
     return;
   uint64_t now = cp__net_now_ms(), due = due_of(timer_of(min));
   if (cp_port_timeout(cp_service_port(svc), &T->op, NULL, due > now ? due - now : 0) == 0) {
     T->armed = true;
     T->armed_due = due;
   }
+}
+
+void cp__timers_run(cp_service *svc) {
+  struct cp__timers *T = &svc->timers;
+  tm_lock(T);
+  T->running = true;
+  arm(svc);
+  tm_unlock(T);
 }
 
 void cp__timers_init(cp_service *svc) {
@@ -80,7 +109,8 @@ void cp__timers_init(cp_service *svc) {
 /* Put t in the heap, due in delay_ms (lock held, t not pending). */
 static int timer_add(cp_service *svc, struct timer *t, uint64_t delay_ms) {
   struct cp__timers *T = &svc->timers;
-  if (T->stopped)
+  ASSERT_TM_LOCKED(T);
+  if (T->stopped || cp__service_stopped(svc))
     return -ESHUTDOWN;
   uint64_t due = now_ms_up() + delay_ms;
   cp__heap_node_init(&t->node, key_of(due, T->seq++));
@@ -98,9 +128,9 @@ static int start(struct timer *t, cp_jobq *q, uint64_t delay_ms, uint64_t period
                  cp_job_fn drop, void *arg, uint8_t kind) {
   cp_service *svc = cp__jobq_service(q);
   struct cp__timers *T = &svc->timers;
-  cp__mutex_lock(&T->mu);
+  tm_lock(T);
   if (pending_in_heap(T, t) || atomic_load_explicit(&t->job.queued, memory_order_acquire)) {
-    cp__mutex_unlock(&T->mu);
+    tm_unlock(T);
     return -EBUSY;
   }
   t->q = q;
@@ -111,7 +141,7 @@ static int start(struct timer *t, cp_jobq *q, uint64_t delay_ms, uint64_t period
   t->job.drop = drop;
   t->job.kind = kind;
   int rc = timer_add(svc, t, delay_ms);
-  cp__mutex_unlock(&T->mu);
+  tm_unlock(T);
   return rc;
 }
 
@@ -129,13 +159,13 @@ int cp_timer_cancel(cp_timer *ct) {
   if (!t->svc)
     return -ENOENT; /* never started */
   struct cp__timers *T = &t->svc->timers;
-  cp__mutex_lock(&T->mu);
+  tm_lock(T);
   bool was = cp__heap_remove(&T->heap, &t->node);
   /* t->q only while its job is queued: a queue that was destroyed has
    * dropped the job first (queued is 0 then). */
   if (atomic_load_explicit(&t->job.queued, memory_order_acquire) && cp__jobq_unlink(t->q, &t->job))
     was = true;
-  cp__mutex_unlock(&T->mu);
+  tm_unlock(T);
   return was ? 0 : -ENOENT;
 }
 
@@ -168,6 +198,7 @@ int cp__timer_post_owned(cp_jobq *q, uint64_t delay_ms, cp_job_fn fn, cp_job_fn 
 /* t fell due (lock held, t out of the heap): re-insert a repeating one, and
  * queue its job unless its last run still waits in the queue. */
 static void fall_due(struct cp__timers *T, struct timer *t, uint64_t now) {
+  ASSERT_TM_LOCKED(T);
   if (t->period_ms) {
     t->node.key = key_of(now + t->period_ms, T->seq++);
     int rc = cp__heap_push(&T->heap, &t->node); /* into the room it just left */
@@ -188,7 +219,7 @@ void cp__timer_on_fire(cp_service *svc, const cp_completion *c) {
   uint32_t n;
   do {
     n = 0;
-    cp__mutex_lock(&T->mu);
+    tm_lock(T);
     T->armed = false;
     T->cancelling = false;
     uint64_t now = cp__net_now_ms();
@@ -200,13 +231,13 @@ void cp__timer_on_fire(cp_service *svc, const cp_completion *c) {
     }
     if (n < BATCH)
       arm(svc);
-    cp__mutex_unlock(&T->mu);
+    tm_unlock(T);
   } while (n == BATCH);
 }
 
 void cp__timers_forget(cp_service *svc, cp_jobq *q) {
   struct cp__timers *T = &svc->timers;
-  cp__mutex_lock(&T->mu);
+  tm_lock(T);
   for (uint32_t i = 0; i < cp__heap_len(&T->heap);) {
     struct timer *t = timer_of(T->heap.a[i]);
     if (t->q != q) {
@@ -217,21 +248,21 @@ void cp__timers_forget(cp_service *svc, cp_jobq *q) {
     if (!atomic_load(&t->job.queued))
       cp__job_drop(&t->job); /* (a queued one goes with the queue's list) */
   }
-  cp__mutex_unlock(&T->mu);
+  tm_unlock(T);
 }
 
 void cp__timers_stop(cp_service *svc) {
   struct cp__timers *T = &svc->timers;
-  cp__mutex_lock(&T->mu);
+  tm_lock(T);
   T->stopped = true;
   if (T->armed && !T->cancelling)
     T->cancelling = cp_port_cancel_op(cp_service_port(svc), &T->op) == 0;
-  cp__mutex_unlock(&T->mu);
+  tm_unlock(T);
   /* Wait for the armed op to come back: its completion touches T. */
   for (;;) {
-    cp__mutex_lock(&T->mu);
+    tm_lock(T);
     bool armed = T->armed;
-    cp__mutex_unlock(&T->mu);
+    tm_unlock(T);
     if (!armed)
       break;
     cp__thread_yield();
@@ -240,7 +271,7 @@ void cp__timers_stop(cp_service *svc) {
 
 void cp__timers_destroy(cp_service *svc) {
   struct cp__timers *T = &svc->timers;
-  cp__mutex_lock(&T->mu);
+  tm_lock(T);
   struct cp__heap_node *min;
   while ((min = cp__heap_pop(&T->heap))) {
     struct timer *t = timer_of(min);
@@ -248,6 +279,6 @@ void cp__timers_destroy(cp_service *svc) {
       cp__job_drop(&t->job); /* (a queued one goes with its queue) */
   }
   cp__heap_free(&T->heap);
-  cp__mutex_unlock(&T->mu);
+  tm_unlock(T);
   cp__mutex_destroy(&T->mu);
 }
