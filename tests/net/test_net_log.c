@@ -14,6 +14,7 @@ struct sink {
 };
 static struct sink A = {.tag = 1}, B = {.tag = 2};
 static atomic_int wrong_user;
+static pthread_mutex_t last_mu = PTHREAD_MUTEX_INITIALIZER; /* several threads log at once */
 
 static void cb_a(cp_log_level level, const char *msg, void *user) {
   struct sink *s = user;
@@ -24,7 +25,9 @@ static void cb_a(cp_log_level level, const char *msg, void *user) {
     atomic_fetch_add(&s->errors, 1);
   if (level == CP_LOG_INFO)
     atomic_fetch_add(&s->infos, 1);
+  pthread_mutex_lock(&last_mu);
   snprintf(s->last, sizeof s->last, "%s", msg);
+  pthread_mutex_unlock(&last_mu);
 }
 static void cb_b(cp_log_level level, const char *msg, void *user) {
   (void)level;
