@@ -49,12 +49,8 @@ static inline void example_parse(int argc, char **argv, struct example_args *a) 
       a->threads = (unsigned)v;
       continue;
     case 'b':
-      if (!strcmp(optarg, "auto") || !strcmp(optarg, "uring") || !strcmp(optarg, "epoll")) {
-        a->backend = !strcmp(optarg, "uring")   ? CP_BACKEND_URING
-                     : !strcmp(optarg, "epoll") ? CP_BACKEND_EPOLL
-                                                : CP_BACKEND_AUTO;
+      if (cp_backend_from_name(optarg, &a->backend) == 0)
         continue;
-      }
       break;
     case 'H':
       printf("usage: %s [--host ADDR] [--port N] [--threads N] [--backend auto|uring|epoll]\n",

@@ -811,13 +811,7 @@ int main(int argc, char **argv) {
       cfg.threads = num("threads", optarg, 1, 256);
       break;
     case 'b':
-      if (!strcmp(optarg, "uring"))
-        cfg.backend = CP_BACKEND_URING;
-      else if (!strcmp(optarg, "epoll"))
-        cfg.backend = CP_BACKEND_EPOLL;
-      else if (!strcmp(optarg, "auto"))
-        cfg.backend = CP_BACKEND_AUTO;
-      else {
+      if (cp_backend_from_name(optarg, &cfg.backend) != 0) {
         fprintf(stderr, "cport-dummy: bad --backend '%s'\n", optarg);
         return 2;
       }

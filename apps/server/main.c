@@ -178,13 +178,7 @@ int main(int argc, char **argv) {
         die_usage("threads", optarg);
       break;
     case 'b':
-      if (!strcmp(optarg, "auto"))
-        backend = CP_BACKEND_AUTO;
-      else if (!strcmp(optarg, "uring"))
-        backend = CP_BACKEND_URING;
-      else if (!strcmp(optarg, "epoll"))
-        backend = CP_BACKEND_EPOLL;
-      else
+      if (cp_backend_from_name(optarg, &backend) != 0)
         die_usage("backend", optarg);
       break;
     case 'S':

@@ -226,11 +226,7 @@ int main(int argc, char **argv) {
       json = true;
       break;
     case 'b':
-      if (!strcmp(optarg, "uring"))
-        backend = CP_BACKEND_URING;
-      else if (!strcmp(optarg, "epoll"))
-        backend = CP_BACKEND_EPOLL;
-      else if (strcmp(optarg, "auto")) {
+      if (cp_backend_from_name(optarg, &backend) != 0) {
         fprintf(stderr, "cport_broadcast: bad --backend %s\n", optarg);
         return 2;
       }

@@ -4,6 +4,8 @@
 #ifndef CPORT_ALLOC_H
 #define CPORT_ALLOC_H
 
+#include "cport/export.h"
+
 #include <stddef.h>
 
 #ifdef __cplusplus
@@ -22,9 +24,9 @@ typedef void (*cp_free_fn)(void *ptr);
  * functions. Call it before any other cport function, from one thread; memory
  * allocated before the call must still be freed by the functions it was
  * allocated with, so never switch while cport objects exist. Returns 0, or
- * -EINVAL if a function is NULL.
+ * CP_EINVAL if a function is NULL.
  */
-int cp_replace_allocator(cp_malloc_fn m, cp_realloc_fn r, cp_calloc_fn c, cp_free_fn f);
+CP_API int cp_replace_allocator(cp_malloc_fn m, cp_realloc_fn r, cp_calloc_fn c, cp_free_fn f);
 
 #ifdef __cplusplus
 }

@@ -27,7 +27,11 @@
  *  - Ops of one kind on one socket complete in the order they were started
  *    (accepts excepted: each takes its own connection, and cancelled ones may
  *    complete in any order); a send completes only once every byte is with
- *    the kernel (or with an error), never with a short count.
+ *    the kernel (or with an error), never with a short count. The order is
+ *    exact as seen by one waiting thread when one thread starts the ops. When
+ *    several threads start ops on one socket at the same moment, or several
+ *    threads wait, two completions that become ready at the same moment may
+ *    be handed out in either order (the data is not affected: see below).
  *  - Several sends in flight on one stream socket, from any number of
  *    threads: the bytes of each reach the wire whole (never interleaved with
  *    another send's) and in the order the sends were started (the order in

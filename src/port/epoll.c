@@ -23,6 +23,7 @@
 #define _GNU_SOURCE
 #include "port/port_internal.h"
 
+#include <assert.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -45,32 +46,6 @@ struct ep {
 
 static inline struct ep *E(cp_port *p) {
   return p->be_data;
-}
-
-static void count_syscall(cp_port *p) {
-  atomic_fetch_add_explicit(&p->n_syscalls, 1, memory_order_relaxed);
-}
-
-/* Completions gathered while holding locks, handed out after. */
-struct sink {
-  cp_completion *out;
-  int n, max;
-  cp_completion spill[64];
-  int nspill;
-};
-
-static void sink_flush(cp_port *p, struct sink *s) {
-  if (s->nspill)
-    cp__port_emit_many(p, s->spill, s->nspill);
-  s->nspill = 0;
-}
-
-static void sink_put(cp_port *p, struct sink *s, struct op *o, int64_t res, void *buf) {
-  cp__op_free_rest(o);
-  cp_completion *c = s->n < s->max ? &s->out[s->n++] : &s->spill[s->nspill++];
-  op_complete(o, c, res, buf);
-  if (s->nspill == (int)(sizeof s->spill / sizeof s->spill[0]))
-    sink_flush(p, s); /* safe under locks: epoll's wake() takes none */
 }
 
 /* ---- setup ---------------------------------------------------------- */
@@ -153,14 +128,14 @@ static int epoll_associate(cp_port *p, int fd, struct fdent *e) {
     return 0;
   if (errno == EEXIST && epoll_ctl(E(p)->epfd, EPOLL_CTL_MOD, fd, &ev) == 0)
     return 0;
-  return errno == EPERM ? -EBADF : -errno; /* EPERM: not pollable (a regular file) */
+  return errno == EPERM ? CP_ENOTSOCK : -errno; /* EPERM: not pollable */
 }
 
 static void epoll_wake(cp_port *p) {
   uint64_t one = 1;
   ssize_t r = write(E(p)->evfd, &one, sizeof one);
   (void)r; /* EAGAIN: the counter is already non-zero, the poller will wake */
-  count_syscall(p);
+  cp__count_syscall(p);
 }
 
 /* ---- buffers -------------------------------------------------------- */
@@ -203,125 +178,153 @@ static int64_t neg_errno(void) {
   return -(int64_t)errno;
 }
 
-static enum try_result try_op(cp_port *p, struct op *o, int64_t *res, void **buf) {
-  *buf = NULL;
+/* Each try_* makes one attempt at its op's syscall (again on EINTR) and says
+ * whether the op is done (*res set), must wait for the next edge, or (pooled
+ * receive) for a buffer. fd lock held. */
+
+static enum try_result try_accept(cp_port *p, struct op *o, int64_t *res) {
   for (;;) {
-    ssize_t n;
-    switch (o->kind) {
-    case CP_OP_ACCEPT: {
-      int fd = accept4(o->fd, o->u.accept.addr, o->u.accept.addrlen, SOCK_NONBLOCK | SOCK_CLOEXEC);
-      count_syscall(p);
-      if (fd >= 0) {
-        *res = fd;
-        return TRY_DONE;
-      }
-      if (errno == EINTR || errno == ECONNABORTED)
-        continue;
-      if (errno == EAGAIN)
-        return TRY_AGAIN;
-      *res = neg_errno();
+    int fd = accept4(o->fd, o->u.accept.addr, o->u.accept.addrlen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    cp__count_syscall(p);
+    if (fd >= 0) {
+      *res = fd;
       return TRY_DONE;
     }
-    case CP_OP_CONNECT: {
-      if (!o->done) {
-        o->done = 1; /* connect() issued */
-        count_syscall(p);
-        if (connect(o->fd, o->u.connect.addr, o->u.connect.addrlen) == 0) {
-          *res = 0;
-          return TRY_DONE;
-        }
-        if (errno == EINPROGRESS || errno == EINTR)
-          return TRY_AGAIN;
-        *res = neg_errno();
-        return TRY_DONE;
-      }
-      int err = 0;
-      socklen_t len = sizeof err;
-      count_syscall(p);
-      if (getsockopt(o->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
-        err = errno;
-      if (err) {
-        *res = -err;
-        return TRY_DONE;
-      }
-      struct sockaddr_storage ss;
-      socklen_t sl = sizeof ss;
-      count_syscall(p);
-      if (getpeername(o->fd, (struct sockaddr *)&ss, &sl) == 0) {
-        *res = 0;
-        return TRY_DONE;
-      }
-      return TRY_AGAIN; /* still in progress */
-    }
-    case CP_OP_RECV: {
-      n = recvmsg(o->fd, &o->u.msg, 0);
-      count_syscall(p);
-      if (n >= 0) {
-        *res = n;
-        return TRY_DONE;
-      }
-      if (errno == EINTR)
-        continue;
-      if (errno == EAGAIN)
-        return TRY_AGAIN;
-      *res = neg_errno();
-      return TRY_DONE;
-    }
-    case CP_OP_RECV_POOLED: {
-      long idx = buf_get(p);
-      if (idx < 0)
-        return TRY_STARVED;
-      void *b = bufpool_addr(&p->bufs, (uint32_t)idx);
-      n = recv(o->fd, b, p->bufs.size, 0);
-      count_syscall(p);
-      if (n > 0) {
-        *res = n;
-        *buf = b;
-        return TRY_DONE;
-      }
-      int err = errno;
-      buf_put(p, (uint32_t)idx);
-      if (n == 0) {
-        *res = 0;
-        return TRY_DONE;
-      }
-      if (err == EINTR)
-        continue;
-      if (err == EAGAIN)
-        return TRY_AGAIN;
-      *res = -(int64_t)err;
-      return TRY_DONE;
-    }
-    case CP_OP_SEND: {
-      n = sendmsg(o->fd, &o->u.msg, MSG_NOSIGNAL);
-      count_syscall(p);
-      if (n > 0) {
-        int r = cp__op_advance_send(o, (size_t)n);
-        if (r == 1) {
-          *res = o->done;
-          return TRY_DONE;
-        }
-        if (r < 0) {
-          *res = r;
-          return TRY_DONE;
-        }
-        continue; /* short: try the rest, usually EAGAIN */
-      }
-      if (n < 0 && errno == EINTR)
-        continue;
-      if (n < 0 && errno == EAGAIN)
-        return TRY_AGAIN;
-      *res = n == 0 ? -EPIPE : neg_errno();
-      return TRY_DONE;
-    }
-    case CP_OP_DISCONNECT:
-      count_syscall(p);
-      *res = shutdown(o->fd, o->how) == 0 ? 0 : neg_errno();
-      return TRY_DONE;
-    }
-    *res = -EINVAL;
+    if (errno == EINTR || errno == ECONNABORTED)
+      continue;
+    if (errno == EAGAIN)
+      return TRY_AGAIN;
+    *res = neg_errno();
     return TRY_DONE;
   }
+}
+
+static enum try_result try_connect(cp_port *p, struct op *o, int64_t *res) {
+  if (!o->done) {
+    o->done = 1; /* connect() issued */
+    cp__count_syscall(p);
+    if (connect(o->fd, o->u.connect.addr, o->u.connect.addrlen) == 0) {
+      *res = 0;
+      return TRY_DONE;
+    }
+    if (errno == EINPROGRESS || errno == EINTR)
+      return TRY_AGAIN;
+    *res = neg_errno();
+    return TRY_DONE;
+  }
+  int err = 0;
+  socklen_t len = sizeof err;
+  cp__count_syscall(p);
+  if (getsockopt(o->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+    err = errno;
+  if (err) {
+    *res = -err;
+    return TRY_DONE;
+  }
+  struct sockaddr_storage ss;
+  socklen_t sl = sizeof ss;
+  cp__count_syscall(p);
+  if (getpeername(o->fd, (struct sockaddr *)&ss, &sl) == 0) {
+    *res = 0;
+    return TRY_DONE;
+  }
+  return TRY_AGAIN; /* still in progress */
+}
+
+static enum try_result try_recv(cp_port *p, struct op *o, int64_t *res) {
+  for (;;) {
+    ssize_t n = recvmsg(o->fd, &o->u.msg, 0);
+    cp__count_syscall(p);
+    if (n >= 0) {
+      *res = n;
+      return TRY_DONE;
+    }
+    if (errno == EINTR)
+      continue;
+    if (errno == EAGAIN)
+      return TRY_AGAIN;
+    *res = neg_errno();
+    return TRY_DONE;
+  }
+}
+
+static enum try_result try_recv_pooled(cp_port *p, struct op *o, int64_t *res, void **buf) {
+  for (;;) {
+    long idx = buf_get(p);
+    if (idx < 0)
+      return TRY_STARVED;
+    void *b = bufpool_addr(&p->bufs, (uint32_t)idx);
+    ssize_t n = recv(o->fd, b, p->bufs.size, 0);
+    cp__count_syscall(p);
+    if (n > 0) {
+      *res = n;
+      *buf = b;
+      return TRY_DONE;
+    }
+    int err = errno;
+    buf_put(p, (uint32_t)idx);
+    if (n == 0) {
+      *res = 0;
+      return TRY_DONE;
+    }
+    if (err == EINTR)
+      continue;
+    if (err == EAGAIN)
+      return TRY_AGAIN;
+    *res = -(int64_t)err;
+    return TRY_DONE;
+  }
+}
+
+static enum try_result try_send(cp_port *p, struct op *o, int64_t *res) {
+  for (;;) {
+    ssize_t n = sendmsg(o->fd, &o->u.msg, MSG_NOSIGNAL);
+    cp__count_syscall(p);
+    if (n > 0) {
+      int r = cp__op_advance_send(o, (size_t)n);
+      if (r == 1) {
+        *res = o->done;
+        return TRY_DONE;
+      }
+      if (r < 0) {
+        *res = r;
+        return TRY_DONE;
+      }
+      continue; /* short: try the rest, usually EAGAIN */
+    }
+    if (n < 0 && errno == EINTR)
+      continue;
+    if (n < 0 && errno == EAGAIN)
+      return TRY_AGAIN;
+    *res = n == 0 ? CP_EPIPE : neg_errno();
+    return TRY_DONE;
+  }
+}
+
+static enum try_result try_op(cp_port *p, struct fdent *e, struct op *o, int64_t *res, void **buf) {
+  assert(cp__spin_held(&e->lock));
+  assert(o->state == OPS_QUEUED);
+  (void)e;
+  *buf = NULL;
+  switch (o->kind) {
+  case CP_OP_ACCEPT:
+    return try_accept(p, o, res);
+  case CP_OP_CONNECT:
+    return try_connect(p, o, res);
+  case CP_OP_RECV:
+    return try_recv(p, o, res);
+  case CP_OP_RECV_POOLED:
+    return try_recv_pooled(p, o, res, buf);
+  case CP_OP_SEND:
+    return try_send(p, o, res);
+  case CP_OP_DISCONNECT:
+    cp__count_syscall(p);
+    *res = shutdown(o->fd, o->how) == 0 ? 0 : neg_errno();
+    return TRY_DONE;
+  }
+  assert(!"an op of no kind in an fd queue");
+  *res = CP_EINVAL;
+  return TRY_DONE;
 }
 
 /* Park o (the head of its fd's read queue; fd lock held) until a buffer is
@@ -329,6 +332,7 @@ static enum try_result try_op(cp_port *p, struct op *o, int64_t *res, void **buf
  * dangling: a listed fd whose head is no longer starved is just skipped. */
 static void starve(cp_port *p, struct op *o, struct fdent *e) {
   struct ep *ep = E(p);
+  assert(cp__spin_held(&e->lock) && opq_head(&e->rd) == o);
   atomic_fetch_add_explicit(&p->n_buf_waits, 1, memory_order_relaxed);
   o->state = OPS_STARVED;
   cp__mutex_lock(&ep->lock);
@@ -349,13 +353,14 @@ static void starve(cp_port *p, struct op *o, struct fdent *e) {
 
 /* Try the head of one queue until it would block. fd lock held. */
 static void run_queue(cp_port *p, struct sink *s, struct fdent *e, struct opq *q) {
+  assert(cp__spin_held(&e->lock));
   struct op *o;
   while ((o = opq_head(q))) {
     if (o->state == OPS_STARVED)
       return; /* waits for a buffer; buf_release re-runs this queue */
     int64_t res;
     void *buf;
-    enum try_result r = try_op(p, o, &res, &buf);
+    enum try_result r = try_op(p, e, o, &res, &buf);
     if (r == TRY_AGAIN)
       return;
     if (r == TRY_STARVED) {
@@ -363,12 +368,13 @@ static void run_queue(cp_port *p, struct sink *s, struct fdent *e, struct opq *q
       return;
     }
     opq_pop(q);
-    sink_put(p, s, o, res, buf);
+    cp__sink_put(p, s, o, res, buf);
   }
 }
 
 static int epoll_start(cp_port *p, struct op *o, struct fdent *e) {
-  struct sink s = {.out = NULL, .n = 0, .max = 0, .nspill = 0};
+  struct sink s;
+  cp__sink_init(&s, NULL, 0);
   if (o->kind == CP_OP_TIMEOUT)
     return start_timer(p, o);
   bool rd = op_is_read(o->kind);
@@ -383,7 +389,7 @@ static int epoll_start(cp_port *p, struct op *o, struct fdent *e) {
   if (opq_head(q) == o)
     run_queue(p, &s, e, q);
   cp__spin_unlock(&e->lock);
-  sink_flush(p, &s);
+  cp__sink_flush(p, &s);
   feed_starved(p);
   return 0;
 }
@@ -418,7 +424,7 @@ static void expire_timers(cp_port *p, struct sink *s) {
   struct cp__heap_node *n;
   while ((n = cp__heap_min(&ep->timers)) && n->key <= now) {
     cp__heap_pop(&ep->timers);
-    sink_put(p, s, timer_op(n), 0, NULL);
+    cp__sink_put(p, s, timer_op(n), 0, NULL);
   }
   cp__mutex_unlock(&ep->lock);
 }
@@ -441,21 +447,22 @@ static int next_timer_ms(cp_port *p, int timeout_ms) {
 
 static int epoll_poll(cp_port *p, cp_completion *out, int max, int timeout_ms) {
   struct ep *ep = E(p);
-  struct sink s = {.out = out, .n = 0, .max = max, .nspill = 0};
+  struct sink s;
+  cp__sink_init(&s, out, max);
   /* in_kernel goes up before the timer heap is read: a timer added after the
    * read then sees it and wakes us (epoll_start). */
   atomic_store(&p->in_kernel, true);
   int t = next_timer_ms(p, timeout_ms);
   int n = epoll_wait(ep->epfd, ep->events, ep->nevents, t);
   atomic_store(&p->in_kernel, false);
-  count_syscall(p);
+  cp__count_syscall(p);
   for (int i = 0; i < n; i++) {
     struct epoll_event *ev = &ep->events[i];
     if (ev->data.u64 == EV_WAKE_TAG) {
       uint64_t v;
       ssize_t r = read(ep->evfd, &v, sizeof v);
       (void)r;
-      count_syscall(p);
+      cp__count_syscall(p);
       continue;
     }
     struct fdent *e = cp__fdtable_get(&p->fds, (int)ev->data.u64);
@@ -469,44 +476,40 @@ static int epoll_poll(cp_port *p, cp_completion *out, int max, int timeout_ms) {
     cp__spin_unlock(&e->lock);
   }
   expire_timers(p, &s);
-  sink_flush(p, &s);
+  cp__sink_flush(p, &s);
   feed_starved(p);
   return s.n;
 }
 
 /* ---- cancel and buffers --------------------------------------------- */
 
-static void cancel_queue(cp_port *p, struct sink *s, struct opq *q) {
-  struct op *o;
-  while ((o = opq_pop(q)))
-    sink_put(p, s, o, -ECANCELED, NULL);
-}
-
 static int epoll_cancel_fd(cp_port *p, int fd, struct fdent *e, bool forget) {
-  struct sink s = {.out = NULL, .n = 0, .max = 0, .nspill = 0};
+  struct sink s;
+  cp__sink_init(&s, NULL, 0);
   cp__spin_lock(&e->lock);
-  cancel_queue(p, &s, &e->rd);
-  cancel_queue(p, &s, &e->wr);
+  cp__sink_drain(p, &s, &e->rd, CP_ECANCELED);
+  cp__sink_drain(p, &s, &e->wr, CP_ECANCELED);
   if (forget)
     epoll_ctl(E(p)->epfd, EPOLL_CTL_DEL, fd, NULL);
   cp__spin_unlock(&e->lock);
-  sink_flush(p, &s);
+  cp__sink_flush(p, &s);
   feed_starved(p);
   return 0;
 }
 
 static int epoll_cancel_op(cp_port *p, struct op *o) {
   struct ep *ep = E(p);
-  struct sink s = {.out = NULL, .n = 0, .max = 0, .nspill = 0};
+  struct sink s;
+  cp__sink_init(&s, NULL, 0);
   int rc = -ENOENT;
   if (o->fd < 0) {
     cp__mutex_lock(&ep->lock);
     if (o->state == OPS_TIMER && cp__heap_remove(&ep->timers, &o->u.timer.node)) {
-      sink_put(p, &s, o, -ECANCELED, NULL);
+      cp__sink_put(p, &s, o, -ECANCELED, NULL);
       rc = 0;
     }
     cp__mutex_unlock(&ep->lock);
-    sink_flush(p, &s);
+    cp__sink_flush(p, &s);
     return rc;
   }
   struct fdent *e = cp__fdtable_get(&p->fds, o->fd);
@@ -518,14 +521,14 @@ static int epoll_cancel_op(cp_port *p, struct op *o) {
     bool was_head = opq_head(q) == o;
     if (!opq_remove(q, o))
       continue;
-    sink_put(p, &s, o, -ECANCELED, NULL);
+    cp__sink_put(p, &s, o, -ECANCELED, NULL);
     /* A new head may be ready already; no edge will say so. */
     if (was_head)
       run_queue(p, &s, e, q);
     rc = 0;
   }
   cp__spin_unlock(&e->lock);
-  sink_flush(p, &s);
+  cp__sink_flush(p, &s);
   feed_starved(p);
   return rc;
 }
@@ -553,7 +556,8 @@ static void feed_starved(cp_port *p) {
         break;
       /* Only the fd is taken from the list: an op that was cancelled
        * meanwhile is simply not there (its fd's head is not starved). */
-      struct sink s = {.out = NULL, .n = 0, .max = 0, .nspill = 0};
+      struct sink s;
+      cp__sink_init(&s, NULL, 0);
       cp__spin_lock(&e->lock);
       struct op *head = opq_head(&e->rd);
       if (head && head->state == OPS_STARVED) {
@@ -561,7 +565,7 @@ static void feed_starved(cp_port *p) {
         run_queue(p, &s, e, &e->rd);
       }
       cp__spin_unlock(&e->lock);
-      sink_flush(p, &s);
+      cp__sink_flush(p, &s);
     }
   }
 }

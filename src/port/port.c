@@ -21,6 +21,7 @@
 
 #include "common/log.h"
 
+#include <assert.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <sched.h>
@@ -265,12 +266,13 @@ int cp_port_associate(cp_port *p, cp_socket_t fd, void *key) {
     return CP_EINVAL;
   if (atomic_load(&p->closed))
     return CP_ESHUTDOWN;
-  if (fd < 0 || fcntl(fd, F_GETFD) < 0)
-    return CP_EBADF;
+  int rc = cp__socket_prepare(fd);
+  if (rc)
+    return rc;
   struct fdent *e = cp__fdtable_make(&p->fds, fd);
   if (!e)
     return fd >= 0 && (unsigned)fd >= FDT_CHUNK * FDT_CHUNKS ? CP_EBADF : CP_ENOMEM;
-  int rc = p->be->associate(p, fd, e);
+  rc = p->be->associate(p, fd, e);
   if (rc)
     return rc;
   cp__spin_lock(&e->lock);
@@ -475,8 +477,8 @@ int cp_port_timeout(cp_port *p, cp_op *cop, void *key, uint64_t ms) {
   o->fd = -1;
   o->key = key;
   o->kind = CP_OP_TIMEOUT;
-  o->u.timer.ts.tv_sec = (long long)(ms / 1000);
-  o->u.timer.ts.tv_nsec = (long long)(ms % 1000) * 1000000;
+  o->u.timer.ts.tv_sec = (int64_t)(ms / 1000);
+  o->u.timer.ts.tv_nsec = (int64_t)(ms % 1000) * 1000000;
   cp__heap_node_init(&o->u.timer.node, cp__now_ns() + ms * 1000000ull);
   return start(p, o, NULL);
 }
@@ -558,6 +560,20 @@ static int ready_reserve(cp_port *p, uint32_t n) {
 static void ready_push(cp_port *p, const cp_completion *c) {
   p->ready[(p->ready_head + p->ready_len) & (p->ready_cap - 1)] = *c;
   p->ready_len++;
+  p->ready_pushed++;
+}
+
+/* Insert n completions at position pos from the head (pos <= ready_len),
+ * ahead of the ones after it; mu held, room reserved. */
+static void ready_insert(cp_port *p, uint32_t pos, const cp_completion *c, uint32_t n) {
+  assert(pos <= p->ready_len && p->ready_len + n <= p->ready_cap);
+  uint32_t mask = p->ready_cap - 1;
+  for (uint32_t i = p->ready_len; i-- > pos;)
+    p->ready[(p->ready_head + i + n) & mask] = p->ready[(p->ready_head + i) & mask];
+  for (uint32_t j = 0; j < n; j++)
+    p->ready[(p->ready_head + pos + j) & mask] = c[j];
+  p->ready_len += n;
+  p->ready_pushed += n;
 }
 
 static int ready_take(cp_port *p, cp_completion *out, int max) {
@@ -567,6 +583,7 @@ static int ready_take(cp_port *p, cp_completion *out, int max) {
     p->ready_head = (p->ready_head + 1) & (p->ready_cap - 1);
     p->ready_len--;
   }
+  p->ready_taken += (uint64_t)n;
   return n;
 }
 
@@ -674,23 +691,35 @@ int cp_port_wait(cp_port *p, cp_completion *out, int max, int timeout_ms) {
     if (may_run && !p->polling) {
       p->polling = true;
       p->ready_streak = 0;
+      uint64_t mark = p->ready_pushed; /* what is queued now predates the poll */
       cp__mutex_unlock(&p->mu);
       n = p->be->poll(p, out, max, poll_first ? 0 : remaining_ms(deadline, timeout_ms));
       cp__mutex_lock(&p->mu);
       p->polling = false;
-      if (n >= 0 && p->active >= p->concurrency) {
-        /* Others took the free slots while we were in the kernel: queue what
-         * we found for them and wait our turn like everyone else. */
+      /* Completions queued before the poll (still at the head of the ring)
+       * are older than what the poll found, and those are older than what
+       * its overflow queued behind them: out[] goes in between, so that ops
+       * of one kind on one fd still come out in start order. */
+      uint32_t older = mark > p->ready_taken ? (uint32_t)(mark - p->ready_taken) : 0;
+      bool must_queue = p->active >= p->concurrency;
+      if (n > 0 && (older || must_queue)) {
         while (ready_reserve(p, (uint32_t)n)) {
           cp__mutex_unlock(&p->mu);
           cp__thread_yield();
           cp__mutex_lock(&p->mu);
+          older = mark > p->ready_taken ? (uint32_t)(mark - p->ready_taken) : 0;
         }
-        for (int i = 0; i < n; i++)
-          ready_push(p, &out[i]);
+        ready_insert(p, older, out, (uint32_t)n);
         n = 0;
-        continue;
+        /* Others took the free slots while we were in the kernel: leave
+         * what we found for them and wait our turn like everyone else. */
+        if (must_queue || p->active >= p->concurrency)
+          continue;
+        n = ready_take(p, out, max);
+        break;
       }
+      if (n >= 0 && must_queue)
+        continue;
       if (n >= 0 && n < max)
         n += ready_take(p, out + n, max - n);
       if (n != 0)

@@ -17,7 +17,6 @@
 #include "common/mem.h"
 #include "platform/platform.h"
 
-#include <linux/time_types.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 
@@ -53,8 +52,10 @@ struct op {
       socklen_t addrlen;
     } connect;
     struct {
-      struct __kernel_timespec ts; /* uring: the relative time */
-      struct cp__heap_node node;   /* epoll: key = deadline (cp__now_ns) */
+      struct cp__timespec {
+        int64_t tv_sec, tv_nsec;
+      } ts;                      /* uring: the relative time (as __kernel_timespec) */
+      struct cp__heap_node node; /* epoll: key = deadline (cp__now_ns) */
     } timer;
   } u;
 };
@@ -139,6 +140,11 @@ struct fdent {
   uint32_t kernel_ops;    /* uring: ops of this fd with the kernel (guarded by its lock) */
 };
 
+/* An idle connection costs its fd entry (and the engine's session with its
+ * cp_ops): the memory goals in docs/performance.md depend on these sizes. */
+_Static_assert(sizeof(struct fdent) <= 48, "the fd entry grew past 48 bytes");
+_Static_assert(sizeof(cp_op) == 104, "cp_op is part of the ABI and of the session's size");
+
 #define FDT_CHUNK_BITS 10
 #define FDT_CHUNK (1u << FDT_CHUNK_BITS)
 #define FDT_CHUNKS 1024 /* 1M fds */
@@ -189,11 +195,12 @@ struct cp_port {
   cp__cond cv;
   cp_completion *ready; /* ring of completions ready to hand out */
   uint32_t ready_cap, ready_head, ready_len;
-  unsigned waiters;       /* threads blocked on cv */
-  unsigned active;        /* threads released and not back in cp_port_wait */
-  bool polling;           /* a thread holds the poller role */
-  uint32_t ready_streak;  /* waits served from the ready ring since the last poll */
-  _Atomic bool in_kernel; /* the poller is (about to be) blocked in the kernel */
+  uint64_t ready_pushed, ready_taken; /* totals: which queued ones predate a poll */
+  unsigned waiters;                   /* threads blocked on cv */
+  unsigned active;                    /* threads released and not back in cp_port_wait */
+  bool polling;                       /* a thread holds the poller role */
+  uint32_t ready_streak;              /* waits served from the ready ring since the last poll */
+  _Atomic bool in_kernel;             /* the poller is (about to be) blocked in the kernel */
   _Atomic bool closed;
 
   _Atomic uint64_t n_started, n_completed, n_syscalls, n_buf_waits;
@@ -241,6 +248,43 @@ void cp__port_emit_many(cp_port *p, const cp_completion *c, int n);
  * the caller must call it (after dropping its own locks). */
 bool cp__port_queue(cp_port *p, const cp_completion *c, int n);
 
+/* Count one kernel entry made by the port (cp_port_stats.syscalls). */
+static inline void cp__count_syscall(cp_port *p) {
+  atomic_fetch_add_explicit(&p->n_syscalls, 1, memory_order_relaxed);
+}
+
+/*
+ * A sink gathers the completions a backend finds, usually while it holds
+ * its own locks: first into the caller's out[] (the poller's batch), then
+ * into a spill that goes to the ready ring. Queueing the spill never wakes
+ * the poller under those locks (a backend's wake() may take them); the need
+ * is noted and cp__sink_flush() acts on it once the locks are dropped.
+ */
+struct sink {
+  cp_completion *out;
+  int n, max;
+  cp_completion spill[64];
+  int nspill;
+  bool wake; /* a queued spill needs the poller woken */
+};
+
+/* A sink that fills out[0..max-1] first (out may be NULL with max 0). */
+static inline void cp__sink_init(struct sink *s, cp_completion *out, int max) {
+  s->out = out;
+  s->n = 0;
+  s->max = max;
+  s->nspill = 0;
+  s->wake = false;
+}
+/* Complete o with res (and buf) into the sink; frees o's partial-send copy.
+ * Safe under any backend lock. */
+void cp__sink_put(cp_port *p, struct sink *s, struct op *o, int64_t res, void *buf);
+/* Complete every op of q, in order, with res. */
+void cp__sink_drain(cp_port *p, struct sink *s, struct opq *q, int64_t res);
+/* Hand the spill to the waiters and wake the poller if needed. Call with no
+ * backend lock held. */
+void cp__sink_flush(cp_port *p, struct sink *s);
+
 /* Fill a completion for a finished op and mark the op idle. */
 static inline void op_complete(struct op *o, cp_completion *c, int64_t result, void *buf) {
   c->op = cp_op_of(o);
@@ -255,6 +299,11 @@ static inline void op_complete(struct op *o, cp_completion *c, int64_t result, v
 static inline bool op_is_read(uint8_t kind) {
   return kind == CP_OP_RECV || kind == CP_OP_RECV_POOLED || kind == CP_OP_ACCEPT;
 }
+
+/* Make sure sock is an open socket and put it in the mode the backends
+ * need (nonblocking on POSIX): 0, CP_EBADF (not open) or CP_ENOTSOCK.
+ * socket_posix.c / socket_win32.c. */
+int cp__socket_prepare(cp_socket_t sock);
 
 /* Give back the iov copy made after a partial send. */
 void cp__op_free_rest(struct op *o);

@@ -195,6 +195,23 @@ int cp_socket_nodelay(cp_socket_t sock, int on) {
   return setsockopt(sock, IPPROTO_TCP, TCP_NODELAY, &v, sizeof v) == 0 ? 0 : -errno;
 }
 
+/* Internal (port_internal.h): cp_port_associate's check and mode. */
+int cp__socket_prepare(cp_socket_t sock);
+int cp__socket_prepare(cp_socket_t sock) {
+  if (sock < 0)
+    return CP_EBADF;
+  int type;
+  socklen_t len = sizeof type;
+  if (getsockopt(sock, SOL_SOCKET, SO_TYPE, &type, &len) < 0)
+    return errno == ENOTSOCK ? CP_ENOTSOCK : CP_EBADF;
+  int fl = fcntl(sock, F_GETFL);
+  if (fl < 0)
+    return CP_EBADF;
+  if (!(fl & O_NONBLOCK) && fcntl(sock, F_SETFL, fl | O_NONBLOCK) < 0)
+    return -errno;
+  return 0;
+}
+
 int cp_socket_close(cp_socket_t sock) {
   if (sock == CP_INVALID_SOCKET)
     return 0;

@@ -32,6 +32,7 @@
 #define _GNU_SOURCE
 #include "port/port_internal.h"
 
+#include <assert.h>
 #include <liburing.h>
 #include <signal.h>
 #include <stdio.h>
@@ -52,15 +53,37 @@ struct uring {
   uint64_t inflight;     /* ops with the kernel */
   struct opq starved;    /* pooled recvs that found the buffer ring empty */
   _Atomic bool sq_dirty; /* SQEs wait for the poller's next io_uring_enter */
+#ifndef NDEBUG
+  bool locked; /* lock is held (for asserts; only its holder reads it true) */
+#endif
 };
+
+/* struct op keeps the timer's time in a portable struct of the same layout. */
+_Static_assert(sizeof(struct cp__timespec) == sizeof(struct __kernel_timespec) &&
+                   offsetof(struct cp__timespec, tv_nsec) ==
+                       offsetof(struct __kernel_timespec, tv_nsec),
+               "cp__timespec must match __kernel_timespec");
 
 static inline struct uring *U(cp_port *p) {
   return p->be_data;
 }
 
-static void count_syscall(cp_port *p) {
-  atomic_fetch_add_explicit(&p->n_syscalls, 1, memory_order_relaxed);
+static void ulock(struct uring *u) {
+  cp__mutex_lock(&u->lock);
+#ifndef NDEBUG
+  u->locked = true;
+#endif
 }
+
+static void uunlock(struct uring *u) {
+#ifndef NDEBUG
+  u->locked = false;
+#endif
+  cp__mutex_unlock(&u->lock);
+}
+
+/* Functions whose comment says "lock held" assert it. */
+#define assert_locked(u) assert((u)->locked)
 
 /* ---- probing and setup ---------------------------------------------- */
 
@@ -184,7 +207,7 @@ static struct io_uring_sqe *get_sqe(cp_port *p) {
     /* SQ full: hand what is there to the kernel now. */
     sq_publish(&u->ring);
     io_uring_submit(&u->ring);
-    count_syscall(p);
+    cp__count_syscall(p);
     sqe = io_uring_get_sqe(&u->ring);
   }
   return sqe;
@@ -193,7 +216,7 @@ static struct io_uring_sqe *get_sqe(cp_port *p) {
 static void submit_if_poller_sleeps(cp_port *p) {
   if (atomic_load(&p->in_kernel)) {
     io_uring_submit(&U(p)->ring);
-    count_syscall(p);
+    cp__count_syscall(p);
   } else if (!atomic_load_explicit(&U(p)->sq_dirty, memory_order_relaxed)) {
     atomic_store_explicit(&U(p)->sq_dirty, true, memory_order_relaxed); /* once per batch */
   }
@@ -237,7 +260,7 @@ static void prep(cp_port *p, struct op *o, struct io_uring_sqe *sqe) {
     io_uring_prep_shutdown(sqe, o->fd, o->how & 0xff);
     break;
   case CP_OP_TIMEOUT:
-    io_uring_prep_timeout(sqe, &o->u.timer.ts, 0, 0);
+    io_uring_prep_timeout(sqe, (struct __kernel_timespec *)(void *)&o->u.timer.ts, 0, 0);
     break;
   }
   io_uring_sqe_set_data(sqe, o);
@@ -245,6 +268,8 @@ static void prep(cp_port *p, struct op *o, struct io_uring_sqe *sqe) {
 
 /* Hand o to the kernel (lock held). */
 static int submit_op(cp_port *p, struct op *o) {
+  assert_locked(U(p));
+  assert(o->state != OPS_DONE); /* new, queued, starved, or a resubmitted rest */
   struct io_uring_sqe *sqe = get_sqe(p);
   if (!sqe)
     return -EBUSY;
@@ -259,7 +284,7 @@ static int submit_op(cp_port *p, struct op *o) {
 static int uring_start(cp_port *p, struct op *o, struct fdent *e) {
   struct uring *u = U(p);
   int rc = 0;
-  cp__mutex_lock(&u->lock);
+  ulock(u);
   if (atomic_load(&p->closed)) {
     rc = -ESHUTDOWN;
   } else if (o->kind == CP_OP_RECV || o->kind == CP_OP_RECV_POOLED) {
@@ -281,43 +306,11 @@ static int uring_start(cp_port *p, struct op *o, struct fdent *e) {
   }
   if (!rc)
     submit_if_poller_sleeps(p);
-  cp__mutex_unlock(&u->lock);
+  uunlock(u);
   return rc;
 }
 
 /* ---- completion (lock held) ----------------------------------------- */
-
-struct sink {
-  cp_completion *out;
-  int n, max;
-  cp_completion spill[64]; /* completions found while out[] is full */
-  int nspill;
-  bool wake; /* a queued spill needs the poller woken, once the lock is dropped */
-};
-
-/* Queue the spill for the waiters. Safe under u->lock: it never wakes the
- * poller itself (that would take u->lock again); it notes the need instead. */
-static void spill_out(cp_port *p, struct sink *s) {
-  if (s->nspill && cp__port_queue(p, s->spill, s->nspill))
-    s->wake = true;
-  s->nspill = 0;
-}
-
-static void sink_put(cp_port *p, struct sink *s, struct op *o, int64_t res, void *buf) {
-  cp_completion *c = s->n < s->max ? &s->out[s->n++] : &s->spill[s->nspill++];
-  cp__op_free_rest(o);
-  op_complete(o, c, res, buf);
-  if (s->nspill == (int)(sizeof s->spill / sizeof s->spill[0]))
-    spill_out(p, s);
-}
-
-/* After u->lock is dropped: queue what is left and wake if needed. */
-static void flush_sink(cp_port *p, struct sink *s) {
-  spill_out(p, s);
-  if (s->wake)
-    p->be->wake(p);
-  s->wake = false;
-}
 
 static bool cancelled(cp_port *p, struct op *o) {
   if (o->how & OPF_CANCEL)
@@ -328,6 +321,7 @@ static bool cancelled(cp_port *p, struct op *o) {
 
 /* The fd's in-flight op of one side finished: start the next queued one. */
 static void side_next(cp_port *p, struct sink *s, int fd, bool read_side) {
+  assert_locked(U(p));
   struct fdent *e = cp__fdtable_get(&p->fds, fd);
   if (!e)
     return;
@@ -338,12 +332,13 @@ static void side_next(cp_port *p, struct sink *s, int fd, bool read_side) {
     int rc = cancelled(p, o) ? -ECANCELED : submit_op(p, o);
     if (!rc)
       return; /* busy stays set */
-    sink_put(p, s, o, rc, NULL);
+    cp__sink_put(p, s, o, rc, NULL);
   }
   *busy = 0;
 }
 
 static void give_buffer(cp_port *p, uint32_t bid) {
+  assert_locked(U(p));
   struct uring *u = U(p);
   io_uring_buf_ring_add(u->br, bufpool_addr(&p->bufs, bid), p->bufs.size, (unsigned short)bid,
                         (int)u->br_mask, 0);
@@ -353,6 +348,7 @@ static void give_buffer(cp_port *p, uint32_t bid) {
 /* Re-arm parked pooled receives, as many as there may be free buffers. A
  * re-armed recv that still finds the ring empty is parked again. */
 static void feed_starved(cp_port *p, struct sink *s) {
+  assert_locked(U(p));
   struct uring *u = U(p);
   uint32_t room = p->bufs.count - u->bufs_out;
   struct op *o;
@@ -360,7 +356,7 @@ static void feed_starved(cp_port *p, struct sink *s) {
     int fd = o->fd;
     int rc = cancelled(p, o) ? -ECANCELED : submit_op(p, o);
     if (rc) {
-      sink_put(p, s, o, rc, NULL);
+      cp__sink_put(p, s, o, rc, NULL);
       side_next(p, s, fd, true);
     } else {
       room--;
@@ -368,80 +364,100 @@ static void feed_starved(cp_port *p, struct sink *s) {
   }
 }
 
+/* A pooled receive came back: hand out its buffer, or park it if the pool
+ * ran dry. */
+static void cqe_recv_pooled(cp_port *p, struct sink *s, struct op *o, struct io_uring_cqe *cqe) {
+  struct uring *u = U(p);
+  int res = cqe->res, fd = o->fd;
+  void *buf = NULL;
+  if (cqe->flags & IORING_CQE_F_BUFFER) {
+    uint32_t bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
+    if (res > 0) {
+      buf = bufpool_addr(&p->bufs, bid);
+      u->bufs_out++;
+    } else {
+      give_buffer(p, bid);
+    }
+  }
+  if (res == -ENOBUFS && !cancelled(p, o)) {
+    /* The pool ran dry: park the op until a buffer comes back. */
+    atomic_fetch_add_explicit(&p->n_buf_waits, 1, memory_order_relaxed);
+    o->state = OPS_STARVED;
+    opq_push(&u->starved, o);
+    feed_starved(p, s);
+    return;
+  }
+  cp__sink_put(p, s, o, res == -ENOBUFS ? CP_ECANCELED : res, buf);
+  side_next(p, s, fd, true);
+}
+
+/* A send came back: done, or resubmit the rest (a send completes whole). */
+static void cqe_send(cp_port *p, struct sink *s, struct op *o, int res) {
+  int fd = o->fd;
+  /* -EAGAIN is not an end. Seen after the peer half-closed: the FIN wakes
+   * the request's internal poll, the retry still finds no room, and the
+   * kernel hands the request to its worker, which on a nonblocking socket
+   * gives up. Nothing was sent: start it again (a new request waits for
+   * room with a fresh poll), unless it was cancelled meanwhile. */
+  if (res == -EAGAIN) {
+    int rc = cancelled(p, o) ? CP_ECANCELED : submit_op(p, o);
+    if (rc == 0)
+      return;
+    res = rc;
+  }
+  if (res > 0) {
+    int r = cp__op_advance_send(o, (size_t)res);
+    if (r == 0 && cancelled(p, o))
+      r = CP_ECANCELED;
+    if (r == 0 && (r = submit_op(p, o)) == 0)
+      return; /* the rest is on its way; the write side stays busy */
+    cp__sink_put(p, s, o, r == 1 ? o->done : r, NULL);
+  } else {
+    cp__sink_put(p, s, o, res == 0 ? CP_EPIPE : res, NULL);
+  }
+  side_next(p, s, fd, false);
+}
+
 static void handle_cqe(cp_port *p, struct sink *s, struct io_uring_cqe *cqe) {
   struct uring *u = U(p);
+  assert_locked(u);
   struct op *o = io_uring_cqe_get_data(cqe);
   if (!o)
     return; /* internal: cancel or wake-up */
+  assert(o->state == OPS_INFLIGHT);
+  assert(u->inflight > 0);
   u->inflight--;
   int res = cqe->res;
   int fd = o->fd; /* o may be handed out and reused once completed */
-  if (fd >= 0)
-    cp__fdtable_get(&p->fds, fd)->kernel_ops--;
+  if (fd >= 0) {
+    struct fdent *e = cp__fdtable_get(&p->fds, fd);
+    assert(e->kernel_ops > 0);
+    e->kernel_ops--;
+  }
   switch (o->kind) {
   case CP_OP_ACCEPT:
   case CP_OP_CONNECT:
-    sink_put(p, s, o, res, NULL);
+    cp__sink_put(p, s, o, res, NULL);
     return;
   case CP_OP_TIMEOUT:
-    sink_put(p, s, o, res == -ETIME ? 0 : res, NULL);
+    cp__sink_put(p, s, o, res == -ETIME ? 0 : res, NULL);
     return;
   case CP_OP_RECV:
-    sink_put(p, s, o, res, NULL);
+    cp__sink_put(p, s, o, res, NULL);
     side_next(p, s, fd, true);
     return;
-  case CP_OP_RECV_POOLED: {
-    void *buf = NULL;
-    if (cqe->flags & IORING_CQE_F_BUFFER) {
-      uint32_t bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
-      if (res > 0) {
-        buf = bufpool_addr(&p->bufs, bid);
-        u->bufs_out++;
-      } else {
-        give_buffer(p, bid);
-      }
-    }
-    if (res == -ENOBUFS && !cancelled(p, o)) {
-      /* The pool ran dry: park the op until a buffer comes back. */
-      atomic_fetch_add_explicit(&p->n_buf_waits, 1, memory_order_relaxed);
-      o->state = OPS_STARVED;
-      opq_push(&u->starved, o);
-      feed_starved(p, s);
-      return;
-    }
-    sink_put(p, s, o, res == -ENOBUFS ? -ECANCELED : res, buf);
-    side_next(p, s, fd, true);
+  case CP_OP_RECV_POOLED:
+    cqe_recv_pooled(p, s, o, cqe);
     return;
-  }
   case CP_OP_SEND:
-    /* -EAGAIN is not an end. Seen after the peer half-closed: the FIN wakes
-     * the request's internal poll, the retry still finds no room, and the
-     * kernel hands the request to its worker, which on a nonblocking socket
-     * gives up. Nothing was sent: start it again (a new request waits for
-     * room with a fresh poll), unless it was cancelled meanwhile. */
-    if (res == -EAGAIN) {
-      int rc = cancelled(p, o) ? -ECANCELED : submit_op(p, o);
-      if (rc == 0)
-        return;
-      res = rc;
-    }
-    if (res > 0) {
-      int r = cp__op_advance_send(o, (size_t)res);
-      if (r == 0 && cancelled(p, o))
-        r = -ECANCELED;
-      if (r == 0 && (r = submit_op(p, o)) == 0)
-        return; /* the rest is on its way */
-      sink_put(p, s, o, r == 1 ? o->done : r, NULL);
-    } else {
-      sink_put(p, s, o, res == 0 ? -EPIPE : res, NULL);
-    }
-    side_next(p, s, fd, false);
+    cqe_send(p, s, o, res);
     return;
   case CP_OP_DISCONNECT:
-    sink_put(p, s, o, res, NULL);
+    cp__sink_put(p, s, o, res, NULL);
     side_next(p, s, fd, false);
     return;
   }
+  assert(!"a CQE for an op of no kind");
 }
 
 /* Take CQEs until out[] is full; the rest stay in the CQ for the next poll. */
@@ -455,24 +471,25 @@ static void reap(cp_port *p, struct sink *s) {
     unsigned got = io_uring_peek_batch_cqe(&u->ring, cqes, want);
     if (!got)
       break;
-    cp__mutex_lock(&u->lock);
+    ulock(u);
     for (unsigned i = 0; i < got; i++)
       handle_cqe(p, s, cqes[i]);
-    cp__mutex_unlock(&u->lock);
+    uunlock(u);
     io_uring_cq_advance(&u->ring, got);
   }
 }
 
 static int uring_poll(cp_port *p, cp_completion *out, int max, int timeout_ms) {
   struct uring *u = U(p);
-  struct sink s = {.out = out, .n = 0, .max = max, .nspill = 0, .wake = false};
+  struct sink s;
+  cp__sink_init(&s, out, max);
   reap(p, &s);
   if (s.n == 0 && s.nspill == 0) {
-    cp__mutex_lock(&u->lock);
+    ulock(u);
     atomic_store(&p->in_kernel, true);
     atomic_store_explicit(&u->sq_dirty, false, memory_order_relaxed);
     unsigned to_submit = sq_publish(&u->ring);
-    cp__mutex_unlock(&u->lock);
+    uunlock(u);
     struct __kernel_timespec ts;
     struct io_uring_getevents_arg arg;
     memset(&arg, 0, sizeof arg);
@@ -490,52 +507,47 @@ static int uring_poll(cp_port *p, cp_completion *out, int max, int timeout_ms) {
     }
     int rc = io_uring_enter2((unsigned)u->ring.ring_fd, to_submit, timeout_ms == 0 ? 0 : 1, flags,
                              argp, argsz);
-    count_syscall(p);
+    cp__count_syscall(p);
     atomic_store(&p->in_kernel, false);
     (void)rc; /* -ETIME, -EINTR, -EBUSY: whatever is in the CQ is reaped below */
     reap(p, &s);
   } else if (atomic_load_explicit(&u->sq_dirty, memory_order_relaxed)) {
     /* Completions were waiting, so we did not enter the kernel; still hand
      * it the ops started since, or they would wait for the next quiet poll. */
-    cp__mutex_lock(&u->lock);
+    ulock(u);
     atomic_store_explicit(&u->sq_dirty, false, memory_order_relaxed);
     unsigned to_submit = sq_publish(&u->ring);
-    cp__mutex_unlock(&u->lock);
+    uunlock(u);
     if (to_submit) {
       io_uring_enter((unsigned)u->ring.ring_fd, to_submit, 0, 0, NULL);
-      count_syscall(p);
+      cp__count_syscall(p);
     }
   }
-  flush_sink(p, &s);
+  cp__sink_flush(p, &s);
   return s.n;
 }
 
 static void uring_wake(cp_port *p) {
   struct uring *u = U(p);
-  cp__mutex_lock(&u->lock);
+  ulock(u);
   struct io_uring_sqe *sqe = get_sqe(p);
   if (sqe) {
     io_uring_prep_nop(sqe);
     io_uring_sqe_set_data(sqe, NULL);
   }
   io_uring_submit(&u->ring);
-  count_syscall(p);
-  cp__mutex_unlock(&u->lock);
+  cp__count_syscall(p);
+  uunlock(u);
 }
 
 /* ---- cancel --------------------------------------------------------- */
 
-static void drain_queue(cp_port *p, struct sink *s, struct opq *q) {
-  struct op *o;
-  while ((o = opq_pop(q)))
-    sink_put(p, s, o, -ECANCELED, NULL);
-}
-
 static int uring_cancel_fd(cp_port *p, int fd, struct fdent *e, bool forget) {
   (void)forget;
   struct uring *u = U(p);
-  struct sink s = {.out = NULL, .n = 0, .max = 0, .nspill = 0, .wake = false};
-  cp__mutex_lock(&u->lock);
+  struct sink s;
+  cp__sink_init(&s, NULL, 0);
+  ulock(u);
   /* A starved pooled recv is this fd's oldest read-side op: end it first,
    * then what is queued behind it. */
   struct opq keep = {NULL};
@@ -546,12 +558,12 @@ static int uring_cancel_fd(cp_port *p, int fd, struct fdent *e, bool forget) {
       opq_push(&keep, o);
       continue;
     }
-    sink_put(p, &s, o, -ECANCELED, NULL);
+    cp__sink_put(p, &s, o, -ECANCELED, NULL);
     was_starved = true;
   }
   u->starved = keep;
   if (was_starved) {
-    drain_queue(p, &s, &e->rd);
+    cp__sink_drain(p, &s, &e->rd, CP_ECANCELED);
     e->rd_busy = 0;
   }
   /* Ops queued behind one that is with the kernel stay queued: when it
@@ -565,26 +577,27 @@ static int uring_cancel_fd(cp_port *p, int fd, struct fdent *e, bool forget) {
     io_uring_prep_cancel_fd(sqe, fd, IORING_ASYNC_CANCEL_ALL);
     io_uring_sqe_set_data(sqe, NULL);
     io_uring_submit(&u->ring);
-    count_syscall(p);
+    cp__count_syscall(p);
   } else {
     rc = -EBUSY;
   }
-  cp__mutex_unlock(&u->lock);
-  flush_sink(p, &s);
+  uunlock(u);
+  cp__sink_flush(p, &s);
   return rc;
 }
 
 static int uring_cancel_op(cp_port *p, struct op *o) {
   struct uring *u = U(p);
-  struct sink s = {.out = NULL, .n = 0, .max = 0, .nspill = 0, .wake = false};
+  struct sink s;
+  cp__sink_init(&s, NULL, 0);
   int rc = 0;
-  cp__mutex_lock(&u->lock);
+  ulock(u);
   struct fdent *e = o->fd >= 0 ? cp__fdtable_get(&p->fds, o->fd) : NULL;
   if (o->state == OPS_QUEUED && e && (opq_remove(&e->rd, o) || opq_remove(&e->wr, o))) {
-    sink_put(p, &s, o, -ECANCELED, NULL);
+    cp__sink_put(p, &s, o, -ECANCELED, NULL);
   } else if (o->state == OPS_STARVED && opq_remove(&u->starved, o)) {
     int fd = o->fd;
-    sink_put(p, &s, o, -ECANCELED, NULL);
+    cp__sink_put(p, &s, o, -ECANCELED, NULL);
     side_next(p, &s, fd, true);
   } else if (o->state == OPS_INFLIGHT) {
     o->how |= OPF_CANCEL;
@@ -598,13 +611,13 @@ static int uring_cancel_op(cp_port *p, struct op *o) {
         io_uring_prep_cancel64(sqe, (uint64_t)(uintptr_t)o, 0);
       io_uring_sqe_set_data(sqe, NULL);
       io_uring_submit(&u->ring);
-      count_syscall(p);
+      cp__count_syscall(p);
     }
   } else {
     rc = -ENOENT;
   }
-  cp__mutex_unlock(&u->lock);
-  flush_sink(p, &s);
+  uunlock(u);
+  cp__sink_flush(p, &s);
   return rc;
 }
 
@@ -617,8 +630,9 @@ static int uring_associate(cp_port *p, int fd, struct fdent *e) {
 
 static void uring_buf_release(cp_port *p, uint32_t idx) {
   struct uring *u = U(p);
-  struct sink s = {.out = NULL, .n = 0, .max = 0, .nspill = 0, .wake = false};
-  cp__mutex_lock(&u->lock);
+  struct sink s;
+  cp__sink_init(&s, NULL, 0);
+  ulock(u);
   give_buffer(p, idx);
   if (u->bufs_out)
     u->bufs_out--;
@@ -626,8 +640,8 @@ static void uring_buf_release(cp_port *p, uint32_t idx) {
     feed_starved(p, &s);
     submit_if_poller_sleeps(p);
   }
-  cp__mutex_unlock(&u->lock);
-  flush_sink(p, &s);
+  uunlock(u);
+  cp__sink_flush(p, &s);
 }
 
 /* ---- teardown ------------------------------------------------------- */

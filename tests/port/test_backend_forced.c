@@ -63,6 +63,31 @@ int main(void) {
   CHECK_EQ(cp_port_create(&p, &o), -EINVAL);
   CHECK(!strcmp(cp_backend_name(CP_BACKEND_URING), "uring"));
   CHECK(!strcmp(cp_backend_name(CP_BACKEND_EPOLL), "epoll"));
+  CHECK(!strcmp(cp_backend_name(CP_BACKEND_IOCP), "iocp"));
+  CHECK(!strcmp(cp_backend_name(CP_BACKEND_AUTO), "auto"));
+  CHECK(!strcmp(cp_backend_name((cp_backend)42), "unknown"));
+  /* the one parser of backend names */
+  static const struct {
+    const char *name;
+    int rc;
+    cp_backend b;
+  } names[] = {{"auto", 0, CP_BACKEND_AUTO},   {"", 0, CP_BACKEND_AUTO},
+               {"uring", 0, CP_BACKEND_URING}, {"io_uring", 0, CP_BACKEND_URING},
+               {"epoll", 0, CP_BACKEND_EPOLL}, {"iocp", 0, CP_BACKEND_IOCP},
+               {"EPOLL", CP_EINVAL, 99},       {"epoll ", CP_EINVAL, 99},
+               {"bogus", CP_EINVAL, 99}};
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+    cp_backend b = (cp_backend)99;
+    CHECK_EQ(cp_backend_from_name(names[i].name, &b), names[i].rc);
+    CHECK_EQ(b, names[i].b);
+  }
+  cp_backend b = CP_BACKEND_EPOLL;
+  CHECK_EQ(cp_backend_from_name(NULL, &b), CP_EINVAL);
+  CHECK_EQ(cp_backend_from_name("epoll", NULL), CP_EINVAL);
+  /* IOCP is Windows' own: asked for here it is unavailable, not invalid */
+  o.backend = CP_BACKEND_IOCP;
+  CHECK_EQ(cp_port_create(&p, &o), CP_ENODEV);
+  CHECK(p == NULL);
   /* The seccomp filter stays with a process: do it in a child. */
   pid_t pid = fork();
   CHECK(pid >= 0);
