@@ -162,6 +162,11 @@ struct cp_service {
   socklen_t addrlen;
   cp__thread *workers;
   unsigned nworkers;
+  /* Workers wait at this gate until start succeeded (GATE_GO) or failed
+   * (GATE_ABORT: they end without touching the port). */
+  cp__mutex gate_mu;
+  cp__cond gate_cv;
+  int gate;
   _Atomic bool started, stopping, stopped;
   uint64_t epoch_ms; /* sessions' activity times count from here */
 

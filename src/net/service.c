@@ -84,6 +84,8 @@ int cp_service_create(cp_service **out, const cp_service_options *opts) {
     mem_free(svc);
     return rc;
   }
+  cp__mutex_init(&svc->gate_mu);
+  cp__cond_init(&svc->gate_cv);
   cp__listener_init(svc);
   cp__registry_init(&svc->reg, offsetof(cp_session, reg_idx), &cp__session_reg_ops);
   cp__timers_init(svc);
@@ -94,6 +96,8 @@ int cp_service_create(cp_service **out, const cp_service_options *opts) {
     cp__timers_destroy(svc);
     cp__jobs_destroy(svc);
     cp__registry_destroy(&svc->reg);
+    cp__cond_destroy(&svc->gate_cv);
+    cp__mutex_destroy(&svc->gate_mu);
     cp_port_destroy(svc->port);
     mem_free(svc);
     return -ENOMEM;
@@ -104,12 +108,25 @@ int cp_service_create(cp_service **out, const cp_service_options *opts) {
 
 _Thread_local cp_service *cp__net_worker_of;
 
-/* The key of a post that tells one worker to end (a failed start). */
-static char worker_exit;
+enum { GATE_WAIT = 0, GATE_GO, GATE_ABORT };
+
+static void gate_set(cp_service *svc, int state) {
+  cp__mutex_lock(&svc->gate_mu);
+  svc->gate = state;
+  cp__cond_broadcast(&svc->gate_cv);
+  cp__mutex_unlock(&svc->gate_mu);
+}
 
 static void worker(void *arg) {
   cp_service *svc = arg;
   cp__net_worker_of = svc;
+  cp__mutex_lock(&svc->gate_mu);
+  while (svc->gate == GATE_WAIT)
+    cp__cond_wait(&svc->gate_cv, &svc->gate_mu);
+  bool go = svc->gate == GATE_GO;
+  cp__mutex_unlock(&svc->gate_mu);
+  if (!go)
+    return; /* the start failed: this worker never touched the port */
   cp_completion ev[64];
   for (;;) {
     int n = cp_port_wait(svc->port, ev, 64, -1);
@@ -121,8 +138,6 @@ static void worker(void *arg) {
         cp__listener_on_accept(svc, &ev[i]);
         break;
       case CP_OP_POST:
-        if (ev[i].key == &worker_exit)
-          return; /* only before anything else was started: nothing is left behind */
         if (ev[i].result == NET_POST_STRAND)
           cp__session_on_strand_post(ev[i].key);
         else
@@ -199,15 +214,13 @@ struct start_undo {
   unsigned nclients;
 };
 
-/* Tell the workers started so far to end, and join them. Nothing else was
- * posted yet, so each takes one exit post and nothing else. */
+/* The workers started so far wait at the gate: let them end, and join. */
 static void workers_undo(cp_service *svc) {
-  for (unsigned i = 0; i < svc->nworkers; i++)
-    while (cp_port_post(svc->port, &worker_exit, NULL, 0) == -ENOMEM)
-      cp__thread_yield(); /* an exit must not be lost */
+  gate_set(svc, GATE_ABORT);
   for (unsigned i = 0; i < svc->nworkers; i++)
     cp__thread_join(&svc->workers[i]);
   svc->nworkers = 0;
+  gate_set(svc, GATE_WAIT); /* as before: a later start makes new ones */
 }
 
 static void start_undo(cp_service *svc, struct start_undo *u) {
@@ -276,6 +289,7 @@ int cp_service_start(cp_service *svc) {
   }
   /* Visible from here on: timers fire, connects report their outcome by
    * callbacks. */
+  gate_set(svc, GATE_GO);
   cp__timers_run(svc);
   for (unsigned i = 0; i < u.nclients; i++)
     client_connect(svc, u.clients[i]);
@@ -354,6 +368,8 @@ void cp_service_destroy(cp_service *svc) {
   cp__timers_destroy(svc);
   cp__jobs_destroy(svc);
   cp__registry_destroy(&svc->reg);
+  cp__cond_destroy(&svc->gate_cv);
+  cp__mutex_destroy(&svc->gate_mu);
   mem_free(svc);
 }
 
