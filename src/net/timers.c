@@ -216,12 +216,18 @@ static void fall_due(struct cp__timers *T, struct timer *t, uint64_t now) {
 void cp__timer_on_fire(cp_service *svc, const cp_completion *c) {
   (void)c;
   struct cp__timers *T = &svc->timers;
+  /* This is the completion of the one armed op: it is free again. Only
+   * here - not on every round below: between rounds the lock is let go, and
+   * another thread may arm the op again (then arm() below sees it armed). */
+  tm_lock(T);
+  assert(T->armed);
+  T->armed = false;
+  T->cancelling = false;
+  tm_unlock(T);
   uint32_t n;
   do {
     n = 0;
     tm_lock(T);
-    T->armed = false;
-    T->cancelling = false;
     uint64_t now = cp__net_now_ms();
     struct cp__heap_node *min;
     while (n < BATCH && (min = cp__heap_min(&T->heap)) && due_of(timer_of(min)) <= now) {
