@@ -599,6 +599,13 @@ static bool notify_locked(cp_port *p, int n) {
   return p->polling && atomic_load(&p->in_kernel);
 }
 
+bool cp__port_has_ready(cp_port *p) {
+  cp__mutex_lock(&p->mu);
+  bool ready = p->ready_len != 0;
+  cp__mutex_unlock(&p->mu);
+  return ready;
+}
+
 bool cp__port_queue(cp_port *p, const cp_completion *c, int n) {
   if (n <= 0)
     return false;
