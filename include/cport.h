@@ -5,6 +5,7 @@
 #include "cport/alloc.h"
 #include "cport/error.h"
 #include "cport/export.h"
+#include "cport/log.h"
 #include "cport/net.h"
 #include "cport/port.h"
 #include "cport/socket.h"

@@ -46,6 +46,14 @@ void srv_log_session(cp_session *s, const char *peer, const char *fmt, ...) {
   pthread_mutex_unlock(&log_mu);
 }
 
+/* The library's messages (cport/log.h) go to the same log. */
+void srv_log_library(cp_log_level level, const char *msg, void *user) {
+  (void)user;
+  pthread_mutex_lock(&log_mu);
+  fprintf(stderr, "cport-server: %s: %s\n", cp_log_level_name(level), msg);
+  pthread_mutex_unlock(&log_mu);
+}
+
 void srv_log_disconnect(cp_session *s, const char *peer, cp_reason why) {
   switch (why) {
   case CP_REASON_BAD_PACKET:

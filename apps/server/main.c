@@ -392,6 +392,7 @@ int main(int argc, char **argv) {
     usage(stdout);
   if (st != CLI_RUN)
     return st;
+  cp_log_set(srv_log_library, CP_LOG_INFO, NULL); /* the library's messages: our log */
   cp_service *msvc;
   int rc = run(&o, &msvc);
   return rc ? rc : report(msvc);

@@ -30,6 +30,8 @@ void srv_log_session(cp_session *s, const char *peer, const char *fmt, ...)
  * consumer, idle timeout, error). peer: the address noted at connect time,
  * or NULL to ask the socket (which no longer knows once the peer is gone). */
 void srv_log_disconnect(cp_session *s, const char *peer, cp_reason why);
+/* The library's log callback (cp_log_set): its messages to the same log. */
+void srv_log_library(cp_log_level level, const char *msg, void *user);
 /* on_disconnected for the echo modes: the log only. */
 void srv_on_disconnected(cp_session *s, cp_reason why);
 

@@ -24,6 +24,22 @@
  * a session still accepts calls (sends fail with -ENOTCONN) until its last
  * reference is put.
  *
+ * Releasing a reference held by shared state (a room on a job queue) must
+ * not fail, or the room keeps a dangling pointer or stop waits forever. So
+ * post the release with a job you own, which needs no memory:
+ *
+ *   struct member { cp_session *s; cp_job leave; ... };   // zeroed at join
+ *   static void leave(void *arg) {                         // on the room's queue
+ *     struct member *m = arg;
+ *     room_remove(m); cp_session_put(m->s); free(m);       // the job may go with it
+ *   }
+ *   static void on_disconnected(cp_session *s, cp_reason why) {
+ *     struct member *m = cp_session_user(s);
+ *     cp_jobq_post_job(room_q, &m->leave, leave, m);       // cannot fail here
+ *   }
+ *
+ * (examples/chat_relay.c does this in full, out of memory included.)
+ *
  * Receiving. An idle session holds no receive buffer: it waits with a pooled
  * receive, and only an incomplete packet is copied into the session. A
  * session reads after it writes: while a send of its is in flight, its next
@@ -33,7 +49,9 @@
  * keeps sending meanwhile, no packet of it completes, so idle_timeout_ms
  * applies; size send_queue_max and idle_timeout_ms together).
  *
- * Errors are negative errno values, as in cport/port.h.
+ * Errors are negative codes, as in cport/port.h. NULL: a function given a
+ * NULL object returns -EINVAL (those returning an int), NULL, 0 or false, or
+ * does nothing (the void ones); none crashes or blocks on it.
  */
 #ifndef CPORT_NET_H
 #define CPORT_NET_H
@@ -136,24 +154,31 @@ typedef struct cp_service_stats {
   uint64_t connect_failures;
   uint64_t accept_errors; /* failed accepts (EMFILE, ENFILE, ...) */
   uint64_t bytes_in, bytes_out;
-  uint64_t packets_in;  /* framed packets (raw mode: receives) */
-  uint64_t packets_out; /* cp_session_send calls that were queued */
-  uint64_t sends;       /* vectored sends made (packets_out / sends = gathering) */
-  uint64_t disconnects[CP_REASON_COUNT];
-  uint64_t send_queue_bytes; /* bytes queued in all sessions right now (a gauge) */
+  uint64_t packets_in;                   /* framed packets (raw mode: receives) */
+  uint64_t packets_out;                  /* cp_session_send calls that were queued */
+  uint64_t sends;                        /* vectored sends made (packets_out / sends = gathering) */
+  uint64_t disconnects[CP_REASON_COUNT]; /* sessions ended, by reason; counted once
+                                           on_disconnected has returned */
+  uint64_t send_queue_bytes;             /* bytes queued in all sessions right now (a gauge) */
 } cp_service_stats;
 
 /*
  * Create a service (nothing runs until cp_service_start). Copies opts.
- * Returns 0 and stores it in *out, -EINVAL for bad options, or the port's
- * error (-ENODEV for a forced backend that is unavailable). Any thread.
+ * Returns 0 and stores it in *out, -EINVAL for NULL or bad options, -ENOMEM,
+ * or the port's error (-ENODEV for a forced backend that is unavailable).
+ * Any thread.
  */
 CP_API int cp_service_create(cp_service **out, const cp_service_options *opts);
 
 /*
  * Start: server: bind, listen and post the accepts; client: open
- * client_sessions connections. Then start the workers. Returns 0, or -errno
- * (e.g. -EADDRINUSE) with nothing started. Call once, from any thread.
+ * client_sessions connections; start the workers. All or nothing: returns 0,
+ * or an error (-EADDRINUSE, -ENOMEM, ...) with nothing started - no worker,
+ * no listening socket, no connection, no timer armed - and the service as it
+ * was, so it may be started again. -EALREADY once started, -ESHUTDOWN once
+ * stopped, -EINVAL for NULL. (A client connect that fails after the start
+ * succeeded is reported by on_disconnected, CP_REASON_CONNECT_FAILED.) Any
+ * thread.
  */
 CP_API int cp_service_start(cp_service *svc);
 
@@ -163,9 +188,11 @@ CP_API int cp_service_start(cp_service *svc);
  * gone (each on_disconnected has returned and every reference is put); stop
  * the workers. It blocks until the application has put every reference it
  * holds - put them in on_disconnected, or in a job it posts from there (it
- * says so on stderr every 5 s while it waits). A referenced session keeps its
- * socket open until its last put. Idempotent. Any thread except the
- * service's workers (a callback or a job would wait for itself).
+ * says so every 5 s while it waits, as a CP_LOG_WARN message: cport/log.h).
+ * A referenced session keeps its socket open until its last put.
+ * Idempotent; NULL is a no-op; a service never started is just marked
+ * stopped. Any thread except the service's workers (a callback or a job
+ * would wait for itself).
  */
 CP_API void cp_service_stop(cp_service *svc, unsigned drain_ms);
 
@@ -173,28 +200,32 @@ CP_API void cp_service_stop(cp_service *svc, unsigned drain_ms);
  * Client service: open one more session to the service's address - to grow
  * the pool, or to reconnect from on_disconnected. The outcome arrives as
  * on_connected, or on_disconnected with CP_REASON_CONNECT_FAILED. Returns 0,
- * -EINVAL (a server, or not started), -ESHUTDOWN once stopping, or socket()'s
- * error. Any thread, callbacks included.
+ * -EINVAL (NULL, a server, or not started), -ESHUTDOWN once stopping,
+ * -ENOMEM, or socket()'s error. Any thread, callbacks included.
  */
 CP_API int cp_service_connect(cp_service *svc);
 
-/* Stop if needed, then free the service and everything it owns. */
+/* Stop if needed, then free the service and everything it owns. NULL is a
+ * no-op; once only (the service is gone after it). */
 CP_API void cp_service_destroy(cp_service *svc);
 
-/* Snapshot of the counters. Any thread. */
+/* Snapshot of the counters (all 0 for a NULL svc; a NULL out is ignored).
+ * Any thread. */
 CP_API void cp_service_get_stats(const cp_service *svc, cp_service_stats *out);
 
 /* The port the service runs on: to read its backend or its counters. Its
  * workers own every completion on it, so start no ops of your own there (use
  * a job queue, or a port of your own). */
 CP_API cp_port *cp_service_port(const cp_service *svc);
-/* The listening port, once started (useful with port 0). */
+/* The listening port, once started (useful with port 0); 0 before, after a
+ * failed start, or for NULL. */
 CP_API uint16_t cp_service_listen_port(const cp_service *svc);
 CP_API void *cp_service_user(const cp_service *svc);
 
 /*
  * Send buf to every connected session (broadcast). Takes no ownership of the
- * caller's reference. Returns how many sessions it was queued to. It needs
+ * caller's reference. Returns how many sessions it was queued to (0 for a
+ * NULL svc or buf). It needs
  * no memory of its own (out of memory, it falls back to scratch kept with the
  * registry) and, like cp_session_send_many, disconnects a session it cannot
  * queue to for lack of memory. Any thread;
@@ -205,7 +236,9 @@ CP_API size_t cp_service_broadcast(cp_service *svc, cp_sendbuf *buf);
 
 /* ---- sessions -------------------------------------------------------- */
 
-/* Take / drop a reference. Any thread. */
+/* Take / drop a reference (get returns s). NULL: NULL / a no-op. Putting a
+ * reference you do not hold is a bug (asserted in debug builds). Any
+ * thread. */
 CP_API cp_session *cp_session_get(cp_session *s);
 CP_API void cp_session_put(cp_session *s);
 
@@ -215,7 +248,8 @@ CP_API void cp_session_put(cp_session *s);
  * queued meanwhile goes out in one gathered send. Returns 0, -ENOTCONN if
  * the session is closing or closed, -ENOBUFS if this would pass
  * send_queue_max (the session is then disconnected as a slow consumer),
- * -EINVAL for an empty buffer. Any thread.
+ * -ENOMEM (the session stays; cp_session_send_many disconnects it), -EINVAL
+ * for NULL or an empty buffer. Any thread.
  */
 CP_API int cp_session_send(cp_session *s, cp_sendbuf *buf);
 
@@ -224,7 +258,8 @@ CP_API int cp_session_send(cp_session *s, cp_sendbuf *buf);
  * this under send_queue_max, sending more from on_sent. Any thread. */
 CP_API size_t cp_session_send_queued(const cp_session *s);
 
-/* Send one buffer to many sessions (a room). Returns how many queued it.
+/* Send one buffer to many sessions (a room); NULL entries are skipped, a
+ * NULL array or buf queues nothing. Returns how many queued it.
  * A session it cannot be queued to for lack of memory is disconnected
  * (CP_REASON_ERROR): no member silently misses a packet and stays. Any
  * thread. */
@@ -239,12 +274,14 @@ CP_API size_t cp_session_send_many(cp_session *const *sessions, size_t n, cp_sen
  * the peer has not read yet. Otherwise at once (queued data is dropped).
  * on_disconnected then runs with CP_REASON_LOCAL, unless the session was
  * already ending (a peer that half-closed first: CP_REASON_PEER_CLOSED).
+ * Again, or after the session ended: nothing more happens. NULL: a no-op.
  * Any thread.
  */
 CP_API void cp_session_disconnect(cp_session *s, bool graceful);
 
 /* Accessors; any thread, while a reference is held. The user pointer is a
- * plain field: set it in on_connected (or before others read it). */
+ * plain field: set it in on_connected (or before others read it). For NULL:
+ * 0, NULL, false, a no-op; cp_session_peer writes "?:0". */
 CP_API uint64_t cp_session_id(const cp_session *s); /* unique in the process, from 1 */
 CP_API cp_service *cp_session_service(const cp_session *s);
 CP_API void cp_session_set_user(cp_session *s, void *user); /* the application's pointer */
@@ -257,7 +294,8 @@ CP_API const char *cp_session_peer(const cp_session *s, char *buf, size_t len);
 
 /* ---- send buffers ----------------------------------------------------
  *
- * Every function here may be called from any thread. Once a buffer is
+ * Every function here may be called from any thread. For a NULL buffer:
+ * data NULL, len and cap 0, set_len/unref a no-op, ref NULL. Once a buffer is
  * queued (cp_session_send, a broadcast) its bytes are shared with the
  * sessions' sends: do not change them, or its length, while any reference
  * the engine took is alive; allocate a new buffer instead.
@@ -273,7 +311,8 @@ CP_API cp_sendbuf *cp_sendbuf_alloc(size_t cap);
  * length set; fill cp_sendbuf_data(b) + 4. NULL if 4 + body_len > 65535 or
  * out of memory. (Receivers refuse packets over their max_packet.) */
 CP_API cp_sendbuf *cp_packet_alloc(uint16_t id, size_t body_len);
-/* Copy of bytes as a send buffer; NULL if out of memory. */
+/* Copy of bytes as a send buffer; NULL if out of memory (or data is NULL
+ * with len > 0). */
 CP_API cp_sendbuf *cp_sendbuf_copy(const void *data, size_t len);
 CP_API uint8_t *cp_sendbuf_data(cp_sendbuf *b);
 CP_API size_t cp_sendbuf_len(const cp_sendbuf *b);
@@ -292,25 +331,90 @@ CP_API size_t cp_sendbuf_outstanding(void);
 typedef void (*cp_job_fn)(void *arg);
 
 /*
+ * A caller-owned job, as cp_op is for I/O: embed it in your own struct, and
+ * posting it (cp_jobq_post_job) allocates nothing, so it cannot fail for
+ * lack of memory. Zero it once before its first use (static, calloc, = {0});
+ * after that it is the engine's from a successful post until its fn is
+ * called (or the queue drops it), and the engine never touches it after it
+ * calls fn: fn may free it, or post it again. Contents are private.
+ */
+typedef struct cp_job {
+  union {
+    uint64_t words[6];
+    void *align;
+  } opaque;
+} cp_job;
+
+/*
  * A serial executor on the service's workers: jobs posted from any thread run
  * one at a time, in post order, never two at once (though not always on the
- * same thread). Rooms and other shared state live on one. NULL if out of
- * memory. Create after cp_service_create; destroy before cp_service_destroy.
+ * same thread). Rooms and other shared state live on one. NULL if svc is
+ * NULL or out of memory. Create after cp_service_create; destroy before
+ * cp_service_destroy.
  */
 CP_API cp_jobq *cp_jobq_create(cp_service *svc);
-/* Run fn(arg) on q. 0, -EINVAL (no q or fn), -ENOMEM, or -ESHUTDOWN once
- * cp_service_stop has disconnected every session and is stopping the workers
- * (jobs posted while sessions are still ending, e.g. from on_disconnected,
- * do run). Any thread. */
+/* Run fn(arg) on q (the engine allocates the job). 0, -EINVAL (no q or fn),
+ * -ENOMEM, or -ESHUTDOWN once cp_service_stop has disconnected every session
+ * and is stopping the workers (jobs posted while sessions are still ending,
+ * e.g. from on_disconnected, do run). Any thread. Where a post must not fail
+ * (releasing a reference), use cp_jobq_post_job. */
 CP_API int cp_jobq_post(cp_jobq *q, cp_job_fn fn, void *arg);
-/* Run fn(arg) on q after delay_ms (a timer; never earlier). Same returns.
- * A timer cannot be cancelled: check a flag of yours in fn. */
+/*
+ * Run fn(arg) on q with the caller's job (see cp_job): never -ENOMEM. 0,
+ * -EINVAL (no q, job or fn), -EBUSY (job is posted and has not run yet), or
+ * -ESHUTDOWN as cp_jobq_post (so never from on_disconnected). Any thread.
+ */
+CP_API int cp_jobq_post_job(cp_jobq *q, cp_job *job, cp_job_fn fn, void *arg);
+/* Run fn(arg) on q after delay_ms (a one-shot timer the engine allocates;
+ * never earlier). Same returns as cp_jobq_post. It cannot be cancelled: for
+ * that, use a cp_timer. */
 CP_API int cp_jobq_post_after(cp_jobq *q, uint64_t delay_ms, cp_job_fn fn, void *arg);
 /* Free the queue. Jobs and timers not yet run are dropped: fn is not called,
- * and arg is not freed. Safe while the service runs (even from one of the
- * queue's own jobs) and after cp_service_stop; nothing may post to the queue
- * afterwards. Call it before cp_service_destroy. */
+ * and arg is not freed; a dropped cp_job or cp_timer is idle again (the
+ * caller's to free or reuse). Safe while the service runs (even from one of
+ * the queue's own jobs) and after cp_service_stop; nothing may post to the
+ * queue afterwards. Call it before cp_service_destroy. NULL is a no-op. */
 CP_API void cp_jobq_destroy(cp_jobq *q);
+
+/* ---- timers ------------------------------------------------------------ */
+
+/*
+ * A caller-owned timer that runs a job on a job queue after a delay, once or
+ * repeatedly, and can be cancelled. Zero it once before its first use; it is
+ * idle then, after a successful cp_timer_cancel, after its queue dropped it,
+ * and (a one-shot) from the moment its fn is called. The engine never touches
+ * it after it calls fn (fn may free it once it is idle, or start it again).
+ * Contents are private.
+ */
+typedef struct cp_timer {
+  union {
+    uint64_t words[12];
+    void *align;
+  } opaque;
+} cp_timer;
+
+/*
+ * Start t: fn(arg) runs on q after delay_ms (never earlier), then, if
+ * period_ms > 0, every period_ms after each time it fell due (a run that
+ * falls due while the last one still waits in the queue is merged into it).
+ * 0, -EINVAL (no t, q or fn), -EBUSY (t is pending: cancel it first),
+ * -ENOMEM (the engine's timer heap could not grow), or -ESHUTDOWN once the
+ * service is stopping its workers. Any thread.
+ */
+CP_API int cp_timer_start(cp_timer *t, cp_jobq *q, uint64_t delay_ms, uint64_t period_ms,
+                          cp_job_fn fn, void *arg);
+/*
+ * Cancel t. Exactly once, whichever thread wins a race with its firing:
+ * returns 0 if t was pending (waiting for its time, or its run waiting in
+ * the queue): that run will never happen, no later one either, and t is
+ * idle. Returns -ENOENT if nothing was pending: a one-shot whose fn has been
+ * called (it ran, or is running on another thread), or a timer never
+ * started, cancelled already, or dropped with its queue. -EINVAL for NULL.
+ * A repeating timer's run that already began on another thread finishes;
+ * cancel from a job on t's own queue (or from fn) to know none is running.
+ * Any thread.
+ */
+CP_API int cp_timer_cancel(cp_timer *t);
 
 #ifdef __cplusplus
 }

@@ -3,9 +3,11 @@
  *
  * `accepts` accept ops stay posted; each re-posts itself when it completes.
  * When descriptors run out (EMFILE/ENFILE, or the kernel is short of memory)
- * an accept does not spin: it re-posts after a back-off on the service's own
- * job queue, and the listener keeps serving once descriptors free up. A
- * connection above max_sessions is accepted and closed at once (refused).
+ * an accept does not spin: it re-posts after a back-off (a timer of its own
+ * on the service's job queue), and the listener keeps serving once
+ * descriptors free up. A connection above max_sessions is accepted and closed
+ * at once (refused). Its state is struct cp__listener in the service, which
+ * only this file touches.
  */
 #define _GNU_SOURCE
 #include "net/net_internal.h"
@@ -22,25 +24,55 @@ struct acceptor {
   cp_service *svc;
   struct sockaddr_storage peer;
   socklen_t peer_len;
+  cp_timer backoff; /* re-post after running out of descriptors */
 };
 
-static void post(struct acceptor *a) {
+void cp__listener_init(cp_service *svc) {
+  struct cp__listener *L = &svc->listener;
+  L->fd = -1;
+  L->port = 0;
+  L->acceptors = NULL;
+  atomic_init(&L->posted, 0);
+  atomic_init(&L->admitted, 0);
+}
+
+uint16_t cp__listener_port(const cp_service *svc) {
+  return svc->listener.port;
+}
+
+unsigned cp__listener_pending(const cp_service *svc) {
+  return atomic_load(&((cp_service *)svc)->listener.posted);
+}
+
+void cp__listener_unadmit(cp_service *svc) {
+  uint64_t was = atomic_fetch_sub(&svc->listener.admitted, 1);
+  assert(was > 0); /* a slot given back was taken */
+  (void)was;
+}
+
+/* 0, or the port's error (the accept holds nothing then). */
+static int post(struct acceptor *a) {
   cp_service *svc = a->svc;
+  struct cp__listener *L = &svc->listener;
   if (atomic_load(&svc->stopping))
-    return;
+    return -ESHUTDOWN;
   a->peer_len = sizeof a->peer;
-  atomic_fetch_add(&svc->accepts_posted, 1);
-  if (cp_port_accept(svc->port, svc->lfd, &a->op, (struct sockaddr *)&a->peer, &a->peer_len))
-    atomic_fetch_sub(&svc->accepts_posted, 1);
+  atomic_fetch_add(&L->posted, 1);
+  int rc = cp_port_accept(svc->port, L->fd, &a->op, (struct sockaddr *)&a->peer, &a->peer_len);
+  if (rc)
+    atomic_fetch_sub(&L->posted, 1);
+  return rc;
 }
 
 static void post_later(void *arg) {
   struct acceptor *a = arg;
-  atomic_fetch_sub(&a->svc->accepts_posted, 1); /* the back-off's hold */
+  atomic_fetch_sub(&a->svc->listener.posted, 1); /* the back-off's hold */
   post(a);
 }
 
-int cp__listener_start(cp_service *svc) {
+int cp__listener_open(cp_service *svc) {
+  struct cp__listener *L = &svc->listener;
+  assert(L->fd < 0);
   int fd = socket(svc->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0)
     return -errno;
@@ -55,76 +87,112 @@ int cp__listener_start(cp_service *svc) {
   struct sockaddr_storage ss;
   socklen_t sl = sizeof ss;
   getsockname(fd, (struct sockaddr *)&ss, &sl);
-  svc->listen_port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
-                                                    : ((struct sockaddr_in *)&ss)->sin_port);
-  int rc = cp_port_associate(svc->port, fd, NULL);
-  if (!rc && !(svc->acceptors = mem_calloc(svc->o.accepts, sizeof *svc->acceptors)))
-    rc = -ENOMEM;
+  uint16_t port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                                 : ((struct sockaddr_in *)&ss)->sin_port);
+  struct acceptor *acc = mem_calloc(svc->o.accepts, sizeof *acc);
+  int rc = acc ? cp_port_associate(svc->port, fd, NULL) : -ENOMEM;
   if (rc) {
+    mem_free(acc);
     close(fd);
     return rc;
   }
-  svc->lfd = fd;
+  for (unsigned i = 0; i < svc->o.accepts; i++)
+    acc[i].svc = svc;
+  L->fd = fd;
+  L->port = port;
+  L->acceptors = acc;
+  return 0;
+}
+
+int cp__listener_arm(cp_service *svc) {
+  struct cp__listener *L = &svc->listener;
   for (unsigned i = 0; i < svc->o.accepts; i++) {
-    struct acceptor *a = &svc->acceptors[i];
-    a->svc = svc;
-    post(a);
+    int rc = post(&L->acceptors[i]);
+    if (rc && i == 0)
+      return rc; /* none posted: the start fails */
+    if (rc)
+      break; /* fewer accepts posted than asked for: the listener works */
   }
   return 0;
 }
 
+void cp__listener_close(cp_service *svc) {
+  struct cp__listener *L = &svc->listener;
+  assert(atomic_load(&L->posted) == 0);
+  if (L->fd >= 0) {
+    cp_port_disassociate(svc->port, L->fd);
+    close(L->fd);
+  }
+  mem_free(L->acceptors);
+  L->fd = -1;
+  L->port = 0;
+  L->acceptors = NULL;
+}
+
+/* max_sessions: take a slot, before the session exists, so workers accepting
+ * at the same time cannot both take the last one. */
+static bool admit(cp_service *svc) {
+  if (!svc->o.max_sessions)
+    return true;
+  if (atomic_fetch_add(&svc->listener.admitted, 1) < svc->o.max_sessions)
+    return true;
+  atomic_fetch_sub(&svc->listener.admitted, 1);
+  return false;
+}
+
+/* A connection came: refuse it, or make it a session. */
+static void take(cp_service *svc, int fd) {
+  if (atomic_load(&svc->stopping)) {
+    close(fd);
+    return;
+  }
+  if (!admit(svc)) {
+    stat_add(&svc->st.refused, 1);
+    close(fd);
+    return;
+  }
+  cp_session *s = cp__session_new(svc, fd, false);
+  if (!s) {
+    if (svc->o.max_sessions)
+      cp__listener_unadmit(svc);
+    stat_add(&svc->st.accept_errors, 1);
+    close(fd);
+    return;
+  }
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  /* The session gives the slot back when it ends. */
+  cp__session_start(s, svc->o.max_sessions != 0);
+  /* Counted once announced: whoever sees `accepts` reach N also sees the N
+   * sessions (counted in `sessions` unless they already ended). */
+  stat_add(&svc->st.accepts, 1);
+  cp_session_put(s); /* the creator's reference */
+}
+
 void cp__listener_on_accept(cp_service *svc, const cp_completion *c) {
   struct acceptor *a = container_of(c->op, struct acceptor, op);
-  atomic_fetch_sub(&svc->accepts_posted, 1);
+  struct cp__listener *L = &svc->listener;
+  atomic_fetch_sub(&L->posted, 1);
   if (c->result >= 0) {
-    int fd = (int)c->result;
-    cp_session *s = NULL;
-    if (atomic_load(&svc->stopping)) {
-      close(fd);
-      return;
-    }
-    /* A slot is taken before the session exists, so workers accepting at
-     * the same time cannot both take the last one; the session gives it
-     * back when it ends. */
-    bool capped = svc->o.max_sessions != 0;
-    if (capped && atomic_fetch_add(&svc->admitted, 1) >= svc->o.max_sessions) {
-      atomic_fetch_sub(&svc->admitted, 1);
-      stat_add(&svc->n_refused, 1);
-      close(fd);
-    } else if (!(s = cp__session_new(svc, fd, false))) {
-      if (capped)
-        atomic_fetch_sub(&svc->admitted, 1);
-      stat_add(&svc->n_accept_errors, 1);
-      close(fd);
-    } else {
-      int one = 1;
-      setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-      if (capped)
-        s->flags |= SF_ADMITTED; /* we own the strand until cp__session_start */
-      cp__session_start(s);
-      /* Counted once announced: whoever sees `accepts` reach N also sees the
-       * N sessions (counted in `sessions` unless they already ended). */
-      stat_add(&svc->n_accepts, 1);
-      cp_session_put(s); /* the creator's reference */
-    }
+    take(svc, (int)c->result);
     post(a);
     return;
   }
   if (c->result == -ECANCELED || atomic_load(&svc->stopping))
     return;
-  stat_add(&svc->n_accept_errors, 1);
+  stat_add(&svc->st.accept_errors, 1);
   if (c->result == -EMFILE || c->result == -ENFILE || c->result == -ENOBUFS ||
       c->result == -ENOMEM) {
     /* Out of descriptors or memory: back off instead of spinning. */
-    atomic_fetch_add(&svc->accepts_posted, 1);
-    if (cp_jobq_post_after(svc->sysq, BACKOFF_MS, post_later, a) != 0)
-      atomic_fetch_sub(&svc->accepts_posted, 1);
+    atomic_fetch_add(&L->posted, 1);
+    if (cp_timer_start(&a->backoff, svc->sysq, BACKOFF_MS, 0, post_later, a) != 0)
+      atomic_fetch_sub(&L->posted, 1);
     return;
   }
   post(a); /* ECONNABORTED and the like: that connection is gone, go on */
 }
 
 void cp__listener_stop(cp_service *svc) {
-  if (svc->lfd >= 0)
-    cp_port_cancel(svc->port, svc->lfd);
+  if (svc->listener.fd >= 0)
+    cp_port_cancel(svc->port, svc->listener.fd);
 }

@@ -7,10 +7,14 @@
 
 #include "cport/net.h"
 
+#include "common/heap.h"
+#include "common/log.h"
 #include "common/mem.h"
 #include "net/framing.h"
+#include "net/registry.h"
 
-#include <pthread.h>
+#include "platform/platform.h"
+#include <assert.h>
 #include <stdatomic.h>
 #include <sys/socket.h>
 
@@ -58,6 +62,7 @@ enum {
   SF_RECV_AFTER_SEND = 16, /* the next recv waits for the send in flight to finish */
   SF_EOF = 32,             /* the peer's FIN came: no more receives */
   SF_LINGER = 64,          /* graceful disconnect done: our FIN sent, reading to the peer's */
+  SF_FINISHED = 128,       /* finish_close ran (once) */
 };
 
 /* Kept small on purpose: an idle connection costs this, its fd's entry in
@@ -76,7 +81,7 @@ struct cp_session {
   uint32_t reg_idx;             /* index in the registry, or UINT32_MAX */
   _Atomic uint32_t last_active; /* ms since the service's epoch (wraps; compared by difference) */
   int32_t recv_res;             /* the finished recv's result, for the strand */
-  pthread_spinlock_t send_lock;
+  cp__spin send_lock;
   _Atomic uint8_t closing;   /* set once: the session began to end */
   _Atomic uint8_t connected; /* 1 once on_connected is running or ran; 2 once a graceful
                                 disconnect drains (no more packets or sends; under the send
@@ -85,57 +90,100 @@ struct cp_session {
   uint8_t flags;             /* SF_* */
 };
 
-struct job; /* jobq.c */
+/* jobq.c: a job in a queue's list - a cp_job's contents, or the engine's own. */
+enum { JOB_USER = 0, JOB_ALLOC = 1 };
+struct job {
+  struct job *next;
+  cp_job_fn fn;
+  void *arg;
+  cp_job_fn drop;         /* JOB_ALLOC: frees arg if the job never runs (stop, destroy) */
+  _Atomic uint8_t queued; /* in a queue's list, not yet taken to run */
+  uint8_t kind;           /* JOB_USER: the caller's, never touched after fn; JOB_ALLOC:
+                             a block of the engine's that starts with the job, freed after fn */
+};
+_Static_assert(sizeof(struct job) <= sizeof(cp_job), "cp_job too small");
 
-struct timer_ent {
-  uint64_t due_ms;
-  uint64_t seq; /* ties: first posted, first run */
+/* timers.c: a cp_timer's contents. */
+struct timer {
+  struct job job; /* first: a JOB_ALLOC timer is freed through its job */
   cp_jobq *q;
-  struct job *job; /* allocated when the timer was set, queued when it falls due */
+  cp_service *svc;
+  struct cp__heap_node node; /* in the service's heap while it waits (timers' lock) */
+  uint64_t period_ms;        /* 0: one-shot */
+};
+_Static_assert(sizeof(struct timer) <= sizeof(cp_timer), "cp_timer too small");
+
+/* timers.c's state in the service: one heap, one port timeout op armed for
+ * the earliest entry. Only timers.c touches it. */
+struct cp__timers {
+  cp__mutex mu;
+  struct cp__heap heap; /* of struct timer, by due time then start order */
+  uint64_t seq;
+  cp_op op;
+  bool running; /* the service started: the port op may be armed */
+  bool armed, cancelling, stopped;
+  uint64_t armed_due;
 };
 
+/* jobq.c's state in the service: queues whose run could not be posted (the
+ * port out of memory), run by the next worker that comes by. Only jobq.c
+ * touches it. */
+struct cp__jobs {
+  cp__mutex mu;
+  cp_jobq *overflow; /* linked through cp_jobq.overflow_next */
+  _Atomic bool any;
+};
+
+/* listener.c's state in the service. Only listener.c touches it. */
+struct cp__listener {
+  int fd; /* -1: none */
+  uint16_t port;
+  struct acceptor *acceptors;
+  _Atomic unsigned posted;   /* accepts in the port or in a back-off */
+  _Atomic uint64_t admitted; /* server sessions holding a max_sessions slot */
+};
+
+/* The counters (cp_service_stats): each module adds to the ones of its own
+ * events with stat_add; only cp_service_get_stats reads them. */
+struct cp__stats {
+  _Atomic uint64_t accepts, refused, connects, connect_failures, accept_errors;
+  _Atomic uint64_t bytes_in, bytes_out, packets_in, packets_out, sends;
+  _Atomic uint64_t disc[CP_REASON_COUNT];
+  _Atomic uint64_t sessions;     /* announced, not yet ended */
+  _Atomic uint64_t queued_bytes; /* all sessions' send queues (a gauge) */
+};
+
+/* The service (service.c): options, port, workers, start and stop. Its parts
+ * belong to their modules, which alone write them. */
 struct cp_service {
   cp_service_options o;
   cp_port *port;
-  int lfd;
-  uint16_t listen_port;
-  struct sockaddr_storage addr;
+  struct sockaddr_storage addr; /* to listen on, or to connect to */
   socklen_t addrlen;
-  pthread_t *workers;
+  cp__thread *workers;
   unsigned nworkers;
+  /* Workers wait at this gate until start succeeded (GATE_GO) or failed
+   * (GATE_ABORT: they end without touching the port). */
+  cp__mutex gate_mu;
+  cp__cond gate_cv;
+  int gate;
   _Atomic bool started, stopping, stopped;
   uint64_t epoch_ms; /* sessions' activity times count from here */
 
-  /* listener */
-  struct acceptor *acceptors;
-  _Atomic unsigned accepts_posted;
-
-  /* registry of connected sessions */
-  pthread_mutex_t reg_mu;
-  pthread_mutex_t bc_mu; /* the snapshots' fallback scratch (registry.c); before reg_mu */
-  cp_session **reg;
-  uint32_t reg_len, reg_cap;
-  _Atomic uint64_t sessions_alive; /* allocated, not yet freed */
-
-  /* timers: a heap of timer_ent, one port timeout op armed for the earliest */
-  pthread_mutex_t tm_mu;
-  struct timer_ent *heap;
-  uint32_t heap_len, heap_cap;
-  uint64_t tm_seq;
-  cp_op tm_op;
-  bool tm_armed, tm_cancelling;
-  uint64_t tm_armed_due;
-  cp_jobq *sysq;        /* the service's own jobs: idle scans, accept back-off */
-  struct job *idle_job; /* the idle scan, every idle_timeout_ms / 4 (cp__jobq_every) */
-
-  /* counters */
-  _Atomic uint64_t n_accepts, n_refused, n_connects, n_connect_failures, n_accept_errors;
-  _Atomic uint64_t n_bytes_in, n_bytes_out, n_packets_in, n_packets_out, n_sends;
-  _Atomic uint64_t n_disc[CP_REASON_COUNT];
-  _Atomic uint64_t n_sessions;
-  _Atomic uint64_t admitted;     /* server sessions holding a max_sessions slot */
-  _Atomic uint64_t queued_bytes; /* all sessions' send queues */
+  struct cp__listener listener;    /* listener.c */
+  struct cp__registry reg;         /* registry.c: the connected sessions */
+  _Atomic uint64_t sessions_alive; /* session.c: allocated, not yet freed */
+  struct cp__timers timers;        /* timers.c */
+  struct cp__jobs jobs;            /* jobq.c */
+  cp_jobq *sysq;                   /* the service's own jobs: idle scans, accept back-off, linger */
+  cp_timer idle_timer;             /* service.c: the idle scan, every idle_timeout_ms / 4 */
+  struct cp__stats st;             /* every module adds; cp_service_get_stats reads */
 };
+
+/* The workers are on their way out: nothing posted now would run. */
+static inline bool cp__service_stopped(const cp_service *svc) {
+  return atomic_load(&((cp_service *)svc)->stopped);
+}
 
 static inline bool session_draining(const cp_session *s) {
   return atomic_load(&((cp_session *)s)->connected) == 2;
@@ -145,7 +193,7 @@ static inline void stat_add(_Atomic uint64_t *c, uint64_t v) {
   atomic_fetch_add_explicit(c, v, memory_order_relaxed);
 }
 
-uint64_t cp__net_now_ms(void);
+uint64_t cp__net_now_ms(void); /* timers.c: the engine's one clock (ms, monotonic) */
 /* Now, in the 32-bit clock of session activity times. */
 static inline uint32_t service_clock(const cp_service *svc) {
   return (uint32_t)(cp__net_now_ms() - svc->epoch_ms);
@@ -160,44 +208,66 @@ void cp__session_on_strand_post(cp_session *s);
 extern _Thread_local cp_service *cp__net_worker_of;
 cp_session *cp__session_new(cp_service *svc, int fd, bool client);
 int cp__session_connect(cp_session *s, const struct sockaddr *addr, socklen_t len);
-void cp__session_start(cp_session *s); /* connected: callbacks and first recv */
+/* Accepted: register, announce (on_connected), post the first receive;
+ * admitted: it holds a max_sessions slot, given back when it ends. */
+void cp__session_start(cp_session *s, bool admitted);
 void cp__session_close(cp_session *s, cp_reason why);
 void cp__session_check_idle(cp_session *s, uint64_t now_ms);
-
-/* registry.c */
-int cp__registry_add(cp_service *svc, cp_session *s);
-void cp__registry_remove(cp_service *svc, cp_session *s);
-/* The registered session with this id, referenced; NULL if none (O(n)). */
-cp_session *cp__registry_find(cp_service *svc, uint64_t id);
-/* A referenced copy of the registry; give it back with cp__registry_release.
- * Never fails for memory (it may wait for scratch another thread holds). */
-cp_session **cp__registry_snapshot(cp_service *svc, size_t *n);
-void cp__registry_release(cp_service *svc, cp_session **v, size_t n);
+/* The registry's view of a session (references), and an id matcher. */
+extern const struct cp__registry_ops cp__session_reg_ops;
+bool cp__session_has_id(void *session, const void *id /* const uint64_t * */);
 
 /* listener.c */
 struct acceptor;
-int cp__listener_start(cp_service *svc);
+void cp__listener_init(cp_service *svc);
+/* Bind, listen, associate, allocate the accepts: nothing is posted yet.
+ * 0 or an error, with nothing left open. */
+int cp__listener_open(cp_service *svc);
+/* Post the accepts: 0, or the error of the first (nothing posted then). */
+int cp__listener_arm(cp_service *svc);
 void cp__listener_on_accept(cp_service *svc, const cp_completion *c);
+/* Stop accepting (cancel the posted accepts). */
 void cp__listener_stop(cp_service *svc);
-
-/* sendbuf.c: free the chunks pooled for reuse (tests count every byte). */
-void cp__sendbuf_trim(void);
+/* Accepts still in the port or in a back-off (stop waits for 0). */
+unsigned cp__listener_pending(const cp_service *svc);
+/* Close the socket and free the accepts (none pending). */
+void cp__listener_close(cp_service *svc);
+uint16_t cp__listener_port(const cp_service *svc);
+/* A server session ends: give its max_sessions slot back. */
+void cp__listener_unadmit(cp_service *svc);
 
 /* sendbuf.c: free the chunks pooled for reuse (tests count every byte). */
 void cp__sendbuf_trim(void);
 
 /* jobq.c */
+void cp__jobs_init(cp_service *svc);
+cp_service *cp__jobq_service(const cp_jobq *q);
+void cp__jobs_destroy(cp_service *svc);
 void cp__jobq_on_run(cp_jobq *q);
+/* Worker: run the queues whose run the port had no room for. */
+void cp__jobs_run_overflow(cp_service *svc);
+/* Append j to q and schedule q's run: 0, or -ESHUTDOWN (the port is closed:
+ * j is not queued). Never fails for memory. */
+int cp__jobq_push(cp_jobq *q, struct job *j);
+/* Take j out of q's list if it is there, not yet run: true if it was. */
+bool cp__jobq_unlink(cp_jobq *q, struct job *j);
+/* A job that will never run: drop(arg) and free a JOB_ALLOC one. */
+void cp__job_drop(struct job *j);
+
+/* timers.c */
+void cp__timers_init(cp_service *svc);
 void cp__timer_on_fire(cp_service *svc, const cp_completion *c);
-void cp__timers_clear(cp_service *svc); /* frees the heap and the jobs in it (not kept ones) */
-/* Run fn(arg) on q every period_ms, from now on, with a job node made now
- * (*out, freed by cp__job_free_kept after cp__timers_clear and the queue's destroy):
- * nothing is allocated when it falls due. 0, -ENOMEM or -ESHUTDOWN. */
-int cp__jobq_every(cp_jobq *q, uint32_t period_ms, cp_job_fn fn, void *arg, struct job **out);
-void cp__job_free_kept(struct job *j);
-/* cp_jobq_post_after for the engine's own timers: drop(arg) runs instead of
- * fn if the job never runs (stop, destroy), so arg is never leaked. */
-int cp__jobq_post_after_owned(cp_jobq *q, uint64_t delay_ms, cp_job_fn fn, cp_job_fn drop,
-                              void *arg);
+/* The service started: arm the port op for the earliest timer (until then
+ * timers wait in the heap and nothing of them is in the port). */
+void cp__timers_run(cp_service *svc);
+/* Stop: no timer fires any more; waits for the armed port op to come back. */
+void cp__timers_stop(cp_service *svc);
+/* Destroy: drops every pending timer (an owned one's arg is dropped). */
+void cp__timers_destroy(cp_service *svc);
+/* Drop q's pending timers (its destroy). */
+void cp__timers_forget(cp_service *svc, cp_jobq *q);
+/* A one-shot timer the engine owns: drop(arg) runs instead of fn if it never
+ * runs (stop, destroy), so arg is never leaked. 0, -ENOMEM or -ESHUTDOWN. */
+int cp__timer_post_owned(cp_jobq *q, uint64_t delay_ms, cp_job_fn fn, cp_job_fn drop, void *arg);
 
 #endif /* CPORT_NET_INTERNAL_H */

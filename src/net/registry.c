@@ -1,131 +1,147 @@
 /*
- * registry.c - the service's live sessions: an array with each session's
- * index stored in the session, so adding and removing are O(1) (the last entry
- * moves into the hole). Broadcast works on a referenced snapshot, taken under
- * the lock and used outside it, so a send that ends a session (slow consumer)
- * can unregister it without deadlocking on the registry. The registry's
- * block is twice its capacity: the second half is scratch for a snapshot
- * that cannot be allocated, so a broadcast, stop or idle scan never fails
- * for lack of memory.
+ * registry.c - a container of referenced items (see registry.h). It knows
+ * nothing of sessions: items are void *, referenced through the ops given
+ * at init, their index kept at the offset given at init.
  */
-#define _GNU_SOURCE
-#include "net/net_internal.h"
+#include "net/registry.h"
 
-#include <stdlib.h>
+#include "common/mem.h"
 
-/* The scratch this thread holds (bc_mu held), or NULL. */
-static _Thread_local cp_session **scratch_held;
+#include <assert.h>
+#include <errno.h>
+#include <string.h>
 
-/* Grow the array (reg_mu and bc_mu held): one block, the registry in the
+/* The scratch this thread holds (scratch_mu held), or NULL. */
+static _Thread_local void **scratch_held;
+
+static uint32_t *idx_of(const struct cp__registry *r, void *item) {
+  return (uint32_t *)(void *)((char *)item + r->idx_off);
+}
+
+void cp__registry_init(struct cp__registry *r, size_t idx_off, const struct cp__registry_ops *ops) {
+  memset(r, 0, sizeof *r);
+  cp__mutex_init(&r->mu);
+  cp__mutex_init(&r->scratch_mu);
+  r->idx_off = idx_off;
+  r->ops = ops;
+}
+
+void cp__registry_destroy(struct cp__registry *r) {
+  assert(r->len == 0);
+  mem_free(r->items);
+  cp__mutex_destroy(&r->mu);
+  cp__mutex_destroy(&r->scratch_mu);
+}
+
+/* Grow the array (mu and scratch_mu held): one block, the items in the
  * first half and the snapshot's fallback scratch in the second. */
-static int grow(cp_service *svc) {
-  uint32_t cap = svc->reg_cap ? svc->reg_cap * 2 : 256;
-  cp_session **r = mem_realloc(svc->reg, 2 * (size_t)cap * sizeof *r);
-  if (!r)
+static int grow(struct cp__registry *r) {
+  assert(r->len == r->cap); /* (mu and scratch_mu held: the callers' order) */
+  uint32_t cap = r->cap ? r->cap * 2 : 256;
+  void **a = mem_realloc(r->items, 2 * (size_t)cap * sizeof *a);
+  if (!a)
     return -ENOMEM;
-  svc->reg = r;
-  svc->reg_cap = cap;
+  r->items = a;
+  r->cap = cap;
   return 0;
 }
 
-int cp__registry_add(cp_service *svc, cp_session *s) {
-  pthread_mutex_lock(&svc->reg_mu);
-  /* Checked under reg_mu: cp_service_stop sets `stopping` before it takes
-   * its snapshot under reg_mu, so a session either makes the snapshot (and
-   * is closed by stop) or sees `stopping` here - never neither. */
-  if (!atomic_load(&svc->stopping) && svc->reg_len == svc->reg_cap) {
-    /* Growing moves the scratch a snapshot may be using: take bc_mu first
-     * (the lock order is bc_mu, then reg_mu). This thread may hold it
-     * already (a callback run inline under a fallback snapshot connects a
-     * new session): then growing would pull the scratch from under it. */
+int cp__registry_add(struct cp__registry *r, void *item) {
+  cp__mutex_lock(&r->mu);
+  if (!r->closed && r->len == r->cap) {
+    /* Growing moves the scratch a snapshot may be using: take scratch_mu
+     * first (the lock order). This thread may hold it already (a callback
+     * run inline under a fallback snapshot adds an item): then growing
+     * would pull the scratch from under it. */
     if (scratch_held) {
-      pthread_mutex_unlock(&svc->reg_mu);
+      cp__mutex_unlock(&r->mu);
       return -ENOMEM;
     }
-    pthread_mutex_unlock(&svc->reg_mu);
-    pthread_mutex_lock(&svc->bc_mu);
-    pthread_mutex_lock(&svc->reg_mu);
-    int rc = svc->reg_len == svc->reg_cap ? grow(svc) : 0;
-    pthread_mutex_unlock(&svc->bc_mu);
+    cp__mutex_unlock(&r->mu);
+    cp__mutex_lock(&r->scratch_mu);
+    cp__mutex_lock(&r->mu);
+    int rc = r->len == r->cap ? grow(r) : 0;
+    cp__mutex_unlock(&r->scratch_mu);
     if (rc) {
-      pthread_mutex_unlock(&svc->reg_mu);
+      cp__mutex_unlock(&r->mu);
       return rc;
     }
   }
-  if (atomic_load(&svc->stopping)) {
-    pthread_mutex_unlock(&svc->reg_mu);
+  if (r->closed) {
+    cp__mutex_unlock(&r->mu);
     return -ESHUTDOWN;
   }
-  s->reg_idx = svc->reg_len;
-  svc->reg[svc->reg_len++] = cp_session_get(s);
-  pthread_mutex_unlock(&svc->reg_mu);
+  assert(*idx_of(r, item) == CP__REG_NONE);
+  *idx_of(r, item) = r->len;
+  r->items[r->len++] = r->ops->ref(item);
+  cp__mutex_unlock(&r->mu);
   return 0;
 }
 
-cp_session *cp__registry_find(cp_service *svc, uint64_t id) {
-  cp_session *found = NULL;
-  pthread_mutex_lock(&svc->reg_mu);
-  for (uint32_t i = 0; i < svc->reg_len && !found; i++)
-    if (svc->reg[i]->id == id)
-      found = cp_session_get(svc->reg[i]);
-  pthread_mutex_unlock(&svc->reg_mu);
+void cp__registry_remove(struct cp__registry *r, void *item) {
+  cp__mutex_lock(&r->mu);
+  uint32_t i = *idx_of(r, item);
+  bool was = i != CP__REG_NONE;
+  if (was) {
+    assert(i < r->len && r->items[i] == item);
+    void *last = r->items[--r->len];
+    r->items[i] = last;
+    *idx_of(r, last) = i;
+    *idx_of(r, item) = CP__REG_NONE;
+  }
+  cp__mutex_unlock(&r->mu);
+  if (was)
+    r->ops->unref(item);
+}
+
+void cp__registry_close(struct cp__registry *r) {
+  cp__mutex_lock(&r->mu);
+  r->closed = true;
+  cp__mutex_unlock(&r->mu);
+}
+
+void *cp__registry_find(struct cp__registry *r, bool (*match)(void *item, const void *ctx),
+                        const void *ctx) {
+  void *found = NULL;
+  cp__mutex_lock(&r->mu);
+  for (uint32_t i = 0; i < r->len && !found; i++)
+    if (match(r->items[i], ctx))
+      found = r->ops->ref(r->items[i]);
+  cp__mutex_unlock(&r->mu);
   return found;
 }
 
-void cp__registry_remove(cp_service *svc, cp_session *s) {
-  pthread_mutex_lock(&svc->reg_mu);
-  uint32_t i = s->reg_idx;
-  bool was = i != UINT32_MAX;
-  if (was) {
-    cp_session *last = svc->reg[--svc->reg_len];
-    svc->reg[i] = last;
-    last->reg_idx = i;
-    s->reg_idx = UINT32_MAX;
-  }
-  pthread_mutex_unlock(&svc->reg_mu);
-  if (was)
-    cp_session_put(s);
-}
-
-cp_session **cp__registry_snapshot(cp_service *svc, size_t *n) {
-  pthread_mutex_lock(&svc->reg_mu);
-  *n = svc->reg_len;
-  cp_session **v = *n ? mem_alloc(*n * sizeof *v) : NULL;
+void **cp__registry_snapshot(struct cp__registry *r, size_t *n) {
+  cp__mutex_lock(&r->mu);
+  *n = r->len;
+  void **v = *n ? mem_alloc(*n * sizeof *v) : NULL;
   if (!v && *n) {
     /* Out of memory: use the scratch kept as large as the registry, one
      * thread at a time. A thread that holds it already (a callback run
      * inline by what it does with the snapshot) gets nothing. */
-    pthread_mutex_unlock(&svc->reg_mu);
+    cp__mutex_unlock(&r->mu);
     if (scratch_held) {
       *n = 0;
       return NULL;
     }
-    pthread_mutex_lock(&svc->bc_mu);
-    pthread_mutex_lock(&svc->reg_mu);
-    *n = svc->reg_len;
-    v = scratch_held = svc->reg + svc->reg_cap;
+    cp__mutex_lock(&r->scratch_mu);
+    cp__mutex_lock(&r->mu);
+    *n = r->len;
+    v = scratch_held = r->items + r->cap;
   }
   for (size_t i = 0; i < *n; i++)
-    v[i] = cp_session_get(svc->reg[i]);
-  pthread_mutex_unlock(&svc->reg_mu);
+    v[i] = r->ops->ref(r->items[i]);
+  cp__mutex_unlock(&r->mu);
   return v;
 }
 
-void cp__registry_release(cp_service *svc, cp_session **v, size_t n) {
+void cp__registry_release(struct cp__registry *r, void **v, size_t n) {
   for (size_t i = 0; i < n; i++)
-    cp_session_put(v[i]);
+    r->ops->unref(v[i]);
   if (v && v == scratch_held) {
     scratch_held = NULL;
-    pthread_mutex_unlock(&svc->bc_mu);
+    cp__mutex_unlock(&r->scratch_mu);
   } else {
     mem_free(v);
   }
-}
-
-size_t cp_service_broadcast(cp_service *svc, cp_sendbuf *buf) {
-  size_t n;
-  cp_session **v = cp__registry_snapshot(svc, &n);
-  size_t ok = cp_session_send_many(v, n, buf);
-  cp__registry_release(svc, v, n);
-  return ok;
 }

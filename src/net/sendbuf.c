@@ -36,7 +36,7 @@ struct cp_sendbuf {
 
 #define CHUNK_DATA (CHUNK_SIZE - sizeof(struct chunk))
 
-static pthread_mutex_t pool_mu = PTHREAD_MUTEX_INITIALIZER;
+static cp__mutex pool_mu; /* set up by init(), once */
 static struct chunk *pool;
 static unsigned pool_len;
 
@@ -46,30 +46,32 @@ size_t cp_sendbuf_outstanding(void) {
   return atomic_load_explicit(&outstanding, memory_order_relaxed);
 }
 
-static pthread_once_t key_once = PTHREAD_ONCE_INIT;
-static pthread_key_t cur_key;
+static cp__once_t init_once = CP__ONCE_INIT;
+static cp__key cur_key;
+static void init(void);
 static _Thread_local struct chunk *cur;
 
 static void chunk_unref(struct chunk *c) {
   if (atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) != 1)
     return;
-  pthread_mutex_lock(&pool_mu);
+  cp__mutex_lock(&pool_mu);
   if (pool_len < POOL_MAX) {
     c->next = pool;
     pool = c;
     pool_len++;
     c = NULL;
   }
-  pthread_mutex_unlock(&pool_mu);
+  cp__mutex_unlock(&pool_mu);
   mem_free(c);
 }
 
 void cp__sendbuf_trim(void) {
-  pthread_mutex_lock(&pool_mu);
+  cp__once(&init_once, init);
+  cp__mutex_lock(&pool_mu);
   struct chunk *c = pool;
   pool = NULL;
   pool_len = 0;
-  pthread_mutex_unlock(&pool_mu);
+  cp__mutex_unlock(&pool_mu);
   while (c) {
     struct chunk *next = c->next;
     mem_free(c);
@@ -81,19 +83,20 @@ void cp__sendbuf_trim(void) {
 static void drop_current(void *c) {
   chunk_unref(c);
 }
-static void make_key(void) {
-  pthread_key_create(&cur_key, drop_current);
+static void init(void) {
+  cp__mutex_init(&pool_mu);
+  cp__key_create(&cur_key, drop_current);
 }
 
 static struct chunk *chunk_new(void) {
   struct chunk *c = NULL;
-  pthread_mutex_lock(&pool_mu);
+  cp__mutex_lock(&pool_mu);
   if (pool) {
     c = pool;
     pool = c->next;
     pool_len--;
   }
-  pthread_mutex_unlock(&pool_mu);
+  cp__mutex_unlock(&pool_mu);
   if (!c && !(c = mem_alloc(CHUNK_SIZE)))
     return NULL;
   atomic_init(&c->refs, 1); /* the thread's "current" reference */
@@ -114,14 +117,14 @@ cp_sendbuf *cp_sendbuf_alloc(size_t cap) {
     b->chunk = NULL;
   } else {
     if (!cur || cur->used + need > CHUNK_DATA) {
-      pthread_once(&key_once, make_key);
+      cp__once(&init_once, init);
       struct chunk *c = chunk_new();
       if (!c)
         return NULL;
       if (cur)
         chunk_unref(cur);
       cur = c;
-      pthread_setspecific(cur_key, c);
+      cp__key_set(cur_key, c);
     }
     b = (cp_sendbuf *)(void *)(cur->data + cur->used);
     cur->used += (uint32_t)need;
@@ -151,6 +154,8 @@ cp_sendbuf *cp_packet_alloc(uint16_t id, size_t body_len) {
 }
 
 cp_sendbuf *cp_sendbuf_copy(const void *data, size_t len) {
+  if (!data && len)
+    return NULL;
   cp_sendbuf *b = cp_sendbuf_alloc(len);
   if (b && len) {
     memcpy(b->data, data, len);
@@ -160,26 +165,36 @@ cp_sendbuf *cp_sendbuf_copy(const void *data, size_t len) {
 }
 
 uint8_t *cp_sendbuf_data(cp_sendbuf *b) {
-  return b->data;
+  return b ? b->data : NULL;
 }
 size_t cp_sendbuf_len(const cp_sendbuf *b) {
-  return b->len;
+  return b ? b->len : 0;
 }
 size_t cp_sendbuf_cap(const cp_sendbuf *b) {
-  return b->cap;
+  return b ? b->cap : 0;
 }
 
 void cp_sendbuf_set_len(cp_sendbuf *b, size_t len) {
+  if (!b)
+    return;
   b->len = (uint32_t)(len <= b->cap ? len : b->cap);
 }
 
 cp_sendbuf *cp_sendbuf_ref(cp_sendbuf *b) {
-  atomic_fetch_add_explicit(&b->refs, 1, memory_order_relaxed);
+  if (!b)
+    return NULL;
+  uint32_t was = atomic_fetch_add_explicit(&b->refs, 1, memory_order_relaxed);
+  assert(was > 0);
+  (void)was;
   return b;
 }
 
 void cp_sendbuf_unref(cp_sendbuf *b) {
-  if (!b || atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel) != 1)
+  if (!b)
+    return;
+  uint32_t was = atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel);
+  assert(was > 0); /* never below zero */
+  if (was != 1)
     return;
   atomic_fetch_sub_explicit(&outstanding, 1, memory_order_relaxed);
   if (b->chunk)

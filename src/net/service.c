@@ -9,7 +9,6 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -60,10 +59,8 @@ int cp_service_create(cp_service **out, const cp_service_options *opts) {
   cp_service_options *o = &svc->o;
   if (!o->host)
     o->host = "127.0.0.1";
-  if (!o->threads) {
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    o->threads = n > 0 ? (unsigned)n : 1;
-  }
+  if (!o->threads)
+    o->threads = cp__cpu_count();
   if (!o->accepts)
     o->accepts = DEFAULT_ACCEPTS;
   if (!o->backlog)
@@ -74,7 +71,6 @@ int cp_service_create(cp_service **out, const cp_service_options *opts) {
     o->max_packet = DEFAULT_MAX_PACKET;
   if (!o->send_queue_max)
     o->send_queue_max = DEFAULT_SENDQ;
-  svc->lfd = -1;
   int rc = parse_addr(svc, o->host, o->port);
   if (rc) {
     mem_free(svc);
@@ -88,12 +84,20 @@ int cp_service_create(cp_service **out, const cp_service_options *opts) {
     mem_free(svc);
     return rc;
   }
-  pthread_mutex_init(&svc->reg_mu, NULL);
-  pthread_mutex_init(&svc->bc_mu, NULL);
-  pthread_mutex_init(&svc->tm_mu, NULL);
+  cp__mutex_init(&svc->gate_mu);
+  cp__cond_init(&svc->gate_cv);
+  cp__listener_init(svc);
+  cp__registry_init(&svc->reg, offsetof(cp_session, reg_idx), &cp__session_reg_ops);
+  cp__timers_init(svc);
+  cp__jobs_init(svc);
   svc->epoch_ms = cp__net_now_ms();
   svc->sysq = cp_jobq_create(svc);
   if (!svc->sysq) {
+    cp__timers_destroy(svc);
+    cp__jobs_destroy(svc);
+    cp__registry_destroy(&svc->reg);
+    cp__cond_destroy(&svc->gate_cv);
+    cp__mutex_destroy(&svc->gate_mu);
     cp_port_destroy(svc->port);
     mem_free(svc);
     return -ENOMEM;
@@ -104,14 +108,30 @@ int cp_service_create(cp_service **out, const cp_service_options *opts) {
 
 _Thread_local cp_service *cp__net_worker_of;
 
-static void *worker(void *arg) {
+enum { GATE_WAIT = 0, GATE_GO, GATE_ABORT };
+
+static void gate_set(cp_service *svc, int state) {
+  cp__mutex_lock(&svc->gate_mu);
+  svc->gate = state;
+  cp__cond_broadcast(&svc->gate_cv);
+  cp__mutex_unlock(&svc->gate_mu);
+}
+
+static void worker(void *arg) {
   cp_service *svc = arg;
   cp__net_worker_of = svc;
+  cp__mutex_lock(&svc->gate_mu);
+  while (svc->gate == GATE_WAIT)
+    cp__cond_wait(&svc->gate_cv, &svc->gate_mu);
+  bool go = svc->gate == GATE_GO;
+  cp__mutex_unlock(&svc->gate_mu);
+  if (!go)
+    return; /* the start failed: this worker never touched the port */
   cp_completion ev[64];
   for (;;) {
     int n = cp_port_wait(svc->port, ev, 64, -1);
     if (n < 0)
-      return NULL; /* closed */
+      return; /* closed */
     for (int i = 0; i < n; i++) {
       switch (ev[i].kind) {
       case CP_OP_ACCEPT:
@@ -131,6 +151,7 @@ static void *worker(void *arg) {
         break;
       }
     }
+    cp__jobs_run_overflow(svc); /* queues whose run the port had no room for */
   }
 }
 
@@ -139,36 +160,39 @@ static void idle_scan(void *arg) {
   if (atomic_load(&svc->stopping))
     return;
   size_t n;
-  cp_session **v = cp__registry_snapshot(svc, &n);
+  void **v = cp__registry_snapshot(&svc->reg, &n);
   uint64_t now = cp__net_now_ms();
-  for (size_t i = 0; i < n; i++)
-    if (atomic_load(&v[i]->connected))
-      cp__session_check_idle(v[i], now);
-  cp__registry_release(svc, v, n);
+  for (size_t i = 0; i < n; i++) {
+    cp_session *s = v[i];
+    if (atomic_load(&s->connected))
+      cp__session_check_idle(s, now);
+  }
+  cp__registry_release(&svc->reg, v, n);
 }
 
-static int open_one(cp_service *svc) {
+/* ---- client sessions ------------------------------------------------- */
+
+/* A client session, not connected yet: NULL and *err if it cannot be made. */
+static cp_session *client_new(cp_service *svc, int *err) {
   int fd = socket(svc->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0)
-    return -errno;
+  if (fd < 0) {
+    *err = -errno;
+    return NULL;
+  }
   cp_session *s = cp__session_new(svc, fd, true);
   if (!s) {
     close(fd);
-    return -ENOMEM;
+    *err = -ENOMEM;
   }
-  int rc = cp__session_connect(s, (struct sockaddr *)&svc->addr, svc->addrlen);
-  cp_session_put(s);
-  /* A connect that failed at once is reported by on_disconnected. */
-  return rc == -ESHUTDOWN ? rc : 0;
+  return s;
 }
 
-static int open_clients(cp_service *svc) {
-  for (unsigned i = 0; i < svc->o.client_sessions; i++) {
-    int rc = open_one(svc);
-    if (rc)
-      return rc;
-  }
-  return 0;
+/* Connect it and drop the creator's reference. 0, or -ESHUTDOWN; a connect
+ * that failed at once is reported by on_disconnected. */
+static int client_connect(cp_service *svc, cp_session *s) {
+  int rc = cp__session_connect(s, (struct sockaddr *)&svc->addr, svc->addrlen);
+  cp_session_put(s);
+  return rc == -ESHUTDOWN ? rc : 0;
 }
 
 int cp_service_connect(cp_service *svc) {
@@ -176,145 +200,224 @@ int cp_service_connect(cp_service *svc) {
     return -EINVAL;
   if (atomic_load(&svc->stopping))
     return -ESHUTDOWN;
-  return open_one(svc);
+  int err = 0;
+  cp_session *s = client_new(svc, &err);
+  return s ? client_connect(svc, s) : err;
+}
+
+/* ---- start: all or nothing ------------------------------------------- */
+
+/* Everything start made before a step failed, to be undone. */
+struct start_undo {
+  bool listener, idle_timer;
+  cp_session **clients;
+  unsigned nclients;
+};
+
+/* The workers started so far wait at the gate: let them end, and join. */
+static void workers_undo(cp_service *svc) {
+  gate_set(svc, GATE_ABORT);
+  for (unsigned i = 0; i < svc->nworkers; i++)
+    cp__thread_join(&svc->workers[i]);
+  svc->nworkers = 0;
+  gate_set(svc, GATE_WAIT); /* as before: a later start makes new ones */
+}
+
+static void start_undo(cp_service *svc, struct start_undo *u) {
+  workers_undo(svc);
+  if (u->idle_timer)
+    cp_timer_cancel(&svc->idle_timer);
+  for (unsigned i = 0; i < u->nclients; i++)
+    cp_session_put(u->clients[i]); /* never connected: freed at once */
+  if (u->listener)
+    cp__listener_close(svc);
+  mem_free(u->clients);
+  mem_free(svc->workers);
+  svc->workers = NULL;
+}
+
+/* The steps that can fail, none yet visible outside: the listening socket
+ * (bound, not accepting), the client sessions (made, not connecting), the
+ * idle timer, the workers. */
+static int start_prepare(cp_service *svc, struct start_undo *u) {
+  svc->workers = mem_calloc(svc->o.threads, sizeof *svc->workers);
+  if (!svc->workers)
+    return -ENOMEM;
+  int rc;
+  if (svc->o.kind == CP_SERVICE_SERVER) {
+    if ((rc = cp__listener_open(svc)))
+      return rc;
+    u->listener = true;
+  } else {
+    u->clients = mem_calloc(svc->o.client_sessions, sizeof *u->clients);
+    if (!u->clients)
+      return -ENOMEM;
+    for (; u->nclients < svc->o.client_sessions; u->nclients++)
+      if (!(u->clients[u->nclients] = client_new(svc, &rc)))
+        return rc;
+  }
+  if (svc->o.idle_timeout_ms) {
+    unsigned period = svc->o.idle_timeout_ms / 4;
+    period = period < 10 ? 10 : period > 1000 ? 1000 : period;
+    if ((rc = cp_timer_start(&svc->idle_timer, svc->sysq, period, period, idle_scan, svc)))
+      return rc;
+    u->idle_timer = true;
+  }
+  for (unsigned i = 0; i < svc->o.threads; i++) {
+    if ((rc = cp__thread_create(&svc->workers[i], worker, svc)))
+      return rc;
+    svc->nworkers++;
+  }
+  return 0;
 }
 
 int cp_service_start(cp_service *svc) {
   if (!svc)
     return -EINVAL;
+  if (atomic_load(&svc->stopping))
+    return -ESHUTDOWN;
   if (atomic_exchange(&svc->started, true))
     return -EALREADY;
-  svc->workers = mem_calloc(svc->o.threads, sizeof *svc->workers);
-  int rc = !svc->workers ? -ENOMEM : svc->o.kind == CP_SERVICE_SERVER ? cp__listener_start(svc) : 0;
+  struct start_undo u = {0};
+  int rc = start_prepare(svc, &u);
+  if (!rc && svc->o.kind == CP_SERVICE_SERVER)
+    rc = cp__listener_arm(svc); /* posts nothing if it fails */
   if (rc) {
-    mem_free(svc->workers);
-    svc->workers = NULL;
+    start_undo(svc, &u);
     atomic_store(&svc->started, false);
     return rc;
   }
-  /* From here on the service counts as started, even if a step fails: stop
-   * (or destroy) undoes what was done. */
-  for (unsigned i = 0; i < svc->o.threads; i++) {
-    rc = -pthread_create(&svc->workers[i], NULL, worker, svc);
-    if (rc)
-      break;
-    svc->nworkers++;
-  }
-  if (!rc && svc->o.idle_timeout_ms) {
-    unsigned period = svc->o.idle_timeout_ms / 4;
-    period = period < 10 ? 10 : period > 1000 ? 1000 : period;
-    rc = cp__jobq_every(svc->sysq, period, idle_scan, svc, &svc->idle_job);
-  }
-  if (!rc && svc->o.kind == CP_SERVICE_CLIENT)
-    rc = open_clients(svc);
-  return rc;
+  /* Visible from here on: timers fire, connects report their outcome by
+   * callbacks. */
+  gate_set(svc, GATE_GO);
+  cp__timers_run(svc);
+  for (unsigned i = 0; i < u.nclients; i++)
+    client_connect(svc, u.clients[i]);
+  mem_free(u.clients);
+  return 0;
 }
 
+/* ---- stop and destroy ------------------------------------------------ */
+
+/* Sleep on the platform layer (a condition nobody signals). */
 static void sleep_ms(unsigned ms) {
-  struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000};
-  nanosleep(&ts, NULL);
+  cp__mutex m;
+  cp__cond c;
+  cp__mutex_init(&m);
+  cp__cond_init(&c);
+  uint64_t until = cp__now_ns() + (uint64_t)ms * 1000000u;
+  cp__mutex_lock(&m);
+  while (cp__cond_timedwait(&c, &m, until) != CP__TIMEDOUT)
+    ;
+  cp__mutex_unlock(&m);
+  cp__cond_destroy(&c);
+  cp__mutex_destroy(&m);
+}
+
+/* Disconnect every session (after this no new one registers). */
+static void close_all(cp_service *svc) {
+  cp__registry_close(&svc->reg);
+  size_t n;
+  void **v = cp__registry_snapshot(&svc->reg, &n);
+  for (size_t i = 0; i < n; i++)
+    cp__session_close(v[i], CP_REASON_SHUTDOWN);
+  cp__registry_release(&svc->reg, v, n);
 }
 
 void cp_service_stop(cp_service *svc, unsigned drain_ms) {
   if (!svc || atomic_exchange(&svc->stopping, true))
     return;
   if (!atomic_load(&svc->started)) {
-    atomic_store(&svc->stopped, true);
-    return;
-  }
-  if (!svc->nworkers) {
-    /* Started, but no worker thread could be made: nothing was accepted or
-     * run; the port's destroy takes back the ops left in it. */
-    atomic_store(&svc->stopped, true);
-    cp_port_close(svc->port);
+    atomic_store(&svc->stopped, true); /* timers refuse to start from now on */
+    cp__registry_close(&svc->reg);
     return;
   }
   cp__listener_stop(svc);
   /* Let queued sends go out, up to drain_ms. */
   uint64_t until = cp__net_now_ms() + drain_ms;
-  while (atomic_load(&svc->queued_bytes) && cp__net_now_ms() < until)
+  while (atomic_load(&svc->st.queued_bytes) && cp__net_now_ms() < until)
     sleep_ms(2);
-  size_t n;
-  cp_session **v = cp__registry_snapshot(svc, &n);
-  for (size_t i = 0; i < n; i++)
-    cp__session_close(v[i], CP_REASON_SHUTDOWN);
-  cp__registry_release(svc, v, n);
+  close_all(svc);
   /* Every session gone, every accept back. The application must have put
    * its own references; say so if it takes long. */
   uint64_t warn = cp__net_now_ms() + 5000;
-  while (atomic_load(&svc->sessions_alive) || atomic_load(&svc->accepts_posted)) {
+  while (atomic_load(&svc->sessions_alive) || cp__listener_pending(svc)) {
     sleep_ms(1);
     if (cp__net_now_ms() > warn) {
-      fprintf(stderr, "cport: stop is waiting for %llu sessions still referenced\n",
+      cp__log(CP_LOG_WARN, "cport: stop is waiting for %llu sessions still referenced",
               (unsigned long long)atomic_load(&svc->sessions_alive));
       warn = cp__net_now_ms() + 5000;
     }
   }
   /* Timers stop; wait for the armed one to come back. */
-  pthread_mutex_lock(&svc->tm_mu);
   atomic_store(&svc->stopped, true);
-  if (svc->tm_armed && !svc->tm_cancelling)
-    svc->tm_cancelling = cp_port_cancel_op(svc->port, &svc->tm_op) == 0;
-  pthread_mutex_unlock(&svc->tm_mu);
-  for (;;) {
-    pthread_mutex_lock(&svc->tm_mu);
-    bool armed = svc->tm_armed;
-    pthread_mutex_unlock(&svc->tm_mu);
-    if (!armed)
-      break;
-    sleep_ms(1);
-  }
+  cp__timers_stop(svc);
   cp_port_close(svc->port);
   for (unsigned i = 0; i < svc->nworkers; i++)
-    pthread_join(svc->workers[i], NULL);
+    cp__thread_join(&svc->workers[i]);
 }
 
 void cp_service_destroy(cp_service *svc) {
   if (!svc)
     return;
   cp_service_stop(svc, 0);
+  cp__listener_close(svc);
   cp_port_destroy(svc->port);
-  if (svc->lfd >= 0)
-    close(svc->lfd);
-  mem_free(svc->acceptors);
   mem_free(svc->workers);
-  mem_free(svc->reg);
-  cp__timers_clear(svc);
   cp_jobq_destroy(svc->sysq);
-  if (svc->idle_job)
-    cp__job_free_kept(svc->idle_job);
-  pthread_mutex_destroy(&svc->reg_mu);
-  pthread_mutex_destroy(&svc->bc_mu);
-  pthread_mutex_destroy(&svc->tm_mu);
+  cp__timers_destroy(svc);
+  cp__jobs_destroy(svc);
+  cp__registry_destroy(&svc->reg);
+  cp__cond_destroy(&svc->gate_cv);
+  cp__mutex_destroy(&svc->gate_mu);
   mem_free(svc);
 }
 
+/* ---- counters, accessors, broadcast ---------------------------------- */
+
 void cp_service_get_stats(const cp_service *svc, cp_service_stats *o) {
-  cp_service *m = (cp_service *)svc;
-#define LD(x) atomic_load_explicit(&m->x, memory_order_relaxed)
-  o->sessions = LD(n_sessions);
-  o->accepts = LD(n_accepts);
-  o->refused = LD(n_refused);
-  o->connects = LD(n_connects);
-  o->connect_failures = LD(n_connect_failures);
-  o->accept_errors = LD(n_accept_errors);
-  o->bytes_in = LD(n_bytes_in);
-  o->bytes_out = LD(n_bytes_out);
-  o->packets_in = LD(n_packets_in);
-  o->packets_out = LD(n_packets_out);
-  o->sends = LD(n_sends);
+  if (!o)
+    return;
+  *o = (cp_service_stats){0};
+  if (!svc)
+    return;
+  const struct cp__stats *st = &svc->st;
+#define LD(x) atomic_load_explicit((_Atomic uint64_t *)&st->x, memory_order_relaxed)
+  o->sessions = LD(sessions);
+  o->accepts = LD(accepts);
+  o->refused = LD(refused);
+  o->connects = LD(connects);
+  o->connect_failures = LD(connect_failures);
+  o->accept_errors = LD(accept_errors);
+  o->bytes_in = LD(bytes_in);
+  o->bytes_out = LD(bytes_out);
+  o->packets_in = LD(packets_in);
+  o->packets_out = LD(packets_out);
+  o->sends = LD(sends);
   for (int i = 0; i < CP_REASON_COUNT; i++)
-    o->disconnects[i] = LD(n_disc[i]);
+    o->disconnects[i] = LD(disc[i]);
   o->send_queue_bytes = LD(queued_bytes);
 #undef LD
 }
 
 cp_port *cp_service_port(const cp_service *svc) {
-  return svc->port;
+  return svc ? svc->port : NULL;
 }
 uint16_t cp_service_listen_port(const cp_service *svc) {
-  return svc->listen_port;
+  return svc ? cp__listener_port(svc) : 0;
 }
 void *cp_service_user(const cp_service *svc) {
-  return svc->o.user;
+  return svc ? svc->o.user : NULL;
+}
+
+size_t cp_service_broadcast(cp_service *svc, cp_sendbuf *buf) {
+  if (!svc || !buf)
+    return 0;
+  size_t n;
+  void **v = cp__registry_snapshot(&svc->reg, &n);
+  size_t ok = 0;
+  for (size_t i = 0; i < n; i++)
+    ok += cp_session_send_many((cp_session *const *)&v[i], 1, buf);
+  cp__registry_release(&svc->reg, v, n);
+  return ok;
 }

@@ -453,6 +453,8 @@ static int epoll_poll(cp_port *p, cp_completion *out, int max, int timeout_ms) {
    * read then sees it and wakes us (epoll_start). */
   atomic_store(&p->in_kernel, true);
   int t = next_timer_ms(p, timeout_ms);
+  if (t != 0 && cp__port_has_ready(p))
+    t = 0; /* posted before in_kernel went up: it woke nobody */
   int n = epoll_wait(ep->epfd, ep->events, ep->nevents, t);
   atomic_store(&p->in_kernel, false);
   cp__count_syscall(p);

@@ -19,6 +19,8 @@
 #define _GNU_SOURCE
 #include "port/port_internal.h"
 
+#include "common/log.h"
+
 #include <assert.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -113,7 +115,7 @@ static int parse_backend_env(cp_backend *out) {
   }
   int rc = cp_backend_from_name(v, out);
   if (rc)
-    fprintf(stderr, "cport: CPORT_BACKEND=%s is not one of auto, uring, epoll\n", v);
+    cp__log(CP_LOG_ERROR, "cport: CPORT_BACKEND=%s is not one of auto, uring, epoll", v);
   return rc;
 }
 
@@ -137,13 +139,13 @@ static int choose_backend(cp_backend want, const struct backend **be, cp_backend
     return 0;
   }
   if (want == CP_BACKEND_URING) {
-    fprintf(stderr, "cport: the uring backend was asked for but io_uring is unavailable: %s\n",
+    cp__log(CP_LOG_WARN, "cport: the uring backend was asked for but io_uring is unavailable: %s",
             cp_strerror(rc));
     return CP_ENODEV;
   }
   static _Atomic bool logged;
   if (!atomic_exchange(&logged, true))
-    fprintf(stderr, "cport: io_uring unavailable (%s), using epoll\n", cp_strerror(rc));
+    cp__log(CP_LOG_INFO, "cport: io_uring unavailable (%s), using epoll", cp_strerror(rc));
   *be = &cp__backend_epoll;
   *got = CP_BACKEND_EPOLL;
   return 0;
@@ -526,7 +528,8 @@ void cp_port_buf_release(cp_port *p, void *buf) {
     return;
   long idx = cp__bufpool_index(&p->bufs, buf);
   if (idx < 0) {
-    fprintf(stderr, "cport: cp_port_buf_release: %p is not a pooled buffer of this port\n", buf);
+    cp__log(CP_LOG_ERROR, "cport: cp_port_buf_release: %p is not a pooled buffer of this port",
+            buf);
     return;
   }
   p->be->buf_release(p, (uint32_t)idx);
@@ -594,6 +597,13 @@ static bool notify_locked(cp_port *p, int n) {
     return false;
   }
   return p->polling && atomic_load(&p->in_kernel);
+}
+
+bool cp__port_has_ready(cp_port *p) {
+  cp__mutex_lock(&p->mu);
+  bool ready = p->ready_len != 0;
+  cp__mutex_unlock(&p->mu);
+  return ready;
 }
 
 bool cp__port_queue(cp_port *p, const cp_completion *c, int n) {

@@ -247,6 +247,10 @@ void cp__port_emit_many(cp_port *p, const cp_completion *c, int n);
 /* Like cp__port_emit_many but never calls the backend's wake(): returns true if
  * the caller must call it (after dropping its own locks). */
 bool cp__port_queue(cp_port *p, const cp_completion *c, int n);
+/* The poller, after setting in_kernel and before blocking: is a completion
+ * waiting in the ready ring? (One queued before in_kernel went up did not
+ * wake it; one queued after does.) Takes p->mu. */
+bool cp__port_has_ready(cp_port *p);
 
 /* Count one kernel entry made by the port (cp_port_stats.syscalls). */
 static inline void cp__count_syscall(cp_port *p) {

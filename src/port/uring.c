@@ -505,8 +505,10 @@ static int uring_poll(cp_port *p, cp_completion *out, int max, int timeout_ms) {
       argp = &arg;
       argsz = sizeof arg;
     }
-    int rc = io_uring_enter2((unsigned)u->ring.ring_fd, to_submit, timeout_ms == 0 ? 0 : 1, flags,
-                             argp, argsz);
+    /* A post queued before in_kernel went up woke nobody: do not block then. */
+    bool ready = timeout_ms != 0 && cp__port_has_ready(p);
+    int rc = io_uring_enter2((unsigned)u->ring.ring_fd, to_submit, timeout_ms == 0 || ready ? 0 : 1,
+                             flags, argp, argsz);
     cp__count_syscall(p);
     atomic_store(&p->in_kernel, false);
     (void)rc; /* -ETIME, -EINTR, -EBUSY: whatever is in the CQ is reaped below */

@@ -53,6 +53,10 @@ int main(void) {
   static uint8_t buf[CHUNK];
   for (int r = 0; r < ROUNDS; r++) {
     int fd = test_connect_rcvbuf(&addr, 4096);
+    /* A stream that stops short is a failure with the state printed, not a
+     * hang until the watchdog. */
+    struct timeval tv = {.tv_sec = 30};
+    CHECK_EQ(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv), 0);
     uint8_t p[16 * 8];
     test_send_all(fd, p, nt_packet(p, ID_STREAM, 0, 4));
     WAIT_UNTIL(atomic_load(&streams) == r + 1);
@@ -71,6 +75,16 @@ int main(void) {
       if (k < 0) {
         fprintf(stderr, "round %d: recv after %zu of %u bytes: %s\n", r, got, CHUNK * CHUNKS,
                 strerror(errno));
+        cp_service_stats st = nt_stats(svc);
+        cp_port_stats ps;
+        cp_port_get_stats(cp_service_port(svc), &ps);
+        fprintf(stderr,
+                "  sessions %llu, queued %llu, sends %llu, bytes out %llu, disconnects %llu; "
+                "port: %llu ops started, %llu completed\n",
+                (unsigned long long)st.sessions, (unsigned long long)st.send_queue_bytes,
+                (unsigned long long)st.sends, (unsigned long long)st.bytes_out,
+                (unsigned long long)nt_disconnects(svc), (unsigned long long)ps.started,
+                (unsigned long long)ps.completed);
         exit(1);
       }
       if (k == 0)
