@@ -666,6 +666,19 @@ static int remaining_ms(uint64_t deadline, int timeout_ms) {
   return ms > INT_MAX ? INT_MAX : (int)ms;
 }
 
+/* How long the poller may block in the kernel: what is left of the wait, but
+ * never more than POLL_MAX_MS at a time. Close wakes the poller through the
+ * backend (a NOP or an eventfd write), and that is what ends a wait; the cap
+ * is a safety net on top, so that a wake-up lost in the kernel interface
+ * (one hang of a worker inside io_uring_enter after close was seen once under
+ * TSan, cause not found) costs a second instead of a thread that never
+ * returns. An idle port pays one system call a second for it. */
+#define POLL_MAX_MS 1000
+static int poll_ms(uint64_t deadline, int timeout_ms) {
+  int ms = remaining_ms(deadline, timeout_ms);
+  return ms < 0 || ms > POLL_MAX_MS ? POLL_MAX_MS : ms;
+}
+
 int cp_port_wait(cp_port *p, cp_completion *out, int max, int timeout_ms) {
   if (!p || !out || max < 1)
     return CP_EINVAL;
@@ -700,7 +713,7 @@ int cp_port_wait(cp_port *p, cp_completion *out, int max, int timeout_ms) {
       p->ready_streak = 0;
       uint64_t mark = p->ready_pushed; /* what is queued now predates the poll */
       cp__mutex_unlock(&p->mu);
-      n = p->be->poll(p, out, max, poll_first ? 0 : remaining_ms(deadline, timeout_ms));
+      n = p->be->poll(p, out, max, poll_first ? 0 : poll_ms(deadline, timeout_ms));
       cp__mutex_lock(&p->mu);
       p->polling = false;
       /* Completions queued before the poll (still at the head of the ring)
