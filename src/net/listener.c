@@ -34,6 +34,12 @@ void cp__listener_init(cp_service *svc) {
   L->acceptors = NULL;
   atomic_init(&L->posted, 0);
   atomic_init(&L->admitted, 0);
+  cp__mutex_init(&L->mu);
+  L->stopped = false;
+}
+
+void cp__listener_fini(cp_service *svc) {
+  cp__mutex_destroy(&svc->listener.mu);
 }
 
 uint16_t cp__listener_port(const cp_service *svc) {
@@ -54,13 +60,21 @@ void cp__listener_unadmit(cp_service *svc) {
 static int post(struct acceptor *a) {
   cp_service *svc = a->svc;
   struct cp__listener *L = &svc->listener;
-  if (atomic_load(&svc->stopping))
+  /* Under mu, so that no accept starts after stop's cancel: a worker that
+   * re-posts while stop cancels either starts its accept before the cancel
+   * (which ends it) or sees `stopped` (an accept started after the cancel
+   * would never complete, and stop would wait for it forever). */
+  cp__mutex_lock(&L->mu);
+  if (L->stopped || atomic_load(&svc->stopping)) {
+    cp__mutex_unlock(&L->mu);
     return -ESHUTDOWN;
+  }
   a->peer_len = sizeof a->peer;
   atomic_fetch_add(&L->posted, 1);
   int rc = cp_port_accept(svc->port, L->fd, &a->op, (struct sockaddr *)&a->peer, &a->peer_len);
   if (rc)
     atomic_fetch_sub(&L->posted, 1);
+  cp__mutex_unlock(&L->mu);
   return rc;
 }
 
@@ -193,6 +207,10 @@ void cp__listener_on_accept(cp_service *svc, const cp_completion *c) {
 }
 
 void cp__listener_stop(cp_service *svc) {
-  if (svc->listener.fd >= 0)
-    cp_port_cancel(svc->port, svc->listener.fd);
+  struct cp__listener *L = &svc->listener;
+  cp__mutex_lock(&L->mu);
+  L->stopped = true;
+  if (L->fd >= 0)
+    cp_port_cancel(svc->port, L->fd);
+  cp__mutex_unlock(&L->mu);
 }

@@ -141,6 +141,8 @@ struct cp__listener {
   struct acceptor *acceptors;
   _Atomic unsigned posted;   /* accepts in the port or in a back-off */
   _Atomic uint64_t admitted; /* server sessions holding a max_sessions slot */
+  cp__mutex mu;              /* orders starting an accept against stop's cancel */
+  bool stopped;              /* under mu: cp__listener_stop ran; no accept starts */
 };
 
 /* The counters (cp_service_stats): each module adds to the ones of its own
@@ -220,6 +222,7 @@ bool cp__session_has_id(void *session, const void *id /* const uint64_t * */);
 /* listener.c */
 struct acceptor;
 void cp__listener_init(cp_service *svc);
+void cp__listener_fini(cp_service *svc);
 /* Bind, listen, associate, allocate the accepts: nothing is posted yet.
  * 0 or an error, with nothing left open. */
 int cp__listener_open(cp_service *svc);

@@ -98,6 +98,7 @@ int cp_service_create(cp_service **out, const cp_service_options *opts) {
     cp__registry_destroy(&svc->reg);
     cp__cond_destroy(&svc->gate_cv);
     cp__mutex_destroy(&svc->gate_mu);
+    cp__listener_fini(svc);
     cp_port_destroy(svc->port);
     mem_free(svc);
     return -ENOMEM;
@@ -370,6 +371,7 @@ void cp_service_destroy(cp_service *svc) {
   cp__registry_destroy(&svc->reg);
   cp__cond_destroy(&svc->gate_cv);
   cp__mutex_destroy(&svc->gate_mu);
+  cp__listener_fini(svc);
   mem_free(svc);
 }
 

@@ -36,8 +36,29 @@ static int count_dir(const char *path) {
   closedir(d);
   return n;
 }
+/* The process's threads, less io_uring's own workers (iou-wrk-*, iou-sqp-*):
+ * the kernel starts and ends those by itself, whatever cport does. */
 static int threads_now(void) {
-  return count_dir("/proc/self/task");
+  DIR *d = opendir("/proc/self/task");
+  CHECK(d != NULL);
+  int n = 0;
+  struct dirent *e;
+  while ((e = readdir(d))) {
+    if (e->d_name[0] == '.')
+      continue;
+    char path[300], comm[32] = "";
+    snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
+    FILE *f = fopen(path, "r");
+    if (f) {
+      if (!fgets(comm, sizeof comm, f))
+        comm[0] = 0;
+      fclose(f);
+    }
+    if (strncmp(comm, "iou-", 4) != 0)
+      n++;
+  }
+  closedir(d);
+  return n;
 }
 static int fds_now(void) {
   return count_dir("/proc/self/fd");
@@ -73,6 +94,10 @@ static void check_echo(cp_service *svc) {
 
 /* Is the failed service as before? */
 static void check_nothing(cp_service *svc, int threads, int fds) {
+  /* An ended thread leaves the task list, and a closed socket the fd table,
+   * a moment after join and close return: wait for them (60 s at most). */
+  for (int i = 0; i < 2000 && (threads_now() != threads || fds_now() != fds); i++)
+    usleep(1000);
   CHECK_EQ(threads_now(), threads);
   CHECK_EQ(fds_now(), fds);
   CHECK_EQ(cp_service_listen_port(svc), 0);
@@ -128,6 +153,10 @@ int main(void) {
     }
     for (long n = 1;; n++) {
       CHECK_EQ(cp_service_create(&svc, &o), 0);
+      /* The server's side of the last round's connections closes after the
+       * client service is gone: count from when it has. */
+      if (server)
+        WAIT_UNTIL(nt_stats(server).sessions == 0);
       threads = threads_now();
       fds = fds_now();
       atomic_store(&calls, 0);
