@@ -125,13 +125,13 @@ void cp__jobs_run_overflow(cp_service *svc) {
   }
 }
 
-/* q->scheduled was set by the caller: get q's run going. 0, or -ESHUTDOWN
+/* q->scheduled was set by the caller: get q's run going. 0, or CP_ESHUTDOWN
  * (the port is closed; q->scheduled is still set: the caller clears it). */
 static int schedule(cp_jobq *q) {
   cp_port *port = cp_service_port(q->svc);
   for (;;) {
     int rc = cp_port_post(port, q, &q->op, 0);
-    if (rc != -ENOMEM)
+    if (rc != CP_ENOMEM)
       return rc;
     if (cp__net_worker_of == q->svc) {
       overflow_add(q); /* this worker runs it after its batch */
@@ -192,14 +192,14 @@ bool cp__jobq_unlink(cp_jobq *q, struct job *j) {
 
 int cp_jobq_post(cp_jobq *q, cp_job_fn fn, void *arg) {
   if (!q || !fn)
-    return -EINVAL;
+    return CP_EINVAL;
   /* Once the workers are on their way out, nothing would run it. (A run of
    * this queue may still sit in the port, so `scheduled` cannot tell.) */
   if (cp__service_stopped(q->svc))
-    return -ESHUTDOWN;
+    return CP_ESHUTDOWN;
   struct job *j = mem_alloc(sizeof *j);
   if (!j)
-    return -ENOMEM;
+    return CP_ENOMEM;
   *j = (struct job){.fn = fn, .arg = arg, .kind = JOB_ALLOC};
   atomic_init(&j->queued, 1);
   int rc = cp__jobq_push(q, j);
@@ -210,17 +210,17 @@ int cp_jobq_post(cp_jobq *q, cp_job_fn fn, void *arg) {
 
 int cp_jobq_post_job(cp_jobq *q, cp_job *job, cp_job_fn fn, void *arg) {
   if (!q || !job || !fn)
-    return -EINVAL;
+    return CP_EINVAL;
   if (cp__service_stopped(q->svc))
-    return -ESHUTDOWN;
+    return CP_ESHUTDOWN;
   struct job *j = (struct job *)(void *)job;
   if (atomic_exchange_explicit(&j->queued, 1, memory_order_acq_rel))
-    return -EBUSY;
+    return CP_EBUSY;
   j->fn = fn;
   j->arg = arg;
   j->drop = NULL;
   j->kind = JOB_USER;
-  return cp__jobq_push(q, j); /* -ESHUTDOWN: not queued (queued is 0 again) */
+  return cp__jobq_push(q, j); /* CP_ESHUTDOWN: not queued (queued is 0 again) */
 }
 
 void cp__jobq_on_run(cp_jobq *q) {

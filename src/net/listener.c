@@ -67,7 +67,7 @@ static int post(struct acceptor *a) {
   cp__mutex_lock(&L->mu);
   if (L->stopped || atomic_load(&svc->stopping)) {
     cp__mutex_unlock(&L->mu);
-    return -ESHUTDOWN;
+    return CP_ESHUTDOWN;
   }
   a->peer_len = sizeof a->peer;
   atomic_fetch_add(&L->posted, 1);
@@ -104,7 +104,7 @@ int cp__listener_open(cp_service *svc) {
   uint16_t port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
                                                  : ((struct sockaddr_in *)&ss)->sin_port);
   struct acceptor *acc = mem_calloc(svc->o.accepts, sizeof *acc);
-  int rc = acc ? cp_port_associate(svc->port, fd, NULL) : -ENOMEM;
+  int rc = acc ? cp_port_associate(svc->port, fd, NULL) : CP_ENOMEM;
   if (rc) {
     mem_free(acc);
     close(fd);
@@ -192,11 +192,11 @@ void cp__listener_on_accept(cp_service *svc, const cp_completion *c) {
     post(a);
     return;
   }
-  if (c->result == -ECANCELED || atomic_load(&svc->stopping))
+  if (c->result == CP_ECANCELED || atomic_load(&svc->stopping))
     return;
   stat_add(&svc->st.accept_errors, 1);
-  if (c->result == -EMFILE || c->result == -ENFILE || c->result == -ENOBUFS ||
-      c->result == -ENOMEM) {
+  if (c->result == CP_EMFILE || c->result == CP_ENFILE || c->result == CP_ENOBUFS ||
+      c->result == CP_ENOMEM) {
     /* Out of descriptors or memory: back off instead of spinning. */
     atomic_fetch_add(&L->posted, 1);
     if (cp_timer_start(&a->backoff, svc->sysq, BACKOFF_MS, 0, post_later, a) != 0)

@@ -249,7 +249,7 @@ void cp__jobs_destroy(cp_service *svc);
 void cp__jobq_on_run(cp_jobq *q);
 /* Worker: run the queues whose run the port had no room for. */
 void cp__jobs_run_overflow(cp_service *svc);
-/* Append j to q and schedule q's run: 0, or -ESHUTDOWN (the port is closed:
+/* Append j to q and schedule q's run: 0, or CP_ESHUTDOWN (the port is closed:
  * j is not queued). Never fails for memory. */
 int cp__jobq_push(cp_jobq *q, struct job *j);
 /* Take j out of q's list if it is there, not yet run: true if it was. */
@@ -270,7 +270,7 @@ void cp__timers_destroy(cp_service *svc);
 /* Drop q's pending timers (its destroy). */
 void cp__timers_forget(cp_service *svc, cp_jobq *q);
 /* A one-shot timer the engine owns: drop(arg) runs instead of fn if it never
- * runs (stop, destroy), so arg is never leaked. 0, -ENOMEM or -ESHUTDOWN. */
+ * runs (stop, destroy), so arg is never leaked. 0, CP_ENOMEM or CP_ESHUTDOWN. */
 int cp__timer_post_owned(cp_jobq *q, uint64_t delay_ms, cp_job_fn fn, cp_job_fn drop, void *arg);
 
 #endif /* CPORT_NET_INTERNAL_H */

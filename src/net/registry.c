@@ -6,9 +6,9 @@
 #include "net/registry.h"
 
 #include "common/mem.h"
+#include "cport/error.h"
 
 #include <assert.h>
-#include <errno.h>
 #include <string.h>
 
 /* The scratch this thread holds (scratch_mu held), or NULL. */
@@ -40,7 +40,7 @@ static int grow(struct cp__registry *r) {
   uint32_t cap = r->cap ? r->cap * 2 : 256;
   void **a = mem_realloc(r->items, 2 * (size_t)cap * sizeof *a);
   if (!a)
-    return -ENOMEM;
+    return CP_ENOMEM;
   r->items = a;
   r->cap = cap;
   return 0;
@@ -55,7 +55,7 @@ int cp__registry_add(struct cp__registry *r, void *item) {
      * would pull the scratch from under it. */
     if (scratch_held) {
       cp__mutex_unlock(&r->mu);
-      return -ENOMEM;
+      return CP_ENOMEM;
     }
     cp__mutex_unlock(&r->mu);
     cp__mutex_lock(&r->scratch_mu);
@@ -69,7 +69,7 @@ int cp__registry_add(struct cp__registry *r, void *item) {
   }
   if (r->closed) {
     cp__mutex_unlock(&r->mu);
-    return -ESHUTDOWN;
+    return CP_ESHUTDOWN;
   }
   assert(*idx_of(r, item) == CP__REG_NONE);
   *idx_of(r, item) = r->len;

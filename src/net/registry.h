@@ -40,11 +40,11 @@ struct cp__registry {
 
 void cp__registry_init(struct cp__registry *r, size_t idx_off, const struct cp__registry_ops *ops);
 void cp__registry_destroy(struct cp__registry *r); /* empty by then */
-/* Add item, referenced: 0, -ENOMEM, or -ESHUTDOWN once closed. */
+/* Add item, referenced: 0, CP_ENOMEM, or CP_ESHUTDOWN once closed. */
 int cp__registry_add(struct cp__registry *r, void *item);
 /* Remove item if it is in r (dropping the registry's reference). */
 void cp__registry_remove(struct cp__registry *r, void *item);
-/* No more adds: whoever adds after this gets -ESHUTDOWN, and an item either
+/* No more adds: whoever adds after this gets CP_ESHUTDOWN, and an item either
  * made it in before (and is in every later snapshot) or is refused. */
 void cp__registry_close(struct cp__registry *r);
 /* The first item match() accepts, referenced; NULL if none (O(n)). */

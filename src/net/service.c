@@ -41,20 +41,20 @@ static int parse_addr(cp_service *svc, const char *host, uint16_t port) {
     svc->addrlen = sizeof *a6;
     return 0;
   }
-  return -EINVAL;
+  return CP_EINVAL;
 }
 
 int cp_service_create(cp_service **out, const cp_service_options *opts) {
   if (!out || !opts)
-    return -EINVAL;
+    return CP_EINVAL;
   *out = NULL;
   if (opts->kind != CP_SERVICE_SERVER && opts->kind != CP_SERVICE_CLIENT)
-    return -EINVAL;
+    return CP_EINVAL;
   if (opts->max_packet && opts->max_packet < CP_PACKET_HEADER)
-    return -EINVAL;
+    return CP_EINVAL;
   cp_service *svc = mem_calloc(1, sizeof *svc);
   if (!svc)
-    return -ENOMEM;
+    return CP_ENOMEM;
   svc->o = *opts;
   cp_service_options *o = &svc->o;
   if (!o->host)
@@ -101,7 +101,7 @@ int cp_service_create(cp_service **out, const cp_service_options *opts) {
     cp__listener_fini(svc);
     cp_port_destroy(svc->port);
     mem_free(svc);
-    return -ENOMEM;
+    return CP_ENOMEM;
   }
   *out = svc;
   return 0;
@@ -183,24 +183,24 @@ static cp_session *client_new(cp_service *svc, int *err) {
   cp_session *s = cp__session_new(svc, fd, true);
   if (!s) {
     close(fd);
-    *err = -ENOMEM;
+    *err = CP_ENOMEM;
   }
   return s;
 }
 
-/* Connect it and drop the creator's reference. 0, or -ESHUTDOWN; a connect
+/* Connect it and drop the creator's reference. 0, or CP_ESHUTDOWN; a connect
  * that failed at once is reported by on_disconnected. */
 static int client_connect(cp_service *svc, cp_session *s) {
   int rc = cp__session_connect(s, (struct sockaddr *)&svc->addr, svc->addrlen);
   cp_session_put(s);
-  return rc == -ESHUTDOWN ? rc : 0;
+  return rc == CP_ESHUTDOWN ? rc : 0;
 }
 
 int cp_service_connect(cp_service *svc) {
   if (!svc || svc->o.kind != CP_SERVICE_CLIENT || !atomic_load(&svc->started))
-    return -EINVAL;
+    return CP_EINVAL;
   if (atomic_load(&svc->stopping))
-    return -ESHUTDOWN;
+    return CP_ESHUTDOWN;
   int err = 0;
   cp_session *s = client_new(svc, &err);
   return s ? client_connect(svc, s) : err;
@@ -243,7 +243,7 @@ static void start_undo(cp_service *svc, struct start_undo *u) {
 static int start_prepare(cp_service *svc, struct start_undo *u) {
   svc->workers = mem_calloc(svc->o.threads, sizeof *svc->workers);
   if (!svc->workers)
-    return -ENOMEM;
+    return CP_ENOMEM;
   int rc;
   if (svc->o.kind == CP_SERVICE_SERVER) {
     if ((rc = cp__listener_open(svc)))
@@ -252,7 +252,7 @@ static int start_prepare(cp_service *svc, struct start_undo *u) {
   } else {
     u->clients = mem_calloc(svc->o.client_sessions, sizeof *u->clients);
     if (!u->clients)
-      return -ENOMEM;
+      return CP_ENOMEM;
     for (; u->nclients < svc->o.client_sessions; u->nclients++)
       if (!(u->clients[u->nclients] = client_new(svc, &rc)))
         return rc;
@@ -274,11 +274,11 @@ static int start_prepare(cp_service *svc, struct start_undo *u) {
 
 int cp_service_start(cp_service *svc) {
   if (!svc)
-    return -EINVAL;
+    return CP_EINVAL;
   if (atomic_load(&svc->stopping))
-    return -ESHUTDOWN;
+    return CP_ESHUTDOWN;
   if (atomic_exchange(&svc->started, true))
-    return -EALREADY;
+    return CP_EALREADY;
   struct start_undo u = {0};
   int rc = start_prepare(svc, &u);
   if (!rc && svc->o.kind == CP_SERVICE_SERVER)

@@ -250,7 +250,7 @@ void cp__session_start(cp_session *s, bool admitted) {
     s->flags |= SF_ADMITTED;
   int rc = cp__registry_add(&s->svc->reg, s);
   if (rc) {
-    cp__session_close(s, rc == -ESHUTDOWN ? CP_REASON_SHUTDOWN : CP_REASON_ERROR);
+    cp__session_close(s, rc == CP_ESHUTDOWN ? CP_REASON_SHUTDOWN : CP_REASON_ERROR);
   } else {
     announce(s);
   }
@@ -270,7 +270,7 @@ int cp__session_connect(cp_session *s, const struct sockaddr *addr, socklen_t le
       cp_session_put(s);
     }
   }
-  if (rc == -ESHUTDOWN) {
+  if (rc == CP_ESHUTDOWN) {
     cp__session_close(s, CP_REASON_SHUTDOWN); /* never connected: no callback */
   } else if (rc) {
     stat_add(&s->svc->st.connect_failures, 1);
@@ -466,14 +466,14 @@ static cp_reason reason_of(int64_t err) {
   switch (err) {
   case 0:
     return CP_REASON_PEER_CLOSED;
-  case -ECONNRESET:
-  case -EPIPE:
-  case -ETIMEDOUT:
-  case -EHOSTUNREACH:
-  case -ENETUNREACH:
-  case -ECONNABORTED:
+  case CP_ECONNRESET:
+  case CP_EPIPE:
+  case CP_ETIMEDOUT:
+  case CP_EHOSTUNREACH:
+  case CP_ENETUNREACH:
+  case CP_ECONNABORTED:
     return CP_REASON_RESET;
-  case -ECANCELED:
+  case CP_ECANCELED:
     return CP_REASON_LOCAL;
   default:
     return CP_REASON_ERROR;
@@ -654,35 +654,35 @@ static bool uncork(cp_session *s) {
 
 int cp_session_send(cp_session *s, cp_sendbuf *b) {
   if (!s || !b)
-    return -EINVAL;
+    return CP_EINVAL;
   size_t len = cp_sendbuf_len(b);
   if (!len)
-    return -EINVAL;
+    return CP_EINVAL;
   cp_service *svc = s->svc;
   if (atomic_load(&s->closing) || !atomic_load(&s->connected))
-    return -ENOTCONN;
+    return CP_ENOTCONN;
   cp__spin_lock(&s->send_lock);
   if (atomic_load(&s->closing) || session_draining(s)) {
     cp__spin_unlock(&s->send_lock);
-    return -ENOTCONN;
+    return CP_ENOTCONN;
   }
   if (!s->sq) {
     s->sq = mem_calloc(1, sizeof *s->sq);
     if (!s->sq) {
       cp__spin_unlock(&s->send_lock);
-      return -ENOMEM;
+      return CP_ENOMEM;
     }
   }
   struct sendq *q = s->sq;
   if (q->queued_bytes + len > svc->o.send_queue_max) {
     cp__spin_unlock(&s->send_lock);
     cp__session_close(s, CP_REASON_SLOW_CONSUMER);
-    return -ENOBUFS;
+    return CP_ENOBUFS;
   }
   if (!ring_push(s, q, cp_sendbuf_ref(b))) {
     cp__spin_unlock(&s->send_lock);
     cp_sendbuf_unref(b);
-    return -ENOMEM;
+    return CP_ENOMEM;
   }
   q->queued_bytes += len;
   atomic_fetch_add(&svc->st.queued_bytes, len);
@@ -706,7 +706,7 @@ size_t cp_session_send_many(cp_session *const *v, size_t n, cp_sendbuf *b) {
     int rc = cp_session_send(v[i], b);
     if (rc == 0)
       ok++;
-    else if (rc == -ENOMEM)
+    else if (rc == CP_ENOMEM)
       cp__session_close(v[i], CP_REASON_ERROR); /* it must not miss a packet and go on */
   }
   return ok;

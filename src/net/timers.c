@@ -111,11 +111,11 @@ static int timer_add(cp_service *svc, struct timer *t, uint64_t delay_ms) {
   struct cp__timers *T = &svc->timers;
   ASSERT_TM_LOCKED(T);
   if (T->stopped || cp__service_stopped(svc))
-    return -ESHUTDOWN;
+    return CP_ESHUTDOWN;
   uint64_t due = now_ms_up() + delay_ms;
   cp__heap_node_init(&t->node, key_of(due, T->seq++));
   if (cp__heap_push(&T->heap, &t->node))
-    return -ENOMEM;
+    return CP_ENOMEM;
   if (!T->armed)
     arm(svc);
   else if (due < T->armed_due && !T->cancelling &&
@@ -131,7 +131,7 @@ static int start(struct timer *t, cp_jobq *q, uint64_t delay_ms, uint64_t period
   tm_lock(T);
   if (pending_in_heap(T, t) || atomic_load_explicit(&t->job.queued, memory_order_acquire)) {
     tm_unlock(T);
-    return -EBUSY;
+    return CP_EBUSY;
   }
   t->q = q;
   t->svc = svc;
@@ -148,16 +148,16 @@ static int start(struct timer *t, cp_jobq *q, uint64_t delay_ms, uint64_t period
 int cp_timer_start(cp_timer *ct, cp_jobq *q, uint64_t delay_ms, uint64_t period_ms, cp_job_fn fn,
                    void *arg) {
   if (!ct || !q || !fn)
-    return -EINVAL;
+    return CP_EINVAL;
   return start(tm_of(ct), q, delay_ms, period_ms, fn, NULL, arg, JOB_USER);
 }
 
 int cp_timer_cancel(cp_timer *ct) {
   if (!ct)
-    return -EINVAL;
+    return CP_EINVAL;
   struct timer *t = tm_of(ct);
   if (!t->svc)
-    return -ENOENT; /* never started */
+    return CP_ENOENT; /* never started */
   struct cp__timers *T = &t->svc->timers;
   tm_lock(T);
   bool was = cp__heap_remove(&T->heap, &t->node);
@@ -166,15 +166,15 @@ int cp_timer_cancel(cp_timer *ct) {
   if (atomic_load_explicit(&t->job.queued, memory_order_acquire) && cp__jobq_unlink(t->q, &t->job))
     was = true;
   tm_unlock(T);
-  return was ? 0 : -ENOENT;
+  return was ? 0 : CP_ENOENT;
 }
 
 static int post_alloc(cp_jobq *q, uint64_t delay_ms, cp_job_fn fn, cp_job_fn drop, void *arg) {
   if (cp__service_stopped(cp__jobq_service(q)))
-    return -ESHUTDOWN;
+    return CP_ESHUTDOWN;
   struct timer *t = mem_calloc(1, sizeof *t);
   if (!t)
-    return -ENOMEM;
+    return CP_ENOMEM;
   int rc = start(t, q, delay_ms, 0, fn, drop, arg, JOB_ALLOC);
   if (rc)
     mem_free(t);
@@ -183,7 +183,7 @@ static int post_alloc(cp_jobq *q, uint64_t delay_ms, cp_job_fn fn, cp_job_fn dro
 
 int cp_jobq_post_after(cp_jobq *q, uint64_t delay_ms, cp_job_fn fn, void *arg) {
   if (!q || !fn)
-    return -EINVAL;
+    return CP_EINVAL;
   if (delay_ms == 0)
     return cp_jobq_post(q, fn, arg);
   return post_alloc(q, delay_ms, fn, NULL, arg);
