@@ -643,15 +643,6 @@ static const struct {
               {CHATW__PACKET_ID__S_LEAVE_ROOM, 0}, {CHATW__PACKET_ID__S_ENTER_ROOM, 1}};
 #define SCRIPT_LEN (sizeof script / sizeof script[0])
 
-static size_t put_packet(uint8_t *p, uint16_t id, const ProtobufCMessage *m) {
-  size_t n = protobuf_c_message_pack(m, p + CP_PACKET_HEADER) + CP_PACKET_HEADER;
-  p[0] = (uint8_t)n;
-  p[1] = (uint8_t)(n >> 8);
-  p[2] = (uint8_t)id;
-  p[3] = (uint8_t)(id >> 8);
-  return n;
-}
-
 static void pipeline_send(cp_session *s, struct client *c) {
   char name[40], pipe[40], room[40], text[PIPE_CHATS][24];
   snprintf(name, sizeof name, "dummy-%u", c->idx);
@@ -661,25 +652,25 @@ static void pipeline_send(cp_session *s, struct client *c) {
   size_t n = 0;
   Chat__CPing ping = CHAT__CPING__INIT;
   ping.client_time_us = now_ns() / 1000;
-  n += put_packet(buf + n, CHAT__PACKET_ID__C_PING, &ping.base);
+  n += wire_put_packet(buf + n, CHAT__PACKET_ID__C_PING, &ping.base);
   Chat__CLogin login = CHAT__CLOGIN__INIT;
   login.name = name;
-  n += put_packet(buf + n, CHAT__PACKET_ID__C_LOGIN, &login.base);
+  n += wire_put_packet(buf + n, CHAT__PACKET_ID__C_LOGIN, &login.base);
   Chat__CEnterRoom enter = CHAT__CENTER_ROOM__INIT;
   enter.room = pipe;
-  n += put_packet(buf + n, CHAT__PACKET_ID__C_ENTER_ROOM, &enter.base);
+  n += wire_put_packet(buf + n, CHAT__PACKET_ID__C_ENTER_ROOM, &enter.base);
   for (int k = 0; k < PIPE_CHATS; k++) {
     snprintf(text[k], sizeof text[k], "pipe:%d", k);
     Chat__CChat chat = CHAT__CCHAT__INIT;
     chat.text = text[k];
-    n += put_packet(buf + n, CHAT__PACKET_ID__C_CHAT, &chat.base);
+    n += wire_put_packet(buf + n, CHAT__PACKET_ID__C_CHAT, &chat.base);
   }
   Chat__CLeaveRoom leave = CHAT__CLEAVE_ROOM__INIT;
-  n += put_packet(buf + n, CHAT__PACKET_ID__C_LEAVE_ROOM, &leave.base);
-  n += put_packet(buf + n, CHAT__PACKET_ID__C_ENTER_ROOM, &enter.base);
-  n += put_packet(buf + n, CHAT__PACKET_ID__C_LEAVE_ROOM, &leave.base);
+  n += wire_put_packet(buf + n, CHAT__PACKET_ID__C_LEAVE_ROOM, &leave.base);
+  n += wire_put_packet(buf + n, CHAT__PACKET_ID__C_ENTER_ROOM, &enter.base);
+  n += wire_put_packet(buf + n, CHAT__PACKET_ID__C_LEAVE_ROOM, &leave.base);
   enter.room = room;
-  n += put_packet(buf + n, CHAT__PACKET_ID__C_ENTER_ROOM, &enter.base);
+  n += wire_put_packet(buf + n, CHAT__PACKET_ID__C_ENTER_ROOM, &enter.base);
   cp_sendbuf *b = cp_sendbuf_copy(buf, n);
   if (!b || cp_session_send(s, b) != 0)
     error("client %u: cannot send its pipelined first write", c->idx);
