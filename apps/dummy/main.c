@@ -51,6 +51,7 @@
 #define _GNU_SOURCE
 #include "../common/cli.h"
 #include "../common/hist.h"
+#include "../common/proc_cpu.h"
 #include "../common/wire.h"
 #include "../common/wire_decode.h"
 
@@ -83,7 +84,8 @@ static struct config {
   cp_backend backend;
   bool json, quiet, pipeline;
   unsigned ping_ms;
-} cfg; /* parse fills it */
+  unsigned server_pid; /* --server-pid: also measure its CPU (Linux /proc); 0: no */
+} cfg;                 /* parse fills it */
 
 #define MSG_HDR 16 /* seq (8) + send time (8), after the packet header if any */
 
@@ -1055,31 +1057,25 @@ static void usage(FILE *f) {
          "                            own and a switch to its room; every answer checked in order\n"
          "  --ping-interval MS        chat: each client sends C_PING this often; 0 = never\n"
          "                            (default 1000); RTT percentiles in the report\n"
+         "  --server-pid PID          also report that process's CPU per delivery over the\n"
+         "                            measured window (from /proc; bench/run-chat)\n"
          "  --json                    final report as one JSON object on stdout\n"
          "  --quiet                   no progress line\n");
 }
 
 /* ---- parse ----------------------------------------------------------- */
 
-static const struct option long_opts[] = {{"host", 1, 0, 'h'},
-                                          {"port", 1, 0, 'p'},
-                                          {"clients", 1, 0, 'c'},
-                                          {"mode", 1, 0, 'm'},
-                                          {"size", 1, 0, 's'},
-                                          {"depth", 1, 0, 'd'},
-                                          {"rate", 1, 0, 'r'},
-                                          {"duration", 1, 0, 'D'},
-                                          {"room-size", 1, 0, 'R'},
-                                          {"threads", 1, 0, 't'},
-                                          {"backend", 1, 0, 'b'},
-                                          {"connect-timeout", 1, 0, 'T'},
-                                          {"json", 0, 0, 'j'},
-                                          {"quiet", 0, 0, 'q'},
-                                          {"churn", 1, 0, 'C'},
-                                          {"pipeline", 0, 0, 'P'},
-                                          {"ping-interval", 1, 0, 'I'},
-                                          {"help", 0, 0, 'H'},
-                                          {0, 0, 0, 0}};
+static const struct option long_opts[] = {
+    {"host", 1, 0, 'h'},          {"port", 1, 0, 'p'},
+    {"clients", 1, 0, 'c'},       {"mode", 1, 0, 'm'},
+    {"size", 1, 0, 's'},          {"depth", 1, 0, 'd'},
+    {"rate", 1, 0, 'r'},          {"duration", 1, 0, 'D'},
+    {"room-size", 1, 0, 'R'},     {"threads", 1, 0, 't'},
+    {"backend", 1, 0, 'b'},       {"connect-timeout", 1, 0, 'T'},
+    {"json", 0, 0, 'j'},          {"quiet", 0, 0, 'q'},
+    {"churn", 1, 0, 'C'},         {"pipeline", 0, 0, 'P'},
+    {"ping-interval", 1, 0, 'I'}, {"server-pid", 1, 0, 'S'},
+    {"help", 0, 0, 'H'},          {0, 0, 0, 0}};
 
 static enum cli_status bad(const char *flag, const char *v, const char *detail) {
   return cli_bad_value("cport-dummy", flag, v, detail);
@@ -1146,6 +1142,8 @@ static enum cli_status parse_option(int ch, const char *v, struct config *o, str
     return duration("connect-timeout", v, 1000, 1, 3600, &o->connect_timeout_ms);
   case 'I':
     return duration("ping-interval", v, 1, 0, 3600000, &o->ping_ms);
+  case 'S':
+    return num("server-pid", v, 1, INT_MAX, &o->server_pid);
   case 'j':
     o->json = true;
     return CLI_RUN;
@@ -1417,7 +1415,21 @@ static void settle(bool stop_now, bool tty) {
 struct result {
   double secs;
   uint64_t msgs, bytes;
+  double cpu_s, server_cpu_s; /* CPU time over the window (user + system); server: < 0 unknown */
 };
+
+/* This process's CPU time so far, s. */
+static double cpu_self_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* The CPU time (utime + stime) of process pid so far, s; < 0 if it cannot be read. */
+static double cpu_of_pid_s(unsigned pid) {
+  long long t = proc_cpu_ticks((long)pid);
+  return t < 0 ? -1 : (double)t / (double)sysconf(_SC_CLK_TCK);
+}
 
 /* Connect, send, settle: 0, or 1 if the clients could not be set up (said why). */
 static int run(struct result *r) {
@@ -1434,8 +1446,12 @@ static int run(struct result *r) {
   bool tty = isatty(STDERR_FILENO) && !cfg.quiet;
   bool stop_now = connect_all(&sigs);
   uint64_t start = now_ns();
+  double cpu0 = cpu_self_s(), scpu0 = cfg.server_pid ? cpu_of_pid_s(cfg.server_pid) : -1;
   stop_now = load(&sigs, tty, stop_now, start);
   uint64_t stop_t = now_ns();
+  double scpu1 = cfg.server_pid ? cpu_of_pid_s(cfg.server_pid) : -1;
+  r->cpu_s = cpu_self_s() - cpu0;
+  r->server_cpu_s = scpu0 >= 0 && scpu1 >= 0 ? scpu1 - scpu0 : -1;
   atomic_store(&sending, false);
   r->secs = (double)(stop_t - start) / 1e9;
   recv_totals(&r->msgs, &r->bytes, NULL);
@@ -1450,6 +1466,11 @@ struct quantiles {
   double r50, r99, rmax;          /* ping RTT, ms */
 };
 
+/* CPU µs per message received in the window; -1 if unknown or none came. */
+static double per_msg_us(double cpu_s, uint64_t msgs) {
+  return cpu_s >= 0 && msgs ? cpu_s * 1e6 / (double)msgs : -1;
+}
+
 static void report_json(const struct result *r, const struct quantiles *q,
                         uint64_t connect_failures, uint64_t errors) {
   printf("{\"mode\":\"%s\",\"clients\":%u,\"connected\":%" PRIu64 ",\"size\":%u,\"depth\":%u,"
@@ -1460,14 +1481,16 @@ static void report_json(const struct result *r, const struct quantiles *q,
          ",\"reconnect_failures\":%" PRIu64 ",\"connect_failures\":%" PRIu64 ",\"pings\":%" PRIu64
          ",\"pongs\":%" PRIu64 ",\"ping_p50_ms\":%.3f,\"ping_p99_ms\":%.3f,"
          "\"ping_max_ms\":%.3f,\"member_joined\":%" PRIu64 ",\"member_left\":%" PRIu64
-         ",\"pipelined_scripts\":%" PRIu64 ",\"errors\":%" PRIu64 "}\n",
+         ",\"pipelined_scripts\":%" PRIu64 ",\"cpu_us_per_msg\":%.3f,\"server_cpu_us_per_msg\":%.3f"
+         ",\"errors\":%" PRIu64 "}\n",
          mode_names[cfg.mode], cfg.clients, atomic_load(&n_connected), cfg.size,
          cfg.rate > 0 ? 0 : cfg.depth, cfg.rate, cfg.mode == MODE_CHAT ? cfg.room_size : 0, r->secs,
          atomic_load(&n_sent), r->msgs, (double)r->msgs / r->secs, (double)r->bytes / r->secs,
          q->p50, q->p90, q->p99, q->p999, q->mx, cfg.churn, atomic_load(&n_churn_out),
          atomic_load(&n_reconnects), atomic_load(&n_reconnect_failures), connect_failures,
          atomic_load(&n_pings), atomic_load(&n_pongs), q->r50, q->r99, q->rmax,
-         atomic_load(&n_joined), atomic_load(&n_left), atomic_load(&n_scripts), errors);
+         atomic_load(&n_joined), atomic_load(&n_left), atomic_load(&n_scripts),
+         per_msg_us(r->cpu_s, r->msgs), per_msg_us(r->server_cpu_s, r->msgs), errors);
 }
 
 static void report_text(const struct result *r, const struct quantiles *q, uint64_t errors) {
