@@ -434,6 +434,9 @@ static inline uint16_t le16(const uint8_t *p) {
 
 /* framing.c hands over each complete packet; false stops it (closing, or
  * draining after a graceful disconnect: the packets after it are dropped). */
+/* Packets delivered by the consume() running on this thread (see there). */
+static _Thread_local uint32_t delivered;
+
 static bool deliver(void *ctx, const uint8_t *p, uint16_t size) {
   cp_session *s = ctx;
   cp_service *svc = s->svc;
@@ -442,16 +445,27 @@ static bool deliver(void *ctx, const uint8_t *p, uint16_t size) {
                    .data = p,
                    .body = p + CP_PACKET_HEADER,
                    .body_len = size - CP_PACKET_HEADER};
-  stat_add(&svc->st.packets_in, 1);
-  atomic_store_explicit(&s->last_active, service_clock(svc), memory_order_relaxed);
+  delivered++;
   if (svc->o.callbacks.on_packet)
     svc->o.callbacks.on_packet(s, &pkt);
   return !atomic_load(&s->closing) && !session_draining(s);
 }
 
-/* Frame the bytes of one receive (see framing.h). */
+/* Frame the bytes of one receive (see framing.h). The packets it delivers
+ * are counted once, and the session is active (a whole packet came) as of
+ * this receive: one clock read and one shared counter add per receive, not
+ * per packet (a chat client gets dozens in one). A callback may consume
+ * another session's bytes on this thread meanwhile: the count is saved. */
 static void consume(cp_session *s, const uint8_t *p, size_t n) {
-  switch (cp__frame_feed(&s->part, p, n, s->svc->o.max_packet, deliver, s)) {
+  uint32_t outer = delivered;
+  delivered = 0;
+  frame_status r = cp__frame_feed(&s->part, p, n, s->svc->o.max_packet, deliver, s);
+  if (delivered) {
+    stat_add(&s->svc->st.packets_in, delivered);
+    atomic_store_explicit(&s->last_active, service_clock(s->svc), memory_order_relaxed);
+  }
+  delivered = outer;
+  switch (r) {
   case FRAME_OK:
   case FRAME_STOP:
     break;
