@@ -35,6 +35,11 @@ struct wire_bytes {
 static inline bool wire_get_varint(const uint8_t **p, const uint8_t *end, unsigned max,
                                    uint64_t *v) {
   const uint8_t *q = *p;
+  if (q < end && !(*q & 0x80)) { /* one byte: most tags, lengths and small values */
+    *v = *q;
+    *p = q + 1;
+    return true;
+  }
   uint64_t x = 0;
   for (unsigned i = 0; i < max; i++) {
     if (q == end)
@@ -48,6 +53,17 @@ static inline bool wire_get_varint(const uint8_t **p, const uint8_t *end, unsign
     }
   }
   return false;
+}
+
+/* A length-delimited value at *p (its length read as wire_next reads it). */
+static inline bool wire_get_bytes(const uint8_t **p, const uint8_t *end, struct wire_bytes *b) {
+  uint64_t n;
+  if (!wire_get_varint(p, end, 5, &n) || (n &= 0xffffffffu) > (uint64_t)(end - *p))
+    return false;
+  b->data = *p;
+  b->len = (size_t)n;
+  *p += n;
+  return true;
 }
 
 /* The next field at *p: its number, wire type, and value (a varint's value in
@@ -77,15 +93,8 @@ static inline int wire_next(const uint8_t **p, const uint8_t *end, uint32_t *fie
       return -1;
     *p += 4;
     return 1;
-  case WIRE_LEN: {
-    uint64_t n; /* protobuf-c: a length of at most 5 bytes, 32 bits kept */
-    if (!wire_get_varint(p, end, 5, &n) || (n &= 0xffffffffu) > (uint64_t)(end - *p))
-      return -1;
-    b->data = *p;
-    b->len = (size_t)n;
-    *p += n;
-    return 1;
-  }
+  case WIRE_LEN: /* protobuf-c: a length of at most 5 bytes, 32 bits kept */
+    return wire_get_bytes(p, end, b) ? 1 : -1;
   default: /* groups (3, 4) and 6, 7: protobuf-c refuses them */
     return -1;
   }
@@ -138,6 +147,23 @@ struct wire_schat {
 };
 
 static inline bool wire_decode_schat(const uint8_t *p, size_t len, struct wire_schat *m) {
+  /* The fast path, one per delivery: the encoding protobuf-c writes (fields 1
+   * to 4 in order, each at most once, one-byte tags). Anything else - and
+   * anything malformed - is decoded again from the start by the general loop,
+   * so the verdict and values are always the general loop's. */
+  const uint8_t *q = p, *end = p + len;
+  *m = (struct wire_schat){0};
+  if (q < end && *q == 0x08 && (q++, !wire_get_varint(&q, end, 10, &m->player_id)))
+    goto general;
+  if (q < end && *q == 0x12 && (q++, !wire_get_bytes(&q, end, &m->text)))
+    goto general;
+  if (q < end && *q == 0x18 && (q++, !wire_get_varint(&q, end, 10, &m->client_time_us)))
+    goto general;
+  if (q < end && *q == 0x22 && (q++, !wire_get_bytes(&q, end, &m->room)))
+    goto general;
+  if (q == end)
+    return true;
+general:;
   static const struct wire_field f[] = {
       {1, WIRE_VARINT, offsetof(struct wire_schat, player_id), NULL},
       {2, WIRE_LEN, offsetof(struct wire_schat, text), NULL},

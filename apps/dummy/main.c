@@ -374,18 +374,15 @@ static void chat_send(struct client *c) {
   }
 }
 
-/* Decimal digits at *p (before end): the number, and *p past them; false if
- * there are none or too many. */
+/* Decimal digits at *p (before end), at most 19 (no overflow to check): the
+ * number, and *p past them; false if there are none or more. */
 static bool parse_num(const uint8_t **p, const uint8_t *end, uint64_t *out) {
-  const uint8_t *q = *p;
+  const uint8_t *q = *p, *stop = end - q > 19 ? q + 19 : end;
   uint64_t v = 0;
-  if (q == end || *q < '0' || *q > '9')
+  for (; q < stop && (unsigned)(*q - '0') <= 9; q++)
+    v = v * 10 + (unsigned)(*q - '0');
+  if (q == *p || (q < end && (unsigned)(*q - '0') <= 9))
     return false;
-  for (; q < end && *q >= '0' && *q <= '9'; q++) {
-    if (v > (UINT64_MAX - 9) / 10)
-      return false;
-    v = v * 10 + (uint64_t)(*q - '0');
-  }
   *p = q;
   *out = v;
   return true;
