@@ -61,6 +61,13 @@ cp_session *cp_session_get(cp_session *s) {
   return s;
 }
 
+/* The ring index of position i from the ring's start (cap is a power of two:
+ * a mask, not a division - this runs for every buffer queued, sent and freed). */
+static inline uint32_t ring_at(const struct sendq *q, uint32_t i) {
+  assert(q->cap && !(q->cap & (q->cap - 1)));
+  return i & (q->cap - 1);
+}
+
 /* Out of line, so that cp_session_put's common path (not the last reference:
  * once per session per broadcast) stays a few instructions with no frame to
  * set up. */
@@ -71,7 +78,7 @@ __attribute__((noinline)) static void session_free(cp_session *s) {
   struct sendq *q = s->sq;
   if (q) {
     for (uint32_t i = 0; i < q->len; i++)
-      cp_sendbuf_unref(q->ring[(q->head + i) % q->cap]);
+      cp_sendbuf_unref(q->ring[ring_at(q, q->head + i)]);
     atomic_fetch_sub(&svc->st.queued_bytes, q->queued_bytes);
     mem_free(q->ring);
     mem_free(q->iov);
@@ -385,7 +392,7 @@ static void finish_close(cp_session *s) {
     uint32_t n = 0;
     cp__spin_lock(&s->send_lock);
     while (q && q->len > q->inflight && n < 64) {
-      uint32_t last = (q->head + q->len - 1) % q->cap;
+      uint32_t last = ring_at(q, q->head + q->len - 1);
       cp_sendbuf *b = q->ring[last];
       q->len--;
       q->queued_bytes -= cp_sendbuf_len(b);
@@ -593,7 +600,7 @@ static void build_batch(cp_session *s, struct sendq *q) {
   cp_buf *v = k == 1 ? &q->one : q->iov;
   size_t bytes = 0;
   for (uint32_t i = 0; i < k; i++) {
-    cp_sendbuf *b = q->ring[(q->head + i) % q->cap];
+    cp_sendbuf *b = q->ring[ring_at(q, q->head + i)];
     v[i] = cp_buf_init(cp_sendbuf_data(b), cp_sendbuf_len(b));
     bytes += v[i].len;
   }
@@ -617,13 +624,13 @@ static bool ring_push(cp_session *s, struct sendq *q, cp_sendbuf *b) {
     if (!r)
       return false;
     for (uint32_t i = 0; i < q->len; i++)
-      r[i] = q->ring[(q->head + i) % q->cap];
+      r[i] = q->ring[ring_at(q, q->head + i)];
     mem_free(q->ring);
     q->ring = r;
     q->cap = cap;
     q->head = 0;
   }
-  q->ring[(q->head + q->len) % q->cap] = b;
+  q->ring[ring_at(q, q->head + q->len)] = b;
   q->len++;
   return true;
 }
@@ -816,7 +823,7 @@ static size_t release_sent(cp_session *s) {
     cp__spin_lock(&s->send_lock);
     while (k && n < 64) {
       done[n++] = q->ring[q->head];
-      q->head = (q->head + 1) % q->cap;
+      q->head = ring_at(q, q->head + 1);
       q->len--;
       k--;
     }
