@@ -17,8 +17,9 @@
  *    next request is handled only after the answer of the previous one was
  *    queued. Requests that arrive meanwhile (on the session's strand) wait in
  *    the player's backlog, a list under a small mutex (p->mu, held only to
- *    push or pop). A chat does not suspend: its job goes to the room's queue
- *    behind the chain's earlier jobs there, and the chain goes on.
+ *    push or pop). A chat does not suspend: it goes out with the room's next
+ *    chat job, behind the chain's earlier jobs there (room_chat), and the
+ *    chain goes on.
  *  - The table of live rooms is under rooms_mu, with a reference count per
  *    room (every member, and every entry on its way, holds one). The last
  *    reference deletes the room; it is always put by a job of the room (or
