@@ -51,6 +51,12 @@ struct sendq {
   bool corked;          /* the strand is framing a receive: queue now, send when it is done */
   bool drain_close;     /* disconnect once empty (graceful, or the peer's FIN) */
   uint8_t drain_reason; /* with drain_close: CP_REASON_LOCAL, _PEER_CLOSED or _BAD_PACKET */
+  /* The session's one deadline: the grace after a bad header the application
+   * kept (on_bad_packet), then the linger after a graceful disconnect. Its
+   * slot in the timer heap is reserved with the sendq, so starting it needs
+   * no memory; while it is pending it holds a reference, and finish_close
+   * cancels it. */
+  cp_timer timer;
 };
 
 /* Session flags, strand only. */
@@ -85,7 +91,9 @@ struct cp_session {
   _Atomic uint8_t closing;   /* set once: the session began to end */
   _Atomic uint8_t connected; /* 1 once on_connected is running or ran; 2 once a graceful
                                 disconnect drains (no more packets or sends; under the send
-                                lock). Folded in here: an idle session's size counts */
+                                lock); 3 held after a bad header (on_bad_packet: no more
+                                receives, sends still go). Folded in here: an idle
+                                session's size counts */
   uint8_t reason;            /* why it ended; written once, by cp__session_close */
   uint8_t flags;             /* SF_* */
 };
@@ -123,6 +131,7 @@ struct cp__timers {
   bool running; /* the service started: the port op may be armed */
   bool armed, cancelling, stopped;
   uint64_t armed_due;
+  uint32_t reserved; /* heap slots held for reserved timers (cp__timers_reserve) */
 };
 
 /* jobq.c's state in the service: queues whose run could not be posted (the
@@ -187,8 +196,13 @@ static inline bool cp__service_stopped(const cp_service *svc) {
   return atomic_load(&((cp_service *)svc)->stopped);
 }
 
+enum { CONN_NO = 0, CONN_YES = 1, CONN_DRAINING = 2, CONN_HELD = 3 };
+
 static inline bool session_draining(const cp_session *s) {
-  return atomic_load(&((cp_session *)s)->connected) == 2;
+  return atomic_load(&((cp_session *)s)->connected) == CONN_DRAINING;
+}
+static inline bool session_held(const cp_session *s) {
+  return atomic_load(&((cp_session *)s)->connected) == CONN_HELD;
 }
 
 static inline void stat_add(_Atomic uint64_t *c, uint64_t v) {
@@ -272,5 +286,13 @@ void cp__timers_forget(cp_service *svc, cp_jobq *q);
 /* A one-shot timer the engine owns: drop(arg) runs instead of fn if it never
  * runs (stop, destroy), so arg is never leaked. 0, CP_ENOMEM or CP_ESHUTDOWN. */
 int cp__timer_post_owned(cp_jobq *q, uint64_t delay_ms, cp_job_fn fn, cp_job_fn drop, void *arg);
+/* Hold a slot in the heap for one timer (0 or CP_ENOMEM), so that starting
+ * it with cp__timer_start_reserved never fails for memory; give it back
+ * with cp__timers_unreserve once the timer is idle for good. */
+int cp__timers_reserve(cp_service *svc);
+void cp__timers_unreserve(cp_service *svc);
+/* cp_timer_start, one-shot, for a timer whose owner holds a reservation:
+ * 0, CP_EBUSY or CP_ESHUTDOWN, never CP_ENOMEM. */
+int cp__timer_start_reserved(cp_timer *t, cp_jobq *q, uint64_t delay_ms, cp_job_fn fn, void *arg);
 
 #endif /* CPORT_NET_INTERNAL_H */

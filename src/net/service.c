@@ -17,6 +17,7 @@
 #define DEFAULT_BACKLOG 4096
 #define DEFAULT_MAX_PACKET 16384
 #define DEFAULT_SENDQ (4u << 20)
+#define DEFAULT_BAD_PACKET_GRACE_MS 5000u
 
 const char *cp_reason_name(cp_reason r) {
   static const char *const names[CP_REASON_COUNT] = {
@@ -71,6 +72,8 @@ int cp_service_create(cp_service **out, const cp_service_options *opts) {
     o->max_packet = DEFAULT_MAX_PACKET;
   if (!o->send_queue_max)
     o->send_queue_max = DEFAULT_SENDQ;
+  if (!o->bad_packet_grace_ms)
+    o->bad_packet_grace_ms = DEFAULT_BAD_PACKET_GRACE_MS;
   int rc = parse_addr(svc, o->host, o->port);
   if (rc) {
     mem_free(svc);
@@ -385,6 +388,12 @@ void cp_service_get_stats(const cp_service *svc, cp_service_stats *o) {
     return;
   const struct cp__stats *st = &svc->st;
 #define LD(x) atomic_load_explicit((_Atomic uint64_t *)&st->x, memory_order_relaxed)
+  /* disconnects first (acquire): a session is counted there only after it
+   * left the sessions gauge (session.c, finish_close), so a snapshot never
+   * holds a session in both */
+  for (int i = 0; i < CP_REASON_COUNT; i++)
+    o->disconnects[i] =
+        atomic_load_explicit((_Atomic uint64_t *)&st->disc[i], memory_order_acquire);
   o->sessions = LD(sessions);
   o->accepts = LD(accepts);
   o->refused = LD(refused);
@@ -396,8 +405,6 @@ void cp_service_get_stats(const cp_service *svc, cp_service_stats *o) {
   o->packets_in = LD(packets_in);
   o->packets_out = LD(packets_out);
   o->sends = LD(sends);
-  for (int i = 0; i < CP_REASON_COUNT; i++)
-    o->disconnects[i] = LD(disc[i]);
   o->send_queue_bytes = LD(queued_bytes);
 #undef LD
 }

@@ -97,6 +97,16 @@ static inline void nt_check_port_settled(const cp_service *svc) {
   CHECK_EQ(ps.started, ps.completed);
 }
 
+/* The end of a test with a job queue: stop, check the port settled, free
+ * everything, and check that no send buffer is left. */
+static inline void nt_finish(cp_service *svc, cp_jobq *q) {
+  cp_service_stop(svc, 0);
+  nt_check_port_settled(svc);
+  cp_jobq_destroy(q);
+  cp_service_destroy(svc);
+  CHECK_EQ(cp_sendbuf_outstanding(), 0);
+}
+
 /* Write a packet {size, id} + body into out (size = 4 + body_len). The body
  * is a pattern of id and seq, so the receiver can check every byte. */
 static inline size_t nt_packet(uint8_t *out, uint16_t id, uint32_t seq, size_t body_len) {
