@@ -32,6 +32,7 @@ enum {
   ST_SEND = 1u << 2,    /* send completion in sendq.res */
   ST_CLOSE = 1u << 3,   /* the session began to close: call on_disconnected */
   ST_CONNECT = 1u << 4, /* connected: call on_connected, post the first recv */
+  ST_LINGER = 1u << 5,  /* a graceful disconnect with nothing to send: linger */
 };
 
 /* Send-side state, allocated on a session's first send (idle sessions that

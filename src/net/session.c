@@ -390,6 +390,10 @@ static void linger(cp_session *s) {
 
 /* Close once what is queued is sent (then linger), or at once if nothing is. */
 static void drain_then_close(cp_session *s, cp_reason why) {
+  /* Held after a bad header: the grace is over. Cancelled first, so that the
+   * timer is free for the linger when the drain ends. */
+  if (session_held(s))
+    deadline_cancel(s);
   cp__spin_lock(&s->send_lock);
   uint8_t state = atomic_load(&s->connected);
   if (state == CONN_HELD)
@@ -403,17 +407,41 @@ static void drain_then_close(cp_session *s, cp_reason why) {
     s->sq->drain_close = true;
     s->sq->drain_reason = (uint8_t)why;
   }
-  if (pending) {
+  /* Nothing to send: linger all the same (the strand starts it), since
+   * closing now with bytes of the peer unread would reset the connection
+   * and destroy what it has not read yet - unless it is ending anyway. */
+  bool linger_now =
+      !pending && s->sq && (state == CONN_YES || state == CONN_HELD) && !atomic_load(&s->closing);
+  if (linger_now)
+    s->sq->drain_reason = (uint8_t)why;
+  if (pending || linger_now) {
     /* no more packets are delivered, no more sends queued */
     uint8_t was = atomic_exchange(&s->connected, CONN_DRAINING);
     assert(was == CONN_YES || was == CONN_DRAINING || was == CONN_HELD); /* it was connected */
     (void)was;
   }
   cp__spin_unlock(&s->send_lock);
-  if (state == CONN_HELD)
-    deadline_cancel(s); /* the grace is over; the timer is free for the linger */
-  if (!pending)
+  if (linger_now)
+    strand_signal(s, ST_LINGER); /* the caller's reference covers it */
+  else if (!pending && state != CONN_DRAINING)
     cp__session_close(s, why); /* else the send completion closes it once the queue is empty */
+}
+
+/* Strand: a graceful disconnect found nothing to send: our FIN, then read to
+ * the peer's (as after a drain). */
+static void linger_idle(cp_session *s) {
+  ASSERT_STRAND(s);
+  if (atomic_load(&s->closing) || (s->flags & SF_LINGER))
+    return;
+  if (s->flags & SF_EOF) {
+    cp__session_close(s, linger_reason(s)); /* the peer is gone already */
+    return;
+  }
+  linger(s);
+  if (s->flags & SF_RECV_AFTER_SEND) { /* held after a bad header: no recv in flight */
+    s->flags &= (uint8_t)~SF_RECV_AFTER_SEND;
+    post_recv(s); /* not if closing */
+  }
 }
 
 /* The grace after a bad header ran out: end the session as the application
@@ -921,6 +949,8 @@ static void process(cp_session *s, uint32_t bits) {
     handle_recv(s);
   if (bits & ST_SEND)
     handle_send(s);
+  if (bits & ST_LINGER)
+    linger_idle(s);
   if (bits & ST_CLOSE)
     finish_close(s);
 }

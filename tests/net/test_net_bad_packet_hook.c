@@ -8,6 +8,10 @@
  *    answers, that disconnects it gracefully: the peer gets all five
  *    answers byte for byte, then the end of the stream (a FIN, no reset);
  *  - KEEP_BYTES: the same with every byte written on its own;
+ *  - KEEP_LATE: the disconnect comes after every answer was sent, with
+ *    100 KB of the hostile tail still unread, and the peer reads only later:
+ *    still every answer and a FIN (a close with unread bytes would reset the
+ *    connection and destroy the answers the peer had not read yet);
  *  - FORGET: it keeps the session and never disconnects it: the engine does
  *    after bad_packet_grace_ms, with the five answers sent first;
  *  - REFUSE: it returns false: the session closes as without the callback
@@ -18,7 +22,7 @@
  * round); nothing is left referenced or allocated. */
 #include "common/nettest.h"
 
-enum { KEEP, KEEP_BYTES, FORGET, REFUSE, MODES };
+enum { KEEP, KEEP_BYTES, KEEP_LATE, FORGET, REFUSE, MODES };
 #define ROUNDS_PER_MODE 6
 #define GOOD 5
 
@@ -66,8 +70,8 @@ static bool on_bad_packet(cp_session *s) {
   int m = atomic_load(&mode);
   if (m == REFUSE)
     return false;
-  if (m != FORGET) /* behind the answers (same delay, started later) */
-    CHECK_EQ(cp_jobq_post_after(q, 10, close_job, cp_session_get(s)), 0);
+  if (m != FORGET) /* behind the answers (same delay, started later; or well after) */
+    CHECK_EQ(cp_jobq_post_after(q, m == KEEP_LATE ? 60 : 10, close_job, cp_session_get(s)), 0);
   return true;
 }
 
@@ -117,7 +121,8 @@ int main(void) {
     atomic_store(&mode, m);
     for (int r = 0; r < ROUNDS_PER_MODE; r++, round++) {
       int fd = test_connect(&addr);
-      uint8_t out[1024], in[512];
+      static uint8_t out[128 * 1024];
+      uint8_t in[512];
       size_t n = 0;
       for (uint32_t k = 0; k < GOOD; k++)
         n += nt_packet(out + n, 1, (uint32_t)round * 8 + k, 20 + k);
@@ -126,7 +131,7 @@ int main(void) {
       memcpy(out + n, bad, sizeof bad);
       n += sizeof bad;
       /* what a hostile client sends next: valid packets, never framed */
-      for (uint32_t k = 0; k < 4; k++)
+      for (uint32_t k = 0; k < (m == KEEP_LATE ? 3000 : 4); k++)
         n += nt_packet(out + n, 2, k, 30);
       if (m == KEEP_BYTES) {
         for (size_t i = 0; i < n; i++)
@@ -134,12 +139,16 @@ int main(void) {
       } else {
         test_send_all(fd, out, n);
       }
+      if (m == KEEP_LATE)
+        test_sleep_ms(150); /* the session is lingering by now */
       if (m != REFUSE) {
         test_recv_all(fd, in, good);
         CHECK(!memcmp(in, out, good)); /* all five, in order, byte for byte */
         size_t extra;
         CHECK(read_fin(fd, NULL, &extra)); /* then a FIN, not a reset */
         CHECK_EQ(extra, 0u);               /* and nothing more */
+        if (m == KEEP_LATE)                /* lingering: it waits for our FIN (2 s at most) */
+          CHECK_EQ(nt_disconnects(svc), (uint64_t)round);
       } else {
         size_t extra;
         read_fin(fd, NULL, &extra); /* closes at once: no answer was queued */
@@ -163,7 +172,7 @@ int main(void) {
   CHECK_EQ(atomic_load(&answers_refused), ROUNDS_PER_MODE * GOOD);
   CHECK_EQ(st.packets_in, (uint64_t)total * GOOD);
   fprintf(stderr,
-          "  %d sessions x (5 packets, a bad header, 4 more packets): every kept one answered 5 "
+          "  %d sessions x (5 packets, a bad header, more packets): every kept one answered 5 "
           "times, then a FIN; all bad_packet\n",
           total);
   nt_finish(svc, q);
