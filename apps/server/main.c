@@ -282,7 +282,8 @@ static cp_service_options service_options(const struct options *o) {
   else
     so.callbacks = (cp_session_callbacks){.on_connected = chat_on_connected,
                                           .on_packet = chat_on_packet,
-                                          .on_disconnected = chat_on_disconnected};
+                                          .on_disconnected = chat_on_disconnected,
+                                          .on_bad_packet = chat_on_bad_packet};
   return so;
 }
 

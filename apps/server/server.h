@@ -20,6 +20,8 @@ void chat_shutdown(void); /* after cp_service_stop: frees what is left */
 void chat_on_connected(cp_session *s);
 void chat_on_packet(cp_session *s, const cp_packet *pkt);
 void chat_on_disconnected(cp_session *s, cp_reason why);
+/* A bad header: the player's earlier requests are answered, then it closes. */
+bool chat_on_bad_packet(cp_session *s);
 size_t chat_rooms(void); /* live rooms; any thread */
 
 /* The log of sessions that ended badly (stderr, at most 20 lines a second;
