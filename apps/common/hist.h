@@ -47,6 +47,33 @@ static inline void hist_add(struct hist *h, uint64_t v) {
     ;
 }
 
+/* Record v in a histogram only this thread records in: plain loads and
+ * stores, no locked read-modify-write (readers on other threads still see
+ * whole values). */
+static inline void hist_add_owned(struct hist *h, uint64_t v) {
+  _Atomic uint64_t *b = &h->b[hist_index(v)];
+  atomic_store_explicit(b, atomic_load_explicit(b, memory_order_relaxed) + 1, memory_order_relaxed);
+  atomic_store_explicit(&h->count, atomic_load_explicit(&h->count, memory_order_relaxed) + 1,
+                        memory_order_relaxed);
+  if (v > atomic_load_explicit(&h->max, memory_order_relaxed))
+    atomic_store_explicit(&h->max, v, memory_order_relaxed);
+}
+
+/* Add src's records to dst (dst the caller's own). */
+static inline void hist_merge(struct hist *dst, struct hist *src) {
+  uint64_t total = 0; /* the buckets as read (src may be recording) */
+  for (unsigned i = 0; i < HIST_N; i++) {
+    uint64_t n = atomic_load_explicit(&src->b[i], memory_order_relaxed);
+    if (n)
+      atomic_fetch_add_explicit(&dst->b[i], n, memory_order_relaxed);
+    total += n;
+  }
+  atomic_fetch_add_explicit(&dst->count, total, memory_order_relaxed);
+  uint64_t m = atomic_load_explicit(&src->max, memory_order_relaxed);
+  if (m > atomic_load_explicit(&dst->max, memory_order_relaxed))
+    atomic_store_explicit(&dst->max, m, memory_order_relaxed);
+}
+
 /* The value at quantile q (0..1): an upper bound within 1/16. */
 static inline uint64_t hist_quantile(struct hist *h, double q) {
   uint64_t n = atomic_load_explicit(&h->count, memory_order_relaxed);

@@ -42,6 +42,17 @@ static inline cp_sendbuf *wire_packet(uint16_t id, const ProtobufCMessage *m) {
   return b;
 }
 
+/* Write a packet with this id and m as its body at p (room for its
+ * protobuf_c_message_get_packed_size plus the header): its size. */
+static inline size_t wire_put_packet(uint8_t *p, uint16_t id, const ProtobufCMessage *m) {
+  size_t n = protobuf_c_message_pack(m, p + CP_PACKET_HEADER) + CP_PACKET_HEADER;
+  p[0] = (uint8_t)n;
+  p[1] = (uint8_t)(n >> 8);
+  p[2] = (uint8_t)id;
+  p[3] = (uint8_t)(id >> 8);
+  return n;
+}
+
 /* Encode and send; 0 or -errno. */
 static inline int wire_send(cp_session *s, uint16_t id, const ProtobufCMessage *m) {
   cp_sendbuf *b = wire_packet(id, m);

@@ -51,7 +51,9 @@
 #define _GNU_SOURCE
 #include "../common/cli.h"
 #include "../common/hist.h"
+#include "../common/proc_cpu.h"
 #include "../common/wire.h"
+#include "../common/wire_decode.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -82,7 +84,8 @@ static struct config {
   cp_backend backend;
   bool json, quiet, pipeline;
   unsigned ping_ms;
-} cfg; /* parse fills it */
+  unsigned server_pid; /* --server-pid: also measure its CPU (Linux /proc); 0: no */
+} cfg;                 /* parse fills it */
 
 #define MSG_HDR 16 /* seq (8) + send time (8), after the packet header if any */
 
@@ -135,14 +138,15 @@ struct client {
   uint64_t *mpid;
   unsigned mcount, mknown;
   _Atomic unsigned mcount_seen; /* mcount, for the main thread's final check */
-  unsigned script; /* --pipeline: answers of the first write received so far (strand) */
+  unsigned script;  /* --pipeline: answers of the first write received so far (strand) */
+  uint8_t room_len; /* chat: the name of my room, "room-<idx / room size>" (set up once) */
+  char room[23];
 };
 
 static struct client *clients;
 static cp_service *svc;
-static struct hist lat;
 static struct hist rtt; /* C_PING -> S_PONG */
-static _Atomic uint64_t n_connected, n_entered, n_errors, n_recv_msgs, n_recv_bytes, n_sent;
+static _Atomic uint64_t n_connected, n_entered, n_errors, n_sent;
 static _Atomic uint64_t n_joined, n_left, n_pings, n_pongs, n_scripts;
 static _Atomic bool sending, measuring, churning;
 static _Atomic unsigned next_idx;
@@ -151,6 +155,71 @@ static _Atomic unsigned next_idx;
 static pthread_mutex_t pend_mu = PTHREAD_MUTEX_INITIALIZER;
 static unsigned *pend, pend_head, pend_n, pend_inflight;
 static _Atomic uint64_t n_churn_out, n_reconnects, n_reconnect_failures, n_churn_skipped;
+
+/* What the receiving threads measure, one shard per thread: each delivery is
+ * recorded without a read-modify-write on a line another thread writes too
+ * (shared counters and one shared histogram cost the two receiving threads
+ * five contended atomics per delivery). Readers merge the shards. A thread
+ * past SHARDS_MAX shares the last shard, with atomic adds. */
+#define SHARDS_MAX 16
+struct shard {
+  _Alignas(64) struct hist lat; /* delivery / echo latency, us */
+  _Atomic uint64_t msgs, bytes; /* received while measuring */
+  bool shared;
+};
+static struct shard shards[SHARDS_MAX];
+static _Atomic unsigned n_shards;
+static _Thread_local struct shard *my_shard;
+
+static struct shard *shard(void) {
+  if (!my_shard) {
+    unsigned i = atomic_fetch_add(&n_shards, 1);
+    if (i >= SHARDS_MAX - 1) {
+      i = SHARDS_MAX - 1;
+      shards[i].shared = true; /* (set before any use by the threads that share it) */
+    }
+    my_shard = &shards[i];
+  }
+  return my_shard;
+}
+
+/* Add v to a counter of my shard. */
+static void shard_add(struct shard *sh, _Atomic uint64_t *c, uint64_t v) {
+  if (sh->shared)
+    atomic_fetch_add_explicit(c, v, memory_order_relaxed);
+  else /* mine alone: no locked instruction */
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + v,
+                          memory_order_relaxed);
+}
+
+/* A delivery (echo: a message back) with this latency, while measuring. */
+static void count_delivery(uint64_t latency_us) {
+  struct shard *sh = shard();
+  if (sh->shared)
+    hist_add(&sh->lat, latency_us);
+  else
+    hist_add_owned(&sh->lat, latency_us);
+  shard_add(sh, &sh->msgs, 1);
+}
+
+/* Bytes received. */
+static void count_bytes(uint64_t n) {
+  struct shard *sh = shard();
+  shard_add(sh, &sh->bytes, n);
+}
+
+/* The shards' sums (msgs, bytes), and their latencies merged into *h if h. */
+static void recv_totals(uint64_t *msgs, uint64_t *bytes, struct hist *h) {
+  *msgs = *bytes = 0;
+  if (h)
+    hist_reset(h);
+  for (unsigned i = 0; i < SHARDS_MAX; i++) {
+    *msgs += atomic_load_explicit(&shards[i].msgs, memory_order_relaxed);
+    *bytes += atomic_load_explicit(&shards[i].bytes, memory_order_relaxed);
+    if (h)
+      hist_merge(h, &shards[i].lat);
+  }
+}
 
 static uint64_t now_ns(void) {
   struct timespec ts;
@@ -262,9 +331,8 @@ static void echo_bytes(struct client *c, const uint8_t *d, size_t n) {
     if (c->roff == cfg.size) {
       uint64_t t = get64(c->rhdr + h + 8), now = now_ns();
       if (atomic_load_explicit(&measuring, memory_order_relaxed)) {
-        hist_add(&lat, now > t ? (now - t) / 1000 : 0);
-        atomic_fetch_add_explicit(&n_recv_msgs, 1, memory_order_relaxed);
-        atomic_fetch_add_explicit(&n_recv_bytes, cfg.size, memory_order_relaxed);
+        count_delivery(now > t ? (now - t) / 1000 : 0);
+        count_bytes(cfg.size);
       }
       c->rseq++;
       c->roff = 0;
@@ -306,50 +374,30 @@ static void chat_send(struct client *c) {
   }
 }
 
-/* "<digits>:" at *p: the number, and *p past the colon; false if not there. */
-static bool parse_field(const char **p, uint64_t *out) {
-  const char *q = *p;
+/* Decimal digits at *p (before end), at most 19 (no overflow to check): the
+ * number, and *p past them; false if there are none or more. */
+static bool parse_num(const uint8_t **p, const uint8_t *end, uint64_t *out) {
+  const uint8_t *q = *p, *stop = end - q > 19 ? q + 19 : end;
   uint64_t v = 0;
-  if (*q < '0' || *q > '9')
+  for (; q < stop && (unsigned)(*q - '0') <= 9; q++)
+    v = v * 10 + (unsigned)(*q - '0');
+  if (q == *p || (q < end && (unsigned)(*q - '0') <= 9))
     return false;
-  for (; *q >= '0' && *q <= '9'; q++) {
-    if (v > (UINT64_MAX - 9) / 10)
-      return false;
-    v = v * 10 + (uint64_t)(*q - '0');
-  }
-  if (*q != ':')
+  *p = q;
+  *out = v;
+  return true;
+}
+
+/* "<digits>:" at *p (before end): the number, and *p past the colon; false if not there. */
+static bool parse_field(const uint8_t **p, const uint8_t *end, uint64_t *out) {
+  const uint8_t *q = *p;
+  uint64_t v;
+  if (!parse_num(&q, end, &v) || q == end || *q != ':')
     return false;
   *p = q + 1;
   *out = v;
   return true;
 }
-
-/* A message decoded into thread-local scratch memory instead of the heap:
- * one chat is decoded per delivery, millions a second, so no malloc/free
- * for each. Anything larger than the scratch space goes to the heap. */
-static _Thread_local struct {
-  size_t used;
-  _Alignas(16) unsigned char mem[8192];
-} scratch;
-
-static void *scratch_alloc(void *ctx, size_t n) {
-  (void)ctx;
-  n = (n + 15) & ~(size_t)15;
-  if (n <= sizeof scratch.mem - scratch.used) {
-    void *p = scratch.mem + scratch.used;
-    scratch.used += n;
-    return p;
-  }
-  return malloc(n);
-}
-
-static void scratch_free(void *ctx, void *p) {
-  (void)ctx;
-  if ((unsigned char *)p < scratch.mem || (unsigned char *)p >= scratch.mem + sizeof scratch.mem)
-    free(p);
-}
-
-static ProtobufCAllocator scratch_allocator = {scratch_alloc, scratch_free, NULL};
 
 /* S_ENTER_ROOM (strand): note how many chats each member has sent so far -
  * under its send lock, so a chat is either counted or sent after this, and
@@ -418,7 +466,7 @@ static void fence_passed(struct client *c, unsigned j) {
 
 /* The name of the room client c belongs in. */
 static int room_name(const struct client *c, char *buf, size_t n) {
-  return snprintf(buf, n, "room-%u", c->idx / cfg.room_size);
+  return snprintf(buf, n, "%s", c->room);
 }
 
 static bool bytes_eq(ProtobufCBinaryData b, const char *s) {
@@ -426,15 +474,50 @@ static bool bytes_eq(ProtobufCBinaryData b, const char *s) {
   return b.len == n && !memcmp(b.data, s, n);
 }
 
+/* Whether p[0..n) is the name of c's room. */
+static bool is_my_room(const struct client *c, const uint8_t *p, size_t n) {
+  if (n != c->room_len)
+    return false;
+  for (size_t i = 0; i < n; i++) /* a few bytes, once per delivery: no call */
+    if (p[i] != (uint8_t)c->room[i])
+      return false;
+  return true;
+}
+
+/* When a packet arrived, µs (now_ns's clock), for its latency. Reading the
+ * clock is a tenth of the dummy's CPU per delivery on this VM (~90 ns each),
+ * and every packet of one receive arrived at once: so a packet that starts
+ * where the previous one on this thread ended, of the same session, is of the
+ * same receive and takes its time (at most 32 in a row, then the clock is
+ * read again). A packet of another session, one reassembled across receives
+ * (framing copies it elsewhere) or a new receive reads the clock. */
+static uint64_t arrival_us(const cp_session *s, const cp_packet *pkt) {
+  static _Thread_local struct {
+    const cp_session *s;
+    const uint8_t *end; /* where the last packet ended */
+    uint64_t us;
+    unsigned reused;
+  } last;
+  if (last.s != s || last.end != pkt->data || last.reused >= 32) {
+    last.s = s;
+    last.us = now_ns() / 1000;
+    last.reused = 0;
+  } else {
+    last.reused++;
+  }
+  last.end = pkt->data + pkt->size;
+  return last.us;
+}
+
 /* "dummy-<i>": the client index, or UINT_MAX. */
-static unsigned member_client(ProtobufCBinaryData name) {
-  if (name.len < 7 || name.len > 16 || memcmp(name.data, "dummy-", 6))
+static unsigned member_client(const uint8_t *name, size_t len) {
+  if (len < 7 || len > 16 || memcmp(name, "dummy-", 6))
     return UINT_MAX;
   unsigned v = 0;
-  for (size_t k = 6; k < name.len; k++) {
-    if (name.data[k] < '0' || name.data[k] > '9')
+  for (size_t k = 6; k < len; k++) {
+    if (name[k] < '0' || name[k] > '9')
       return UINT_MAX;
-    v = v * 10 + (unsigned)(name.data[k] - '0');
+    v = v * 10 + (unsigned)(name[k] - '0');
   }
   return v < cfg.clients ? v : UINT_MAX;
 }
@@ -454,7 +537,7 @@ static void presence_start(struct client *c, const Chatw__SEnterRoom *m) {
     return;
   }
   for (size_t k = 0; k < m->n_members; k++) {
-    unsigned i = member_client(m->members[k]->name);
+    unsigned i = member_client(m->members[k]->name.data, m->members[k]->name.len);
     unsigned slot = i - base;
     if (i != UINT_MAX && i >= base && i < base + n && c->mpid[slot])
       slot += n; /* churn: its old connection, not gone yet */
@@ -468,13 +551,11 @@ static void presence_start(struct client *c, const Chatw__SEnterRoom *m) {
   atomic_store_explicit(&c->mcount_seen, c->mcount, memory_order_relaxed);
 }
 
-static void on_joined(struct client *c, const Chatw__SMemberJoined *m) {
-  char room[40];
-  room_name(c, room, sizeof room);
+static void on_joined(struct client *c, const struct wire_smember_joined *m) {
   unsigned base = room_base(c), n = room_members(base);
-  unsigned i = m->member ? member_client(m->member->name) : UINT_MAX;
+  unsigned i = m->has_member ? member_client(m->member.name.data, m->member.name.len) : UINT_MAX;
   atomic_fetch_add_explicit(&n_joined, 1, memory_order_relaxed);
-  if (!bytes_eq(m->room, room) || i == UINT_MAX || i < base || i >= base + n) {
+  if (!is_my_room(c, m->room.data, m->room.len) || i == UINT_MAX || i < base || i >= base + n) {
     error("client %u: S_MEMBER_JOINED of another room or player", c->idx);
     return;
   }
@@ -489,22 +570,20 @@ static void on_joined(struct client *c, const Chatw__SMemberJoined *m) {
     pthread_spin_lock(&clients[i].lock);
     uint64_t pid = clients[i].player_id;
     pthread_spin_unlock(&clients[i].lock);
-    if (pid != m->member->player_id)
+    if (pid != m->member.player_id)
       error("client %u: S_MEMBER_JOINED of client %u with player id %" PRIu64 ", not %" PRIu64,
-            c->idx, i, m->member->player_id, pid);
+            c->idx, i, m->member.player_id, pid);
   }
-  c->mpid[slot] = m->member->player_id;
+  c->mpid[slot] = m->member.player_id;
   c->mcount++;
   c->mknown++;
   atomic_store_explicit(&c->mcount_seen, c->mcount, memory_order_relaxed);
 }
 
-static void on_left(struct client *c, const Chatw__SMemberLeft *m) {
-  char room[40];
-  room_name(c, room, sizeof room);
+static void on_left(struct client *c, const struct wire_smember_left *m) {
   unsigned base = room_base(c), n = room_members(base);
   atomic_fetch_add_explicit(&n_left, 1, memory_order_relaxed);
-  if (!bytes_eq(m->room, room) || m->player_id == c->player_id) {
+  if (!is_my_room(c, m->room.data, m->room.len) || m->player_id == c->player_id) {
     error("client %u: S_MEMBER_LEFT of another room, or of me", c->idx);
     return;
   }
@@ -522,19 +601,17 @@ static void on_left(struct client *c, const Chatw__SMemberLeft *m) {
     error("client %u: S_MEMBER_LEFT of player %" PRIu64 ", not in the room", c->idx, m->player_id);
 }
 
-static void on_chat(struct client *c, const Chat__SChat *m) {
+/* S_CHAT m, which arrived at arrival µs. */
+static void on_chat(struct client *c, const struct wire_schat *m, uint64_t arrival) {
   uint64_t from, seq, pid;
-  const char *t = m->text;
-  /* "room-<c->idx / room_size>", checked without formatting it (once per delivery) */
-  const char *rp = m->room;
-  uint64_t rn;
-  if (strncmp(rp, "room-", 5) || (rp += 5, !isdigit((unsigned char)*rp)) ||
-      (rn = strtoull(rp, (char **)&rp, 10), *rp) || rn != c->idx / cfg.room_size) {
-    error("client %u: S_CHAT names room '%s', not its room", c->idx, m->room);
+  const uint8_t *t = m->text.data, *tend = t + m->text.len;
+  if (!is_my_room(c, m->room.data, m->room.len)) {
+    error("client %u: S_CHAT names room '%.*s', not its room", c->idx,
+          (int)(m->room.len < 40 ? m->room.len : 40), (const char *)m->room.data);
     return;
   }
-  if (!parse_field(&t, &from) || !parse_field(&t, &seq) || !parse_field(&t, &pid) ||
-      from >= cfg.clients || seq == 0 || seq >= SEEN) {
+  if (!parse_field(&t, tend, &from) || !parse_field(&t, tend, &seq) ||
+      !parse_field(&t, tend, &pid) || from >= cfg.clients || seq == 0 || seq >= SEEN) {
     error("client %u: S_CHAT with an unexpected text", c->idx);
     return;
   }
@@ -567,11 +644,12 @@ static void on_chat(struct client *c, const Chat__SChat *m) {
   }
   e->last = (uint32_t)seq;
   /* modulo 2^64: have goes down when the first chat is older than the floor */
-  atomic_fetch_add_explicit(&c->have, seq - before, memory_order_relaxed);
-  uint64_t now = now_ns() / 1000;
+  /* (the strand is its only writer: no locked add) */
+  atomic_store_explicit(&c->have,
+                        atomic_load_explicit(&c->have, memory_order_relaxed) + (seq - before),
+                        memory_order_relaxed);
   if (atomic_load_explicit(&measuring, memory_order_relaxed)) {
-    hist_add(&lat, now > m->client_time_us ? now - m->client_time_us : 0);
-    atomic_fetch_add_explicit(&n_recv_msgs, 1, memory_order_relaxed);
+    count_delivery(arrival > m->client_time_us ? arrival - m->client_time_us : 0);
   }
   int st = atomic_load(&c->state);
   if (st == CS_FENCING)
@@ -594,15 +672,6 @@ static const struct {
               {CHATW__PACKET_ID__S_LEAVE_ROOM, 0}, {CHATW__PACKET_ID__S_ENTER_ROOM, 1}};
 #define SCRIPT_LEN (sizeof script / sizeof script[0])
 
-static size_t put_packet(uint8_t *p, uint16_t id, const ProtobufCMessage *m) {
-  size_t n = protobuf_c_message_pack(m, p + CP_PACKET_HEADER) + CP_PACKET_HEADER;
-  p[0] = (uint8_t)n;
-  p[1] = (uint8_t)(n >> 8);
-  p[2] = (uint8_t)id;
-  p[3] = (uint8_t)(id >> 8);
-  return n;
-}
-
 static void pipeline_send(cp_session *s, struct client *c) {
   char name[40], pipe[40], room[40], text[PIPE_CHATS][24];
   snprintf(name, sizeof name, "dummy-%u", c->idx);
@@ -612,25 +681,25 @@ static void pipeline_send(cp_session *s, struct client *c) {
   size_t n = 0;
   Chat__CPing ping = CHAT__CPING__INIT;
   ping.client_time_us = now_ns() / 1000;
-  n += put_packet(buf + n, CHAT__PACKET_ID__C_PING, &ping.base);
+  n += wire_put_packet(buf + n, CHAT__PACKET_ID__C_PING, &ping.base);
   Chat__CLogin login = CHAT__CLOGIN__INIT;
   login.name = name;
-  n += put_packet(buf + n, CHAT__PACKET_ID__C_LOGIN, &login.base);
+  n += wire_put_packet(buf + n, CHAT__PACKET_ID__C_LOGIN, &login.base);
   Chat__CEnterRoom enter = CHAT__CENTER_ROOM__INIT;
   enter.room = pipe;
-  n += put_packet(buf + n, CHAT__PACKET_ID__C_ENTER_ROOM, &enter.base);
+  n += wire_put_packet(buf + n, CHAT__PACKET_ID__C_ENTER_ROOM, &enter.base);
   for (int k = 0; k < PIPE_CHATS; k++) {
     snprintf(text[k], sizeof text[k], "pipe:%d", k);
     Chat__CChat chat = CHAT__CCHAT__INIT;
     chat.text = text[k];
-    n += put_packet(buf + n, CHAT__PACKET_ID__C_CHAT, &chat.base);
+    n += wire_put_packet(buf + n, CHAT__PACKET_ID__C_CHAT, &chat.base);
   }
   Chat__CLeaveRoom leave = CHAT__CLEAVE_ROOM__INIT;
-  n += put_packet(buf + n, CHAT__PACKET_ID__C_LEAVE_ROOM, &leave.base);
-  n += put_packet(buf + n, CHAT__PACKET_ID__C_ENTER_ROOM, &enter.base);
-  n += put_packet(buf + n, CHAT__PACKET_ID__C_LEAVE_ROOM, &leave.base);
+  n += wire_put_packet(buf + n, CHAT__PACKET_ID__C_LEAVE_ROOM, &leave.base);
+  n += wire_put_packet(buf + n, CHAT__PACKET_ID__C_ENTER_ROOM, &enter.base);
+  n += wire_put_packet(buf + n, CHAT__PACKET_ID__C_LEAVE_ROOM, &leave.base);
   enter.room = room;
-  n += put_packet(buf + n, CHAT__PACKET_ID__C_ENTER_ROOM, &enter.base);
+  n += wire_put_packet(buf + n, CHAT__PACKET_ID__C_ENTER_ROOM, &enter.base);
   cp_sendbuf *b = cp_sendbuf_copy(buf, n);
   if (!b || cp_session_send(s, b) != 0)
     error("client %u: cannot send its pipelined first write", c->idx);
@@ -706,7 +775,7 @@ static void on_packet(cp_session *s, const cp_packet *pkt) {
     echo_bytes(c, pkt->data, pkt->size);
     return;
   }
-  atomic_fetch_add_explicit(&n_recv_bytes, pkt->size, memory_order_relaxed);
+  count_bytes(pkt->size);
   if (cfg.pipeline && c->script < SCRIPT_LEN && !pipeline_check(c, pkt))
     return;
   switch (pkt->id) {
@@ -729,9 +798,7 @@ static void on_packet(cp_session *s, const cp_packet *pkt) {
   }
   case CHAT__PACKET_ID__S_ENTER_ROOM: {
     Chatw__SEnterRoom *m = chatw__senter_room__unpack(NULL, pkt->body_len, pkt->body);
-    char room[40];
-    room_name(c, room, sizeof room);
-    if (!m || !bytes_eq(m->room, room)) {
+    if (!m || !is_my_room(c, m->room.data, m->room.len)) {
       error("client %u: S_ENTER_ROOM does not decode or is not of its room", c->idx);
       chatw__senter_room__free_unpacked(m, NULL);
       return;
@@ -746,25 +813,22 @@ static void on_packet(cp_session *s, const cp_packet *pkt) {
     break;
   }
   case CHAT__PACKET_ID__S_MEMBER_JOINED: {
-    scratch.used = 0; /* N^2/2 of them when N players enter: no malloc each */
-    Chatw__SMemberJoined *m =
-        chatw__smember_joined__unpack(&scratch_allocator, pkt->body_len, pkt->body);
-    if (!m || atomic_load(&c->state) == CS_CONNECTED)
-      error("client %u: S_MEMBER_JOINED %s", c->idx, m ? "before S_ENTER_ROOM" : "does not decode");
+    struct wire_smember_joined m; /* N^2/2 of them when N players enter: no unpack each */
+    bool ok = wire_decode_smember_joined(pkt->body, pkt->body_len, &m);
+    if (!ok || atomic_load(&c->state) == CS_CONNECTED)
+      error("client %u: S_MEMBER_JOINED %s", c->idx,
+            ok ? "before S_ENTER_ROOM" : "does not decode");
     else
-      on_joined(c, m);
-    chatw__smember_joined__free_unpacked(m, &scratch_allocator);
+      on_joined(c, &m);
     break;
   }
   case CHAT__PACKET_ID__S_MEMBER_LEFT: {
-    scratch.used = 0;
-    Chatw__SMemberLeft *m =
-        chatw__smember_left__unpack(&scratch_allocator, pkt->body_len, pkt->body);
-    if (!m || atomic_load(&c->state) == CS_CONNECTED)
-      error("client %u: S_MEMBER_LEFT %s", c->idx, m ? "before S_ENTER_ROOM" : "does not decode");
+    struct wire_smember_left m;
+    bool ok = wire_decode_smember_left(pkt->body, pkt->body_len, &m);
+    if (!ok || atomic_load(&c->state) == CS_CONNECTED)
+      error("client %u: S_MEMBER_LEFT %s", c->idx, ok ? "before S_ENTER_ROOM" : "does not decode");
     else
-      on_left(c, m);
-    chatw__smember_left__free_unpacked(m, &scratch_allocator);
+      on_left(c, &m);
     break;
   }
   case CHAT__PACKET_ID__S_PONG: {
@@ -780,14 +844,12 @@ static void on_packet(cp_session *s, const cp_packet *pkt) {
     break;
   }
   case CHAT__PACKET_ID__S_CHAT: {
-    scratch.used = 0;
-    Chat__SChat *m = chat__schat__unpack(&scratch_allocator, pkt->body_len, pkt->body);
-    if (!m) {
+    struct wire_schat m; /* a hand decoder: millions a second, no unpack each */
+    if (!wire_decode_schat(pkt->body, pkt->body_len, &m)) {
       error("client %u: S_CHAT does not decode", c->idx);
       return;
     }
-    on_chat(c, m);
-    chat__schat__free_unpacked(m, &scratch_allocator);
+    on_chat(c, &m, arrival_us(s, pkt));
     break;
   }
   case CHAT__PACKET_ID__S_ERROR: {
@@ -1022,31 +1084,25 @@ static void usage(FILE *f) {
          "                            own and a switch to its room; every answer checked in order\n"
          "  --ping-interval MS        chat: each client sends C_PING this often; 0 = never\n"
          "                            (default 1000); RTT percentiles in the report\n"
+         "  --server-pid PID          also report that process's CPU per delivery over the\n"
+         "                            measured window (from /proc; bench/run-chat)\n"
          "  --json                    final report as one JSON object on stdout\n"
          "  --quiet                   no progress line\n");
 }
 
 /* ---- parse ----------------------------------------------------------- */
 
-static const struct option long_opts[] = {{"host", 1, 0, 'h'},
-                                          {"port", 1, 0, 'p'},
-                                          {"clients", 1, 0, 'c'},
-                                          {"mode", 1, 0, 'm'},
-                                          {"size", 1, 0, 's'},
-                                          {"depth", 1, 0, 'd'},
-                                          {"rate", 1, 0, 'r'},
-                                          {"duration", 1, 0, 'D'},
-                                          {"room-size", 1, 0, 'R'},
-                                          {"threads", 1, 0, 't'},
-                                          {"backend", 1, 0, 'b'},
-                                          {"connect-timeout", 1, 0, 'T'},
-                                          {"json", 0, 0, 'j'},
-                                          {"quiet", 0, 0, 'q'},
-                                          {"churn", 1, 0, 'C'},
-                                          {"pipeline", 0, 0, 'P'},
-                                          {"ping-interval", 1, 0, 'I'},
-                                          {"help", 0, 0, 'H'},
-                                          {0, 0, 0, 0}};
+static const struct option long_opts[] = {
+    {"host", 1, 0, 'h'},          {"port", 1, 0, 'p'},
+    {"clients", 1, 0, 'c'},       {"mode", 1, 0, 'm'},
+    {"size", 1, 0, 's'},          {"depth", 1, 0, 'd'},
+    {"rate", 1, 0, 'r'},          {"duration", 1, 0, 'D'},
+    {"room-size", 1, 0, 'R'},     {"threads", 1, 0, 't'},
+    {"backend", 1, 0, 'b'},       {"connect-timeout", 1, 0, 'T'},
+    {"json", 0, 0, 'j'},          {"quiet", 0, 0, 'q'},
+    {"churn", 1, 0, 'C'},         {"pipeline", 0, 0, 'P'},
+    {"ping-interval", 1, 0, 'I'}, {"server-pid", 1, 0, 'S'},
+    {"help", 0, 0, 'H'},          {0, 0, 0, 0}};
 
 static enum cli_status bad(const char *flag, const char *v, const char *detail) {
   return cli_bad_value("cport-dummy", flag, v, detail);
@@ -1113,6 +1169,8 @@ static enum cli_status parse_option(int ch, const char *v, struct config *o, str
     return duration("connect-timeout", v, 1000, 1, 3600, &o->connect_timeout_ms);
   case 'I':
     return duration("ping-interval", v, 1, 0, 3600000, &o->ping_ms);
+  case 'S':
+    return num("server-pid", v, 1, INT_MAX, &o->server_pid);
   case 'j':
     o->json = true;
     return CLI_RUN;
@@ -1197,6 +1255,8 @@ static int setup_clients(void) {
   }
   for (unsigned i = 0; i < cfg.clients; i++) {
     clients[i].idx = i;
+    clients[i].room_len =
+        (uint8_t)snprintf(clients[i].room, sizeof clients[i].room, "room-%u", i / cfg.room_size);
     pthread_spin_init(&clients[i].lock, PTHREAD_PROCESS_PRIVATE);
     if (cfg.mode == MODE_CHAT &&
         (!(clients[i].seen = calloc(cfg.room_size, sizeof(struct seen))) ||
@@ -1298,7 +1358,9 @@ struct progress {
 static void progress(struct progress *p, uint64_t now) {
   if (now - p->last_print < 1000000000ull || cfg.quiet)
     return;
-  uint64_t m = atomic_load(&n_recv_msgs);
+  uint64_t m, bytes;
+  static struct hist lat; /* (the main thread's) */
+  recv_totals(&m, &bytes, &lat);
   double secs = (double)(now - p->last_print) / 1e9;
   fprintf(stderr,
           "%sconnected %" PRIu64 "  reconnects %" PRIu64
@@ -1380,7 +1442,21 @@ static void settle(bool stop_now, bool tty) {
 struct result {
   double secs;
   uint64_t msgs, bytes;
+  double cpu_s, server_cpu_s; /* CPU time over the window (user + system); server: < 0 unknown */
 };
+
+/* This process's CPU time so far, s. */
+static double cpu_self_s(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* The CPU time (utime + stime) of process pid so far, s; < 0 if it cannot be read. */
+static double cpu_of_pid_s(unsigned pid) {
+  long long t = proc_cpu_ticks((long)pid);
+  return t < 0 ? -1 : (double)t / (double)sysconf(_SC_CLK_TCK);
+}
 
 /* Connect, send, settle: 0, or 1 if the clients could not be set up (said why). */
 static int run(struct result *r) {
@@ -1397,12 +1473,15 @@ static int run(struct result *r) {
   bool tty = isatty(STDERR_FILENO) && !cfg.quiet;
   bool stop_now = connect_all(&sigs);
   uint64_t start = now_ns();
+  double cpu0 = cpu_self_s(), scpu0 = cfg.server_pid ? cpu_of_pid_s(cfg.server_pid) : -1;
   stop_now = load(&sigs, tty, stop_now, start);
   uint64_t stop_t = now_ns();
+  double scpu1 = cfg.server_pid ? cpu_of_pid_s(cfg.server_pid) : -1;
+  r->cpu_s = cpu_self_s() - cpu0;
+  r->server_cpu_s = scpu0 >= 0 && scpu1 >= 0 ? scpu1 - scpu0 : -1;
   atomic_store(&sending, false);
   r->secs = (double)(stop_t - start) / 1e9;
-  r->msgs = atomic_load(&n_recv_msgs);
-  r->bytes = atomic_load(&n_recv_bytes);
+  recv_totals(&r->msgs, &r->bytes, NULL);
   settle(stop_now, tty);
   return 0;
 }
@@ -1414,6 +1493,11 @@ struct quantiles {
   double r50, r99, rmax;          /* ping RTT, ms */
 };
 
+/* CPU µs per message received in the window; -1 if unknown or none came. */
+static double per_msg_us(double cpu_s, uint64_t msgs) {
+  return cpu_s >= 0 && msgs ? cpu_s * 1e6 / (double)msgs : -1;
+}
+
 static void report_json(const struct result *r, const struct quantiles *q,
                         uint64_t connect_failures, uint64_t errors) {
   printf("{\"mode\":\"%s\",\"clients\":%u,\"connected\":%" PRIu64 ",\"size\":%u,\"depth\":%u,"
@@ -1424,14 +1508,16 @@ static void report_json(const struct result *r, const struct quantiles *q,
          ",\"reconnect_failures\":%" PRIu64 ",\"connect_failures\":%" PRIu64 ",\"pings\":%" PRIu64
          ",\"pongs\":%" PRIu64 ",\"ping_p50_ms\":%.3f,\"ping_p99_ms\":%.3f,"
          "\"ping_max_ms\":%.3f,\"member_joined\":%" PRIu64 ",\"member_left\":%" PRIu64
-         ",\"pipelined_scripts\":%" PRIu64 ",\"errors\":%" PRIu64 "}\n",
+         ",\"pipelined_scripts\":%" PRIu64 ",\"cpu_us_per_msg\":%.3f,\"server_cpu_us_per_msg\":%.3f"
+         ",\"errors\":%" PRIu64 "}\n",
          mode_names[cfg.mode], cfg.clients, atomic_load(&n_connected), cfg.size,
          cfg.rate > 0 ? 0 : cfg.depth, cfg.rate, cfg.mode == MODE_CHAT ? cfg.room_size : 0, r->secs,
          atomic_load(&n_sent), r->msgs, (double)r->msgs / r->secs, (double)r->bytes / r->secs,
          q->p50, q->p90, q->p99, q->p999, q->mx, cfg.churn, atomic_load(&n_churn_out),
          atomic_load(&n_reconnects), atomic_load(&n_reconnect_failures), connect_failures,
          atomic_load(&n_pings), atomic_load(&n_pongs), q->r50, q->r99, q->rmax,
-         atomic_load(&n_joined), atomic_load(&n_left), atomic_load(&n_scripts), errors);
+         atomic_load(&n_joined), atomic_load(&n_left), atomic_load(&n_scripts),
+         per_msg_us(r->cpu_s, r->msgs), per_msg_us(r->server_cpu_s, r->msgs), errors);
 }
 
 static void report_text(const struct result *r, const struct quantiles *q, uint64_t errors) {
@@ -1467,6 +1553,9 @@ static int report(const struct result *r) {
   uint64_t errors = atomic_load(&n_errors);
   cp_service_stats st;
   cp_service_get_stats(svc, &st);
+  static struct hist lat; /* every thread's, merged */
+  uint64_t msgs, bytes;
+  recv_totals(&msgs, &bytes, &lat);
   struct quantiles q = {.p50 = (double)hist_quantile(&lat, 0.50) / 1000.0,
                         .p90 = hist_quantile(&lat, 0.90) / 1e3,
                         .p99 = (double)hist_quantile(&lat, 0.99) / 1e3,

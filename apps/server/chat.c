@@ -96,6 +96,10 @@ struct room {
   cp_session **sessions; /* the players' sessions (each player holds a reference) */
   struct member *members;
   size_t n, cap;
+  /* Chats on their way to the room: the S_CHAT packets of the last chat job
+   * posted, appended while that job waits in the queue (see room_chat). */
+  pthread_mutex_t chat_mu;
+  cp_sendbuf *open; /* under chat_mu; NULL once its job took it */
 };
 
 /* A request waiting for the chain, the end of the session, or a bad header
@@ -153,6 +157,7 @@ size_t chat_rooms(void) {
 
 static void room_free(struct room *r) {
   cp_jobq_destroy(r->q);
+  pthread_mutex_destroy(&r->chat_mu);
   free(r->sessions);
   free(r->members);
   free(r);
@@ -222,6 +227,7 @@ static struct room *room_ref(const uint8_t *name, size_t len) {
       free(r);
       r = NULL;
     } else {
+      pthread_mutex_init(&r->chat_mu, NULL);
       r->hash = h;
       r->refs = 1;
       r->name.len = (uint8_t)len;
@@ -476,6 +482,26 @@ static void job_leave(void *arg) {
   chain_resume(p);
 }
 
+/* Chats are batched: a room's S_CHAT packets go out in buffers of up to
+ * CHAT_BATCH bytes, each sent to the room's members by one job. A chat is
+ * appended to the buffer of the last chat job posted to the room while that
+ * job still waits in the queue; else it starts a buffer and posts a job. A
+ * member then takes one buffer (one send-queue entry, one lock of its send
+ * queue) for every chat that arrived while the room was busy, instead of one
+ * per chat: under load that is most of the server's cost per delivery
+ * (docs/performance.md). Nothing waits to fill a buffer: a job sends what
+ * its buffer holds when its turn comes.
+ *
+ * Order is kept: a room's jobs run in post order, the buffer's packets are
+ * in the order the chats were handled, and a chat only joins the buffer of a
+ * job posted before it and not yet run. That job runs before any job posted
+ * after it (an enter or leave of another player included), which is as if
+ * the chat had arrived before those: chats of different players have no
+ * order between them, and a player's own enter and leave suspend its chain,
+ * so its chat is never handled before the job of its own enter or after the
+ * job of its own leave. */
+#define CHAT_BATCH 4096 /* >= CHAT_LARGEST_SERVER_PACKET */
+
 struct chat_job {
   struct room *r;
   cp_sendbuf *b; /* a reference, dropped by the job */
@@ -483,9 +509,45 @@ struct chat_job {
 
 static void job_chat(void *arg) {
   struct chat_job *j = arg;
-  cp_session_send_many(j->r->sessions, j->r->n, j->b);
+  struct room *r = j->r;
+  pthread_mutex_lock(&r->chat_mu);
+  if (r->open == j->b)
+    r->open = NULL; /* closed: its length is final from here on */
+  pthread_mutex_unlock(&r->chat_mu);
+  cp_session_send_many(r->sessions, r->n, j->b);
   cp_sendbuf_unref(j->b);
   free(j);
+}
+
+/* Chain: send the S_CHAT m to room r (see above). false: out of memory. */
+static bool room_chat(struct room *r, const ProtobufCMessage *m) {
+  size_t n = CP_PACKET_HEADER + protobuf_c_message_get_packed_size(m);
+  pthread_mutex_lock(&r->chat_mu);
+  cp_sendbuf *b = r->open;
+  if (b && cp_sendbuf_len(b) + n <= cp_sendbuf_cap(b)) {
+    size_t len = cp_sendbuf_len(b);
+    wire_put_packet(cp_sendbuf_data(b) + len, CHATW__PACKET_ID__S_CHAT, m);
+    cp_sendbuf_set_len(b, len + n);
+    pthread_mutex_unlock(&r->chat_mu);
+    return true;
+  }
+  struct chat_job *j = malloc(sizeof *j);
+  b = j ? cp_sendbuf_alloc(n > CHAT_BATCH ? n : CHAT_BATCH) : NULL;
+  bool ok = false;
+  if (b) {
+    cp_sendbuf_set_len(b, wire_put_packet(cp_sendbuf_data(b), CHATW__PACKET_ID__S_CHAT, m));
+    j->r = r;
+    j->b = b;
+    /* posted under chat_mu: buffers are posted in the order they are opened */
+    if ((ok = cp_jobq_post(r->q, job_chat, j) == 0))
+      r->open = b;
+    else
+      cp_sendbuf_unref(b);
+  }
+  pthread_mutex_unlock(&r->chat_mu);
+  if (!ok)
+    free(j);
+  return ok;
 }
 
 /* ---- requests (run by the chain) ------------------------------------- */
@@ -592,18 +654,9 @@ static int on_chat(struct player *p, const uint8_t *body, size_t len) {
     out.text = m->text;
     out.client_time_us = m->client_time_us;
     out.room = bin(&p->room->name);
-    struct chat_job *j = malloc(sizeof *j);
-    if (j && (j->b = wire_packet(CHATW__PACKET_ID__S_CHAT, &out.base))) {
-      j->r = p->room;
-      if (cp_jobq_post(p->room->q, job_chat, j) == 0)
-        j = NULL;
-      else
-        cp_sendbuf_unref(j->b);
-    }
-    if (j) {
+    if (!room_chat(p->room, &out.base)) {
       /* Out of memory: the chat cannot reach the room. Say so and end the
        * session rather than let the player think it was heard. */
-      free(j);
       srv_log_session(p->s, p->peer, "out of memory for a chat; disconnecting");
       cp_session_disconnect(p->s, false);
       p->closed = true;

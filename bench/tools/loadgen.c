@@ -59,6 +59,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "../../apps/common/proc_cpu.h" /* proc_cpu_ticks */
+
 #define IO_CHUNK (64 * 1024)
 #define MAX_EVENTS 512
 #define MAGIC UINT64_C(0x474c5043) /* "CPLG" */
@@ -643,26 +645,6 @@ static bool connect_all(void) {
 }
 
 /* ------------------------------------------------------------------ /proc */
-
-/* utime+stime of pid in clock ticks, or -1. */
-static long long proc_cpu_ticks(long pid) {
-  char path[64], buf[1024];
-  snprintf(path, sizeof path, "/proc/%ld/stat", pid);
-  FILE *f = fopen(path, "r");
-  if (!f)
-    return -1;
-  size_t n = fread(buf, 1, sizeof buf - 1, f);
-  fclose(f);
-  buf[n] = 0;
-  char *p = strrchr(buf, ')'); /* comm may hold spaces */
-  if (!p)
-    return -1;
-  /* After ") ": field 3 (state) ... utime is field 14, stime 15. */
-  unsigned long long ut, st;
-  if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
-    return -1;
-  return (long long)(ut + st);
-}
 
 static long proc_rss_kb(long pid) {
   char path[64], line[256];

@@ -256,6 +256,9 @@ void cp__listener_unadmit(cp_service *svc);
 
 /* sendbuf.c: free the chunks pooled for reuse (tests count every byte). */
 void cp__sendbuf_trim(void);
+/* sendbuf.c: n references more / fewer (never the last) in one atomic op. */
+void cp__sendbuf_ref_n(cp_sendbuf *b, size_t n);
+void cp__sendbuf_unref_n(cp_sendbuf *b, size_t n);
 
 /* jobq.c */
 void cp__jobs_init(cp_service *svc);

@@ -189,6 +189,20 @@ cp_sendbuf *cp_sendbuf_ref(cp_sendbuf *b) {
   return b;
 }
 
+/* n references more, in one atomic add (a broadcast's, one per session). */
+void cp__sendbuf_ref_n(cp_sendbuf *b, size_t n) {
+  uint32_t was = atomic_fetch_add_explicit(&b->refs, (uint32_t)n, memory_order_relaxed);
+  assert(was > 0 && (uint64_t)was + n <= UINT32_MAX);
+  (void)was;
+}
+
+/* n references fewer, never the last one. */
+void cp__sendbuf_unref_n(cp_sendbuf *b, size_t n) {
+  uint32_t was = atomic_fetch_sub_explicit(&b->refs, (uint32_t)n, memory_order_relaxed);
+  assert(was > n);
+  (void)was;
+}
+
 void cp_sendbuf_unref(cp_sendbuf *b) {
   if (!b)
     return;

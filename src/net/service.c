@@ -424,9 +424,7 @@ size_t cp_service_broadcast(cp_service *svc, cp_sendbuf *buf) {
     return 0;
   size_t n;
   void **v = cp__registry_snapshot(&svc->reg, &n);
-  size_t ok = 0;
-  for (size_t i = 0; i < n; i++)
-    ok += cp_session_send_many((cp_session *const *)&v[i], 1, buf);
+  size_t ok = cp_session_send_many((cp_session *const *)v, n, buf); /* one call: see there */
   cp__registry_release(&svc->reg, v, n);
   return ok;
 }

@@ -100,7 +100,10 @@ static struct sendq *sq_get(cp_session *s) {
   return q;
 }
 
-static void session_free(cp_session *s) {
+/* Out of line, so that cp_session_put's common path (not the last reference:
+ * once per session per broadcast) stays a few instructions with no frame to
+ * set up. */
+__attribute__((noinline)) static void session_free(cp_session *s) {
   cp_service *svc = s->svc;
   cp_port_disassociate(svc->port, s->fd);
   close(s->fd);
@@ -552,6 +555,9 @@ static inline uint16_t le16(const uint8_t *p) {
 
 /* framing.c hands over each complete packet; false stops it (closing, or
  * draining after a graceful disconnect: the packets after it are dropped). */
+/* Packets delivered by the consume() running on this thread (see there). */
+static _Thread_local uint32_t delivered;
+
 static bool deliver(void *ctx, const uint8_t *p, uint16_t size) {
   cp_session *s = ctx;
   cp_service *svc = s->svc;
@@ -560,16 +566,27 @@ static bool deliver(void *ctx, const uint8_t *p, uint16_t size) {
                    .data = p,
                    .body = p + CP_PACKET_HEADER,
                    .body_len = size - CP_PACKET_HEADER};
-  stat_add(&svc->st.packets_in, 1);
-  atomic_store_explicit(&s->last_active, service_clock(svc), memory_order_relaxed);
+  delivered++;
   if (svc->o.callbacks.on_packet)
     svc->o.callbacks.on_packet(s, &pkt);
   return !atomic_load(&s->closing) && !session_draining(s);
 }
 
-/* Frame the bytes of one receive (see framing.h). */
+/* Frame the bytes of one receive (see framing.h). The packets it delivers
+ * are counted once, and the session is active (a whole packet came) as of
+ * this receive: one clock read and one shared counter add per receive, not
+ * per packet (a chat client gets dozens in one). A callback may consume
+ * another session's bytes on this thread meanwhile: the count is saved. */
 static void consume(cp_session *s, const uint8_t *p, size_t n) {
-  switch (cp__frame_feed(&s->part, p, n, s->svc->o.max_packet, deliver, s)) {
+  uint32_t outer = delivered;
+  delivered = 0;
+  frame_status r = cp__frame_feed(&s->part, p, n, s->svc->o.max_packet, deliver, s);
+  if (delivered) {
+    stat_add(&s->svc->st.packets_in, delivered);
+    atomic_store_explicit(&s->last_active, service_clock(s->svc), memory_order_relaxed);
+  }
+  delivered = outer;
+  switch (r) {
   case FRAME_OK:
   case FRAME_STOP:
     break;
@@ -775,12 +792,11 @@ static bool uncork(cp_session *s) {
   return busy;
 }
 
-int cp_session_send(cp_session *s, cp_sendbuf *b) {
-  if (!s || !b)
-    return CP_EINVAL;
-  size_t len = cp_sendbuf_len(b);
-  if (!len)
-    return CP_EINVAL;
+/* Queue b (len bytes) on s, with a reference the caller took for it, and
+ * start a send if none is in flight: 0, or an error (the reference is the
+ * caller's again). The service's queued_bytes is the caller's to have raised
+ * by len beforehand, and packets_out to count. */
+static int send_queued(cp_session *s, cp_sendbuf *b, size_t len) {
   cp_service *svc = s->svc;
   if (atomic_load(&s->closing) || !atomic_load(&s->connected))
     return CP_ENOTCONN;
@@ -801,14 +817,11 @@ int cp_session_send(cp_session *s, cp_sendbuf *b) {
     cp__session_close(s, CP_REASON_SLOW_CONSUMER);
     return CP_ENOBUFS;
   }
-  if (!ring_push(s, q, cp_sendbuf_ref(b))) {
+  if (!ring_push(s, q, b)) {
     cp__spin_unlock(&s->send_lock);
-    cp_sendbuf_unref(b);
     return CP_ENOMEM;
   }
   q->queued_bytes += len;
-  atomic_fetch_add(&svc->st.queued_bytes, len);
-  stat_add(&svc->st.packets_out, 1);
   bool start = !q->busy && !q->corked;
   if (start)
     build_batch(s, q);
@@ -818,19 +831,81 @@ int cp_session_send(cp_session *s, cp_sendbuf *b) {
   return 0;
 }
 
+int cp_session_send(cp_session *s, cp_sendbuf *b) {
+  if (!s || !b)
+    return CP_EINVAL;
+  size_t len = cp_sendbuf_len(b);
+  if (!len)
+    return CP_EINVAL;
+  cp_service *svc = s->svc;
+  /* raised before the queue holds it, so that the send's release never takes the gauge
+   * below zero */
+  atomic_fetch_add(&svc->st.queued_bytes, len);
+  int rc = send_queued(s, cp_sendbuf_ref(b), len);
+  if (rc) {
+    atomic_fetch_sub(&svc->st.queued_bytes, len);
+    cp_sendbuf_unref(b); /* not the last: the caller holds one */
+  } else {
+    stat_add(&svc->st.packets_out, 1);
+  }
+  return rc;
+}
+
+/* The end of a run of cp_session_send_many on svc: `pre` sessions were counted in
+ * queued_bytes in advance, `done` of them took the packet. */
+static void many_counted(cp_service *svc, size_t len, size_t pre, size_t done) {
+  if (pre > done)
+    atomic_fetch_sub(&svc->st.queued_bytes, (pre - done) * len);
+  stat_add(&svc->st.packets_out, done);
+}
+
+/* A broadcast (a chat to a room of 2,000) is this loop: per session only its
+ * send lock; the buffer's references and the service's counters are taken
+ * once for the whole array, and the sessions a few places ahead are
+ * prefetched (each is a cache miss otherwise, and the lock's atomic waits
+ * for it). */
 size_t cp_session_send_many(cp_session *const *v, size_t n, cp_sendbuf *b) {
   size_t ok = 0;
-  if (!v || !b)
+  if (!v || !b || !n)
     return 0;
+  size_t len = cp_sendbuf_len(b);
+  if (!len)
+    return 0;
+  cp__sendbuf_ref_n(b, n);
+  size_t unused = 0, pre = 0, done = 0;
+  cp_service *svc = NULL;
   for (size_t i = 0; i < n; i++) {
-    if (!v[i])
+    if (i + 4 < n && v[i + 4]) {
+      __builtin_prefetch(&v[i + 4]->svc);
+      __builtin_prefetch(&v[i + 4]->send_lock, 1);
+    }
+    cp_session *s = v[i];
+    if (!s) {
+      unused++;
       continue;
-    int rc = cp_session_send(v[i], b);
-    if (rc == 0)
+    }
+    if (s->svc != svc) {
+      if (svc)
+        many_counted(svc, len, pre, done);
+      svc = s->svc;
+      pre = n - i;
+      done = 0;
+      atomic_fetch_add(&svc->st.queued_bytes, pre * len);
+    }
+    int rc = send_queued(s, b, len);
+    if (rc == 0) {
       ok++;
-    else if (rc == CP_ENOMEM)
-      cp__session_close(v[i], CP_REASON_ERROR); /* it must not miss a packet and go on */
+      done++;
+    } else {
+      unused++;
+      if (rc == CP_ENOMEM)
+        cp__session_close(s, CP_REASON_ERROR); /* it must not miss a packet and go on */
+    }
   }
+  if (svc)
+    many_counted(svc, len, pre, done);
+  if (unused)
+    cp__sendbuf_unref_n(b, unused); /* never the last: the caller holds one */
   return ok;
 }
 
