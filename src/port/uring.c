@@ -549,8 +549,12 @@ static int uring_poll(cp_port *p, cp_completion *out, int max, int timeout_ms) {
       argp = &arg;
       argsz = sizeof arg;
     }
-    /* A post queued before in_kernel went up woke nobody: do not block then. */
-    bool ready = timeout_ms != 0 && cp__port_has_ready(p);
+    /* Do not block if a wake-up may have come and gone already: a post
+     * queued before in_kernel went up woke nobody, and the NOP of a wake
+     * (cp_port_close's) may have been reaped above and dropped as internal -
+     * close set `closed` before it woke, so that is checked here (this was
+     * the lost wake-up after close: the poller slept until its timeout). */
+    bool ready = timeout_ms != 0 && (atomic_load(&p->closed) || cp__port_has_ready(p));
     int rc = io_uring_enter2((unsigned)u->ring.ring_fd, to_submit, timeout_ms == 0 || ready ? 0 : 1,
                              flags, argp, argsz);
     cp__count_syscall(p);
