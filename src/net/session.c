@@ -198,10 +198,11 @@ static void strand_loop(cp_session *s) {
   STRAND_BEGIN(s);
   for (;;) {
     uint32_t bits = atomic_fetch_and_explicit(&s->strand, ST_RUN, memory_order_acq_rel) & ~ST_RUN;
-    if (bits) {
+    /* After processing, try to let go at once: the usual case is that no
+     * new bit came meanwhile, and one CAS then ends the run (a second
+     * fetch_and to find nothing would be one more atomic RMW per event). */
+    if (bits)
       process(s, bits);
-      continue;
-    }
     uint32_t expect = ST_RUN;
     if (atomic_compare_exchange_strong_explicit(&s->strand, &expect, 0, memory_order_acq_rel,
                                                 memory_order_acquire)) {
@@ -919,9 +920,36 @@ size_t cp_session_send_queued(const cp_session *s) {
   return n;
 }
 
-/* Strand: the send finished; drop its buffers (in chunks, outside the
- * lock) and return how many bytes it carried. */
-static size_t release_sent(cp_session *s) {
+/* What comes after a send. */
+enum send_next { SN_IDLE, SN_AGAIN, SN_DRAINED };
+
+/* Strand, send lock held: build the next batch if more is queued (SN_AGAIN),
+ * or see that a drain (graceful disconnect, the peer's FIN) is complete
+ * (SN_DRAINED, with its reason in *why). */
+static enum send_next decide_next(cp_session *s, bool failed, cp_reason *why) {
+  ASSERT_SEND_LOCKED(s);
+  struct sendq *q = s->sq;
+  if (failed || atomic_load(&s->closing)) {
+    q->busy = false;
+    return SN_IDLE;
+  }
+  if (q->len) {
+    build_batch(s, q);
+    return SN_AGAIN;
+  }
+  q->busy = false;
+  if (!q->drain_close)
+    return SN_IDLE;
+  *why = (cp_reason)q->drain_reason;
+  return SN_DRAINED;
+}
+
+/* Strand: the send finished; drop its buffers (unreferenced outside the
+ * lock, in chunks) and return how many bytes it carried. With next != NULL
+ * it also decides what comes next (decide_next) in the same critical
+ * section as the last chunk: one lock round trip for a send of up to 64
+ * buffers. */
+static size_t release_sent(cp_session *s, enum send_next *next, bool failed, cp_reason *why) {
   ASSERT_STRAND(s);
   struct sendq *q = s->sq;
   cp_sendbuf *done[64];
@@ -932,46 +960,30 @@ static size_t release_sent(cp_session *s) {
   uint32_t k = q->inflight;
   q->inflight = 0;
   q->inflight_bytes = 0;
-  cp__spin_unlock(&s->send_lock);
-  while (k) {
+  for (;;) {
     uint32_t n = 0;
-    cp__spin_lock(&s->send_lock);
     while (k && n < 64) {
       done[n++] = q->ring[q->head];
       q->head = (q->head + 1) % q->cap;
       q->len--;
       k--;
     }
+    if (!k && next)
+      *next = decide_next(s, failed, why);
     cp__spin_unlock(&s->send_lock);
     for (uint32_t i = 0; i < n; i++)
       cp_sendbuf_unref(done[i]);
+    if (!k)
+      return bytes;
+    cp__spin_lock(&s->send_lock);
   }
-  return bytes;
 }
 
-/* What comes after a send. */
-enum send_next { SN_IDLE, SN_AGAIN, SN_DRAINED };
-
-/* Strand: build the next batch if more is queued (SN_AGAIN), or see that a
- * drain (graceful disconnect, the peer's FIN) is complete (SN_DRAINED, with
- * its reason in *why). */
+/* Strand: decide_next under its own lock round trip (after on_sent ran). */
 static enum send_next next_send(cp_session *s, bool failed, cp_reason *why) {
   ASSERT_STRAND(s);
-  struct sendq *q = s->sq;
-  enum send_next next = SN_IDLE;
   cp__spin_lock(&s->send_lock);
-  if (failed || atomic_load(&s->closing)) {
-    q->busy = false;
-  } else if (q->len) {
-    build_batch(s, q);
-    next = SN_AGAIN;
-  } else {
-    q->busy = false;
-    if (q->drain_close) {
-      next = SN_DRAINED;
-      *why = (cp_reason)q->drain_reason;
-    }
-  }
+  enum send_next next = decide_next(s, failed, why);
   cp__spin_unlock(&s->send_lock);
   return next;
 }
@@ -991,14 +1003,19 @@ static bool send_again(cp_session *s) {
 static void handle_send(cp_session *s) {
   cp_service *svc = s->svc;
   int32_t res = s->sq->res;
-  size_t bytes = release_sent(s);
+  cp_reason why = CP_REASON_LOCAL;
+  enum send_next next = SN_IDLE;
+  /* Without on_sent nothing runs between the release and the decision: take
+   * both in one lock round trip. With it, decide after it (it may send). */
+  bool with_cb = svc->o.callbacks.on_sent != NULL;
+  size_t bytes = release_sent(s, with_cb ? NULL : &next, res < 0, &why);
   if (res >= 0) {
     stat_add(&svc->st.bytes_out, bytes); /* they left, closing or not */
-    if (!atomic_load(&s->closing) && svc->o.callbacks.on_sent)
+    if (with_cb && !atomic_load(&s->closing))
       svc->o.callbacks.on_sent(s, bytes);
   }
-  cp_reason why = CP_REASON_LOCAL;
-  enum send_next next = next_send(s, res < 0, &why);
+  if (with_cb)
+    next = next_send(s, res < 0, &why);
   if (res < 0)
     cp__session_close(s, reason_of(res));
   /* our graceful disconnect, or a bad header's: FIN, then read to the peer's */
