@@ -91,3 +91,4 @@ add_test(NAME windows.stop_request
          COMMAND ${CMAKE_SOURCE_DIR}/tests/windows/stop_request.sh $<TARGET_FILE:win_stop>)
 set_tests_properties(windows.stop_request PROPERTIES ENVIRONMENT "${CPORT_WIN_TEST_ENV}"
                      FIXTURES_REQUIRED wine TIMEOUT 60)
+include(${CMAKE_SOURCE_DIR}/cmake/windows_apps.cmake) # the apps and examples (issue 12)

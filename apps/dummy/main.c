@@ -51,6 +51,7 @@
 #define _GNU_SOURCE
 #include "../common/cli.h"
 #include "../common/hist.h"
+#include "../common/os.h"
 #include "../common/wire.h"
 
 #include <ctype.h>
@@ -60,13 +61,11 @@
 #include <limits.h>
 #include <math.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -153,9 +152,7 @@ static unsigned *pend, pend_head, pend_n, pend_inflight;
 static _Atomic uint64_t n_churn_out, n_reconnects, n_reconnect_failures, n_churn_skipped;
 
 static uint64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+  return os_now_ns();
 }
 
 static void error(const char *fmt, ...) {
@@ -1176,15 +1173,7 @@ static enum cli_status parse(int argc, char **argv, struct config *o) {
 
 /* ---- run ------------------------------------------------------------- */
 
-static const struct timespec tick = {0, 5000000};
-
-static void raise_fd_limit(void) {
-  struct rlimit rl;
-  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-    rl.rlim_cur = rl.rlim_max;
-    setrlimit(RLIMIT_NOFILE, &rl);
-  }
-}
+enum { TICK_MS = 5 };
 
 /* clients[] (and pend[] for churn): 0, or 1 out of memory (said so). */
 static int setup_clients(void) {
@@ -1240,7 +1229,7 @@ static int start_service(void) {
 
 /* Connect everyone (and, in chat, log in and enter the rooms). true: stop now (a failure, said
  * so, or a signal). */
-static bool connect_all(const sigset_t *sigs) {
+static bool connect_all(void) {
   uint64_t deadline = now_ns() + (uint64_t)cfg.connect_timeout_ms * 1000000ull;
   for (;;) {
     uint64_t ready = cfg.mode == MODE_CHAT ? atomic_load(&n_entered) : atomic_load(&n_connected);
@@ -1256,7 +1245,7 @@ static bool connect_all(const sigset_t *sigs) {
       atomic_fetch_add(&n_errors, 1);
       return true;
     }
-    if (sigtimedwait(sigs, NULL, &tick) > 0)
+    if (cp_stop_wait(TICK_MS) != 0)
       return true;
   }
 }
@@ -1311,7 +1300,7 @@ static void progress(struct progress *p, uint64_t now) {
 }
 
 /* Send for --duration from start (unless stop_now). true: stopped by a signal (or stop_now). */
-static bool load(const sigset_t *sigs, bool tty, bool stop_now, uint64_t start) {
+static bool load(bool tty, bool stop_now, uint64_t start) {
   uint64_t end = start + (uint64_t)cfg.duration_ms * 1000000ull;
   uint64_t churned = 0, pinged = 0;
   struct progress pr = {.last_print = start, .last_msgs = 0, .tty = tty};
@@ -1335,7 +1324,7 @@ static bool load(const sigset_t *sigs, bool tty, bool stop_now, uint64_t start) 
       pump_reconnects();
     }
     progress(&pr, now);
-    if (sigtimedwait(sigs, NULL, &tick) > 0)
+    if (cp_stop_wait(TICK_MS) != 0)
       stop_now = true; /* interrupted: report what we have, wait for nothing */
   }
   return stop_now;
@@ -1360,7 +1349,7 @@ static void settle(bool stop_now, bool tty) {
   uint64_t wait_until = now_ns() + 10000000000ull, left = 0, away = 0;
   while (!stop_now && ((left = outstanding(&away)) || away) && now_ns() < wait_until) {
     pump_reconnects();
-    nanosleep(&tick, NULL);
+    os_sleep_ms(TICK_MS);
   }
   atomic_store(&measuring, false);
   if (tty)
@@ -1384,20 +1373,15 @@ struct result {
 
 /* Connect, send, settle: 0, or 1 if the clients could not be set up (said why). */
 static int run(struct result *r) {
-  raise_fd_limit();
-  if (setup_clients())
+  os_raise_fd_limit();
+  if (setup_clients() || cp_stop_install())
     return 1;
-  sigset_t sigs;
-  sigemptyset(&sigs);
-  sigaddset(&sigs, SIGINT);
-  sigaddset(&sigs, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &sigs, NULL);
   if (start_service())
     return 1;
   bool tty = isatty(STDERR_FILENO) && !cfg.quiet;
-  bool stop_now = connect_all(&sigs);
+  bool stop_now = connect_all();
   uint64_t start = now_ns();
-  stop_now = load(&sigs, tty, stop_now, start);
+  stop_now = load(tty, stop_now, start);
   uint64_t stop_t = now_ns();
   atomic_store(&sending, false);
   r->secs = (double)(stop_t - start) / 1e9;

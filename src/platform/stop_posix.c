@@ -1,5 +1,7 @@
 /*
- * stop_posix.c - stop requests on POSIX: SIGINT and SIGTERM (the Windows half is in win32.c).
+ * stop_posix.c - stop requests on POSIX: SIGINT and SIGTERM, and the waker of cp_stop_wait (a
+ * nonblocking pipe: a handler writes a byte, the waiter polls). The Windows half is win32.c and
+ * stop_win32.c.
  */
 #ifndef _WIN32
 #define _GNU_SOURCE
@@ -8,8 +10,12 @@
 #include "cport/error.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stddef.h>
+#include <unistd.h>
 
 static void (*volatile stop_fn)(int kind);
 
@@ -29,6 +35,41 @@ int cp__on_stop_request(void (*fn)(int kind)) {
   if (sigaction(SIGINT, &sa, NULL) || sigaction(SIGTERM, &sa, NULL))
     return -errno;
   return 0;
+}
+
+/* ---- the waker: a pipe ------------------------------------------------ */
+
+static atomic_int wake_rd = -1, wake_wr = -1;
+
+int cp__stop_waker_init(void) {
+  int p[2];
+  if (pipe2(p, O_NONBLOCK | O_CLOEXEC))
+    return -errno;
+  atomic_store(&wake_rd, p[0]);
+  atomic_store(&wake_wr, p[1]);
+  return 0;
+}
+
+void cp__stop_wake(void) {
+  int fd = atomic_load(&wake_wr);
+  if (fd < 0)
+    return;
+  int saved = errno;            /* a signal handler must leave errno as it found it */
+  ssize_t n = write(fd, "", 1); /* a full pipe is awake already */
+  (void)n;
+  errno = saved;
+}
+
+void cp__stop_sleep(int timeout_ms) {
+  int fd = atomic_load(&wake_rd);
+  if (fd < 0)
+    return;
+  struct pollfd pfd = {.fd = fd, .events = POLLIN};
+  if (poll(&pfd, 1, timeout_ms) > 0) {
+    char sink[64];
+    while (read(fd, sink, sizeof sink) > 0) {
+    }
+  }
 }
 
 #endif /* !_WIN32 */
