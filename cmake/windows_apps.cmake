@@ -2,17 +2,12 @@
 # (issue 12), included by cmake/windows.cmake after the library targets. Every program links
 # statically (libgcc, winpthread, protobuf-c from .deps/mingw built by scripts/win-deps), so Wine
 # and Windows need nothing but system DLLs next to it.
-#
-# The engine (src/net) is needed by everything but echo_port: until cport_static carries it,
-# the programs are compiled to objects only (cport_win_apps_objs), which proves they build.
 
 # Stop requests (cport/stop.h): the public half on top of win32.c's console handler.
 target_sources(cport_static PRIVATE ${CMAKE_SOURCE_DIR}/src/platform/stop.c
                                     ${CMAKE_SOURCE_DIR}/src/platform/stop_win32.c)
 target_sources(cport PRIVATE ${CMAKE_SOURCE_DIR}/src/platform/stop.c
                              ${CMAKE_SOURCE_DIR}/src/platform/stop_win32.c)
-
-string(FIND "${CPORT_WIN_SOURCES}" "src/net/service.c" cport_win_has_net)
 
 # ---- the chat protocol: protoc-c runs on Linux, libprotobuf-c.a was cross-built ------------
 set(CPORT_WIN_DEPS ${CMAKE_SOURCE_DIR}/.deps/mingw)
@@ -25,32 +20,19 @@ set(CPORT_WIN_APP_DEFS __USE_MINGW_ANSI_STDIO=1)
 set(CPORT_WIN_APP_SOURCES apps/server/chat.c apps/server/log.c apps/server/metrics.c)
 set(CPORT_WIN_EXAMPLES broadcast chat_relay packet_echo)
 
-if(cport_win_has_net EQUAL -1)
-  # No engine yet: compile every program (objects), link none but echo_port.
-  add_library(cport_win_apps_objs OBJECT ${CPORT_WIN_APP_SOURCES} apps/server/main.c
-              apps/dummy/main.c)
-  foreach(ex ${CPORT_WIN_EXAMPLES})
-    target_sources(cport_win_apps_objs PRIVATE examples/${ex}.c)
-  endforeach()
-  target_include_directories(cport_win_apps_objs PRIVATE ${CMAKE_SOURCE_DIR}/include ${CHAT_GEN}
-                             ${CPORT_WIN_DEPS}/include)
-  target_compile_definitions(cport_win_apps_objs PRIVATE CPORT_STATIC ${CPORT_WIN_APP_DEFS})
-  add_dependencies(cport_win_apps_objs chat_proto)
-else()
-  add_library(cport_server_parts STATIC ${CPORT_WIN_APP_SOURCES})
-  target_compile_definitions(cport_server_parts PRIVATE ${CPORT_WIN_APP_DEFS})
-  target_link_libraries(cport_server_parts PUBLIC cport_static chat_proto)
-  add_executable(cport-server apps/server/main.c)
-  target_link_libraries(cport-server PRIVATE cport_server_parts)
-  add_executable(cport-dummy apps/dummy/main.c)
-  target_link_libraries(cport-dummy PRIVATE cport_static chat_proto)
-  set(CPORT_WIN_APP_TARGETS cport-server cport-dummy)
-  foreach(ex ${CPORT_WIN_EXAMPLES})
-    add_executable(${ex} examples/${ex}.c)
-    target_link_libraries(${ex} PRIVATE cport_static)
-    list(APPEND CPORT_WIN_APP_TARGETS ${ex})
-  endforeach()
-endif()
+add_library(cport_server_parts STATIC ${CPORT_WIN_APP_SOURCES})
+target_compile_definitions(cport_server_parts PRIVATE ${CPORT_WIN_APP_DEFS})
+target_link_libraries(cport_server_parts PUBLIC cport_static chat_proto)
+add_executable(cport-server apps/server/main.c)
+target_link_libraries(cport-server PRIVATE cport_server_parts)
+add_executable(cport-dummy apps/dummy/main.c)
+target_link_libraries(cport-dummy PRIVATE cport_static chat_proto)
+set(CPORT_WIN_APP_TARGETS cport-server cport-dummy)
+foreach(ex ${CPORT_WIN_EXAMPLES})
+  add_executable(${ex} examples/${ex}.c)
+  target_link_libraries(${ex} PRIVATE cport_static)
+  list(APPEND CPORT_WIN_APP_TARGETS ${ex})
+endforeach()
 add_executable(echo_port examples/echo_port.c)
 target_link_libraries(echo_port PRIVATE cport_static)
 list(APPEND CPORT_WIN_APP_TARGETS echo_port)
@@ -77,3 +59,15 @@ add_test(NAME windows.e2e_examples
          COMMAND bash ${CMAKE_SOURCE_DIR}/tests/e2e/examples.sh ${CMAKE_BINARY_DIR}/bin iocp wine)
 set_tests_properties(windows.e2e_examples PROPERTIES ENVIRONMENT "${CPORT_WIN_TEST_ENV}"
                      FIXTURES_REQUIRED wine TIMEOUT 180)
+
+# cport-server.exe (echo, then chat) under Wine driven by the LINUX cport-dummy (build/, which
+# `make test-windows` builds first) over loopback, then Ctrl+C: drain and exit 0.
+add_test(NAME windows.e2e_chat
+         COMMAND bash ${CMAKE_SOURCE_DIR}/tests/windows/e2e_chat.sh ${CMAKE_BINARY_DIR}/bin
+                 ${CMAKE_SOURCE_DIR}/build/bin)
+set_tests_properties(windows.e2e_chat PROPERTIES ENVIRONMENT "${CPORT_WIN_TEST_ENV}"
+                     FIXTURES_REQUIRED wine TIMEOUT 300)
+
+# What Wine does with a console close and a Ctrl+Break sent to another process (docs/windows.md).
+cport_windows_test(e2e_probe_console SOURCES tests/windows/e2e_probe_console.c LIBS cport_static
+                   TIMEOUT 120)
