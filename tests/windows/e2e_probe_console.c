@@ -31,11 +31,11 @@ static int child(void) {
   if (cp_stop_install() != 0)
     return 2;
   printf("ready\n");
-  int kind = cp_stop_wait(5000);
+  int kind = cp_stop_wait(3000);
   printf("child: stop kind %d (%s)\n", kind,
          kind == CP_STOP_TERMINATE   ? "terminate: close/logoff/shutdown"
          : kind == CP_STOP_INTERRUPT ? "interrupt: Ctrl+C/Ctrl+Break"
-                                     : "none within 5 s");
+                                     : "none within 3 s");
   return kind ? 0 : 1;
 }
 
