@@ -10,11 +10,13 @@
  *     print_stats();
  *   drain_and_exit();
  *
- * On POSIX the handlers are SA_RESTART signal handlers that only set a flag and write a byte to a
- * pipe; threads need not block the signals. On Windows the console handler sets the flag and
- * wakes the waiter; after a console close, logoff or shutdown it does not return (Windows would
- * end the process at once), so the program finishes its drain and the process ends when main
- * returns - within Windows' grace period (about 5 s for a close).
+ * On POSIX cp_stop_install blocks SIGINT and SIGTERM in the calling thread - and so in every
+ * thread it starts afterwards: call it before starting threads - and takes them on a thread of
+ * its own (sigwait), so no worker is interrupted; a thread started before that does not block
+ * them runs a handler that only sets a flag and writes a byte to a pipe. On Windows the console
+ * handler sets the flag and wakes the waiter; after a console close, logoff or shutdown it does not
+ * return (Windows would end the process at once), so the program finishes its drain and the process
+ * ends when main returns - within Windows' grace period (about 5 s for a close).
  *
  * The request is one per process and sticky: once asked, every cp_stop_wait returns it at once.
  */
@@ -36,8 +38,8 @@ enum cp_stop_kind {
 /*
  * Catch the platform's stop requests from now on: SIGINT and SIGTERM (POSIX), Ctrl+C, Ctrl+Break
  * and close/logoff/shutdown (Windows, SetConsoleCtrlHandler). Replaces the signals' previous
- * handlers. Any thread, any number of times (the second call does nothing). 0 or a negative
- * CP_E* code.
+ * handlers. Call it from main before starting threads (see above); again after fork in a child
+ * that wants them. Any number of times. 0 or a negative CP_E* code.
  */
 CP_API int cp_stop_install(void);
 

@@ -2,6 +2,11 @@
  * stop_posix.c - stop requests on POSIX: SIGINT and SIGTERM, and the waker of cp_stop_wait (a
  * nonblocking pipe: a handler writes a byte, the waiter polls). The Windows half is win32.c and
  * stop_win32.c.
+ *
+ * The signals are blocked in the thread that asks for them (and so in every thread it starts
+ * later: a program asks first, then starts its service) and taken by a thread of our own in
+ * sigwait, so they never interrupt a worker; a thread started earlier that does not block them
+ * runs the handler instead. After fork the child starts its own sigwait thread on its next call.
  */
 #ifndef _WIN32
 #define _GNU_SOURCE
@@ -12,29 +17,67 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <unistd.h>
 
-static void (*volatile stop_fn)(int kind);
+static void (*_Atomic stop_fn)(int kind); /* read in a signal handler: lock-free */
 
 static void on_signal(int sig) {
-  void (*fn)(int) = stop_fn;
+  void (*fn)(int) = atomic_load(&stop_fn);
   if (fn)
     fn(sig == SIGINT ? CP__STOP_INTERRUPT : CP__STOP_TERMINATE);
 }
 
+static void stop_signals(sigset_t *set) {
+  sigemptyset(set);
+  sigaddset(set, SIGINT);
+  sigaddset(set, SIGTERM);
+}
+
+/* The sigwait thread: each SIGINT or SIGTERM sent to the process, for as long as it lives. */
+static void *sigwait_thread(void *arg) {
+  (void)arg;
+  sigset_t set;
+  stop_signals(&set);
+  for (;;) {
+    int sig;
+    if (sigwait(&set, &sig) == 0)
+      on_signal(sig);
+  }
+  return NULL;
+}
+
+static pthread_mutex_t sigwait_mu = PTHREAD_MUTEX_INITIALIZER;
+static pid_t sigwait_pid; /* the process whose sigwait thread runs (0: none yet) */
+
 int cp__on_stop_request(void (*fn)(int kind)) {
   if (!fn)
     return CP_EINVAL;
-  stop_fn = fn;
+  atomic_store(&stop_fn, fn);
   struct sigaction sa = {.sa_handler = on_signal};
   sigemptyset(&sa.sa_mask);
   sa.sa_flags = SA_RESTART;
   if (sigaction(SIGINT, &sa, NULL) || sigaction(SIGTERM, &sa, NULL))
     return -errno;
-  return 0;
+  sigset_t set;
+  stop_signals(&set);
+  int rc = pthread_sigmask(SIG_BLOCK, &set, NULL);
+  if (rc)
+    return -rc;
+  pthread_mutex_lock(&sigwait_mu);
+  if (sigwait_pid != getpid()) {
+    pthread_t t;
+    rc = pthread_create(&t, NULL, sigwait_thread, NULL);
+    if (rc == 0) {
+      pthread_detach(t);
+      sigwait_pid = getpid();
+    }
+  }
+  pthread_mutex_unlock(&sigwait_mu);
+  return -rc;
 }
 
 /* ---- the waker: a pipe ------------------------------------------------ */

@@ -21,6 +21,7 @@ fail() { echo "FAIL: $*" >&2; [[ -f $TMP/server.log ]] && sed 's/^/  server: /' 
 [[ -f $WBIN/cport-server.exe ]] || fail "no cport-server.exe in $WBIN (make windows)"
 
 start_server() { # MODE: sets PORT
+  : >"$TMP/server.log" # now: the background start truncates it too late to hide the last run's
   "$ROOT/scripts/wine-run" "$WBIN/cport-server.exe" --mode "$1" --port 0 --metrics 127.0.0.1:0 --threads 2 --quiet \
     2>"$TMP/server.log" &
   RUNNER=$!
