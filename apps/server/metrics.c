@@ -8,6 +8,8 @@
 #define _GNU_SOURCE
 #include "server.h"
 
+#include "../common/os.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -70,13 +72,16 @@ static void on_raw(cp_session *s, const void *data, size_t len) {
   } else {
     char *body = NULL;
     size_t blen = 0;
-    FILE *f = open_memstream(&body, &blen);
+    FILE *f = os_memfile_open(&body, &blen);
     if (!f) {
       reply(s, "500 Internal Server Error", "text/plain", "no memory\n", 10);
       return;
     }
     fill(f);
-    fclose(f);
+    if (os_memfile_close(f, &body, &blen)) {
+      reply(s, "500 Internal Server Error", "text/plain", "no memory\n", 10);
+      return;
+    }
     reply(s, "200 OK", "text/plain; version=0.0.4", body, blen);
     free(body);
   }

@@ -1,6 +1,7 @@
 /*
  * net_internal.h - what the engine's files share. The engine sees the port
- * only through its public API (cport/port.h).
+ * only through its public API (cport/port.h, cport/socket.h) and the few
+ * socket calls of port/socket_internal.h: no system socket call of its own.
  */
 #ifndef CPORT_NET_INTERNAL_H
 #define CPORT_NET_INTERNAL_H
@@ -14,9 +15,9 @@
 #include "net/registry.h"
 
 #include "platform/platform.h"
+#include "port/socket_internal.h"
 #include <assert.h>
 #include <stdatomic.h>
-#include <sys/socket.h>
 
 #define container_of(p, type, member) ((type *)(void *)((char *)(p)-offsetof(type, member)))
 
@@ -82,7 +83,7 @@ struct cp_session {
   void *recv_buf;          /* the finished recv's buffer, for the strand */
   struct sendq *sq;        /* allocated on the first send */
   struct frame_part *part; /* an incomplete packet, or NULL (framing.h) */
-  int fd;
+  cp_socket_t fd;
   _Atomic uint32_t strand;
   _Atomic uint32_t refs;
   uint32_t reg_idx;             /* index in the registry, or UINT32_MAX */
@@ -146,7 +147,7 @@ struct cp__jobs {
 
 /* listener.c's state in the service. Only listener.c touches it. */
 struct cp__listener {
-  int fd; /* -1: none */
+  cp_socket_t fd; /* CP_INVALID_SOCKET: none */
   uint16_t port;
   struct acceptor *acceptors;
   _Atomic unsigned posted;   /* accepts in the port or in a back-off */
@@ -223,7 +224,7 @@ void cp__session_on_completion(cp_session *s, const cp_completion *c);
 void cp__session_on_strand_post(cp_session *s);
 /* The service whose worker this thread is, or NULL (set by the workers). */
 extern _Thread_local cp_service *cp__net_worker_of;
-cp_session *cp__session_new(cp_service *svc, int fd, bool client);
+cp_session *cp__session_new(cp_service *svc, cp_socket_t fd, bool client);
 int cp__session_connect(cp_session *s, const struct sockaddr *addr, socklen_t len);
 /* Accepted: register, announce (on_connected), post the first receive;
  * admitted: it holds a max_sessions slot, given back when it ends. */

@@ -19,8 +19,7 @@
         fprintf(stderr, "%s:%d: gave up waiting for %s\n", __FILE__, __LINE__, #cond);             \
         exit(1);                                                                                   \
       }                                                                                            \
-      struct timespec wu_ts_ = {.tv_nsec = 200000};                                                \
-      nanosleep(&wu_ts_, NULL);                                                                    \
+      test_nap();                                                                                  \
     }                                                                                              \
   } while (0)
 

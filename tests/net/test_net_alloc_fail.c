@@ -10,10 +10,10 @@
  * allocator hook, like libuv's tests do with uv_replace_allocator).
  *
  * Every run must end cleanly, whichever allocation failed:
- *  - create/start return -ENOMEM (and nothing else), or they succeed;
+ *  - create/start return CP_ENOMEM (and nothing else), or they succeed;
  *  - a session hit by the failure is disconnected (reason ERROR, or LOCAL
  *    when the application disconnects after a NULL from cp_packet_alloc or
- *    an -ENOMEM from cp_session_send or cp_jobq_post), or never accepted;
+ *    an CP_ENOMEM from cp_session_send or cp_jobq_post), or never accepted;
  *  - a session that survives to cp_service_stop (reason SHUTDOWN) has lost
  *    nothing: its three echoes, byte for byte, in order, and every broadcast
  *    the jobs made (a broadcast cannot skip a session and keep it);
@@ -33,7 +33,9 @@
 #include "cport/alloc.h"
 #include "net/net_internal.h" /* cp__sendbuf_trim: pooled chunks are freed for the count */
 
+#ifndef _WIN32
 #include <execinfo.h>
+#endif
 #include <stdlib.h>
 
 /* ---- the failing allocator ----------------------------------------------- */
@@ -53,10 +55,12 @@ static bool should_fail(void) {
   }
   if (k == atomic_load(&fail_at)) {
     atomic_fetch_add(&injected, 1);
+#ifndef _WIN32
     if (getenv("ALLOC_FAIL_TRACE")) {
       void *bt[16];
       backtrace_symbols_fd(bt, backtrace(bt, 16), 2);
     }
+#endif
     return true;
   }
   return false;
@@ -111,7 +115,7 @@ static _Atomic long jobs_pending; /* posted jobs and timers not yet run */
 static _Atomic long bcast_job_runs, bcast_timer_runs;
 
 static void app_fail(cp_session *s) {
-  cp_session_disconnect(s, false); /* the application's answer to -ENOMEM */
+  cp_session_disconnect(s, false); /* the application's answer to CP_ENOMEM */
 }
 
 static void echo(cp_session *s, const cp_packet *p) {
@@ -123,7 +127,7 @@ static void echo(cp_session *s, const cp_packet *p) {
   memcpy(cp_sendbuf_data(b) + CP_PACKET_HEADER, p->body, p->body_len);
   int rc = cp_session_send(s, b);
   cp_sendbuf_unref(b);
-  if (rc == -ENOMEM)
+  if (rc == CP_ENOMEM)
     app_fail(s);
 }
 
@@ -177,7 +181,7 @@ static void on_packet(cp_session *s, const cp_packet *p) {
     atomic_fetch_add(&jobs_pending, 1);
     int rc = cp_jobq_post(jq, bcast_job, cp_session_get(s));
     if (rc) {
-      CHECK_EQ(rc, -ENOMEM);
+      CHECK_EQ(rc, CP_ENOMEM);
       cp_session_put(s);
       atomic_fetch_sub(&jobs_pending, 1);
       app_fail(s);
@@ -339,7 +343,7 @@ static long run(long n, bool verbose) {
   svc = NULL;
   int rc = cp_service_create(&svc, &o);
   if (rc) {
-    CHECK_EQ(rc, -ENOMEM);
+    CHECK_EQ(rc, CP_ENOMEM);
     CHECK(atomic_load(&injected) == 1);
     check_no_leak(n);
     return atomic_load(&calls);
@@ -353,7 +357,7 @@ static long run(long n, bool verbose) {
   }
   rc = cp_service_start(svc);
   if (rc) {
-    CHECK_EQ(rc, -ENOMEM);
+    CHECK_EQ(rc, CP_ENOMEM);
     CHECK(atomic_load(&injected) == 1);
     cp_jobq_destroy(jq);
     cp_service_destroy(svc);

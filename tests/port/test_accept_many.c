@@ -49,7 +49,7 @@ int main(void) {
   while (cancelled < POSTED) {
     c = test_wait_one(p);
     CHECK_EQ(c.kind, CP_OP_ACCEPT);
-    CHECK_EQ(c.result, -ECANCELED);
+    CHECK_EQ(c.result, CP_ECANCELED);
     cancelled++;
   }
   CHECK_EQ(cp_port_wait(p, &c, 1, 50), 0);

@@ -112,7 +112,7 @@ int main(void) {
   CHECK_EQ(cp_port_connect(p, fd, &cop, (struct sockaddr *)&dead, sizeof dead), 0);
   c = test_wait_one(p);
   CHECK(c.kind == CP_OP_CONNECT);
-  CHECK_EQ(c.result, -ECONNREFUSED);
+  CHECK_EQ(c.result, CP_ECONNREFUSED);
   cp_port_disassociate(p, fd);
   close(fd);
 
