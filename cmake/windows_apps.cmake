@@ -43,6 +43,8 @@ foreach(t ${CPORT_WIN_APP_TARGETS})
   set_target_properties(${t} PROPERTIES C_STANDARD 17 C_STANDARD_REQUIRED ON)
 endforeach()
 
+include(${CMAKE_SOURCE_DIR}/cmake/readme_example.cmake) # the README's port example, compiled
+
 # cport/stop.h on Windows: timeouts, bad kinds, a request waking a waiter, stickiness.
 add_executable(port_test_stop tests/port/test_stop.c)
 target_include_directories(port_test_stop BEFORE PRIVATE ${CMAKE_SOURCE_DIR}/tests/windows/shim)

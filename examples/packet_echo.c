@@ -31,8 +31,7 @@ int main(int argc, char **argv) {
     fprintf(stderr, "packet_echo: %s\n", cp_strerror(rc));
     return 1;
   }
-  fprintf(stderr, "packet_echo: %s:%u, %u threads, backend %s\n", a.host,
-          cp_service_listen_port(svc), a.threads,
+  fprintf(stderr, "packet_echo: %s:%u, backend %s\n", a.host, cp_service_listen_port(svc),
           cp_backend_name(cp_port_backend(cp_service_port(svc))));
   example_wait_stop();
   cp_service_stop(svc, 1000);

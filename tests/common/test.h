@@ -266,6 +266,32 @@ static inline void test_set_nonblock(int fd, bool on) {
   CHECK(ioctlsocket((SOCKET)fd, FIONBIO, &v) == 0);
 }
 
+/* Is fd an open socket? */
+static inline bool test_is_open(int fd) {
+  int type = 0, len = sizeof type;
+  return getsockopt((SOCKET)fd, SOL_SOCKET, SO_TYPE, (char *)&type, &len) == 0;
+}
+
+/* Is it kept from child processes (close-on-exec: not inheritable)? */
+static inline bool test_is_cloexec(int fd) {
+  DWORD fl = 0;
+  CHECK(GetHandleInformation((HANDLE)(uintptr_t)fd, &fl));
+  return !(fl & HANDLE_FLAG_INHERIT);
+}
+
+/* Is this connected socket, with nothing to read, nonblocking? Windows cannot say, so a
+ * receive is tried with a 1 ms timeout: WSAEWOULDBLOCK at once, or WSAETIMEDOUT (blocking). */
+static inline bool test_is_nonblocking(int fd) {
+  DWORD t = 1, none = 0;
+  char c;
+  CHECK(setsockopt((SOCKET)fd, SOL_SOCKET, SO_RCVTIMEO, (const char *)&t, sizeof t) == 0);
+  int n = recv((SOCKET)fd, &c, 1, MSG_PEEK);
+  int e = WSAGetLastError();
+  setsockopt((SOCKET)fd, SOL_SOCKET, SO_RCVTIMEO, (const char *)&none, sizeof none);
+  CHECK(n == SOCKET_ERROR && (e == WSAEWOULDBLOCK || e == WSAETIMEDOUT));
+  return e == WSAEWOULDBLOCK;
+}
+
 /* Receive (and send) timeouts of a blocking socket, in ms. */
 static inline void test_set_timeouts(int fd, unsigned ms) {
   DWORD t = ms;
@@ -332,6 +358,25 @@ static inline void test_set_nonblock(int fd, bool on) {
   int fl = fcntl(fd, F_GETFL);
   CHECK(fl >= 0);
   CHECK(fcntl(fd, F_SETFL, on ? fl | O_NONBLOCK : fl & ~O_NONBLOCK) == 0);
+}
+
+/* Is fd open? */
+static inline bool test_is_open(int fd) {
+  return fcntl(fd, F_GETFD) >= 0;
+}
+
+/* Is it close-on-exec? */
+static inline bool test_is_cloexec(int fd) {
+  int fl = fcntl(fd, F_GETFD);
+  CHECK(fl >= 0);
+  return (fl & FD_CLOEXEC) != 0;
+}
+
+/* Is this socket nonblocking? (On Windows only a connected one with nothing to read.) */
+static inline bool test_is_nonblocking(int fd) {
+  int fl = fcntl(fd, F_GETFL);
+  CHECK(fl >= 0);
+  return (fl & O_NONBLOCK) != 0;
 }
 
 /* Receive (and send) timeouts of a blocking socket, in ms. */

@@ -27,14 +27,29 @@ static void *f_calloc(size_t c, size_t n) {
 
 #ifdef _WIN32
 #include <tlhelp32.h>
-/* The process's threads (a snapshot of the system's, ours counted). */
+#include <winternl.h>
+/* Does thread tid start in ntdll? The system's thread pool (its timers' callbacks, cport's
+ * port timers) starts and ends those by itself, whatever cport does - as io_uring's workers. */
+static bool starts_in_ntdll(DWORD tid) {
+  HANDLE h = OpenThread(THREAD_QUERY_INFORMATION, FALSE, tid);
+  if (!h)
+    return false;
+  void *start = NULL;
+  NTSTATUS st = NtQueryInformationThread(h, (THREADINFOCLASS)9 /* Win32StartAddress */, &start,
+                                         sizeof start, NULL);
+  CloseHandle(h);
+  MEMORY_BASIC_INFORMATION mbi;
+  return st == 0 && start && VirtualQuery(start, &mbi, sizeof mbi) &&
+         mbi.AllocationBase == (void *)GetModuleHandleA("ntdll.dll");
+}
+/* The process's threads, less the system thread pool's workers. */
 static int threads_now(void) {
   HANDLE snap = CreateToolhelp32Snapshot(TH32CS_SNAPTHREAD, 0);
   CHECK(snap != INVALID_HANDLE_VALUE);
   THREADENTRY32 te = {.dwSize = sizeof te};
   int n = 0;
   for (BOOL ok = Thread32First(snap, &te); ok; ok = Thread32Next(snap, &te))
-    n += te.th32OwnerProcessID == GetCurrentProcessId();
+    n += te.th32OwnerProcessID == GetCurrentProcessId() && !starts_in_ntdll(te.th32ThreadID);
   CloseHandle(snap);
   return n;
 }

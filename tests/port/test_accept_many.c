@@ -39,7 +39,7 @@ int main(void) {
   }
   /* every accepted fd is distinct and alive */
   for (int i = 0; i < CONNS; i++) {
-    CHECK(fcntl(servers[i], F_GETFD) >= 0);
+    CHECK(test_is_open(servers[i]));
     for (int j = i + 1; j < CONNS; j++)
       CHECK(servers[i] != servers[j]);
   }

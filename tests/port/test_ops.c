@@ -22,8 +22,8 @@ int main(void) {
   CHECK_EQ(c.kind, CP_OP_ACCEPT);
   CHECK(c.result >= 0);
   int srv = (int)c.result;
-  CHECK(fcntl(srv, F_GETFL) & O_NONBLOCK);
-  CHECK(fcntl(srv, F_GETFD) & FD_CLOEXEC);
+  CHECK(test_is_nonblocking(srv));
+  CHECK(test_is_cloexec(srv));
   CHECK_EQ(plen, sizeof(struct sockaddr_in));
   struct sockaddr_in cl;
   socklen_t cll = sizeof cl;
