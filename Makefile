@@ -95,7 +95,7 @@ windows:
 	  -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCPORT_WERROR=ON $(CMAKE_FLAGS) >/dev/null
 	cmake --build build-win -j$(JOBS)
 
-test-windows: windows
+test-windows: windows build
 	cd build-win && ctest --output-on-failure -j2 $(CTEST_ARGS)
 
 format:

@@ -31,14 +31,16 @@ endfunction()
 
 cport_windows_test(hello SOURCES tests/windows/hello.c)
 cport_windows_test(winsock_echo SOURCES tests/windows/winsock_echo.c LIBS ws2_32)
-foreach(p disconnectex_skip cancel_nothing acceptex connectex zero_recv gqcs cancel_op)
+foreach(p disconnectex_skip cancel_nothing acceptex connectex zero_recv gqcs cancel_op send_reset)
   cport_windows_test(probe_${p} SOURCES tests/windows/probe_${p}.c LIBS mswsock ws2_32)
 endforeach()
 
-# The library on Windows: the platform layer's Win32 half, the socket helpers on Winsock and the
-# IOCP port.
-set(CPORT_WIN_SOURCES src/common/mem.c src/common/heap.c src/common/version.c src/platform/win32.c src/port/error.c
-  src/port/socket_win32.c src/port/iocp.c)
+# The library on Windows: the platform layer's Win32 half, the socket helpers on Winsock, the
+# IOCP port and the engine (src/net, the same files as on Linux).
+set(CPORT_WIN_SOURCES src/common/mem.c src/common/heap.c src/common/log.c src/common/version.c
+  src/platform/win32.c src/port/error.c src/port/sockaddr.c src/port/socket_win32.c src/port/iocp.c
+  src/net/framing.c src/net/jobq.c src/net/listener.c src/net/registry.c src/net/sendbuf.c
+  src/net/service.c src/net/session.c src/net/timers.c)
 add_library(cport_static STATIC ${CPORT_WIN_SOURCES})
 target_compile_definitions(cport_static PUBLIC CPORT_STATIC PRIVATE CPORT_BUILDING)
 target_include_directories(cport_static
@@ -61,26 +63,46 @@ add_test(NAME windows.dll_exports
 
 cport_windows_test(win_iocp SOURCES tests/windows/win_iocp.c LIBS cport_static TIMEOUT 120)
 
-# The port suite (tests/port), unchanged, against tests/windows/shim/common/test.h (Winsock,
-# winpthreads linked statically). Not built here: test_accept_many, test_ops and
-# test_blocking_socket (they read O_NONBLOCK/FD_CLOEXEC with fcntl), test_backend_forced (fork,
-# seccomp), test_socket_api and test_bad_input (POSIX calls of their own: sys/uio.h, pipe, dup;
-# tests/windows/win_iocp.c checks bad input on Windows).
-set(CPORT_WIN_PORT_TESTS test_cancel_many test_close_pending test_concurrency
+# The port and engine suites (tests/port, tests/net) on the IOCP backend, the same sources as on
+# Linux: tests/common/test.h gives them Winsock under POSIX's names. winpthreads is linked
+# statically (the tests' own threads). Registered as port.<test>.iocp and net.<test>.iocp.
+set(CPORT_WIN_PORT_TESTS test_accept_many test_ops test_cancel_many test_close_pending test_concurrency
     test_disassociate test_idle_pooled test_pingpong_mt test_platform test_post_fairness
     test_order_ready_poll test_post_mt test_recv_eof test_send_after_fin test_send_concurrent
     test_send_large test_send_order
     test_wait_timeout)
+set(CPORT_WIN_NET_TESTS ${CPORT_WIN_NET_TESTS_OVERRIDE})
+if(NOT CPORT_WIN_NET_TESTS)
+  file(GLOB CPORT_WIN_NET_TEST_FILES RELATIVE ${CMAKE_SOURCE_DIR}/tests/net
+       ${CMAKE_SOURCE_DIR}/tests/net/test_net_*.c)
+  string(REPLACE ".c" "" CPORT_WIN_NET_TESTS "${CPORT_WIN_NET_TEST_FILES}")
+  # Not on Windows: test_net_emfile lowers RLIMIT_NOFILE in a forked child (Windows has no
+  # descriptor limit to lower, nor fork); test_net_chat_relay builds examples/chat_relay.c,
+  # which the examples' Windows port brings.
+  list(REMOVE_ITEM CPORT_WIN_NET_TESTS test_net_emfile test_net_chat_relay)
+endif()
+# Built, not run by make test: under Wine an overlapped op pending when the peer resets may never
+# complete, not even after closesocket (probe_send_reset; docs/windows.md): fault_reset and
+# fault_churn wait for such sessions to end, reasons' reset case did once in three runs.
+set(CPORT_WIN_NET_OPEN test_net_fault_reset test_net_fault_churn test_net_reasons)
+function(cport_windows_suite layer name)
+  add_executable(${layer}_${name} tests/${layer}/${name}.c)
+  target_include_directories(${layer}_${name} PRIVATE ${CMAKE_SOURCE_DIR}/tests ${CMAKE_SOURCE_DIR}/src)
+  target_link_libraries(${layer}_${name} PRIVATE cport_static pthread)
+  target_link_options(${layer}_${name} PRIVATE -static)
+  target_compile_options(${layer}_${name} PRIVATE -Wno-pointer-sign) # Winsock takes char *
+  add_test(NAME ${layer}.${name}.iocp COMMAND ${layer}_${name})
+  set_tests_properties(${layer}.${name}.iocp PROPERTIES ENVIRONMENT "${CPORT_WIN_TEST_ENV}"
+                       FIXTURES_REQUIRED wine TIMEOUT 300 SKIP_RETURN_CODE 77)
+endfunction()
 foreach(name ${CPORT_WIN_PORT_TESTS})
-  add_executable(port_${name} tests/port/${name}.c)
-  target_include_directories(port_${name} BEFORE PRIVATE ${CMAKE_SOURCE_DIR}/tests/windows/shim)
-  target_include_directories(port_${name} PRIVATE ${CMAKE_SOURCE_DIR}/tests ${CMAKE_SOURCE_DIR}/src)
-  target_link_libraries(port_${name} PRIVATE cport_static pthread)
-  target_link_options(port_${name} PRIVATE -static)
-  target_compile_options(port_${name} PRIVATE -Wno-pointer-sign) # Winsock takes char *
-  add_test(NAME port.${name}.iocp COMMAND port_${name})
-  set_tests_properties(port.${name}.iocp PROPERTIES ENVIRONMENT "${CPORT_WIN_TEST_ENV}"
-                       FIXTURES_REQUIRED wine TIMEOUT 180)
+  cport_windows_suite(port ${name})
+endforeach()
+foreach(name ${CPORT_WIN_NET_TESTS})
+  cport_windows_suite(net ${name})
+  if(name IN_LIST CPORT_WIN_NET_OPEN)
+    set_tests_properties(net.${name}.iocp PROPERTIES DISABLED TRUE)
+  endif()
 endforeach()
 
 # Stop requests (src/platform/stop_request.h): SIGINT to the Wine process arrives as Ctrl+C.
@@ -91,3 +113,4 @@ add_test(NAME windows.stop_request
          COMMAND ${CMAKE_SOURCE_DIR}/tests/windows/stop_request.sh $<TARGET_FILE:win_stop>)
 set_tests_properties(windows.stop_request PROPERTIES ENVIRONMENT "${CPORT_WIN_TEST_ENV}"
                      FIXTURES_REQUIRED wine TIMEOUT 60)
+include(${CMAKE_SOURCE_DIR}/cmake/windows_apps.cmake) # the apps and examples (issue 12)

@@ -26,8 +26,7 @@ static void on_disconnected(cp_session *s, cp_reason why) {
 int main(int argc, char **argv) {
   struct example_args a;
   example_parse(argc, argv, &a);
-  sigset_t sigs;
-  example_block_signals(&sigs);
+  example_catch_stop();
   cp_service_options o = {.kind = CP_SERVICE_SERVER,
                           .host = a.host,
                           .port = a.port,
@@ -46,7 +45,7 @@ int main(int argc, char **argv) {
   }
   fprintf(stderr, "broadcast: %s:%u, backend %s\n", a.host, cp_service_listen_port(svc),
           cp_backend_name(cp_port_backend(cp_service_port(svc))));
-  example_wait_signal(&sigs);
+  example_wait_stop();
   cp_service_destroy(svc); /* stops: drains, disconnects everyone, joins */
   return 0;
 }

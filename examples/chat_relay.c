@@ -253,8 +253,7 @@ static void chat_relay_stop(struct chat_relay *cr) {
 int main(int argc, char **argv) {
   struct example_args a;
   example_parse(argc, argv, &a);
-  sigset_t sigs;
-  example_block_signals(&sigs);
+  example_catch_stop();
   struct chat_relay cr;
   int rc = chat_relay_start(&cr, &a, 1000);
   if (rc) {
@@ -264,7 +263,7 @@ int main(int argc, char **argv) {
   fprintf(stderr, "chat_relay: %s:%u, %d rooms, backend %s\n", a.host,
           cp_service_listen_port(cr.svc), ROOMS,
           cp_backend_name(cp_port_backend(cp_service_port(cr.svc))));
-  example_wait_signal(&sigs);
+  example_wait_stop();
   chat_relay_stop(&cr);
   return 0;
 }

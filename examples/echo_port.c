@@ -10,16 +10,15 @@
  *    reference, and the memory goes only with the last one, so a client that
  *    vanishes mid-I/O can never make a worker touch freed memory.
  *
- *   echo_port [--host 127.0.0.1] [--port 7777] [--threads N] [--backend auto|uring|epoll]
+ *   echo_port [--host 127.0.0.1] [--port 7777] [--threads 4] [--backend auto|uring|epoll]
  *             [--accepts 64]
- * SIGINT/SIGTERM stop it cleanly.
+ * SIGINT/SIGTERM (Ctrl+C or a console close on Windows) stop it cleanly: cport/stop.h.
  */
 #define _GNU_SOURCE
 #include <cport.h>
 
 #include <getopt.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -178,7 +177,7 @@ static void usage(FILE *f) {
 int main(int argc, char **argv) {
   const char *host = "127.0.0.1";
   int port = 7777, accepts = 64;
-  long threads = sysconf(_SC_NPROCESSORS_ONLN);
+  long threads = 4;
   cp_port_options opts = {0};
   static const struct option longopts[] = {{"host", required_argument, 0, 'h'},
                                            {"port", required_argument, 0, 'p'},
@@ -231,12 +230,8 @@ int main(int argc, char **argv) {
     return 2;
   }
 
-  /* Signals go to a waiting main thread, never to workers. */
-  sigset_t sigs;
-  sigemptyset(&sigs);
-  sigaddset(&sigs, SIGINT);
-  sigaddset(&sigs, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+  /* SIGINT/SIGTERM (a console's Ctrl+C or close) wake the waiting main thread. */
+  cp_stop_install();
 
   struct server s = {.lfd = CP_INVALID_SOCKET};
   pthread_mutex_init(&s.mu, NULL);
@@ -265,8 +260,7 @@ int main(int argc, char **argv) {
   fprintf(stderr, "echo_port: listening on %s:%u, %ld threads, backend %s\n", host, bound, threads,
           cp_backend_name(cp_port_backend(s.port)));
 
-  int sig;
-  sigwait(&sigs, &sig);
+  cp_stop_wait(-1);
   atomic_store(&s.stopping, true);
   cp_port_close(s.port); /* every worker returns CP_PORT_CLOSED */
   for (long i = 0; i < threads; i++)

@@ -7,7 +7,6 @@
 #include <cport.h>
 
 #include <getopt.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,8 +25,7 @@ static inline void example_parse(int argc, char **argv, struct example_args *a) 
       {"host", required_argument, 0, 'h'},    {"port", required_argument, 0, 'p'},
       {"threads", required_argument, 0, 't'}, {"backend", required_argument, 0, 'b'},
       {"help", no_argument, 0, 'H'},          {0, 0, 0, 0}};
-  long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-  *a = (struct example_args){"127.0.0.1", 7777, ncpu > 0 ? (unsigned)ncpu : 1, CP_BACKEND_AUTO};
+  *a = (struct example_args){"127.0.0.1", 7777, 0, CP_BACKEND_AUTO}; /* 0 threads: CPU count */
   int c;
   while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
     char *end = NULL;
@@ -69,18 +67,17 @@ static inline void example_parse(int argc, char **argv, struct example_args *a) 
   }
 }
 
-/* Block SIGINT/SIGTERM in every thread (call before starting the service),
- * then example_wait_signal() returns when one arrives. */
-static inline void example_block_signals(sigset_t *set) {
-  sigemptyset(set);
-  sigaddset(set, SIGINT);
-  sigaddset(set, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, set, NULL);
+/* Catch SIGINT/SIGTERM (Ctrl+C, Ctrl+Break or a console close on Windows; cport/stop.h): call
+ * before starting the service, then example_wait_stop() returns when one arrives. */
+static inline void example_catch_stop(void) {
+  if (cp_stop_install() != 0) {
+    fprintf(stderr, "cannot catch stop requests\n");
+    exit(1);
+  }
 }
 
-static inline void example_wait_signal(sigset_t *set) {
-  int sig;
-  sigwait(set, &sig);
+static inline void example_wait_stop(void) {
+  cp_stop_wait(-1);
 }
 
 #endif

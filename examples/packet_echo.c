@@ -15,8 +15,7 @@ static void on_packet(cp_session *s, const cp_packet *pkt) {
 int main(int argc, char **argv) {
   struct example_args a;
   example_parse(argc, argv, &a);
-  sigset_t sigs;
-  example_block_signals(&sigs);
+  example_catch_stop();
   cp_service_options o = {.kind = CP_SERVICE_SERVER,
                           .host = a.host,
                           .port = a.port,
@@ -32,10 +31,9 @@ int main(int argc, char **argv) {
     fprintf(stderr, "packet_echo: %s\n", cp_strerror(rc));
     return 1;
   }
-  fprintf(stderr, "packet_echo: %s:%u, %u threads, backend %s\n", a.host,
-          cp_service_listen_port(svc), a.threads,
+  fprintf(stderr, "packet_echo: %s:%u, backend %s\n", a.host, cp_service_listen_port(svc),
           cp_backend_name(cp_port_backend(cp_service_port(svc))));
-  example_wait_signal(&sigs);
+  example_wait_stop();
   cp_service_stop(svc, 1000);
   cp_service_stats st;
   cp_service_get_stats(svc, &st);

@@ -9,6 +9,7 @@
 #include "cport/net.h"
 #include "cport/port.h"
 #include "cport/socket.h"
+#include "cport/stop.h"
 #include "cport/version.h"
 
 #endif /* CPORT_H */

@@ -51,7 +51,7 @@
 #define _GNU_SOURCE
 #include "../common/cli.h"
 #include "../common/hist.h"
-#include "../common/proc_cpu.h"
+#include "../common/os.h"
 #include "../common/wire.h"
 #include "../common/wire_decode.h"
 
@@ -62,13 +62,11 @@
 #include <limits.h>
 #include <math.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -222,9 +220,7 @@ static void recv_totals(uint64_t *msgs, uint64_t *bytes, struct hist *h) {
 }
 
 static uint64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+  return os_now_ns();
 }
 
 static void error(const char *fmt, ...) {
@@ -1234,15 +1230,7 @@ static enum cli_status parse(int argc, char **argv, struct config *o) {
 
 /* ---- run ------------------------------------------------------------- */
 
-static const struct timespec tick = {0, 5000000};
-
-static void raise_fd_limit(void) {
-  struct rlimit rl;
-  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-    rl.rlim_cur = rl.rlim_max;
-    setrlimit(RLIMIT_NOFILE, &rl);
-  }
-}
+enum { TICK_MS = 5 };
 
 /* clients[] (and pend[] for churn): 0, or 1 out of memory (said so). */
 static int setup_clients(void) {
@@ -1300,7 +1288,7 @@ static int start_service(void) {
 
 /* Connect everyone (and, in chat, log in and enter the rooms). true: stop now (a failure, said
  * so, or a signal). */
-static bool connect_all(const sigset_t *sigs) {
+static bool connect_all(void) {
   uint64_t deadline = now_ns() + (uint64_t)cfg.connect_timeout_ms * 1000000ull;
   for (;;) {
     uint64_t ready = cfg.mode == MODE_CHAT ? atomic_load(&n_entered) : atomic_load(&n_connected);
@@ -1316,7 +1304,7 @@ static bool connect_all(const sigset_t *sigs) {
       atomic_fetch_add(&n_errors, 1);
       return true;
     }
-    if (sigtimedwait(sigs, NULL, &tick) > 0)
+    if (cp_stop_wait(TICK_MS) != 0)
       return true;
   }
 }
@@ -1373,7 +1361,7 @@ static void progress(struct progress *p, uint64_t now) {
 }
 
 /* Send for --duration from start (unless stop_now). true: stopped by a signal (or stop_now). */
-static bool load(const sigset_t *sigs, bool tty, bool stop_now, uint64_t start) {
+static bool load(bool tty, bool stop_now, uint64_t start) {
   uint64_t end = start + (uint64_t)cfg.duration_ms * 1000000ull;
   uint64_t churned = 0, pinged = 0;
   struct progress pr = {.last_print = start, .last_msgs = 0, .tty = tty};
@@ -1397,7 +1385,7 @@ static bool load(const sigset_t *sigs, bool tty, bool stop_now, uint64_t start) 
       pump_reconnects();
     }
     progress(&pr, now);
-    if (sigtimedwait(sigs, NULL, &tick) > 0)
+    if (cp_stop_wait(TICK_MS) != 0)
       stop_now = true; /* interrupted: report what we have, wait for nothing */
   }
   return stop_now;
@@ -1422,7 +1410,7 @@ static void settle(bool stop_now, bool tty) {
   uint64_t wait_until = now_ns() + 10000000000ull, left = 0, away = 0;
   while (!stop_now && ((left = outstanding(&away)) || away) && now_ns() < wait_until) {
     pump_reconnects();
-    nanosleep(&tick, NULL);
+    os_sleep_ms(TICK_MS);
   }
   atomic_store(&measuring, false);
   if (tty)
@@ -1445,39 +1433,21 @@ struct result {
   double cpu_s, server_cpu_s; /* CPU time over the window (user + system); server: < 0 unknown */
 };
 
-/* This process's CPU time so far, s. */
-static double cpu_self_s(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-/* The CPU time (utime + stime) of process pid so far, s; < 0 if it cannot be read. */
-static double cpu_of_pid_s(unsigned pid) {
-  long long t = proc_cpu_ticks((long)pid);
-  return t < 0 ? -1 : (double)t / (double)sysconf(_SC_CLK_TCK);
-}
-
 /* Connect, send, settle: 0, or 1 if the clients could not be set up (said why). */
 static int run(struct result *r) {
-  raise_fd_limit();
-  if (setup_clients())
+  os_raise_fd_limit();
+  if (setup_clients() || cp_stop_install())
     return 1;
-  sigset_t sigs;
-  sigemptyset(&sigs);
-  sigaddset(&sigs, SIGINT);
-  sigaddset(&sigs, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &sigs, NULL);
   if (start_service())
     return 1;
   bool tty = isatty(STDERR_FILENO) && !cfg.quiet;
-  bool stop_now = connect_all(&sigs);
+  bool stop_now = connect_all();
   uint64_t start = now_ns();
-  double cpu0 = cpu_self_s(), scpu0 = cfg.server_pid ? cpu_of_pid_s(cfg.server_pid) : -1;
-  stop_now = load(&sigs, tty, stop_now, start);
+  double cpu0 = os_cpu_seconds(), scpu0 = cfg.server_pid ? os_pid_cpu_seconds(cfg.server_pid) : -1;
+  stop_now = load(tty, stop_now, start);
   uint64_t stop_t = now_ns();
-  double scpu1 = cfg.server_pid ? cpu_of_pid_s(cfg.server_pid) : -1;
-  r->cpu_s = cpu_self_s() - cpu0;
+  double scpu1 = cfg.server_pid ? os_pid_cpu_seconds(cfg.server_pid) : -1;
+  r->cpu_s = os_cpu_seconds() - cpu0;
   r->server_cpu_s = scpu0 >= 0 && scpu1 >= 0 ? scpu1 - scpu0 : -1;
   atomic_store(&sending, false);
   r->secs = (double)(stop_t - start) / 1e9;

@@ -45,7 +45,13 @@
  * Bad input: a body that does not decode (strings that are not UTF-8
  * included), or an unknown packet id, gets an S_ERROR, a line in the log and
  * a graceful disconnect; a packet that makes no sense in the player's state
- * (chat before login, ...) or over a rate limit gets an S_ERROR only.
+ * (chat before login, ...) or over a rate limit gets an S_ERROR only. A bad
+ * header (the engine's on_bad_packet) is a last item of the chain: the
+ * engine reads no more and keeps the session for sending; when the chain
+ * reaches the item, every earlier request was answered (its room answers
+ * included), and the chain disconnects gracefully - from a job of its room
+ * if it is in one, so that the room's S_CHAT of its own earlier chats, in
+ * that queue ahead of the job, go out first. The session ends as bad_packet.
  */
 #define _GNU_SOURCE
 #include "server.h"
@@ -97,8 +103,10 @@ struct room {
   cp_sendbuf *open; /* under chat_mu; NULL once its job took it */
 };
 
-/* A request waiting for the chain, or the end of the session. */
+/* A request waiting for the chain, the end of the session, or a bad header
+ * after the requests before it. */
 #define ITEM_DISCONNECT 0xFFFFFFFFu
+#define ITEM_BAD_HEADER 0xFFFFFFFEu
 struct item {
   struct item *next;
   uint32_t id;
@@ -688,6 +696,23 @@ static int on_ping(struct player *p, const uint8_t *body, size_t len) {
   return DONE;
 }
 
+static void job_close(void *arg) {
+  struct room_job *j = arg;
+  /* the player is alive: its final leave job is behind this one in the queue */
+  cp_session_disconnect(j->p->s, true);
+  free(j);
+}
+
+/* Every request before the bad header was answered: close (gracefully, so
+ * the answers go out first; the engine reports it as bad_packet). */
+static int on_bad_header(struct player *p) {
+  p->closed = true;
+  if (p->room && post(p->room, job_close, p, NULL, false))
+    return DONE; /* after the room's jobs of the player's earlier chats */
+  cp_session_disconnect(p->s, true);
+  return DONE;
+}
+
 /* The session is over: leave the room (the job frees the player), or free
  * the player now. */
 static int on_end(struct player *p) {
@@ -709,6 +734,8 @@ static int handle(struct player *p, uint32_t id, const uint8_t *body, size_t len
   if (p->closed)
     return DONE; /* after an error that closes: nothing more is answered */
   switch (id) {
+  case ITEM_BAD_HEADER:
+    return on_bad_header(p);
   case CHATW__PACKET_ID__C_LOGIN:
     return on_login(p, body, len);
   case CHATW__PACKET_ID__C_ENTER_ROOM:
@@ -814,6 +841,14 @@ void chat_on_packet(cp_session *s, const cp_packet *pkt) {
   struct player *p = cp_session_user(s);
   if (p)
     submit(p, pkt->id, pkt->body, pkt->body_len);
+}
+
+bool chat_on_bad_packet(cp_session *s) {
+  struct player *p = cp_session_user(s);
+  if (!p)
+    return false;                      /* out of memory at connect: nothing to finish */
+  submit(p, ITEM_BAD_HEADER, NULL, 0); /* out of memory: it disconnects at once */
+  return true;
 }
 
 void chat_on_disconnected(cp_session *s, cp_reason why) {

@@ -15,18 +15,15 @@
 #include "server.h"
 
 #include "../common/cli.h"
+#include "../common/os.h"
 #include "../common/wire.h"
 
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
-#include <time.h>
-#include <unistd.h>
 
 enum mode { MODE_ECHO, MODE_PACKET_ECHO, MODE_CHAT };
 static const char *const mode_names[] = {"echo", "packet-echo", "chat"};
@@ -81,8 +78,6 @@ static void echo_packet(cp_session *s, const cp_packet *pkt) {
 static void fill_metrics(FILE *f) {
   cp_service_stats st;
   cp_service_get_stats(svc, &st);
-  struct rusage ru;
-  getrusage(RUSAGE_SELF, &ru);
 #define G(name, help, v)                                                                           \
   fprintf(f,                                                                                       \
           "# HELP cport_" name " " help "\n# TYPE cport_" name " gauge\ncport_" name " %" PRIu64   \
@@ -113,8 +108,7 @@ static void fill_metrics(FILE *f) {
   fprintf(f,
           "# HELP cport_cpu_seconds_total CPU time of the server process.\n"
           "# TYPE cport_cpu_seconds_total counter\ncport_cpu_seconds_total %.6f\n",
-          (double)ru.ru_utime.tv_sec + (double)ru.ru_stime.tv_sec +
-              (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6);
+          os_cpu_seconds());
 #undef G
 #undef C
 }
@@ -254,15 +248,6 @@ static enum cli_status parse(int argc, char **argv, struct options *o) {
 
 /* ---- run ------------------------------------------------------------- */
 
-/* Many players: use every descriptor we may. */
-static void raise_fd_limit(void) {
-  struct rlimit rl;
-  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-    rl.rlim_cur = rl.rlim_max;
-    setrlimit(RLIMIT_NOFILE, &rl);
-  }
-}
-
 static cp_service_options service_options(const struct options *o) {
   cp_service_options so = {.kind = CP_SERVICE_SERVER,
                            .host = o->host,
@@ -282,7 +267,8 @@ static cp_service_options service_options(const struct options *o) {
   else
     so.callbacks = (cp_session_callbacks){.on_connected = chat_on_connected,
                                           .on_packet = chat_on_packet,
-                                          .on_disconnected = chat_on_disconnected};
+                                          .on_disconnected = chat_on_disconnected,
+                                          .on_bad_packet = chat_on_bad_packet};
   return so;
 }
 
@@ -326,18 +312,17 @@ static void announce(const struct options *o, cp_service *msvc) {
     snprintf(maddr, sizeof maddr, "%s:%u", o->mhost, cp_service_listen_port(msvc));
   fprintf(stderr, "cport-server: %s mode on %s:%u, %u threads, backend %s, metrics %s\n",
           mode_names[o->mode], o->host, cp_service_listen_port(svc),
-          o->threads ? o->threads : (unsigned)sysconf(_SC_NPROCESSORS_ONLN),
+          o->threads ? o->threads : os_cpu_count(),
           cp_backend_name(cp_port_backend(cp_service_port(svc))), maddr);
 }
 
-/* A stats line a second (unless quiet) until SIGINT or SIGTERM (blocked in sigs). */
-static void serve(const sigset_t *sigs, bool quiet) {
+/* A stats line a second (unless quiet) until a stop request (cport/stop.h: SIGINT or SIGTERM;
+ * Ctrl+C, Ctrl+Break or a console close on Windows). */
+static void serve(bool quiet) {
   cp_service_stats prev, st;
   cp_service_get_stats(svc, &prev);
-  struct timespec one = {.tv_sec = 1, .tv_nsec = 0};
   for (;;) {
-    int sig = sigtimedwait(sigs, NULL, &one);
-    if (sig == SIGINT || sig == SIGTERM)
+    if (cp_stop_wait(1000) != 0)
       break;
     cp_service_get_stats(svc, &st);
     if (!quiet)
@@ -354,17 +339,17 @@ static void serve(const sigset_t *sigs, bool quiet) {
 /* Start, serve until a signal; msvc for report. 0 or exit 1. */
 static int run(const struct options *o, cp_service **msvc) {
   mode = o->mode;
-  raise_fd_limit();
-  sigset_t sigs;
-  sigemptyset(&sigs);
-  sigaddset(&sigs, SIGINT);
-  sigaddset(&sigs, SIGTERM);
-  pthread_sigmask(SIG_BLOCK, &sigs, NULL);
-  int rc = start(o, msvc);
+  os_raise_fd_limit();
+  int rc = cp_stop_install();
+  if (rc) {
+    fprintf(stderr, "cport-server: %s\n", cp_strerror(rc));
+    return 1;
+  }
+  rc = start(o, msvc);
   if (rc)
     return rc;
   announce(o, *msvc);
-  serve(&sigs, o->quiet);
+  serve(o->quiet);
   return 0;
 }
 

@@ -8,6 +8,8 @@
 #define _GNU_SOURCE
 #include "server.h"
 
+#include "../common/os.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -45,6 +47,19 @@ static void on_connected(cp_session *s) {
   cp_session_set_user(s, r);
 }
 
+/* Whether buf[0..len) holds the n bytes of pat. */
+static bool has_bytes(const char *buf, size_t len, const char *pat, size_t n) {
+  for (size_t i = 0; i + n <= len; i++)
+    if (memcmp(buf + i, pat, n) == 0)
+      return true;
+  return false;
+}
+
+/* Whether buf[0..len) starts with the n bytes of pat. */
+static bool starts_with(const char *buf, size_t len, const char *pat, size_t n) {
+  return len >= n && memcmp(buf, pat, n) == 0;
+}
+
 static void on_raw(cp_session *s, const void *data, size_t len) {
   struct req *r = cp_session_user(s);
   if (!r || r->len == SIZE_MAX)
@@ -56,12 +71,15 @@ static void on_raw(cp_session *s, const void *data, size_t len) {
   }
   memcpy(r->buf + r->len, data, len);
   r->len += len;
-  r->buf[r->len] = 0;
-  if (!strstr(r->buf, "\r\n\r\n") && !strstr(r->buf, "\n\n"))
+  /* The request is bytes from the network: searched and compared by length,
+   * a zero byte included (never C-string functions). */
+  if (!has_bytes(r->buf, r->len, "\r\n\r\n", 4) && !has_bytes(r->buf, r->len, "\n\n", 2))
     return;
-  bool get = !strncmp(r->buf, "GET ", 4);
-  bool path = !strncmp(r->buf + 4, "/metrics ", 9) || !strncmp(r->buf + 4, "/metrics?", 9) ||
-              !strncmp(r->buf + 4, "/metrics\r", 9);
+  bool get = starts_with(r->buf, r->len, "GET ", 4);
+  bool path = get && (starts_with(r->buf + 4, r->len - 4, "/metrics ", 9) ||
+                      starts_with(r->buf + 4, r->len - 4, "/metrics?", 9) ||
+                      starts_with(r->buf + 4, r->len - 4, "/metrics\r", 9) ||
+                      starts_with(r->buf + 4, r->len - 4, "/metrics\n", 9));
   r->len = SIZE_MAX;
   if (!get) {
     reply(s, "405 Method Not Allowed", "text/plain", "GET only\n", 9);
@@ -70,13 +88,16 @@ static void on_raw(cp_session *s, const void *data, size_t len) {
   } else {
     char *body = NULL;
     size_t blen = 0;
-    FILE *f = open_memstream(&body, &blen);
+    FILE *f = os_memfile_open(&body, &blen);
     if (!f) {
       reply(s, "500 Internal Server Error", "text/plain", "no memory\n", 10);
       return;
     }
     fill(f);
-    fclose(f);
+    if (os_memfile_close(f, &body, &blen)) {
+      reply(s, "500 Internal Server Error", "text/plain", "no memory\n", 10);
+      return;
+    }
     reply(s, "200 OK", "text/plain; version=0.0.4", body, blen);
     free(body);
   }

@@ -20,12 +20,21 @@ void chat_shutdown(void); /* after cp_service_stop: frees what is left */
 void chat_on_connected(cp_session *s);
 void chat_on_packet(cp_session *s, const cp_packet *pkt);
 void chat_on_disconnected(cp_session *s, cp_reason why);
+/* A bad header: the player's earlier requests are answered, then it closes. */
+bool chat_on_bad_packet(cp_session *s);
 size_t chat_rooms(void); /* live rooms; any thread */
+
+/* printf's format checks: mingw's C99 printf (__USE_MINGW_ANSI_STDIO, %zu) is gnu_printf. */
+#ifdef __MINGW_PRINTF_FORMAT
+#define SRV_PRINTF __MINGW_PRINTF_FORMAT
+#else
+#define SRV_PRINTF printf
+#endif
 
 /* The log of sessions that ended badly (stderr, at most 20 lines a second;
  * the rest are counted). Any thread. */
 void srv_log_session(cp_session *s, const char *peer, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+    __attribute__((format(SRV_PRINTF, 3, 4)));
 /* Log a disconnect whose reason is not an ordinary end (bad packet, slow
  * consumer, idle timeout, error). peer: the address noted at connect time,
  * or NULL to ask the socket (which no longer knows once the peer is gone). */

@@ -34,6 +34,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "peer_listen.h"
+
 #define MAX_EVENTS 512
 #define BUF_SIZE (64 * 1024)
 
@@ -157,70 +159,8 @@ static void on_accept(int ep, int lfd, int *spare_fd) {
   }
 }
 
-static void usage(FILE *f) {
-  fprintf(f, "usage: epoll_echo [--host 127.0.0.1] [--port 7777]\n");
-}
-
 int main(int argc, char **argv) {
-  const char *host = "127.0.0.1";
-  int port = 7777;
-  static const struct option longopts[] = {{"host", required_argument, 0, 'H'},
-                                           {"port", required_argument, 0, 'p'},
-                                           {"help", no_argument, 0, 'h'},
-                                           {0, 0, 0, 0}};
-  int opt;
-  while ((opt = getopt_long(argc, argv, "H:p:h", longopts, NULL)) != -1) {
-    switch (opt) {
-    case 'H':
-      host = optarg;
-      break;
-    case 'p': {
-      char *end;
-      long v = strtol(optarg, &end, 10);
-      if (*end || v < 0 || v > 65535) {
-        fprintf(stderr, "epoll_echo: bad --port %s\n", optarg);
-        return 2;
-      }
-      port = (int)v;
-      break;
-    }
-    case 'h':
-      usage(stdout);
-      return 0;
-    default:
-      usage(stderr);
-      return 2;
-    }
-  }
-
-  struct rlimit rl;
-  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
-    rl.rlim_cur = rl.rlim_max;
-    setrlimit(RLIMIT_NOFILE, &rl);
-  }
-
-  struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-  if (inet_pton(AF_INET, host, &sa.sin_addr) != 1) {
-    struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM}, *ai;
-    if (getaddrinfo(host, NULL, &hints, &ai) != 0) {
-      fprintf(stderr, "epoll_echo: cannot resolve host %s\n", host);
-      return 2;
-    }
-    sa.sin_addr = ((struct sockaddr_in *)(void *)ai->ai_addr)->sin_addr;
-    freeaddrinfo(ai);
-  }
-
-  int lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (lfd < 0) {
-    perror("epoll_echo: socket");
-    return 1;
-  }
-  int one = 1;
-  setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  if (bind(lfd, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(lfd, SOMAXCONN) < 0) {
-    fprintf(stderr, "epoll_echo: cannot listen on %s:%d: %s\n", host, port, strerror(errno));
-    return 1;
-  }
+  int lfd = peer_listen(argc, argv, "epoll_echo", SOCK_NONBLOCK);
 
   int ep = epoll_create1(EPOLL_CLOEXEC);
   if (ep < 0) {
@@ -247,8 +187,6 @@ int main(int argc, char **argv) {
   sigaction(SIGINT, &sact, NULL);
   sigaction(SIGTERM, &sact, NULL);
   signal(SIGPIPE, SIG_IGN);
-
-  fprintf(stderr, "epoll_echo: listening on %s:%d\n", host, port);
 
   struct epoll_event evs[MAX_EVENTS];
   while (!stop) {

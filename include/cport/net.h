@@ -119,6 +119,21 @@ typedef struct cp_session_callbacks {
   /* The session is over; called exactly once. The session's memory stays
    * valid while references are held. */
   void (*on_disconnected)(cp_session *s, cp_reason why);
+  /*
+   * Framed mode, optional: a bad header came (size < 4 or over max_packet),
+   * after every complete packet before it was given to on_packet. NULL, or
+   * false returned: the session ends as it does without this callback - what
+   * is queued is sent, then it closes as CP_REASON_BAD_PACKET. Return true if
+   * answers to those packets are still to come (from a job queue, say): the
+   * engine reads nothing more from the peer (the rest of its bytes are never
+   * looked at), sends still work, and you call cp_session_disconnect(s, true)
+   * once the last answer is queued. The session then ends as
+   * CP_REASON_BAD_PACKET (whichever disconnect ends it, the idle timeout
+   * included; not a reset or a stop), after what was queued went out. If you
+   * have not disconnected it within bad_packet_grace_ms, the engine does.
+   * Called on the session's strand, like on_packet; at most once.
+   */
+  bool (*on_bad_packet)(cp_session *s);
 } cp_session_callbacks;
 
 typedef enum cp_service_kind { CP_SERVICE_SERVER = 0, CP_SERVICE_CLIENT = 1 } cp_service_kind;
@@ -126,27 +141,33 @@ typedef enum cp_service_kind { CP_SERVICE_SERVER = 0, CP_SERVICE_CLIENT = 1 } cp
 /* Options for cp_service_create(). Zero means "default" for every number. */
 typedef struct cp_service_options {
   cp_service_kind kind;
-  const char *host;          /* server: address to listen on; client: to connect to.
-                                IPv4 or IPv6 literal; default "127.0.0.1" */
-  uint16_t port;             /* server: 0 picks a free port (see cp_service_port) */
-  cp_port_options port_opts; /* backend, queue sizes, receive buffer pool */
-  unsigned threads;          /* workers; default: CPU count */
-  unsigned accepts;          /* server: accepts kept posted; default 64 */
-  unsigned backlog;          /* server: listen backlog; default 4096 */
-  unsigned max_sessions;     /* server: refuse connections above this; default unlimited */
-  unsigned client_sessions;  /* client: sessions cp_service_start opens; default 1 */
-  bool raw;                  /* no framing: on_raw gets the bytes */
-  uint16_t max_packet;       /* largest packet accepted, header included; default 16384 */
-  size_t send_queue_max;     /* bytes queued per session before it is a slow consumer;
-                                default 4 MiB */
-  unsigned idle_timeout_ms;  /* close sessions idle this long; 0: never */
+  const char *host;             /* server: address to listen on; client: to connect to.
+                                   IPv4 or IPv6 literal; default "127.0.0.1" */
+  uint16_t port;                /* server: 0 picks a free port (see cp_service_port) */
+  cp_port_options port_opts;    /* backend, queue sizes, receive buffer pool */
+  unsigned threads;             /* workers; default: CPU count */
+  unsigned accepts;             /* server: accepts kept posted; default 64 */
+  unsigned backlog;             /* server: listen backlog; default 4096 */
+  unsigned max_sessions;        /* server: refuse connections above this; default unlimited */
+  unsigned client_sessions;     /* client: sessions cp_service_start opens; default 1 */
+  bool raw;                     /* no framing: on_raw gets the bytes */
+  uint16_t max_packet;          /* largest packet accepted, header included; default 16384 */
+  size_t send_queue_max;        /* bytes queued per session before it is a slow consumer;
+                                   default 4 MiB */
+  unsigned idle_timeout_ms;     /* close sessions idle this long; 0: never */
+  unsigned bad_packet_grace_ms; /* with callbacks.on_bad_packet: how long the application
+                                   may take to disconnect a session it kept after a bad
+                                   header before the engine does it (gracefully);
+                                   default 5000 */
   cp_session_callbacks callbacks;
   void *user; /* for the application: cp_service_user() */
 } cp_service_options;
 
 /* Counters, readable from any thread at any time without stopping anything. */
 typedef struct cp_service_stats {
-  uint64_t sessions; /* connected now */
+  uint64_t sessions; /* connected now: a session leaves this gauge once its
+                        on_disconnected has returned, before it is counted in
+                        disconnects (so one snapshot never has it in both) */
   uint64_t accepts;  /* connections accepted (and kept); counted once the session has
                         started, which may be after another worker has ended it */
   uint64_t refused;  /* connections closed at once: max_sessions reached */

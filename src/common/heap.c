@@ -25,6 +25,17 @@ void cp__heap_free(struct cp__heap *h) {
   h->len = h->cap = 0;
 }
 
+int cp__heap_reserve(struct cp__heap *h, uint32_t cap) {
+  if (cap <= h->cap)
+    return 0;
+  struct cp__heap_node **a = mem_realloc(h->a, cap * sizeof *a);
+  if (!a)
+    return -ENOMEM;
+  h->a = a;
+  h->cap = cap;
+  return 0;
+}
+
 static void place(struct cp__heap *h, uint32_t i, struct cp__heap_node *n) {
   h->a[i] = n;
   n->idx = i;

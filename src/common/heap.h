@@ -34,6 +34,9 @@ struct cp__heap {
 int cp__heap_init(struct cp__heap *h, uint32_t cap);
 void cp__heap_free(struct cp__heap *h);
 
+/* Make room for cap nodes in all (nothing shrinks): 0, or -ENOMEM and h as
+ * it was. A push into a heap with room allocates nothing and cannot fail. */
+int cp__heap_reserve(struct cp__heap *h, uint32_t cap);
 /* Insert n (its key set, not in any heap). 0, or -ENOMEM and n not inserted. */
 int cp__heap_push(struct cp__heap *h, struct cp__heap_node *n);
 /* Remove n if it is in h; true if it was. */
@@ -55,6 +58,9 @@ static inline bool cp__heap_contains(const struct cp__heap *h, const struct cp__
 }
 static inline uint32_t cp__heap_len(const struct cp__heap *h) {
   return h->len;
+}
+static inline uint32_t cp__heap_cap(const struct cp__heap *h) {
+  return h->cap;
 }
 
 #endif

@@ -12,10 +12,7 @@
 #define _GNU_SOURCE
 #include "net/net_internal.h"
 
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stdlib.h>
-#include <unistd.h>
 
 #define BACKOFF_MS 50
 
@@ -29,7 +26,7 @@ struct acceptor {
 
 void cp__listener_init(cp_service *svc) {
   struct cp__listener *L = &svc->listener;
-  L->fd = -1;
+  L->fd = CP_INVALID_SOCKET;
   L->port = 0;
   L->acceptors = NULL;
   atomic_init(&L->posted, 0);
@@ -86,28 +83,18 @@ static void post_later(void *arg) {
 
 int cp__listener_open(cp_service *svc) {
   struct cp__listener *L = &svc->listener;
-  assert(L->fd < 0);
-  int fd = socket(svc->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0)
-    return -errno;
-  int one = 1;
-  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  if (bind(fd, (struct sockaddr *)&svc->addr, svc->addrlen) < 0 ||
-      listen(fd, (int)svc->o.backlog) < 0) {
-    int err = -errno;
-    close(fd);
+  assert(L->fd == CP_INVALID_SOCKET);
+  cp_socket_t fd;
+  uint16_t port = 0;
+  int err = cp__socket_listen_addr(&fd, (struct sockaddr *)&svc->addr, svc->addrlen,
+                                   (int)svc->o.backlog, &port);
+  if (err)
     return err;
-  }
-  struct sockaddr_storage ss;
-  socklen_t sl = sizeof ss;
-  getsockname(fd, (struct sockaddr *)&ss, &sl);
-  uint16_t port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
-                                                 : ((struct sockaddr_in *)&ss)->sin_port);
   struct acceptor *acc = mem_calloc(svc->o.accepts, sizeof *acc);
   int rc = acc ? cp_port_associate(svc->port, fd, NULL) : CP_ENOMEM;
   if (rc) {
     mem_free(acc);
-    close(fd);
+    cp_socket_close(fd);
     return rc;
   }
   for (unsigned i = 0; i < svc->o.accepts; i++)
@@ -133,12 +120,12 @@ int cp__listener_arm(cp_service *svc) {
 void cp__listener_close(cp_service *svc) {
   struct cp__listener *L = &svc->listener;
   assert(atomic_load(&L->posted) == 0);
-  if (L->fd >= 0) {
+  if (L->fd != CP_INVALID_SOCKET) {
     cp_port_disassociate(svc->port, L->fd);
-    close(L->fd);
+    cp_socket_close(L->fd);
   }
   mem_free(L->acceptors);
-  L->fd = -1;
+  L->fd = CP_INVALID_SOCKET;
   L->port = 0;
   L->acceptors = NULL;
 }
@@ -155,14 +142,14 @@ static bool admit(cp_service *svc) {
 }
 
 /* A connection came: refuse it, or make it a session. */
-static void take(cp_service *svc, int fd) {
+static void take(cp_service *svc, cp_socket_t fd) {
   if (atomic_load(&svc->stopping)) {
-    close(fd);
+    cp_socket_close(fd);
     return;
   }
   if (!admit(svc)) {
     stat_add(&svc->st.refused, 1);
-    close(fd);
+    cp_socket_close(fd);
     return;
   }
   cp_session *s = cp__session_new(svc, fd, false);
@@ -170,11 +157,10 @@ static void take(cp_service *svc, int fd) {
     if (svc->o.max_sessions)
       cp__listener_unadmit(svc);
     stat_add(&svc->st.accept_errors, 1);
-    close(fd);
+    cp_socket_close(fd);
     return;
   }
-  int one = 1;
-  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  cp_socket_nodelay(fd, 1);
   /* The session gives the slot back when it ends. */
   cp__session_start(s, svc->o.max_sessions != 0);
   /* Counted once announced: whoever sees `accepts` reach N also sees the N
@@ -188,7 +174,7 @@ void cp__listener_on_accept(cp_service *svc, const cp_completion *c) {
   struct cp__listener *L = &svc->listener;
   atomic_fetch_sub(&L->posted, 1);
   if (c->result >= 0) {
-    take(svc, (int)c->result);
+    take(svc, (cp_socket_t)c->result);
     post(a);
     return;
   }
@@ -210,7 +196,7 @@ void cp__listener_stop(cp_service *svc) {
   struct cp__listener *L = &svc->listener;
   cp__mutex_lock(&L->mu);
   L->stopped = true;
-  if (L->fd >= 0)
+  if (L->fd != CP_INVALID_SOCKET)
     cp_port_cancel(svc->port, L->fd);
   cp__mutex_unlock(&L->mu);
 }

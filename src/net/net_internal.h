@@ -1,6 +1,7 @@
 /*
  * net_internal.h - what the engine's files share. The engine sees the port
- * only through its public API (cport/port.h).
+ * only through its public API (cport/port.h, cport/socket.h) and the few
+ * socket calls of port/socket_internal.h: no system socket call of its own.
  */
 #ifndef CPORT_NET_INTERNAL_H
 #define CPORT_NET_INTERNAL_H
@@ -14,9 +15,9 @@
 #include "net/registry.h"
 
 #include "platform/platform.h"
+#include "port/socket_internal.h"
 #include <assert.h>
 #include <stdatomic.h>
-#include <sys/socket.h>
 
 #define container_of(p, type, member) ((type *)(void *)((char *)(p)-offsetof(type, member)))
 
@@ -32,6 +33,7 @@ enum {
   ST_SEND = 1u << 2,    /* send completion in sendq.res */
   ST_CLOSE = 1u << 3,   /* the session began to close: call on_disconnected */
   ST_CONNECT = 1u << 4, /* connected: call on_connected, post the first recv */
+  ST_LINGER = 1u << 5,  /* a graceful disconnect with nothing to send: linger */
 };
 
 /* Send-side state, allocated on a session's first send (idle sessions that
@@ -51,6 +53,12 @@ struct sendq {
   bool corked;          /* the strand is framing a receive: queue now, send when it is done */
   bool drain_close;     /* disconnect once empty (graceful, or the peer's FIN) */
   uint8_t drain_reason; /* with drain_close: CP_REASON_LOCAL, _PEER_CLOSED or _BAD_PACKET */
+  /* The session's one deadline: the grace after a bad header the application
+   * kept (on_bad_packet), then the linger after a graceful disconnect. Its
+   * slot in the timer heap is reserved with the sendq, so starting it needs
+   * no memory; while it is pending it holds a reference, and finish_close
+   * cancels it. */
+  cp_timer timer;
 };
 
 /* Session flags, strand only. */
@@ -75,7 +83,7 @@ struct cp_session {
   void *recv_buf;          /* the finished recv's buffer, for the strand */
   struct sendq *sq;        /* allocated on the first send */
   struct frame_part *part; /* an incomplete packet, or NULL (framing.h) */
-  int fd;
+  cp_socket_t fd;
   _Atomic uint32_t strand;
   _Atomic uint32_t refs;
   uint32_t reg_idx;             /* index in the registry, or UINT32_MAX */
@@ -85,7 +93,9 @@ struct cp_session {
   _Atomic uint8_t closing;   /* set once: the session began to end */
   _Atomic uint8_t connected; /* 1 once on_connected is running or ran; 2 once a graceful
                                 disconnect drains (no more packets or sends; under the send
-                                lock). Folded in here: an idle session's size counts */
+                                lock); 3 held after a bad header (on_bad_packet: no more
+                                receives, sends still go). Folded in here: an idle
+                                session's size counts */
   uint8_t reason;            /* why it ended; written once, by cp__session_close */
   uint8_t flags;             /* SF_* */
 };
@@ -123,6 +133,7 @@ struct cp__timers {
   bool running; /* the service started: the port op may be armed */
   bool armed, cancelling, stopped;
   uint64_t armed_due;
+  uint32_t reserved; /* heap slots held for reserved timers (cp__timers_reserve) */
 };
 
 /* jobq.c's state in the service: queues whose run could not be posted (the
@@ -136,7 +147,7 @@ struct cp__jobs {
 
 /* listener.c's state in the service. Only listener.c touches it. */
 struct cp__listener {
-  int fd; /* -1: none */
+  cp_socket_t fd; /* CP_INVALID_SOCKET: none */
   uint16_t port;
   struct acceptor *acceptors;
   _Atomic unsigned posted;   /* accepts in the port or in a back-off */
@@ -187,8 +198,13 @@ static inline bool cp__service_stopped(const cp_service *svc) {
   return atomic_load(&((cp_service *)svc)->stopped);
 }
 
+enum { CONN_NO = 0, CONN_YES = 1, CONN_DRAINING = 2, CONN_HELD = 3 };
+
 static inline bool session_draining(const cp_session *s) {
-  return atomic_load(&((cp_session *)s)->connected) == 2;
+  return atomic_load(&((cp_session *)s)->connected) == CONN_DRAINING;
+}
+static inline bool session_held(const cp_session *s) {
+  return atomic_load(&((cp_session *)s)->connected) == CONN_HELD;
 }
 
 static inline void stat_add(_Atomic uint64_t *c, uint64_t v) {
@@ -208,7 +224,7 @@ void cp__session_on_completion(cp_session *s, const cp_completion *c);
 void cp__session_on_strand_post(cp_session *s);
 /* The service whose worker this thread is, or NULL (set by the workers). */
 extern _Thread_local cp_service *cp__net_worker_of;
-cp_session *cp__session_new(cp_service *svc, int fd, bool client);
+cp_session *cp__session_new(cp_service *svc, cp_socket_t fd, bool client);
 int cp__session_connect(cp_session *s, const struct sockaddr *addr, socklen_t len);
 /* Accepted: register, announce (on_connected), post the first receive;
  * admitted: it holds a max_sessions slot, given back when it ends. */
@@ -275,5 +291,13 @@ void cp__timers_forget(cp_service *svc, cp_jobq *q);
 /* A one-shot timer the engine owns: drop(arg) runs instead of fn if it never
  * runs (stop, destroy), so arg is never leaked. 0, CP_ENOMEM or CP_ESHUTDOWN. */
 int cp__timer_post_owned(cp_jobq *q, uint64_t delay_ms, cp_job_fn fn, cp_job_fn drop, void *arg);
+/* Hold a slot in the heap for one timer (0 or CP_ENOMEM), so that starting
+ * it with cp__timer_start_reserved never fails for memory; give it back
+ * with cp__timers_unreserve once the timer is idle for good. */
+int cp__timers_reserve(cp_service *svc);
+void cp__timers_unreserve(cp_service *svc);
+/* cp_timer_start, one-shot, for a timer whose owner holds a reservation:
+ * 0, CP_EBUSY or CP_ESHUTDOWN, never CP_ENOMEM. */
+int cp__timer_start_reserved(cp_timer *t, cp_jobq *q, uint64_t delay_ms, cp_job_fn fn, void *arg);
 
 #endif /* CPORT_NET_INTERNAL_H */

@@ -7,41 +7,20 @@
 #define _GNU_SOURCE
 #include "net/net_internal.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #define DEFAULT_ACCEPTS 64
 #define DEFAULT_BACKLOG 4096
 #define DEFAULT_MAX_PACKET 16384
 #define DEFAULT_SENDQ (4u << 20)
+#define DEFAULT_BAD_PACKET_GRACE_MS 5000u
 
 const char *cp_reason_name(cp_reason r) {
   static const char *const names[CP_REASON_COUNT] = {
       "peer_closed",  "reset",    "local",          "bad_packet", "slow_consumer",
       "idle_timeout", "shutdown", "connect_failed", "error"};
   return (unsigned)r < CP_REASON_COUNT ? names[r] : "unknown";
-}
-
-static int parse_addr(cp_service *svc, const char *host, uint16_t port) {
-  memset(&svc->addr, 0, sizeof svc->addr);
-  struct sockaddr_in *a4 = (struct sockaddr_in *)&svc->addr;
-  struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&svc->addr;
-  if (inet_pton(AF_INET, host, &a4->sin_addr) == 1) {
-    a4->sin_family = AF_INET;
-    a4->sin_port = htons(port);
-    svc->addrlen = sizeof *a4;
-    return 0;
-  }
-  if (inet_pton(AF_INET6, host, &a6->sin6_addr) == 1) {
-    a6->sin6_family = AF_INET6;
-    a6->sin6_port = htons(port);
-    svc->addrlen = sizeof *a6;
-    return 0;
-  }
-  return CP_EINVAL;
 }
 
 int cp_service_create(cp_service **out, const cp_service_options *opts) {
@@ -71,7 +50,9 @@ int cp_service_create(cp_service **out, const cp_service_options *opts) {
     o->max_packet = DEFAULT_MAX_PACKET;
   if (!o->send_queue_max)
     o->send_queue_max = DEFAULT_SENDQ;
-  int rc = parse_addr(svc, o->host, o->port);
+  if (!o->bad_packet_grace_ms)
+    o->bad_packet_grace_ms = DEFAULT_BAD_PACKET_GRACE_MS;
+  int rc = cp_sockaddr_make(&svc->addr, &svc->addrlen, o->host, o->port);
   if (rc) {
     mem_free(svc);
     return rc;
@@ -175,14 +156,15 @@ static void idle_scan(void *arg) {
 
 /* A client session, not connected yet: NULL and *err if it cannot be made. */
 static cp_session *client_new(cp_service *svc, int *err) {
-  int fd = socket(svc->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  if (fd < 0) {
-    *err = -errno;
+  cp_socket_t fd;
+  int rc = cp_socket_tcp(&fd, svc->addr.ss_family);
+  if (rc) {
+    *err = rc;
     return NULL;
   }
   cp_session *s = cp__session_new(svc, fd, true);
   if (!s) {
-    close(fd);
+    cp_socket_close(fd);
     *err = CP_ENOMEM;
   }
   return s;
@@ -385,6 +367,12 @@ void cp_service_get_stats(const cp_service *svc, cp_service_stats *o) {
     return;
   const struct cp__stats *st = &svc->st;
 #define LD(x) atomic_load_explicit((_Atomic uint64_t *)&st->x, memory_order_relaxed)
+  /* disconnects first (acquire): a session is counted there only after it
+   * left the sessions gauge (session.c, finish_close), so a snapshot never
+   * holds a session in both */
+  for (int i = 0; i < CP_REASON_COUNT; i++)
+    o->disconnects[i] =
+        atomic_load_explicit((_Atomic uint64_t *)&st->disc[i], memory_order_acquire);
   o->sessions = LD(sessions);
   o->accepts = LD(accepts);
   o->refused = LD(refused);
@@ -396,8 +384,6 @@ void cp_service_get_stats(const cp_service *svc, cp_service_stats *o) {
   o->packets_in = LD(packets_in);
   o->packets_out = LD(packets_out);
   o->sends = LD(sends);
-  for (int i = 0; i < CP_REASON_COUNT; i++)
-    o->disconnects[i] = LD(disc[i]);
   o->send_queue_bytes = LD(queued_bytes);
 #undef LD
 }

@@ -15,13 +15,10 @@
 #define _GNU_SOURCE
 #include "net/net_internal.h"
 
-#include <arpa/inet.h>
 #include <limits.h>
-#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 static _Atomic uint64_t next_session_id = 1;
 
@@ -29,7 +26,9 @@ static _Atomic uint64_t next_session_id = 1;
  * 244 bytes per idle connection, under 256) counts this struct: an idle
  * session must not grow. */
 #if UINTPTR_MAX == UINT64_MAX
-_Static_assert(sizeof(struct cp_session) <= 184, "an idle session grew past 184 bytes");
+/* 184 bytes with Linux's 4-byte descriptor; 192 on Windows, whose SOCKET is 8 (and padding). */
+_Static_assert(sizeof(struct cp_session) <= 176 + 2 * sizeof(cp_socket_t),
+               "an idle session grew past 184 bytes (192 on Windows)");
 #endif
 
 /* Strand ownership, checked in debug builds: the session whose strand this
@@ -68,13 +67,52 @@ static inline uint32_t ring_at(const struct sendq *q, uint32_t i) {
   return i & (q->cap - 1);
 }
 
+/* A session's send-side state, with its deadline's slot in the timer heap
+ * reserved (net_internal.h): NULL if out of memory. */
+static struct sendq *sq_new(cp_service *svc) {
+  struct sendq *q = mem_calloc(1, sizeof *q);
+  if (q && cp__timers_reserve(svc) != 0) {
+    mem_free(q);
+    q = NULL;
+  }
+  return q;
+}
+
+static void sq_free(cp_service *svc, struct sendq *q) {
+  cp__timers_unreserve(svc);
+  mem_free(q);
+}
+
+/* s->sq, allocated if there is none yet (outside the send lock: the
+ * reservation takes the timers' lock); NULL if out of memory. */
+static struct sendq *sq_get(cp_session *s) {
+  cp__spin_lock(&s->send_lock);
+  struct sendq *q = s->sq;
+  cp__spin_unlock(&s->send_lock);
+  if (q)
+    return q;
+  struct sendq *mine = sq_new(s->svc);
+  if (!mine)
+    return NULL;
+  cp__spin_lock(&s->send_lock);
+  if (!s->sq) {
+    s->sq = mine;
+    mine = NULL;
+  }
+  q = s->sq;
+  cp__spin_unlock(&s->send_lock);
+  if (mine)
+    sq_free(s->svc, mine); /* another thread's came first */
+  return q;
+}
+
 /* Out of line, so that cp_session_put's common path (not the last reference:
  * once per session per broadcast) stays a few instructions with no frame to
  * set up. */
 __attribute__((noinline)) static void session_free(cp_session *s) {
   cp_service *svc = s->svc;
   cp_port_disassociate(svc->port, s->fd);
-  close(s->fd);
+  cp_socket_close(s->fd);
   struct sendq *q = s->sq;
   if (q) {
     for (uint32_t i = 0; i < q->len; i++)
@@ -82,7 +120,7 @@ __attribute__((noinline)) static void session_free(cp_session *s) {
     atomic_fetch_sub(&svc->st.queued_bytes, q->queued_bytes);
     mem_free(q->ring);
     mem_free(q->iov);
-    mem_free(q);
+    sq_free(svc, q);
   }
   cp__frame_reset(&s->part);
   mem_free(s);
@@ -128,29 +166,20 @@ bool cp_session_connected(const cp_session *s) {
   if (!s)
     return false;
   cp_session *m = (cp_session *)s;
-  /* 1: connected; 2: draining after a graceful disconnect (net_internal.h) */
-  return atomic_load(&m->connected) == 1 && !atomic_load(&m->closing);
+  /* 1: connected; 3: held after a bad header, sends still go; 2: draining
+   * after a graceful disconnect (net_internal.h) */
+  uint8_t c = atomic_load(&m->connected);
+  return (c == CONN_YES || c == CONN_HELD) && !atomic_load(&m->closing);
 }
 
 const char *cp_session_peer(const cp_session *s, char *buf, size_t len) {
   if (!buf || !len)
     return buf;
-  struct sockaddr_storage ss;
-  socklen_t sl = sizeof ss;
-  char host[INET6_ADDRSTRLEN] = "?";
-  unsigned port = 0;
-  if (s && getpeername(s->fd, (struct sockaddr *)&ss, &sl) == 0) {
-    if (ss.ss_family == AF_INET) {
-      struct sockaddr_in *a = (struct sockaddr_in *)&ss;
-      inet_ntop(AF_INET, &a->sin_addr, host, sizeof host);
-      port = ntohs(a->sin_port);
-    } else if (ss.ss_family == AF_INET6) {
-      struct sockaddr_in6 *a = (struct sockaddr_in6 *)&ss;
-      inet_ntop(AF_INET6, &a->sin6_addr, host, sizeof host);
-      port = ntohs(a->sin6_port);
-    }
-  }
-  snprintf(buf, len, "%s:%u", host, port);
+  char host[64] = "?";
+  uint16_t port = 0;
+  if (s)
+    cp__socket_peer(s->fd, host, sizeof host, &port);
+  snprintf(buf, len, "%s:%u", host, (unsigned)port);
   return buf;
 }
 
@@ -164,10 +193,11 @@ static void strand_loop(cp_session *s) {
   STRAND_BEGIN(s);
   for (;;) {
     uint32_t bits = atomic_fetch_and_explicit(&s->strand, ST_RUN, memory_order_acq_rel) & ~ST_RUN;
-    if (bits) {
+    /* After processing, try to let go at once: the usual case is that no
+     * new bit came meanwhile, and one CAS then ends the run (a second
+     * fetch_and to find nothing would be one more atomic RMW per event). */
+    if (bits)
       process(s, bits);
-      continue;
-    }
     uint32_t expect = ST_RUN;
     if (atomic_compare_exchange_strong_explicit(&s->strand, &expect, 0, memory_order_acq_rel,
                                                 memory_order_acquire)) {
@@ -206,7 +236,7 @@ static void strand_signal(cp_session *s, uint32_t bits) {
 
 /* ---- creation -------------------------------------------------------- */
 
-cp_session *cp__session_new(cp_service *svc, int fd, bool client) {
+cp_session *cp__session_new(cp_service *svc, cp_socket_t fd, bool client) {
   cp_session *s = mem_calloc(1, sizeof *s);
   if (!s)
     return NULL;
@@ -294,12 +324,16 @@ int cp__session_connect(cp_session *s, const struct sockaddr *addr, socklen_t le
 /* ---- ending ---------------------------------------------------------- */
 
 void cp__session_close(cp_session *s, cp_reason why) {
+  /* held after a bad header: however the application or the idle scan ends
+   * it, it ends because of the bad header */
+  if ((why == CP_REASON_LOCAL || why == CP_REASON_IDLE_TIMEOUT) && session_held(s))
+    why = CP_REASON_BAD_PACKET;
   if (atomic_exchange(&s->closing, 1))
     return;
   /* reason is read by the strand after it sees ST_CLOSE (acq_rel on strand). */
   s->reason = (uint8_t)why;
   cp_port_cancel(s->svc->port, s->fd);
-  shutdown(s->fd, SHUT_RDWR);
+  cp__socket_shutdown(s->fd, CP_SHUT_RDWR);
   strand_signal(s, ST_CLOSE);
 }
 
@@ -310,48 +344,61 @@ void cp__session_close(cp_session *s, cp_reason why) {
  * until the peer's FIN, an error or LINGER_MS, then close. */
 #define LINGER_MS 2000
 
-/* The linger's deadline. It names the session by id, not by a reference:
- * a reference would keep the socket open for the whole LINGER_MS even when
- * the peer closes at once (and every graceful disconnect would hold a
- * descriptor that long). */
-struct linger_ticket {
-  cp_service *svc;
-  uint64_t id;
-};
-
 /* Why a lingering session ends: why its drain began (local, or bad_packet). */
 static cp_reason linger_reason(cp_session *s) {
   return s->sq ? (cp_reason)s->sq->drain_reason : CP_REASON_LOCAL;
 }
 
-static void linger_end(void *arg) {
-  struct linger_ticket *t = arg;
-  /* referenced, or NULL: gone */
-  cp_session *s = cp__registry_find(&t->svc->reg, cp__session_has_id, &t->id);
-  if (s) {
-    cp__session_close(s, linger_reason(s));
+/* Start the session's deadline (sq->timer, its heap slot reserved): fn(s)
+ * runs after ms with a reference of its own, unless finish_close cancels it
+ * first. 0, or CP_EBUSY / CP_ESHUTDOWN (never for lack of memory). */
+static int deadline_start(cp_session *s, unsigned ms, cp_job_fn fn) {
+  cp_session_get(s); /* the timer's */
+  int rc = cp__timer_start_reserved(&s->sq->timer, s->svc->sysq, ms, fn, s);
+  if (rc)
     cp_session_put(s);
-  }
-  mem_free(t);
+  return rc;
 }
 
-/* Strand: the drain of a graceful disconnect is done. */
+/* Cancel the deadline if it is pending (its reference goes with it). */
+static void deadline_cancel(cp_session *s) {
+  cp__spin_lock(&s->send_lock);
+  struct sendq *q = s->sq;
+  cp__spin_unlock(&s->send_lock);
+  if (q && cp_timer_cancel(&q->timer) == 0)
+    cp_session_put(s);
+}
+
+static void linger_end(void *arg) {
+  cp_session *s = arg;
+  cp__session_close(s, linger_reason(s));
+  cp_session_put(s); /* the timer's */
+}
+
+/* Strand: the drain of a graceful disconnect is done. The deadline holds a
+ * reference, but the session's end (the peer's FIN, usually at once)
+ * cancels it, so the descriptor is not kept for LINGER_MS. It allocates
+ * nothing: an out-of-memory cannot turn the linger into a reset. */
 static void linger(cp_session *s) {
   ASSERT_STRAND(s);
   s->flags |= SF_LINGER;
-  struct linger_ticket *t = mem_alloc(sizeof *t);
-  if (t && shutdown(s->fd, SHUT_WR) == 0) {
-    *t = (struct linger_ticket){.svc = s->svc, .id = s->id};
-    if (cp__timer_post_owned(s->svc->sysq, LINGER_MS, linger_end, mem_free, t) == 0)
-      return; /* the next recv (in flight, or posted after this send) sees the end */
-  }
-  mem_free(t);
+  if (cp__socket_shutdown(s->fd, CP_SHUT_WR) == 0 && deadline_start(s, LINGER_MS, linger_end) == 0)
+    return; /* the next recv (in flight, or posted after this send) sees the end */
   cp__session_close(s, linger_reason(s));
 }
 
 /* Close once what is queued is sent (then linger), or at once if nothing is. */
 static void drain_then_close(cp_session *s, cp_reason why) {
+  /* Held after a bad header: the grace is over. Cancelled first, so that the
+   * timer is free for the linger when the drain ends. */
+  if (session_held(s))
+    deadline_cancel(s);
   cp__spin_lock(&s->send_lock);
+  uint8_t state = atomic_load(&s->connected);
+  if (state == CONN_HELD)
+    why = CP_REASON_BAD_PACKET; /* the end the application was to decide */
+  else if (state == CONN_DRAINING && s->sq)
+    why = (cp_reason)s->sq->drain_reason; /* again: the first drain's reason */
   /* in flight, or queued behind a cork: either way a send completion or
    * the uncork will come and see drain_close */
   bool pending = s->sq && (s->sq->busy || s->sq->len);
@@ -359,15 +406,72 @@ static void drain_then_close(cp_session *s, cp_reason why) {
     s->sq->drain_close = true;
     s->sq->drain_reason = (uint8_t)why;
   }
-  if (pending) {
+  /* Nothing to send: linger all the same (the strand starts it), since
+   * closing now with bytes of the peer unread would reset the connection
+   * and destroy what it has not read yet - unless it is ending anyway. */
+  bool linger_now =
+      !pending && s->sq && (state == CONN_YES || state == CONN_HELD) && !atomic_load(&s->closing);
+  if (linger_now)
+    s->sq->drain_reason = (uint8_t)why;
+  if (pending || linger_now) {
     /* no more packets are delivered, no more sends queued */
-    uint8_t was = atomic_exchange(&s->connected, 2);
-    assert(was == 1 || was == 2); /* pending sends: it was connected */
+    uint8_t was = atomic_exchange(&s->connected, CONN_DRAINING);
+    assert(was == CONN_YES || was == CONN_DRAINING || was == CONN_HELD); /* it was connected */
     (void)was;
   }
   cp__spin_unlock(&s->send_lock);
-  if (!pending)
+  if (linger_now)
+    strand_signal(s, ST_LINGER); /* the caller's reference covers it */
+  else if (!pending && state != CONN_DRAINING)
     cp__session_close(s, why); /* else the send completion closes it once the queue is empty */
+}
+
+/* Strand: a graceful disconnect found nothing to send: our FIN, then read to
+ * the peer's (as after a drain). */
+static void linger_idle(cp_session *s) {
+  ASSERT_STRAND(s);
+  if (atomic_load(&s->closing) || (s->flags & SF_LINGER))
+    return;
+  if (s->flags & SF_EOF) {
+    cp__session_close(s, linger_reason(s)); /* the peer is gone already */
+    return;
+  }
+  linger(s);
+  if (s->flags & SF_RECV_AFTER_SEND) { /* held after a bad header: no recv in flight */
+    s->flags &= (uint8_t)~SF_RECV_AFTER_SEND;
+    post_recv(s); /* not if closing */
+  }
+}
+
+/* The grace after a bad header ran out: end the session as the application
+ * would have (what it queued goes out first). */
+static void grace_end(void *arg) {
+  cp_session *s = arg;
+  if (session_held(s))
+    drain_then_close(s, CP_REASON_BAD_PACKET);
+  cp_session_put(s); /* the timer's */
+}
+
+/* Strand: a bad header after the packets just delivered. With on_bad_packet,
+ * the application may keep the session to finish its answers: it is held -
+ * no more receives, sends still go - until it disconnects it or the grace
+ * runs out. Otherwise (or out of memory: no sendq) the replies queued so
+ * far go out, then it closes. */
+static void bad_header(cp_session *s) {
+  ASSERT_STRAND(s);
+  bool (*keep)(cp_session *) = s->svc->o.callbacks.on_bad_packet;
+  if (keep && s->sq && deadline_start(s, s->svc->o.bad_packet_grace_ms, grace_end) == 0) {
+    cp__spin_lock(&s->send_lock);
+    uint8_t expect = CONN_YES;
+    bool held = !atomic_load(&s->closing) &&
+                atomic_compare_exchange_strong(&s->connected, &expect, CONN_HELD);
+    cp__spin_unlock(&s->send_lock);
+    if (held && keep(s))
+      return; /* the application disconnects it (or grace_end does) */
+    if (!held)
+      deadline_cancel(s);
+  }
+  drain_then_close(s, CP_REASON_BAD_PACKET); /* releases a hold (and its deadline) */
 }
 
 void cp_session_disconnect(cp_session *s, bool graceful) {
@@ -407,21 +511,27 @@ static void finish_close(cp_session *s) {
     if (n < 64)
       break;
   }
+  deadline_cancel(s); /* a grace or linger still pending: its reference goes */
   cp__frame_reset(&s->part);
   bool announced = s->flags & SF_ANNOUNCED;
   cp_reason why = (cp_reason)s->reason;
   if ((announced || why == CP_REASON_CONNECT_FAILED) && svc->o.callbacks.on_disconnected)
     svc->o.callbacks.on_disconnected(s, why);
-  /* Counted once on_disconnected has returned: whoever sees the count reach
-   * N also sees the N callbacks done (it was counted when the close began,
-   * and a test that waited for the count then checked its callbacks found
-   * one still running: test_net_graceful_linger on io_uring, once in ~300
-   * runs under load). */
-  stat_add(&svc->st.disc[why], 1);
+  /* The order the counters promise (net.h): the session leaves the
+   * sessions gauge (and gives its max_sessions slot back) once
+   * on_disconnected has returned, and only then is it counted in
+   * disconnects. So whoever sees the count reach N also sees the N callbacks
+   * done (it was counted when the close began, and a test that waited for
+   * the count then checked its callbacks found one still running:
+   * test_net_graceful_linger on io_uring, once in ~300 runs under load), and
+   * sees the gauge without them (the gauge used to go down after the count:
+   * test_net_disconnect_count read sessions 1 right after the count moved,
+   * once under TSan on epoll). */
   if (announced)
-    atomic_fetch_sub(&svc->st.sessions, 1);
+    atomic_fetch_sub_explicit(&svc->st.sessions, 1, memory_order_release);
   if (s->flags & SF_ADMITTED)
     cp__listener_unadmit(svc);
+  atomic_fetch_add_explicit(&svc->st.disc[why], 1, memory_order_release);
   cp__registry_remove(&svc->reg, s);
 }
 
@@ -478,7 +588,7 @@ static void consume(cp_session *s, const uint8_t *p, size_t n) {
     break;
   case FRAME_BAD:
     /* The replies to the packets before the bad header go out first. */
-    drain_then_close(s, CP_REASON_BAD_PACKET);
+    bad_header(s);
     break;
   case FRAME_NOMEM:
     cp__session_close(s, CP_REASON_ERROR);
@@ -541,8 +651,10 @@ static void received(cp_session *s, void *buf, size_t n) {
    * just came in), the next recv goes in when it completes. By then the
    * peer has usually answered, so the recv finds data at once instead of
    * arming a wait for every message; and a peer that does not read what
-   * we send is not read from either (it can only stall itself). */
-  if (!sending)
+   * we send is not read from either (it can only stall itself). Held after
+   * a bad header: none until the hold ends in a drain (then the linger's
+   * reads, after the last send). */
+  if (!sending && !session_held(s))
     post_recv(s); /* not if closing */
   else
     s->flags |= SF_RECV_AFTER_SEND;
@@ -650,11 +762,11 @@ static void send_now(cp_session *s) {
  * instead of the first going alone and the rest after it. */
 static void cork(cp_session *s) {
   ASSERT_STRAND(s);
+  struct sendq *q = sq_get(s); /* NULL: no cork, sends start at once */
+  if (!q)
+    return;
   cp__spin_lock(&s->send_lock);
-  if (!s->sq)
-    s->sq = mem_calloc(1, sizeof *s->sq); /* NULL: no cork, sends start at once */
-  if (s->sq)
-    s->sq->corked = true;
+  q->corked = true;
   cp__spin_unlock(&s->send_lock);
 }
 
@@ -685,16 +797,15 @@ static int send_queued(cp_session *s, cp_sendbuf *b, size_t len) {
   if (atomic_load(&s->closing) || !atomic_load(&s->connected))
     return CP_ENOTCONN;
   cp__spin_lock(&s->send_lock);
+  if (!s->sq) { /* the first send: allocated outside the lock (sq_get) */
+    cp__spin_unlock(&s->send_lock);
+    if (!sq_get(s))
+      return CP_ENOMEM;
+    cp__spin_lock(&s->send_lock);
+  }
   if (atomic_load(&s->closing) || session_draining(s)) {
     cp__spin_unlock(&s->send_lock);
     return CP_ENOTCONN;
-  }
-  if (!s->sq) {
-    s->sq = mem_calloc(1, sizeof *s->sq);
-    if (!s->sq) {
-      cp__spin_unlock(&s->send_lock);
-      return CP_ENOMEM;
-    }
   }
   struct sendq *q = s->sq;
   if (q->queued_bytes + len > svc->o.send_queue_max) {
@@ -804,9 +915,36 @@ size_t cp_session_send_queued(const cp_session *s) {
   return n;
 }
 
-/* Strand: the send finished; drop its buffers (in chunks, outside the
- * lock) and return how many bytes it carried. */
-static size_t release_sent(cp_session *s) {
+/* What comes after a send. */
+enum send_next { SN_IDLE, SN_AGAIN, SN_DRAINED };
+
+/* Strand, send lock held: build the next batch if more is queued (SN_AGAIN),
+ * or see that a drain (graceful disconnect, the peer's FIN) is complete
+ * (SN_DRAINED, with its reason in *why). */
+static enum send_next decide_next(cp_session *s, bool failed, cp_reason *why) {
+  ASSERT_SEND_LOCKED(s);
+  struct sendq *q = s->sq;
+  if (failed || atomic_load(&s->closing)) {
+    q->busy = false;
+    return SN_IDLE;
+  }
+  if (q->len) {
+    build_batch(s, q);
+    return SN_AGAIN;
+  }
+  q->busy = false;
+  if (!q->drain_close)
+    return SN_IDLE;
+  *why = (cp_reason)q->drain_reason;
+  return SN_DRAINED;
+}
+
+/* Strand: the send finished; drop its buffers (unreferenced outside the
+ * lock, in chunks) and return how many bytes it carried. With next != NULL
+ * it also decides what comes next (decide_next) in the same critical
+ * section as the last chunk: one lock round trip for a send of up to 64
+ * buffers. */
+static size_t release_sent(cp_session *s, enum send_next *next, bool failed, cp_reason *why) {
   ASSERT_STRAND(s);
   struct sendq *q = s->sq;
   cp_sendbuf *done[64];
@@ -817,46 +955,30 @@ static size_t release_sent(cp_session *s) {
   uint32_t k = q->inflight;
   q->inflight = 0;
   q->inflight_bytes = 0;
-  cp__spin_unlock(&s->send_lock);
-  while (k) {
+  for (;;) {
     uint32_t n = 0;
-    cp__spin_lock(&s->send_lock);
     while (k && n < 64) {
       done[n++] = q->ring[q->head];
       q->head = ring_at(q, q->head + 1);
       q->len--;
       k--;
     }
+    if (!k && next)
+      *next = decide_next(s, failed, why);
     cp__spin_unlock(&s->send_lock);
     for (uint32_t i = 0; i < n; i++)
       cp_sendbuf_unref(done[i]);
+    if (!k)
+      return bytes;
+    cp__spin_lock(&s->send_lock);
   }
-  return bytes;
 }
 
-/* What comes after a send. */
-enum send_next { SN_IDLE, SN_AGAIN, SN_DRAINED };
-
-/* Strand: build the next batch if more is queued (SN_AGAIN), or see that a
- * drain (graceful disconnect, the peer's FIN) is complete (SN_DRAINED, with
- * its reason in *why). */
+/* Strand: decide_next under its own lock round trip (after on_sent ran). */
 static enum send_next next_send(cp_session *s, bool failed, cp_reason *why) {
   ASSERT_STRAND(s);
-  struct sendq *q = s->sq;
-  enum send_next next = SN_IDLE;
   cp__spin_lock(&s->send_lock);
-  if (failed || atomic_load(&s->closing)) {
-    q->busy = false;
-  } else if (q->len) {
-    build_batch(s, q);
-    next = SN_AGAIN;
-  } else {
-    q->busy = false;
-    if (q->drain_close) {
-      next = SN_DRAINED;
-      *why = (cp_reason)q->drain_reason;
-    }
-  }
+  enum send_next next = decide_next(s, failed, why);
   cp__spin_unlock(&s->send_lock);
   return next;
 }
@@ -876,14 +998,19 @@ static bool send_again(cp_session *s) {
 static void handle_send(cp_session *s) {
   cp_service *svc = s->svc;
   int32_t res = s->sq->res;
-  size_t bytes = release_sent(s);
+  cp_reason why = CP_REASON_LOCAL;
+  enum send_next next = SN_IDLE;
+  /* Without on_sent nothing runs between the release and the decision: take
+   * both in one lock round trip. With it, decide after it (it may send). */
+  bool with_cb = svc->o.callbacks.on_sent != NULL;
+  size_t bytes = release_sent(s, with_cb ? NULL : &next, res < 0, &why);
   if (res >= 0) {
     stat_add(&svc->st.bytes_out, bytes); /* they left, closing or not */
-    if (!atomic_load(&s->closing) && svc->o.callbacks.on_sent)
+    if (with_cb && !atomic_load(&s->closing))
       svc->o.callbacks.on_sent(s, bytes);
   }
-  cp_reason why = CP_REASON_LOCAL;
-  enum send_next next = next_send(s, res < 0, &why);
+  if (with_cb)
+    next = next_send(s, res < 0, &why);
   if (res < 0)
     cp__session_close(s, reason_of(res));
   /* our graceful disconnect, or a bad header's: FIN, then read to the peer's */
@@ -892,7 +1019,7 @@ static void handle_send(cp_session *s) {
     linger(s);
   else if (next == SN_DRAINED)
     cp__session_close(s, why);
-  if (s->flags & SF_RECV_AFTER_SEND) {
+  if ((s->flags & SF_RECV_AFTER_SEND) && !session_held(s)) {
     s->flags &= (uint8_t)~SF_RECV_AFTER_SEND;
     post_recv(s); /* not if closing */
   }
@@ -909,6 +1036,8 @@ static void process(cp_session *s, uint32_t bits) {
     handle_recv(s);
   if (bits & ST_SEND)
     handle_send(s);
+  if (bits & ST_LINGER)
+    linger_idle(s);
   if (bits & ST_CLOSE)
     finish_close(s);
 }

@@ -106,16 +106,57 @@ void cp__timers_init(cp_service *svc) {
   cp__heap_init(&T->heap, 0); /* allocates nothing yet: cannot fail */
 }
 
-/* Put t in the heap, due in delay_ms (lock held, t not pending). */
-static int timer_add(cp_service *svc, struct timer *t, uint64_t delay_ms) {
+/* Room in the heap for `more` entries besides the reserved slots (lock
+ * held). The heap keeps room for every reservation, whether its timer waits
+ * or not (cap >= unreserved entries + reserved): so a reserved timer's push
+ * never allocates. */
+static bool heap_room(struct cp__timers *T, uint32_t more) {
+  ASSERT_TM_LOCKED(T);
+  uint64_t need = (uint64_t)cp__heap_len(&T->heap) + T->reserved + more;
+  if (need <= cp__heap_cap(&T->heap))
+    return true;
+  if (need > UINT32_MAX / 2)
+    return false;
+  uint32_t cap = cp__heap_cap(&T->heap) ? cp__heap_cap(&T->heap) : 16;
+  while (cap < need)
+    cap *= 2;
+  return cp__heap_reserve(&T->heap, cap) == 0 || cp__heap_reserve(&T->heap, (uint32_t)need) == 0;
+}
+
+int cp__timers_reserve(cp_service *svc) {
+  struct cp__timers *T = &svc->timers;
+  tm_lock(T);
+  bool ok = heap_room(T, 1);
+  if (ok)
+    T->reserved++;
+  tm_unlock(T);
+  return ok ? 0 : CP_ENOMEM;
+}
+
+void cp__timers_unreserve(cp_service *svc) {
+  struct cp__timers *T = &svc->timers;
+  tm_lock(T);
+  assert(T->reserved > 0);
+  T->reserved--;
+  tm_unlock(T);
+}
+
+/* Put t in the heap, due in delay_ms (lock held, t not pending); reserved:
+ * t holds a reservation (cp__timers_reserve), so nothing is allocated. */
+static int timer_add(cp_service *svc, struct timer *t, uint64_t delay_ms, bool reserved) {
   struct cp__timers *T = &svc->timers;
   ASSERT_TM_LOCKED(T);
   if (T->stopped || cp__service_stopped(svc))
     return CP_ESHUTDOWN;
+  /* a reserved timer's slot is counted in T->reserved: room for it is there */
+  assert(!reserved || cp__heap_len(&T->heap) < cp__heap_cap(&T->heap));
+  if (!reserved && !heap_room(T, 1))
+    return CP_ENOMEM;
   uint64_t due = now_ms_up() + delay_ms;
   cp__heap_node_init(&t->node, key_of(due, T->seq++));
-  if (cp__heap_push(&T->heap, &t->node))
-    return CP_ENOMEM;
+  int rc = cp__heap_push(&T->heap, &t->node);
+  assert(rc == 0); /* there was room */
+  (void)rc;
   if (!T->armed)
     arm(svc);
   else if (due < T->armed_due && !T->cancelling &&
@@ -125,7 +166,7 @@ static int timer_add(cp_service *svc, struct timer *t, uint64_t delay_ms) {
 }
 
 static int start(struct timer *t, cp_jobq *q, uint64_t delay_ms, uint64_t period_ms, cp_job_fn fn,
-                 cp_job_fn drop, void *arg, uint8_t kind) {
+                 cp_job_fn drop, void *arg, uint8_t kind, bool reserved) {
   cp_service *svc = cp__jobq_service(q);
   struct cp__timers *T = &svc->timers;
   tm_lock(T);
@@ -140,7 +181,7 @@ static int start(struct timer *t, cp_jobq *q, uint64_t delay_ms, uint64_t period
   t->job.arg = arg;
   t->job.drop = drop;
   t->job.kind = kind;
-  int rc = timer_add(svc, t, delay_ms);
+  int rc = timer_add(svc, t, delay_ms, reserved);
   tm_unlock(T);
   return rc;
 }
@@ -149,7 +190,7 @@ int cp_timer_start(cp_timer *ct, cp_jobq *q, uint64_t delay_ms, uint64_t period_
                    void *arg) {
   if (!ct || !q || !fn)
     return CP_EINVAL;
-  return start(tm_of(ct), q, delay_ms, period_ms, fn, NULL, arg, JOB_USER);
+  return start(tm_of(ct), q, delay_ms, period_ms, fn, NULL, arg, JOB_USER, false);
 }
 
 int cp_timer_cancel(cp_timer *ct) {
@@ -175,7 +216,7 @@ static int post_alloc(cp_jobq *q, uint64_t delay_ms, cp_job_fn fn, cp_job_fn dro
   struct timer *t = mem_calloc(1, sizeof *t);
   if (!t)
     return CP_ENOMEM;
-  int rc = start(t, q, delay_ms, 0, fn, drop, arg, JOB_ALLOC);
+  int rc = start(t, q, delay_ms, 0, fn, drop, arg, JOB_ALLOC, false);
   if (rc)
     mem_free(t);
   return rc;
@@ -187,6 +228,10 @@ int cp_jobq_post_after(cp_jobq *q, uint64_t delay_ms, cp_job_fn fn, void *arg) {
   if (delay_ms == 0)
     return cp_jobq_post(q, fn, arg);
   return post_alloc(q, delay_ms, fn, NULL, arg);
+}
+
+int cp__timer_start_reserved(cp_timer *ct, cp_jobq *q, uint64_t delay_ms, cp_job_fn fn, void *arg) {
+  return start(tm_of(ct), q, delay_ms, 0, fn, NULL, arg, JOB_USER, true);
 }
 
 int cp__timer_post_owned(cp_jobq *q, uint64_t delay_ms, cp_job_fn fn, cp_job_fn drop, void *arg) {

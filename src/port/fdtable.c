@@ -3,8 +3,8 @@
  *
  * Two levels: a fixed array of chunk pointers and chunks of FDT_CHUNK entries,
  * allocated on first use and never moved or freed until the port goes. So a
- * lookup is two loads, and memory grows with the highest fd, in 1024-entry
- * steps, not with the number of ports or ops.
+ * lookup (cp__fdtable_get, inline in port_internal.h) is two loads, and memory grows with the
+ * highest fd, in 1024-entry steps, not with the number of ports or ops.
  */
 #define _GNU_SOURCE
 #include "port/port_internal.h"
@@ -26,14 +26,6 @@ void cp__fdtable_free(struct fdtable *t) {
     mem_free(c);
   }
   cp__mutex_destroy(&t->grow);
-}
-
-struct fdent *cp__fdtable_get(struct fdtable *t, int fd) {
-  if (fd < 0 || (unsigned)fd >= FDT_CHUNK * FDT_CHUNKS)
-    return NULL;
-  struct fdent *c =
-      atomic_load_explicit(&t->chunks[(unsigned)fd >> FDT_CHUNK_BITS], memory_order_acquire);
-  return c ? &c[(unsigned)fd & (FDT_CHUNK - 1)] : NULL;
 }
 
 struct fdent *cp__fdtable_make(struct fdtable *t, int fd) {

@@ -46,6 +46,7 @@
 #include "cport/port.h"
 #include "port/win32_internal.h"
 
+#include "common/log.h"
 #include "common/mem.h"
 #include "platform/platform.h"
 
@@ -471,8 +472,10 @@ static void side_next(cp_port *p, struct sockent *se, bool rd) {
 static int parse_env(void) {
   const char *v = getenv("CPORT_BACKEND");
   cp_backend b = CP_BACKEND_AUTO;
-  if (v && cp_backend_from_name(v, &b))
+  if (v && cp_backend_from_name(v, &b)) {
+    cp__log(CP_LOG_ERROR, "cport: CPORT_BACKEND=%s is not one of auto, iocp", v);
     return CP_EINVAL;
+  }
   return b == CP_BACKEND_AUTO || b == CP_BACKEND_IOCP ? 0 : CP_ENODEV;
 }
 
@@ -1079,8 +1082,11 @@ void cp_port_buf_release(cp_port *p, void *buf) {
   if (!p || !buf)
     return;
   long idx = buf_index(p, buf);
-  if (idx < 0)
+  if (idx < 0) {
+    cp__log(CP_LOG_ERROR, "cport: cp_port_buf_release: %p is not a pooled buffer of this port",
+            buf);
     return;
+  }
   AcquireSRWLockExclusive(&p->bmu);
   struct op *o = fifo_pop(&p->starved);
   if (!o)

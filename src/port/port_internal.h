@@ -127,15 +127,17 @@ static inline bool opq_remove(struct opq *q, struct op *o) {
 
 /* One per associated fd. Lives in a two-level table that never moves. */
 struct fdent {
-  void *key;
+  /* key and associated are written under lock, read without it by op starts
+   * (associated with acquire, then key): see begin() in port.c. */
+  _Atomic(void *) key;
   struct opq rd;        /* recv / recv_pooled / (epoll) accept */
   struct opq wr;        /* send / disconnect / (epoll) connect */
   _Atomic uint32_t gen; /* bumped by cancel/disassociate: resubmissions see it */
-  uint8_t associated;
+  _Atomic uint8_t associated;
   uint8_t starved_listed; /* epoll: on the starved list (guarded by its lock) */
   uint8_t rd_busy;        /* uring: a read-side op is with the kernel */
   uint8_t wr_busy;        /* uring: a write-side op is with the kernel */
-  cp__spin lock;          /* key/associated; epoll: the queues and the I/O attempts */
+  cp__spin lock;          /* key/associated writes; epoll: the queues and the I/O attempts */
   int32_t starved_next;   /* epoll: next fd on the starved list, or -1 */
   uint32_t kernel_ops;    /* uring: ops of this fd with the kernel (guarded by its lock) */
 };
@@ -156,8 +158,15 @@ struct fdtable {
 
 int cp__fdtable_init(struct fdtable *t);
 void cp__fdtable_free(struct fdtable *t);
-/* The entry for fd, or NULL if fd is out of range or was never touched. */
-struct fdent *cp__fdtable_get(struct fdtable *t, int fd);
+/* The entry for fd, or NULL if fd is out of range or was never touched.
+ * Inline: every op start and completion looks its fd up, several times. */
+static inline struct fdent *cp__fdtable_get(struct fdtable *t, int fd) {
+  if (fd < 0 || (unsigned)fd >= FDT_CHUNK * FDT_CHUNKS)
+    return NULL;
+  struct fdent *c =
+      atomic_load_explicit(&t->chunks[(unsigned)fd >> FDT_CHUNK_BITS], memory_order_acquire);
+  return c ? &c[(unsigned)fd & (FDT_CHUNK - 1)] : NULL;
+}
 /* The entry for fd, created if needed. NULL for out of range or -ENOMEM. */
 struct fdent *cp__fdtable_make(struct fdtable *t, int fd);
 

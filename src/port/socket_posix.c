@@ -1,10 +1,10 @@
 /*
  * socket_posix.c - the socket helpers of cport/socket.h on POSIX sockets.
- * (The Windows half, on Winsock, is socket_win32.c.)
+ * (The Windows half, on Winsock, is socket_win32.c; addresses are sockaddr.c.)
  */
 #ifndef _WIN32
 #define _GNU_SOURCE
-#include "cport/socket.h"
+#include "port/socket_internal.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -15,47 +15,6 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
-
-int cp_sockaddr_make(struct sockaddr_storage *addr, socklen_t *len, const char *host,
-                     uint16_t port) {
-  if (!addr || !len)
-    return CP_EINVAL;
-  memset(addr, 0, sizeof *addr);
-  if (!host || !*host || !strcmp(host, "localhost")) {
-    struct sockaddr_in *a = (struct sockaddr_in *)addr;
-    a->sin_family = AF_INET;
-    a->sin_port = htons(port);
-    a->sin_addr.s_addr = htonl(host && *host ? INADDR_LOOPBACK : INADDR_ANY);
-    *len = sizeof *a;
-    return 0;
-  }
-  struct sockaddr_in *a4 = (struct sockaddr_in *)addr;
-  if (inet_pton(AF_INET, host, &a4->sin_addr) == 1) {
-    a4->sin_family = AF_INET;
-    a4->sin_port = htons(port);
-    *len = sizeof *a4;
-    return 0;
-  }
-  struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)addr;
-  if (inet_pton(AF_INET6, host, &a6->sin6_addr) == 1) {
-    a6->sin6_family = AF_INET6;
-    a6->sin6_port = htons(port);
-    *len = sizeof *a6;
-    return 0;
-  }
-  memset(addr, 0, sizeof *addr);
-  return CP_EINVAL;
-}
-
-uint16_t cp_sockaddr_port(const struct sockaddr *addr) {
-  if (!addr)
-    return 0;
-  if (addr->sa_family == AF_INET)
-    return ntohs(((const struct sockaddr_in *)(const void *)addr)->sin_port);
-  if (addr->sa_family == AF_INET6)
-    return ntohs(((const struct sockaddr_in6 *)(const void *)addr)->sin6_port);
-  return 0;
-}
 
 static int new_socket(int family, cp_socket_t *out) {
   if (family != AF_INET && family != AF_INET6)
@@ -73,23 +32,20 @@ int cp_socket_tcp(cp_socket_t *out, int family) {
   return new_socket(family, out);
 }
 
-int cp_socket_listen(cp_socket_t *out, const char *host, uint16_t port, int backlog,
-                     uint16_t *bound_port) {
-  if (!out)
+int cp__socket_listen_addr(cp_socket_t *out, const struct sockaddr *addr, socklen_t len,
+                           int backlog, uint16_t *bound_port) {
+  if (!out || !addr)
     return CP_EINVAL;
-  struct sockaddr_storage ss;
-  socklen_t len;
-  int rc = cp_sockaddr_make(&ss, &len, host, port);
   cp_socket_t fd = CP_INVALID_SOCKET;
-  if (!rc)
-    rc = new_socket(ss.ss_family, &fd);
+  int rc = new_socket(addr->sa_family, &fd);
   if (rc)
     return rc;
   int one = 1;
   setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  if (bind(fd, (struct sockaddr *)&ss, len) < 0 ||
-      listen(fd, backlog > 0 ? backlog : SOMAXCONN) < 0 ||
-      getsockname(fd, (struct sockaddr *)&ss, &len) < 0) {
+  struct sockaddr_storage ss;
+  socklen_t sl = sizeof ss;
+  if (bind(fd, addr, len) < 0 || listen(fd, backlog > 0 ? backlog : SOMAXCONN) < 0 ||
+      getsockname(fd, (struct sockaddr *)&ss, &sl) < 0) {
     rc = -errno;
     close(fd);
     return rc;
@@ -98,6 +54,12 @@ int cp_socket_listen(cp_socket_t *out, const char *host, uint16_t port, int back
     *bound_port = cp_sockaddr_port((struct sockaddr *)&ss);
   *out = fd;
   return 0;
+}
+
+int cp__socket_shutdown(cp_socket_t sock, int how) {
+  if (how != CP_SHUT_WR && how != CP_SHUT_RDWR)
+    return CP_EINVAL;
+  return shutdown(sock, how == CP_SHUT_WR ? SHUT_WR : SHUT_RDWR) == 0 ? 0 : -errno;
 }
 
 static int set_nonblock(int fd, bool on) {

@@ -4,6 +4,7 @@
  * Every helper starts Winsock itself, so a program never calls WSAStartup.
  */
 #ifdef _WIN32
+#include "port/socket_internal.h"
 #include "port/win32_internal.h"
 
 #include "platform/platform.h"
@@ -121,52 +122,6 @@ static int last_error(void) {
   return cp__error_from_win((DWORD)WSAGetLastError());
 }
 
-/* ---- addresses ----------------------------------------------------------------------- */
-
-int cp_sockaddr_make(struct sockaddr_storage *addr, socklen_t *len, const char *host,
-                     uint16_t port) {
-  if (!addr || !len)
-    return CP_EINVAL;
-  int rc = cp__winsock_start(); /* inet_pton needs it */
-  if (rc)
-    return rc;
-  memset(addr, 0, sizeof *addr);
-  if (!host || !*host || !strcmp(host, "localhost")) {
-    struct sockaddr_in *a = (struct sockaddr_in *)addr;
-    a->sin_family = AF_INET;
-    a->sin_port = htons(port);
-    a->sin_addr.s_addr = htonl(host && *host ? INADDR_LOOPBACK : INADDR_ANY);
-    *len = sizeof *a;
-    return 0;
-  }
-  struct sockaddr_in *a4 = (struct sockaddr_in *)addr;
-  if (inet_pton(AF_INET, host, &a4->sin_addr) == 1) {
-    a4->sin_family = AF_INET;
-    a4->sin_port = htons(port);
-    *len = sizeof *a4;
-    return 0;
-  }
-  struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)addr;
-  if (inet_pton(AF_INET6, host, &a6->sin6_addr) == 1) {
-    a6->sin6_family = AF_INET6;
-    a6->sin6_port = htons(port);
-    *len = sizeof *a6;
-    return 0;
-  }
-  memset(addr, 0, sizeof *addr);
-  return CP_EINVAL;
-}
-
-uint16_t cp_sockaddr_port(const struct sockaddr *addr) {
-  if (!addr)
-    return 0;
-  if (addr->sa_family == AF_INET)
-    return ntohs(((const struct sockaddr_in *)(const void *)addr)->sin_port);
-  if (addr->sa_family == AF_INET6)
-    return ntohs(((const struct sockaddr_in6 *)(const void *)addr)->sin6_port);
-  return 0;
-}
-
 /* ---- sockets ------------------------------------------------------------------------- */
 
 static int set_nonblock(SOCKET s, bool on) {
@@ -213,24 +168,22 @@ int cp_socket_tcp(cp_socket_t *out, int family) {
   return 0;
 }
 
-int cp_socket_listen(cp_socket_t *out, const char *host, uint16_t port, int backlog,
-                     uint16_t *bound_port) {
-  if (!out)
+int cp__socket_listen_addr(cp_socket_t *out, const struct sockaddr *addr, socklen_t len,
+                           int backlog, uint16_t *bound_port) {
+  if (!out || !addr)
     return CP_EINVAL;
-  struct sockaddr_storage ss;
-  socklen_t len;
-  int rc = cp_sockaddr_make(&ss, &len, host, port);
   cp_socket_t s = CP_INVALID_SOCKET;
-  if (!rc)
-    rc = new_socket(ss.ss_family, &s);
+  int rc = new_socket(addr->sa_family, &s);
   if (rc)
     return rc;
   /* Windows' SO_REUSEADDR lets another socket steal a bound port; SO_EXCLUSIVEADDRUSE is what
    * POSIX's bind semantics are, and TIME_WAIT does not block a rebind on Windows anyway. */
   int one = 1;
   setsockopt(s, SOL_SOCKET, SO_EXCLUSIVEADDRUSE, (const char *)&one, sizeof one);
-  if (bind(s, (struct sockaddr *)&ss, len) || listen(s, backlog > 0 ? backlog : SOMAXCONN) ||
-      getsockname(s, (struct sockaddr *)&ss, &len)) {
+  struct sockaddr_storage ss;
+  socklen_t sl = sizeof ss;
+  if (bind(s, addr, len) || listen(s, backlog > 0 ? backlog : SOMAXCONN) ||
+      getsockname(s, (struct sockaddr *)&ss, &sl)) {
     rc = last_error();
     closesocket(s);
     return rc;
@@ -239,6 +192,12 @@ int cp_socket_listen(cp_socket_t *out, const char *host, uint16_t port, int back
     *bound_port = cp_sockaddr_port((struct sockaddr *)&ss);
   *out = s;
   return 0;
+}
+
+int cp__socket_shutdown(cp_socket_t sock, int how) {
+  if (how != CP_SHUT_WR && how != CP_SHUT_RDWR)
+    return CP_EINVAL;
+  return shutdown(sock, how == CP_SHUT_WR ? SD_SEND : SD_BOTH) ? last_error() : 0;
 }
 
 int cp_socket_connect(cp_socket_t *out, const char *host, uint16_t port, int timeout_ms) {

@@ -41,6 +41,7 @@
 #include <sys/mman.h>
 
 #define OPF_CANCEL 0x100 /* in op->how: cancel requested while with the kernel */
+#define RELEASED_NONE UINT32_MAX
 #define BGID 0
 
 struct uring {
@@ -49,7 +50,14 @@ struct uring {
   struct io_uring_buf_ring *br;
   size_t br_len;
   uint32_t br_mask;
-  uint32_t bufs_out;     /* buffers handed to the kernel's CQEs and not yet back */
+  uint32_t bufs_out; /* buffers handed to the kernel's CQEs and not yet back */
+  /* Buffers released without the lock (cp_port_buf_release): a stack linked
+   * through the free buffers themselves (their first 4 bytes: the next index),
+   * RELEASED_NONE when empty. The poller hands them to the kernel's ring under
+   * the lock it takes anyway (reap, and before it enters the kernel), so a
+   * release costs one CAS instead of a lock round trip. */
+  _Atomic uint32_t released;
+  _Atomic bool starving; /* starved is not empty (written under lock) */
   uint64_t inflight;     /* ops with the kernel */
   struct opq starved;    /* pooled recvs that found the buffer ring empty */
   _Atomic bool sq_dirty; /* SQEs wait for the poller's next io_uring_enter */
@@ -176,6 +184,8 @@ static int uring_init(cp_port *p) {
                           (int)u->br_mask, (int)i);
   io_uring_buf_ring_advance(u->br, (int)n);
   cp__mutex_init(&u->lock);
+  atomic_init(&u->released, RELEASED_NONE);
+  atomic_init(&u->starving, false);
   p->be_data = u;
   return 0;
 fail_map:
@@ -345,11 +355,41 @@ static void give_buffer(cp_port *p, uint32_t bid) {
   io_uring_buf_ring_advance(u->br, 1);
 }
 
+/* Hand the buffers released without the lock to the kernel (lock held). */
+static void take_released(cp_port *p) {
+  assert_locked(U(p));
+  struct uring *u = U(p);
+  if (atomic_load_explicit(&u->released, memory_order_relaxed) == RELEASED_NONE)
+    return;
+  uint32_t idx = atomic_exchange(&u->released, RELEASED_NONE);
+  int n = 0;
+  while (idx != RELEASED_NONE) {
+    uint32_t next;
+    memcpy(&next, bufpool_addr(&p->bufs, idx), sizeof next);
+    io_uring_buf_ring_add(u->br, bufpool_addr(&p->bufs, idx), p->bufs.size, (unsigned short)idx,
+                          (int)u->br_mask, n++);
+    assert(u->bufs_out > 0);
+    u->bufs_out--;
+    idx = next;
+  }
+  io_uring_buf_ring_advance(u->br, n);
+}
+
+/* Note whether receives are parked (lock held; after every change of the
+ * starved list). Sequentially consistent, paired with the release's CAS and
+ * load: a buffer released as a receive parks is seen by one side or the
+ * other (see uring_buf_release). */
+static void starved_note(struct uring *u) {
+  assert_locked(u);
+  atomic_store(&u->starving, opq_head(&u->starved) != NULL);
+}
+
 /* Re-arm parked pooled receives, as many as there may be free buffers. A
  * re-armed recv that still finds the ring empty is parked again. */
 static void feed_starved(cp_port *p, struct sink *s) {
   assert_locked(U(p));
   struct uring *u = U(p);
+  take_released(p);
   uint32_t room = p->bufs.count - u->bufs_out;
   struct op *o;
   while (room && (o = opq_pop(&u->starved))) {
@@ -362,6 +402,7 @@ static void feed_starved(cp_port *p, struct sink *s) {
       room--;
     }
   }
+  starved_note(u);
 }
 
 /* A pooled receive came back: hand out its buffer, or park it if the pool
@@ -384,6 +425,7 @@ static void cqe_recv_pooled(cp_port *p, struct sink *s, struct op *o, struct io_
     atomic_fetch_add_explicit(&p->n_buf_waits, 1, memory_order_relaxed);
     o->state = OPS_STARVED;
     opq_push(&u->starved, o);
+    starved_note(u); /* before feed_starved takes the released buffers */
     feed_starved(p, s);
     return;
   }
@@ -472,6 +514,7 @@ static void reap(cp_port *p, struct sink *s) {
     if (!got)
       break;
     ulock(u);
+    take_released(p);
     for (unsigned i = 0; i < got; i++)
       handle_cqe(p, s, cqes[i]);
     uunlock(u);
@@ -486,6 +529,7 @@ static int uring_poll(cp_port *p, cp_completion *out, int max, int timeout_ms) {
   reap(p, &s);
   if (s.n == 0 && s.nspill == 0) {
     ulock(u);
+    take_released(p); /* the kernel gets them before it may need them */
     atomic_store(&p->in_kernel, true);
     atomic_store_explicit(&u->sq_dirty, false, memory_order_relaxed);
     unsigned to_submit = sq_publish(&u->ring);
@@ -505,8 +549,12 @@ static int uring_poll(cp_port *p, cp_completion *out, int max, int timeout_ms) {
       argp = &arg;
       argsz = sizeof arg;
     }
-    /* A post queued before in_kernel went up woke nobody: do not block then. */
-    bool ready = timeout_ms != 0 && cp__port_has_ready(p);
+    /* Do not block if a wake-up may have come and gone already: a post
+     * queued before in_kernel went up woke nobody, and the NOP of a wake
+     * (cp_port_close's) may have been reaped above and dropped as internal -
+     * close set `closed` before it woke, so that is checked here (this was
+     * the lost wake-up after close: the poller slept until its timeout). */
+    bool ready = timeout_ms != 0 && (atomic_load(&p->closed) || cp__port_has_ready(p));
     int rc = io_uring_enter2((unsigned)u->ring.ring_fd, to_submit, timeout_ms == 0 || ready ? 0 : 1,
                              flags, argp, argsz);
     cp__count_syscall(p);
@@ -564,6 +612,7 @@ static int uring_cancel_fd(cp_port *p, int fd, struct fdent *e, bool forget) {
     was_starved = true;
   }
   u->starved = keep;
+  starved_note(u);
   if (was_starved) {
     cp__sink_drain(p, &s, &e->rd, CP_ECANCELED);
     e->rd_busy = 0;
@@ -598,6 +647,7 @@ static int uring_cancel_op(cp_port *p, struct op *o) {
   if (o->state == OPS_QUEUED && e && (opq_remove(&e->rd, o) || opq_remove(&e->wr, o))) {
     cp__sink_put(p, &s, o, -ECANCELED, NULL);
   } else if (o->state == OPS_STARVED && opq_remove(&u->starved, o)) {
+    starved_note(u);
     int fd = o->fd;
     cp__sink_put(p, &s, o, -ECANCELED, NULL);
     side_next(p, &s, fd, true);
@@ -630,18 +680,25 @@ static int uring_associate(cp_port *p, int fd, struct fdent *e) {
   return 0;
 }
 
+/* No lock: push the buffer on the released stack; the poller hands it to the
+ * kernel. Only if receives are parked for want of a buffer, feed them now
+ * (under the lock). Push and check pair with starved_note and take_released
+ * in cqe_recv_pooled (all sequentially consistent): either this sees the
+ * receive parked, or the parking poller sees this buffer. */
 static void uring_buf_release(cp_port *p, uint32_t idx) {
   struct uring *u = U(p);
+  void *b = bufpool_addr(&p->bufs, idx);
+  uint32_t head = atomic_load_explicit(&u->released, memory_order_relaxed);
+  do
+    memcpy(b, &head, sizeof head);
+  while (!atomic_compare_exchange_weak(&u->released, &head, idx));
+  if (!atomic_load(&u->starving))
+    return;
   struct sink s;
   cp__sink_init(&s, NULL, 0);
   ulock(u);
-  give_buffer(p, idx);
-  if (u->bufs_out)
-    u->bufs_out--;
-  if (opq_head(&u->starved)) {
-    feed_starved(p, &s);
-    submit_if_poller_sleeps(p);
-  }
+  feed_starved(p, &s);
+  submit_if_poller_sleeps(p);
   uunlock(u);
   cp__sink_flush(p, &s);
 }

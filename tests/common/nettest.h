@@ -19,8 +19,7 @@
         fprintf(stderr, "%s:%d: gave up waiting for %s\n", __FILE__, __LINE__, #cond);             \
         exit(1);                                                                                   \
       }                                                                                            \
-      struct timespec wu_ts_ = {.tv_nsec = 200000};                                                \
-      nanosleep(&wu_ts_, NULL);                                                                    \
+      test_nap();                                                                                  \
     }                                                                                              \
   } while (0)
 
@@ -95,6 +94,16 @@ static inline void nt_check_port_settled(const cp_service *svc) {
   fprintf(stderr, "  port: %llu ops started, %llu completed\n", (unsigned long long)ps.started,
           (unsigned long long)ps.completed);
   CHECK_EQ(ps.started, ps.completed);
+}
+
+/* The end of a test with a job queue: stop, check the port settled, free
+ * everything, and check that no send buffer is left. */
+static inline void nt_finish(cp_service *svc, cp_jobq *q) {
+  cp_service_stop(svc, 0);
+  nt_check_port_settled(svc);
+  cp_jobq_destroy(q);
+  cp_service_destroy(svc);
+  CHECK_EQ(cp_sendbuf_outstanding(), 0);
 }
 
 /* Write a packet {size, id} + body into out (size = 4 + body_len). The body

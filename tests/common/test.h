@@ -13,25 +13,34 @@
 #define _GNU_SOURCE
 #include <cport.h>
 
-#include <arpa/inet.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
-#include <poll.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#ifdef _WIN32
+#include <io.h>
+#include <limits.h>
+#include <windows.h>
+#include <winsock2.h>
+#include <ws2tcpip.h>
+#else
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
-#include <time.h>
 #include <unistd.h>
+#endif
 
 #define CHECK(cond)                                                                                \
   do {                                                                                             \
@@ -62,6 +71,235 @@
 #ifndef TEST_SANITIZED
 #define TEST_SANITIZED 0
 #endif
+/* Slow: under a sanitizer, or under Wine (every socket call a wineserver round trip); engine
+ * tests scale their load down (never their assertions) when it is set. */
+#if TEST_SANITIZED || defined(_WIN32)
+#define TEST_SLOW 1
+#else
+#define TEST_SLOW 0
+#endif
+
+#ifdef _WIN32
+/*
+ * Windows (mingw-w64, run under Wine): the tests keep their POSIX socket calls on plain sockets
+ * (held in an int: a SOCKET fits while handle values are small, as they are under Wine and in
+ * practice on Windows). The calls below are Winsock's with POSIX's conventions: -1 and errno
+ * (EAGAIN, ECONNRESET, EINPROGRESS, ...) on failure, MSG_DONTWAIT, SOCK_NONBLOCK, SHUT_WR,
+ * close() on a socket. cport's own results are compared with CP_E* on both platforms.
+ */
+#define MSG_NOSIGNAL 0
+#define MSG_DONTWAIT 0x40000000 /* test_win_recv: poll first, EAGAIN if nothing is there */
+#define SOCK_NONBLOCK 0x40000000
+#define SOCK_CLOEXEC 0x20000000
+#define SHUT_WR SD_SEND
+#define SHUT_RDWR SD_BOTH
+#ifndef IOV_MAX
+#define IOV_MAX CP_BUF_MAX
+#endif
+
+static inline int test_win_fail(int connecting) {
+  int e = WSAGetLastError();
+  switch (e) {
+  case WSAEWOULDBLOCK:
+    errno = connecting ? EINPROGRESS : EAGAIN;
+    break;
+  case WSAETIMEDOUT:
+    errno = connecting ? ETIMEDOUT : EAGAIN; /* SO_RCVTIMEO ran out: EAGAIN on Linux */
+    break;
+  case WSAECONNRESET:
+  case WSAECONNABORTED:
+    errno = ECONNRESET;
+    break;
+  case WSAECONNREFUSED:
+    errno = ECONNREFUSED;
+    break;
+  case WSAEINTR:
+    errno = EINTR;
+    break;
+  case WSAENOTCONN:
+    errno = ENOTCONN;
+    break;
+  case WSAESHUTDOWN:
+    errno = EPIPE;
+    break;
+  case WSAEINVAL:
+    errno = EINVAL;
+    break;
+  case WSAENOTSOCK:
+    errno = EBADF;
+    break;
+  default:
+    errno = EIO;
+  }
+  return -1;
+}
+
+static inline int test_win_socket(int family, int type, int proto) {
+  SOCKET s = WSASocketW(family, type & ~(SOCK_NONBLOCK | SOCK_CLOEXEC), proto, NULL, 0,
+                        WSA_FLAG_OVERLAPPED | WSA_FLAG_NO_HANDLE_INHERIT);
+  if (s == INVALID_SOCKET)
+    return test_win_fail(0);
+  u_long on = 1;
+  if (type & SOCK_NONBLOCK)
+    ioctlsocket(s, FIONBIO, &on);
+  return (int)s;
+}
+
+static inline int test_win_connect(int fd, const struct sockaddr *a, int len) {
+  return connect((SOCKET)fd, a, len) ? test_win_fail(1) : 0;
+}
+
+static inline int test_win_accept4(int fd, struct sockaddr *a, int *len, int flags) {
+  SOCKET s = accept((SOCKET)fd, a, len);
+  if (s == INVALID_SOCKET)
+    return test_win_fail(0);
+  u_long on = (flags & SOCK_NONBLOCK) != 0;
+  ioctlsocket(s, FIONBIO, &on);
+  return (int)s;
+}
+
+static inline int test_win_recv(int fd, void *buf, size_t len, int flags) {
+  if (flags & MSG_DONTWAIT) {
+    WSAPOLLFD p = {.fd = (SOCKET)fd, .events = POLLRDNORM};
+    if (WSAPoll(&p, 1, 0) == 0) {
+      errno = EAGAIN;
+      return -1;
+    }
+  }
+  int n = recv((SOCKET)fd, buf, len > INT_MAX ? INT_MAX : (int)len, flags & ~MSG_DONTWAIT);
+  return n == SOCKET_ERROR ? test_win_fail(0) : n;
+}
+
+static inline int test_win_send(int fd, const void *buf, size_t len, int flags) {
+  int n = send((SOCKET)fd, buf, len > INT_MAX ? INT_MAX : (int)len, flags);
+  return n == SOCKET_ERROR ? test_win_fail(0) : n;
+}
+
+/* poll(): entries with a negative fd are left out (POSIX ignores them; Wine's WSAPoll fails). */
+static inline int test_win_poll(struct pollfd *p, unsigned long n, int ms) {
+  WSAPOLLFD *q = calloc(n ? n : 1, sizeof *q);
+  CHECK(q != NULL);
+  unsigned long k = 0;
+  for (unsigned long i = 0; i < n; i++) {
+    p[i].revents = 0;
+    if ((int)p[i].fd >= 0)
+      q[k++] = p[i];
+  }
+  int r = k ? WSAPoll(q, k, ms) : (Sleep(ms < 0 ? INFINITE : (DWORD)ms), 0);
+  for (unsigned long i = 0, j = 0; r > 0 && i < n; i++)
+    if ((int)p[i].fd >= 0)
+      p[i].revents = q[j++].revents;
+  free(q);
+  return r == SOCKET_ERROR ? test_win_fail(0) : r;
+}
+
+#define socket(f, t, p) test_win_socket(f, t, p)
+#define connect(s, a, l) test_win_connect(s, a, (int)(l))
+#define accept4(s, a, l, f) test_win_accept4(s, a, l, f)
+#define recv(s, b, n, f) test_win_recv(s, b, n, f)
+#define send(s, b, n, f) test_win_send(s, b, n, f)
+#define poll(p, n, ms) test_win_poll(p, n, ms)
+static inline int test_win_close(int fd) {
+  if (closesocket((SOCKET)fd) == 0)
+    return 0;
+  return WSAGetLastError() == WSAENOTSOCK ? _close(fd) : test_win_fail(0); /* a C runtime fd */
+}
+
+#define close(fd) test_win_close(fd)
+#define shutdown(s, h) (shutdown((SOCKET)(s), h) ? test_win_fail(0) : 0)
+#define bind(s, a, l) bind((SOCKET)(s), a, l)
+#define listen(s, n) listen((SOCKET)(s), n)
+#define getsockname(s, a, l) getsockname((SOCKET)(s), a, l)
+#define getpeername(s, a, l) getpeername((SOCKET)(s), a, l)
+/* Winsock's option values are char pointers. */
+#define setsockopt(s, l, o, v, n) setsockopt((SOCKET)(s), l, o, (const char *)(v), n)
+#define getsockopt(s, l, o, v, n) getsockopt((SOCKET)(s), l, o, (char *)(v), n)
+
+static DWORD WINAPI test_watchdog(void *arg) {
+  Sleep((DWORD)(uintptr_t)arg * 1000u);
+  static const char msg[] = "test: watchdog: the test hung\n";
+  DWORD w;
+  WriteFile(GetStdHandle(STD_ERROR_HANDLE), msg, sizeof msg - 1, &w, NULL);
+  TerminateProcess(GetCurrentProcess(), 1); /* not ExitProcess: a hung thread may hold a lock */
+  return 0;
+}
+
+static inline void test_watchdog_start(unsigned seconds) {
+  HANDLE t = CreateThread(NULL, 0, test_watchdog, (void *)(uintptr_t)seconds, 0, NULL);
+  if (t)
+    CloseHandle(t);
+  WSADATA wd;
+  WSAStartup(MAKEWORD(2, 2), &wd); /* the test's own plain sockets */
+}
+
+static inline uint64_t test_now_ms(void) {
+  return (uint64_t)GetTickCount64();
+}
+
+static inline void test_sleep_ms(unsigned ms) {
+  Sleep(ms);
+}
+
+/* Let other threads run a little (a poll loop's pause). */
+static inline void test_nap(void) {
+  Sleep(0);
+}
+
+static inline void test_raise_nofile(void) {}
+
+#define setenv(name, value, overwrite) _putenv_s(name, value)
+#define unsetenv(name) _putenv_s(name, "")
+
+/* Bytes received and not yet read (FIONREAD). */
+static inline int test_unread(int fd) {
+  u_long n = 0;
+  CHECK(ioctlsocket((SOCKET)fd, FIONREAD, &n) == 0);
+  return (int)n;
+}
+
+static inline unsigned long test_nofile(void) {
+  return 1ul << 24; /* no per-process socket limit to speak of */
+}
+
+static inline void test_set_nonblock(int fd, bool on) {
+  u_long v = on;
+  CHECK(ioctlsocket((SOCKET)fd, FIONBIO, &v) == 0);
+}
+
+/* Is fd an open socket? */
+static inline bool test_is_open(int fd) {
+  int type = 0, len = sizeof type;
+  return getsockopt((SOCKET)fd, SOL_SOCKET, SO_TYPE, (char *)&type, &len) == 0;
+}
+
+/* Is it kept from child processes (close-on-exec: not inheritable)? */
+static inline bool test_is_cloexec(int fd) {
+  DWORD fl = 0;
+  CHECK(GetHandleInformation((HANDLE)(uintptr_t)fd, &fl));
+  return !(fl & HANDLE_FLAG_INHERIT);
+}
+
+/* Is this connected socket, with nothing to read, nonblocking? Windows cannot say, so a
+ * receive is tried with a 1 ms timeout: WSAEWOULDBLOCK at once, or WSAETIMEDOUT (blocking). */
+static inline bool test_is_nonblocking(int fd) {
+  DWORD t = 1, none = 0;
+  char c;
+  CHECK(setsockopt((SOCKET)fd, SOL_SOCKET, SO_RCVTIMEO, (const char *)&t, sizeof t) == 0);
+  int n = recv((SOCKET)fd, &c, 1, MSG_PEEK);
+  int e = WSAGetLastError();
+  setsockopt((SOCKET)fd, SOL_SOCKET, SO_RCVTIMEO, (const char *)&none, sizeof none);
+  CHECK(n == SOCKET_ERROR && (e == WSAEWOULDBLOCK || e == WSAETIMEDOUT));
+  return e == WSAEWOULDBLOCK;
+}
+
+/* Receive (and send) timeouts of a blocking socket, in ms. */
+static inline void test_set_timeouts(int fd, unsigned ms) {
+  DWORD t = ms;
+  CHECK(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &t, sizeof t) == 0);
+  CHECK(setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &t, sizeof t) == 0);
+}
+
+#else /* POSIX */
 
 static void test_watchdog_fired(int sig) {
   (void)sig;
@@ -71,13 +309,10 @@ static void test_watchdog_fired(int sig) {
   _exit(1);
 }
 
-/* Start the watchdog and say which test runs. */
-static inline void test_begin(const char *name, unsigned seconds) {
+static inline void test_watchdog_start(unsigned seconds) {
   signal(SIGALRM, test_watchdog_fired);
   signal(SIGPIPE, SIG_IGN); /* the test's own plain sockets */
   alarm(seconds);
-  const char *b = getenv("CPORT_BACKEND");
-  fprintf(stderr, "%s (CPORT_BACKEND=%s)\n", name, b ? b : "unset");
 }
 
 static inline uint64_t test_now_ms(void) {
@@ -90,6 +325,19 @@ static inline void test_sleep_ms(unsigned ms) {
   struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000};
   while (nanosleep(&ts, &ts) && errno == EINTR)
     ;
+}
+
+/* Let other threads run a little (a poll loop's pause). */
+static inline void test_nap(void) {
+  struct timespec ts = {.tv_nsec = 200000};
+  nanosleep(&ts, NULL);
+}
+
+/* Bytes received and not yet read (FIONREAD). */
+static inline int test_unread(int fd) {
+  int n = 0;
+  CHECK(ioctl(fd, FIONREAD, &n) == 0);
+  return n;
 }
 
 static inline void test_raise_nofile(void) {
@@ -110,6 +358,42 @@ static inline void test_set_nonblock(int fd, bool on) {
   int fl = fcntl(fd, F_GETFL);
   CHECK(fl >= 0);
   CHECK(fcntl(fd, F_SETFL, on ? fl | O_NONBLOCK : fl & ~O_NONBLOCK) == 0);
+}
+
+/* Is fd open? */
+static inline bool test_is_open(int fd) {
+  return fcntl(fd, F_GETFD) >= 0;
+}
+
+/* Is it close-on-exec? */
+static inline bool test_is_cloexec(int fd) {
+  int fl = fcntl(fd, F_GETFD);
+  CHECK(fl >= 0);
+  return (fl & FD_CLOEXEC) != 0;
+}
+
+/* Is this socket nonblocking? (On Windows only a connected one with nothing to read.) */
+static inline bool test_is_nonblocking(int fd) {
+  int fl = fcntl(fd, F_GETFL);
+  CHECK(fl >= 0);
+  return (fl & O_NONBLOCK) != 0;
+}
+
+/* Receive (and send) timeouts of a blocking socket, in ms. */
+static inline void test_set_timeouts(int fd, unsigned ms) {
+  struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
+  CHECK(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) == 0);
+  CHECK(setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv) == 0);
+}
+#endif
+
+/* Start the watchdog and say which test runs. */
+static inline void test_begin(const char *name, unsigned seconds) {
+  setvbuf(stderr, NULL, _IONBF, 0); /* what a test said shows even if it hangs (Windows' C
+                                       runtime buffers a redirected stderr) */
+  test_watchdog_start(seconds);
+  const char *b = getenv("CPORT_BACKEND");
+  fprintf(stderr, "%s (CPORT_BACKEND=%s)\n", name, b ? b : "unset");
 }
 
 /* A loopback listener on a free port (nonblocking). */
@@ -158,9 +442,7 @@ static inline int test_connect_rcvbuf(const struct sockaddr_in *addr, int rcvbuf
     }
   }
   test_set_nonblock(fd, false);
-  struct timeval tv = {.tv_sec = 30};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+  test_set_timeouts(fd, 30000);
   return fd;
 }
 

@@ -27,6 +27,9 @@ check_sanitizers() {
 # start_server MODE [extra flags...]: sets PORT and METRICS_PORT.
 start_server() {
   local mode=$1; shift
+  # Emptied here, not only by the background redirect below (which runs in the child, maybe
+  # after our first look): a second start must never read the previous server's port.
+  : >"$TMP/server.log"
   "$BIN/cport-server" --mode "$mode" --port 0 --metrics 127.0.0.1:0 --quiet "$@" \
     2>"$TMP/server.log" &
   SRV_PID=$!

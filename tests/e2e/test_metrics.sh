@@ -6,9 +6,9 @@ start_server packet-echo
 run_dummy --mode packet-echo --clients 10 --duration 1
 python3 - "$METRICS_PORT" <<'PY' || fail "metrics"
 import re, socket, sys
-def get(path):
+def get(path, raw=None):
     s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=10)
-    s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode()); d = b""
+    s.sendall(raw if raw is not None else f"GET {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode()); d = b""
     while True:
         x = s.recv(65536)
         if not x: break
@@ -36,6 +36,10 @@ assert values["cport_accepts_total"] >= 10, values
 assert values["cport_packets_received_total"] > 0
 assert values['cport_disconnects_total{reason="peer_closed"}'] >= 10
 head, _ = get("/nope"); assert head.startswith("HTTP/1.1 404"), head
+# The request is bytes: a zero byte neither hides the end of the head nor matches a path.
+head, _ = get(None, b"GET /metrics\0 HTTP/1.1\r\nHost: x\r\n\r\n"); assert head.startswith("HTTP/1.1 404"), head
+head, _ = get(None, b"GET /metrics HTTP/1.1\r\nX: \0\r\n\r\n"); assert head.startswith("HTTP/1.1 200"), head
+head, _ = get(None, b"G\0T /metrics HTTP/1.1\r\n\r\n"); assert head.startswith("HTTP/1.1 405"), head
 PY
 stop_server
 echo "PASS"

@@ -10,10 +10,10 @@
  * allocator hook, like libuv's tests do with uv_replace_allocator).
  *
  * Every run must end cleanly, whichever allocation failed:
- *  - create/start return -ENOMEM (and nothing else), or they succeed;
+ *  - create/start return CP_ENOMEM (and nothing else), or they succeed;
  *  - a session hit by the failure is disconnected (reason ERROR, or LOCAL
  *    when the application disconnects after a NULL from cp_packet_alloc or
- *    an -ENOMEM from cp_session_send or cp_jobq_post), or never accepted;
+ *    an CP_ENOMEM from cp_session_send or cp_jobq_post), or never accepted;
  *  - a session that survives to cp_service_stop (reason SHUTDOWN) has lost
  *    nothing: its three echoes, byte for byte, in order, and every broadcast
  *    the jobs made (a broadcast cannot skip a session and keep it);
@@ -21,6 +21,9 @@
  *  - after destroy, every allocation was freed (counted by the hook), every
  *    send buffer is back, and the port saw as many completions as ops.
  * The clean run must deliver everything to both clients.
+ *
+ * Then a graceful disconnect's linger with every allocation failing: it
+ * lingers all the same (it allocates nothing, its timer's slot reserved).
  *
  * ALLOC_FAIL_TRACE=1 prints each run's number and the failed allocation's
  * backtrace (addr2line -e test_net_alloc_fail turns it into lines).
@@ -30,7 +33,9 @@
 #include "cport/alloc.h"
 #include "net/net_internal.h" /* cp__sendbuf_trim: pooled chunks are freed for the count */
 
+#ifndef _WIN32
 #include <execinfo.h>
+#endif
 #include <stdlib.h>
 
 /* ---- the failing allocator ----------------------------------------------- */
@@ -40,14 +45,22 @@ static _Atomic long fail_at; /* fail this one (1-based); 0: none */
 static _Atomic long injected;
 static _Atomic long live; /* blocks allocated through the hook and not freed */
 
+static _Atomic bool fail_all; /* fail every allocation (the linger phase) */
+
 static bool should_fail(void) {
   long k = atomic_fetch_add(&calls, 1) + 1;
+  if (atomic_load(&fail_all)) {
+    atomic_fetch_add(&injected, 1);
+    return true;
+  }
   if (k == atomic_load(&fail_at)) {
     atomic_fetch_add(&injected, 1);
+#ifndef _WIN32
     if (getenv("ALLOC_FAIL_TRACE")) {
       void *bt[16];
       backtrace_symbols_fd(bt, backtrace(bt, 16), 2);
     }
+#endif
     return true;
   }
   return false;
@@ -102,7 +115,7 @@ static _Atomic long jobs_pending; /* posted jobs and timers not yet run */
 static _Atomic long bcast_job_runs, bcast_timer_runs;
 
 static void app_fail(cp_session *s) {
-  cp_session_disconnect(s, false); /* the application's answer to -ENOMEM */
+  cp_session_disconnect(s, false); /* the application's answer to CP_ENOMEM */
 }
 
 static void echo(cp_session *s, const cp_packet *p) {
@@ -114,7 +127,7 @@ static void echo(cp_session *s, const cp_packet *p) {
   memcpy(cp_sendbuf_data(b) + CP_PACKET_HEADER, p->body, p->body_len);
   int rc = cp_session_send(s, b);
   cp_sendbuf_unref(b);
-  if (rc == -ENOMEM)
+  if (rc == CP_ENOMEM)
     app_fail(s);
 }
 
@@ -168,7 +181,7 @@ static void on_packet(cp_session *s, const cp_packet *p) {
     atomic_fetch_add(&jobs_pending, 1);
     int rc = cp_jobq_post(jq, bcast_job, cp_session_get(s));
     if (rc) {
-      CHECK_EQ(rc, -ENOMEM);
+      CHECK_EQ(rc, CP_ENOMEM);
       cp_session_put(s);
       atomic_fetch_sub(&jobs_pending, 1);
       app_fail(s);
@@ -330,7 +343,7 @@ static long run(long n, bool verbose) {
   svc = NULL;
   int rc = cp_service_create(&svc, &o);
   if (rc) {
-    CHECK_EQ(rc, -ENOMEM);
+    CHECK_EQ(rc, CP_ENOMEM);
     CHECK(atomic_load(&injected) == 1);
     check_no_leak(n);
     return atomic_load(&calls);
@@ -344,7 +357,7 @@ static long run(long n, bool verbose) {
   }
   rc = cp_service_start(svc);
   if (rc) {
-    CHECK_EQ(rc, -ENOMEM);
+    CHECK_EQ(rc, CP_ENOMEM);
     CHECK(atomic_load(&injected) == 1);
     cp_jobq_destroy(jq);
     cp_service_destroy(svc);
@@ -425,6 +438,64 @@ static long run(long n, bool verbose) {
   return atomic_load(&calls);
 }
 
+/* ---- the linger allocates nothing ---------------------------------------- */
+
+/* A graceful disconnect's end - the drain, our FIN, the reads up to the
+ * peer's FIN, the linger's deadline - with every allocation failing from
+ * the disconnect on: none is even tried, the peer gets the reply and then a
+ * FIN (no reset), and the session waits for the peer's FIN (it is still
+ * there after the peer saw ours) and ends as local. */
+static _Atomic int linger_ended, linger_reason;
+
+static void linger_packet(cp_session *s, const cp_packet *p) {
+  cp_sendbuf *b = cp_sendbuf_copy(p->data, p->size);
+  CHECK(b != NULL);
+  CHECK_EQ(cp_session_send(s, b), 0);
+  cp_sendbuf_unref(b);
+  atomic_store(&fail_all, true);
+  cp_session_disconnect(s, true);
+}
+
+static void linger_disconnected(cp_session *s, cp_reason why) {
+  (void)s;
+  atomic_store(&linger_reason, (int)why);
+  atomic_fetch_add(&linger_ended, 1);
+}
+
+static void linger_phase(void) {
+  atomic_store(&calls, 0);
+  atomic_store(&injected, 0);
+  atomic_store(&fail_at, 0);
+  cp_service_options o = {
+      .threads = 2,
+      .callbacks = {.on_packet = linger_packet, .on_disconnected = linger_disconnected}};
+  struct sockaddr_in addr;
+  cp_service *ls = nt_server(o, &addr);
+  for (int round = 0; round < 5; round++) {
+    int fd = test_connect(&addr);
+    uint8_t out[64], in[64];
+    size_t n = nt_packet(out, 7, (uint32_t)round, 20);
+    test_send_all(fd, out, n);
+    test_recv_all(fd, in, n);
+    CHECK(!memcmp(in, out, n));
+    CHECK_EQ(recv(fd, in, sizeof in, 0), 0); /* our FIN: a clean end, not a reset */
+    test_sleep_ms(20);
+    /* lingering (not closed at once for want of memory), though the peer
+     * has its FIN: it waits for ours */
+    CHECK_EQ(atomic_load(&linger_ended), round);
+    test_send_all(fd, out, n); /* read and dropped by the linger */
+    close(fd);
+    WAIT_UNTIL(atomic_load(&linger_ended) == round + 1);
+    CHECK_EQ(atomic_load(&linger_reason), CP_REASON_LOCAL);
+    CHECK_EQ(atomic_load(&injected), 0); /* nothing even tried to allocate */
+    atomic_store(&fail_all, false);
+  }
+  fprintf(stderr, "  5 graceful disconnects with every allocation failing from the "
+                  "disconnect on: each lingered to the peer's FIN, no allocation tried\n");
+  cp_service_destroy(ls);
+  check_no_leak(0);
+}
+
 int main(void) {
   test_begin("test_net_alloc_fail", 280);
   CHECK_EQ(cp_replace_allocator(t_malloc, t_realloc, t_calloc, t_free), 0);
@@ -442,6 +513,7 @@ int main(void) {
           total + 20, met);
   CHECK(met >= total / 2);
   run(0, true);
+  linger_phase();
   fprintf(stderr, "PASS\n");
   return 0;
 }

@@ -26,12 +26,12 @@ int main(void) {
   /* ---- NULL everywhere ---- */
   cp_service *svc = (cp_service *)1;
   cp_service_options o = {0};
-  CHECK_EQ(cp_service_create(NULL, &o), -EINVAL);
-  CHECK_EQ(cp_service_create(&svc, NULL), -EINVAL);
-  CHECK_EQ(cp_service_start(NULL), -EINVAL);
+  CHECK_EQ(cp_service_create(NULL, &o), CP_EINVAL);
+  CHECK_EQ(cp_service_create(&svc, NULL), CP_EINVAL);
+  CHECK_EQ(cp_service_start(NULL), CP_EINVAL);
   cp_service_stop(NULL, 0);
   cp_service_destroy(NULL);
-  CHECK_EQ(cp_service_connect(NULL), -EINVAL);
+  CHECK_EQ(cp_service_connect(NULL), CP_EINVAL);
   cp_service_stats st;
   memset(&st, 0xff, sizeof st);
   cp_service_get_stats(NULL, &st);
@@ -42,7 +42,7 @@ int main(void) {
   CHECK_EQ(cp_service_broadcast(NULL, NULL), 0);
   CHECK(cp_session_get(NULL) == NULL);
   cp_session_put(NULL);
-  CHECK_EQ(cp_session_send(NULL, NULL), -EINVAL);
+  CHECK_EQ(cp_session_send(NULL, NULL), CP_EINVAL);
   CHECK_EQ(cp_session_send_queued(NULL), 0);
   CHECK_EQ(cp_session_send_many(NULL, 3, NULL), 0);
   cp_session_disconnect(NULL, true);
@@ -67,51 +67,51 @@ int main(void) {
   CHECK(cp_packet_alloc(1, 70000) == NULL);
   CHECK(cp_sendbuf_alloc((size_t)UINT32_MAX) == NULL);
   CHECK(cp_jobq_create(NULL) == NULL);
-  CHECK_EQ(cp_jobq_post(NULL, job, NULL), -EINVAL);
-  CHECK_EQ(cp_jobq_post_after(NULL, 5, job, NULL), -EINVAL);
+  CHECK_EQ(cp_jobq_post(NULL, job, NULL), CP_EINVAL);
+  CHECK_EQ(cp_jobq_post_after(NULL, 5, job, NULL), CP_EINVAL);
   cp_job j = {0};
-  CHECK_EQ(cp_jobq_post_job(NULL, &j, job, NULL), -EINVAL);
+  CHECK_EQ(cp_jobq_post_job(NULL, &j, job, NULL), CP_EINVAL);
   cp_jobq_destroy(NULL);
   cp_timer t = {0};
-  CHECK_EQ(cp_timer_start(NULL, NULL, 1, 0, job, NULL), -EINVAL);
-  CHECK_EQ(cp_timer_cancel(NULL), -EINVAL);
-  CHECK_EQ(cp_timer_cancel(&t), -ENOENT); /* never started */
+  CHECK_EQ(cp_timer_start(NULL, NULL, 1, 0, job, NULL), CP_EINVAL);
+  CHECK_EQ(cp_timer_cancel(NULL), CP_EINVAL);
+  CHECK_EQ(cp_timer_cancel(&t), CP_ENOENT); /* never started */
   CHECK(strcmp(cp_reason_name((cp_reason)99), "unknown") == 0);
 
   /* ---- bad options ---- */
   cp_service_options bad = {.kind = (cp_service_kind)7};
-  CHECK_EQ(cp_service_create(&svc, &bad), -EINVAL);
+  CHECK_EQ(cp_service_create(&svc, &bad), CP_EINVAL);
   CHECK(svc == NULL);
   bad = (cp_service_options){.max_packet = 3};
-  CHECK_EQ(cp_service_create(&svc, &bad), -EINVAL);
+  CHECK_EQ(cp_service_create(&svc, &bad), CP_EINVAL);
   bad = (cp_service_options){.host = "not an address"};
-  CHECK_EQ(cp_service_create(&svc, &bad), -EINVAL);
+  CHECK_EQ(cp_service_create(&svc, &bad), CP_EINVAL);
 
   /* ---- the wrong state ---- */
   cp_service_options so = {
       .threads = 2,
       .callbacks = {.on_connected = on_connected, .on_disconnected = on_disconnected}};
   svc = nt_server_create(so);
-  CHECK_EQ(cp_service_connect(svc), -EINVAL); /* a server */
-  CHECK_EQ(cp_service_listen_port(svc), 0);   /* not started */
+  CHECK_EQ(cp_service_connect(svc), CP_EINVAL); /* a server */
+  CHECK_EQ(cp_service_listen_port(svc), 0);     /* not started */
   cp_jobq *q = cp_jobq_create(svc);
   CHECK(q != NULL);
   struct sockaddr_in addr;
   nt_server_start(svc, &addr);
-  CHECK_EQ(cp_service_start(svc), -EALREADY);
+  CHECK_EQ(cp_service_start(svc), CP_EALREADY);
   CHECK_EQ(cp_jobq_post_job(q, &j, job, NULL), 0);
   int fd = test_connect(&addr);
   WAIT_UNTIL(held != NULL);
   WAIT_UNTIL(atomic_load(&job_runs) == 1);
   cp_session *h = atomic_load(&held);
-  CHECK_EQ(cp_session_send(h, empty), -EINVAL); /* an empty buffer */
-  CHECK_EQ(cp_session_send(h, NULL), -EINVAL);
+  CHECK_EQ(cp_session_send(h, empty), CP_EINVAL); /* an empty buffer */
+  CHECK_EQ(cp_session_send(h, NULL), CP_EINVAL);
   cp_session_disconnect(h, true);
   cp_session_disconnect(h, true); /* twice: nothing more */
   WAIT_UNTIL(atomic_load(&ended));
   /* ended, still referenced: calls are answered, nothing happens */
   cp_sendbuf *b = cp_sendbuf_copy("x", 1);
-  CHECK_EQ(cp_session_send(h, b), -ENOTCONN);
+  CHECK_EQ(cp_session_send(h, b), CP_ENOTCONN);
   CHECK(!cp_session_connected(h));
   cp_session_disconnect(h, false);
   cp_session *v[2] = {h, NULL};
@@ -123,11 +123,11 @@ int main(void) {
   cp_service_stop(svc, 0);
   cp_service_stop(svc, 0); /* idempotent */
   /* after stop */
-  CHECK_EQ(cp_service_start(svc), -ESHUTDOWN);
-  CHECK_EQ(cp_jobq_post(q, job, NULL), -ESHUTDOWN);
-  CHECK_EQ(cp_jobq_post_job(q, &j, job, NULL), -ESHUTDOWN);
-  CHECK_EQ(cp_jobq_post_after(q, 1, job, NULL), -ESHUTDOWN);
-  CHECK_EQ(cp_timer_start(&t, q, 1, 1, job, NULL), -ESHUTDOWN);
+  CHECK_EQ(cp_service_start(svc), CP_ESHUTDOWN);
+  CHECK_EQ(cp_jobq_post(q, job, NULL), CP_ESHUTDOWN);
+  CHECK_EQ(cp_jobq_post_job(q, &j, job, NULL), CP_ESHUTDOWN);
+  CHECK_EQ(cp_jobq_post_after(q, 1, job, NULL), CP_ESHUTDOWN);
+  CHECK_EQ(cp_timer_start(&t, q, 1, 1, job, NULL), CP_ESHUTDOWN);
   CHECK_EQ(cp_service_broadcast(svc, b), 0);
   cp_service_get_stats(svc, &st);
   CHECK_EQ(st.sessions, 0);
@@ -138,12 +138,12 @@ int main(void) {
   /* a client service: connect before start, after stop; stop before start */
   cp_service_options co = {.kind = CP_SERVICE_CLIENT, .host = "127.0.0.1", .port = 9, .threads = 1};
   CHECK_EQ(cp_service_create(&svc, &co), 0);
-  CHECK_EQ(cp_service_connect(svc), -EINVAL); /* not started */
-  cp_service_stop(svc, 0);                    /* never started: marked stopped */
-  CHECK_EQ(cp_service_start(svc), -ESHUTDOWN);
-  CHECK_EQ(cp_service_connect(svc), -EINVAL);
+  CHECK_EQ(cp_service_connect(svc), CP_EINVAL); /* not started */
+  cp_service_stop(svc, 0);                      /* never started: marked stopped */
+  CHECK_EQ(cp_service_start(svc), CP_ESHUTDOWN);
+  CHECK_EQ(cp_service_connect(svc), CP_EINVAL);
   q = cp_jobq_create(svc);
-  CHECK_EQ(cp_jobq_post(q, job, NULL), -ESHUTDOWN);
+  CHECK_EQ(cp_jobq_post(q, job, NULL), CP_ESHUTDOWN);
   cp_jobq_destroy(q);
   cp_service_destroy(svc);
 

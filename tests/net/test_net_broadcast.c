@@ -6,7 +6,7 @@
 #include "common/nettest.h"
 
 #define SESSIONS 1000
-#define ROUNDS (TEST_SANITIZED ? 30 : 200)
+#define ROUNDS (TEST_SLOW ? 30 : 200)
 #define PKT 32
 
 static cp_session *sessions[SESSIONS];

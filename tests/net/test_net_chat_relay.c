@@ -94,8 +94,7 @@ static void send_pkt(int fd, uint16_t id, const void *body, size_t len) {
 
 static int client(const struct sockaddr_in *addr, uint8_t room) {
   int fd = test_connect(addr);
-  struct timeval tv = {.tv_sec = 30};
-  CHECK_EQ(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv), 0);
+  test_set_timeouts(fd, 30000);
   if (room != 0xff)
     send_pkt(fd, ID_JOIN, &room, 1);
   return fd;

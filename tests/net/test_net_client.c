@@ -13,7 +13,7 @@ static void echo_on_packet(cp_session *s, const cp_packet *pkt) {
   cp_sendbuf *b = cp_sendbuf_copy(pkt->data, pkt->size);
   CHECK(b != NULL);
   int rc = cp_session_send(s, b);
-  CHECK(rc == 0 || rc == -ENOTCONN);
+  CHECK(rc == 0 || rc == CP_ENOTCONN);
   cp_sendbuf_unref(b);
 }
 

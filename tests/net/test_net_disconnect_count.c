@@ -3,8 +3,9 @@
  * waits for stats.disconnects to reach N and then checks that N callbacks
  * ran. The count used to be taken when the close began, so a callback could
  * still be on its way on another worker. Here on_disconnected blocks until
- * the test lets it go: while it is held, disconnects must still be 0; once
- * it returns, it moves. */
+ * the test lets it go: while it is held, disconnects must still be 0 and
+ * sessions still 1; once it returns, the gauge goes down, then the count
+ * moves (a reader that saw the count sees the gauge without the session). */
 #include "common/nettest.h"
 
 static atomic_int entered, release, returned;
@@ -33,13 +34,15 @@ int main(void) {
     WAIT_UNTIL(atomic_load(&entered));
     test_sleep_ms(20); /* room for a wrong count to show */
     CHECK_EQ(nt_disconnects(svc), (uint64_t)r);
-    /* (sessions is not checked here: once, under TSan on epoll, it read 0
-     * while the callback was still held - an open question, see the closing
-     * note of 2026-12-01; the disconnect count is what this test is about) */
+    CHECK_EQ(nt_stats(svc).sessions, 1); /* the gauge goes down after the callback */
     atomic_store(&release, 1);
     WAIT_UNTIL(nt_disconnects(svc) == (uint64_t)r + 1);
     CHECK_EQ(atomic_load(&returned), 1); /* seen through the count: the callback is done */
+    /* and the gauge went down before the count moved (it used to go down
+     * after it: this read 1 once under TSan on epoll) */
     CHECK_EQ(nt_stats(svc).sessions, 0);
+    cp_service_stats st = nt_stats(svc); /* one snapshot: never in both */
+    CHECK_EQ(st.sessions + st.disconnects[CP_REASON_PEER_CLOSED], (uint64_t)r + 1);
   }
   cp_service_stop(svc, 0);
   nt_check_port_settled(svc);

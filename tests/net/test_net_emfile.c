@@ -13,7 +13,7 @@ static void raw_echo(cp_session *s, const void *data, size_t len) {
   cp_sendbuf *b = cp_sendbuf_copy(data, len);
   CHECK(b != NULL);
   int rc = cp_session_send(s, b);
-  CHECK(rc == 0 || rc == -ENOTCONN);
+  CHECK(rc == 0 || rc == CP_ENOTCONN);
   cp_sendbuf_unref(b);
 }
 

@@ -5,7 +5,7 @@
  *    is refused. After every send, no session has more than send_queue_max
  *    queued and the service's gauge is at most 8 x send_queue_max (strictly
  *    under the cap: a send that would pass it is refused); exactly 8 SLOW_CONSUMER
- *    disconnects, exactly one -ENOBUFS per flood, then -ENOTCONN; the gauge
+ *    disconnects, exactly one CP_ENOBUFS per flood, then CP_ENOTCONN; the gauge
  *    and every send buffer go back to 0.
  * 2. A crowd of slowloris clients (a header byte now and then, never a whole
  *    packet) beside one healthy client doing verified echo: each slowloris
@@ -39,10 +39,10 @@ static void flood(void *arg) {
     cp_sendbuf *b = cp_packet_alloc(1, body);
     CHECK(b != NULL);
     int rc = cp_session_send(f->s, b);
-    if (rc == -ENOBUFS) {
+    if (rc == CP_ENOBUFS) {
       atomic_fetch_add(&enobufs, 1);
       /* refused: nothing more is taken, the session is over */
-      if (cp_session_send(f->s, b) == -ENOTCONN)
+      if (cp_session_send(f->s, b) == CP_ENOTCONN)
         atomic_fetch_add(&after_enotconn, 1);
       cp_sendbuf_unref(b);
       cp_session_put(f->s);

@@ -49,7 +49,7 @@ static void on_packet(cp_session *s, const cp_packet *pkt) {
   cp_sendbuf *b = cp_sendbuf_copy(pkt->data, pkt->size);
   CHECK(b != NULL);
   int rc = cp_session_send(s, b);
-  CHECK(rc == 0 || rc == -ENOTCONN); /* -ENOTCONN: a reset peer */
+  CHECK(rc == 0 || rc == CP_ENOTCONN); /* CP_ENOTCONN: a reset peer */
   cp_sendbuf_unref(b);
 }
 
@@ -111,8 +111,10 @@ static atomic_long churn_done[3];
 static int churn_connect(uint32_t i) {
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   CHECK(fd >= 0);
+#ifdef IP_BIND_ADDRESS_NO_PORT /* Linux: the port is picked at connect, per destination */
   int one = 1;
   CHECK_EQ(setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one), 0);
+#endif
   struct sockaddr_in src = {.sin_family = AF_INET,
                             .sin_addr.s_addr =
                                 htonl(0x7f010000u | (i / 200) << 8 | (10 + i % 200))};
@@ -237,7 +239,7 @@ int main(void) {
   WAIT_UNTIL(nt_stats(svc).accepts == SURVIVORS);
   pthread_t st[SURV_THREADS], ct[CHURN_THREADS];
   for (long i = 0; i < SURV_THREADS; i++)
-    CHECK_EQ(pthread_create(&st[i], NULL, survivor, (void *)i), 0);
+    CHECK_EQ(pthread_create(&st[i], NULL, survivor, (void *)(intptr_t)i), 0);
   for (long i = 0; i < CHURN_THREADS; i++)
     CHECK_EQ(pthread_create(&ct[i], NULL, churner, NULL), 0);
   for (int i = 0; i < CHURN_THREADS; i++)

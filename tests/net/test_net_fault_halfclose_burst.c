@@ -15,7 +15,7 @@
  * Fails on c02138f: the receive is posted again after the first of the two
  * sends, finds the FIN, and the session ends at once, dropping the second
  * send; and on io_uring a send waiting on a half-closed socket can complete
- * with -EAGAIN (test_send_after_fin), ending the session as CP_REASON_ERROR. */
+ * with CP_EAGAIN (test_send_after_fin), ending the session as CP_REASON_ERROR. */
 #include "common/nettest.h"
 
 #include <limits.h>
@@ -39,8 +39,8 @@ static void on_packet(cp_session *s, const cp_packet *pkt) {
   CHECK(echo != NULL && fill != NULL);
   nt_packet(cp_sendbuf_data(fill), ID_FILL, pkt->id, FILL_BODY);
   int rc1 = cp_session_send(s, echo), rc2 = cp_session_send(s, fill);
-  CHECK(rc1 == 0 || rc1 == -ENOTCONN);
-  CHECK(rc2 == 0 || rc2 == -ENOTCONN);
+  CHECK(rc1 == 0 || rc1 == CP_ENOTCONN);
+  CHECK(rc2 == 0 || rc2 == CP_ENOTCONN);
   atomic_fetch_add(&refused, (rc1 != 0) + (rc2 != 0));
   cp_sendbuf_unref(echo);
   cp_sendbuf_unref(fill);

@@ -10,7 +10,7 @@
  *    bytes, so most receives produce more buffers than one gathered send
  *    takes). Not covered: replies sent later, from a job queue (the engine
  *    ends the session at the FIN when nothing is queued to it yet, so they
- *    are refused with -ENOTCONN); and a burst whose replies need more than
+ *    are refused with CP_ENOTCONN); and a burst whose replies need more than
  *    one gathered send after the FIN is seen (test_net_fault_halfclose_burst).
  * 2. The client vanishes without a FIN: it stops sending and reading, and
  *    the socket stays open. idle_timeout_ms ends each such session exactly
@@ -22,24 +22,22 @@
  * port started has completed. */
 #include "common/nettest.h"
 
-#include <sys/ioctl.h>
-
 enum { ID_ECHO = 1, ID_SPLIT = 2, ID_HELLO = 3, ID_STREAM = 4 };
 
 #define PER_MODE 3 /* connections per way of replying */
 #define NCONN (2 * PER_MODE)
-#define PACKETS (TEST_SANITIZED ? 1500 : 4000)
+#define PACKETS (TEST_SLOW ? 1500 : 4000)
 #define IDLE_MS 1000
 #define STREAM_CHUNK (64u * 1024)
 #define STREAM_CHUNKS 64 /* 4 MiB queued to a client that never reads */
 
-static atomic_long refused_replies; /* cp_session_send said -ENOTCONN */
+static atomic_long refused_replies; /* cp_session_send said CP_ENOTCONN */
 
 static void send_copy(cp_session *s, const void *data, size_t len) {
   cp_sendbuf *b = cp_sendbuf_copy(data, len);
   CHECK(b != NULL);
   int rc = cp_session_send(s, b);
-  CHECK(rc == 0 || rc == -ENOTCONN);
+  CHECK(rc == 0 || rc == CP_ENOTCONN);
   if (rc)
     atomic_fetch_add(&refused_replies, 1);
   cp_sendbuf_unref(b);
@@ -195,9 +193,7 @@ static void half_close(void) {
 /* ---- 2. vanished without a FIN --------------------------------------- */
 
 static int unread(int fd) {
-  int n = 0;
-  CHECK_EQ(ioctl(fd, FIONREAD, &n), 0);
-  return n;
+  return test_unread(fd);
 }
 
 static void vanish(void) {

@@ -38,8 +38,6 @@
  *  - 4 also races FIN (replies not there yet at close) against RST. */
 #include "common/nettest.h"
 
-#include <sys/ioctl.h>
-
 #define CHUNK (256u * 1024)
 #define REPLY_BODY 65000u
 #define REPLY_SIZE (CP_PACKET_HEADER + REPLY_BODY)
@@ -84,7 +82,7 @@ static void on_packet(cp_session *s, const cp_packet *pkt) {
   CHECK(b != NULL);
   memset(cp_sendbuf_data(b) + CP_PACKET_HEADER, 'r', REPLY_BODY);
   int rc = cp_session_send(s, b);
-  CHECK(rc == 0 || rc == -ENOTCONN); /* -ENOTCONN: the peer is already gone */
+  CHECK(rc == 0 || rc == CP_ENOTCONN); /* CP_ENOTCONN: the peer is already gone */
   cp_sendbuf_unref(b);
 }
 
@@ -112,9 +110,7 @@ static uint64_t wmem_max(void) {
 }
 
 static int unread(int fd) {
-  int n = 0;
-  CHECK_EQ(ioctl(fd, FIONREAD, &n), 0);
-  return n;
+  return test_unread(fd);
 }
 
 static cp_service *svc;

@@ -55,8 +55,7 @@ int main(void) {
     int fd = test_connect_rcvbuf(&addr, 4096);
     /* A stream that stops short is a failure with the state printed, not a
      * hang until the watchdog. */
-    struct timeval tv = {.tv_sec = 30};
-    CHECK_EQ(setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv), 0);
+    test_set_timeouts(fd, 30000);
     uint8_t p[16 * 8];
     test_send_all(fd, p, nt_packet(p, ID_STREAM, 0, 4));
     WAIT_UNTIL(atomic_load(&streams) == r + 1);

@@ -1,7 +1,7 @@
 /* Job queues: jobs from 4 threads run one at a time, each exactly once, in
  * each poster's order; jobs posted from a job run after it, in order; timers
  * run once, never before their delay, exclusive with the queue's other jobs;
- * after stop a post fails with -ESHUTDOWN, a pending timer never runs, and a
+ * after stop a post fails with CP_ESHUTDOWN, a pending timer never runs, and a
  * queue with jobs left is freed without leaks. */
 #include "common/nettest.h"
 
@@ -171,7 +171,7 @@ static void e_on_disconnected(cp_session *s, cp_reason why) {
 
 int main(void) {
   test_begin("test_net_jobq", 120);
-  per_thread = TEST_SANITIZED ? 2000 : 20000;
+  per_thread = TEST_SLOW ? 2000 : 20000;
 
   cp_service *svc = nt_server_create((cp_service_options){.threads = 4});
   int rc;
@@ -255,24 +255,24 @@ int main(void) {
   /* (d) stop: a far timer never runs; q2 is left with jobs queued */
   CHECK_EQ(cp_jobq_post_after(q, 10000, job_late, NULL), 0);
   CHECK_EQ(cp_jobq_post_after(q2, 10000, job_late, NULL), 0);
-  int slow = TEST_SANITIZED ? 2000 : 5000;
+  int slow = TEST_SLOW ? 2000 : 5000;
   for (int i = 0; i < slow; i++)
     CHECK_EQ(cp_jobq_post(q2, job_slow, NULL), 0);
   WAIT_UNTIL(atomic_load(&slow_runs) >= 1); /* q2 is busy now */
   cp_service_stop(svc, 0);
   int ran_slow = atomic_load(&slow_runs);
   CHECK(ran_slow >= 1);
-  CHECK_EQ(cp_jobq_post(q, job_late, NULL), -ESHUTDOWN);
-  CHECK_EQ(cp_jobq_post_after(q, 0, job_late, NULL), -ESHUTDOWN);
-  CHECK_EQ(cp_jobq_post_after(q, 10, job_late, NULL), -ESHUTDOWN);
+  CHECK_EQ(cp_jobq_post(q, job_late, NULL), CP_ESHUTDOWN);
+  CHECK_EQ(cp_jobq_post_after(q, 0, job_late, NULL), CP_ESHUTDOWN);
+  CHECK_EQ(cp_jobq_post_after(q, 10, job_late, NULL), CP_ESHUTDOWN);
   if (ran_slow < slow)
     fprintf(stderr, "  stop left %d jobs on q2\n", slow - ran_slow);
   rc = cp_jobq_post(q2, job_late, NULL);
-  if (rc != -ESHUTDOWN)
+  if (rc != CP_ESHUTDOWN)
     fprintf(stderr, "cp_jobq_post on a queue with jobs left after stop: %d (%s)\n", rc,
             cp_strerror(rc));
-  CHECK_EQ(rc, -ESHUTDOWN);
-  CHECK_EQ(cp_jobq_post_after(q2, 5, job_late, NULL), -ESHUTDOWN);
+  CHECK_EQ(rc, CP_ESHUTDOWN);
+  CHECK_EQ(cp_jobq_post_after(q2, 5, job_late, NULL), CP_ESHUTDOWN);
   test_sleep_ms(20);
   CHECK_EQ(atomic_load(&slow_runs), ran_slow); /* nothing runs after stop */
   CHECK_EQ(atomic_load(&late_runs), 0);
@@ -284,7 +284,7 @@ int main(void) {
 
   /* (e) One worker, held by a job until the port closes; meanwhile a post to
    * another queue sits in the port. After stop, that queue must refuse posts
-   * like any other (-ESHUTDOWN). A client service (its one connect fails at
+   * like any other (CP_ESHUTDOWN). A client service (its one connect fails at
    * once) so that stop waits for no accept the held worker would have to
    * take back. */
   int dead;
@@ -309,13 +309,13 @@ int main(void) {
   CHECK_EQ(cp_jobq_post(qb, job_stuck, NULL), 0); /* queued behind the blocker */
   cp_service_stop(svc2, 0);
   CHECK_EQ(atomic_load(&stuck_runs), 0);
-  CHECK_EQ(cp_jobq_post(qa, job_stuck, NULL), -ESHUTDOWN);
+  CHECK_EQ(cp_jobq_post(qa, job_stuck, NULL), CP_ESHUTDOWN);
   rc = cp_jobq_post(qb, job_stuck, NULL);
-  if (rc != -ESHUTDOWN)
+  if (rc != CP_ESHUTDOWN)
     fprintf(stderr, "cp_jobq_post after stop on a queue whose run was pending: %d (%s)\n", rc,
             cp_strerror(rc));
-  CHECK_EQ(rc, -ESHUTDOWN);
-  CHECK_EQ(cp_jobq_post_after(qb, 5, job_stuck, NULL), -ESHUTDOWN);
+  CHECK_EQ(rc, CP_ESHUTDOWN);
+  CHECK_EQ(cp_jobq_post_after(qb, 5, job_stuck, NULL), CP_ESHUTDOWN);
   cp_jobq_destroy(qa);
   cp_jobq_destroy(qb);
   cp_service_destroy(svc2);

@@ -24,7 +24,7 @@ static void self_destroy(void *arg) {
 int main(void) {
   test_begin("test_net_jobq_destroy", 60);
   cp_service *svc = nt_server((cp_service_options){.threads = 2}, NULL);
-  const int rounds = TEST_SANITIZED ? 50 : 300;
+  const int rounds = TEST_SLOW ? 50 : 300;
   for (int r = 0; r < rounds; r++) {
     /* timers pending, some soon, one far away */
     cp_jobq *q = cp_jobq_create(svc);

@@ -59,14 +59,18 @@ int main(void) {
   if (env)
     snprintf(saved, sizeof saved, "%s", env);
 
-  /* nothing on stderr by default */
+    /* nothing on stderr by default */
+#ifdef _WIN32
+  char path[] = "cport_test_log_XXXXXX"; /* in the build directory: Windows has no /tmp */
+#else
   char path[] = "/tmp/cport_test_log_XXXXXX";
+#endif
   int tmp = mkstemp(path);
   CHECK(tmp >= 0);
-  unlink(path);
+  unlink(path); /* gone at once on POSIX; on Windows once closed */
   fflush(stderr);
   int err = dup(2);
-  CHECK_EQ(dup2(tmp, 2), 2);
+  CHECK(dup2(tmp, 2) >= 0); /* 2 on POSIX, 0 on Windows */
   cp_port_buf_release(port, &foreign);
   setenv("CPORT_BACKEND", "bogus", 1);
   cp_port *p2 = NULL;
@@ -76,11 +80,12 @@ int main(void) {
   else
     unsetenv("CPORT_BACKEND");
   fflush(stderr);
-  CHECK_EQ(dup2(err, 2), 2);
+  CHECK(dup2(err, 2) >= 0);
   close(err);
   CHECK(rc < 0);
   CHECK_EQ(file_size(tmp), 0);
   close(tmp);
+  unlink(path); /* Windows: now that it is closed (POSIX: gone already) */
 
   /* with a callback: each message once, at its level, filtered */
   CHECK(strcmp(cp_log_level_name(CP_LOG_WARN), "warn") == 0);
@@ -107,7 +112,7 @@ int main(void) {
   pthread_t th[4];
   for (int i = 0; i < 4; i++)
     CHECK_EQ(pthread_create(&th[i], NULL, logger, NULL), 0);
-  int rounds = TEST_SANITIZED ? 50 : 200;
+  int rounds = TEST_SLOW ? 50 : 200;
   for (int r = 0; r < rounds; r++) {
     cp_log_set(cb_a, CP_LOG_DEBUG, &A);
     cp_log_set(cb_b, CP_LOG_DEBUG, &B);

@@ -41,9 +41,9 @@ static void on_packet(cp_session *s, const cp_packet *pkt) {
     int rc, sent = 0;
     while ((rc = cp_session_send(s, b)) == 0)
       sent++;
-    CHECK_EQ(rc, -ENOBUFS);
+    CHECK_EQ(rc, CP_ENOBUFS);
     CHECK_EQ(sent, SENDQ_MAX / (16 * 1024));
-    CHECK_EQ(cp_session_send(s, b), -ENOTCONN); /* it is over now */
+    CHECK_EQ(cp_session_send(s, b), CP_ENOTCONN); /* it is over now */
     atomic_fetch_add(&flood_refusals, 1);
     cp_sendbuf_unref(b);
     break;
@@ -57,7 +57,7 @@ static void on_disconnected(cp_session *s, cp_reason why) {
   nt_track_end(s, why);
   /* After the end, sends are refused but the session is still valid. */
   cp_sendbuf *b = cp_packet_alloc(ID_ECHO, 0);
-  CHECK_EQ(cp_session_send(s, b), -ENOTCONN);
+  CHECK_EQ(cp_session_send(s, b), CP_ENOTCONN);
   cp_sendbuf_unref(b);
   CHECK(!cp_session_connected(s));
 }

@@ -35,7 +35,7 @@ int main(void) {
   struct sockaddr_in addr;
   cp_service *srv =
       nt_server((cp_service_options){.threads = 2, .callbacks.on_packet = srv_on_packet}, &addr);
-  CHECK_EQ(cp_service_connect(srv), -EINVAL); /* a server has nothing to connect to */
+  CHECK_EQ(cp_service_connect(srv), CP_EINVAL); /* a server has nothing to connect to */
   cp_service_options co = {
       .kind = CP_SERVICE_CLIENT,
       .host = "127.0.0.1",
@@ -44,7 +44,7 @@ int main(void) {
       .client_sessions = 1,
       .callbacks = {.on_connected = cli_on_connected, .on_disconnected = cli_on_disconnected}};
   CHECK_EQ(cp_service_create(&cli, &co), 0);
-  CHECK_EQ(cp_service_connect(cli), -EINVAL); /* not started */
+  CHECK_EQ(cp_service_connect(cli), CP_EINVAL); /* not started */
   CHECK_EQ(cp_service_start(cli), 0);
   WAIT_UNTIL(atomic_load(&disconnected) == RECONNECTS + 1);
   CHECK_EQ(atomic_load(&connected), RECONNECTS + 1);
@@ -55,7 +55,7 @@ int main(void) {
   WAIT_UNTIL(nt_stats(srv).disconnects[CP_REASON_LOCAL] == RECONNECTS + 1);
   CHECK_EQ(nt_stats(srv).accepts, RECONNECTS + 1);
   cp_service_stop(cli, 0);
-  CHECK_EQ(cp_service_connect(cli), -ESHUTDOWN);
+  CHECK_EQ(cp_service_connect(cli), CP_ESHUTDOWN);
   fprintf(stderr, "  %d connections, each reconnected from on_disconnected\n", RECONNECTS + 1);
   cp_service_destroy(cli);
   cp_service_destroy(srv);

@@ -8,7 +8,7 @@
 #include "common/nettest.h"
 
 #define CLIENT_THREADS 4
-#define ROUNDS (TEST_SANITIZED ? 150 : 600) /* connections per client thread */
+#define ROUNDS (TEST_SLOW ? 150 : 600) /* connections per client thread */
 #define BURST 16
 
 /* Sessions the application holds, handed to the app thread. */
@@ -70,7 +70,7 @@ static void *app_thread(void *arg) {
 static struct sockaddr_in addr;
 
 static void *client_thread(void *arg) {
-  long t = (long)arg;
+  long t = (long)(intptr_t)arg;
   uint8_t out[BURST * 104];
   for (int r = 0; r < ROUNDS; r++) {
     int fd = test_connect(&addr);
@@ -115,7 +115,7 @@ int main(void) {
   pthread_t app, cl[CLIENT_THREADS];
   pthread_create(&app, NULL, app_thread, NULL);
   for (long i = 0; i < CLIENT_THREADS; i++)
-    pthread_create(&cl[i], NULL, client_thread, (void *)i);
+    pthread_create(&cl[i], NULL, client_thread, (void *)(intptr_t)i);
   for (int i = 0; i < CLIENT_THREADS; i++)
     pthread_join(cl[i], NULL);
   const long total = (long)CLIENT_THREADS * ROUNDS;

@@ -35,8 +35,8 @@ static void pump(void *arg) {
     memset(cp_sendbuf_data(b) + 4, (int)(st->n & 0xff), CHUNK - 4);
     int rc = cp_session_send(st->s, b);
     cp_sendbuf_unref(b);
-    if (rc == -ENOBUFS || rc == -ENOTCONN) {
-      if (rc == -ENOBUFS)
+    if (rc == CP_ENOBUFS || rc == CP_ENOTCONN) {
+      if (rc == CP_ENOBUFS)
         atomic_fetch_add(&refused, 1);
       CHECK(!st->good);
       cp_session_put(st->s);

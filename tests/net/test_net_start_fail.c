@@ -1,16 +1,14 @@
 /* cp_service_start is all or nothing: when it fails, nothing of it runs and
  * the service is as before - no worker thread, no descriptor, no op in the
  * port, no listening port - and a later start succeeds and works.
- *  (a) a server whose port is taken: -EADDRINUSE; free the port, start again;
+ *  (a) a server whose port is taken: CP_EADDRINUSE; free the port, start again;
  *  (b) every allocation start makes failed in turn (the worker array, the
  *      accepts, a client's session, the idle timer's heap, a thread's start
  *      block - so some workers already run and must be ended): each start
- *      returns -ENOMEM with nothing left, or 0; for a server and a client. */
+ *      returns CP_ENOMEM with nothing left, or 0; for a server and a client. */
 #include "common/nettest.h"
 
 #include "cport/alloc.h"
-
-#include <dirent.h>
 
 static _Atomic long calls, fail_at;
 static bool should_fail(void) {
@@ -27,6 +25,42 @@ static void *f_calloc(size_t c, size_t n) {
   return should_fail() ? NULL : calloc(c, n);
 }
 
+#ifdef _WIN32
+#include <tlhelp32.h>
+#include <winternl.h>
+/* Does thread tid start in ntdll? The system's thread pool (its timers' callbacks, cport's
+ * port timers) starts and ends those by itself, whatever cport does - as io_uring's workers. */
+static bool starts_in_ntdll(DWORD tid) {
+  HANDLE h = OpenThread(THREAD_QUERY_INFORMATION, FALSE, tid);
+  if (!h)
+    return false;
+  void *start = NULL;
+  NTSTATUS st = NtQueryInformationThread(h, (THREADINFOCLASS)9 /* Win32StartAddress */, &start,
+                                         sizeof start, NULL);
+  CloseHandle(h);
+  MEMORY_BASIC_INFORMATION mbi;
+  return st == 0 && start && VirtualQuery(start, &mbi, sizeof mbi) &&
+         mbi.AllocationBase == (void *)GetModuleHandleA("ntdll.dll");
+}
+/* The process's threads, less the system thread pool's workers. */
+static int threads_now(void) {
+  HANDLE snap = CreateToolhelp32Snapshot(TH32CS_SNAPTHREAD, 0);
+  CHECK(snap != INVALID_HANDLE_VALUE);
+  THREADENTRY32 te = {.dwSize = sizeof te};
+  int n = 0;
+  for (BOOL ok = Thread32First(snap, &te); ok; ok = Thread32Next(snap, &te))
+    n += te.th32OwnerProcessID == GetCurrentProcessId() && !starts_in_ntdll(te.th32ThreadID);
+  CloseHandle(snap);
+  return n;
+}
+/* The process's open handles (sockets, threads, events, ...). */
+static int fds_now(void) {
+  DWORD n = 0;
+  CHECK(GetProcessHandleCount(GetCurrentProcess(), &n));
+  return (int)n;
+}
+#else
+#include <dirent.h>
 static int count_dir(const char *path) {
   DIR *d = opendir(path);
   CHECK(d != NULL);
@@ -64,6 +98,8 @@ static int fds_now(void) {
   return count_dir("/proc/self/fd");
 }
 
+#endif
+
 static atomic_int echoed;
 static void on_packet(cp_session *s, const cp_packet *pkt) {
   cp_sendbuf *b = cp_sendbuf_copy(pkt->data, pkt->size);
@@ -97,7 +133,7 @@ static void check_nothing(cp_service *svc, int threads, int fds) {
   /* An ended thread leaves the task list, and a closed socket the fd table,
    * a moment after join and close return: wait for them (60 s at most). */
   for (int i = 0; i < 2000 && (threads_now() != threads || fds_now() != fds); i++)
-    usleep(1000);
+    test_sleep_ms(1);
   CHECK_EQ(threads_now(), threads);
   CHECK_EQ(fds_now(), fds);
   CHECK_EQ(cp_service_listen_port(svc), 0);
@@ -127,15 +163,15 @@ int main(void) {
   cp_service *svc;
   CHECK_EQ(cp_service_create(&svc, &o), 0);
   int threads = threads_now(), fds = fds_now();
-  CHECK_EQ(cp_service_start(svc), -EADDRINUSE);
+  CHECK_EQ(cp_service_start(svc), CP_EADDRINUSE);
   check_nothing(svc, threads, fds);
-  CHECK_EQ(cp_service_start(svc), -EADDRINUSE); /* again: still as before */
+  CHECK_EQ(cp_service_start(svc), CP_EADDRINUSE); /* again: still as before */
   close(taken);
   CHECK_EQ(cp_service_start(svc), 0);
-  CHECK_EQ(cp_service_start(svc), -EALREADY);
+  CHECK_EQ(cp_service_start(svc), CP_EALREADY);
   check_echo(svc);
   cp_service_stop(svc, 0);
-  CHECK_EQ(cp_service_start(svc), -ESHUTDOWN);
+  CHECK_EQ(cp_service_start(svc), CP_ESHUTDOWN);
   cp_service_destroy(svc);
 
   /* (b) the n-th allocation of start fails, for every n */
@@ -164,7 +200,7 @@ int main(void) {
       int rc = cp_service_start(svc);
       atomic_store(&fail_at, 0);
       if (rc) {
-        CHECK_EQ(rc, -ENOMEM);
+        CHECK_EQ(rc, CP_ENOMEM);
         fails++;
         check_nothing(svc, threads, fds);
         atomic_store(&client_connected, 0);

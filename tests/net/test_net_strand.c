@@ -7,7 +7,7 @@
 
 #define CONNS 32
 #define CLIENT_THREADS 4
-#define ROUNDS (TEST_SANITIZED ? 60 : 400)
+#define ROUNDS (TEST_SLOW ? 60 : 400)
 #define PIPE 16 /* packets in flight per connection */
 #define BODY 60
 
@@ -90,7 +90,7 @@ static void read_echo(int fd, const uint8_t *want, size_t n) {
 }
 
 static void *client(void *arg) {
-  long t = (long)arg;
+  long t = (long)(intptr_t)arg;
   uint8_t out[PIPE][4 + BODY];
   size_t n = 0;
   for (int r = 0; r < ROUNDS; r++)
@@ -124,7 +124,7 @@ int main(void) {
   CHECK_EQ(cp_jobq_post(ticker, tick, NULL), 0);
   pthread_t cl[CLIENT_THREADS];
   for (long i = 0; i < CLIENT_THREADS; i++)
-    pthread_create(&cl[i], NULL, client, (void *)i);
+    pthread_create(&cl[i], NULL, client, (void *)(intptr_t)i);
   for (int i = 0; i < CLIENT_THREADS; i++)
     pthread_join(cl[i], NULL);
   atomic_store(&stop_ticks, true);

@@ -1,16 +1,16 @@
 /* Caller-owned jobs and cancellable, repeating timers (net.h):
  *  (a) cp_job from 4 threads: each runs exactly once, in each poster's order;
- *      a pending job is -EBUSY; fn may free its job (ASan sees any touch after);
+ *      a pending job is CP_EBUSY; fn may free its job (ASan sees any touch after);
  *  (b) posting a cp_job never fails for memory: with every allocation failing
  *      and a port whose ready queue is full, 64 queues' jobs posted from a job
  *      all return 0 and all run (the overflow path);
- *  (c) timers: a one-shot runs once and never early; -EBUSY while pending; a
+ *  (c) timers: a one-shot runs once and never early; CP_EBUSY while pending; a
  *      repeating one runs until fn cancels it (0), then never again; cancel of
- *      a pending one-shot returns 0 and it never runs; of one that ran, -ENOENT;
+ *      a pending one-shot returns 0 and it never runs; of one that ran, CP_ENOENT;
  *  (d) exactly once under races: 2,000 one-shot timers cancelled from another
  *      thread while they fire: for each, ran + (cancel returned 0) == 1;
  *  (e) stop: pending timers never run, cancel then reports them cancelled;
- *      after stop, start and post_job return -ESHUTDOWN. */
+ *      after stop, start and post_job return CP_ESHUTDOWN. */
 #include "common/nettest.h"
 
 #include "cport/alloc.h"
@@ -99,7 +99,7 @@ static void job_oom_poster(void *arg) {
   atomic_store(&fail_all, 1);
   for (intptr_t i = 0; i < OOMQ; i++)
     CHECK_EQ(cp_jobq_post_job(oomq[i], &oomjobs[i], job_oom_target, (void *)i), 0);
-  CHECK_EQ(cp_jobq_post(oomq[0], job_oom_target, NULL), -ENOMEM); /* the allocating one fails */
+  CHECK_EQ(cp_jobq_post(oomq[0], job_oom_target, NULL), CP_ENOMEM); /* the allocating one fails */
   atomic_store(&fail_all, 0);
   atomic_store(&oom_posted, 1);
 }
@@ -146,7 +146,7 @@ static void job_race(void *arg) {
 int main(void) {
   test_begin("test_net_timers", 120);
   CHECK_EQ(cp_replace_allocator(f_malloc, f_realloc, f_calloc, free), 0);
-  per_thread = TEST_SANITIZED ? 2000 : 20000;
+  per_thread = TEST_SLOW ? 2000 : 20000;
   cp_service *svc = nt_server_create((cp_service_options){.threads = 2});
   CHECK((q = cp_jobq_create(svc)) != NULL);
   CHECK((q2 = cp_jobq_create(svc)) != NULL);
@@ -172,10 +172,10 @@ int main(void) {
   CHECK_EQ(cp_jobq_post_job(q, &gj, job_gate, NULL), 0);
   WAIT_UNTIL(atomic_load(&gate_in));
   CHECK_EQ(cp_jobq_post_job(q, &j1, job_a, (void *)(uintptr_t)per_thread), 0);
-  CHECK_EQ(cp_jobq_post_job(q, &j1, job_a, (void *)(uintptr_t)per_thread), -EBUSY);
-  CHECK_EQ(cp_jobq_post_job(q, NULL, job_a, NULL), -EINVAL);
-  CHECK_EQ(cp_jobq_post_job(NULL, &j1, job_a, NULL), -EINVAL);
-  CHECK_EQ(cp_jobq_post_job(q, &j1, NULL, NULL), -EINVAL);
+  CHECK_EQ(cp_jobq_post_job(q, &j1, job_a, (void *)(uintptr_t)per_thread), CP_EBUSY);
+  CHECK_EQ(cp_jobq_post_job(q, NULL, job_a, NULL), CP_EINVAL);
+  CHECK_EQ(cp_jobq_post_job(NULL, &j1, job_a, NULL), CP_EINVAL);
+  CHECK_EQ(cp_jobq_post_job(q, &j1, NULL, NULL), CP_EINVAL);
   atomic_store(&gate, 1);
   WAIT_UNTIL(atomic_load(&a_runs) == (int)(POSTERS * per_thread) + 1);
   flush(q, 1);
@@ -193,27 +193,27 @@ int main(void) {
   /* (c) */
   once_posted = test_now_ms();
   CHECK_EQ(cp_timer_start(&t_once, q, 20, 0, job_once, NULL), 0);
-  CHECK_EQ(cp_timer_start(&t_once, q, 20, 0, job_once, NULL), -EBUSY);
+  CHECK_EQ(cp_timer_start(&t_once, q, 20, 0, job_once, NULL), CP_EBUSY);
   CHECK_EQ(cp_timer_start(&t_rep, q2, 5, 5, job_rep, NULL), 0);
   CHECK_EQ(cp_timer_start(&t_far, q, 100000, 0, job_far, NULL), 0);
-  CHECK_EQ(cp_timer_start(NULL, q, 1, 0, job_far, NULL), -EINVAL);
-  CHECK_EQ(cp_timer_start(&t_far, NULL, 1, 0, job_far, NULL), -EINVAL);
-  CHECK_EQ(cp_timer_cancel(NULL), -EINVAL);
+  CHECK_EQ(cp_timer_start(NULL, q, 1, 0, job_far, NULL), CP_EINVAL);
+  CHECK_EQ(cp_timer_start(&t_far, NULL, 1, 0, job_far, NULL), CP_EINVAL);
+  CHECK_EQ(cp_timer_cancel(NULL), CP_EINVAL);
   WAIT_UNTIL(atomic_load(&once_runs) == 1 && atomic_load(&rep_runs) == 3);
   flush(q, 30);
   flush(q2, 30);
   CHECK_EQ(atomic_load(&once_runs), 1);
   CHECK(once_ran - once_posted >= 20);
   CHECK_EQ(atomic_load(&rep_runs), 3);
-  CHECK_EQ(cp_timer_cancel(&t_once), -ENOENT); /* it ran */
-  CHECK_EQ(cp_timer_cancel(&t_rep), -ENOENT);  /* cancelled already */
+  CHECK_EQ(cp_timer_cancel(&t_once), CP_ENOENT); /* it ran */
+  CHECK_EQ(cp_timer_cancel(&t_rep), CP_ENOENT);  /* cancelled already */
   CHECK_EQ(cp_timer_cancel(&t_far), 0);
-  CHECK_EQ(cp_timer_cancel(&t_far), -ENOENT);
+  CHECK_EQ(cp_timer_cancel(&t_far), CP_ENOENT);
   /* idle again: it can be started once more, and it runs once */
   CHECK_EQ(cp_timer_start(&t_once, q, 1, 0, job_once, NULL), 0);
   WAIT_UNTIL(atomic_load(&once_runs) == 2);
   static cp_timer never;
-  CHECK_EQ(cp_timer_cancel(&never), -ENOENT);
+  CHECK_EQ(cp_timer_cancel(&never), CP_ENOENT);
 
   /* (d) */
   for (intptr_t i = 0; i < RACE; i++)
@@ -224,7 +224,7 @@ int main(void) {
     if (i % 200 == 199)
       test_sleep_ms(1); /* spread over the time they fall due */
     int rc = cp_timer_cancel(&race[i]);
-    CHECK(rc == 0 || rc == -ENOENT);
+    CHECK(rc == 0 || rc == CP_ENOENT);
     cancelled[i] = rc == 0;
   }
   flush(q, 20);
@@ -245,13 +245,13 @@ int main(void) {
   cp_service_stop(svc, 0);
   static cp_timer late;
   static cp_job latej;
-  CHECK_EQ(cp_timer_start(&late, q, 1, 0, job_far, NULL), -ESHUTDOWN);
-  CHECK_EQ(cp_jobq_post_job(q, &latej, job_far, NULL), -ESHUTDOWN);
-  CHECK_EQ(cp_jobq_post_job(q, &latej, job_far, NULL), -ESHUTDOWN); /* not left busy */
+  CHECK_EQ(cp_timer_start(&late, q, 1, 0, job_far, NULL), CP_ESHUTDOWN);
+  CHECK_EQ(cp_jobq_post_job(q, &latej, job_far, NULL), CP_ESHUTDOWN);
+  CHECK_EQ(cp_jobq_post_job(q, &latej, job_far, NULL), CP_ESHUTDOWN); /* not left busy */
   CHECK_EQ(cp_timer_cancel(&t_far), 0);
   cp_jobq_destroy(q);
   cp_jobq_destroy(q2);
-  CHECK_EQ(cp_timer_cancel(&t_rep), -ENOENT); /* dropped with its queue */
+  CHECK_EQ(cp_timer_cancel(&t_rep), CP_ENOENT); /* dropped with its queue */
   cp_service_destroy(svc);
   CHECK_EQ(atomic_load(&far_runs), 0);
 

@@ -30,13 +30,13 @@ static int child(void) {
   block_io_uring();
   cp_port *p = NULL;
   cp_port_options o = {.backend = CP_BACKEND_URING};
-  CHECK_EQ(cp_port_create(&p, &o), -ENODEV);
+  CHECK_EQ(cp_port_create(&p, &o), CP_ENODEV);
   CHECK(p == NULL);
   setenv("CPORT_BACKEND", "uring", 1);
-  CHECK_EQ(cp_port_create(&p, NULL), -ENODEV);
+  CHECK_EQ(cp_port_create(&p, NULL), CP_ENODEV);
   CHECK(p == NULL);
   setenv("CPORT_BACKEND", "bogus", 1);
-  CHECK_EQ(cp_port_create(&p, NULL), -EINVAL);
+  CHECK_EQ(cp_port_create(&p, NULL), CP_EINVAL);
   unsetenv("CPORT_BACKEND");
   CHECK_EQ(cp_port_create(&p, NULL), 0); /* auto: falls back */
   CHECK_EQ(cp_port_backend(p), CP_BACKEND_EPOLL);
@@ -60,7 +60,7 @@ int main(void) {
   CHECK_EQ(cp_port_backend(p), CP_BACKEND_EPOLL);
   cp_port_destroy(p);
   o.backend = (cp_backend)42;
-  CHECK_EQ(cp_port_create(&p, &o), -EINVAL);
+  CHECK_EQ(cp_port_create(&p, &o), CP_EINVAL);
   CHECK(!strcmp(cp_backend_name(CP_BACKEND_URING), "uring"));
   CHECK(!strcmp(cp_backend_name(CP_BACKEND_EPOLL), "epoll"));
   CHECK(!strcmp(cp_backend_name(CP_BACKEND_IOCP), "iocp"));

@@ -21,7 +21,7 @@ int main(void) {
   for (int i = 0; i <= CP_BUF_MAX; i++)
     many[i] = iov;
 
-  CHECK_EQ(cp_port_create(NULL, NULL), -EINVAL);
+  CHECK_EQ(cp_port_create(NULL, NULL), CP_EINVAL);
   /* NULL port everywhere */
   CHECK_EQ(cp_port_associate(NULL, srv, NULL), CP_EINVAL);
   CHECK_EQ(cp_port_disassociate(NULL, srv), CP_EINVAL);
@@ -60,46 +60,46 @@ int main(void) {
   CHECK_EQ(cp_port_cancel_op(p, &never), CP_ENOENT);
   /* a timer too far away to represent */
   CHECK_EQ(cp_port_timeout(p, &op, NULL, UINT64_MAX), CP_EINVAL);
-  CHECK_EQ(cp_port_associate(p, -1, NULL), -EBADF);
+  CHECK_EQ(cp_port_associate(p, -1, NULL), CP_EBADF);
   int dead = dup(cli);
   close(dead);
-  CHECK_EQ(cp_port_associate(p, dead, NULL), -EBADF);
+  CHECK_EQ(cp_port_associate(p, dead, NULL), CP_EBADF);
   /* ops on an fd never associated */
-  CHECK_EQ(cp_port_recv(p, srv, &op, &iov, 1), -EBADF);
-  CHECK_EQ(cp_port_recv_pooled(p, srv, &op), -EBADF);
-  CHECK_EQ(cp_port_send(p, srv, &op, &iov, 1), -EBADF);
-  CHECK_EQ(cp_port_accept(p, lfd, &op, NULL, NULL), -EBADF);
-  CHECK_EQ(cp_port_cancel(p, srv), -EBADF);
-  CHECK_EQ(cp_port_disassociate(p, srv), -EBADF);
-  CHECK_EQ(cp_port_recv(p, -5, &op, &iov, 1), -EBADF);
-  CHECK_EQ(cp_port_recv(p, 1 << 30, &op, &iov, 1), -EBADF);
+  CHECK_EQ(cp_port_recv(p, srv, &op, &iov, 1), CP_EBADF);
+  CHECK_EQ(cp_port_recv_pooled(p, srv, &op), CP_EBADF);
+  CHECK_EQ(cp_port_send(p, srv, &op, &iov, 1), CP_EBADF);
+  CHECK_EQ(cp_port_accept(p, lfd, &op, NULL, NULL), CP_EBADF);
+  CHECK_EQ(cp_port_cancel(p, srv), CP_EBADF);
+  CHECK_EQ(cp_port_disassociate(p, srv), CP_EBADF);
+  CHECK_EQ(cp_port_recv(p, -5, &op, &iov, 1), CP_EBADF);
+  CHECK_EQ(cp_port_recv(p, 1 << 30, &op, &iov, 1), CP_EBADF);
 
   CHECK_EQ(cp_port_associate(p, srv, NULL), 0);
   CHECK_EQ(cp_port_associate(p, lfd, NULL), 0);
   /* bad buffers */
-  CHECK_EQ(cp_port_recv(p, srv, &op, NULL, 1), -EINVAL);
-  CHECK_EQ(cp_port_recv(p, srv, &op, &iov, 0), -EINVAL);
-  CHECK_EQ(cp_port_recv(p, srv, &op, &iov, -1), -EINVAL);
-  CHECK_EQ(cp_port_recv(p, srv, &op, many, CP_BUF_MAX + 1), -EINVAL);
-  CHECK_EQ(cp_port_recv(p, srv, &op, &zero, 1), -EINVAL);
-  CHECK_EQ(cp_port_send(p, srv, &op, &zero, 1), -EINVAL);
-  CHECK_EQ(cp_port_send(p, srv, &op, &nul, 1), -EFAULT);
-  CHECK_EQ(cp_port_send(p, srv, &op, NULL, 0), -EINVAL);
+  CHECK_EQ(cp_port_recv(p, srv, &op, NULL, 1), CP_EINVAL);
+  CHECK_EQ(cp_port_recv(p, srv, &op, &iov, 0), CP_EINVAL);
+  CHECK_EQ(cp_port_recv(p, srv, &op, &iov, -1), CP_EINVAL);
+  CHECK_EQ(cp_port_recv(p, srv, &op, many, CP_BUF_MAX + 1), CP_EINVAL);
+  CHECK_EQ(cp_port_recv(p, srv, &op, &zero, 1), CP_EINVAL);
+  CHECK_EQ(cp_port_send(p, srv, &op, &zero, 1), CP_EINVAL);
+  CHECK_EQ(cp_port_send(p, srv, &op, &nul, 1), CP_EFAULT);
+  CHECK_EQ(cp_port_send(p, srv, &op, NULL, 0), CP_EINVAL);
   /* NULL op or port */
-  CHECK_EQ(cp_port_recv(p, srv, NULL, &iov, 1), -EINVAL);
-  CHECK_EQ(cp_port_recv_pooled(p, srv, NULL), -EINVAL);
-  CHECK_EQ(cp_port_timeout(p, NULL, NULL, 1), -EINVAL);
-  CHECK_EQ(cp_port_recv(NULL, srv, &op, &iov, 1), -EINVAL);
-  CHECK_EQ(cp_port_cancel_op(p, NULL), -EINVAL);
+  CHECK_EQ(cp_port_recv(p, srv, NULL, &iov, 1), CP_EINVAL);
+  CHECK_EQ(cp_port_recv_pooled(p, srv, NULL), CP_EINVAL);
+  CHECK_EQ(cp_port_timeout(p, NULL, NULL, 1), CP_EINVAL);
+  CHECK_EQ(cp_port_recv(NULL, srv, &op, &iov, 1), CP_EINVAL);
+  CHECK_EQ(cp_port_cancel_op(p, NULL), CP_EINVAL);
   /* other bad arguments */
-  CHECK_EQ(cp_port_disconnect(p, srv, &op, 12345), -EINVAL);
-  CHECK_EQ(cp_port_connect(p, srv, &op, NULL, 0), -EINVAL);
+  CHECK_EQ(cp_port_disconnect(p, srv, &op, 12345), CP_EINVAL);
+  CHECK_EQ(cp_port_connect(p, srv, &op, NULL, 0), CP_EINVAL);
   socklen_t len = 0;
-  CHECK_EQ(cp_port_accept(p, lfd, &op, NULL, &len), -EINVAL);
+  CHECK_EQ(cp_port_accept(p, lfd, &op, NULL, &len), CP_EINVAL);
   cp_completion c;
-  CHECK_EQ(cp_port_wait(p, &c, 0, 0), -EINVAL);
-  CHECK_EQ(cp_port_wait(p, NULL, 1, 0), -EINVAL);
-  CHECK_EQ(cp_port_wait(NULL, &c, 1, 0), -EINVAL);
+  CHECK_EQ(cp_port_wait(p, &c, 0, 0), CP_EINVAL);
+  CHECK_EQ(cp_port_wait(p, NULL, 1, 0), CP_EINVAL);
+  CHECK_EQ(cp_port_wait(NULL, &c, 1, 0), CP_EINVAL);
   cp_port_buf_release(p, buf); /* not a pool buffer: ignored, with a message */
   cp_port_buf_release(p, NULL);
   /* none of that started anything */
@@ -109,7 +109,7 @@ int main(void) {
   CHECK_EQ(st.started, 0);
   /* disassociate twice */
   CHECK_EQ(cp_port_disassociate(p, srv), 0);
-  CHECK_EQ(cp_port_disassociate(p, srv), -EBADF);
+  CHECK_EQ(cp_port_disassociate(p, srv), CP_EBADF);
   /* a socket closed behind the port's back: its ops end with an error,
    * never hang; then it can be forgotten */
   {
@@ -136,15 +136,15 @@ int main(void) {
   }
   /* strerror: always a message */
   CHECK(cp_strerror(0) && *cp_strerror(0));
-  CHECK(!strcmp(cp_strerror(-EBADF), cp_strerror(EBADF)));
+  CHECK(!strcmp(cp_strerror(CP_EBADF), cp_strerror(EBADF)));
   CHECK(cp_strerror(-99999) && *cp_strerror(-99999));
   CHECK(cp_strerror(INT_MIN + 1) && *cp_strerror(INT_MIN + 1));
   /* after close */
   cp_port_close(p);
-  CHECK_EQ(cp_port_associate(p, srv, NULL), -ESHUTDOWN);
-  CHECK_EQ(cp_port_accept(p, lfd, &op, NULL, NULL), -ESHUTDOWN);
-  CHECK_EQ(cp_port_timeout(p, &op, NULL, 1), -ESHUTDOWN);
-  CHECK_EQ(cp_port_post(p, NULL, NULL, 0), -ESHUTDOWN);
+  CHECK_EQ(cp_port_associate(p, srv, NULL), CP_ESHUTDOWN);
+  CHECK_EQ(cp_port_accept(p, lfd, &op, NULL, NULL), CP_ESHUTDOWN);
+  CHECK_EQ(cp_port_timeout(p, &op, NULL, 1), CP_ESHUTDOWN);
+  CHECK_EQ(cp_port_post(p, NULL, NULL, 0), CP_ESHUTDOWN);
   cp_port_close(p); /* idempotent */
   CHECK_EQ(cp_port_wait(p, &c, 1, -1), CP_PORT_CLOSED);
   CHECK_EQ(cp_port_recv(p, srv, &op, &iov, 1), CP_ESHUTDOWN);

@@ -1,5 +1,5 @@
 /* 1,000 ops in flight (recvs, pooled recvs, timeouts, accepts), then cancel:
- * completions counted equal ops started, each exactly once, each -ECANCELED,
+ * completions counted equal ops started, each exactly once, each CP_ECANCELED,
  * and a socket's receives in the order they were started (the one with the
  * kernel first, then the one queued behind it). */
 #include "common/test.h"
@@ -53,7 +53,7 @@ int main(void) {
       CHECK_EQ(r->done, 0);
       r->done = 1;
       r->seq = got + i;
-      CHECK_EQ(c[i].result, -ECANCELED);
+      CHECK_EQ(c[i].result, CP_ECANCELED);
       CHECK(c[i].buf == NULL);
     }
     got += k;
@@ -67,8 +67,8 @@ int main(void) {
   CHECK_EQ(st.started, 1000);
   CHECK_EQ(st.completed, 1000);
   /* a completed op is not pending any more */
-  CHECK_EQ(cp_port_cancel_op(p, &recs[0].op), -ENOENT);
-  CHECK_EQ(cp_port_cancel_op(p, &recs[timers_from].op), -ENOENT);
+  CHECK_EQ(cp_port_cancel_op(p, &recs[0].op), CP_ENOENT);
+  CHECK_EQ(cp_port_cancel_op(p, &recs[timers_from].op), CP_ENOENT);
   /* the fds still work after a cancel */
   cp_buf iov = cp_buf_init(bufs[0], sizeof bufs[0]);
   CHECK_EQ(cp_port_recv(p, srv[0], &recs[0].op, &iov, 1), 0);

@@ -44,10 +44,10 @@ int main(void) {
   cp_completion c;
   CHECK_EQ(cp_port_wait(port, &c, 1, -1), CP_PORT_CLOSED);
   CHECK_EQ(cp_port_wait(port, &c, 1, 0), CP_PORT_CLOSED);
-  CHECK_EQ(cp_port_recv(port, srv, &ops[4], &iov, 1), -ESHUTDOWN);
-  CHECK_EQ(cp_port_timeout(port, &ops[5], NULL, 1), -ESHUTDOWN);
-  CHECK_EQ(cp_port_post(port, NULL, NULL, 0), -ESHUTDOWN);
-  CHECK_EQ(cp_port_associate(port, cli, NULL), -ESHUTDOWN);
+  CHECK_EQ(cp_port_recv(port, srv, &ops[4], &iov, 1), CP_ESHUTDOWN);
+  CHECK_EQ(cp_port_timeout(port, &ops[5], NULL, 1), CP_ESHUTDOWN);
+  CHECK_EQ(cp_port_post(port, NULL, NULL, 0), CP_ESHUTDOWN);
+  CHECK_EQ(cp_port_associate(port, cli, NULL), CP_ESHUTDOWN);
   cp_port_close(port); /* idempotent */
   cp_port_destroy(port);
   close(cli);

@@ -16,7 +16,7 @@ int main(void) {
   CHECK_EQ(cp_port_disassociate(p, srv), 0);
   cp_completion c = test_wait_one(p);
   CHECK(c.op == &op && c.key == &k1);
-  CHECK_EQ(c.result, -ECANCELED);
+  CHECK_EQ(c.result, CP_ECANCELED);
   int num = srv;
   close(srv);
   close(cli);

@@ -22,8 +22,8 @@ int main(void) {
   CHECK_EQ(c.kind, CP_OP_ACCEPT);
   CHECK(c.result >= 0);
   int srv = (int)c.result;
-  CHECK(fcntl(srv, F_GETFL) & O_NONBLOCK);
-  CHECK(fcntl(srv, F_GETFD) & FD_CLOEXEC);
+  CHECK(test_is_nonblocking(srv));
+  CHECK(test_is_cloexec(srv));
   CHECK_EQ(plen, sizeof(struct sockaddr_in));
   struct sockaddr_in cl;
   socklen_t cll = sizeof cl;
@@ -112,7 +112,7 @@ int main(void) {
   CHECK_EQ(cp_port_connect(p, fd, &cop, (struct sockaddr *)&dead, sizeof dead), 0);
   c = test_wait_one(p);
   CHECK(c.kind == CP_OP_CONNECT);
-  CHECK_EQ(c.result, -ECONNREFUSED);
+  CHECK_EQ(c.result, CP_ECONNREFUSED);
   cp_port_disassociate(p, fd);
   close(fd);
 

@@ -13,7 +13,7 @@ static void *poster(void *arg) {
   long t = (long)(intptr_t)arg;
   for (long i = 0; i < PER; i++) {
     int rc;
-    while ((rc = cp_port_post(port, (void *)(intptr_t)t, NULL, t * 1000000 + i)) == -ENOMEM)
+    while ((rc = cp_port_post(port, (void *)(intptr_t)t, NULL, t * 1000000 + i)) == CP_ENOMEM)
       ;
     CHECK_EQ(rc, 0);
   }

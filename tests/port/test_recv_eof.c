@@ -1,5 +1,5 @@
 /* A peer that closes: recv completes with 0 (pooled recv too, without a
- * buffer). A peer that resets: the pending recv ends with -ECONNRESET. */
+ * buffer). A peer that resets: the pending recv ends with CP_ECONNRESET. */
 #include "common/test.h"
 
 int main(void) {
@@ -49,7 +49,7 @@ int main(void) {
   test_sleep_ms(20); /* let it be armed (either way the result is the same) */
   test_reset(cli);
   c = test_wait_one(p);
-  CHECK_EQ(c.result, -ECONNRESET);
+  CHECK_EQ(c.result, CP_ECONNRESET);
   CHECK(c.buf == NULL);
   cp_port_disassociate(p, srv);
   close(srv);

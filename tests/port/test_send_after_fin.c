@@ -1,10 +1,10 @@
 /* A send that must wait for room, on a socket whose peer has half-closed
  * (its FIN was received), completes whole as the peer reads - never with
- * -EAGAIN. Each round: the peer shuts down its sending side, the port reads
+ * CP_EAGAIN. Each round: the peer shuts down its sending side, the port reads
  * the end of stream, a 3 MiB send fills the kernel's buffers, then a gathered
  * send of 976 iovecs (2 MB) waits while a thread reads everything and checks
  * every byte. (The engine turns a send error into a disconnect: a spurious
- * -EAGAIN ended sessions as CP_REASON_ERROR, see
+ * CP_EAGAIN ended sessions as CP_REASON_ERROR, see
  * test_net_fault_halfclose_burst.) */
 #include "common/test.h"
 

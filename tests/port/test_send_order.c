@@ -81,7 +81,7 @@ int main(void) {
   for (; done < RECVS; done++) {
     cp_completion c = test_wait_one(p);
     CHECK(c.op == &ops[done]);
-    CHECK_EQ(c.result, -ECANCELED);
+    CHECK_EQ(c.result, CP_ECANCELED);
   }
   cp_completion c;
   CHECK_EQ(cp_port_wait(p, &c, 1, 0), 0);

@@ -4,8 +4,8 @@
 set -euo pipefail
 objdump=$1 dll=$2 inc=$3
 exported=$("$objdump" -p "$dll" | awk '/\[Ordinal\/Name Pointer\] Table/ {t=1; next} t && /^[ \t]*\[/ {print $NF} t && /^$/ {t=0}' | sort -u)
-# The engine (src/net, net.h) is not built for Windows yet: the layers that are built are these.
-headers=("$inc"/port.h "$inc"/error.h "$inc"/socket.h "$inc"/alloc.h "$inc"/version.h)
+# Every public header (port.h, net.h, log.h, socket.h, ...): the DLL is the whole library.
+headers=("$inc"/*.h)
 declared=$(grep -h -A3 '^CP_API' "${headers[@]}" | tr '\n' ' ' | grep -oE '\b(cp_[a-z0-9_]+)\(' | tr -d '(' | sort -u)
 missing=$(comm -13 <(echo "$exported") <(echo "$declared"))
 extra=$(comm -23 <(echo "$exported") <(echo "$declared"))
