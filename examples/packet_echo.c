@@ -2,14 +2,11 @@
 #define _GNU_SOURCE
 #include "example_args.h"
 
+/* The replies to the packets of one receive share one send buffer and one
+ * send (cp_session_send_copy). */
 static void on_packet(cp_session *s, const cp_packet *pkt) {
-  cp_sendbuf *b = cp_sendbuf_copy(pkt->data, pkt->size);
-  if (!b) {
+  if (cp_session_send_copy(s, pkt->data, pkt->size) == CP_ENOMEM)
     cp_session_disconnect(s, false);
-    return;
-  }
-  cp_session_send(s, b); /* the session takes its own reference */
-  cp_sendbuf_unref(b);
 }
 
 int main(int argc, char **argv) {

@@ -59,10 +59,9 @@ static enum cli_status bad(const char *flag, const char *val) {
 /* ---- echo modes ------------------------------------------------------ */
 
 static void echo_raw(cp_session *s, const void *data, size_t len) {
-  cp_sendbuf *b = cp_sendbuf_copy(data, len);
-  int rc = b ? cp_session_send(s, b) : -ENOMEM;
-  cp_sendbuf_unref(b);
-  if (rc == -ENOMEM) {
+  /* appended to the reply buffer of this receive when it has room */
+  int rc = cp_session_send_copy(s, data, len);
+  if (rc == CP_ENOMEM) {
     /* An echo that cannot be sent must not be skipped silently. */
     srv_log_session(s, NULL, "out of memory for an echo; disconnecting");
     cp_session_disconnect(s, false);

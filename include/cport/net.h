@@ -274,6 +274,20 @@ CP_API void cp_session_put(cp_session *s);
  */
 CP_API int cp_session_send(cp_session *s, cp_sendbuf *buf);
 
+/*
+ * Queue a copy of len bytes of data for sending, in order with everything
+ * else queued on s. Made for replies: the bytes go at the end of the
+ * session's open send buffer - one the engine allocated for earlier
+ * cp_session_send_copy calls, still last in the queue, not yet sending, and
+ * with room - so the replies to the packets of one receive share one buffer
+ * and one send; otherwise into a new buffer (1 KiB or len, whichever is more)
+ * that becomes the open one. A cp_session_send in between, or the start of a
+ * send, closes it. The caller keeps data. Returns 0 or the errors of
+ * cp_session_send (-EINVAL also for NULL data or len 0). Any thread; calls
+ * from several threads at once are each queued whole, in some order.
+ */
+CP_API int cp_session_send_copy(cp_session *s, const void *data, size_t len);
+
 /* Bytes queued on s and not yet handed to the kernel (the send in flight
  * included): a producer that must not be cut off as a slow consumer keeps
  * this under send_queue_max, sending more from on_sent. Any thread. */

@@ -49,6 +49,11 @@ struct sendq {
   cp_buf *iov; /* for gathered sends; one inline entry for single ones */
   uint32_t iov_cap;
   cp_buf one;
+  /* The open buffer (cp_session_send_copy): the ring's last, allocated by the
+   * engine, not in flight and referenced only by the ring, so more replies'
+   * bytes may be appended to it. NULL once anything follows it, it goes into
+   * a send, or it is dropped. */
+  cp_sendbuf *open;
   bool busy;            /* a send is in flight */
   bool corked;          /* the strand is framing a receive: queue now, send when it is done */
   bool drain_close;     /* disconnect once empty (graceful, or the peer's FIN) */
@@ -260,6 +265,9 @@ void cp__sendbuf_trim(void);
 /* sendbuf.c: n references more / fewer (never the last) in one atomic op. */
 void cp__sendbuf_ref_n(cp_sendbuf *b, size_t n);
 void cp__sendbuf_unref_n(cp_sendbuf *b, size_t n);
+/* sendbuf.c: append len bytes to b if they fit in its capacity (true), else
+ * leave it as it is (false). The caller makes sure nobody else sees b. */
+bool cp__sendbuf_append(cp_sendbuf *b, const void *data, size_t len);
 
 /* jobq.c */
 void cp__jobs_init(cp_service *svc);

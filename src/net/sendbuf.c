@@ -164,6 +164,15 @@ cp_sendbuf *cp_sendbuf_copy(const void *data, size_t len) {
   return b;
 }
 
+bool cp__sendbuf_append(cp_sendbuf *b, const void *data, size_t len) {
+  assert(atomic_load_explicit(&b->refs, memory_order_relaxed) == 1); /* nobody else sees it */
+  if (len > b->cap - b->len)
+    return false;
+  memcpy(b->data + b->len, data, len);
+  b->len += (uint32_t)len;
+  return true;
+}
+
 uint8_t *cp_sendbuf_data(cp_sendbuf *b) {
   return b ? b->data : NULL;
 }

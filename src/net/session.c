@@ -503,8 +503,10 @@ static void finish_close(cp_session *s) {
       atomic_fetch_sub(&svc->st.queued_bytes, cp_sendbuf_len(b));
       drop[n++] = b;
     }
-    if (q)
+    if (q) {
+      q->open = NULL; /* dropped, or (in flight) closed already */
       q->drain_close = false;
+    }
     cp__spin_unlock(&s->send_lock);
     for (uint32_t i = 0; i < n; i++)
       cp_sendbuf_unref(drop[i]);
@@ -716,6 +718,8 @@ static void build_batch(cp_session *s, struct sendq *q) {
     v[i] = cp_buf_init(cp_sendbuf_data(b), cp_sendbuf_len(b));
     bytes += v[i].len;
   }
+  if (k == q->len)
+    q->open = NULL; /* its bytes are in flight now */
   q->inflight = k;
   q->inflight_bytes = bytes;
   q->busy = true;
@@ -744,6 +748,7 @@ static bool ring_push(cp_session *s, struct sendq *q, cp_sendbuf *b) {
   }
   q->ring[ring_at(q, q->head + q->len)] = b;
   q->len++;
+  q->open = NULL; /* b follows it: nothing more may go into it */
   return true;
 }
 
@@ -792,31 +797,42 @@ static bool uncork(cp_session *s) {
  * start a send if none is in flight: 0, or an error (the reference is the
  * caller's again). The service's queued_bytes is the caller's to have raised
  * by len beforehand, and packets_out to count. */
-static int send_queued(cp_session *s, cp_sendbuf *b, size_t len) {
-  cp_service *svc = s->svc;
-  if (atomic_load(&s->closing) || !atomic_load(&s->connected))
-    return CP_ENOTCONN;
+/* s's send queue, locked, once the session may take len more bytes: its
+ * sendq allocated, open for sends, and under send_queue_max. Otherwise NULL,
+ * the lock released, and the error in *rc (a slow consumer is disconnected). */
+static struct sendq *sq_lock_room(cp_session *s, size_t len, int *rc) {
+  if (atomic_load(&s->closing) || !atomic_load(&s->connected)) {
+    *rc = CP_ENOTCONN;
+    return NULL;
+  }
   cp__spin_lock(&s->send_lock);
   if (!s->sq) { /* the first send: allocated outside the lock (sq_get) */
     cp__spin_unlock(&s->send_lock);
-    if (!sq_get(s))
-      return CP_ENOMEM;
+    if (!sq_get(s)) {
+      *rc = CP_ENOMEM;
+      return NULL;
+    }
     cp__spin_lock(&s->send_lock);
   }
   if (atomic_load(&s->closing) || session_draining(s)) {
     cp__spin_unlock(&s->send_lock);
-    return CP_ENOTCONN;
+    *rc = CP_ENOTCONN;
+    return NULL;
   }
   struct sendq *q = s->sq;
-  if (q->queued_bytes + len > svc->o.send_queue_max) {
+  if (q->queued_bytes + len > s->svc->o.send_queue_max) {
     cp__spin_unlock(&s->send_lock);
     cp__session_close(s, CP_REASON_SLOW_CONSUMER);
-    return CP_ENOBUFS;
+    *rc = CP_ENOBUFS;
+    return NULL;
   }
-  if (!ring_push(s, q, b)) {
-    cp__spin_unlock(&s->send_lock);
-    return CP_ENOMEM;
-  }
+  return q;
+}
+
+/* len more bytes are in q (locked by sq_lock_room): count them, start a send
+ * if none is in flight or corked, and release the lock. */
+static void sq_queued_unlock(cp_session *s, struct sendq *q, size_t len) {
+  ASSERT_SEND_LOCKED(s);
   q->queued_bytes += len;
   bool start = !q->busy && !q->corked;
   if (start)
@@ -824,6 +840,18 @@ static int send_queued(cp_session *s, cp_sendbuf *b, size_t len) {
   cp__spin_unlock(&s->send_lock);
   if (start)
     send_now(s);
+}
+
+static int send_queued(cp_session *s, cp_sendbuf *b, size_t len) {
+  int rc;
+  struct sendq *q = sq_lock_room(s, len, &rc);
+  if (!q)
+    return rc;
+  if (!ring_push(s, q, b)) {
+    cp__spin_unlock(&s->send_lock);
+    return CP_ENOMEM;
+  }
+  sq_queued_unlock(s, q, len);
   return 0;
 }
 
@@ -844,6 +872,56 @@ int cp_session_send(cp_session *s, cp_sendbuf *b) {
   } else {
     stat_add(&svc->st.packets_out, 1);
   }
+  return rc;
+}
+
+/* An open buffer's capacity (at least the bytes it is made for): room for
+ * the replies to 16 pipelined 64-byte packets. */
+#define OPEN_CAP 1024u
+
+int cp_session_send_copy(cp_session *s, const void *data, size_t len) {
+  if (!s || !data || !len)
+    return CP_EINVAL;
+  cp_service *svc = s->svc;
+  atomic_fetch_add(&svc->st.queued_bytes, len); /* as in cp_session_send */
+  cp_sendbuf *fresh = NULL;
+  int rc = 0;
+  for (;;) {
+    struct sendq *q = sq_lock_room(s, len, &rc);
+    if (!q)
+      break;
+    if (q->open && cp__sendbuf_append(q->open, data, len)) {
+      sq_queued_unlock(s, q, len);
+      break;
+    }
+    if (fresh) {
+      if (!ring_push(s, q, fresh)) {
+        cp__spin_unlock(&s->send_lock);
+        rc = CP_ENOMEM;
+        break;
+      }
+      bool fits = cp__sendbuf_append(fresh, data, len);
+      assert(fits); /* made for at least len */
+      (void)fits;
+      q->open = fresh;
+      fresh = NULL; /* the ring's now */
+      sq_queued_unlock(s, q, len);
+      break;
+    }
+    /* No open buffer with room: make one outside the lock, then look again
+     * (another thread may have opened one meanwhile). */
+    cp__spin_unlock(&s->send_lock);
+    fresh = cp_sendbuf_alloc(len > OPEN_CAP ? len : OPEN_CAP);
+    if (!fresh) {
+      rc = CP_ENOMEM;
+      break;
+    }
+  }
+  cp_sendbuf_unref(fresh); /* not needed after all, or the send failed */
+  if (rc)
+    atomic_fetch_sub(&svc->st.queued_bytes, len);
+  else
+    stat_add(&svc->st.packets_out, 1);
   return rc;
 }
 

@@ -57,7 +57,7 @@ static int epoll_probe(void) {
 static int epoll_init(cp_port *p) {
   struct ep *ep = mem_calloc(1, sizeof *ep);
   if (!ep)
-    return -ENOMEM;
+    return CP_ENOMEM;
   ep->epfd = epoll_create1(EPOLL_CLOEXEC);
   ep->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   ep->nevents = (int)p->queue_depth;
@@ -69,7 +69,7 @@ static int epoll_init(cp_port *p) {
   if (ep->epfd < 0 || ep->evfd < 0) {
     rc = -errno;
   } else if (rc || !ep->events || !ep->free_bufs) {
-    rc = -ENOMEM;
+    rc = CP_ENOMEM;
   } else {
     struct epoll_event ev = {.events = EPOLLIN, .data.u64 = EV_WAKE_TAG};
     if (epoll_ctl(ep->epfd, EPOLL_CTL_ADD, ep->evfd, &ev) < 0)
@@ -381,7 +381,7 @@ static int epoll_start(cp_port *p, struct op *o, struct fdent *e) {
   cp__spin_lock(&e->lock);
   if (atomic_load(&p->closed)) {
     cp__spin_unlock(&e->lock);
-    return -ESHUTDOWN;
+    return CP_ESHUTDOWN;
   }
   o->state = OPS_QUEUED;
   struct opq *q = rd ? &e->rd : &e->wr;
@@ -503,11 +503,11 @@ static int epoll_cancel_op(cp_port *p, struct op *o) {
   struct ep *ep = E(p);
   struct sink s;
   cp__sink_init(&s, NULL, 0);
-  int rc = -ENOENT;
+  int rc = CP_ENOENT;
   if (o->fd < 0) {
     cp__mutex_lock(&ep->lock);
     if (o->state == OPS_TIMER && cp__heap_remove(&ep->timers, &o->u.timer.node)) {
-      cp__sink_put(p, &s, o, -ECANCELED, NULL);
+      cp__sink_put(p, &s, o, CP_ECANCELED, NULL);
       rc = 0;
     }
     cp__mutex_unlock(&ep->lock);
@@ -516,14 +516,14 @@ static int epoll_cancel_op(cp_port *p, struct op *o) {
   }
   struct fdent *e = cp__fdtable_get(&p->fds, o->fd);
   if (!e)
-    return -ENOENT;
+    return CP_ENOENT;
   cp__spin_lock(&e->lock);
   for (int side = 0; side < 2 && rc; side++) {
     struct opq *q = side ? &e->wr : &e->rd;
     bool was_head = opq_head(q) == o;
     if (!opq_remove(q, o))
       continue;
-    cp__sink_put(p, &s, o, -ECANCELED, NULL);
+    cp__sink_put(p, &s, o, CP_ECANCELED, NULL);
     /* A new head may be ready already; no edge will say so. */
     if (was_head)
       run_queue(p, &s, e, q);

@@ -125,7 +125,7 @@ static int ring_init(struct io_uring *ring, unsigned depth) {
     return rc;
   if (!(prm.features & IORING_FEAT_EXT_ARG) || !(prm.features & IORING_FEAT_NODROP)) {
     io_uring_queue_exit(ring);
-    return -EOPNOTSUPP;
+    return CP_EOPNOTSUPP;
   }
   return 0;
 }
@@ -138,7 +138,7 @@ static int uring_probe(void) {
   struct io_uring_probe *pr = io_uring_get_probe_ring(&ring);
   if (!pr) {
     io_uring_queue_exit(&ring);
-    return -EOPNOTSUPP;
+    return CP_EOPNOTSUPP;
   }
   static const int need[] = {IORING_OP_ACCEPT,         IORING_OP_CONNECT,      IORING_OP_RECV,
                              IORING_OP_SEND,           IORING_OP_RECVMSG,      IORING_OP_SENDMSG,
@@ -146,7 +146,7 @@ static int uring_probe(void) {
                              IORING_OP_TIMEOUT_REMOVE, IORING_OP_NOP};
   for (size_t i = 0; i < sizeof need / sizeof need[0]; i++)
     if (!io_uring_opcode_supported(pr, need[i]))
-      rc = -EOPNOTSUPP;
+      rc = CP_EOPNOTSUPP;
   io_uring_free_probe(pr);
   io_uring_queue_exit(&ring);
   return rc;
@@ -155,7 +155,7 @@ static int uring_probe(void) {
 static int uring_init(cp_port *p) {
   struct uring *u = mem_calloc(1, sizeof *u);
   if (!u)
-    return -ENOMEM;
+    return CP_ENOMEM;
   int rc = ring_init(&u->ring, p->queue_depth);
   if (rc) {
     mem_free(u);
@@ -282,7 +282,7 @@ static int submit_op(cp_port *p, struct op *o) {
   assert(o->state != OPS_DONE); /* new, queued, starved, or a resubmitted rest */
   struct io_uring_sqe *sqe = get_sqe(p);
   if (!sqe)
-    return -EBUSY;
+    return CP_EBUSY;
   prep(p, o, sqe);
   o->state = OPS_INFLIGHT;
   U(p)->inflight++;
@@ -296,7 +296,7 @@ static int uring_start(cp_port *p, struct op *o, struct fdent *e) {
   int rc = 0;
   ulock(u);
   if (atomic_load(&p->closed)) {
-    rc = -ESHUTDOWN;
+    rc = CP_ESHUTDOWN;
   } else if (o->kind == CP_OP_RECV || o->kind == CP_OP_RECV_POOLED) {
     if (e->rd_busy) {
       o->state = OPS_QUEUED;
@@ -339,7 +339,7 @@ static void side_next(cp_port *p, struct sink *s, int fd, bool read_side) {
   uint8_t *busy = read_side ? &e->rd_busy : &e->wr_busy;
   struct op *o;
   while ((o = opq_pop(q))) {
-    int rc = cancelled(p, o) ? -ECANCELED : submit_op(p, o);
+    int rc = cancelled(p, o) ? CP_ECANCELED : submit_op(p, o);
     if (!rc)
       return; /* busy stays set */
     cp__sink_put(p, s, o, rc, NULL);
@@ -394,7 +394,7 @@ static void feed_starved(cp_port *p, struct sink *s) {
   struct op *o;
   while (room && (o = opq_pop(&u->starved))) {
     int fd = o->fd;
-    int rc = cancelled(p, o) ? -ECANCELED : submit_op(p, o);
+    int rc = cancelled(p, o) ? CP_ECANCELED : submit_op(p, o);
     if (rc) {
       cp__sink_put(p, s, o, rc, NULL);
       side_next(p, s, fd, true);
@@ -608,7 +608,7 @@ static int uring_cancel_fd(cp_port *p, int fd, struct fdent *e, bool forget) {
       opq_push(&keep, o);
       continue;
     }
-    cp__sink_put(p, &s, o, -ECANCELED, NULL);
+    cp__sink_put(p, &s, o, CP_ECANCELED, NULL);
     was_starved = true;
   }
   u->starved = keep;
@@ -630,7 +630,7 @@ static int uring_cancel_fd(cp_port *p, int fd, struct fdent *e, bool forget) {
     io_uring_submit(&u->ring);
     cp__count_syscall(p);
   } else {
-    rc = -EBUSY;
+    rc = CP_EBUSY;
   }
   uunlock(u);
   cp__sink_flush(p, &s);
@@ -645,17 +645,17 @@ static int uring_cancel_op(cp_port *p, struct op *o) {
   ulock(u);
   struct fdent *e = o->fd >= 0 ? cp__fdtable_get(&p->fds, o->fd) : NULL;
   if (o->state == OPS_QUEUED && e && (opq_remove(&e->rd, o) || opq_remove(&e->wr, o))) {
-    cp__sink_put(p, &s, o, -ECANCELED, NULL);
+    cp__sink_put(p, &s, o, CP_ECANCELED, NULL);
   } else if (o->state == OPS_STARVED && opq_remove(&u->starved, o)) {
     starved_note(u);
     int fd = o->fd;
-    cp__sink_put(p, &s, o, -ECANCELED, NULL);
+    cp__sink_put(p, &s, o, CP_ECANCELED, NULL);
     side_next(p, &s, fd, true);
   } else if (o->state == OPS_INFLIGHT) {
     o->how |= OPF_CANCEL;
     struct io_uring_sqe *sqe = get_sqe(p);
     if (!sqe) {
-      rc = -EBUSY;
+      rc = CP_EBUSY;
     } else {
       if (o->kind == CP_OP_TIMEOUT)
         io_uring_prep_timeout_remove(sqe, (uint64_t)(uintptr_t)o, 0);
@@ -666,7 +666,7 @@ static int uring_cancel_op(cp_port *p, struct op *o) {
       cp__count_syscall(p);
     }
   } else {
-    rc = -ENOENT;
+    rc = CP_ENOENT;
   }
   uunlock(u);
   cp__sink_flush(p, &s);

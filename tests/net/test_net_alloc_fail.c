@@ -13,7 +13,8 @@
  *  - create/start return CP_ENOMEM (and nothing else), or they succeed;
  *  - a session hit by the failure is disconnected (reason ERROR, or LOCAL
  *    when the application disconnects after a NULL from cp_packet_alloc or
- *    an CP_ENOMEM from cp_session_send or cp_jobq_post), or never accepted;
+ *    an CP_ENOMEM from cp_session_send, cp_session_send_copy - every other
+ *    echo - or cp_jobq_post), or never accepted;
  *  - a session that survives to cp_service_stop (reason SHUTDOWN) has lost
  *    nothing: its three echoes, byte for byte, in order, and every broadcast
  *    the jobs made (a broadcast cannot skip a session and keep it);
@@ -119,6 +120,12 @@ static void app_fail(cp_session *s) {
 }
 
 static void echo(cp_session *s, const cp_packet *p) {
+  if (p->id == ID_ECHO && ((p->body[0] - 'a') & 1)) {
+    /* every other echo through the open send buffer (its allocation fails too) */
+    if (cp_session_send_copy(s, p->data, p->size) == CP_ENOMEM)
+      app_fail(s);
+    return;
+  }
   cp_sendbuf *b = cp_packet_alloc(p->id, p->body_len);
   if (!b) {
     app_fail(s);
