@@ -16,56 +16,21 @@ docs/protocol.md alone (a tiny protobuf codec included).
 """
 import os, random, socket, struct, sys, time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
 PORT = int(sys.argv[1])
 C_LOGIN, S_LOGIN, C_ENTER_ROOM, S_ENTER_ROOM, C_CHAT, S_CHAT, C_LEAVE_ROOM, S_LEAVE_ROOM, S_ERROR = range(1, 10)
 
 
-def varint(n):
-    out = b""
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out += bytes([b | 0x80])
-        else:
-            return out + bytes([b])
+from wire2 import decode, fi, fs, read_varint, varint  # noqa: F401 (the codec)
 
 
 def field_str(num, s):
-    b = s.encode() if isinstance(s, str) else s
-    return varint(num << 3 | 2) + varint(len(b)) + b
+    return fs(num, s)
 
 
 def field_int(num, v):
-    return varint(num << 3) + varint(v)
-
-
-def decode(body):
-    """protobuf -> {field: [values]} (varints as int, length-delimited as bytes)"""
-    out, i = {}, 0
-    while i < len(body):
-        key, i = read_varint(body, i)
-        num, wt = key >> 3, key & 7
-        if wt == 0:
-            v, i = read_varint(body, i)
-        elif wt == 2:
-            n, i = read_varint(body, i)
-            v, i = body[i:i + n], i + n
-        else:
-            raise ValueError(f"wire type {wt}")
-        out.setdefault(num, []).append(v)
-    return out
-
-
-def read_varint(b, i):
-    shift = v = 0
-    while True:
-        c = b[i]
-        i += 1
-        v |= (c & 0x7F) << shift
-        shift += 7
-        if not c & 0x80:
-            return v, i
+    return varint(num << 3) + varint(v)  # 0 written too
 
 
 def packet(pid, body=b""):

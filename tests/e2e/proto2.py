@@ -21,66 +21,18 @@ client written from docs/protocol.md (its own tiny protobuf codec).
 """
 import os, random, selectors, socket, struct, sys, time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
 PORT = int(sys.argv[1])
-(C_LOGIN, S_LOGIN, C_ENTER_ROOM, S_ENTER_ROOM, C_CHAT, S_CHAT, C_LEAVE_ROOM, S_LEAVE_ROOM, S_ERROR,
- C_PING, S_PONG, S_MEMBER_JOINED, S_MEMBER_LEFT) = range(1, 14)
+from wire2 import *  # ids, codec, pkt, metric, rss_kb
+
 ERR_BAD_MESSAGE, ERR_UNKNOWN_ID, ERR_NOT_LOGGED_IN, ERR_ALREADY_LOGGED_IN, ERR_NOT_IN_ROOM = 1, 2, 3, 4, 5
 ERR_BAD_NAME, ERR_BAD_ROOM, ERR_TOO_LONG, ERR_ROOM_FULL, ERR_RATE_LIMITED = 6, 7, 8, 9, 11
 PRESENCE = (S_MEMBER_JOINED, S_MEMBER_LEFT)
 
 
-def varint(n):
-    out = b""
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out += bytes([b | 0x80])
-        else:
-            return out + bytes([b])
-
-
-def fs(num, b):
-    return varint(num << 3 | 2) + varint(len(b)) + b
-
-
-def fi(num, v):
-    return varint(num << 3) + varint(v) if v else b""
-
-
-def read_varint(b, i):
-    shift = v = 0
-    while True:
-        c = b[i]
-        i += 1
-        v |= (c & 0x7F) << shift
-        shift += 7
-        if not c & 0x80:
-            return v, i
-
-
-def decode(body):
-    out, i = {}, 0
-    while i < len(body):
-        key, i = read_varint(body, i)
-        num, wt = key >> 3, key & 7
-        if wt == 0:
-            v, i = read_varint(body, i)
-        elif wt == 2:
-            n, i = read_varint(body, i)
-            v, i = body[i:i + n], i + n
-        else:
-            raise ValueError(f"wire type {wt}")
-        out.setdefault(num, []).append(v)
-    return out
-
-
 def get(m, f, d=None):
     return m.get(f, [d])[0] if d is not None or f in m else d
-
-
-def pkt(pid, body=b""):
-    return struct.pack("<HH", 4 + len(body), pid) + body
 
 
 login = lambda name: pkt(C_LOGIN, fs(1, name))
@@ -164,42 +116,11 @@ class Conn:
         self.s.close()
 
 
-def metric(mport, name):
-    s = socket.create_connection(("127.0.0.1", mport))
-    s.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
-    d = b""
-    while True:
-        x = s.recv(65536)
-        if not x:
-            break
-        d += x
-    for line in d.decode().splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
-            if line.startswith(name + " "):
-                return float(line.split()[1])
-    return None
-
-
 def disconnects(mport, reason):
-    s = socket.create_connection(("127.0.0.1", mport))
-    s.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
-    d = b""
-    while True:
-        x = s.recv(65536)
-        if not x:
-            break
-        d += x
-    for line in d.decode().splitlines():
+    for line in metrics_text(mport).splitlines():
         if line.startswith(f'cport_disconnects_total{{reason="{reason}"}}'):
             return int(line.split()[1])
     return 0
-
-
-def rss_kb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
 
 
 # ---- rules 1-10 --------------------------------------------------------
