@@ -877,31 +877,44 @@ int cp_session_send_copy(cp_session *s, const void *data, size_t len) {
     return CP_EINVAL;
   cp_service *svc = s->svc;
   atomic_fetch_add(&svc->st.queued_bytes, len); /* as in cp_session_send */
+  cp_sendbuf *fresh = NULL;
   int rc = 0;
-  struct sendq *q = sq_lock_room(s, len, &rc);
-  if (q && !(q->open && cp__sendbuf_append(q->open, data, len))) {
-    /* No open buffer with room: a new one, made under the lock - one lock
-     * round trip per reply; the allocation is mostly a pointer bump in the
-     * thread's chunk, and the lock is this session's only. */
-    cp_sendbuf *b = cp_sendbuf_alloc(len > OPEN_CAP ? len : OPEN_CAP);
-    if (b && ring_push(s, q, b)) {
-      bool fits = cp__sendbuf_append(b, data, len);
+  for (;;) {
+    struct sendq *q = sq_lock_room(s, len, &rc);
+    if (!q)
+      break;
+    if (q->open && cp__sendbuf_append(q->open, data, len)) {
+      sq_queued_unlock(s, q, len);
+      break;
+    }
+    if (fresh) {
+      if (!ring_push(s, q, fresh)) {
+        cp__spin_unlock(&s->send_lock);
+        rc = CP_ENOMEM;
+        break;
+      }
+      bool fits = cp__sendbuf_append(fresh, data, len);
       assert(fits); /* made for at least len */
       (void)fits;
-      q->open = b; /* the ring's now */
-    } else {
-      cp__spin_unlock(&s->send_lock);
-      cp_sendbuf_unref(b);
-      q = NULL;
+      q->open = fresh;
+      fresh = NULL; /* the ring's now */
+      sq_queued_unlock(s, q, len);
+      break;
+    }
+    /* No open buffer with room: make one outside the lock, then look again
+     * (another thread may have opened one meanwhile). */
+    cp__spin_unlock(&s->send_lock);
+    fresh = cp_sendbuf_alloc(len > OPEN_CAP ? len : OPEN_CAP);
+    if (!fresh) {
       rc = CP_ENOMEM;
+      break;
     }
   }
-  if (q) {
-    sq_queued_unlock(s, q, len);
-    stat_add(&svc->st.packets_out, 1);
-  } else {
+  cp_sendbuf_unref(fresh); /* not needed after all, or the send failed */
+  if (rc)
     atomic_fetch_sub(&svc->st.queued_bytes, len);
-  }
+  else
+    stat_add(&svc->st.packets_out, 1);
   return rc;
 }
 
