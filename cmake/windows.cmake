@@ -77,9 +77,8 @@ if(NOT CPORT_WIN_NET_TESTS)
        ${CMAKE_SOURCE_DIR}/tests/net/test_net_*.c)
   string(REPLACE ".c" "" CPORT_WIN_NET_TESTS "${CPORT_WIN_NET_TEST_FILES}")
   # Not on Windows: test_net_emfile lowers RLIMIT_NOFILE in a forked child (Windows has no
-  # descriptor limit to lower, nor fork); test_net_chat_relay builds examples/chat_relay.c,
-  # which the examples' Windows port brings.
-  list(REMOVE_ITEM CPORT_WIN_NET_TESTS test_net_emfile test_net_chat_relay)
+  # descriptor limit to lower, nor fork).
+  list(REMOVE_ITEM CPORT_WIN_NET_TESTS test_net_emfile)
 endif()
 # Built, not run by make test: under Wine an overlapped op pending when the peer resets may never
 # complete, not even after closesocket (probe_send_reset; docs/windows.md): fault_reset and
