@@ -66,10 +66,10 @@ cport_windows_test(win_iocp SOURCES tests/windows/win_iocp.c LIBS cport_static T
 # The port and engine suites (tests/port, tests/net) on the IOCP backend, the same sources as on
 # Linux: tests/common/test.h gives them Winsock under POSIX's names. winpthreads is linked
 # statically (the tests' own threads). Registered as port.<test>.iocp and net.<test>.iocp.
-set(CPORT_WIN_PORT_TESTS test_accept_many test_ops test_cancel_many test_close_pending test_concurrency
+set(CPORT_WIN_PORT_TESTS test_accept_many test_backend_forced test_bad_input test_blocking_socket test_ops test_cancel_many test_close_pending test_concurrency
     test_disassociate test_idle_pooled test_pingpong_mt test_platform test_post_fairness
     test_order_ready_poll test_post_mt test_recv_eof test_send_after_fin test_send_concurrent
-    test_send_large test_send_order
+    test_send_large test_send_order test_socket_api
     test_wait_timeout)
 set(CPORT_WIN_NET_TESTS ${CPORT_WIN_NET_TESTS_OVERRIDE})
 if(NOT CPORT_WIN_NET_TESTS)
@@ -77,9 +77,8 @@ if(NOT CPORT_WIN_NET_TESTS)
        ${CMAKE_SOURCE_DIR}/tests/net/test_net_*.c)
   string(REPLACE ".c" "" CPORT_WIN_NET_TESTS "${CPORT_WIN_NET_TEST_FILES}")
   # Not on Windows: test_net_emfile lowers RLIMIT_NOFILE in a forked child (Windows has no
-  # descriptor limit to lower, nor fork); test_net_chat_relay builds examples/chat_relay.c,
-  # which the examples' Windows port brings.
-  list(REMOVE_ITEM CPORT_WIN_NET_TESTS test_net_emfile test_net_chat_relay)
+  # descriptor limit to lower, nor fork).
+  list(REMOVE_ITEM CPORT_WIN_NET_TESTS test_net_emfile)
 endif()
 # Built, not run by make test: under Wine an overlapped op pending when the peer resets may never
 # complete, not even after closesocket (probe_send_reset; docs/windows.md): fault_reset and

@@ -279,9 +279,25 @@ static inline bool test_is_cloexec(int fd) {
   return !(fl & HANDLE_FLAG_INHERIT);
 }
 
-/* Is this connected socket, with nothing to read, nonblocking? Windows cannot say, so a
- * receive is tried with a 1 ms timeout: WSAEWOULDBLOCK at once, or WSAETIMEDOUT (blocking). */
+/* Is this socket listening? */
+static inline bool test_win_listening(int fd) {
+  BOOL listening = FALSE;
+  int len = sizeof listening;
+  return getsockopt((SOCKET)fd, SOL_SOCKET, SO_ACCEPTCONN, (char *)&listening, &len) == 0 &&
+         listening;
+}
+
+/* Is this socket nonblocking? Windows cannot say, so it is tried: a listener with no connection
+ * waiting fails accept() with WSAEWOULDBLOCK at once (a blocking one would hang: the watchdog
+ * fails the test); a connected socket with nothing to read gets a receive with a 1 ms timeout:
+ * WSAEWOULDBLOCK at once, or WSAETIMEDOUT (blocking). */
 static inline bool test_is_nonblocking(int fd) {
+  if (test_win_listening(fd)) {
+    SOCKET a = accept((SOCKET)fd, NULL, NULL);
+    CHECK(a == INVALID_SOCKET); /* the caller made sure nothing waits */
+    CHECK_EQ(WSAGetLastError(), WSAEWOULDBLOCK);
+    return true;
+  }
   DWORD t = 1, none = 0;
   char c;
   CHECK(setsockopt((SOCKET)fd, SOL_SOCKET, SO_RCVTIMEO, (const char *)&t, sizeof t) == 0);
@@ -290,6 +306,44 @@ static inline bool test_is_nonblocking(int fd) {
   setsockopt((SOCKET)fd, SOL_SOCKET, SO_RCVTIMEO, (const char *)&none, sizeof none);
   CHECK(n == SOCKET_ERROR && (e == WSAEWOULDBLOCK || e == WSAETIMEDOUT));
   return e == WSAEWOULDBLOCK;
+}
+
+/* Can test_is_nonblocking() tell a blocking socket of this kind without hanging? (Not a
+ * listener on Windows: a blocking accept() would wait for a connection.) */
+static inline bool test_can_tell_blocking(int fd) {
+  return !test_win_listening(fd);
+}
+
+/* Something open that is not a socket: an anonymous pipe (its two ends as numbers). */
+static inline void test_pipe(int fds[2]) {
+  HANDLE r, w;
+  CHECK(CreatePipe(&r, &w, NULL, 0));
+  fds[0] = (int)(intptr_t)r;
+  fds[1] = (int)(intptr_t)w;
+}
+
+static inline void test_pipe_close(int fds[2]) {
+  CHECK(CloseHandle((HANDLE)(intptr_t)fds[0]));
+  CHECK(CloseHandle((HANDLE)(intptr_t)fds[1]));
+}
+
+/* The pipe is as it was: still a pipe, and a byte written to it is read back (a blocking read
+ * that a bound or changed handle would fail). */
+static inline void test_pipe_untouched(int fds[2]) {
+  HANDLE r = (HANDLE)(intptr_t)fds[0], w = (HANDLE)(intptr_t)fds[1];
+  CHECK_EQ(GetFileType(r), FILE_TYPE_PIPE);
+  DWORD n = 0;
+  char c = 'x', got = 0;
+  CHECK(WriteFile(w, &c, 1, &n, NULL) && n == 1);
+  CHECK(ReadFile(r, &got, 1, &n, NULL) && n == 1 && got == 'x');
+}
+
+/* The number of a socket that was open and is closed now. */
+static inline int test_dead_socket(void) {
+  int s = socket(AF_INET, SOCK_STREAM, 0);
+  CHECK(s >= 0);
+  CHECK_EQ(close(s), 0);
+  return s;
 }
 
 /* Receive (and send) timeouts of a blocking socket, in ms. */
@@ -372,11 +426,43 @@ static inline bool test_is_cloexec(int fd) {
   return (fl & FD_CLOEXEC) != 0;
 }
 
-/* Is this socket nonblocking? (On Windows only a connected one with nothing to read.) */
+/* Is this socket nonblocking? (On Windows: a listener with nothing waiting, or a connected
+ * socket with nothing to read.) */
 static inline bool test_is_nonblocking(int fd) {
   int fl = fcntl(fd, F_GETFL);
   CHECK(fl >= 0);
   return (fl & O_NONBLOCK) != 0;
+}
+
+/* Can test_is_nonblocking() tell a blocking socket of this kind? (Always on POSIX.) */
+static inline bool test_can_tell_blocking(int fd) {
+  (void)fd;
+  return true;
+}
+
+/* Something open that is not a socket: a pipe. */
+static inline void test_pipe(int fds[2]) {
+  CHECK_EQ(pipe(fds), 0);
+}
+
+static inline void test_pipe_close(int fds[2]) {
+  CHECK_EQ(close(fds[0]), 0);
+  CHECK_EQ(close(fds[1]), 0);
+}
+
+/* The pipe is as it was: its read end still blocking. */
+static inline void test_pipe_untouched(int fds[2]) {
+  int fl = fcntl(fds[0], F_GETFL);
+  CHECK(fl >= 0);
+  CHECK(!(fl & O_NONBLOCK));
+}
+
+/* The number of a descriptor that was open and is closed now. */
+static inline int test_dead_socket(void) {
+  int s = socket(AF_INET, SOCK_STREAM, 0);
+  CHECK(s >= 0);
+  CHECK_EQ(close(s), 0);
+  return s;
 }
 
 /* Receive (and send) timeouts of a blocking socket, in ms. */

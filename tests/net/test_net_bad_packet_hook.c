@@ -15,7 +15,7 @@
  *  - FORGET: it keeps the session and never disconnects it: the engine does
  *    after bad_packet_grace_ms, with the five answers sent first;
  *  - REFUSE: it returns false: the session closes as without the callback
- *    (the answers, posted for later, fail with -ENOTCONN; none reaches the
+ *    (the answers, posted for later, fail with CP_ENOTCONN; none reaches the
  *    peer before its end).
  * Each session ends as bad_packet; on_bad_packet runs once per session; no
  * byte after the bad header is ever framed (packets_in is exactly five per
@@ -41,7 +41,7 @@ static void answer_job(void *arg) {
   if (rc == 0) {
     atomic_fetch_add(&answers_sent, 1);
   } else {
-    CHECK_EQ(rc, -ENOTCONN);
+    CHECK_EQ(rc, CP_ENOTCONN);
     atomic_fetch_add(&answers_refused, 1);
   }
   cp_sendbuf_unref(a->b);

@@ -40,11 +40,11 @@ int main(void) {
   cp_port_close(NULL);
   /* not a socket */
   int pfd[2];
-  CHECK_EQ(pipe(pfd), 0);
+  test_pipe(pfd);
   CHECK_EQ(cp_port_associate(p, pfd[0], NULL), CP_ENOTSOCK);
   CHECK_EQ(cp_port_recv(p, pfd[0], &op, &iov, 1), CP_EBADF);
-  close(pfd[0]);
-  close(pfd[1]);
+  test_pipe_untouched(pfd);
+  test_pipe_close(pfd);
   CHECK_EQ(cp_port_associate(p, 1 << 30, NULL), CP_EBADF);
   /* foreign: associated with another port, not this one */
   cp_port *other = test_port(NULL);
@@ -61,8 +61,7 @@ int main(void) {
   /* a timer too far away to represent */
   CHECK_EQ(cp_port_timeout(p, &op, NULL, UINT64_MAX), CP_EINVAL);
   CHECK_EQ(cp_port_associate(p, -1, NULL), CP_EBADF);
-  int dead = dup(cli);
-  close(dead);
+  int dead = test_dead_socket();
   CHECK_EQ(cp_port_associate(p, dead, NULL), CP_EBADF);
   /* ops on an fd never associated */
   CHECK_EQ(cp_port_recv(p, srv, &op, &iov, 1), CP_EBADF);

@@ -6,60 +6,82 @@
 #include "common/test.h"
 
 #include <limits.h>
+#ifndef _WIN32
 #include <sys/uio.h>
+#endif
+
+/* Each code: cport's name, its number (Linux's errno, on every platform) and its text (glibc's,
+ * on every platform). On POSIX the code is also the C library's -errno, with its strerror. */
+#ifdef _WIN32
+#define SYS_ERRNO(name) 0
+#else
+#define SYS_ERRNO(name) name
+#endif
+#define C(name, num, text)                                                                         \
+  { CP_##name, num, text, SYS_ERRNO(name) }
 
 static void test_codes(void) {
   static const struct {
-    int cp, e;
-  } codes[] = {{CP_EPERM, EPERM},
-               {CP_ENOENT, ENOENT},
-               {CP_EINTR, EINTR},
-               {CP_EIO, EIO},
-               {CP_ENXIO, ENXIO},
-               {CP_EBADF, EBADF},
-               {CP_EAGAIN, EAGAIN},
-               {CP_ENOMEM, ENOMEM},
-               {CP_EACCES, EACCES},
-               {CP_EFAULT, EFAULT},
-               {CP_EBUSY, EBUSY},
-               {CP_EEXIST, EEXIST},
-               {CP_ENODEV, ENODEV},
-               {CP_EINVAL, EINVAL},
-               {CP_ENFILE, ENFILE},
-               {CP_EMFILE, EMFILE},
-               {CP_ENOSPC, ENOSPC},
-               {CP_EPIPE, EPIPE},
-               {CP_ERANGE, ERANGE},
-               {CP_ENOSYS, ENOSYS},
-               {CP_ENOTSOCK, ENOTSOCK},
-               {CP_EMSGSIZE, EMSGSIZE},
-               {CP_EPROTONOSUPPORT, EPROTONOSUPPORT},
-               {CP_EOPNOTSUPP, EOPNOTSUPP},
-               {CP_EAFNOSUPPORT, EAFNOSUPPORT},
-               {CP_EADDRINUSE, EADDRINUSE},
-               {CP_EADDRNOTAVAIL, EADDRNOTAVAIL},
-               {CP_ENETDOWN, ENETDOWN},
-               {CP_ENETUNREACH, ENETUNREACH},
-               {CP_ECONNABORTED, ECONNABORTED},
-               {CP_ECONNRESET, ECONNRESET},
-               {CP_ENOBUFS, ENOBUFS},
-               {CP_EISCONN, EISCONN},
-               {CP_ENOTCONN, ENOTCONN},
-               {CP_ESHUTDOWN, ESHUTDOWN},
-               {CP_ETIMEDOUT, ETIMEDOUT},
-               {CP_ECONNREFUSED, ECONNREFUSED},
-               {CP_EHOSTUNREACH, EHOSTUNREACH},
-               {CP_EALREADY, EALREADY},
-               {CP_EINPROGRESS, EINPROGRESS},
-               {CP_ECANCELED, ECANCELED}};
+    int cp, num;
+    const char *text;
+    int e;
+  } codes[] = {C(EPERM, 1, "Operation not permitted"),
+               C(ENOENT, 2, "No such file or directory"),
+               C(EINTR, 4, "Interrupted system call"),
+               C(EIO, 5, "Input/output error"),
+               C(ENXIO, 6, "No such device or address"),
+               C(EBADF, 9, "Bad file descriptor"),
+               C(EAGAIN, 11, "Resource temporarily unavailable"),
+               C(ENOMEM, 12, "Cannot allocate memory"),
+               C(EACCES, 13, "Permission denied"),
+               C(EFAULT, 14, "Bad address"),
+               C(EBUSY, 16, "Device or resource busy"),
+               C(EEXIST, 17, "File exists"),
+               C(ENODEV, 19, "No such device"),
+               C(EINVAL, 22, "Invalid argument"),
+               C(ENFILE, 23, "Too many open files in system"),
+               C(EMFILE, 24, "Too many open files"),
+               C(ENOSPC, 28, "No space left on device"),
+               C(EPIPE, 32, "Broken pipe"),
+               C(ERANGE, 34, "Numerical result out of range"),
+               C(ENOSYS, 38, "Function not implemented"),
+               C(ENOTSOCK, 88, "Socket operation on non-socket"),
+               C(EMSGSIZE, 90, "Message too long"),
+               C(EPROTONOSUPPORT, 93, "Protocol not supported"),
+               C(EOPNOTSUPP, 95, "Operation not supported"),
+               C(EAFNOSUPPORT, 97, "Address family not supported by protocol"),
+               C(EADDRINUSE, 98, "Address already in use"),
+               C(EADDRNOTAVAIL, 99, "Cannot assign requested address"),
+               C(ENETDOWN, 100, "Network is down"),
+               C(ENETUNREACH, 101, "Network is unreachable"),
+               C(ECONNABORTED, 103, "Software caused connection abort"),
+               C(ECONNRESET, 104, "Connection reset by peer"),
+               C(ENOBUFS, 105, "No buffer space available"),
+               C(EISCONN, 106, "Transport endpoint is already connected"),
+               C(ENOTCONN, 107, "Transport endpoint is not connected"),
+               C(ESHUTDOWN, 108, "Cannot send after transport endpoint shutdown"),
+               C(ETIMEDOUT, 110, "Connection timed out"),
+               C(ECONNREFUSED, 111, "Connection refused"),
+               C(EHOSTUNREACH, 113, "No route to host"),
+               C(EALREADY, 114, "Operation already in progress"),
+               C(EINPROGRESS, 115, "Operation now in progress"),
+               C(ECANCELED, 125, "Operation canceled")};
   for (size_t i = 0; i < sizeof codes / sizeof codes[0]; i++) {
+    CHECK_EQ(codes[i].cp, -codes[i].num); /* Linux's numbers everywhere */
+    CHECK(!strcmp(cp_strerror(codes[i].cp), codes[i].text));
+    CHECK(cp_strerror(codes[i].cp) == cp_strerror(codes[i].num)); /* static, same text */
+#ifndef _WIN32
     CHECK_EQ(codes[i].cp, -codes[i].e); /* as libuv: -errno on POSIX */
     CHECK(!strcmp(cp_strerror(codes[i].cp), strerror(codes[i].e)));
-    CHECK(cp_strerror(codes[i].cp) == cp_strerror(codes[i].e)); /* static, same text */
+#endif
   }
   CHECK_EQ(CP_PORT_CLOSED, CP_ESHUTDOWN);
   CHECK(!strcmp(cp_strerror(0), "Success"));
+#ifdef _WIN32
+  CHECK(!strcmp(cp_strerror(-122), "Unknown error")); /* Linux's EDQUOT: not cport's */
+#else
   CHECK(!strcmp(cp_strerror(-EDQUOT), strerror(EDQUOT))); /* not ours: the C library's */
+#endif
   CHECK(!strcmp(cp_strerror(-100000), "Unknown error"));
   CHECK(!strcmp(cp_strerror(INT_MIN), "Unknown error"));
   CHECK(!strcmp(cp_strerror(INT_MAX), "Unknown error"));
@@ -70,11 +92,19 @@ static void test_buf(void) {
   cp_buf b = cp_buf_init(data, sizeof data);
   CHECK(b.base == data);
   CHECK_EQ(b.len, sizeof data);
+#ifdef _WIN32
+  /* laid out as WSABUF: an array goes to Winsock as it is */
+  CHECK_EQ(sizeof(cp_buf), sizeof(WSABUF));
+  WSABUF *v = (WSABUF *)(void *)&b;
+  CHECK(v->buf == data);
+  CHECK_EQ(v->len, sizeof data);
+#else
   /* laid out as struct iovec: an array goes to the kernel as it is */
   CHECK_EQ(sizeof(cp_buf), sizeof(struct iovec));
   struct iovec *v = (struct iovec *)(void *)&b;
   CHECK(v->iov_base == data);
   CHECK_EQ(v->iov_len, sizeof data);
+#endif
 }
 
 static void test_sockaddr(void) {
@@ -108,8 +138,8 @@ static void test_sockets(void) {
   CHECK_EQ(cp_socket_listen(&lsock, "127.0.0.1", 0, 16, &port), 0);
   CHECK(lsock != CP_INVALID_SOCKET);
   CHECK(port != 0);
-  CHECK(fcntl(lsock, F_GETFL) & O_NONBLOCK);
-  CHECK(fcntl(lsock, F_GETFD) & FD_CLOEXEC);
+  CHECK(test_is_nonblocking((int)lsock)); /* nothing waits on it yet */
+  CHECK(test_is_cloexec((int)lsock));
 
   /* the same port again: in use, and nothing created */
   cp_socket_t other = CP_INVALID_SOCKET;
@@ -124,7 +154,7 @@ static void test_sockets(void) {
   CHECK_EQ(cp_port_accept(p, lsock, &aop, NULL, NULL), 0);
   cp_socket_t cli = CP_INVALID_SOCKET;
   CHECK_EQ(cp_socket_connect(&cli, "127.0.0.1", port, 10000), 0);
-  CHECK(!(fcntl(cli, F_GETFL) & O_NONBLOCK)); /* left blocking, for simple clients */
+  CHECK(!test_is_nonblocking((int)cli)); /* left blocking, for simple clients */
   CHECK_EQ(cp_socket_nodelay(cli, 1), 0);
   int v = 0;
   socklen_t vl = sizeof v;
@@ -162,7 +192,6 @@ static void test_sockets(void) {
   /* an unconnected socket connected through the port */
   cp_socket_t s2;
   CHECK_EQ(cp_socket_tcp(&s2, AF_INET), 0);
-  CHECK(fcntl(s2, F_GETFL) & O_NONBLOCK);
   CHECK_EQ(cp_socket_tcp(&s2, AF_UNIX), CP_EAFNOSUPPORT);
   CHECK_EQ(cp_socket_tcp(NULL, AF_INET), CP_EINVAL);
   CHECK_EQ(cp_port_associate(p, s2, NULL), 0);
@@ -174,15 +203,19 @@ static void test_sockets(void) {
   cp_op aop2;
   CHECK_EQ(cp_port_accept(p, lsock, &aop2, NULL, NULL), 0);
   int seen = 0;
+  cp_socket_t acc = CP_INVALID_SOCKET;
   for (int i = 0; i < 2; i++) {
     c = test_wait_one(p);
     CHECK(c.op == &cop || c.op == &aop2);
     CHECK(c.result >= 0);
     if (c.op == &aop2)
-      cp_socket_close((cp_socket_t)c.result);
+      acc = (cp_socket_t)c.result;
     seen |= c.op == &cop ? 1 : 2;
   }
   CHECK_EQ(seen, 3);
+  /* connected, nothing to read yet (Windows can tell only then: test.h) */
+  CHECK(test_is_nonblocking((int)s2));
+  CHECK_EQ(cp_socket_close(acc), 0);
   cp_port_disassociate(p, s2);
   cp_socket_close(s2);
 
