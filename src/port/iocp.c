@@ -160,6 +160,7 @@ struct post {
   cp_op *op;
   void *key;
   int64_t result;
+  struct post *next; /* in the port's free list */
 };
 
 struct cp_port {
@@ -173,6 +174,13 @@ struct cp_port {
    * before it waits on the kernel port. */
   HANDLE slots;     /* a semaphore of `concurrency` */
   HANDLE closed_ev; /* set by close: wakes threads waiting for a slot */
+
+  /* cp_port_post's records (the op is the caller's, untouched): kept for reuse once taken
+   * back, so a port that has posted N at once before never allocates for N again - as the
+   * Linux ports' ready ring only grows (the engine's release paths rely on it). */
+  SRWLOCK pmu;
+  struct post *free_posts;
+  void *free_abufs; /* AcceptEx address buffers, the same way (each links the next) */
 
   SRWLOCK tmu; /* the table and the free list */
   struct sockent *buckets[NBUCKETS];
@@ -194,6 +202,9 @@ struct cp_port {
   _Atomic long inflight; /* packets owed by the kernel or by ourselves */
   _Atomic uint64_t n_started, n_completed, n_syscalls, n_buf_waits;
 };
+
+static char *abuf_get(cp_port *p);
+static void abuf_put(cp_port *p, char *b);
 
 /* ---- Winsock start-up and errors ----------------------------------------------------- */
 
@@ -518,6 +529,7 @@ int cp_port_create(cp_port **out, const cp_port_options *opts) {
   p->id = atomic_fetch_add(&next_port_id, 1);
   p->slots = CreateSemaphoreW(NULL, (LONG)o.concurrency, (LONG)o.concurrency, NULL);
   p->closed_ev = CreateEventW(NULL, TRUE, FALSE, NULL);
+  InitializeSRWLock(&p->pmu);
   InitializeSRWLock(&p->tmu);
   InitializeSRWLock(&p->bmu);
   p->buf_count = count;
@@ -607,6 +619,14 @@ void cp_port_destroy(cp_port *p) {
   for (struct sockent *e = p->free_ents, *n; e; e = n) {
     n = e->hnext;
     mem_free(e);
+  }
+  for (struct post *r = p->free_posts, *n; r; r = n) {
+    n = r->next;
+    mem_free(r);
+  }
+  for (void *b = p->free_abufs, *n; b; b = n) {
+    memcpy(&n, b, sizeof n);
+    mem_free(b);
   }
   VirtualFree(p->slab, 0, MEM_RELEASE);
   mem_free(p->free_idx);
@@ -861,7 +881,7 @@ int cp_port_accept(cp_port *p, cp_socket_t lsock, cp_op *op, struct sockaddr *ad
                          WSA_FLAG_OVERLAPPED | WSA_FLAG_NO_HANDLE_INHERIT);
   if (as == INVALID_SOCKET)
     return cp__error_from_win((DWORD)WSAGetLastError());
-  char *abuf = mem_alloc(2 * ADDR_SLOT);
+  char *abuf = abuf_get(p);
   if (!abuf) {
     closesocket(as);
     return CP_ENOMEM;
@@ -870,7 +890,7 @@ int cp_port_accept(cp_port *p, cp_socket_t lsock, cp_op *op, struct sockaddr *ad
   int rc = op_begin(p, lsock, op, CP_OP_ACCEPT, &e);
   if (rc) {
     closesocket(as);
-    mem_free(abuf);
+    abuf_put(p, abuf);
     return rc;
   }
   struct op *o = op_of(op);
@@ -889,7 +909,7 @@ int cp_port_accept(cp_port *p, cp_socket_t lsock, cp_op *op, struct sockaddr *ad
   } else {
     int err = cp__error_from_win((DWORD)WSAGetLastError());
     closesocket(as);
-    mem_free(abuf);
+    abuf_put(p, abuf);
     o->u.acc.abuf = NULL;
     o->u.acc.as = INVALID_SOCKET;
     post_done(p, o, err);
@@ -972,21 +992,53 @@ int cp_port_timeout(cp_port *p, cp_op *op, void *key, uint64_t ms) {
   return 0;
 }
 
+/* An AcceptEx address buffer (2 * ADDR_SLOT bytes): a reused one, or NULL if out of memory. */
+static char *abuf_get(cp_port *p) {
+  AcquireSRWLockExclusive(&p->pmu);
+  char *b = p->free_abufs;
+  if (b)
+    memcpy(&p->free_abufs, b, sizeof p->free_abufs);
+  ReleaseSRWLockExclusive(&p->pmu);
+  return b ? b : mem_alloc(2 * ADDR_SLOT);
+}
+
+/* An address buffer back to the port's free list (NULL: nothing). */
+static void abuf_put(cp_port *p, char *b) {
+  if (!b)
+    return;
+  AcquireSRWLockExclusive(&p->pmu);
+  memcpy(b, &p->free_abufs, sizeof p->free_abufs);
+  p->free_abufs = b;
+  ReleaseSRWLockExclusive(&p->pmu);
+}
+
+/* A post record back to the port's free list. */
+static void post_put(cp_port *p, struct post *r) {
+  AcquireSRWLockExclusive(&p->pmu);
+  r->next = p->free_posts;
+  p->free_posts = r;
+  ReleaseSRWLockExclusive(&p->pmu);
+}
+
 int cp_port_post(cp_port *p, void *key, cp_op *op, int64_t result) {
   if (!p)
     return CP_EINVAL;
   if (atomic_load(&p->closed))
     return CP_ESHUTDOWN;
-  struct post *r = mem_alloc(sizeof *r);
-  if (!r)
+  AcquireSRWLockExclusive(&p->pmu);
+  struct post *r = p->free_posts;
+  if (r)
+    p->free_posts = r->next;
+  ReleaseSRWLockExclusive(&p->pmu);
+  if (!r && !(r = mem_alloc(sizeof *r)))
     return CP_ENOMEM;
-  *r = (struct post){op, key, result};
+  *r = (struct post){op, key, result, NULL};
   atomic_fetch_add(&p->inflight, 1);
   atomic_fetch_add(&p->n_started, 1);
   if (!PostQueuedCompletionStatus(p->iocp, 0, KEY_POST, (OVERLAPPED *)(void *)r)) {
     atomic_fetch_sub(&p->inflight, 1);
     atomic_fetch_sub(&p->n_started, 1);
-    mem_free(r);
+    post_put(p, r);
     return CP_ENOMEM;
   }
   return 0;
@@ -1169,7 +1221,7 @@ static int on_packet(cp_port *p, const OVERLAPPED_ENTRY *ent, cp_completion *c, 
   if (ent->lpCompletionKey == KEY_POST) {
     struct post *r = (struct post *)(void *)ent->lpOverlapped;
     *c = (cp_completion){.op = r->op, .key = r->key, .result = r->result, .kind = CP_OP_POST};
-    mem_free(r);
+    post_put(p, r);
     return !discard;
   }
   struct op *o = op_of_ov(ent->lpOverlapped);
@@ -1193,7 +1245,7 @@ static int on_packet(cp_port *p, const OVERLAPPED_ENTRY *ent, cp_completion *c, 
   if (ent->lpCompletionKey == KEY_DONE) {
     void *buf = o->kind == CP_OP_RECV_POOLED ? o->u.pooled.buf : NULL;
     if (o->kind == CP_OP_ACCEPT)
-      mem_free(o->u.acc.abuf);
+      abuf_put(p, o->u.acc.abuf);
     fill(c, o, o->result, buf);
     op_release(p, e, o);
     if (discard && buf)
@@ -1209,7 +1261,7 @@ static int on_packet(cp_port *p, const OVERLAPPED_ENTRY *ent, cp_completion *c, 
     accept_unlink(e, o);
     if (!err && !discard)
       err = accept_finish(e, o);
-    mem_free(o->u.acc.abuf);
+    abuf_put(p, o->u.acc.abuf);
     if (err || discard)
       closesocket(o->u.acc.as);
     fill(c, o, err ? err : (int64_t)o->u.acc.as, NULL);
