@@ -124,7 +124,12 @@ def samename(n, srv_pid, mport, check_rss):
           f"{2 * (warm + n)} answers byte for byte ({n / max(secs, 1e-9):.0f} pairs/s); rooms gauge 0; "
           f"RSS {base} kB -> {after} kB")
     if check_rss:
-        assert after <= base * 1.05, f"RSS grew from {base} kB to {after} kB"
+        # Within 5%, or 512 kB on a small base: the allocator's high-water mark may move by
+        # a few of its 64-128 kB steps (a worker's arena touched more in the long run than in
+        # the warm-up: 2788 -> 2980 kB once, on epoll, in a fresh make test), while a leak of
+        # 2 bytes or more per reuse is 2 MB after the 1,000,000 reuses, and fails.
+        slack = max(base * 0.05, 512)
+        assert after <= base + slack, f"RSS grew from {base} kB to {after} kB"
 
 
 # ---- N players, a room each --------------------------------------------------
