@@ -338,14 +338,6 @@ static inline void test_pipe_untouched(int fds[2]) {
   CHECK(ReadFile(r, &got, 1, &n, NULL) && n == 1 && got == 'x');
 }
 
-/* The number of a socket that was open and is closed now. */
-static inline int test_dead_socket(void) {
-  int s = socket(AF_INET, SOCK_STREAM, 0);
-  CHECK(s >= 0);
-  CHECK_EQ(close(s), 0);
-  return s;
-}
-
 /* Receive (and send) timeouts of a blocking socket, in ms. */
 static inline void test_set_timeouts(int fd, unsigned ms) {
   DWORD t = ms;
@@ -457,14 +449,6 @@ static inline void test_pipe_untouched(int fds[2]) {
   CHECK(!(fl & O_NONBLOCK));
 }
 
-/* The number of a descriptor that was open and is closed now. */
-static inline int test_dead_socket(void) {
-  int s = socket(AF_INET, SOCK_STREAM, 0);
-  CHECK(s >= 0);
-  CHECK_EQ(close(s), 0);
-  return s;
-}
-
 /* Receive (and send) timeouts of a blocking socket, in ms. */
 static inline void test_set_timeouts(int fd, unsigned ms) {
   struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (ms % 1000) * 1000};
@@ -472,6 +456,15 @@ static inline void test_set_timeouts(int fd, unsigned ms) {
   CHECK(setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv) == 0);
 }
 #endif
+
+/* The number of a socket that was open and is closed now (close() is closesocket() on
+ * Windows, above). */
+static inline int test_dead_socket(void) {
+  int s = socket(AF_INET, SOCK_STREAM, 0);
+  CHECK(s >= 0);
+  CHECK_EQ(close(s), 0);
+  return s;
+}
 
 /* Start the watchdog and say which test runs. */
 static inline void test_begin(const char *name, unsigned seconds) {
