@@ -23,6 +23,17 @@ const char *cp_reason_name(cp_reason r) {
   return (unsigned)r < CP_REASON_COUNT ? names[r] : "unknown";
 }
 
+/* The modules' state and svc itself, once the port is gone (create's failure and destroy). */
+static void service_free(cp_service *svc) {
+  cp__timers_destroy(svc);
+  cp__jobs_destroy(svc);
+  cp__registry_destroy(&svc->reg);
+  cp__cond_destroy(&svc->gate_cv);
+  cp__mutex_destroy(&svc->gate_mu);
+  cp__listener_fini(svc);
+  mem_free(svc);
+}
+
 int cp_service_create(cp_service **out, const cp_service_options *opts) {
   if (!out || !opts)
     return CP_EINVAL;
@@ -74,14 +85,8 @@ int cp_service_create(cp_service **out, const cp_service_options *opts) {
   svc->epoch_ms = cp__net_now_ms();
   svc->sysq = cp_jobq_create(svc);
   if (!svc->sysq) {
-    cp__timers_destroy(svc);
-    cp__jobs_destroy(svc);
-    cp__registry_destroy(&svc->reg);
-    cp__cond_destroy(&svc->gate_cv);
-    cp__mutex_destroy(&svc->gate_mu);
-    cp__listener_fini(svc);
     cp_port_destroy(svc->port);
-    mem_free(svc);
+    service_free(svc);
     return CP_ENOMEM;
   }
   *out = svc;
@@ -348,13 +353,7 @@ void cp_service_destroy(cp_service *svc) {
   cp_port_destroy(svc->port);
   mem_free(svc->workers);
   cp_jobq_destroy(svc->sysq);
-  cp__timers_destroy(svc);
-  cp__jobs_destroy(svc);
-  cp__registry_destroy(&svc->reg);
-  cp__cond_destroy(&svc->gate_cv);
-  cp__mutex_destroy(&svc->gate_mu);
-  cp__listener_fini(svc);
-  mem_free(svc);
+  service_free(svc);
 }
 
 /* ---- counters, accessors, broadcast ---------------------------------- */
