@@ -249,39 +249,6 @@ static int packet_error(const OVERLAPPED *ov) {
   return cp__error_from_win(RtlNtStatusToDosError(st));
 }
 
-/* ---- names, strerror ----------------------------------------------------------------- */
-
-/* The names, as port.c has them on Linux (port.c is not built here). */
-const char *cp_backend_name(cp_backend b) {
-  switch (b) {
-  case CP_BACKEND_URING:
-    return "uring";
-  case CP_BACKEND_EPOLL:
-    return "epoll";
-  case CP_BACKEND_IOCP:
-    return "iocp";
-  case CP_BACKEND_AUTO:
-    return "auto";
-  }
-  return "unknown";
-}
-
-int cp_backend_from_name(const char *name, cp_backend *out) {
-  if (!name || !out)
-    return CP_EINVAL;
-  if (!*name || !strcmp(name, "auto"))
-    *out = CP_BACKEND_AUTO;
-  else if (!strcmp(name, "uring") || !strcmp(name, "io_uring"))
-    *out = CP_BACKEND_URING;
-  else if (!strcmp(name, "epoll"))
-    *out = CP_BACKEND_EPOLL;
-  else if (!strcmp(name, "iocp"))
-    *out = CP_BACKEND_IOCP;
-  else
-    return CP_EINVAL;
-  return 0;
-}
-
 /* ---- socket entries ------------------------------------------------------------------ */
 
 static unsigned bucket_of(SOCKET s) {
