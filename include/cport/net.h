@@ -181,6 +181,9 @@ typedef struct cp_service_stats {
   uint64_t disconnects[CP_REASON_COUNT]; /* sessions ended, by reason; counted once
                                            on_disconnected has returned */
   uint64_t send_queue_bytes;             /* bytes queued in all sessions right now (a gauge) */
+  uint64_t outbound;                     /* cp_service_connect_to sessions connected now (a gauge;
+                                            not in sessions) */
+  uint64_t outbound_failures; /* cp_service_connect_to connects that failed or timed out */
 } cp_service_stats;
 
 /*
@@ -225,6 +228,52 @@ CP_API void cp_service_stop(cp_service *svc, unsigned drain_ms);
  * -ENOMEM, or socket()'s error. Any thread, callbacks included.
  */
 CP_API int cp_service_connect(cp_service *svc);
+
+/*
+ * Options for cp_service_connect_to(): one outbound session with its own
+ * callbacks and mode, on any started service (a server's included - a game
+ * server's connection to its database or to Redis runs on the same port and
+ * workers as its players). Zero means "default" for every number.
+ */
+typedef struct cp_connect_options {
+  const char *host;               /* IPv4 or IPv6 literal; required */
+  uint16_t port;                  /* required (not 0) */
+  bool raw;                       /* no framing: on_raw gets the bytes */
+  uint16_t max_packet;            /* framed: largest packet accepted; default 16384 */
+  size_t send_queue_max;          /* default: the service's */
+  unsigned idle_timeout_ms;       /* 0: never (not the service's: an outbound link may be
+                                     legitimately quiet, e.g. a subscriber) */
+  unsigned connect_timeout_ms;    /* a connect not done by then fails
+                                     (CP_REASON_CONNECT_FAILED); default 5000 */
+  cp_session_callbacks callbacks; /* this session's, not the service's */
+  void *user;                     /* cp_session_user(), set before the connect starts */
+} cp_connect_options;
+
+/*
+ * Open an outbound session to o->host:o->port on svc (server or client,
+ * started). It is the application's, not a player: never counted in
+ * max_sessions, accepts or sessions, never in cp_service_broadcast; its
+ * callbacks and mode are o's. The outcome arrives as o->callbacks.on_connected,
+ * or on_disconnected with CP_REASON_CONNECT_FAILED (also after
+ * connect_timeout_ms). With out non-NULL, *out gets a reference the caller
+ * must put (cp_session_put) - to send to it or disconnect it later; the
+ * session is valid from return. Returns 0, -EINVAL (NULL, no host, port 0, a
+ * host that is not an IP literal, not started), -ESHUTDOWN once stopping,
+ * -ENOMEM, or socket()'s error; nothing was started then and *out is NULL.
+ * cp_service_stop disconnects outbound sessions last, after the inbound ones
+ * (CP_REASON_SHUTDOWN). Any thread, callbacks included.
+ */
+CP_API int cp_service_connect_to(cp_service *svc, const cp_connect_options *o, cp_session **out);
+
+/*
+ * Server: close the listening socket and stop accepting; sessions already
+ * connected, outbound ones and job queues go on until cp_service_stop. For
+ * a shutdown in steps (stop taking players, let them leave over a link that
+ * must stay up, then stop). 0, -EINVAL (NULL, or not a started server), or
+ * -EALREADY the second time. Any thread except a callback's (it waits for
+ * the accepts in flight to finish).
+ */
+CP_API int cp_service_stop_accepting(cp_service *svc);
 
 /* Stop if needed, then free the service and everything it owns. NULL is a
  * no-op; once only (the service is gone after it). */

@@ -193,6 +193,20 @@ int cp_service_connect(cp_service *svc) {
   return s ? client_connect(svc, s) : err;
 }
 
+/* Outbound sessions (issue 14): declared in net.h; implemented next. */
+int cp_service_connect_to(cp_service *svc, const cp_connect_options *o, cp_session **out) {
+  (void)svc;
+  (void)o;
+  if (out)
+    *out = NULL;
+  return CP_ENOSYS;
+}
+
+int cp_service_stop_accepting(cp_service *svc) {
+  (void)svc;
+  return CP_ENOSYS;
+}
+
 /* ---- start: all or nothing ------------------------------------------- */
 
 /* Everything start made before a step failed, to be undone. */
