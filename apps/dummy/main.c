@@ -54,6 +54,8 @@
 #include "../common/os.h"
 #include "../common/wire.h"
 #include "../common/wire_decode.h"
+#include "chat_text.h"
+#include "order.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -99,13 +101,16 @@ enum cstate {
   CS_DEAD       /* disconnected unexpectedly (an error): left alone */
 };
 
-/* Chat: what one member has seen of one sender of its room (member's strand). */
+/* Chat: what one member knows of one sender of its room from before this connection
+ * (member's strand; touched on entering and at the sender's first chat on a connection). The
+ * chat expected next on this connection is in client.want, the hot state. */
 struct seen {
-  uint32_t last;  /* the sender's last chat seen, on any connection */
-  uint32_t floor; /* chats the sender had sent when this connection entered; SEEN once
-                     a chat of the sender came on this connection */
+  uint32_t last;  /* the sender's last chat seen on an earlier connection (0: none) */
+  uint32_t floor; /* chats the sender had sent when this connection entered */
 };
-#define SEEN UINT32_MAX
+#define SEQ_MAX (UINT32_MAX - 1) /* the largest sequence number a chat may carry */
+
+struct server;
 
 struct client {
   unsigned idx;
@@ -120,10 +125,19 @@ struct client {
   uint32_t roff; /* bytes of it received so far */
   uint8_t rhdr[MSG_HDR + 4];
   /* chat */
-  uint64_t player_id;    /* under lock */
-  struct seen *seen;     /* per member of my room (strand only) */
+  uint64_t player_id;  /* under lock */
+  unsigned base, nmem; /* my room: its first client, how many clients it has */
+  /* Per member of my room (strand only), by index in the room: the sequence number of its
+   * chat expected next on this connection, 0 if none came on it yet. The one piece of state
+   * a delivery touches per sender: 4 bytes, 16 senders to a cache line. */
+  uint32_t *want;
+  struct seen *seen;     /* per member of my room: the rest (strand only) */
+  struct order order;    /* the one-order check (strand only) */
+  bool up_at_end;        /* in its room with every chat delivered when the run ended */
+  struct server *srv;    /* the server it connects to */
   _Atomic uint64_t have; /* sum over the members of what this connection accounts
-                            for: last if SEEN, else floor */
+                            for: the last chat seen on this connection if one
+                            came, else floor */
   uint64_t leave_seq;    /* churn: my last chat before leaving (set before the state turns
                             CS_LEAVING; read after seeing that state) */
   uint8_t *fence;        /* churn, fencing: members I still wait a chat of (strand) */
@@ -370,46 +384,26 @@ static void chat_send(struct client *c) {
   }
 }
 
-/* Decimal digits at *p (before end), at most 19 (no overflow to check): the
- * number, and *p past them; false if there are none or more. */
-static bool parse_num(const uint8_t **p, const uint8_t *end, uint64_t *out) {
-  const uint8_t *q = *p, *stop = end - q > 19 ? q + 19 : end;
-  uint64_t v = 0;
-  for (; q < stop && (unsigned)(*q - '0') <= 9; q++)
-    v = v * 10 + (unsigned)(*q - '0');
-  if (q == *p || (q < end && (unsigned)(*q - '0') <= 9))
-    return false;
-  *p = q;
-  *out = v;
-  return true;
-}
-
-/* "<digits>:" at *p (before end): the number, and *p past the colon; false if not there. */
-static bool parse_field(const uint8_t **p, const uint8_t *end, uint64_t *out) {
-  const uint8_t *q = *p;
-  uint64_t v;
-  if (!parse_num(&q, end, &v) || q == end || *q != ':')
-    return false;
-  *p = q + 1;
-  *out = v;
-  return true;
-}
-
 /* S_ENTER_ROOM (strand): note how many chats each member has sent so far -
  * under its send lock, so a chat is either counted or sent after this, and
  * then reaches the room after my enter. Then start sending. */
 static void entered(struct client *c) {
-  unsigned base = room_base(c), n = room_members(base);
+  unsigned base = c->base, n = c->nmem;
   uint64_t have = 0;
   for (unsigned j = 0; j < n; j++) {
     struct client *a = &clients[base + j];
     pthread_spin_lock(&a->lock);
     uint64_t sent = a->sent;
     pthread_spin_unlock(&a->lock);
+    if (c->want[j]) /* the last one the previous connection saw */
+      c->seen[j].last = c->want[j] - 1;
+    c->want[j] = 0;
     c->seen[j].floor = (uint32_t)sent;
     have += sent;
   }
   atomic_store(&c->have, have);
+  /* before any chat is sent (the run starts once everyone entered), the whole stream is mine */
+  order_start(&c->order, !atomic_load(&sending));
   pthread_spin_lock(&c->lock);
   atomic_store(&c->state, CS_UP);
   pthread_spin_unlock(&c->lock);
@@ -429,15 +423,14 @@ static void entered(struct client *c) {
  * the in-order check has covered everything before it. (A member that is
  * leaving too has its last chat still to come, or already here.) */
 static void fence_start(struct client *c) {
-  unsigned base = room_base(c), n = room_members(base);
+  unsigned base = c->base, n = c->nmem;
   c->fence_left = 0;
   for (unsigned j = 0; j < n; j++) {
     struct client *a = &clients[base + j];
     pthread_spin_lock(&a->lock);
     uint64_t sent = a->sent; /* a chat of a that reached the room was counted here */
     pthread_spin_unlock(&a->lock);
-    const struct seen *e = &c->seen[j];
-    c->fence[j] = (e->floor == SEEN ? e->last : e->floor) < sent;
+    c->fence[j] = (c->want[j] ? c->want[j] - 1 : c->seen[j].floor) < sent;
     c->fence_left += c->fence[j];
   }
   pthread_spin_lock(&c->lock);
@@ -597,6 +590,29 @@ static void on_left(struct client *c, const struct wire_smember_left *m) {
     error("client %u: S_MEMBER_LEFT of player %" PRIu64 ", not in the room", c->idx, m->player_id);
 }
 
+/* A chat of member j that is not the one expected on this connection (want: 0, or the one
+ * expected): the first of j on this connection, or an error. Returns the sequence number
+ * that what this connection accounts for of j (have) stood at before it. */
+static uint64_t chat_unexpected(struct client *c, unsigned j, uint64_t seq, uint32_t want) {
+  uint64_t from = c->base + j;
+  if (want) {
+    error("client %u: from client %" PRIu64 " expected chat %u, got %" PRIu64
+          " (lost, duplicated or reordered)",
+          c->idx, from, want, seq);
+    return want - 1;
+  }
+  /* the first on this connection: none seen before, none sent since I entered missed */
+  const struct seen *e = &c->seen[j];
+  if (seq <= e->last)
+    error("client %u: from client %" PRIu64 " got chat %" PRIu64 " again (duplicated)", c->idx,
+          from, seq);
+  else if (seq > (uint64_t)e->floor + 1)
+    error("client %u: from client %" PRIu64 " chats %u to %" PRIu64
+          " never came (sent after this connection entered)",
+          c->idx, from, e->floor + 1, seq - 1);
+  return e->floor;
+}
+
 /* S_CHAT m, which arrived at arrival µs. */
 static void on_chat(struct client *c, const struct wire_schat *m, uint64_t arrival) {
   uint64_t from, seq, pid;
@@ -607,11 +623,12 @@ static void on_chat(struct client *c, const struct wire_schat *m, uint64_t arriv
     return;
   }
   if (!parse_field(&t, tend, &from) || !parse_field(&t, tend, &seq) ||
-      !parse_field(&t, tend, &pid) || from >= cfg.clients || seq == 0 || seq >= SEEN) {
+      !parse_field(&t, tend, &pid) || from >= cfg.clients || seq == 0 || seq > SEQ_MAX) {
     error("client %u: S_CHAT with an unexpected text", c->idx);
     return;
   }
-  if (from / cfg.room_size != c->idx / cfg.room_size) {
+  unsigned j = (unsigned)(from - c->base); /* from < clients: no wrap past 32 bits */
+  if (from < c->base || j >= c->nmem) {
     error("client %u: got a chat of client %" PRIu64 " from another room", c->idx, from);
     return;
   }
@@ -619,26 +636,10 @@ static void on_chat(struct client *c, const struct wire_schat *m, uint64_t arriv
     error("client %u: chat %" PRIu64 " of client %" PRIu64 " carries player id %" PRIu64
           ", its sender is %" PRIu64,
           c->idx, seq, from, m->player_id, pid);
-  struct seen *e = &c->seen[from % cfg.room_size];
-  uint64_t before;
-  if (e->floor == SEEN) { /* on this connection, the next one */
-    before = e->last;
-    if (seq != (uint64_t)e->last + 1)
-      error("client %u: from client %" PRIu64 " expected chat %u, got %" PRIu64
-            " (lost, duplicated or reordered)",
-            c->idx, from, e->last + 1, seq);
-  } else { /* the first on this connection: none seen before, none sent since I entered missed */
-    before = e->floor;
-    if (seq <= e->last)
-      error("client %u: from client %" PRIu64 " got chat %" PRIu64 " again (duplicated)", c->idx,
-            from, seq);
-    else if (seq > (uint64_t)e->floor + 1)
-      error("client %u: from client %" PRIu64 " chats %u to %" PRIu64
-            " never came (sent after this connection entered)",
-            c->idx, from, e->floor + 1, seq - 1);
-    e->floor = SEEN;
-  }
-  e->last = (uint32_t)seq;
+  uint32_t want = c->want[j];
+  uint64_t before = seq == want ? seq - 1 : chat_unexpected(c, j, seq, want);
+  c->want[j] = (uint32_t)seq + 1;
+  order_add(&c->order, order_key(from, seq));
   /* modulo 2^64: have goes down when the first chat is older than the floor */
   /* (the strand is its only writer: no locked add) */
   atomic_store_explicit(&c->have,
@@ -649,7 +650,7 @@ static void on_chat(struct client *c, const struct wire_schat *m, uint64_t arriv
   }
   int st = atomic_load(&c->state);
   if (st == CS_FENCING)
-    fence_passed(c, (unsigned)(from % cfg.room_size));
+    fence_passed(c, j);
   else if (st == CS_LEAVING && from == c->idx && seq >= c->leave_seq)
     fence_start(c);
 }
@@ -1231,6 +1232,11 @@ static enum cli_status parse(int argc, char **argv, struct config *o) {
 /* ---- run ------------------------------------------------------------- */
 
 enum { TICK_MS = 5 };
+/* Chat: pooled receive buffers of 64 KiB, not the port's 4 KiB (about 70 chats): a member
+ * that falls behind reads what piled up in its socket in one receive, not 16, and checks it
+ * in one batch (the per-sender state of that member stays in cache through it). The port
+ * maps the pool and touches a buffer's pages only as data lands in them. */
+enum { CHAT_RECV_BUF = 64 << 10 };
 
 /* clients[] (and pend[] for churn): 0, or 1 out of memory (said so). */
 static int setup_clients(void) {
@@ -1246,8 +1252,11 @@ static int setup_clients(void) {
     clients[i].room_len =
         (uint8_t)snprintf(clients[i].room, sizeof clients[i].room, "room-%u", i / cfg.room_size);
     pthread_spin_init(&clients[i].lock, PTHREAD_PROCESS_PRIVATE);
+    clients[i].base = room_base(&clients[i]);
+    clients[i].nmem = room_members(clients[i].base);
     if (cfg.mode == MODE_CHAT &&
-        (!(clients[i].seen = calloc(cfg.room_size, sizeof(struct seen))) ||
+        (!(clients[i].want = calloc(cfg.room_size, sizeof(uint32_t))) ||
+         !(clients[i].seen = calloc(cfg.room_size, sizeof(struct seen))) ||
          !(clients[i].mpid = calloc(2 * (size_t)cfg.room_size, sizeof(uint64_t))) ||
          (cfg.churn > 0 && !(clients[i].fence = calloc(cfg.room_size, 1))))) {
       fprintf(stderr, "cport-dummy: out of memory\n");
@@ -1259,19 +1268,20 @@ static int setup_clients(void) {
 
 /* The client service, started: 0, or 1 (said why). */
 static int start_service(void) {
-  cp_service_options o = {.kind = CP_SERVICE_CLIENT,
-                          .host = cfg.host,
-                          .port = (uint16_t)cfg.port,
-                          .threads = cfg.threads,
-                          .client_sessions = cfg.clients,
-                          .raw = cfg.mode == MODE_ECHO,
-                          .max_packet = 65535,
-                          .send_queue_max = 64u << 20,
-                          .port_opts = {.backend = cfg.backend},
-                          .callbacks = {.on_connected = on_connected,
-                                        .on_raw = on_raw,
-                                        .on_packet = on_packet,
-                                        .on_disconnected = on_disconnected}};
+  cp_service_options o = {
+      .kind = CP_SERVICE_CLIENT,
+      .host = cfg.host,
+      .port = (uint16_t)cfg.port,
+      .threads = cfg.threads,
+      .client_sessions = cfg.clients,
+      .raw = cfg.mode == MODE_ECHO,
+      .max_packet = 65535,
+      .send_queue_max = 64u << 20,
+      .port_opts = {.backend = cfg.backend, .buf_size = cfg.mode == MODE_CHAT ? CHAT_RECV_BUF : 0},
+      .callbacks = {.on_connected = on_connected,
+                    .on_raw = on_raw,
+                    .on_packet = on_packet,
+                    .on_disconnected = on_disconnected}};
   int rc = cp_service_create(&svc, &o);
   if (!rc)
     rc = cp_service_start(svc);
@@ -1422,8 +1432,46 @@ static void settle(bool stop_now, bool tty) {
     error("%" PRIu64 " clients were still leaving or reconnecting", away);
   if (cfg.mode == MODE_CHAT && cfg.churn == 0 && !left && !stop_now && cfg.rate > 0)
     check_presence();
+  if (cfg.mode == MODE_CHAT && !left && !stop_now) /* every chat is in: their tails compare */
+    for (unsigned i = 0; i < cfg.clients; i++)
+      clients[i].up_at_end = atomic_load(&clients[i].state) == CS_UP;
   atomic_store(&churning, false);
   cp_service_stop(svc, 0);
+}
+
+static struct order_result order_total;
+
+/* Chat, once the service stopped: every room's members received its chats in one order. */
+static void check_order(void) {
+  struct order **m = calloc(cfg.room_size, sizeof *m);
+  if (!m) {
+    error("out of memory for the order check");
+    return;
+  }
+  for (unsigned base = 0; base < cfg.clients; base += cfg.room_size) {
+    unsigned n = room_members(base);
+    for (unsigned j = 0; j < n; j++) {
+      if (clients[base + j].up_at_end)
+        order_end(&clients[base + j].order);
+      m[j] = &clients[base + j].order;
+    }
+    struct order_result r = order_verify((struct order *const *)m, n);
+    if (r.mismatches)
+      error("room-%u: %" PRIu64 " segments of the chat stream reached its members in different "
+            "orders, the first %s chat %" PRIu64 " of client %" PRIu64,
+            base / cfg.room_size, r.mismatches,
+            r.first_kind == ORDER_TAIL    ? "after"
+            : r.first_kind == ORDER_WHOLE ? "(all) before"
+                                          : "up to",
+            r.first_key & 0xffffffffu, r.first_key >> 32);
+    if (r.incomplete)
+      error("room-%u: out of memory for the order check", base / cfg.room_size);
+    order_total.checkpoints += r.checkpoints;
+    order_total.records += r.records;
+    order_total.chats += r.chats;
+    order_total.mismatches += r.mismatches;
+  }
+  free(m);
 }
 
 /* What the sending phase measured. */
@@ -1453,6 +1501,8 @@ static int run(struct result *r) {
   r->secs = (double)(stop_t - start) / 1e9;
   recv_totals(&r->msgs, &r->bytes, NULL);
   settle(stop_now, tty);
+  if (cfg.mode == MODE_CHAT)
+    check_order();
   return 0;
 }
 
@@ -1479,7 +1529,8 @@ static void report_json(const struct result *r, const struct quantiles *q,
          ",\"pongs\":%" PRIu64 ",\"ping_p50_ms\":%.3f,\"ping_p99_ms\":%.3f,"
          "\"ping_max_ms\":%.3f,\"member_joined\":%" PRIu64 ",\"member_left\":%" PRIu64
          ",\"pipelined_scripts\":%" PRIu64 ",\"cpu_us_per_msg\":%.3f,\"server_cpu_us_per_msg\":%.3f"
-         ",\"errors\":%" PRIu64 "}\n",
+         ",\"order_checkpoints\":%" PRIu64 ",\"order_records\":%" PRIu64 ",\"order_chats\":%" PRIu64
+         ",\"order_mismatches\":%" PRIu64 ",\"errors\":%" PRIu64 "}\n",
          mode_names[cfg.mode], cfg.clients, atomic_load(&n_connected), cfg.size,
          cfg.rate > 0 ? 0 : cfg.depth, cfg.rate, cfg.mode == MODE_CHAT ? cfg.room_size : 0, r->secs,
          atomic_load(&n_sent), r->msgs, (double)r->msgs / r->secs, (double)r->bytes / r->secs,
@@ -1487,7 +1538,9 @@ static void report_json(const struct result *r, const struct quantiles *q,
          atomic_load(&n_reconnects), atomic_load(&n_reconnect_failures), connect_failures,
          atomic_load(&n_pings), atomic_load(&n_pongs), q->r50, q->r99, q->rmax,
          atomic_load(&n_joined), atomic_load(&n_left), atomic_load(&n_scripts),
-         per_msg_us(r->cpu_s, r->msgs), per_msg_us(r->server_cpu_s, r->msgs), errors);
+         per_msg_us(r->cpu_s, r->msgs), per_msg_us(r->server_cpu_s, r->msgs),
+         order_total.checkpoints, order_total.records, order_total.chats, order_total.mismatches,
+         errors);
 }
 
 static void report_text(const struct result *r, const struct quantiles *q, uint64_t errors) {
@@ -1510,6 +1563,9 @@ static void report_text(const struct result *r, const struct quantiles *q, uint6
     printf("  presence   %" PRIu64 " S_MEMBER_JOINED, %" PRIu64 " S_MEMBER_LEFT, counted against"
            " the rooms' members\n",
            atomic_load(&n_joined), atomic_load(&n_left));
+    printf("  one order  %" PRIu64 " segments of the rooms' chat streams compared across their"
+           " members (%" PRIu64 " records, %" PRIu64 " deliveries), %" PRIu64 " differ\n",
+           order_total.checkpoints, order_total.records, order_total.chats, order_total.mismatches);
     if (cfg.pipeline)
       printf("  pipelined  %" PRIu64 " first writes answered in request order\n",
              atomic_load(&n_scripts));
@@ -1543,7 +1599,9 @@ static int report(const struct result *r) {
 
 static void cleanup(void) {
   for (unsigned i = 0; i < cfg.clients; i++) {
+    free(clients[i].want);
     free(clients[i].seen);
+    order_free(&clients[i].order);
     free(clients[i].fence);
     free(clients[i].mpid);
     pthread_spin_destroy(&clients[i].lock);
