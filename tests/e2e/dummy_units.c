@@ -145,8 +145,8 @@ static void member(struct order *o, unsigned from, unsigned to, bool end, long s
 }
 
 static struct order_result verify(struct order *m, size_t n) {
-  struct order *p[8];
-  for (size_t i = 0; i < n; i++)
+  struct order *p[4] = {0};
+  for (size_t i = 0; i < n && i < 4; i++)
     p[i] = &m[i];
   struct order_result r = order_verify(p, n);
   for (size_t i = 0; i < n; i++)
