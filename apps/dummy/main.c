@@ -6,6 +6,7 @@
  *               [--mode echo|packet-echo|chat] [--size BYTES] [--depth N | --rate PER_SEC]
  *               [--duration SECONDS] [--room-size N] [--churn PER_SEC] [--threads N]
  *               [--backend auto|uring|epoll] [--connect-timeout SECONDS] [--json] [--quiet]
+ *               [--servers HOST:PORT[,HOST:PORT...] [--spread clients|rooms]]
  *
  * echo / packet-echo: each client keeps --depth messages in flight (or sends
  * --rate a second). A message carries its sequence number, its send time and
@@ -46,6 +47,14 @@
  * A failed reconnect is an error. The report counts churn disconnects,
  * reconnects and failed reconnects.
  *
+ * One order (chat): all members of a room must receive its chats in the same order, not
+ * only each sender's in order - a room's chats are handled one at a time (on one server, by
+ * the room; across cluster nodes, by the room's offsets): see order.h.
+ *
+ * --servers (issue 14): the clients go round-robin to several servers - cluster nodes that
+ * share the rooms - and everything above is verified across them. --spread rooms puts each
+ * room's clients on one server instead (servers that share nothing).
+ *
  * Exit status: 0 if everything verified, 1 on any error, 2 on bad flags.
  */
 #define _GNU_SOURCE
@@ -54,6 +63,8 @@
 #include "../common/os.h"
 #include "../common/wire.h"
 #include "../common/wire_decode.h"
+#include "chat_text.h"
+#include "order.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -71,6 +82,7 @@
 #include <unistd.h>
 
 enum mode { MODE_ECHO, MODE_PACKET_ECHO, MODE_CHAT };
+#define SERVERS_MAX 64
 static const char *const mode_names[] = {"echo", "packet-echo", "chat"};
 
 static struct config {
@@ -82,8 +94,15 @@ static struct config {
   cp_backend backend;
   bool json, quiet, pipeline;
   unsigned ping_ms;
-  unsigned server_pid; /* --server-pid: also measure its CPU (Linux /proc); 0: no */
-} cfg;                 /* parse fills it */
+  unsigned server_pids[SERVERS_MAX]; /* --server-pid: also measure their CPU (Linux /proc) */
+  unsigned n_server_pids;
+  struct addr {
+    char host[64];
+    unsigned port;
+  } addr[SERVERS_MAX]; /* --servers (else --host, --port) */
+  unsigned n_addr;
+  bool spread_rooms; /* --spread rooms: a room's clients all on one server */
+} cfg;               /* parse fills it */
 
 #define MSG_HDR 16 /* seq (8) + send time (8), after the packet header if any */
 
@@ -99,13 +118,16 @@ enum cstate {
   CS_DEAD       /* disconnected unexpectedly (an error): left alone */
 };
 
-/* Chat: what one member has seen of one sender of its room (member's strand). */
+/* Chat: what one member knows of one sender of its room from before this connection
+ * (member's strand; touched on entering and at the sender's first chat on a connection). The
+ * chat expected next on this connection is in client.want, the hot state. */
 struct seen {
-  uint32_t last;  /* the sender's last chat seen, on any connection */
-  uint32_t floor; /* chats the sender had sent when this connection entered; SEEN once
-                     a chat of the sender came on this connection */
+  uint32_t last;  /* the sender's last chat seen on an earlier connection (0: none) */
+  uint32_t floor; /* chats the sender had sent when this connection entered */
 };
-#define SEEN UINT32_MAX
+#define SEQ_MAX (UINT32_MAX - 1) /* the largest sequence number a chat may carry */
+
+struct server;
 
 struct client {
   unsigned idx;
@@ -120,10 +142,19 @@ struct client {
   uint32_t roff; /* bytes of it received so far */
   uint8_t rhdr[MSG_HDR + 4];
   /* chat */
-  uint64_t player_id;    /* under lock */
-  struct seen *seen;     /* per member of my room (strand only) */
+  uint64_t player_id;  /* under lock */
+  unsigned base, nmem; /* my room: its first client, how many clients it has */
+  /* Per member of my room (strand only), by index in the room: the sequence number of its
+   * chat expected next on this connection, 0 if none came on it yet. The one piece of state
+   * a delivery touches per sender: 4 bytes, 16 senders to a cache line. */
+  uint32_t *want;
+  struct seen *seen;     /* per member of my room: the rest (strand only) */
+  struct order order;    /* the one-order check (strand only) */
+  bool up_at_end;        /* in its room with every chat delivered when the run ended */
+  struct server *srv;    /* the server it connects to */
   _Atomic uint64_t have; /* sum over the members of what this connection accounts
-                            for: last if SEEN, else floor */
+                            for: the last chat seen on this connection if one
+                            came, else floor */
   uint64_t leave_seq;    /* churn: my last chat before leaving (set before the state turns
                             CS_LEAVING; read after seeing that state) */
   uint8_t *fence;        /* churn, fencing: members I still wait a chat of (strand) */
@@ -142,16 +173,27 @@ struct client {
 };
 
 static struct client *clients;
-static cp_service *svc;
+
+/* A server the clients connect to (--servers: several, each with a client service of its
+ * own). */
+struct server {
+  const struct addr *a;
+  cp_service *svc;   /* NULL if no client goes to it */
+  unsigned *members; /* its clients: the t-th first connection of svc is members[t] */
+  unsigned n;
+  _Atomic unsigned next; /* first connections handed out */
+  /* churn: its clients waiting for a connection, oldest first (pend_mu), a ring of n */
+  unsigned *pend, pend_head, pend_n, pend_inflight;
+};
+static struct server servers[SERVERS_MAX];
+static unsigned n_servers;
 static struct hist rtt; /* C_PING -> S_PONG */
 static _Atomic uint64_t n_connected, n_entered, n_errors, n_sent;
 static _Atomic uint64_t n_joined, n_left, n_pings, n_pongs, n_scripts;
 static _Atomic bool sending, measuring, churning;
-static _Atomic unsigned next_idx;
 
-/* Churn: clients waiting for a connection, oldest first (pend_mu). */
+/* Churn: the servers' pend rings. */
 static pthread_mutex_t pend_mu = PTHREAD_MUTEX_INITIALIZER;
-static unsigned *pend, pend_head, pend_n, pend_inflight;
 static _Atomic uint64_t n_churn_out, n_reconnects, n_reconnect_failures, n_churn_skipped;
 
 /* What the receiving threads measure, one shard per thread: each delivery is
@@ -370,46 +412,26 @@ static void chat_send(struct client *c) {
   }
 }
 
-/* Decimal digits at *p (before end), at most 19 (no overflow to check): the
- * number, and *p past them; false if there are none or more. */
-static bool parse_num(const uint8_t **p, const uint8_t *end, uint64_t *out) {
-  const uint8_t *q = *p, *stop = end - q > 19 ? q + 19 : end;
-  uint64_t v = 0;
-  for (; q < stop && (unsigned)(*q - '0') <= 9; q++)
-    v = v * 10 + (unsigned)(*q - '0');
-  if (q == *p || (q < end && (unsigned)(*q - '0') <= 9))
-    return false;
-  *p = q;
-  *out = v;
-  return true;
-}
-
-/* "<digits>:" at *p (before end): the number, and *p past the colon; false if not there. */
-static bool parse_field(const uint8_t **p, const uint8_t *end, uint64_t *out) {
-  const uint8_t *q = *p;
-  uint64_t v;
-  if (!parse_num(&q, end, &v) || q == end || *q != ':')
-    return false;
-  *p = q + 1;
-  *out = v;
-  return true;
-}
-
 /* S_ENTER_ROOM (strand): note how many chats each member has sent so far -
  * under its send lock, so a chat is either counted or sent after this, and
  * then reaches the room after my enter. Then start sending. */
 static void entered(struct client *c) {
-  unsigned base = room_base(c), n = room_members(base);
+  unsigned base = c->base, n = c->nmem;
   uint64_t have = 0;
   for (unsigned j = 0; j < n; j++) {
     struct client *a = &clients[base + j];
     pthread_spin_lock(&a->lock);
     uint64_t sent = a->sent;
     pthread_spin_unlock(&a->lock);
+    if (c->want[j]) /* the last one the previous connection saw */
+      c->seen[j].last = c->want[j] - 1;
+    c->want[j] = 0;
     c->seen[j].floor = (uint32_t)sent;
     have += sent;
   }
   atomic_store(&c->have, have);
+  /* before any chat is sent (the run starts once everyone entered), the whole stream is mine */
+  order_start(&c->order, !atomic_load(&sending));
   pthread_spin_lock(&c->lock);
   atomic_store(&c->state, CS_UP);
   pthread_spin_unlock(&c->lock);
@@ -429,15 +451,14 @@ static void entered(struct client *c) {
  * the in-order check has covered everything before it. (A member that is
  * leaving too has its last chat still to come, or already here.) */
 static void fence_start(struct client *c) {
-  unsigned base = room_base(c), n = room_members(base);
+  unsigned base = c->base, n = c->nmem;
   c->fence_left = 0;
   for (unsigned j = 0; j < n; j++) {
     struct client *a = &clients[base + j];
     pthread_spin_lock(&a->lock);
     uint64_t sent = a->sent; /* a chat of a that reached the room was counted here */
     pthread_spin_unlock(&a->lock);
-    const struct seen *e = &c->seen[j];
-    c->fence[j] = (e->floor == SEEN ? e->last : e->floor) < sent;
+    c->fence[j] = (c->want[j] ? c->want[j] - 1 : c->seen[j].floor) < sent;
     c->fence_left += c->fence[j];
   }
   pthread_spin_lock(&c->lock);
@@ -597,6 +618,29 @@ static void on_left(struct client *c, const struct wire_smember_left *m) {
     error("client %u: S_MEMBER_LEFT of player %" PRIu64 ", not in the room", c->idx, m->player_id);
 }
 
+/* A chat of member j that is not the one expected on this connection (want: 0, or the one
+ * expected): the first of j on this connection, or an error. Returns the sequence number
+ * that what this connection accounts for of j (have) stood at before it. */
+static uint64_t chat_unexpected(struct client *c, unsigned j, uint64_t seq, uint32_t want) {
+  uint64_t from = c->base + j;
+  if (want) {
+    error("client %u: from client %" PRIu64 " expected chat %u, got %" PRIu64
+          " (lost, duplicated or reordered)",
+          c->idx, from, want, seq);
+    return want - 1;
+  }
+  /* the first on this connection: none seen before, none sent since I entered missed */
+  const struct seen *e = &c->seen[j];
+  if (seq <= e->last)
+    error("client %u: from client %" PRIu64 " got chat %" PRIu64 " again (duplicated)", c->idx,
+          from, seq);
+  else if (seq > (uint64_t)e->floor + 1)
+    error("client %u: from client %" PRIu64 " chats %u to %" PRIu64
+          " never came (sent after this connection entered)",
+          c->idx, from, e->floor + 1, seq - 1);
+  return e->floor;
+}
+
 /* S_CHAT m, which arrived at arrival µs. */
 static void on_chat(struct client *c, const struct wire_schat *m, uint64_t arrival) {
   uint64_t from, seq, pid;
@@ -607,11 +651,12 @@ static void on_chat(struct client *c, const struct wire_schat *m, uint64_t arriv
     return;
   }
   if (!parse_field(&t, tend, &from) || !parse_field(&t, tend, &seq) ||
-      !parse_field(&t, tend, &pid) || from >= cfg.clients || seq == 0 || seq >= SEEN) {
+      !parse_field(&t, tend, &pid) || from >= cfg.clients || seq == 0 || seq > SEQ_MAX) {
     error("client %u: S_CHAT with an unexpected text", c->idx);
     return;
   }
-  if (from / cfg.room_size != c->idx / cfg.room_size) {
+  unsigned j = (unsigned)(from - c->base); /* from < clients: no wrap past 32 bits */
+  if (from < c->base || j >= c->nmem) {
     error("client %u: got a chat of client %" PRIu64 " from another room", c->idx, from);
     return;
   }
@@ -619,26 +664,10 @@ static void on_chat(struct client *c, const struct wire_schat *m, uint64_t arriv
     error("client %u: chat %" PRIu64 " of client %" PRIu64 " carries player id %" PRIu64
           ", its sender is %" PRIu64,
           c->idx, seq, from, m->player_id, pid);
-  struct seen *e = &c->seen[from % cfg.room_size];
-  uint64_t before;
-  if (e->floor == SEEN) { /* on this connection, the next one */
-    before = e->last;
-    if (seq != (uint64_t)e->last + 1)
-      error("client %u: from client %" PRIu64 " expected chat %u, got %" PRIu64
-            " (lost, duplicated or reordered)",
-            c->idx, from, e->last + 1, seq);
-  } else { /* the first on this connection: none seen before, none sent since I entered missed */
-    before = e->floor;
-    if (seq <= e->last)
-      error("client %u: from client %" PRIu64 " got chat %" PRIu64 " again (duplicated)", c->idx,
-            from, seq);
-    else if (seq > (uint64_t)e->floor + 1)
-      error("client %u: from client %" PRIu64 " chats %u to %" PRIu64
-            " never came (sent after this connection entered)",
-            c->idx, from, e->floor + 1, seq - 1);
-    e->floor = SEEN;
-  }
-  e->last = (uint32_t)seq;
+  uint32_t want = c->want[j];
+  uint64_t before = seq == want ? seq - 1 : chat_unexpected(c, j, seq, want);
+  c->want[j] = (uint32_t)seq + 1;
+  order_add(&c->order, order_key(from, seq));
   /* modulo 2^64: have goes down when the first chat is older than the floor */
   /* (the strand is its only writer: no locked add) */
   atomic_store_explicit(&c->have,
@@ -649,7 +678,7 @@ static void on_chat(struct client *c, const struct wire_schat *m, uint64_t arriv
   }
   int st = atomic_load(&c->state);
   if (st == CS_FENCING)
-    fence_passed(c, (unsigned)(from % cfg.room_size));
+    fence_passed(c, j);
   else if (st == CS_LEAVING && from == c->idx && seq >= c->leave_seq)
     fence_start(c);
 }
@@ -863,17 +892,22 @@ static void on_packet(cp_session *s, const cp_packet *pkt) {
 
 /* ---- sessions -------------------------------------------------------- */
 
+static struct server *server_of(const cp_session *s) {
+  return cp_service_user(cp_session_service(s));
+}
+
 static void on_connected(cp_session *s) {
-  unsigned i = atomic_fetch_add(&next_idx, 1);
+  struct server *sv = server_of(s);
+  unsigned t = atomic_fetch_add(&sv->next, 1), i = t < sv->n ? sv->members[t] : 0;
   bool again = false;
-  if (i >= cfg.clients) { /* a reconnect: the client that waited longest */
+  if (t >= sv->n) { /* a reconnect: the client of this server that waited longest */
     pthread_mutex_lock(&pend_mu);
-    if (pend_inflight)
-      pend_inflight--;
-    if (pend_n) {
-      i = pend[pend_head];
-      pend_head = (pend_head + 1) % cfg.clients;
-      pend_n--;
+    if (sv->pend_inflight)
+      sv->pend_inflight--;
+    if (sv->pend_n) {
+      i = sv->pend[sv->pend_head];
+      sv->pend_head = (sv->pend_head + 1) % sv->n;
+      sv->pend_n--;
       again = true;
     }
     pthread_mutex_unlock(&pend_mu);
@@ -923,23 +957,24 @@ static void on_disconnected(cp_session *s, cp_reason why) {
     if (mine)
       cp_session_put(mine);
   }
+  struct server *sv = server_of(s);
   if (churned) { /* queue the reconnect: the main loop connects */
     pthread_mutex_lock(&pend_mu);
-    pend[(pend_head + pend_n) % cfg.clients] = c->idx;
-    pend_n++;
+    sv->pend[(sv->pend_head + sv->pend_n) % sv->n] = c->idx;
+    sv->pend_n++;
     pthread_mutex_unlock(&pend_mu);
     return;
   }
   if (why == CP_REASON_CONNECT_FAILED) {
     if (atomic_load(&churning)) {
       pthread_mutex_lock(&pend_mu);
-      if (pend_inflight)
-        pend_inflight--;
+      if (sv->pend_inflight)
+        sv->pend_inflight--;
       pthread_mutex_unlock(&pend_mu);
       atomic_fetch_add(&n_reconnect_failures, 1);
-      error("a reconnect to %s:%u failed", cfg.host, cfg.port);
+      error("a reconnect to %s:%u failed", sv->a->host, sv->a->port);
     } else {
-      error("a connect to %s:%u failed", cfg.host, cfg.port);
+      error("a connect to %s:%u failed", sv->a->host, sv->a->port);
     }
     return;
   }
@@ -999,28 +1034,46 @@ static void churn_one(void) {
   atomic_fetch_add(&n_churn_skipped, 1); /* nobody was up */
 }
 
-/* Connect for the clients that wait for a connection and have none coming. */
-static void pump_reconnects(void) {
-  if (!pend || atomic_load(&n_reconnect_failures) >= 100) /* the server is gone: stop trying */
-    return;
+/* Connect for the clients of sv that wait for a connection and have none coming. */
+static void pump_server(struct server *sv) {
   for (;;) {
     pthread_mutex_lock(&pend_mu);
-    bool want = pend_n > pend_inflight;
+    bool want = sv->pend_n > sv->pend_inflight;
     if (want)
-      pend_inflight++;
+      sv->pend_inflight++;
     pthread_mutex_unlock(&pend_mu);
     if (!want)
       return;
-    int rc = cp_service_connect(svc);
+    int rc = cp_service_connect(sv->svc);
     if (rc) {
       pthread_mutex_lock(&pend_mu);
-      pend_inflight--;
+      sv->pend_inflight--;
       pthread_mutex_unlock(&pend_mu);
       atomic_fetch_add(&n_reconnect_failures, 1);
-      error("cannot reconnect: %s", cp_strerror(rc));
+      error("cannot reconnect to %s:%u: %s", sv->a->host, sv->a->port, cp_strerror(rc));
       return;
     }
   }
+}
+
+/* Connect for every client that waits for a connection and has none coming. */
+static void pump_reconnects(void) {
+  if (cfg.churn == 0 || atomic_load(&n_reconnect_failures) >= 100) /* the server is gone */
+    return;
+  for (unsigned k = 0; k < n_servers; k++)
+    if (servers[k].svc)
+      pump_server(&servers[k]);
+}
+
+/* The connects that failed, on every server. */
+static uint64_t connect_failures(void) {
+  uint64_t n = 0;
+  for (unsigned k = 0; k < n_servers; k++) {
+    cp_service_stats st;
+    cp_service_get_stats(servers[k].svc, &st);
+    n += st.connect_failures;
+  }
+  return n;
 }
 
 /* Messages sent but not yet received back (echo), or deliveries still
@@ -1080,8 +1133,17 @@ static void usage(FILE *f) {
          "                            own and a switch to its room; every answer checked in order\n"
          "  --ping-interval MS        chat: each client sends C_PING this often; 0 = never\n"
          "                            (default 1000); RTT percentiles in the report\n"
-         "  --server-pid PID          also report that process's CPU per delivery over the\n"
-         "                            measured window (from /proc; bench/run-chat)\n"
+         "  --server-pid PID[,PID...] also report those processes' CPU per delivery over the\n"
+         "                            measured window, summed (from /proc; bench/run-chat)\n"
+         "  --servers H:P[,H:P...]    several servers (cluster nodes), instead of --host and\n"
+         "                            --port: the clients are spread over them round-robin,\n"
+         "                            each server's through a client service of its own\n"
+         "                            (--threads shared out), and every room is verified\n"
+         "                            across them: each member gets each chat once, and all\n"
+         "                            members of a room get its chats in one order\n"
+         "  --spread clients|rooms    with --servers: round-robin over the clients (default:\n"
+         "                            rooms span the servers) or over the rooms (each room on\n"
+         "                            one server: for servers that share nothing)\n"
          "  --json                    final report as one JSON object on stdout\n"
          "  --quiet                   no progress line\n");
 }
@@ -1098,6 +1160,7 @@ static const struct option long_opts[] = {
     {"json", 0, 0, 'j'},          {"quiet", 0, 0, 'q'},
     {"churn", 1, 0, 'C'},         {"pipeline", 0, 0, 'P'},
     {"ping-interval", 1, 0, 'I'}, {"server-pid", 1, 0, 'S'},
+    {"servers", 1, 0, 'L'},       {"spread", 1, 0, 'Y'},
     {"help", 0, 0, 'H'},          {0, 0, 0, 0}};
 
 static enum cli_status bad(const char *flag, const char *v, const char *detail) {
@@ -1119,6 +1182,58 @@ static enum cli_status num(const char *flag, const char *v, unsigned min, unsign
 static enum cli_status duration(const char *flag, const char *v, unsigned unit_ms, unsigned min,
                                 unsigned max, unsigned *out_ms) {
   return cli_duration_ms(v, unit_ms, min, max, out_ms) ? CLI_RUN : bad_range(flag, v, min, max);
+}
+
+static const char *const spread_names[] = {"clients", "rooms"};
+
+/* "HOST:PORT[,HOST:PORT...]" (an IPv6 host in brackets: [::1]:7777) into o->addr. */
+static enum cli_status parse_servers(const char *v, struct config *o) {
+  o->n_addr = 0;
+  for (const char *p = v;;) {
+    const char *comma = strchr(p, ',');
+    size_t len = comma ? (size_t)(comma - p) : strlen(p);
+    const char *colon = memrchr(p, ':', len);
+    char port[8];
+    size_t hlen = colon ? (size_t)(colon - p) : 0, plen = colon ? len - hlen - 1 : 0;
+    const char *host = p;
+    if (hlen >= 2 && host[0] == '[' && host[hlen - 1] == ']') {
+      host++;
+      hlen -= 2;
+    }
+    if (o->n_addr == SERVERS_MAX)
+      return bad("servers", v, " (at most 64 servers)");
+    if (!hlen || hlen >= sizeof o->addr[0].host || !plen || plen >= sizeof port)
+      return bad("servers", v, " (HOST:PORT[,HOST:PORT...])");
+    memcpy(port, colon + 1, plen);
+    port[plen] = 0;
+    struct addr *a = &o->addr[o->n_addr++];
+    memcpy(a->host, host, hlen);
+    a->host[hlen] = 0;
+    if (!cli_unsigned(port, 1, 65535, &a->port))
+      return bad("servers", v, " (a port is 1..65535)");
+    if (!comma)
+      return CLI_RUN;
+    p = comma + 1;
+  }
+}
+
+/* "PID[,PID...]" into o->server_pids. */
+static enum cli_status parse_pids(const char *v, struct config *o) {
+  o->n_server_pids = 0;
+  for (const char *p = v;;) {
+    const char *comma = strchr(p, ',');
+    size_t len = comma ? (size_t)(comma - p) : strlen(p);
+    char pid[16];
+    if (!len || len >= sizeof pid || o->n_server_pids == SERVERS_MAX)
+      return bad("server-pid", v, " (PID[,PID...], at most 64)");
+    memcpy(pid, p, len);
+    pid[len] = 0;
+    if (!cli_unsigned(pid, 1, INT_MAX, &o->server_pids[o->n_server_pids++]))
+      return bad("server-pid", v, " (PID[,PID...])");
+    if (!comma)
+      return CLI_RUN;
+    p = comma + 1;
+  }
 }
 
 /* The flags whose default depends on the mode, if given. */
@@ -1166,7 +1281,14 @@ static enum cli_status parse_option(int ch, const char *v, struct config *o, str
   case 'I':
     return duration("ping-interval", v, 1, 0, 3600000, &o->ping_ms);
   case 'S':
-    return num("server-pid", v, 1, INT_MAX, &o->server_pid);
+    return parse_pids(v, o);
+  case 'L':
+    return parse_servers(v, o);
+  case 'Y':
+    if (!cli_choice(v, spread_names, 2, &m))
+      return bad("spread", v, " (clients, rooms)");
+    o->spread_rooms = m == 1;
+    return CLI_RUN;
   case 'j':
     o->json = true;
     return CLI_RUN;
@@ -1212,6 +1334,13 @@ static enum cli_status parse(int argc, char **argv, struct config *o) {
     fprintf(stderr, "cport-dummy: unexpected argument '%s'\n", argv[optind]);
     return CLI_USAGE;
   }
+  if (!o->n_addr) { /* --host and --port */
+    if (strlen(o->host) >= sizeof o->addr[0].host)
+      return bad("host", o->host, " (too long)");
+    snprintf(o->addr[0].host, sizeof o->addr[0].host, "%s", o->host);
+    o->addr[0].port = o->port;
+    o->n_addr = 1;
+  }
   unsigned least = (o->mode == MODE_PACKET_ECHO ? CP_PACKET_HEADER : 0) + MSG_HDR;
   if (o->mode == MODE_CHAT) {
     if (!g.rate)
@@ -1231,23 +1360,61 @@ static enum cli_status parse(int argc, char **argv, struct config *o) {
 /* ---- run ------------------------------------------------------------- */
 
 enum { TICK_MS = 5 };
+/* Chat: pooled receive buffers of 64 KiB, not the port's 4 KiB (about 70 chats): a member
+ * that falls behind reads what piled up in its socket in one receive, not 16, and checks it
+ * in one batch (the per-sender state of that member stays in cache through it). The port
+ * maps the pool and touches a buffer's pages only as data lands in them. */
+enum { CHAT_RECV_BUF = 64 << 10 };
 
-/* clients[] (and pend[] for churn): 0, or 1 out of memory (said so). */
+/* The server client i connects to: round-robin over the clients (a room spans the servers),
+ * or with --spread rooms over the rooms (a room on one server). */
+static unsigned server_index(unsigned i) {
+  return (cfg.spread_rooms ? i / cfg.room_size : i) % n_servers;
+}
+
+/* servers[]: 0, or 1 out of memory (said so). */
+static int setup_servers(void) {
+  n_servers = cfg.n_addr;
+  for (unsigned k = 0; k < n_servers; k++)
+    servers[k].a = &cfg.addr[k];
+  for (unsigned i = 0; i < cfg.clients; i++)
+    servers[server_index(i)].n++;
+  for (unsigned k = 0; k < n_servers; k++) {
+    struct server *sv = &servers[k];
+    unsigned n = sv->n ? sv->n : 1;
+    sv->members = calloc(n, sizeof *sv->members);
+    sv->pend = cfg.churn > 0 ? calloc(n, sizeof *sv->pend) : NULL;
+    if (!sv->members || (cfg.churn > 0 && !sv->pend)) {
+      fprintf(stderr, "cport-dummy: out of memory\n");
+      return 1;
+    }
+    sv->n = 0;
+  }
+  for (unsigned i = 0; i < cfg.clients; i++) {
+    struct server *sv = &servers[server_index(i)];
+    sv->members[sv->n++] = i;
+  }
+  return 0;
+}
+
+/* clients[]: 0, or 1 out of memory (said so). */
 static int setup_clients(void) {
   clients = calloc(cfg.clients, sizeof *clients);
-  if (cfg.churn > 0)
-    pend = calloc(cfg.clients, sizeof *pend);
-  if (!clients || (cfg.churn > 0 && !pend)) {
+  if (!clients) {
     fprintf(stderr, "cport-dummy: out of memory\n");
     return 1;
   }
   for (unsigned i = 0; i < cfg.clients; i++) {
+    clients[i].srv = &servers[server_index(i)];
     clients[i].idx = i;
     clients[i].room_len =
         (uint8_t)snprintf(clients[i].room, sizeof clients[i].room, "room-%u", i / cfg.room_size);
     pthread_spin_init(&clients[i].lock, PTHREAD_PROCESS_PRIVATE);
+    clients[i].base = room_base(&clients[i]);
+    clients[i].nmem = room_members(clients[i].base);
     if (cfg.mode == MODE_CHAT &&
-        (!(clients[i].seen = calloc(cfg.room_size, sizeof(struct seen))) ||
+        (!(clients[i].want = calloc(cfg.room_size, sizeof(uint32_t))) ||
+         !(clients[i].seen = calloc(cfg.room_size, sizeof(struct seen))) ||
          !(clients[i].mpid = calloc(2 * (size_t)cfg.room_size, sizeof(uint64_t))) ||
          (cfg.churn > 0 && !(clients[i].fence = calloc(cfg.room_size, 1))))) {
       fprintf(stderr, "cport-dummy: out of memory\n");
@@ -1257,33 +1424,60 @@ static int setup_clients(void) {
   return 0;
 }
 
-/* The client service, started: 0, or 1 (said why). */
-static int start_service(void) {
-  cp_service_options o = {.kind = CP_SERVICE_CLIENT,
-                          .host = cfg.host,
-                          .port = (uint16_t)cfg.port,
-                          .threads = cfg.threads,
-                          .client_sessions = cfg.clients,
-                          .raw = cfg.mode == MODE_ECHO,
-                          .max_packet = 65535,
-                          .send_queue_max = 64u << 20,
-                          .port_opts = {.backend = cfg.backend},
-                          .callbacks = {.on_connected = on_connected,
-                                        .on_raw = on_raw,
-                                        .on_packet = on_packet,
-                                        .on_disconnected = on_disconnected}};
-  int rc = cp_service_create(&svc, &o);
+/* The worker threads of each client service: --threads over all of them (at least one
+ * each). */
+static unsigned threads_per_service(void) {
+  unsigned used = 0, t = cfg.threads ? cfg.threads : os_cpu_count();
+  for (unsigned k = 0; k < n_servers; k++)
+    used += servers[k].n > 0;
+  return used > 1 ? (t / used ? t / used : 1) : cfg.threads;
+}
+
+/* sv's client service, started: 0, or 1 (said why). */
+static int start_service(struct server *sv, unsigned threads) {
+  cp_service_options o = {
+      .kind = CP_SERVICE_CLIENT,
+      .host = sv->a->host,
+      .port = (uint16_t)sv->a->port,
+      .threads = threads,
+      .client_sessions = sv->n,
+      .user = sv,
+      .raw = cfg.mode == MODE_ECHO,
+      .max_packet = 65535,
+      .send_queue_max = 64u << 20,
+      .port_opts = {.backend = cfg.backend, .buf_size = cfg.mode == MODE_CHAT ? CHAT_RECV_BUF : 0},
+      .callbacks = {.on_connected = on_connected,
+                    .on_raw = on_raw,
+                    .on_packet = on_packet,
+                    .on_disconnected = on_disconnected}};
+  int rc = cp_service_create(&sv->svc, &o);
   if (!rc)
-    rc = cp_service_start(svc);
+    rc = cp_service_start(sv->svc);
   if (rc) {
-    fprintf(stderr, "cport-dummy: cannot start: %s\n", cp_strerror(rc));
+    fprintf(stderr, "cport-dummy: cannot start the clients of %s:%u: %s\n", sv->a->host,
+            sv->a->port, cp_strerror(rc));
     return 1;
   }
   if (!cfg.quiet)
-    fprintf(stderr, "cport-dummy: %u clients, %s mode, to %s:%u, backend %s\n", cfg.clients,
-            mode_names[cfg.mode], cfg.host, cfg.port,
-            cp_backend_name(cp_port_backend(cp_service_port(svc))));
+    fprintf(stderr, "cport-dummy: %u clients, %s mode, to %s:%u, backend %s\n", sv->n,
+            mode_names[cfg.mode], sv->a->host, sv->a->port,
+            cp_backend_name(cp_port_backend(cp_service_port(sv->svc))));
   return 0;
+}
+
+/* Every server's client service, started: 0, or 1 (said why). */
+static int start_services(void) {
+  unsigned threads = threads_per_service();
+  for (unsigned k = 0; k < n_servers; k++)
+    if (servers[k].n && start_service(&servers[k], threads))
+      return 1;
+  return 0;
+}
+
+/* Stop every client service (what is left of a stopped one: nothing). */
+static void stop_services(void) {
+  for (unsigned k = 0; k < n_servers; k++)
+    cp_service_stop(servers[k].svc, 0);
 }
 
 /* Connect everyone (and, in chat, log in and enter the rooms). true: stop now (a failure, said
@@ -1294,13 +1488,12 @@ static bool connect_all(void) {
     uint64_t ready = cfg.mode == MODE_CHAT ? atomic_load(&n_entered) : atomic_load(&n_connected);
     if (ready >= cfg.clients)
       return false;
-    cp_service_stats st;
-    cp_service_get_stats(svc, &st);
-    if (st.connect_failures || atomic_load(&n_errors) || now_ns() > deadline) {
+    uint64_t failures = connect_failures();
+    if (failures || atomic_load(&n_errors) || now_ns() > deadline) {
       fprintf(stderr,
               "cport-dummy: only %" PRIu64 " of %u clients %s (%" PRIu64 " connect failures)\n",
               ready, cfg.clients, cfg.mode == MODE_CHAT ? "entered their rooms" : "connected",
-              st.connect_failures);
+              failures);
       atomic_fetch_add(&n_errors, 1);
       return true;
     }
@@ -1422,8 +1615,46 @@ static void settle(bool stop_now, bool tty) {
     error("%" PRIu64 " clients were still leaving or reconnecting", away);
   if (cfg.mode == MODE_CHAT && cfg.churn == 0 && !left && !stop_now && cfg.rate > 0)
     check_presence();
+  if (cfg.mode == MODE_CHAT && !left && !stop_now) /* every chat is in: their tails compare */
+    for (unsigned i = 0; i < cfg.clients; i++)
+      clients[i].up_at_end = atomic_load(&clients[i].state) == CS_UP;
   atomic_store(&churning, false);
-  cp_service_stop(svc, 0);
+  stop_services();
+}
+
+static struct order_result order_total;
+
+/* Chat, once the service stopped: every room's members received its chats in one order. */
+static void check_order(void) {
+  struct order **m = calloc(cfg.room_size, sizeof *m);
+  if (!m) {
+    error("out of memory for the order check");
+    return;
+  }
+  for (unsigned base = 0; base < cfg.clients; base += cfg.room_size) {
+    unsigned n = room_members(base);
+    for (unsigned j = 0; j < n; j++) {
+      if (clients[base + j].up_at_end)
+        order_end(&clients[base + j].order);
+      m[j] = &clients[base + j].order;
+    }
+    struct order_result r = order_verify((struct order *const *)m, n);
+    if (r.mismatches)
+      error("room-%u: %" PRIu64 " segments of the chat stream reached its members in different "
+            "orders, the first %s chat %" PRIu64 " of client %" PRIu64,
+            base / cfg.room_size, r.mismatches,
+            r.first_kind == ORDER_TAIL    ? "after"
+            : r.first_kind == ORDER_WHOLE ? "(all) before"
+                                          : "up to",
+            r.first_key & 0xffffffffu, r.first_key >> 32);
+    if (r.incomplete)
+      error("room-%u: out of memory for the order check", base / cfg.room_size);
+    order_total.checkpoints += r.checkpoints;
+    order_total.records += r.records;
+    order_total.chats += r.chats;
+    order_total.mismatches += r.mismatches;
+  }
+  free(m);
 }
 
 /* What the sending phase measured. */
@@ -1433,26 +1664,38 @@ struct result {
   double cpu_s, server_cpu_s; /* CPU time over the window (user + system); server: < 0 unknown */
 };
 
+/* The CPU time of the --server-pid processes, summed; -1 if none or one is unreadable. */
+static double servers_cpu_seconds(void) {
+  double sum = cfg.n_server_pids ? 0 : -1;
+  for (unsigned k = 0; k < cfg.n_server_pids && sum >= 0; k++) {
+    double t = os_pid_cpu_seconds(cfg.server_pids[k]);
+    sum = t >= 0 ? sum + t : -1;
+  }
+  return sum;
+}
+
 /* Connect, send, settle: 0, or 1 if the clients could not be set up (said why). */
 static int run(struct result *r) {
   os_raise_fd_limit();
-  if (setup_clients() || cp_stop_install())
+  if (setup_servers() || setup_clients() || cp_stop_install())
     return 1;
-  if (start_service())
+  if (start_services())
     return 1;
   bool tty = isatty(STDERR_FILENO) && !cfg.quiet;
   bool stop_now = connect_all();
   uint64_t start = now_ns();
-  double cpu0 = os_cpu_seconds(), scpu0 = cfg.server_pid ? os_pid_cpu_seconds(cfg.server_pid) : -1;
+  double cpu0 = os_cpu_seconds(), scpu0 = servers_cpu_seconds();
   stop_now = load(tty, stop_now, start);
   uint64_t stop_t = now_ns();
-  double scpu1 = cfg.server_pid ? os_pid_cpu_seconds(cfg.server_pid) : -1;
+  double scpu1 = servers_cpu_seconds();
   r->cpu_s = os_cpu_seconds() - cpu0;
   r->server_cpu_s = scpu0 >= 0 && scpu1 >= 0 ? scpu1 - scpu0 : -1;
   atomic_store(&sending, false);
   r->secs = (double)(stop_t - start) / 1e9;
   recv_totals(&r->msgs, &r->bytes, NULL);
   settle(stop_now, tty);
+  if (cfg.mode == MODE_CHAT)
+    check_order();
   return 0;
 }
 
@@ -1468,6 +1711,18 @@ static double per_msg_us(double cpu_s, uint64_t msgs) {
   return cpu_s >= 0 && msgs ? cpu_s * 1e6 / (double)msgs : -1;
 }
 
+/* Chat: the rooms whose members are on two servers or more. */
+static unsigned rooms_across_servers(void) {
+  unsigned n = 0;
+  for (unsigned base = 0; cfg.mode == MODE_CHAT && base < cfg.clients; base += cfg.room_size)
+    for (unsigned j = 1; j < room_members(base); j++)
+      if (server_index(base + j) != server_index(base)) {
+        n++;
+        break;
+      }
+  return n;
+}
+
 static void report_json(const struct result *r, const struct quantiles *q,
                         uint64_t connect_failures, uint64_t errors) {
   printf("{\"mode\":\"%s\",\"clients\":%u,\"connected\":%" PRIu64 ",\"size\":%u,\"depth\":%u,"
@@ -1479,7 +1734,9 @@ static void report_json(const struct result *r, const struct quantiles *q,
          ",\"pongs\":%" PRIu64 ",\"ping_p50_ms\":%.3f,\"ping_p99_ms\":%.3f,"
          "\"ping_max_ms\":%.3f,\"member_joined\":%" PRIu64 ",\"member_left\":%" PRIu64
          ",\"pipelined_scripts\":%" PRIu64 ",\"cpu_us_per_msg\":%.3f,\"server_cpu_us_per_msg\":%.3f"
-         ",\"errors\":%" PRIu64 "}\n",
+         ",\"servers\":%u,\"spread\":\"%s\",\"rooms_across_servers\":%u"
+         ",\"order_checkpoints\":%" PRIu64 ",\"order_records\":%" PRIu64 ",\"order_chats\":%" PRIu64
+         ",\"order_mismatches\":%" PRIu64 ",\"errors\":%" PRIu64 "}\n",
          mode_names[cfg.mode], cfg.clients, atomic_load(&n_connected), cfg.size,
          cfg.rate > 0 ? 0 : cfg.depth, cfg.rate, cfg.mode == MODE_CHAT ? cfg.room_size : 0, r->secs,
          atomic_load(&n_sent), r->msgs, (double)r->msgs / r->secs, (double)r->bytes / r->secs,
@@ -1487,7 +1744,9 @@ static void report_json(const struct result *r, const struct quantiles *q,
          atomic_load(&n_reconnects), atomic_load(&n_reconnect_failures), connect_failures,
          atomic_load(&n_pings), atomic_load(&n_pongs), q->r50, q->r99, q->rmax,
          atomic_load(&n_joined), atomic_load(&n_left), atomic_load(&n_scripts),
-         per_msg_us(r->cpu_s, r->msgs), per_msg_us(r->server_cpu_s, r->msgs), errors);
+         per_msg_us(r->cpu_s, r->msgs), per_msg_us(r->server_cpu_s, r->msgs), n_servers,
+         spread_names[cfg.spread_rooms], rooms_across_servers(), order_total.checkpoints,
+         order_total.records, order_total.chats, order_total.mismatches, errors);
 }
 
 static void report_text(const struct result *r, const struct quantiles *q, uint64_t errors) {
@@ -1510,6 +1769,13 @@ static void report_text(const struct result *r, const struct quantiles *q, uint6
     printf("  presence   %" PRIu64 " S_MEMBER_JOINED, %" PRIu64 " S_MEMBER_LEFT, counted against"
            " the rooms' members\n",
            atomic_load(&n_joined), atomic_load(&n_left));
+    if (n_servers > 1)
+      printf("  servers    %u, clients spread over them by %s: %u of %u rooms span two or more\n",
+             n_servers, cfg.spread_rooms ? "room" : "client", rooms_across_servers(),
+             (cfg.clients + cfg.room_size - 1) / cfg.room_size);
+    printf("  one order  %" PRIu64 " segments of the rooms' chat streams compared across their"
+           " members (%" PRIu64 " records, %" PRIu64 " deliveries), %" PRIu64 " differ\n",
+           order_total.checkpoints, order_total.records, order_total.chats, order_total.mismatches);
     if (cfg.pipeline)
       printf("  pipelined  %" PRIu64 " first writes answered in request order\n",
              atomic_load(&n_scripts));
@@ -1521,8 +1787,6 @@ static void report_text(const struct result *r, const struct quantiles *q, uint6
 /* The final report (the service stopped); the exit status. */
 static int report(const struct result *r) {
   uint64_t errors = atomic_load(&n_errors);
-  cp_service_stats st;
-  cp_service_get_stats(svc, &st);
   static struct hist lat; /* every thread's, merged */
   uint64_t msgs, bytes;
   recv_totals(&msgs, &bytes, &lat);
@@ -1535,7 +1799,7 @@ static int report(const struct result *r) {
                         .r99 = (double)hist_quantile(&rtt, 0.99) / 1000.0,
                         .rmax = (double)atomic_load(&rtt.max) / 1e3};
   if (cfg.json)
-    report_json(r, &q, st.connect_failures, errors);
+    report_json(r, &q, connect_failures(), errors);
   else
     report_text(r, &q, errors);
   return errors ? 1 : 0;
@@ -1543,14 +1807,19 @@ static int report(const struct result *r) {
 
 static void cleanup(void) {
   for (unsigned i = 0; i < cfg.clients; i++) {
+    free(clients[i].want);
     free(clients[i].seen);
+    order_free(&clients[i].order);
     free(clients[i].fence);
     free(clients[i].mpid);
     pthread_spin_destroy(&clients[i].lock);
   }
-  cp_service_destroy(svc);
+  for (unsigned k = 0; k < n_servers; k++) {
+    cp_service_destroy(servers[k].svc);
+    free(servers[k].members);
+    free(servers[k].pend);
+  }
   free(clients);
-  free(pend);
 }
 
 int main(int argc, char **argv) {
