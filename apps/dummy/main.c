@@ -1192,7 +1192,10 @@ static enum cli_status parse_servers(const char *v, struct config *o) {
   for (const char *p = v;;) {
     const char *comma = strchr(p, ',');
     size_t len = comma ? (size_t)(comma - p) : strlen(p);
-    const char *colon = memrchr(p, ':', len);
+    const char *colon = NULL; /* the last one: an IPv6 host has colons too */
+    for (size_t k = 0; k < len; k++)
+      if (p[k] == ':')
+        colon = p + k;
     char port[8];
     size_t hlen = colon ? (size_t)(colon - p) : 0, plen = colon ? len - hlen - 1 : 0;
     const char *host = p;

@@ -76,7 +76,8 @@ struct order_result order_verify(struct order *const *members, size_t n) {
       memcpy(all + k, members[i]->recs, members[i]->n * sizeof *all);
     k += members[i]->n;
   }
-  qsort(all, total, sizeof *all, by_segment);
+  if (total) /* (qsort wants an array, even of none) */
+    qsort(all, total, sizeof *all, by_segment);
   for (size_t i = 0; i < total;) {
     size_t j = i + 1;
     bool same = true;

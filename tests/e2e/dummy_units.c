@@ -165,6 +165,12 @@ static void test_order(void) {
   CHECK(r.mismatches == 0 && r.chats == 3ull * N && r.checkpoints > 40 && !r.incomplete,
         "one order: %llu mismatches, %llu chats compared", (unsigned long long)r.mismatches,
         (unsigned long long)r.chats);
+  /* members that recorded nothing (they left before any whole segment): nothing to compare */
+  member(&m[0], 0, 3, false, -1, -1);
+  member(&m[1], 0, 0, false, -1, -1);
+  r = verify(m, 2);
+  CHECK(r.mismatches == 0 && r.checkpoints == 0 && r.chats == 0 && !r.incomplete,
+        "no records: %llu checkpoints", (unsigned long long)r.checkpoints);
   /* a stream with no marker at all: compared whole */
   for (int i = 0; i < 2; i++)
     member(&m[i], 0, 3, true, -1, -1);
