@@ -76,3 +76,11 @@ cport_windows_test(e2e_probe_console SOURCES tests/windows/e2e_probe_console.c L
                    TIMEOUT 120)
 
 include(${CMAKE_SOURCE_DIR}/cmake/windows_cluster.cmake) # the cluster's Redis layer (issue 14)
+
+# The mirror of windows.e2e_chat: cport-dummy.exe under Wine drives the LINUX cport-server
+# (echo with exact byte counts, then chat with every chat verified), which SIGTERM drains.
+add_test(NAME windows.e2e_dummy
+         COMMAND bash ${CMAKE_SOURCE_DIR}/tests/windows/e2e_chat.sh ${CMAKE_BINARY_DIR}/bin
+                 ${CMAKE_SOURCE_DIR}/build/bin dummy)
+set_tests_properties(windows.e2e_dummy PROPERTIES ENVIRONMENT "${CPORT_WIN_TEST_ENV}"
+                     FIXTURES_REQUIRED wine TIMEOUT 300)
