@@ -107,9 +107,18 @@ int main(void) {
   /* Every later scenario adds one reason; compare against the running sum. */
   cp_service_stats before = nt_stats(svc);
 
-  /* the peer resets: RST while the server's receive is pending */
+  /* the peer resets: RST while the server's receive is pending. An echo is
+   * left unread, so that the close is a reset on every stack: Wine 8.0 turns
+   * SO_LINGER 0 alone into an orderly close (tests/windows/probe_abort_close.c),
+   * but closing with unread bytes resets there too. */
   fd = test_connect(&addr);
   roundtrip(fd, ID_ECHO);
+  {
+    uint8_t out[64];
+    size_t n1 = nt_packet(out, ID_ECHO, 7, 20);
+    test_send_all(fd, out, n1);
+    WAIT_UNTIL(test_unread(fd) == (int)n1);
+  }
   test_reset(fd);
   WAIT_UNTIL(nt_stats(svc).disconnects[CP_REASON_RESET] == 1);
 
