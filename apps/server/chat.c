@@ -664,6 +664,7 @@ struct cl_room {
   struct cl_msg *pre, *pre_tail;
   size_t npre;
   struct cl_hist hist[CL_HIST]; /* the last events delivered, by off % CL_HIST */
+  unsigned epochs;              /* room_new_epoch calls (an epoch check older than one is moot) */
   cp_session **to;              /* scratch: the recipients of one event */
   size_t to_cap;
 };
@@ -879,7 +880,7 @@ static void follow_result(struct room *r, cl_follow_result res, uint64_t from, u
 
 struct range_ctx {   /* a Redis reply on its way to a room job */
   struct room *r;    /* a reference */
-  uint64_t from, to; /* XRANGE's */
+  uint64_t from, to; /* XRANGE's; an epoch check: the room's epochs when asked */
   redisReply *reply;
 };
 
@@ -1047,8 +1048,9 @@ static void job_joined(void *arg) {
       cl_follow_start(&c->f, j->epoch, j->elen, 0, 0);
     for (size_t i = 0; c && i < r->n; i++)
       if (r->members[i].id == j->player && r->members[i].joined == UINT64_MAX) {
-        r->members[i].joined = (uint64_t)j->off;
-        if (c->f.last > (uint64_t)j->off)
+        /* offset -1: a member there already (joined again twice): from now on */
+        r->members[i].joined = j->off >= 0 ? (uint64_t)j->off : c->f.last;
+        if (c->f.last > r->members[i].joined)
           replay(r, i);
       }
     free(j);
@@ -1098,7 +1100,7 @@ static void job_joined(void *arg) {
 
 static void join_reply(void *arg, const cl_publish_result *res, const char *err) {
   struct join_ctx *j = arg;
-  if (!res || res->offset < 0) {
+  if (!res || (res->offset < 0 && !j->rejoin)) {
     if (!res) {
       atomic_fetch_add(&node_stats.redis_errors, 1);
       fprintf(stderr, "cport-server: cluster: a join failed: %s\n", err);
@@ -1205,6 +1207,7 @@ static void cl_join(struct player *p, struct room *r) {
  * again (inactive until its new join's offset: clients see nothing of it). */
 static void room_new_epoch(struct room *r, const char *epoch, size_t elen) {
   struct cl_room *c = r->cl;
+  c->epochs++;
   atomic_fetch_add(&node_stats.epoch_changes, 1);
   fprintf(stderr,
           "cport-server: cluster: room epoch changed from %.*s to %.*s: its state in Redis was "
@@ -1391,7 +1394,8 @@ static void job_epoch(void *arg) {
   struct room *r = x->r;
   struct cl_room *c = r->cl;
   const redisReply *e = x->reply;
-  if (c && c->started && e && (e->type == REDIS_REPLY_NIL || e->type == REDIS_REPLY_STRING)) {
+  if (c && c->started && e && x->from == c->epochs &&
+      (e->type == REDIS_REPLY_NIL || e->type == REDIS_REPLY_STRING)) {
     const char *ep = e->type == REDIS_REPLY_STRING ? e->str : "";
     size_t elen = e->type == REDIS_REPLY_STRING ? e->len : 0;
     if (elen < sizeof c->f.epoch && (elen != c->f.epoch_len || memcmp(ep, c->f.epoch, elen)))
@@ -1415,6 +1419,7 @@ static void check_epoch(struct room *r) {
   if (!x)
     return;
   x->r = r;
+  x->from = r->cl->epochs;
   pthread_mutex_lock(&rooms_mu);
   r->refs++;
   pthread_mutex_unlock(&rooms_mu);

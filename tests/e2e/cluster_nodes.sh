@@ -15,6 +15,11 @@ source "$(dirname "$0")/lib.sh" "$@"
 source "$(dirname "$0")/../cluster/redis_fixture.sh"
 "$BIN/cport-server" --help | grep -q -- --cluster || { echo "cport-server built without hiredis: skipped" >&2; exit 77; }
 CL=$(dirname "$0")/cluster.py
+fail() {
+  echo "FAIL: $*" >&2
+  for f in "$TMP"/node*.log; do [[ -f $f ]] && tail -15 "$f" | sed "s|^|  $(basename "$f"): |" >&2; done
+  exit 1
+}
 declare -A NPID NPORT NMPORT
 trap 'for i in "${!NPID[@]}"; do kill -KILL "${NPID[$i]}" 2>/dev/null || true; done; redis_cleanup; cleanup' EXIT
 
@@ -80,7 +85,7 @@ rc=0
 wait "${NPID[2]}" || rc=$?
 [[ $rc -eq 0 ]] || fail "node 2 exited with $rc after SIGTERM"
 check_sanitizers "$TMP/node2.log" "node 2"
-wait "${NPID[3]}" 2>/dev/null || true
+{ wait "${NPID[3]}"; } 2>/dev/null || true
 unset "NPID[2]" "NPID[3]"
 [[ $(metric_of 1 cport_cluster_swept_nodes_total) -ge 1 ]] || fail "node 1 swept no dead node"
 stop_all
