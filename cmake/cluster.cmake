@@ -6,12 +6,8 @@ pkg_check_modules(HIREDIS IMPORTED_TARGET hiredis)
 if(NOT HIREDIS_FOUND)
   message(STATUS "cport: no hiredis (scripts/setup installs libhiredis-dev): no --cluster, cluster tests skipped")
 else()
-  add_library(cport_cluster STATIC
-    ${CMAKE_SOURCE_DIR}/apps/server/cluster/presence.c
-    ${CMAKE_SOURCE_DIR}/apps/server/cluster/redis_conn.c
-    ${CMAKE_SOURCE_DIR}/apps/server/cluster/room_follow.c
-    ${CMAKE_SOURCE_DIR}/apps/server/cluster/room_keys.c
-    ${CMAKE_SOURCE_DIR}/apps/server/cluster/room_script.c)
+  include(${CMAKE_SOURCE_DIR}/cmake/cluster_sources.cmake)
+  add_library(cport_cluster STATIC ${CPORT_CLUSTER_SOURCES})
   target_include_directories(cport_cluster PUBLIC ${CMAKE_SOURCE_DIR}/apps/server/cluster)
   target_link_libraries(cport_cluster PUBLIC cport_static PkgConfig::HIREDIS)
   if(CPORT_BUILD_APPS)

@@ -73,3 +73,5 @@ set_tests_properties(windows.e2e_chat PROPERTIES ENVIRONMENT "${CPORT_WIN_TEST_E
 # What Wine does with a console close and a Ctrl+Break sent to another process (docs/windows.md).
 cport_windows_test(e2e_probe_console SOURCES tests/windows/e2e_probe_console.c LIBS cport_static
                    TIMEOUT 120)
+
+include(${CMAKE_SOURCE_DIR}/cmake/windows_cluster.cmake) # the cluster's Redis layer (issue 14)

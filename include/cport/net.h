@@ -208,8 +208,10 @@ CP_API int cp_service_start(cp_service *svc);
 
 /*
  * Stop: stop accepting; let queued sends drain for up to drain_ms; disconnect
- * every session (reason CP_REASON_SHUTDOWN); wait until every session is
- * gone (each on_disconnected has returned and every reference is put); stop
+ * every session (reason CP_REASON_SHUTDOWN) - the inbound (and client) ones
+ * first, then, once each of their on_disconnected has returned, the outbound
+ * ones (cp_service_connect_to), so those may still be used meanwhile; wait
+ * until every session is gone (each on_disconnected has returned and every reference is put); stop
  * the workers. It blocks until the application has put every reference it
  * holds - put them in on_disconnected, or in a job it posts from there (it
  * says so every 5 s while it waits, as a CP_LOG_WARN message: cport/log.h).
@@ -252,26 +254,36 @@ typedef struct cp_connect_options {
 /*
  * Open an outbound session to o->host:o->port on svc (server or client,
  * started). It is the application's, not a player: never counted in
- * max_sessions, accepts or sessions, never in cp_service_broadcast; its
- * callbacks and mode are o's. The outcome arrives as o->callbacks.on_connected,
- * or on_disconnected with CP_REASON_CONNECT_FAILED (also after
- * connect_timeout_ms). With out non-NULL, *out gets a reference the caller
- * must put (cp_session_put) - to send to it or disconnect it later; the
- * session is valid from return. Returns 0, -EINVAL (NULL, no host, port 0, a
- * host that is not an IP literal, not started), -ESHUTDOWN once stopping,
- * -ENOMEM, or socket()'s error; nothing was started then and *out is NULL.
- * cp_service_stop disconnects outbound sessions last, after the inbound ones
- * (CP_REASON_SHUTDOWN). Any thread, callbacks included.
+ * max_sessions, accepts, connects or sessions (but in `outbound`; its end in
+ * disconnects), never in cp_service_broadcast nor in the service's idle scan;
+ * its callbacks, mode and limits are o's (the service's are never called for
+ * it; bad_packet_grace_ms is the service's). The outcome arrives as
+ * o->callbacks.on_connected, or on_disconnected with CP_REASON_CONNECT_FAILED
+ * (refused, failed at once, or not connected within connect_timeout_ms; then
+ * counted in outbound_failures). Once it returned 0, on_disconnected runs
+ * exactly once, connected or not (CP_REASON_SHUTDOWN if the service stops
+ * while it connects): free the user's state there. With out non-NULL, *out
+ * gets a reference the caller must put (cp_session_put; cp_service_stop
+ * waits for it) - to send to it or disconnect it later; the session is valid
+ * from return, sends fail with -ENOTCONN until on_connected. Returns 0,
+ * -EINVAL (NULL, no host, port 0, a host that is not an IP literal, max_packet
+ * under 4, not started), -ESHUTDOWN once stopping, -ENOMEM, or socket()'s
+ * error; nothing was started then, no callback comes and *out is NULL.
+ * cp_service_stop disconnects outbound sessions last, once every inbound
+ * session's on_disconnected has returned (CP_REASON_SHUTDOWN). Any thread,
+ * callbacks included.
  */
 CP_API int cp_service_connect_to(cp_service *svc, const cp_connect_options *o, cp_session **out);
 
 /*
- * Server: close the listening socket and stop accepting; sessions already
- * connected, outbound ones and job queues go on until cp_service_stop. For
- * a shutdown in steps (stop taking players, let them leave over a link that
- * must stay up, then stop). 0, -EINVAL (NULL, or not a started server), or
- * -EALREADY the second time. Any thread except a callback's (it waits for
- * the accepts in flight to finish).
+ * Server: close the listening socket and stop accepting (a connect to the
+ * port is refused from return on; cp_service_listen_port says 0); sessions
+ * already connected, outbound ones and job queues go on until
+ * cp_service_stop. For a shutdown in steps (stop taking players, let them
+ * leave over a link that must stay up, then stop). 0, -EINVAL (NULL, not a
+ * started server, or called on one of svc's workers), or -EALREADY the
+ * second time. Any thread except svc's workers (it waits for the accepts in
+ * flight to come back).
  */
 CP_API int cp_service_stop_accepting(cp_service *svc);
 
@@ -288,7 +300,7 @@ CP_API void cp_service_get_stats(const cp_service *svc, cp_service_stats *out);
  * a job queue, or a port of your own). */
 CP_API cp_port *cp_service_port(const cp_service *svc);
 /* The listening port, once started (useful with port 0); 0 before, after a
- * failed start, or for NULL. */
+ * failed start or cp_service_stop_accepting, or for NULL. */
 CP_API uint16_t cp_service_listen_port(const cp_service *svc);
 CP_API void *cp_service_user(const cp_service *svc);
 

@@ -27,7 +27,7 @@ struct acceptor {
 void cp__listener_init(cp_service *svc) {
   struct cp__listener *L = &svc->listener;
   L->fd = CP_INVALID_SOCKET;
-  L->port = 0;
+  atomic_init(&L->port, 0);
   L->acceptors = NULL;
   atomic_init(&L->posted, 0);
   atomic_init(&L->admitted, 0);
@@ -40,7 +40,7 @@ void cp__listener_fini(cp_service *svc) {
 }
 
 uint16_t cp__listener_port(const cp_service *svc) {
-  return svc->listener.port;
+  return atomic_load(&((cp_service *)svc)->listener.port);
 }
 
 unsigned cp__listener_pending(const cp_service *svc) {
@@ -100,7 +100,7 @@ int cp__listener_open(cp_service *svc) {
   for (unsigned i = 0; i < svc->o.accepts; i++)
     acc[i].svc = svc;
   L->fd = fd;
-  L->port = port;
+  atomic_store(&L->port, port);
   L->acceptors = acc;
   return 0;
 }
@@ -120,14 +120,19 @@ int cp__listener_arm(cp_service *svc) {
 void cp__listener_close(cp_service *svc) {
   struct cp__listener *L = &svc->listener;
   assert(atomic_load(&L->posted) == 0);
-  if (L->fd != CP_INVALID_SOCKET) {
-    cp_port_disassociate(svc->port, L->fd);
-    cp_socket_close(L->fd);
-  }
-  mem_free(L->acceptors);
+  /* under mu: cp__listener_stop (from cp_service_stop) may look at fd meanwhile */
+  cp__mutex_lock(&L->mu);
+  cp_socket_t fd = L->fd;
+  struct acceptor *acc = L->acceptors;
   L->fd = CP_INVALID_SOCKET;
-  L->port = 0;
+  atomic_store(&L->port, 0);
   L->acceptors = NULL;
+  cp__mutex_unlock(&L->mu);
+  if (fd != CP_INVALID_SOCKET) {
+    cp_port_disassociate(svc->port, fd);
+    cp_socket_close(fd);
+  }
+  mem_free(acc);
 }
 
 /* max_sessions: take a slot, before the session exists, so workers accepting
@@ -152,7 +157,7 @@ static void take(cp_service *svc, cp_socket_t fd) {
     cp_socket_close(fd);
     return;
   }
-  cp_session *s = cp__session_new(svc, fd, false);
+  cp_session *s = cp__session_new(svc, fd, NULL);
   if (!s) {
     if (svc->o.max_sessions)
       cp__listener_unadmit(svc);

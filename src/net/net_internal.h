@@ -34,6 +34,7 @@ enum {
   ST_CLOSE = 1u << 3,   /* the session began to close: call on_disconnected */
   ST_CONNECT = 1u << 4, /* connected: call on_connected, post the first recv */
   ST_LINGER = 1u << 5,  /* a graceful disconnect with nothing to send: linger */
+  ST_TICK = 1u << 6,    /* an outbound session's timer: connect timeout, idle check */
 };
 
 /* Send-side state, allocated on a session's first send (idle sessions that
@@ -68,7 +69,8 @@ struct sendq {
 
 /* Session flags, strand only. */
 enum {
-  SF_CLIENT = 1,
+  SF_OWED = 1, /* an outbound session whose connect began: on_disconnected is owed, connected
+                  or not (a stop while it connects ends it as CP_REASON_SHUTDOWN) */
   SF_ANNOUNCED = 2,
   SF_CONNECTING = 4,
   SF_ADMITTED = 8,
@@ -103,6 +105,31 @@ struct cp_session {
                                 session's size counts */
   uint8_t reason;            /* why it ended; written once, by cp__session_close */
   uint8_t flags;             /* SF_* */
+  uint8_t outbound;          /* set at creation, never changed: a cp_service_connect_to
+                                session (a struct cp__outbound), read from any thread;
+                                in what was padding, so an idle session does not grow */
+};
+
+/* What a session's dispatch reads: callbacks, mode and limits. Inbound and
+ * client sessions share the service's (cp_service.conf); an outbound one
+ * has its own in its struct cp__outbound. Never changed once set. */
+struct cp__sconf {
+  cp_session_callbacks cb;
+  size_t send_queue_max;
+  unsigned idle_timeout_ms; /* 0: never */
+  uint16_t max_packet;
+  bool raw;
+};
+
+/* An outbound session (cp_service_connect_to): the session first, then what
+ * only outbound sessions need - so the idle inbound session pays nothing. */
+struct cp__outbound {
+  cp_session s;
+  struct cp__sconf cf;
+  unsigned connect_timeout_ms;
+  /* The connect timeout, then (idle_timeout_ms) the idle checks: one-shot,
+   * its heap slot reserved at creation; holds a reference while pending. */
+  cp_timer timer;
 };
 
 /* jobq.c: a job in a queue's list - a cp_job's contents, or the engine's own. */
@@ -152,8 +179,8 @@ struct cp__jobs {
 
 /* listener.c's state in the service. Only listener.c touches it. */
 struct cp__listener {
-  cp_socket_t fd; /* CP_INVALID_SOCKET: none */
-  uint16_t port;
+  cp_socket_t fd;        /* CP_INVALID_SOCKET: none; written under mu */
+  _Atomic uint16_t port; /* read from any thread (cp_service_listen_port) */
   struct acceptor *acceptors;
   _Atomic unsigned posted;   /* accepts in the port or in a back-off */
   _Atomic uint64_t admitted; /* server sessions holding a max_sessions slot */
@@ -167,14 +194,16 @@ struct cp__stats {
   _Atomic uint64_t accepts, refused, connects, connect_failures, accept_errors;
   _Atomic uint64_t bytes_in, bytes_out, packets_in, packets_out, sends;
   _Atomic uint64_t disc[CP_REASON_COUNT];
-  _Atomic uint64_t sessions;     /* announced, not yet ended */
-  _Atomic uint64_t queued_bytes; /* all sessions' send queues (a gauge) */
+  _Atomic uint64_t sessions;                    /* announced, not yet ended */
+  _Atomic uint64_t outbound, outbound_failures; /* cp_service_connect_to's */
+  _Atomic uint64_t queued_bytes;                /* all sessions' send queues (a gauge) */
 };
 
 /* The service (service.c): options, port, workers, start and stop. Its parts
  * belong to their modules, which alone write them. */
 struct cp_service {
   cp_service_options o;
+  struct cp__sconf conf; /* the inbound (and client) sessions' dispatch, from o */
   cp_port *port;
   struct sockaddr_storage addr; /* to listen on, or to connect to */
   socklen_t addrlen;
@@ -190,6 +219,11 @@ struct cp_service {
 
   struct cp__listener listener;    /* listener.c */
   struct cp__registry reg;         /* registry.c: the connected sessions */
+  struct cp__registry out_reg;     /* the outbound ones (cp_service_connect_to): apart, so
+                                      broadcast and the idle scan never see them and stop
+                                      closes them last */
+  cp__mutex accept_mu;             /* serialises cp_service_stop_accepting */
+  bool accept_stopped;             /* under accept_mu */
   _Atomic uint64_t sessions_alive; /* session.c: allocated, not yet freed */
   struct cp__timers timers;        /* timers.c */
   struct cp__jobs jobs;            /* jobq.c */
@@ -212,6 +246,16 @@ static inline bool session_held(const cp_session *s) {
   return atomic_load(&((cp_session *)s)->connected) == CONN_HELD;
 }
 
+/* The session's callbacks, mode and limits (struct cp__sconf). */
+static inline const struct cp__sconf *sconf(const cp_session *s) {
+  return s->outbound ? &((const struct cp__outbound *)(const void *)s)->cf : &s->svc->conf;
+}
+
+/* The registry s is kept in while connected. */
+static inline struct cp__registry *session_reg(cp_session *s) {
+  return s->outbound ? &s->svc->out_reg : &s->svc->reg;
+}
+
 static inline void stat_add(_Atomic uint64_t *c, uint64_t v) {
   atomic_fetch_add_explicit(c, v, memory_order_relaxed);
 }
@@ -229,7 +273,11 @@ void cp__session_on_completion(cp_session *s, const cp_completion *c);
 void cp__session_on_strand_post(cp_session *s);
 /* The service whose worker this thread is, or NULL (set by the workers). */
 extern _Thread_local cp_service *cp__net_worker_of;
-cp_session *cp__session_new(cp_service *svc, cp_socket_t fd, bool client);
+/* out_cf: an outbound session (a struct cp__outbound) with these options -
+ * the caller sets its user and connect_timeout_ms before the connect; NULL:
+ * an inbound or client session. NULL if out of memory (its timer's heap slot
+ * included). */
+cp_session *cp__session_new(cp_service *svc, cp_socket_t fd, const struct cp__sconf *out_cf);
 int cp__session_connect(cp_session *s, const struct sockaddr *addr, socklen_t len);
 /* Accepted: register, announce (on_connected), post the first receive;
  * admitted: it holds a max_sessions slot, given back when it ends. */

@@ -100,6 +100,13 @@ void cp__registry_close(struct cp__registry *r) {
   cp__mutex_unlock(&r->mu);
 }
 
+size_t cp__registry_count(struct cp__registry *r) {
+  cp__mutex_lock(&r->mu);
+  size_t n = r->len;
+  cp__mutex_unlock(&r->mu);
+  return n;
+}
+
 void *cp__registry_find(struct cp__registry *r, bool (*match)(void *item, const void *ctx),
                         const void *ctx) {
   void *found = NULL;

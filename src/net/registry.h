@@ -47,6 +47,8 @@ void cp__registry_remove(struct cp__registry *r, void *item);
 /* No more adds: whoever adds after this gets CP_ESHUTDOWN, and an item either
  * made it in before (and is in every later snapshot) or is refused. */
 void cp__registry_close(struct cp__registry *r);
+/* How many items are in r now. */
+size_t cp__registry_count(struct cp__registry *r);
 /* The first item match() accepts, referenced; NULL if none (O(n)). */
 void *cp__registry_find(struct cp__registry *r, bool (*match)(void *item, const void *ctx),
                         const void *ctx);

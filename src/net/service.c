@@ -15,6 +15,7 @@
 #define DEFAULT_MAX_PACKET 16384
 #define DEFAULT_SENDQ (4u << 20)
 #define DEFAULT_BAD_PACKET_GRACE_MS 5000u
+#define DEFAULT_CONNECT_TIMEOUT_MS 5000u
 
 const char *cp_reason_name(cp_reason r) {
   static const char *const names[CP_REASON_COUNT] = {
@@ -28,6 +29,8 @@ static void service_free(cp_service *svc) {
   cp__timers_destroy(svc);
   cp__jobs_destroy(svc);
   cp__registry_destroy(&svc->reg);
+  cp__registry_destroy(&svc->out_reg);
+  cp__mutex_destroy(&svc->accept_mu);
   cp__cond_destroy(&svc->gate_cv);
   cp__mutex_destroy(&svc->gate_mu);
   cp__listener_fini(svc);
@@ -63,6 +66,11 @@ int cp_service_create(cp_service **out, const cp_service_options *opts) {
     o->send_queue_max = DEFAULT_SENDQ;
   if (!o->bad_packet_grace_ms)
     o->bad_packet_grace_ms = DEFAULT_BAD_PACKET_GRACE_MS;
+  svc->conf = (struct cp__sconf){.cb = o->callbacks,
+                                 .send_queue_max = o->send_queue_max,
+                                 .idle_timeout_ms = o->idle_timeout_ms,
+                                 .max_packet = o->max_packet,
+                                 .raw = o->raw};
   int rc = cp_sockaddr_make(&svc->addr, &svc->addrlen, o->host, o->port);
   if (rc) {
     mem_free(svc);
@@ -80,6 +88,8 @@ int cp_service_create(cp_service **out, const cp_service_options *opts) {
   cp__cond_init(&svc->gate_cv);
   cp__listener_init(svc);
   cp__registry_init(&svc->reg, offsetof(cp_session, reg_idx), &cp__session_reg_ops);
+  cp__registry_init(&svc->out_reg, offsetof(cp_session, reg_idx), &cp__session_reg_ops);
+  cp__mutex_init(&svc->accept_mu);
   cp__timers_init(svc);
   cp__jobs_init(svc);
   svc->epoch_ms = cp__net_now_ms();
@@ -167,7 +177,7 @@ static cp_session *client_new(cp_service *svc, int *err) {
     *err = rc;
     return NULL;
   }
-  cp_session *s = cp__session_new(svc, fd, true);
+  cp_session *s = cp__session_new(svc, fd, NULL);
   if (!s) {
     cp_socket_close(fd);
     *err = CP_ENOMEM;
@@ -193,18 +203,87 @@ int cp_service_connect(cp_service *svc) {
   return s ? client_connect(svc, s) : err;
 }
 
-/* Outbound sessions (issue 14): declared in net.h; implemented next. */
+/* ---- outbound sessions ----------------------------------------------- */
+
+/* The session's own dispatch, from o (zeros are defaults; net.h). */
+static struct cp__sconf outbound_conf(const cp_service *svc, const cp_connect_options *o) {
+  return (struct cp__sconf){.cb = o->callbacks,
+                            .send_queue_max =
+                                o->send_queue_max ? o->send_queue_max : svc->conf.send_queue_max,
+                            .idle_timeout_ms = o->idle_timeout_ms,
+                            .max_packet = o->max_packet ? o->max_packet : DEFAULT_MAX_PACKET,
+                            .raw = o->raw};
+}
+
 int cp_service_connect_to(cp_service *svc, const cp_connect_options *o, cp_session **out) {
-  (void)svc;
-  (void)o;
   if (out)
     *out = NULL;
-  return CP_ENOSYS;
+  if (!svc || !o || !o->host || !o->port || !atomic_load(&svc->started))
+    return CP_EINVAL;
+  if (o->max_packet && o->max_packet < CP_PACKET_HEADER)
+    return CP_EINVAL;
+  if (atomic_load(&svc->stopping))
+    return CP_ESHUTDOWN;
+  struct sockaddr_storage addr;
+  socklen_t addrlen;
+  int rc = cp_sockaddr_make(&addr, &addrlen, o->host, o->port);
+  if (rc)
+    return rc;
+  cp_socket_t fd;
+  if ((rc = cp_socket_tcp(&fd, addr.ss_family)))
+    return rc;
+  struct cp__sconf cf = outbound_conf(svc, o);
+  cp_session *s = cp__session_new(svc, fd, &cf);
+  if (!s) {
+    cp_socket_close(fd);
+    return CP_ENOMEM;
+  }
+  cp_socket_nodelay(fd, 1);
+  s->user = o->user; /* before anything can run a callback of it */
+  container_of(s, struct cp__outbound, s)->connect_timeout_ms =
+      o->connect_timeout_ms ? o->connect_timeout_ms : DEFAULT_CONNECT_TIMEOUT_MS;
+  cp_session *mine = out ? cp_session_get(s) : NULL;
+  rc = cp__session_connect(s, (struct sockaddr *)&addr, addrlen);
+  cp_session_put(s);
+  if (rc == CP_ESHUTDOWN) { /* never started: no callback comes */
+    cp_session_put(mine);
+    return rc;
+  }
+  if (out)
+    *out = mine;
+  return 0; /* any other failure is reported by on_disconnected (CONNECT_FAILED) */
+}
+
+/* Sleep on the platform layer (a condition nobody signals). */
+static void sleep_ms(unsigned ms) {
+  cp__mutex m;
+  cp__cond c;
+  cp__mutex_init(&m);
+  cp__cond_init(&c);
+  uint64_t until = cp__now_ns() + (uint64_t)ms * 1000000u;
+  cp__mutex_lock(&m);
+  while (cp__cond_timedwait(&c, &m, until) != CP__TIMEDOUT)
+    ;
+  cp__mutex_unlock(&m);
+  cp__cond_destroy(&c);
+  cp__mutex_destroy(&m);
 }
 
 int cp_service_stop_accepting(cp_service *svc) {
-  (void)svc;
-  return CP_ENOSYS;
+  if (!svc || svc->o.kind != CP_SERVICE_SERVER || !atomic_load(&svc->started) ||
+      cp__net_worker_of == svc)
+    return CP_EINVAL;
+  cp__mutex_lock(&svc->accept_mu);
+  bool again = svc->accept_stopped;
+  svc->accept_stopped = true;
+  if (!again) {
+    cp__listener_stop(svc); /* cancels the accepts; none starts after this */
+    while (cp__listener_pending(svc))
+      sleep_ms(1);
+    cp__listener_close(svc); /* new connections are refused from here on */
+  }
+  cp__mutex_unlock(&svc->accept_mu);
+  return again ? CP_EALREADY : 0;
 }
 
 /* ---- start: all or nothing ------------------------------------------- */
@@ -301,29 +380,36 @@ int cp_service_start(cp_service *svc) {
 
 /* ---- stop and destroy ------------------------------------------------ */
 
-/* Sleep on the platform layer (a condition nobody signals). */
-static void sleep_ms(unsigned ms) {
-  cp__mutex m;
-  cp__cond c;
-  cp__mutex_init(&m);
-  cp__cond_init(&c);
-  uint64_t until = cp__now_ns() + (uint64_t)ms * 1000000u;
-  cp__mutex_lock(&m);
-  while (cp__cond_timedwait(&c, &m, until) != CP__TIMEDOUT)
-    ;
-  cp__mutex_unlock(&m);
-  cp__cond_destroy(&c);
-  cp__mutex_destroy(&m);
-}
-
-/* Disconnect every session (after this no new one registers). */
-static void close_all(cp_service *svc) {
-  cp__registry_close(&svc->reg);
+/* Disconnect every session of r (after this no new one registers). */
+static void close_all(struct cp__registry *r) {
+  cp__registry_close(r);
   size_t n;
-  void **v = cp__registry_snapshot(&svc->reg, &n);
+  void **v = cp__registry_snapshot(r, &n);
   for (size_t i = 0; i < n; i++)
     cp__session_close(v[i], CP_REASON_SHUTDOWN);
-  cp__registry_release(&svc->reg, v, n);
+  cp__registry_release(r, v, n);
+}
+
+/* Wait until done(svc), saying every 5 s what it waits for. */
+static void wait_for(cp_service *svc, bool (*done)(cp_service *), const char *what) {
+  uint64_t warn = cp__net_now_ms() + 5000;
+  while (!done(svc)) {
+    sleep_ms(1);
+    if (cp__net_now_ms() > warn) {
+      cp__log(CP_LOG_WARN, "cport: stop is waiting for %s (%llu sessions still referenced)", what,
+              (unsigned long long)atomic_load(&svc->sessions_alive));
+      warn = cp__net_now_ms() + 5000;
+    }
+  }
+}
+
+/* Every inbound session has ended (its on_disconnected returned). */
+static bool inbound_gone(cp_service *svc) {
+  return cp__registry_count(&svc->reg) == 0;
+}
+/* Every session gone (every reference put), every accept back. */
+static bool all_gone(cp_service *svc) {
+  return !atomic_load(&svc->sessions_alive) && !cp__listener_pending(svc);
 }
 
 void cp_service_stop(cp_service *svc, unsigned drain_ms) {
@@ -332,6 +418,7 @@ void cp_service_stop(cp_service *svc, unsigned drain_ms) {
   if (!atomic_load(&svc->started)) {
     atomic_store(&svc->stopped, true); /* timers refuse to start from now on */
     cp__registry_close(&svc->reg);
+    cp__registry_close(&svc->out_reg);
     return;
   }
   cp__listener_stop(svc);
@@ -339,18 +426,15 @@ void cp_service_stop(cp_service *svc, unsigned drain_ms) {
   uint64_t until = cp__net_now_ms() + drain_ms;
   while (atomic_load(&svc->st.queued_bytes) && cp__net_now_ms() < until)
     sleep_ms(2);
-  close_all(svc);
+  /* The players first; the outbound links (a database, Redis) stay up
+   * until every inbound on_disconnected has returned, so those may still
+   * use them. New outbound connects are refused already (stopping). */
+  close_all(&svc->reg);
+  wait_for(svc, inbound_gone, "the inbound sessions to end");
+  close_all(&svc->out_reg);
   /* Every session gone, every accept back. The application must have put
    * its own references; say so if it takes long. */
-  uint64_t warn = cp__net_now_ms() + 5000;
-  while (atomic_load(&svc->sessions_alive) || cp__listener_pending(svc)) {
-    sleep_ms(1);
-    if (cp__net_now_ms() > warn) {
-      cp__log(CP_LOG_WARN, "cport: stop is waiting for %llu sessions still referenced",
-              (unsigned long long)atomic_load(&svc->sessions_alive));
-      warn = cp__net_now_ms() + 5000;
-    }
-  }
+  wait_for(svc, all_gone, "every session to be released");
   /* Timers stop; wait for the armed one to come back. */
   atomic_store(&svc->stopped, true);
   cp__timers_stop(svc);
@@ -398,6 +482,8 @@ void cp_service_get_stats(const cp_service *svc, cp_service_stats *o) {
   o->packets_out = LD(packets_out);
   o->sends = LD(sends);
   o->send_queue_bytes = LD(queued_bytes);
+  o->outbound = LD(outbound);
+  o->outbound_failures = LD(outbound_failures);
 #undef LD
 }
 

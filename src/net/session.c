@@ -123,7 +123,9 @@ __attribute__((noinline)) static void session_free(cp_session *s) {
     sq_free(svc, q);
   }
   cp__frame_reset(&s->part);
-  mem_free(s);
+  if (s->outbound)
+    cp__timers_unreserve(svc); /* its timer's slot (cp__session_new) */
+  mem_free(s);                 /* an outbound one's whole struct: the session is first */
   atomic_fetch_sub(&svc->sessions_alive, 1);
 }
 
@@ -236,13 +238,24 @@ static void strand_signal(cp_session *s, uint32_t bits) {
 
 /* ---- creation -------------------------------------------------------- */
 
-cp_session *cp__session_new(cp_service *svc, cp_socket_t fd, bool client) {
-  cp_session *s = mem_calloc(1, sizeof *s);
-  if (!s)
+cp_session *cp__session_new(cp_service *svc, cp_socket_t fd, const struct cp__sconf *out_cf) {
+  cp_session *s;
+  if (out_cf) {
+    struct cp__outbound *x = mem_calloc(1, sizeof *x);
+    if (x && cp__timers_reserve(svc) != 0) {
+      mem_free(x);
+      x = NULL;
+    }
+    if (!x)
+      return NULL;
+    x->cf = *out_cf;
+    s = &x->s;
+    s->outbound = 1;
+  } else if (!(s = mem_calloc(1, sizeof *s))) {
     return NULL;
+  }
   s->svc = svc;
   s->fd = fd;
-  s->flags = client ? SF_CLIENT : 0;
   s->id = atomic_fetch_add(&next_session_id, 1);
   s->reg_idx = UINT32_MAX;
   atomic_init(&s->refs, 1);        /* the creator's */
@@ -250,11 +263,68 @@ cp_session *cp__session_new(cp_service *svc, cp_socket_t fd, bool client) {
   atomic_init(&s->last_active, service_clock(svc));
   cp__spin_init(&s->send_lock);
   if (cp_port_associate(svc->port, fd, s) != 0) {
+    if (s->outbound)
+      cp__timers_unreserve(svc);
     mem_free(s);
     return NULL;
   }
   atomic_fetch_add(&svc->sessions_alive, 1);
   return s;
+}
+
+/* ---- outbound sessions' timer ------------------------------------------ */
+
+static struct cp__outbound *outbound_of(cp_session *s) {
+  assert(s->outbound);
+  return container_of(s, struct cp__outbound, s);
+}
+
+/* The timer fell due (on the service's queue): hand it to the strand, where
+ * the connect's outcome and the close are decided (ST_TICK). */
+static void out_fire(void *arg) {
+  cp_session *s = arg;
+  strand_signal(s, ST_TICK);
+  cp_session_put(s); /* the timer's */
+}
+
+/* Strand: (re)start the outbound session's one timer; it holds a reference
+ * while pending. Its heap slot is reserved: it fails only once the service is
+ * stopping (then the session is being closed anyway) or if it is pending
+ * already (a tick that raced a connect's completion). */
+static void out_timer_start(cp_session *s, unsigned ms) {
+  cp_session_get(s);
+  if (cp__timer_start_reserved(&outbound_of(s)->timer, s->svc->sysq, ms, out_fire, s) != 0)
+    cp_session_put(s);
+}
+
+static void out_timer_cancel(cp_session *s) {
+  if (s->outbound && cp_timer_cancel(&outbound_of(s)->timer) == 0)
+    cp_session_put(s);
+}
+
+/* How often an outbound session with an idle timeout looks at itself (as
+ * the service's idle scan does: a quarter of it, within [10 ms, 1 s]). */
+static unsigned idle_period(unsigned idle_ms) {
+  unsigned p = idle_ms / 4;
+  return p < 10 ? 10 : p > 1000 ? 1000 : p;
+}
+
+/* Strand: the outbound timer ran out. Still connecting: the connect timed
+ * out. Connected: the idle check, and the next one. */
+static void out_tick(cp_session *s) {
+  ASSERT_STRAND(s);
+  if (atomic_load(&s->closing))
+    return;
+  if (s->flags & SF_CONNECTING) {
+    cp__session_close(s, CP_REASON_CONNECT_FAILED); /* cancels the connect op */
+    return;
+  }
+  unsigned idle = outbound_of(s)->cf.idle_timeout_ms;
+  if (!idle || !atomic_load(&s->connected))
+    return;
+  cp__session_check_idle(s, 0);
+  if (!atomic_load(&s->closing))
+    out_timer_start(s, idle_period(idle));
 }
 
 static void post_recv(cp_session *s) {
@@ -272,14 +342,15 @@ static void post_recv(cp_session *s) {
 /* Announce a connected session; the caller owns the strand (ST_RUN). */
 static void announce(cp_session *s) {
   cp_service *svc = s->svc;
-  stat_add(&svc->st.sessions, 1);
+  stat_add(s->outbound ? &svc->st.outbound : &svc->st.sessions, 1);
   ASSERT_STRAND(s);
   s->flags |= SF_ANNOUNCED; /* on_disconnected will follow, whatever happens next */
   uint8_t was = atomic_exchange(&s->connected, 1);
   assert(was == 0); /* announced once */
   (void)was;
-  if (svc->o.callbacks.on_connected)
-    svc->o.callbacks.on_connected(s);
+  const struct cp__sconf *cf = sconf(s);
+  if (cf->cb.on_connected)
+    cf->cb.on_connected(s);
   post_recv(s);
 }
 
@@ -288,7 +359,7 @@ void cp__session_start(cp_session *s, bool admitted) {
   STRAND_BEGIN(s); /* the creator holds the strand (ST_RUN) until strand_run */
   if (admitted)
     s->flags |= SF_ADMITTED;
-  int rc = cp__registry_add(&s->svc->reg, s);
+  int rc = cp__registry_add(session_reg(s), s);
   if (rc) {
     cp__session_close(s, rc == CP_ESHUTDOWN ? CP_REASON_SHUTDOWN : CP_REASON_ERROR);
   } else {
@@ -300,7 +371,7 @@ void cp__session_start(cp_session *s, bool admitted) {
 
 int cp__session_connect(cp_session *s, const struct sockaddr *addr, socklen_t len) {
   STRAND_BEGIN(s); /* the creator holds the strand (ST_RUN) until strand_run */
-  int rc = cp__registry_add(&s->svc->reg, s);
+  int rc = cp__registry_add(session_reg(s), s);
   if (rc == 0) {
     cp_session_get(s);
     s->flags |= SF_CONNECTING;
@@ -310,10 +381,16 @@ int cp__session_connect(cp_session *s, const struct sockaddr *addr, socklen_t le
       cp_session_put(s);
     }
   }
+  if (s->outbound && rc != CP_ESHUTDOWN) {
+    s->flags |= SF_OWED; /* connect_to returns 0: one on_disconnected will come */
+    if (rc == 0)         /* before the completion is handled: we hold the strand */
+      out_timer_start(s, outbound_of(s)->connect_timeout_ms);
+  }
   if (rc == CP_ESHUTDOWN) {
     cp__session_close(s, CP_REASON_SHUTDOWN); /* never connected: no callback */
   } else if (rc) {
-    stat_add(&s->svc->st.connect_failures, 1);
+    if (!s->outbound) /* an outbound one's failure is counted as it ends (finish_close) */
+      stat_add(&s->svc->st.connect_failures, 1);
     cp__session_close(s, CP_REASON_CONNECT_FAILED);
   }
   STRAND_END();
@@ -459,7 +536,7 @@ static void grace_end(void *arg) {
  * far go out, then it closes. */
 static void bad_header(cp_session *s) {
   ASSERT_STRAND(s);
-  bool (*keep)(cp_session *) = s->svc->o.callbacks.on_bad_packet;
+  bool (*keep)(cp_session *) = sconf(s)->cb.on_bad_packet;
   if (keep && s->sq && deadline_start(s, s->svc->o.bad_packet_grace_ms, grace_end) == 0) {
     cp__spin_lock(&s->send_lock);
     uint8_t expect = CONN_YES;
@@ -513,12 +590,17 @@ static void finish_close(cp_session *s) {
     if (n < 64)
       break;
   }
-  deadline_cancel(s); /* a grace or linger still pending: its reference goes */
+  deadline_cancel(s);  /* a grace or linger still pending: its reference goes */
+  out_timer_cancel(s); /* an outbound one's connect timeout or idle check */
   cp__frame_reset(&s->part);
   bool announced = s->flags & SF_ANNOUNCED;
   cp_reason why = (cp_reason)s->reason;
-  if ((announced || why == CP_REASON_CONNECT_FAILED) && svc->o.callbacks.on_disconnected)
-    svc->o.callbacks.on_disconnected(s, why);
+  if (s->outbound && !announced && why == CP_REASON_CONNECT_FAILED)
+    stat_add(&svc->st.outbound_failures, 1); /* refused, timed out, or failed at once */
+  const struct cp__sconf *cf = sconf(s);
+  if ((announced || why == CP_REASON_CONNECT_FAILED || (s->flags & SF_OWED)) &&
+      cf->cb.on_disconnected)
+    cf->cb.on_disconnected(s, why);
   /* The order the counters promise (net.h): the session leaves the
    * sessions gauge (and gives its max_sessions slot back) once
    * on_disconnected has returned, and only then is it counted in
@@ -530,18 +612,19 @@ static void finish_close(cp_session *s) {
    * test_net_disconnect_count read sessions 1 right after the count moved,
    * once under TSan on epoll). */
   if (announced)
-    atomic_fetch_sub_explicit(&svc->st.sessions, 1, memory_order_release);
+    atomic_fetch_sub_explicit(s->outbound ? &svc->st.outbound : &svc->st.sessions, 1,
+                              memory_order_release);
   if (s->flags & SF_ADMITTED)
     cp__listener_unadmit(svc);
   atomic_fetch_add_explicit(&svc->st.disc[why], 1, memory_order_release);
-  cp__registry_remove(&svc->reg, s);
+  cp__registry_remove(session_reg(s), s);
 }
 
 void cp__session_check_idle(cp_session *s, uint64_t now_ms) {
   (void)now_ms;
   uint32_t idle =
       service_clock(s->svc) - atomic_load_explicit(&s->last_active, memory_order_relaxed);
-  if (idle >= s->svc->o.idle_timeout_ms && idle < UINT32_MAX / 2)
+  if (idle >= sconf(s)->idle_timeout_ms && idle < UINT32_MAX / 2)
     cp__session_close(s, CP_REASON_IDLE_TIMEOUT);
 }
 
@@ -558,15 +641,15 @@ static _Thread_local uint32_t delivered;
 
 static bool deliver(void *ctx, const uint8_t *p, uint16_t size) {
   cp_session *s = ctx;
-  cp_service *svc = s->svc;
+  void (*on_packet)(cp_session *, const cp_packet *) = sconf(s)->cb.on_packet;
   cp_packet pkt = {.id = le16(p + 2),
                    .size = size,
                    .data = p,
                    .body = p + CP_PACKET_HEADER,
                    .body_len = size - CP_PACKET_HEADER};
   delivered++;
-  if (svc->o.callbacks.on_packet)
-    svc->o.callbacks.on_packet(s, &pkt);
+  if (on_packet)
+    on_packet(s, &pkt);
   return !atomic_load(&s->closing) && !session_draining(s);
 }
 
@@ -578,7 +661,7 @@ static bool deliver(void *ctx, const uint8_t *p, uint16_t size) {
 static void consume(cp_session *s, const uint8_t *p, size_t n) {
   uint32_t outer = delivered;
   delivered = 0;
-  frame_status r = cp__frame_feed(&s->part, p, n, s->svc->o.max_packet, deliver, s);
+  frame_status r = cp__frame_feed(&s->part, p, n, sconf(s)->max_packet, deliver, s);
   if (delivered) {
     stat_add(&s->svc->st.packets_in, delivered);
     atomic_store_explicit(&s->last_active, service_clock(s->svc), memory_order_relaxed);
@@ -622,10 +705,18 @@ static void connected(cp_session *s, int32_t res) {
   if (atomic_load(&s->closing))
     return;
   if (res == 0) {
-    stat_add(&s->svc->st.connects, 1);
+    if (s->outbound) {
+      out_timer_cancel(s); /* the connect timeout (a tick already on its way finds it done) */
+      atomic_store_explicit(&s->last_active, service_clock(s->svc), memory_order_relaxed);
+      if (outbound_of(s)->cf.idle_timeout_ms)
+        out_timer_start(s, idle_period(outbound_of(s)->cf.idle_timeout_ms));
+    } else {
+      stat_add(&s->svc->st.connects, 1);
+    }
     announce(s);
   } else {
-    stat_add(&s->svc->st.connect_failures, 1);
+    if (!s->outbound) /* counted as it ends (finish_close) */
+      stat_add(&s->svc->st.connect_failures, 1);
     cp__session_close(s, CP_REASON_CONNECT_FAILED);
   }
 }
@@ -638,11 +729,12 @@ static void received(cp_session *s, void *buf, size_t n) {
   /* draining: the bytes are dropped; receiving goes on only to see the peer go */
   if (!atomic_load(&s->closing) && !session_draining(s)) {
     cork(s);
-    if (svc->o.raw) {
+    const struct cp__sconf *cf = sconf(s);
+    if (cf->raw) {
       stat_add(&svc->st.packets_in, 1);
       atomic_store_explicit(&s->last_active, service_clock(svc), memory_order_relaxed);
-      if (svc->o.callbacks.on_raw)
-        svc->o.callbacks.on_raw(s, buf, n);
+      if (cf->cb.on_raw)
+        cf->cb.on_raw(s, buf, n);
     } else {
       consume(s, buf, n);
     }
@@ -820,7 +912,7 @@ static struct sendq *sq_lock_room(cp_session *s, size_t len, int *rc) {
     return NULL;
   }
   struct sendq *q = s->sq;
-  if (q->queued_bytes + len > s->svc->o.send_queue_max) {
+  if (q->queued_bytes + len > sconf(s)->send_queue_max) {
     cp__spin_unlock(&s->send_lock);
     cp__session_close(s, CP_REASON_SLOW_CONSUMER);
     *rc = CP_ENOBUFS;
@@ -1080,12 +1172,13 @@ static void handle_send(cp_session *s) {
   enum send_next next = SN_IDLE;
   /* Without on_sent nothing runs between the release and the decision: take
    * both in one lock round trip. With it, decide after it (it may send). */
-  bool with_cb = svc->o.callbacks.on_sent != NULL;
+  void (*on_sent)(cp_session *, size_t) = sconf(s)->cb.on_sent;
+  bool with_cb = on_sent != NULL;
   size_t bytes = release_sent(s, with_cb ? NULL : &next, res < 0, &why);
   if (res >= 0) {
     stat_add(&svc->st.bytes_out, bytes); /* they left, closing or not */
     if (with_cb && !atomic_load(&s->closing))
-      svc->o.callbacks.on_sent(s, bytes);
+      on_sent(s, bytes);
   }
   if (with_cb)
     next = next_send(s, res < 0, &why);
@@ -1116,6 +1209,8 @@ static void process(cp_session *s, uint32_t bits) {
     handle_send(s);
   if (bits & ST_LINGER)
     linger_idle(s);
+  if (bits & ST_TICK)
+    out_tick(s);
   if (bits & ST_CLOSE)
     finish_close(s);
 }

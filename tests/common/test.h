@@ -497,28 +497,33 @@ static inline int test_listener(struct sockaddr_in *addr) {
  * kernel delivers completion work to a thread that started ops like a
  * signal, so that thread's blocking calls may return EINTR, and connect()
  * cannot simply be retried. */
+/* Connect the nonblocking fd to addr and wait for the outcome: 0, or the
+ * connect's errno (ECONNREFUSED, ...). */
+static inline int test_connect_wait(int fd, const struct sockaddr_in *addr) {
+  if (connect(fd, (const struct sockaddr *)addr, sizeof *addr) == 0)
+    return 0;
+  if (errno != EINPROGRESS && errno != EINTR)
+    return errno;
+  struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+  int r;
+  while ((r = poll(&pfd, 1, 30000)) < 0 && errno == EINTR)
+    ;
+  CHECK_EQ(r, 1);
+  int err = 0;
+  socklen_t len = sizeof err;
+  getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
+  return err;
+}
+
 static inline int test_connect_rcvbuf(const struct sockaddr_in *addr, int rcvbuf) {
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   CHECK(fd >= 0);
   if (rcvbuf) /* before connect: it sets the window the peer sees */
     CHECK(setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf) == 0);
-  if (connect(fd, (const struct sockaddr *)addr, sizeof *addr) != 0) {
-    if (errno != EINPROGRESS && errno != EINTR) {
-      fprintf(stderr, "connect: %s\n", strerror(errno));
-      exit(1);
-    }
-    struct pollfd pfd = {.fd = fd, .events = POLLOUT};
-    int r;
-    while ((r = poll(&pfd, 1, 30000)) < 0 && errno == EINTR)
-      ;
-    CHECK_EQ(r, 1);
-    int err = 0;
-    socklen_t len = sizeof err;
-    getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len);
-    if (err) {
-      fprintf(stderr, "connect: %s\n", strerror(err));
-      exit(1);
-    }
+  int err = test_connect_wait(fd, addr);
+  if (err) {
+    fprintf(stderr, "connect: %s\n", strerror(err));
+    exit(1);
   }
   test_set_nonblock(fd, false);
   test_set_timeouts(fd, 30000);
