@@ -5,9 +5,9 @@
  * A link is one connection: its cl_redis (NULL while down) under the link's
  * recursive mutex (cp_session_send may end the session inline, running
  * on_disconnected nested inside a command sent under the mutex). A lost
- * connection's cl_redis is failed (every pending callback told) and kept
- * until shutdown: a command racing the loss may still hold it, and it refuses
- * commands from then on. Reconnects are one-shot jobs on the node's queue.
+ * connection's cl_redis is failed (every pending callback told) and freed
+ * from a job, once no command sent under the mutex still uses it. Reconnects
+ * are one-shot jobs on the node's queue.
  */
 #define _GNU_SOURCE
 #include "node.h"
@@ -43,9 +43,6 @@ struct link {
   bool ever_up;       /* under mu */
   bool was_down_logged;
   unsigned backoff_ms;
-  cp_service *own; /* without cp_service_connect_to: a client service of its own */
-  cl_redis **dead; /* lost connections' state, freed at shutdown */
-  size_t ndead;
 };
 
 static struct {
@@ -83,8 +80,7 @@ static void nlog(const char *fmt, ...) {
 /* ---- links -------------------------------------------------------------- */
 
 static struct link *link_of(cp_session *s) {
-  struct link *l = cp_session_user(s);
-  return l ? l : cp_service_user(cp_session_service(s));
+  return cp_session_user(s); /* set before the connect */
 }
 
 static void on_message(void *arg, const char *pattern, size_t plen, const char *ch, size_t chlen,
@@ -180,7 +176,6 @@ static void scripts_loaded(void *arg, const char *err) {
 
 static void on_connected(cp_session *s) {
   struct link *l = link_of(s);
-  cp_session_set_user(s, l);
   pthread_mutex_lock(&l->mu);
   l->r = cl_redis_create(l->mode, cl_redis_session_write, s, on_message, NULL);
   if (!l->r) {
@@ -241,13 +236,23 @@ static void schedule_reconnect(struct link *l) {
 }
 
 struct lost {
+  struct link *l;
   cl_redis *r;
   char why[96];
 };
 
+/* A lost connection's state: its pending callbacks told, then freed - once
+ * no command that took it before the loss (under the link's mutex) runs. */
+static void lost_free(struct link *l, cl_redis *r, const char *why) {
+  cl_redis_fail_all(r, why);
+  pthread_mutex_lock(&l->mu);
+  pthread_mutex_unlock(&l->mu);
+  cl_redis_destroy(r);
+}
+
 static void fail_job(void *arg) {
   struct lost *x = arg;
-  cl_redis_fail_all(x->r, x->why);
+  lost_free(x->l, x->r, x->why);
   free(x);
 }
 
@@ -260,11 +265,6 @@ static void on_disconnected(cp_session *s, cp_reason why) {
     l->r = NULL;
     atomic_store(&l->ready, false);
     atomic_store(&N.lost, true);
-    cl_redis **d = realloc(l->dead, (l->ndead + 1) * sizeof *d);
-    if (d) {
-      l->dead = d;
-      l->dead[l->ndead++] = r;
-    }
     l->s = NULL;
   }
   bool log = !l->was_down_logged;
@@ -275,12 +275,13 @@ static void on_disconnected(cp_session *s, cp_reason why) {
      * in a command sent under a lock of ours (or of chat mode's). */
     struct lost *x = malloc(sizeof *x);
     if (x) {
+      x->l = l;
       x->r = r;
       snprintf(x->why, sizeof x->why, "connection lost (%s)", cp_reason_name(why));
     }
     if (!x || cp_jobq_post(N.q, fail_job, x) != 0) {
-      free(x);
-      cl_redis_fail_all(r, "connection lost");
+      free(x); /* (no memory, or stopping: then nothing sends any more) */
+      lost_free(l, r, "connection lost");
     }
     cp_session_put(s);
   }
@@ -300,28 +301,7 @@ static void link_connect(struct link *l) {
                           .connect_timeout_ms = 2000,
                           .callbacks = cb,
                           .user = l};
-  int rc = l->own ? CP_ENOSYS : cp_service_connect_to(N.svc, &o, NULL);
-  if (rc == CP_ENOSYS) {
-    /* An engine without outbound sessions on a server service: a raw client
-     * service of the link's own (one worker). */
-    if (!l->own) {
-      cp_service_options so = {.kind = CP_SERVICE_CLIENT,
-                               .host = N.host,
-                               .port = N.port,
-                               .threads = 1,
-                               .client_sessions = 1,
-                               .raw = true,
-                               .send_queue_max = 256u << 20,
-                               .callbacks = cb,
-                               .user = l};
-      if ((rc = cp_service_create(&l->own, &so)) == 0 && (rc = cp_service_start(l->own)) != 0) {
-        cp_service_destroy(l->own);
-        l->own = NULL;
-      }
-    } else {
-      rc = cp_service_connect(l->own);
-    }
-  }
+  int rc = cp_service_connect_to(N.svc, &o, NULL);
   if (rc) {
     nlog("%s connection: cannot connect: %s", l->what, cp_strerror(rc));
     schedule_reconnect(l);
@@ -578,6 +558,7 @@ int node_start(cp_service *svc, const char *url, const char *name, size_t len,
 
 void node_stop_timers(void) {
   atomic_store(&N.timers_off, true);
+  atomic_store(&N.stopping, true); /* no reconnect from here on */
 }
 
 static void forgotten(void *arg, redisReply *r, const char *err) {
@@ -598,28 +579,17 @@ void node_forget(unsigned ms) {
 }
 
 static void link_free(struct link *l) {
-  if (l->own) {
-    cp_service_stop(l->own, 0);
-    cp_service_destroy(l->own);
-    l->own = NULL;
-  }
-  if (l->r)
-    l->dead = realloc(l->dead, (l->ndead + 1) * sizeof *l->dead), l->dead[l->ndead++] = l->r;
+  cl_redis_destroy(l->r); /* after cp_service_stop: normally NULL (on_disconnected ran) */
   l->r = NULL;
-  for (size_t i = 0; i < l->ndead; i++)
-    cl_redis_destroy(l->dead[i]);
-  free(l->dead);
-  l->dead = NULL;
-  l->ndead = 0;
 }
 
 void node_shutdown(void) {
   atomic_store(&N.stopping, true);
   cp_timer_cancel(&N.tick);
-  link_free(&N.cmd);
-  link_free(&N.sub);
   cp_jobq_destroy(N.q);
   N.q = NULL;
+  link_free(&N.cmd);
+  link_free(&N.sub);
 }
 
 /* ---- metrics ------------------------------------------------------------- */

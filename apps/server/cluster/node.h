@@ -58,8 +58,8 @@ int node_room_epoch(const void *room, size_t len, cl_reply_fn fn, void *arg);
  * follows once a block arrives). */
 bool node_take_id(uint64_t *id);
 
-/* SIGTERM: the heartbeat stops; once the members left, node_forget removes the
- * node (waits up to ms for Redis's answer). From the main thread. */
+/* SIGTERM: the heartbeat stops, nothing reconnects any more; once the members left, node_forget
+ * removes the node (waits up to ms for Redis's answer). From the main thread. */
 void node_stop_timers(void);
 void node_forget(unsigned ms);
 /* After cp_service_stop: frees everything. */
