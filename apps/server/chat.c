@@ -98,6 +98,7 @@ struct member {
   struct player *p;  /* the player (its chain resumes when the leave completes) */
   struct room *next; /* leaving: then enter this room (a reference), or NULL */
   bool final;        /* leaving: the session is over */
+  bool close;        /* leaving: after a bad header: close the session, no S_LEAVE_ROOM */
 };
 
 struct room {
@@ -669,6 +670,8 @@ struct cl_room {
   size_t to_cap;
 };
 
+static void rejoin(struct room *r, size_t i);
+
 static void put64(uint8_t *p, uint64_t v) {
   for (int i = 0; i < 8; i++)
     p[i] = (uint8_t)(v >> (8 * i));
@@ -810,9 +813,20 @@ static void deliver(void *arg, uint64_t off, const char *ev, size_t len) {
   atomic_fetch_add(&node_stats.deliveries, 1);
   if (len >= EV_HEAD && ev[0] == CL_OP_LEAVE) { /* a local member's own leave, before its reply */
     uint64_t id = get64((const uint8_t *)ev + 1);
-    for (size_t k = 0; k < r->n; k++)
-      if (r->members[k].id == id && !r->members[k].left && atomic_load(&r->members[k].p->leaving))
-        r->members[k].left = off; /* nothing after its leave reaches it */
+    for (size_t k = 0; k < r->n; k++) {
+      struct member *x = &r->members[k];
+      if (x->id != id || x->left || x->joined == UINT64_MAX)
+        continue;
+      if (atomic_load(&x->p->leaving)) {
+        x->left = off; /* nothing after its leave reaches it */
+      } else {         /* not its leave: this node was taken for dead and swept */
+        fprintf(stderr,
+                "cport-server: cluster: player %" PRIu64 " was removed from a room by "
+                "another node (this node's heartbeat lapsed): it joins again\n",
+                id);
+        rejoin(r, k);
+      }
+    }
   }
   if (len >= EV_HEAD) {
     uint64_t pub = get64((const uint8_t *)ev + 9), now = now_us(CLOCK_REALTIME);
@@ -851,7 +865,9 @@ static void leave_complete(struct room *r, size_t i) {
   r->n--;
   p->room = NULL;
   atomic_store(&p->leaving, false);
-  if (!x.final) {
+  if (x.close) {
+    cp_session_disconnect(p->s, true); /* every earlier answer is queued */
+  } else if (!x.final) {
     Chatw__SLeaveRoom m = CHATW__SLEAVE_ROOM__INIT;
     m.room = bin(&r->name);
     wire_send(p->s, CHATW__PACKET_ID__S_LEAVE_ROOM, &m.base);
@@ -1029,6 +1045,7 @@ struct join_ctx {
   struct player *p;
   struct room *r; /* the entry's reference */
   bool rejoin;    /* a member re-joined after an epoch change (no answer) */
+  bool again;     /* C_ENTER_ROOM of the room it is in: the list again */
   uint64_t player;
   int64_t off;
   uint32_t count;
@@ -1055,6 +1072,23 @@ static void job_joined(void *arg) {
       }
     free(j);
     room_unref(r);
+    return;
+  }
+  if (j->again) { /* the list again (a member here; in Redis too, unless swept: joined now) */
+    for (size_t i = 0; c && i < r->n; i++) {
+      if (r->sessions[i] != p->s)
+        continue;
+      if (j->off >= 0)
+        r->members[i].joined = (uint64_t)j->off;
+      size_t skip = SIZE_MAX;
+      for (size_t k = 0; k < j->n; k++)
+        if (j->list[k].id == p->id)
+          skip = k;
+      send_enter(p->s, &r->name, j->count, &r->members[i], j->list, j->n, skip);
+    }
+    free(j);
+    room_unref(r); /* the entry's: the membership keeps its own */
+    chain_resume(p);
     return;
   }
   bool grown = room_grow(r);
@@ -1100,7 +1134,7 @@ static void job_joined(void *arg) {
 
 static void join_reply(void *arg, const cl_publish_result *res, const char *err) {
   struct join_ctx *j = arg;
-  if (!res || (res->offset < 0 && !j->rejoin)) {
+  if (!res || (res->offset < 0 && !j->rejoin && !j->again)) {
     if (!res) {
       atomic_fetch_add(&node_stats.redis_errors, 1);
       fprintf(stderr, "cport-server: cluster: a join failed: %s\n", err);
@@ -1224,20 +1258,27 @@ static void room_new_epoch(struct room *r, const char *epoch, size_t elen) {
       x->left = LEFT_NOW;
       continue;
     }
-    x->joined = UINT64_MAX;
-    struct join_ctx *j = calloc(1, sizeof *j);
-    if (!j)
-      continue;
-    j->r = r;
-    j->rejoin = true;
-    j->player = x->id;
-    pthread_mutex_lock(&rooms_mu);
-    r->refs++;
-    pthread_mutex_unlock(&rooms_mu);
-    if (join_send(j, x->id, &x->name) != 0) {
-      room_unref(r); /* not the last: the member's */
-      free(j);
-    }
+    rejoin(r, i);
+  }
+}
+
+/* Room job: member i is a member no longer in Redis (a lost state, or this
+ * node was taken for dead and swept): inactive until it joined again. */
+static void rejoin(struct room *r, size_t i) {
+  struct member *x = &r->members[i];
+  x->joined = UINT64_MAX;
+  struct join_ctx *j = calloc(1, sizeof *j);
+  if (!j)
+    return;
+  j->r = r;
+  j->rejoin = true;
+  j->player = x->id;
+  pthread_mutex_lock(&rooms_mu);
+  r->refs++;
+  pthread_mutex_unlock(&rooms_mu);
+  if (join_send(j, x->id, &x->name) != 0) {
+    room_unref(r); /* not the last: the member's */
+    free(j);
   }
 }
 
@@ -1246,7 +1287,7 @@ static void room_new_epoch(struct room *r, const char *epoch, size_t elen) {
 struct leave_ctx {
   struct player *p;
   struct room *r, *next;
-  bool final;
+  bool final, close;
   int64_t off;
 };
 
@@ -1265,6 +1306,7 @@ static void job_left(void *arg) {
     x->answered = true;
     x->next = l->next;
     x->final = l->final;
+    x->close = l->close;
     break;
   }
   free(l);
@@ -1298,7 +1340,7 @@ static void leave_reply(void *arg, const cl_publish_result *res, const char *err
 
 /* Chain: leave p->room over Redis; then enter next (a reference) or, final,
  * free the player. The chain resumes after S_LEAVE_ROOM (or the error). */
-static int cl_leave(struct player *p, struct room *next, bool final) {
+static int cl_leave(struct player *p, struct room *next, bool final, bool close) {
   struct leave_ctx *l = malloc(sizeof *l);
   if (!l) {
     if (next)
@@ -1306,7 +1348,7 @@ static int cl_leave(struct player *p, struct room *next, bool final) {
     send_error(p->s, CHATW__ERROR_CODE__ERR_ROOM_FULL, "out of memory");
     return DONE;
   }
-  *l = (struct leave_ctx){.p = p, .r = p->room, .next = next, .final = final};
+  *l = (struct leave_ctx){.p = p, .r = p->room, .next = next, .final = final, .close = close};
   atomic_store(&p->leaving, true);
   uint8_t ev[EV_HEAD];
   cl_event_req q = {.op = CL_OP_LEAVE,
@@ -1470,11 +1512,18 @@ static int cl_enter(struct player *p, const uint8_t *name, size_t len) {
     unavailable(p, "entering");
   } else if (!(r = room_ref(name, len))) {
     send_error(p->s, CHATW__ERROR_CODE__ERR_ROOM_FULL, "no more rooms");
-  } else if (p->room == r) { /* already a member: nothing changes */
+  } else if (p->room == r) { /* already a member: S_ENTER_ROOM again, the list as of now */
+    struct join_ctx *j = calloc(1, sizeof *j);
+    if (j) {
+      *j = (struct join_ctx){.p = p, .r = r, .again = true};
+      if (join_send(j, p->id, &p->name) == 0)
+        return SUSPENDED;
+      free(j);
+    }
     room_unref(r);
-    send_error(p->s, CHATW__ERROR_CODE__ERR_BAD_ROOM, "already in this room");
+    unavailable(p, "entering");
   } else if (p->room) { /* a switch: leave first, then enter */
-    return cl_leave(p, r, false);
+    return cl_leave(p, r, false, false);
   } else {
     cl_join(p, r);
     return SUSPENDED;
@@ -1681,7 +1730,7 @@ static int on_leave(struct player *p, const uint8_t *body, size_t len) {
 #ifdef CPORT_CLUSTER
   } else if (clustered) {
     if (node_commands_available())
-      return cl_leave(p, NULL, false);
+      return cl_leave(p, NULL, false, false);
     unavailable(p, "leaving");
 #endif
   } else if (post(p->room, job_leave, p, NULL, false)) {
@@ -1715,6 +1764,11 @@ static void job_close(void *arg) {
  * the answers go out first; the engine reports it as bad_packet). */
 static int on_bad_header(struct player *p) {
   p->closed = true;
+#ifdef CPORT_CLUSTER
+  /* its chats come back through Redis: close once its leave's offset is reached */
+  if (p->room && clustered && node_commands_available())
+    return cl_leave(p, NULL, false, true);
+#endif
   if (p->room && post(p->room, job_close, p, NULL, false))
     return DONE; /* after the room's jobs of the player's earlier chats */
   cp_session_disconnect(p->s, true);
@@ -1727,7 +1781,7 @@ static int on_end(struct player *p) {
   p->closed = true;
 #ifdef CPORT_CLUSTER
   if (p->room && clustered)
-    return cl_leave(p, NULL, true);
+    return cl_leave(p, NULL, true, false);
 #endif
   if (p->room) {
     if (post(p->room, job_leave, p, NULL, true))

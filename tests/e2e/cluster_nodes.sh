@@ -2,7 +2,8 @@
 # Nodes sharing rooms through one real redis-server (issue 14, docs/cluster.md),
 # checked by tests/e2e/cluster.py from the clients' side:
 #  1. two nodes: protocol 2's rules across nodes (byte-string rooms, member
-#     lists, presence, one chat order, S_LEAVE_ROOM after one's own chats);
+#     lists, presence, one chat order, S_LEAVE_ROOM after one's own chats),
+#     and proto2.py's rules and --max-rooms against a cluster node;
 #  2. three nodes, 300 players in rooms of 100 (scaled down under the
 #     sanitizers): every chat exactly once and in one order on every node,
 #     with CLIENT KILL TYPE pubsub halfway (the gap filled from the streams);
@@ -66,6 +67,11 @@ redis_start
 start_node 1
 start_node 2
 python3 "$CL" rules "${NPORT[1]}" "${NPORT[2]}" || fail "protocol 2 across two nodes"
+# protocol 2's own rule checks (tests/e2e/proto2.py) against a node in cluster mode
+python3 "$(dirname "$0")/proto2.py" "${NPORT[1]}" rules || fail "protocol 2's rules on a cluster node"
+start_node 4 --max-rooms 3
+python3 "$(dirname "$0")/proto2.py" "${NPORT[4]}" maxrooms || fail "--max-rooms 3 (per node) on a cluster node"
+stop_node 4
 
 # 2. three nodes, rooms of 100, a pub/sub gap halfway
 start_node 3
