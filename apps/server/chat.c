@@ -1394,7 +1394,8 @@ static bool cl_chat(struct player *p, const ProtobufCBinaryData *text, uint64_t 
   uint8_t ev[EV_HEAD + 8 + CHAT_TEXT_MAX];
   size_t n = ev_head(ev, CL_OP_CHAT, p->id);
   put64(ev + n, client_time);
-  memcpy(ev + n + 8, text->data, text->len);
+  if (text->len) /* an empty text may have no data */
+    memcpy(ev + n + 8, text->data, text->len);
   cl_event_req q = {.op = CL_OP_CHAT,
                     .player = p->id,
                     .room = p->room->name.b,

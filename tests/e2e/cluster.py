@@ -16,6 +16,8 @@ docs/cluster.md), checked exactly from the clients' side.
                                             pubsub halfway (a gap filled from the stream).
                                             --mid: halfway, print MID, wait for a line on
                                             stdin (the test restarts Redis), go on
+  cluster.py ids PORT FILE N              - N logins on PORT: ids new and past every id in
+                                            FILE (written by chat --ids FILE)
   cluster.py nodes P1:PID1 P2:PID2 P3:PID3 - players on three nodes in one room; SIGTERM
                                             the second (its players leave at once), kill -9
                                             the third (they leave within the timeout): the
@@ -331,6 +333,9 @@ def chat_run(args):
         for p in ps[1:]:
             ok(chats_of(p) == ref, f"{room}: two members saw different orders")
         total += len(ref) * len(ps)
+    if "--ids" in args:
+        with open(args[args.index("--ids") + 1], "w") as f:
+            f.write(" ".join(str(p.c.pid) for p in players))
     print(f"cluster.py chat: PASS ({n} players on {len(ports)} nodes, {len(rooms)} rooms, "
           f"{total} deliveries verified)")
 
@@ -374,12 +379,23 @@ def nodes_run(args):
           f"{t_kill:.2f} s)")
 
 
+def ids_run(port, path, n):
+    old = [int(x) for x in open(path).read().split()]
+    new = [Conn(port) for _ in range(n)]
+    got = [c.login("late%d" % k) for k, c in enumerate(new)]
+    ok(len(set(got)) == n and not set(got) & set(old), "a player id repeated")
+    ok(min(got) > max(old), "ids after the lost counter start past every earlier id")
+    print(f"cluster.py ids: PASS ({n} new ids past {len(old)} earlier ones)")
+
+
 if __name__ == "__main__":
     what = sys.argv[1]
     if what == "rules":
         rules(int(sys.argv[2]), int(sys.argv[3]))
     elif what == "chat":
         chat_run(sys.argv[2:])
+    elif what == "ids":
+        ids_run(int(sys.argv[2]), sys.argv[3], int(sys.argv[4]))
     elif what == "nodes":
         nodes_run(sys.argv[2:])
     else:

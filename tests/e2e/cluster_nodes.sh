@@ -100,7 +100,7 @@ stop_all
 mid_run() { # mid_run restart-args...: a chat run on two nodes with a Redis restart halfway
   start_node 1
   start_node 2
-  coproc PY { python3 "$CL" chat "${NPORT[1]},${NPORT[2]}" "$(scaled 40 10)" "$(scaled 20 5)" 10 --mid; }
+  coproc PY { python3 "$CL" chat "${NPORT[1]},${NPORT[2]}" "$(scaled 40 10)" "$(scaled 20 5)" 10 --mid --ids "$TMP/ids"; }
   local line
   read -r line <&"${PY[0]}" || fail "chat run: no MID"
   [[ $line == MID ]] || fail "chat run: $line"
@@ -123,5 +123,7 @@ for i in 1 2; do
   [[ $(metric_of "$i" cport_cluster_epoch_changes_total) -ge 1 ]] || fail "node $i: the epoch change not counted"
 done
 grep -q "room epoch changed" "$TMP/node1.log" || fail "node 1 did not log the epoch change"
+start_node 3 # its id block comes from the counter the restart lost
+python3 "$CL" ids "${NPORT[3]}" "$TMP/ids" 20 || fail "player ids after a restart without persistence"
 stop_all
 echo "PASS"
