@@ -1627,7 +1627,13 @@ static int on_login(struct player *p, const uint8_t *body, size_t len) {
     p->name.len = (uint8_t)m->name.len;
     memcpy(p->name.b, m->name.data, m->name.len);
 #ifdef CPORT_CLUSTER
-    if (clustered && !node_take_id(&p->id)) { /* a block is on its way: on_ids_ready */
+    if (clustered && !node_take_id(&p->id) && !node_commands_available()) {
+      chatw__clogin__free_unpacked(m, NULL);
+      unavailable(p, "no player ids yet"); /* never reached Redis: no id block */
+      p->name.len = 0;
+      return DONE;
+    }
+    if (clustered && !p->id) { /* a block is on its way: on_ids_ready */
       chatw__clogin__free_unpacked(m, NULL);
       pthread_mutex_lock(&players_mu);
       p->id_wait = id_waiters;

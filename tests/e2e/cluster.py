@@ -18,6 +18,8 @@ docs/cluster.md), checked exactly from the clients' side.
                                             stdin (the test restarts Redis), go on
   cluster.py ids PORT FILE N              - N logins on PORT: ids new and past every id in
                                             FILE (written by chat --ids FILE)
+  cluster.py unavailable PORT             - a node with no Redis answers pings, and logins
+                                            with ERR_UNAVAILABLE
   cluster.py nodes P1:PID1 P2:PID2 P3:PID3 - players on three nodes in one room; SIGTERM
                                             the second (its players leave at once), kill -9
                                             the third (they leave within the timeout): the
@@ -379,6 +381,19 @@ def nodes_run(args):
           f"{t_kill:.2f} s)")
 
 
+def unavailable_run(port):
+    """a node whose --cluster address is no Redis: it serves what needs no Redis"""
+    c = Conn(port)
+    c.send(pkt(C_PING, fi(1, 5)))
+    ok(get(c.expect(S_PONG), 1) == 5, "ping without Redis")
+    c.send(login("x"))
+    m = c.expect(S_ERROR)
+    ok(get(m, 1, 0) == ERR_UNAVAILABLE, f"login without Redis (no player ids): {m}")
+    c.send(pkt(C_PING, fi(1, 6)))
+    ok(get(c.expect(S_PONG), 1) == 6, "ping after")
+    print("cluster.py unavailable: PASS")
+
+
 def ids_run(port, path, n):
     old = [int(x) for x in open(path).read().split()]
     new = [Conn(port) for _ in range(n)]
@@ -394,6 +409,8 @@ if __name__ == "__main__":
         rules(int(sys.argv[2]), int(sys.argv[3]))
     elif what == "chat":
         chat_run(sys.argv[2:])
+    elif what == "unavailable":
+        unavailable_run(int(sys.argv[2]))
     elif what == "ids":
         ids_run(int(sys.argv[2]), sys.argv[3], int(sys.argv[4]))
     elif what == "nodes":

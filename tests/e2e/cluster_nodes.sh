@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Nodes sharing rooms through one real redis-server (issue 14, docs/cluster.md),
 # checked by tests/e2e/cluster.py from the clients' side:
+#  0. a node whose --cluster address is not Redis keeps serving;
 #  1. two nodes: protocol 2's rules across nodes (byte-string rooms, member
 #     lists, presence, one chat order, S_LEAVE_ROOM after one's own chats),
 #     and proto2.py's rules and --max-rooms against a cluster node;
@@ -18,7 +19,7 @@ source "$(dirname "$0")/../cluster/redis_fixture.sh"
 CL=$(dirname "$0")/cluster.py
 fail() {
   echo "FAIL: $*" >&2
-  for f in "$TMP"/node*.log; do [[ -f $f ]] && tail -15 "$f" | sed "s|^|  $(basename "$f"): |" >&2; done
+  for f in "$TMP"/node*.log; do [[ -f $f ]] && tail -40 "$f" | sed "s|^|  $(basename "$f"): |" >&2; done
   exit 1
 }
 declare -A NPID NPORT NMPORT
@@ -63,6 +64,32 @@ stop_node() {
 stop_all() { for i in "${!NPID[@]}"; do stop_node "$i"; done; }
 
 redis_start
+# 0. --cluster pointing at a service that is not Redis (an SSH-like banner):
+#    a clear log line, the node keeps serving, requests that need Redis get
+#    ERR_UNAVAILABLE, SIGTERM still exits 0
+python3 -c '
+import socket, threading
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(64)
+print(s.getsockname()[1], flush=True)
+while True:
+    c, _ = s.accept(); c.sendall(b"SSH-2.0-OpenSSH_9.2\r\n")
+' >"$TMP/banner.port" &
+BANNER_PID=$!
+for _ in $(seq 100); do [[ -s $TMP/banner.port ]] && break; sleep 0.05; done
+: >"$TMP/node5.log"
+"$BIN/cport-server" --mode chat --port 0 --metrics off --quiet \
+  --cluster "redis://127.0.0.1:$(cat "$TMP/banner.port")" --node-name node5 2>"$TMP/node5.log" &
+NPID[5]=$!
+for _ in $(seq 200); do
+  NPORT[5]=$(sed -n 's/.* mode on [^ ]*:\([0-9]*\),.*/\1/p' "$TMP/node5.log")
+  [[ -n ${NPORT[5]} ]] && grep -q "Protocol error" "$TMP/node5.log" && break
+  sleep 0.05
+done
+grep -q "Protocol error" "$TMP/node5.log" || fail "no protocol error logged for a non-Redis service"
+python3 "$CL" unavailable "${NPORT[5]}" || fail "a node without Redis"
+stop_node 5
+kill "$BANNER_PID"; wait "$BANNER_PID" 2>/dev/null || true
+
 # 1. rules across two nodes
 start_node 1
 start_node 2
