@@ -301,25 +301,28 @@ def chat_run(args):
         # members join again after a lost state, are not published): probe until one
         # comes back; a probe that did not may still come (maybe)
         end = time.time() + 60
-        probe = players[0]
-        k = 0
-        while True:
-            k += 1
-            text = b"probe %d" % k
-            before = probe.unavailable
-            probe.sendall(chat(text))
-            back = lambda: any(e[0] == "chat" and e[2] == text for e in probe.events)
-            try:
-                pump_until(players, lambda: back() or probe.unavailable > before, 3, "the probe")
-            except SystemExit:
-                pass
-            if back():
-                sent[probe.room].add((probe.c.pid, text))
-                break
-            if probe.unavailable == before:
-                maybe.add((probe.c.pid, text))
-            ok(time.time() < end, "nodes back after the restart")
-            time.sleep(0.2)
+        probes = {}  # a player per node and room: each node reconnects on its own back-off,
+        for p in players:  # and re-joins a room's members (after a lost state) in one burst
+            probes.setdefault((p.c.port, p.room), p)
+        for (port, _), probe in probes.items():
+            k = 0
+            while True:
+                k += 1
+                text = b"probe %d %d %d" % (port, probe.k, k)
+                before = probe.unavailable
+                probe.sendall(chat(text))
+                back = lambda: any(e[0] == "chat" and e[2] == text for e in probe.events)
+                try:
+                    pump_until(players, lambda: back() or probe.unavailable > before, 3, "the probe")
+                except SystemExit:
+                    pass
+                if back():
+                    sent[probe.room].add((probe.c.pid, text))
+                    break
+                if probe.unavailable == before:
+                    maybe.add((probe.c.pid, text))
+                ok(time.time() < end, "nodes back after the restart")
+                time.sleep(0.2)
     send_phase(half, chats)
     unav = sum(p.unavailable for p in players)
     ok(unav == 0 or mid, f"{unav} ERR_UNAVAILABLE with Redis up")
