@@ -639,10 +639,10 @@ static bool room_chat(struct room *r, const ProtobufCMessage *m) {
  */
 #ifdef CPORT_CLUSTER
 
-#define CL_HIST 1024
+#define CL_HIST 4096
 #define CL_PRE_MAX 4096
-#define CL_STREAM_MAX 1000
-#define CL_IDLE_TTL_S 3600
+#define CL_STREAM_MAX NODE_STREAM_MAX
+#define CL_IDLE_TTL_S NODE_IDLE_TTL_S
 #define LEFT_NOW 1 /* a leave to complete at once (no offset 1 is a leave: a join comes first) */
 
 struct cl_msg { /* a channel message before the follower started */
@@ -851,6 +851,112 @@ static void replay(struct room *r, size_t i) {
       continue;
     }
     send_event(r, off, h->ev, h->len, i);
+  }
+}
+
+static void complete_leaves(struct room *r);
+
+/* Whether the history holds every event from..to. */
+static bool hist_covers(const struct cl_room *c, uint64_t from, uint64_t to) {
+  if (to >= from && to - from >= CL_HIST)
+    return false;
+  for (uint64_t off = from; off <= to; off++)
+    if (c->hist[off % CL_HIST].off != off || !c->hist[off % CL_HIST].ev)
+      return false;
+  return true;
+}
+
+struct catch_ctx {
+  struct room *r; /* a reference */
+  uint64_t player, from;
+  redisReply *reply;
+};
+
+/* Room job: the stream's events after a member's join, read because the
+ * history no longer held them all: to that member alone, in order, then the
+ * history's for the rest; it is active from there. */
+static void job_caught_up(void *arg) {
+  struct catch_ctx *x = arg;
+  struct room *r = x->r;
+  struct cl_room *c = r->cl;
+  const redisReply *e = x->reply;
+  for (size_t i = 0; c && i < r->n; i++) {
+    struct member *m = &r->members[i];
+    if (m->id != x->player || m->joined != UINT64_MAX || m->left)
+      continue;
+    m->joined = x->from - 1;
+    for (size_t k = 0; e && e->type == REDIS_REPLY_ARRAY && k < e->elements; k++) {
+      uint64_t off;
+      const char *ev;
+      size_t len;
+      if (!cl_stream_entry_decode(e->element[k], &off, &ev, &len) || off <= m->joined ||
+          off > c->f.last)
+        continue;
+      if (off > m->joined + 1) { /* older than the capped stream */
+        atomic_fetch_add(&node_stats.gap_lost, off - m->joined - 1);
+        fprintf(stderr,
+                "cport-server: cluster: events %" PRIu64 "..%" PRIu64
+                " a member needed are no longer in the room's stream\n",
+                m->joined + 1, off - 1);
+      }
+      send_event(r, off, ev, len, i);
+      m->joined = off;
+    }
+    if (!hist_covers(c, m->joined + 1, c->f.last)) { /* the stream said no more: skip */
+      atomic_fetch_add(&node_stats.gap_lost, 1);
+      m->joined = c->f.last;
+    }
+    replay(r, i); /* what came since the read */
+    m->joined = c->f.last;
+  }
+  if (x->reply)
+    freeReplyObject(x->reply);
+  free(x);
+  complete_leaves(r);
+  room_unref(r);
+}
+
+static void catch_reply(void *arg, redisReply *reply, const char *err) {
+  struct catch_ctx *x = arg;
+  if (!reply)
+    fprintf(stderr, "cport-server: cluster: reading a room's stream for a new member: %s\n", err);
+  x->reply = reply;
+  if (cp_jobq_post(x->r->q, job_caught_up, x) != 0) {
+    if (reply)
+      freeReplyObject(reply);
+    room_unref(x->r);
+    free(x);
+  }
+}
+
+/* Room job: member i joined at off: the events after off that the follower
+ * already delivered go to it - from the history, or, if the history no
+ * longer holds them all, from the stream (it is inactive until then). */
+static void catch_up(struct room *r, size_t i, uint64_t off) {
+  struct cl_room *c = r->cl;
+  struct member *m = &r->members[i];
+  m->joined = off;
+  if (c->f.last <= off)
+    return;
+  if (hist_covers(c, off + 1, c->f.last)) {
+    replay(r, i);
+    return;
+  }
+  struct catch_ctx *x = calloc(1, sizeof *x);
+  if (!x) {
+    replay(r, i); /* what the history has (the rest counted lost) */
+    return;
+  }
+  *x = (struct catch_ctx){.r = r, .player = m->id, .from = off + 1};
+  m->joined = UINT64_MAX;
+  pthread_mutex_lock(&rooms_mu);
+  r->refs++;
+  pthread_mutex_unlock(&rooms_mu);
+  if (node_xrange(r->name.b, r->name.len, off + 1, CL_FOLLOW_END, catch_reply, x) != 0) {
+    room_unref(r); /* not the last: the member's */
+    free(x);
+    m->joined = off;
+    replay(r, i);
   }
 }
 
@@ -1066,9 +1172,7 @@ static void job_joined(void *arg) {
     for (size_t i = 0; c && i < r->n; i++)
       if (r->members[i].id == j->player && r->members[i].joined == UINT64_MAX) {
         /* offset -1: a member there already (joined again twice): from now on */
-        r->members[i].joined = j->off >= 0 ? (uint64_t)j->off : c->f.last;
-        if (c->f.last > r->members[i].joined)
-          replay(r, i);
+        catch_up(r, i, j->off >= 0 ? (uint64_t)j->off : c->f.last);
       }
     free(j);
     room_unref(r);
@@ -1126,8 +1230,7 @@ static void job_joined(void *arg) {
     if (j->list[k].id == p->id)
       skip = k;
   send_enter(p->s, &r->name, j->count, &r->members[i], j->list, j->n, skip);
-  if (c->f.last > (uint64_t)j->off)
-    replay(r, i);
+  catch_up(r, i, (uint64_t)j->off);
   free(j);
   chain_resume(p);
 }

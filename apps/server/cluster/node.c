@@ -461,8 +461,8 @@ static void sweep_members(void *arg, redisReply *r, const char *err) {
                         .event_len = leave_event(ev, player),
                         .node = d->name,
                         .node_len = d->len,
-                        .stream_max = 1000,
-                        .idle_ttl_s = 3600};
+                        .stream_max = NODE_STREAM_MAX,
+                        .idle_ttl_s = NODE_IDLE_TTL_S};
       cl_room_event(N.cmd.r, &N.scripts, &q, sweep_leave_done, NULL);
     }
     /* after the leaves (one connection: FIFO) */

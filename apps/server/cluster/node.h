@@ -19,6 +19,11 @@
 #include <stdint.h>
 #include <stdio.h>
 
+/* Every room event: the stream keeps at least this many (XADD MAXLEN ~), and
+ * a room left empty expires after this many seconds. */
+#define NODE_STREAM_MAX 10000u
+#define NODE_IDLE_TTL_S 3600u
+
 /* What chat mode is told by the node. */
 typedef struct node_hooks {
   /* A message on a room's channel (subscriber strand, in arrival order). */
