@@ -42,6 +42,9 @@ struct link {
   _Atomic bool ready; /* commands: scripts loaded; subscriber: connected */
   bool ever_up;       /* under mu */
   bool was_down_logged;
+  _Atomic uint64_t feeds; /* byte batches received: progress */
+  uint64_t feeds_seen;    /* tick's: feeds at the last tick */
+  unsigned stalled;       /* tick's: ticks with commands pending and no byte received */
   unsigned backoff_ms;
 };
 
@@ -158,6 +161,8 @@ static void maybe_back(void) {
 static void scripts_loaded(void *arg, const char *err) {
   struct link *l = arg;
   if (err) {
+    if (atomic_load(&N.stopping))
+      return;
     atomic_fetch_add(&node_stats.redis_errors, 1);
     nlog("loading the scripts: %s; reconnecting", err);
     pthread_mutex_lock(&l->mu);
@@ -206,6 +211,7 @@ static void on_connected(cp_session *s) {
 
 static void on_raw(cp_session *s, const void *data, size_t len) {
   struct link *l = link_of(s);
+  atomic_fetch_add(&l->feeds, 1);
   pthread_mutex_lock(&l->mu);
   cl_redis *r = l->s == s ? l->r : NULL;
   pthread_mutex_unlock(&l->mu);
@@ -507,8 +513,28 @@ static void claimed(void *arg, redisReply *r, const char *err) {
     freeReplyObject(r);
 }
 
+/* Tick: a connection with commands pending that received nothing for
+ * REPLY_TIMEOUT_S ticks is given up (a Redis that accepts and never answers). */
+#define REPLY_TIMEOUT_S 5
+static void check_stall(struct link *l) {
+  pthread_mutex_lock(&l->mu);
+  uint64_t f = atomic_load(&l->feeds);
+  bool waiting = l->r && cl_redis_pending(l->r) > 0 && l->mode == CL_REDIS_COMMANDS;
+  l->stalled = waiting && f == l->feeds_seen ? l->stalled + 1 : 0;
+  l->feeds_seen = f;
+  bool cut = l->stalled >= REPLY_TIMEOUT_S && l->s;
+  if (cut) {
+    l->stalled = 0;
+    atomic_fetch_add(&node_stats.redis_errors, 1);
+    nlog("%s connection: no reply for %d s; reconnecting", l->what, REPLY_TIMEOUT_S);
+    cp_session_disconnect(l->s, false);
+  }
+  pthread_mutex_unlock(&l->mu);
+}
+
 static void tick(void *arg) {
   (void)arg;
+  check_stall(&N.cmd);
   if (atomic_load(&N.timers_off) || !atomic_load(&N.cmd.ready))
     return;
   pthread_mutex_lock(&N.cmd.mu);
