@@ -18,6 +18,8 @@ docs/cluster.md), checked exactly from the clients' side.
                                             stdin (the test restarts Redis), go on
   cluster.py ids PORT FILE N              - N logins on PORT: ids new and past every id in
                                             FILE (written by chat --ids FILE)
+  cluster.py slow P1 P2 P3:PID3           - node 3 stopped (SIGSTOP) does not hold up nodes
+                                            1 and 2; it catches up once continued
   cluster.py unavailable PORT             - a node with no Redis answers pings, and logins
                                             with ERR_UNAVAILABLE
   cluster.py nodes P1:PID1 P2:PID2 P3:PID3 - players on three nodes in one room; SIGTERM
@@ -384,6 +386,41 @@ def nodes_run(args):
           f"{t_kill:.2f} s)")
 
 
+def slow_run(p1, p2, spec3):
+    """node 3 stopped (SIGSTOP: it reads nothing from Redis) while nodes 1 and 2 chat:
+    they get every chat meanwhile; once it goes on, its player gets them all, once, in
+    the same order"""
+    port3, pid3 = int(spec3.split(":")[0]), int(spec3.split(":")[1])
+    players = [Player(p1, 0), Player(p2, 1), Player(port3, 2)]
+    for p in players:
+        p.sendall(login("s%d" % p.k))
+    pump_until(players, lambda: all(p.c.pid for p in players), 30, "logins")
+    for p in players:
+        p.sendall(enter(b"slow"))
+        pump_until(players, lambda: p.entered, 30, "S_ENTER_ROOM")
+    chats_of = lambda p: [(e[1], e[2]) for e in p.events if e[0] == "chat"]
+    os.kill(pid3, signal.SIGSTOP)
+    try:
+        fast = players[:2]
+        for i in range(100):
+            for p in fast:
+                p.sendall(chat(b"%d:%d" % (p.k, i)))
+        pump_until(fast, lambda: all(len(chats_of(p)) >= 200 for p in fast), 60,
+                   "chats on nodes 1 and 2 while node 3 is stopped")
+    finally:
+        os.kill(pid3, signal.SIGCONT)
+    pump_until(players, lambda: len(chats_of(players[2])) >= 200, 60, "node 3 catching up")
+    time.sleep(0.2)
+    pump_until(players, lambda: True, 0.5, "")
+    ref = chats_of(players[0])
+    ok(len(ref) == 200 and len(set(ref)) == 200, "200 chats once")
+    ok(chats_of(players[1]) == ref and chats_of(players[2]) == ref, "one order on all three nodes")
+    for p in players:
+        p.c.s.close()
+    print("cluster.py slow: PASS (nodes 1 and 2 got 200 chats while node 3 was stopped; then "
+          "node 3 got them, once, in the same order)")
+
+
 def unavailable_run(port):
     """a node whose --cluster address is no Redis: it serves what needs no Redis"""
     c = Conn(port)
@@ -412,6 +449,8 @@ if __name__ == "__main__":
         rules(int(sys.argv[2]), int(sys.argv[3]))
     elif what == "chat":
         chat_run(sys.argv[2:])
+    elif what == "slow":
+        slow_run(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4])
     elif what == "unavailable":
         unavailable_run(int(sys.argv[2]))
     elif what == "ids":

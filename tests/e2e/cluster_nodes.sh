@@ -8,6 +8,8 @@
 #  2. three nodes, 300 players in rooms of 100 (scaled down under the
 #     sanitizers): every chat exactly once and in one order on every node,
 #     with CLIENT KILL TYPE pubsub halfway (the gap filled from the streams);
+#     then one node stopped (SIGSTOP) while the others chat: they get every
+#     chat meanwhile, it catches up once continued;
 #  3. SIGTERM one node (exit 0, its players leave at once) and kill -9 another
 #     (its players leave within the documented timeout);
 #  4. Redis restarted with appendonly + appendfsync always mid-run: no chat
@@ -110,6 +112,9 @@ for i in 1 2 3; do
   [[ $(metric_of "$i" cport_cluster_gap_recoveries_total) -ge 1 ]] || fail "node $i: no gap recovery counted"
   [[ $(metric_of "$i" cport_cluster_gap_lost_total) == 0 ]] || fail "node $i: events lost"
 done
+
+# 2b. a node that reads nothing from Redis (SIGSTOP) does not hold up the others
+python3 "$CL" slow "${NPORT[1]}" "${NPORT[2]}" "${NPORT[3]}:${NPID[3]}" || fail "a stopped node held up the others"
 
 # 3. SIGTERM node 2, kill -9 node 3; node 1's players see all of them leave
 python3 "$CL" nodes "${NPORT[1]}:${NPID[1]}" "${NPORT[2]}:${NPID[2]}" "${NPORT[3]}:${NPID[3]}" ||
