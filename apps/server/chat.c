@@ -104,7 +104,8 @@ struct member {
 struct room {
   struct room *next; /* hash chain, under rooms_mu */
   uint64_t hash;
-  size_t refs; /* under rooms_mu */
+  size_t refs;    /* members and entries on their way, under rooms_mu */
+  size_t jobrefs; /* cluster: jobs of the room in flight, under rooms_mu */
   struct name name;
   cp_jobq *q;
   /* Members, oldest first; touched only by the room's jobs. */
@@ -257,8 +258,10 @@ static struct room *room_find(const uint8_t *name, size_t len, bool create) {
     for (r = table[h & (table_cap - 1)]; r && !(r->hash == h && name_eq(&r->name, name, len));
          r = r->next)
       ;
-  if (r) {
+  if (r && create) {
     r->refs++;
+  } else if (r) {
+    r->jobrefs++; /* cluster: a job's, for a channel message */
   } else if (create && nrooms < limits.max_rooms && table_grow() && (r = calloc(1, sizeof *r))) {
     if (!(r->q = cp_jobq_create(service))) {
       free(r);
@@ -282,13 +285,19 @@ static struct room *room_ref(const uint8_t *name, size_t len) {
   return room_find(name, len, true);
 }
 
-/* Put a reference; the last deletes the room (see the header comment: no job
- * of it is pending then; from one of its own jobs is fine). */
-static void room_unref(struct room *r) {
+/* Put a reference (job: a job's, cluster mode). The last of the members' and
+ * entries' takes the room out of the table (it no longer counts against
+ * --max-rooms, and a new one of its name can be made); the last of all
+ * deletes it (see the header comment: no job of it is pending then; from one
+ * of its own jobs is fine). */
+static void room_put(struct room *r, bool job) {
   pthread_mutex_lock(&rooms_mu);
-  assert(r->refs > 0);
-  bool last = --r->refs == 0;
-  if (last) {
+  assert(job ? r->jobrefs > 0 : r->refs > 0);
+  bool detach = job ? false : --r->refs == 0;
+  if (job)
+    r->jobrefs--;
+  bool last = r->refs == 0 && r->jobrefs == 0;
+  if (detach) {
     struct room **pp = &table[r->hash & (table_cap - 1)];
     while (*pp != r)
       pp = &(*pp)->next;
@@ -306,6 +315,16 @@ static void room_unref(struct room *r) {
     room_free(r);
   }
 }
+
+static void room_unref(struct room *r) {
+  room_put(r, false);
+}
+
+#ifdef CPORT_CLUSTER
+static void job_unref(struct room *r) {
+  room_put(r, true);
+}
+#endif
 
 /* ---- sending ------------------------------------------------------------ */
 
@@ -913,7 +932,7 @@ static void job_caught_up(void *arg) {
     freeReplyObject(x->reply);
   free(x);
   complete_leaves(r);
-  room_unref(r);
+  job_unref(r);
 }
 
 static void catch_reply(void *arg, redisReply *reply, const char *err) {
@@ -924,7 +943,7 @@ static void catch_reply(void *arg, redisReply *reply, const char *err) {
   if (cp_jobq_post(x->r->q, job_caught_up, x) != 0) {
     if (reply)
       freeReplyObject(reply);
-    room_unref(x->r);
+    job_unref(x->r);
     free(x);
   }
 }
@@ -950,10 +969,10 @@ static void catch_up(struct room *r, size_t i, uint64_t off) {
   *x = (struct catch_ctx){.r = r, .player = m->id, .from = off + 1};
   m->joined = UINT64_MAX;
   pthread_mutex_lock(&rooms_mu);
-  r->refs++;
+  r->jobrefs++;
   pthread_mutex_unlock(&rooms_mu);
   if (node_xrange(r->name.b, r->name.len, off + 1, CL_FOLLOW_END, catch_reply, x) != 0) {
-    room_unref(r); /* not the last: the member's */
+    job_unref(r);
     free(x);
     m->joined = off;
     replay(r, i);
@@ -1012,7 +1031,7 @@ static void post_reply(struct range_ctx *x, redisReply *reply, cp_job_fn fn) {
   if (cp_jobq_post(x->r->q, fn, x) != 0) { /* stopping: the room goes with the service */
     if (reply)
       freeReplyObject(reply);
-    room_unref(x->r);
+    job_unref(x->r);
     free(x);
   }
 }
@@ -1034,7 +1053,7 @@ static void job_range(void *arg) {
     freeReplyObject(x->reply);
   free(x);
   follow_result(r, res, nf, nt);
-  room_unref(r);
+  job_unref(r);
 }
 
 static void range_reply(void *arg, redisReply *reply, const char *err) {
@@ -1055,11 +1074,11 @@ static void follow_result(struct room *r, cl_follow_result res, uint64_t from, u
     if (x) {
       *x = (struct range_ctx){.r = r, .from = from, .to = to};
       pthread_mutex_lock(&rooms_mu);
-      r->refs++;
+      r->jobrefs++;
       pthread_mutex_unlock(&rooms_mu);
       if (node_xrange(r->name.b, r->name.len, from, to, range_reply, x) != 0) {
         free(x);
-        room_unref(r); /* not the last: the caller's job holds one */
+        job_unref(r);
         uint64_t a, b;
         cl_follow_range(&r->cl->f, NULL, 0, 0, NULL, NULL, &a, &b); /* read again later */
       }
@@ -1108,7 +1127,7 @@ static void job_message(void *arg) {
     follow_message(r, m->off, m->epoch, m->elen, m->ev, m->len);
     free(m);
   }
-  room_unref(r);
+  job_unref(r);
 }
 
 /* Subscriber strand: a message of a room's channel, in arrival order. */
@@ -1130,8 +1149,8 @@ static void on_cluster_message(const uint8_t *room, size_t room_len, const char 
     return; /* not followed (any more) */
   struct cl_msg *m = malloc(sizeof *m + evlen);
   if (!m) {
-    room_unref(r); /* nothing posted */
-    return;        /* a gap: read from the stream when the next message comes */
+    job_unref(r); /* nothing posted */
+    return;       /* a gap: read from the stream when the next message comes */
   }
   m->next = (struct cl_msg *)r; /* the room, until the job runs */
   m->off = off;
@@ -1141,7 +1160,7 @@ static void on_cluster_message(const uint8_t *room, size_t room_len, const char 
   memcpy(m->ev, ev, evlen);
   if (cp_jobq_post(r->q, job_message, m) != 0) {
     free(m);
-    room_unref(r);
+    job_unref(r);
   }
 }
 
@@ -1175,7 +1194,7 @@ static void job_joined(void *arg) {
         catch_up(r, i, j->off >= 0 ? (uint64_t)j->off : c->f.last);
       }
     free(j);
-    room_unref(r);
+    job_unref(r);
     return;
   }
   if (j->again) { /* the list again (a member here; in Redis too, unless swept: joined now) */
@@ -1243,7 +1262,7 @@ static void join_reply(void *arg, const cl_publish_result *res, const char *err)
       fprintf(stderr, "cport-server: cluster: a join failed: %s\n", err);
     }
     if (j->rejoin) { /* counted; it stays inactive until it enters again */
-      room_unref(j->r);
+      job_unref(j->r);
       free(j);
       return;
     }
@@ -1280,7 +1299,10 @@ static void join_reply(void *arg, const cl_publish_result *res, const char *err)
   if (cp_jobq_post(k->r->q, job_joined, k) != 0) {
     if (!k->rejoin)
       unavailable(k->p, "stopping");
-    room_unref(k->r);
+    if (k->rejoin)
+      job_unref(k->r);
+    else
+      room_unref(k->r);
     if (!k->rejoin)
       chain_resume(k->p);
     free(k);
@@ -1377,10 +1399,10 @@ static void rejoin(struct room *r, size_t i) {
   j->rejoin = true;
   j->player = x->id;
   pthread_mutex_lock(&rooms_mu);
-  r->refs++;
+  r->jobrefs++;
   pthread_mutex_unlock(&rooms_mu);
   if (join_send(j, x->id, &x->name) != 0) {
-    room_unref(r); /* not the last: the member's */
+    job_unref(r);
     free(j);
   }
 }
@@ -1398,7 +1420,7 @@ static void job_left(void *arg) {
   struct leave_ctx *l = arg;
   struct room *r = l->r;
   pthread_mutex_lock(&rooms_mu);
-  r->refs++; /* the job's own: leave_complete puts the membership's */
+  r->jobrefs++; /* the job's own: leave_complete puts the membership's */
   pthread_mutex_unlock(&rooms_mu);
   for (size_t i = 0; i < r->n; i++) {
     struct member *x = &r->members[i];
@@ -1414,7 +1436,7 @@ static void job_left(void *arg) {
   }
   free(l);
   complete_leaves(r);
-  room_unref(r);
+  job_unref(r);
 }
 
 static void leave_reply(void *arg, const cl_publish_result *res, const char *err) {
@@ -1551,7 +1573,7 @@ static void job_epoch(void *arg) {
     freeReplyObject(x->reply);
   free(x);
   complete_leaves(r);
-  room_unref(r);
+  job_unref(r);
 }
 
 static void epoch_reply(void *arg, redisReply *reply, const char *err) {
@@ -1567,10 +1589,10 @@ static void check_epoch(struct room *r) {
   x->r = r;
   x->from = r->cl->epochs;
   pthread_mutex_lock(&rooms_mu);
-  r->refs++;
+  r->jobrefs++;
   pthread_mutex_unlock(&rooms_mu);
   if (node_room_epoch(r->name.b, r->name.len, epoch_reply, x) != 0) {
-    room_unref(r); /* not the last: the caller's */
+    job_unref(r);
     free(x);
   }
 }
@@ -1584,7 +1606,7 @@ static void job_resync(void *arg) {
     cl_follow_result res = cl_follow_resync(&c->f, &from, &to);
     follow_result(r, res, from, to);
   }
-  room_unref(r);
+  job_unref(r);
 }
 
 static void resubscribed(void *arg, redisReply *reply, const char *err) {
@@ -1593,7 +1615,7 @@ static void resubscribed(void *arg, redisReply *reply, const char *err) {
   if (reply)
     freeReplyObject(reply);
   if (cp_jobq_post(r->q, job_resync, r) != 0)
-    room_unref(r);
+    job_unref(r);
 }
 
 /* Subscriber strand: the connection is back: every followed room is
@@ -1602,9 +1624,9 @@ static void on_sub_up(void) {
   pthread_mutex_lock(&rooms_mu);
   for (size_t i = 0; i < table_cap; i++)
     for (struct room *r = table[i]; r; r = r->next) {
-      r->refs++;
+      r->jobrefs++;
       if (node_subscribe(r->name.b, r->name.len, true, resubscribed, r) != 0)
-        r->refs--; /* not the last: the table's rooms are referenced */
+        r->jobrefs--; /* not the last: the table's rooms are referenced */
     }
   pthread_mutex_unlock(&rooms_mu);
 }
