@@ -990,6 +990,9 @@ static void leave_complete(struct room *r, size_t i) {
   r->n--;
   p->room = NULL;
   atomic_store(&p->leaving, false);
+  /* The membership's reference first (the job's own keeps r): once a client
+   * has S_LEAVE_ROOM of a room it emptied, it no longer counts (--max-rooms). */
+  room_unref(r);
   if (x.close) {
     cp_session_disconnect(p->s, true); /* every earlier answer is queued */
   } else if (!x.final) {
@@ -997,7 +1000,6 @@ static void leave_complete(struct room *r, size_t i) {
     m.room = bin(&r->name);
     wire_send(p->s, CHATW__PACKET_ID__S_LEAVE_ROOM, &m.base);
   }
-  room_unref(r); /* the membership's (the job's own keeps r) */
   if (x.final)
     player_free(p);
   else if (x.next)
