@@ -888,6 +888,7 @@ static bool hist_covers(const struct cl_room *c, uint64_t from, uint64_t to) {
 struct catch_ctx {
   struct room *r; /* a reference */
   uint64_t player, from;
+  unsigned gen; /* the room's epochs when asked */
   redisReply *reply;
 };
 
@@ -901,8 +902,8 @@ static void job_caught_up(void *arg) {
   const redisReply *e = x->reply;
   for (size_t i = 0; c && i < r->n; i++) {
     struct member *m = &r->members[i];
-    if (m->id != x->player || m->joined != UINT64_MAX || m->left)
-      continue;
+    if (m->id != x->player || m->joined != UINT64_MAX || m->left || x->gen != c->epochs)
+      continue; /* (after an epoch change its re-join's catch-up is another) */
     m->joined = x->from - 1;
     for (size_t k = 0; e && e->type == REDIS_REPLY_ARRAY && k < e->elements; k++) {
       uint64_t off;
@@ -966,7 +967,7 @@ static void catch_up(struct room *r, size_t i, uint64_t off) {
     replay(r, i); /* what the history has (the rest counted lost) */
     return;
   }
-  *x = (struct catch_ctx){.r = r, .player = m->id, .from = off + 1};
+  *x = (struct catch_ctx){.r = r, .player = m->id, .from = off + 1, .gen = c->epochs};
   m->joined = UINT64_MAX;
   pthread_mutex_lock(&rooms_mu);
   r->jobrefs++;
@@ -1023,7 +1024,8 @@ static void follow_result(struct room *r, cl_follow_result res, uint64_t from, u
 
 struct range_ctx {   /* a Redis reply on its way to a room job */
   struct room *r;    /* a reference */
-  uint64_t from, to; /* XRANGE's; an epoch check: the room's epochs when asked */
+  uint64_t from, to; /* XRANGE's */
+  unsigned gen;      /* the room's epochs when asked: a reply from before an epoch change is moot */
   redisReply *reply;
 };
 
@@ -1043,7 +1045,9 @@ static void job_range(void *arg) {
   struct room *r = x->r;
   struct cl_room *c = r->cl;
   uint64_t lost = c->f.st.gap_lost, nf = 0, nt = 0;
-  cl_follow_result res = cl_follow_range(&c->f, x->reply, x->from, x->to, deliver, r, &nf, &nt);
+  cl_follow_result res = CL_FOLLOW_OK;
+  if (x->gen == c->epochs) /* else the follower was started again since: not its read */
+    res = cl_follow_range(&c->f, x->reply, x->from, x->to, deliver, r, &nf, &nt);
   if (c->f.st.gap_lost > lost) {
     atomic_fetch_add(&node_stats.gap_lost, c->f.st.gap_lost - lost);
     fprintf(stderr,
@@ -1074,7 +1078,7 @@ static void follow_result(struct room *r, cl_follow_result res, uint64_t from, u
   if (res == CL_FOLLOW_READ) {
     struct range_ctx *x = malloc(sizeof *x);
     if (x) {
-      *x = (struct range_ctx){.r = r, .from = from, .to = to};
+      *x = (struct range_ctx){.r = r, .from = from, .to = to, .gen = r->cl->epochs};
       pthread_mutex_lock(&rooms_mu);
       r->jobrefs++;
       pthread_mutex_unlock(&rooms_mu);
@@ -1564,7 +1568,7 @@ static void job_epoch(void *arg) {
   struct room *r = x->r;
   struct cl_room *c = r->cl;
   const redisReply *e = x->reply;
-  if (c && c->started && e && x->from == c->epochs &&
+  if (c && c->started && e && x->gen == c->epochs &&
       (e->type == REDIS_REPLY_NIL || e->type == REDIS_REPLY_STRING)) {
     const char *ep = e->type == REDIS_REPLY_STRING ? e->str : "";
     size_t elen = e->type == REDIS_REPLY_STRING ? e->len : 0;
@@ -1589,7 +1593,7 @@ static void check_epoch(struct room *r) {
   if (!x)
     return;
   x->r = r;
-  x->from = r->cl->epochs;
+  x->gen = r->cl->epochs;
   pthread_mutex_lock(&rooms_mu);
   r->jobrefs++;
   pthread_mutex_unlock(&rooms_mu);
