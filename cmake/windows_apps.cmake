@@ -25,7 +25,8 @@ target_compile_definitions(cport_server_parts PRIVATE ${CPORT_WIN_APP_DEFS})
 target_link_libraries(cport_server_parts PUBLIC cport_static chat_proto)
 add_executable(cport-server apps/server/main.c)
 target_link_libraries(cport-server PRIVATE cport_server_parts)
-add_executable(cport-dummy apps/dummy/main.c)
+add_executable(cport-dummy apps/dummy/chat.c apps/dummy/clients.c apps/dummy/echo.c
+                           apps/dummy/main.c apps/dummy/order.c apps/dummy/stats.c)
 target_link_libraries(cport-dummy PRIVATE cport_static chat_proto)
 set(CPORT_WIN_APP_TARGETS cport-server cport-dummy)
 foreach(ex ${CPORT_WIN_EXAMPLES})
@@ -75,3 +76,11 @@ cport_windows_test(e2e_probe_console SOURCES tests/windows/e2e_probe_console.c L
                    TIMEOUT 120)
 
 include(${CMAKE_SOURCE_DIR}/cmake/windows_cluster.cmake) # the cluster's Redis layer (issue 14)
+
+# The mirror of windows.e2e_chat: cport-dummy.exe under Wine drives the LINUX cport-server
+# (echo with exact byte counts, then chat with every chat verified), which SIGTERM drains.
+add_test(NAME windows.e2e_dummy
+         COMMAND bash ${CMAKE_SOURCE_DIR}/tests/windows/e2e_chat.sh ${CMAKE_BINARY_DIR}/bin
+                 ${CMAKE_SOURCE_DIR}/build/bin dummy)
+set_tests_properties(windows.e2e_dummy PROPERTIES ENVIRONMENT "${CPORT_WIN_TEST_ENV}"
+                     FIXTURES_REQUIRED wine TIMEOUT 300)

@@ -84,7 +84,11 @@ enum {
  * the port and a registry slot (issue: <= 256 bytes in all). */
 struct cp_session {
   cp_op rio; /* the pooled recv (and the client's connect) */
-  cp_service *svc;
+  /* What dispatch reads (callbacks, mode, limits) and the service (cf->svc):
+   * the service's own block for inbound and client sessions, the outbound
+   * session's for cp_service_connect_to - one pointer, as svc was, and one
+   * load less for a callback (s->cf->cb.x, not s->svc->o.callbacks.x). */
+  const struct cp__sconf *cf;
   void *user;
   uint64_t id;
   void *recv_buf;          /* the finished recv's buffer, for the strand */
@@ -106,14 +110,15 @@ struct cp_session {
   uint8_t reason;            /* why it ended; written once, by cp__session_close */
   uint8_t flags;             /* SF_* */
   uint8_t outbound;          /* set at creation, never changed: a cp_service_connect_to
-                                session (a struct cp__outbound), read from any thread;
-                                in what was padding, so an idle session does not grow */
+                                session (a struct cp__outbound); in what was padding */
 };
 
-/* What a session's dispatch reads: callbacks, mode and limits. Inbound and
- * client sessions share the service's (cp_service.conf); an outbound one
- * has its own in its struct cp__outbound. Never changed once set. */
+/* What a session's dispatch reads: its service, callbacks, mode and limits.
+ * Inbound and client sessions share the service's (cp_service.conf); an
+ * outbound one has its own in its struct cp__outbound. Never changed once
+ * set. */
 struct cp__sconf {
+  cp_service *svc;
   cp_session_callbacks cb;
   size_t send_queue_max;
   unsigned idle_timeout_ms; /* 0: never */
@@ -246,14 +251,9 @@ static inline bool session_held(const cp_session *s) {
   return atomic_load(&((cp_session *)s)->connected) == CONN_HELD;
 }
 
-/* The session's callbacks, mode and limits (struct cp__sconf). */
-static inline const struct cp__sconf *sconf(const cp_session *s) {
-  return s->outbound ? &((const struct cp__outbound *)(const void *)s)->cf : &s->svc->conf;
-}
-
 /* The registry s is kept in while connected. */
 static inline struct cp__registry *session_reg(cp_session *s) {
-  return s->outbound ? &s->svc->out_reg : &s->svc->reg;
+  return s->outbound ? &s->cf->svc->out_reg : &s->cf->svc->reg;
 }
 
 static inline void stat_add(_Atomic uint64_t *c, uint64_t v) {

@@ -66,7 +66,8 @@ int cp_service_create(cp_service **out, const cp_service_options *opts) {
     o->send_queue_max = DEFAULT_SENDQ;
   if (!o->bad_packet_grace_ms)
     o->bad_packet_grace_ms = DEFAULT_BAD_PACKET_GRACE_MS;
-  svc->conf = (struct cp__sconf){.cb = o->callbacks,
+  svc->conf = (struct cp__sconf){.svc = svc,
+                                 .cb = o->callbacks,
                                  .send_queue_max = o->send_queue_max,
                                  .idle_timeout_ms = o->idle_timeout_ms,
                                  .max_packet = o->max_packet,

@@ -91,7 +91,7 @@ static struct sendq *sq_get(cp_session *s) {
   cp__spin_unlock(&s->send_lock);
   if (q)
     return q;
-  struct sendq *mine = sq_new(s->svc);
+  struct sendq *mine = sq_new(s->cf->svc);
   if (!mine)
     return NULL;
   cp__spin_lock(&s->send_lock);
@@ -102,7 +102,7 @@ static struct sendq *sq_get(cp_session *s) {
   q = s->sq;
   cp__spin_unlock(&s->send_lock);
   if (mine)
-    sq_free(s->svc, mine); /* another thread's came first */
+    sq_free(s->cf->svc, mine); /* another thread's came first */
   return q;
 }
 
@@ -110,7 +110,7 @@ static struct sendq *sq_get(cp_session *s) {
  * once per session per broadcast) stays a few instructions with no frame to
  * set up. */
 __attribute__((noinline)) static void session_free(cp_session *s) {
-  cp_service *svc = s->svc;
+  cp_service *svc = s->cf->svc;
   cp_port_disassociate(svc->port, s->fd);
   cp_socket_close(s->fd);
   struct sendq *q = s->sq;
@@ -155,7 +155,7 @@ uint64_t cp_session_id(const cp_session *s) {
   return s ? s->id : 0;
 }
 cp_service *cp_session_service(const cp_session *s) {
-  return s ? s->svc : NULL;
+  return s ? s->cf->svc : NULL;
 }
 void cp_session_set_user(cp_session *s, void *user) {
   if (s)
@@ -216,7 +216,8 @@ static void strand_loop(cp_session *s) {
  * may hold locks its callbacks take. */
 static void strand_run(cp_session *s) {
   cp_session_get(s); /* the runner's own reference: events may drop the others */
-  if (cp__net_worker_of != s->svc && cp_port_post(s->svc->port, s, NULL, NET_POST_STRAND) == 0)
+  cp_service *svc = s->cf->svc;
+  if (cp__net_worker_of != svc && cp_port_post(svc->port, s, NULL, NET_POST_STRAND) == 0)
     return; /* the reference travels with the post */
   strand_loop(s);
   cp_session_put(s);
@@ -249,12 +250,15 @@ cp_session *cp__session_new(cp_service *svc, cp_socket_t fd, const struct cp__sc
     if (!x)
       return NULL;
     x->cf = *out_cf;
+    x->cf.svc = svc;
     s = &x->s;
+    s->cf = &x->cf;
     s->outbound = 1;
   } else if (!(s = mem_calloc(1, sizeof *s))) {
     return NULL;
+  } else {
+    s->cf = &svc->conf;
   }
-  s->svc = svc;
   s->fd = fd;
   s->id = atomic_fetch_add(&next_session_id, 1);
   s->reg_idx = UINT32_MAX;
@@ -293,7 +297,7 @@ static void out_fire(void *arg) {
  * already (a tick that raced a connect's completion). */
 static void out_timer_start(cp_session *s, unsigned ms) {
   cp_session_get(s);
-  if (cp__timer_start_reserved(&outbound_of(s)->timer, s->svc->sysq, ms, out_fire, s) != 0)
+  if (cp__timer_start_reserved(&outbound_of(s)->timer, s->cf->svc->sysq, ms, out_fire, s) != 0)
     cp_session_put(s);
 }
 
@@ -332,7 +336,7 @@ static void post_recv(cp_session *s) {
   if (atomic_load(&s->closing) || (s->flags & SF_EOF))
     return;
   cp_session_get(s);
-  int rc = cp_port_recv_pooled(s->svc->port, s->fd, &s->rio);
+  int rc = cp_port_recv_pooled(s->cf->svc->port, s->fd, &s->rio);
   if (rc) {
     cp_session_put(s);
     cp__session_close(s, CP_REASON_ERROR);
@@ -341,14 +345,14 @@ static void post_recv(cp_session *s) {
 
 /* Announce a connected session; the caller owns the strand (ST_RUN). */
 static void announce(cp_session *s) {
-  cp_service *svc = s->svc;
+  cp_service *svc = s->cf->svc;
   stat_add(s->outbound ? &svc->st.outbound : &svc->st.sessions, 1);
   ASSERT_STRAND(s);
   s->flags |= SF_ANNOUNCED; /* on_disconnected will follow, whatever happens next */
   uint8_t was = atomic_exchange(&s->connected, 1);
   assert(was == 0); /* announced once */
   (void)was;
-  const struct cp__sconf *cf = sconf(s);
+  const struct cp__sconf *cf = s->cf;
   if (cf->cb.on_connected)
     cf->cb.on_connected(s);
   post_recv(s);
@@ -375,7 +379,7 @@ int cp__session_connect(cp_session *s, const struct sockaddr *addr, socklen_t le
   if (rc == 0) {
     cp_session_get(s);
     s->flags |= SF_CONNECTING;
-    rc = cp_port_connect(s->svc->port, s->fd, &s->rio, addr, len);
+    rc = cp_port_connect(s->cf->svc->port, s->fd, &s->rio, addr, len);
     if (rc) {
       s->flags &= (uint8_t)~SF_CONNECTING;
       cp_session_put(s);
@@ -390,7 +394,7 @@ int cp__session_connect(cp_session *s, const struct sockaddr *addr, socklen_t le
     cp__session_close(s, CP_REASON_SHUTDOWN); /* never connected: no callback */
   } else if (rc) {
     if (!s->outbound) /* an outbound one's failure is counted as it ends (finish_close) */
-      stat_add(&s->svc->st.connect_failures, 1);
+      stat_add(&s->cf->svc->st.connect_failures, 1);
     cp__session_close(s, CP_REASON_CONNECT_FAILED);
   }
   STRAND_END();
@@ -409,7 +413,7 @@ void cp__session_close(cp_session *s, cp_reason why) {
     return;
   /* reason is read by the strand after it sees ST_CLOSE (acq_rel on strand). */
   s->reason = (uint8_t)why;
-  cp_port_cancel(s->svc->port, s->fd);
+  cp_port_cancel(s->cf->svc->port, s->fd);
   cp__socket_shutdown(s->fd, CP_SHUT_RDWR);
   strand_signal(s, ST_CLOSE);
 }
@@ -431,7 +435,7 @@ static cp_reason linger_reason(cp_session *s) {
  * first. 0, or CP_EBUSY / CP_ESHUTDOWN (never for lack of memory). */
 static int deadline_start(cp_session *s, unsigned ms, cp_job_fn fn) {
   cp_session_get(s); /* the timer's */
-  int rc = cp__timer_start_reserved(&s->sq->timer, s->svc->sysq, ms, fn, s);
+  int rc = cp__timer_start_reserved(&s->sq->timer, s->cf->svc->sysq, ms, fn, s);
   if (rc)
     cp_session_put(s);
   return rc;
@@ -536,8 +540,8 @@ static void grace_end(void *arg) {
  * far go out, then it closes. */
 static void bad_header(cp_session *s) {
   ASSERT_STRAND(s);
-  bool (*keep)(cp_session *) = sconf(s)->cb.on_bad_packet;
-  if (keep && s->sq && deadline_start(s, s->svc->o.bad_packet_grace_ms, grace_end) == 0) {
+  bool (*keep)(cp_session *) = s->cf->cb.on_bad_packet;
+  if (keep && s->sq && deadline_start(s, s->cf->svc->o.bad_packet_grace_ms, grace_end) == 0) {
     cp__spin_lock(&s->send_lock);
     uint8_t expect = CONN_YES;
     bool held = !atomic_load(&s->closing) &&
@@ -566,7 +570,7 @@ static void finish_close(cp_session *s) {
   ASSERT_STRAND(s);
   assert(atomic_load(&s->closing) && !(s->flags & SF_FINISHED)); /* once, after the close */
   s->flags |= SF_FINISHED;
-  cp_service *svc = s->svc;
+  cp_service *svc = s->cf->svc;
   struct sendq *q = s->sq;
   cp_sendbuf *drop[64];
   for (;;) {
@@ -597,7 +601,7 @@ static void finish_close(cp_session *s) {
   cp_reason why = (cp_reason)s->reason;
   if (s->outbound && !announced && why == CP_REASON_CONNECT_FAILED)
     stat_add(&svc->st.outbound_failures, 1); /* refused, timed out, or failed at once */
-  const struct cp__sconf *cf = sconf(s);
+  const struct cp__sconf *cf = s->cf;
   if ((announced || why == CP_REASON_CONNECT_FAILED || (s->flags & SF_OWED)) &&
       cf->cb.on_disconnected)
     cf->cb.on_disconnected(s, why);
@@ -623,8 +627,8 @@ static void finish_close(cp_session *s) {
 void cp__session_check_idle(cp_session *s, uint64_t now_ms) {
   (void)now_ms;
   uint32_t idle =
-      service_clock(s->svc) - atomic_load_explicit(&s->last_active, memory_order_relaxed);
-  if (idle >= sconf(s)->idle_timeout_ms && idle < UINT32_MAX / 2)
+      service_clock(s->cf->svc) - atomic_load_explicit(&s->last_active, memory_order_relaxed);
+  if (idle >= s->cf->idle_timeout_ms && idle < UINT32_MAX / 2)
     cp__session_close(s, CP_REASON_IDLE_TIMEOUT);
 }
 
@@ -641,7 +645,7 @@ static _Thread_local uint32_t delivered;
 
 static bool deliver(void *ctx, const uint8_t *p, uint16_t size) {
   cp_session *s = ctx;
-  void (*on_packet)(cp_session *, const cp_packet *) = sconf(s)->cb.on_packet;
+  void (*on_packet)(cp_session *, const cp_packet *) = s->cf->cb.on_packet;
   cp_packet pkt = {.id = le16(p + 2),
                    .size = size,
                    .data = p,
@@ -661,10 +665,11 @@ static bool deliver(void *ctx, const uint8_t *p, uint16_t size) {
 static void consume(cp_session *s, const uint8_t *p, size_t n) {
   uint32_t outer = delivered;
   delivered = 0;
-  frame_status r = cp__frame_feed(&s->part, p, n, sconf(s)->max_packet, deliver, s);
+  frame_status r = cp__frame_feed(&s->part, p, n, s->cf->max_packet, deliver, s);
   if (delivered) {
-    stat_add(&s->svc->st.packets_in, delivered);
-    atomic_store_explicit(&s->last_active, service_clock(s->svc), memory_order_relaxed);
+    cp_service *svc = s->cf->svc;
+    stat_add(&svc->st.packets_in, delivered);
+    atomic_store_explicit(&s->last_active, service_clock(svc), memory_order_relaxed);
   }
   delivered = outer;
   switch (r) {
@@ -707,29 +712,29 @@ static void connected(cp_session *s, int32_t res) {
   if (res == 0) {
     if (s->outbound) {
       out_timer_cancel(s); /* the connect timeout (a tick already on its way finds it done) */
-      atomic_store_explicit(&s->last_active, service_clock(s->svc), memory_order_relaxed);
+      atomic_store_explicit(&s->last_active, service_clock(s->cf->svc), memory_order_relaxed);
       if (outbound_of(s)->cf.idle_timeout_ms)
         out_timer_start(s, idle_period(outbound_of(s)->cf.idle_timeout_ms));
     } else {
-      stat_add(&s->svc->st.connects, 1);
+      stat_add(&s->cf->svc->st.connects, 1);
     }
     announce(s);
   } else {
     if (!s->outbound) /* counted as it ends (finish_close) */
-      stat_add(&s->svc->st.connect_failures, 1);
+      stat_add(&s->cf->svc->st.connect_failures, 1);
     cp__session_close(s, CP_REASON_CONNECT_FAILED);
   }
 }
 
 /* Strand: n bytes came (a pooled buffer, given back here). */
 static void received(cp_session *s, void *buf, size_t n) {
-  cp_service *svc = s->svc;
+  cp_service *svc = s->cf->svc;
   stat_add(&svc->st.bytes_in, n);
   bool sending = false;
   /* draining: the bytes are dropped; receiving goes on only to see the peer go */
   if (!atomic_load(&s->closing) && !session_draining(s)) {
     cork(s);
-    const struct cp__sconf *cf = sconf(s);
+    const struct cp__sconf *cf = s->cf;
     if (cf->raw) {
       stat_add(&svc->st.packets_in, 1);
       atomic_store_explicit(&s->last_active, service_clock(svc), memory_order_relaxed);
@@ -820,8 +825,9 @@ static void build_batch(cp_session *s, struct sendq *q) {
 static int start_send(cp_session *s) {
   struct sendq *q = s->sq;
   cp_buf *v = q->inflight == 1 ? &q->one : q->iov;
-  stat_add(&s->svc->st.sends, 1);
-  return cp_port_send(s->svc->port, s->fd, &q->op, v, (int)q->inflight);
+  cp_service *svc = s->cf->svc;
+  stat_add(&svc->st.sends, 1);
+  return cp_port_send(svc->port, s->fd, &q->op, v, (int)q->inflight);
 }
 
 static bool ring_push(cp_session *s, struct sendq *q, cp_sendbuf *b) {
@@ -912,7 +918,7 @@ static struct sendq *sq_lock_room(cp_session *s, size_t len, int *rc) {
     return NULL;
   }
   struct sendq *q = s->sq;
-  if (q->queued_bytes + len > sconf(s)->send_queue_max) {
+  if (q->queued_bytes + len > s->cf->send_queue_max) {
     cp__spin_unlock(&s->send_lock);
     cp__session_close(s, CP_REASON_SLOW_CONSUMER);
     *rc = CP_ENOBUFS;
@@ -953,7 +959,7 @@ int cp_session_send(cp_session *s, cp_sendbuf *b) {
   size_t len = cp_sendbuf_len(b);
   if (!len)
     return CP_EINVAL;
-  cp_service *svc = s->svc;
+  cp_service *svc = s->cf->svc;
   /* raised before the queue holds it, so that the send's release never takes the gauge
    * below zero */
   atomic_fetch_add(&svc->st.queued_bytes, len);
@@ -974,7 +980,7 @@ int cp_session_send(cp_session *s, cp_sendbuf *b) {
 int cp_session_send_copy(cp_session *s, const void *data, size_t len) {
   if (!s || !data || !len)
     return CP_EINVAL;
-  cp_service *svc = s->svc;
+  cp_service *svc = s->cf->svc;
   atomic_fetch_add(&svc->st.queued_bytes, len); /* as in cp_session_send */
   cp_sendbuf *fresh = NULL;
   int rc = 0;
@@ -1040,9 +1046,10 @@ size_t cp_session_send_many(cp_session *const *v, size_t n, cp_sendbuf *b) {
   cp__sendbuf_ref_n(b, n);
   size_t unused = 0, pre = 0, done = 0;
   cp_service *svc = NULL;
+  const struct cp__sconf *cf = NULL;
   for (size_t i = 0; i < n; i++) {
     if (i + 4 < n && v[i + 4]) {
-      __builtin_prefetch(&v[i + 4]->svc);
+      __builtin_prefetch(&v[i + 4]->cf);
       __builtin_prefetch(&v[i + 4]->send_lock, 1);
     }
     cp_session *s = v[i];
@@ -1050,10 +1057,10 @@ size_t cp_session_send_many(cp_session *const *v, size_t n, cp_sendbuf *b) {
       unused++;
       continue;
     }
-    if (s->svc != svc) {
+    if (s->cf != cf && (cf = s->cf)->svc != svc) { /* inbound ones share their cf */
       if (svc)
         many_counted(svc, len, pre, done);
-      svc = s->svc;
+      svc = cf->svc;
       pre = n - i;
       done = 0;
       atomic_fetch_add(&svc->st.queued_bytes, pre * len);
@@ -1121,7 +1128,7 @@ static size_t release_sent(cp_session *s, enum send_next *next, bool failed, cp_
   cp__spin_lock(&s->send_lock);
   size_t bytes = q->inflight_bytes;
   q->queued_bytes -= bytes;
-  atomic_fetch_sub(&s->svc->st.queued_bytes, bytes);
+  atomic_fetch_sub(&s->cf->svc->st.queued_bytes, bytes);
   uint32_t k = q->inflight;
   q->inflight = 0;
   q->inflight_bytes = 0;
@@ -1166,13 +1173,13 @@ static bool send_again(cp_session *s) {
 }
 
 static void handle_send(cp_session *s) {
-  cp_service *svc = s->svc;
+  cp_service *svc = s->cf->svc;
   int32_t res = s->sq->res;
   cp_reason why = CP_REASON_LOCAL;
   enum send_next next = SN_IDLE;
   /* Without on_sent nothing runs between the release and the decision: take
    * both in one lock round trip. With it, decide after it (it may send). */
-  void (*on_sent)(cp_session *, size_t) = sconf(s)->cb.on_sent;
+  void (*on_sent)(cp_session *, size_t) = s->cf->cb.on_sent;
   bool with_cb = on_sent != NULL;
   size_t bytes = release_sent(s, with_cb ? NULL : &next, res < 0, &why);
   if (res >= 0) {

@@ -141,8 +141,10 @@ struct sockent {
   struct sockent *hnext; /* hash chain, or the free list (under the table lock) */
   SOCKET s;
   void *key;
-  LONG refs; /* 1 while associated + 1 per op not yet delivered (Interlocked) */
-  LONG gen;  /* bumped by cancel and disassociate */
+  LONG refs;       /* 1 while associated + 1 per op not yet delivered (Interlocked) */
+  LONG gen;        /* bumped by cancel and disassociate */
+  uint64_t serial; /* this association's number (the port's count), for the reset scan */
+  int reset_err;   /* Wine: the reset scan found the connection gone (see reset_scan) */
   bool associated;
   bool rd_shut;      /* shutdown(SD_BOTH) was done: reads complete with 0 */
   struct op *rd_cur; /* the read-side op started (kernel, starved or done-posted) */
@@ -153,6 +155,7 @@ struct sockent {
 };
 
 #define NBUCKETS 4096u
+#define SCAN_BATCH 128u /* sockets the reset scan polls per tick */
 
 static _Atomic uint64_t next_port_id = 1;
 
@@ -199,6 +202,16 @@ struct cp_port {
   PTP_CLEANUP_GROUP tpgroup;
   bool timers_closed; /* destroy closed every timer through the group */
 
+  /* Under Wine only: the reset scan's timer, where the next scan starts, and one batch (see
+   * reset_scan; part of the port so that the scan never allocates). */
+  PTP_TIMER scan_timer;
+  _Atomic bool scanning;
+  uint64_t next_serial; /* under tmu */
+  unsigned scan_bucket;
+  WSAPOLLFD scan_fds[SCAN_BATCH];
+  struct sockent *scan_ents[SCAN_BATCH];
+  uint64_t scan_serials[SCAN_BATCH];
+
   _Atomic long inflight; /* packets owed by the kernel or by ourselves */
   _Atomic uint64_t n_started, n_completed, n_syscalls, n_buf_waits;
 };
@@ -208,10 +221,13 @@ static void abuf_put(cp_port *p, char *b);
 
 /* ---- Winsock start-up and errors ----------------------------------------------------- */
 
+int (*cp__iocp_accept_fault)(void);
+
 static LPFN_ACCEPTEX fn_acceptex;
 static LPFN_CONNECTEX fn_connectex;
 static LPFN_GETACCEPTEXSOCKADDRS fn_getacceptexsockaddrs;
 static int wsa_status = CP_ENOSYS;
+static bool under_wine; /* ntdll exports wine_get_version */
 
 static void *ext_fn(SOCKET s, GUID g) {
   void *fn = NULL;
@@ -225,6 +241,8 @@ static void wsa_init(void) {
   wsa_status = cp__winsock_start();
   if (wsa_status)
     return;
+  HMODULE ntdll = GetModuleHandleW(L"ntdll.dll");
+  under_wine = ntdll && GetProcAddress(ntdll, "wine_get_version");
   wsa_status = CP_ENOSYS;
   SOCKET s = WSASocketW(AF_INET, SOCK_STREAM, IPPROTO_TCP, NULL, 0, WSA_FLAG_OVERLAPPED);
   if (s == INVALID_SOCKET)
@@ -445,6 +463,86 @@ static void side_next(cp_port *p, struct sockent *se, bool rd) {
     side_run(p, se, n);
 }
 
+/* ---- Wine: ops left pending by a reset -------------------------------------------------- */
+
+/* Wine 8.0 may never complete an op pending when the peer resets the connection (on Windows it
+ * completes with WSAECONNRESET): wineserver stops polling a socket once its poll reports
+ * POLLERR/POLLHUP without a hangup, and wakes a pending op only in some of those cases (a send
+ * being retried at that moment, a receive whose MSG_PEEK took the error; probe_send_reset,
+ * docs/windows.md). So under Wine, every RESET_SCAN_MS, the sockets with a receive or send in
+ * the kernel are polled at once (WSAPoll); one whose connection is gone - POLLERR, or POLLHUP
+ * with SO_ERROR set (a peer's FIN alone is POLLHUP without an error, and a send may still be
+ * pending legitimately then) - has those ops cancelled with CancelIoEx, exactly as
+ * cp_port_cancel_op does (one packet each; an op the kernel finished meanwhile keeps its own
+ * result), and a cancelled one completes with the reset's error instead of CP_ECANCELED,
+ * which is what Windows reports. An op the caller cancelled itself still says CP_ECANCELED.
+ * Each tick polls at most SCAN_BATCH sockets, going round the table, so that thousands of idle
+ * connections cost wineserver a bounded amount (a poll per socket per call). */
+#define RESET_SCAN_MS 100
+
+static bool in_kernel(const struct op *o) {
+  return o && o->stage == ST_KERNEL;
+}
+
+/* The entry's connection is gone (its lock held): cancel its receive and send in the kernel. */
+static void reset_cancel(struct sockent *e, int err) {
+  e->reset_err = err;
+  struct op *sides[2] = {e->rd_cur, e->wr_cur};
+  for (int i = 0; i < 2; i++)
+    if (in_kernel(sides[i]))
+      CancelIoEx((HANDLE)e->s, &sides[i]->ov);
+}
+
+static void reset_scan(cp_port *p) {
+  size_t n = 0;
+  unsigned b = p->scan_bucket;
+  AcquireSRWLockShared(&p->tmu);
+  for (unsigned seen = 0; seen < NBUCKETS && n < SCAN_BATCH; seen++, b = (b + 1) % NBUCKETS)
+    for (struct sockent *e = p->buckets[b]; e && n < SCAN_BATCH; e = e->hnext) {
+      AcquireSRWLockShared(&e->mu);
+      if (e->associated && !e->reset_err && (in_kernel(e->rd_cur) || in_kernel(e->wr_cur))) {
+        p->scan_fds[n] = (WSAPOLLFD){.fd = e->s, .events = 0};
+        p->scan_ents[n] = e;
+        p->scan_serials[n] = e->serial;
+        n++;
+      }
+      ReleaseSRWLockShared(&e->mu);
+    }
+  ReleaseSRWLockShared(&p->tmu);
+  p->scan_bucket = b; /* the next tick goes on from here: at most SCAN_BATCH per tick */
+  /* One call for them all; it fails as a whole if one of the sockets was closed meanwhile (the
+   * next scan will do without it). */
+  if (!n)
+    return;
+  if (WSAPoll(p->scan_fds, (ULONG)n, 0) <= 0)
+    return;
+  for (size_t i = 0; i < n; i++) {
+    SHORT ev = p->scan_fds[i].revents;
+    if (!(ev & (POLLERR | POLLHUP)) || (ev & POLLNVAL))
+      continue;
+    struct sockent *e = p->scan_ents[i]; /* type-stable: lock it, then check it is the same */
+    AcquireSRWLockExclusive(&e->mu);
+    if (e->associated && e->serial == p->scan_serials[i] && !e->reset_err) {
+      int soerr = 0, len = sizeof soerr;
+      if (getsockopt(e->s, SOL_SOCKET, SO_ERROR, (char *)&soerr, &len))
+        soerr = 0;
+      if (soerr || (ev & POLLERR))
+        reset_cancel(e, soerr ? cp__error_from_win((DWORD)soerr) : CP_ECONNRESET);
+    }
+    ReleaseSRWLockExclusive(&e->mu);
+  }
+}
+
+static void CALLBACK reset_scan_fired(PTP_CALLBACK_INSTANCE inst, PVOID arg, PTP_TIMER tp) {
+  (void)inst;
+  (void)tp;
+  cp_port *p = arg;
+  if (atomic_exchange(&p->scanning, true))
+    return; /* the previous scan is still running */
+  reset_scan(p);
+  atomic_store(&p->scanning, false);
+}
+
 /* ---- creation, close, destroy -------------------------------------------------------- */
 
 static int parse_env(void) {
@@ -525,6 +623,15 @@ int cp_port_create(cp_port **out, const cp_port_options *opts) {
     return rc ? rc : CP_ENOMEM;
   }
   SetThreadpoolCallbackCleanupGroup(&p->tpenv, p->tpgroup, NULL);
+  if (under_wine) {
+    /* In the cleanup group, so destroy stops it with the timers. Not fatal if it fails. */
+    p->scan_timer = CreateThreadpoolTimer(reset_scan_fired, p, &p->tpenv);
+    if (p->scan_timer) {
+      FILETIME due = {.dwLowDateTime = (DWORD)(-(LONGLONG)RESET_SCAN_MS * 10000),
+                      .dwHighDateTime = 0xFFFFFFFFu};
+      SetThreadpoolTimer(p->scan_timer, &due, RESET_SCAN_MS, RESET_SCAN_MS / 2);
+    }
+  }
   /* Hand out low indices first: LIFO from the top of the stack. */
   for (uint32_t i = 0; i < count; i++)
     p->free_idx[i] = count - 1 - i;
@@ -664,6 +771,7 @@ int cp_port_associate(cp_port *p, cp_socket_t sock, void *key) {
     e->hnext = p->free_ents;
     p->free_ents = e;
   } else {
+    e->serial = ++p->next_serial;
     e->hnext = p->buckets[bucket_of(s)];
     p->buckets[bucket_of(s)] = e;
   }
@@ -844,25 +952,32 @@ int cp_port_accept(cp_port *p, cp_socket_t lsock, cp_op *op, struct sockaddr *ad
   int lslen = sizeof ls;
   if (lsock == INVALID_SOCKET || getsockname(lsock, (struct sockaddr *)&ls, &lslen))
     return CP_EBADF;
-  SOCKET as = WSASocketW(ls.ss_family, SOCK_STREAM, IPPROTO_TCP, NULL, 0,
-                         WSA_FLAG_OVERLAPPED | WSA_FLAG_NO_HANDLE_INHERIT);
-  if (as == INVALID_SOCKET)
-    return cp__error_from_win((DWORD)WSAGetLastError());
-  char *abuf = abuf_get(p);
-  if (!abuf) {
-    closesocket(as);
-    return CP_ENOMEM;
-  }
   struct sockent *e;
   int rc = op_begin(p, lsock, op, CP_OP_ACCEPT, &e);
-  if (rc) {
-    closesocket(as);
-    abuf_put(p, abuf);
+  if (rc)
     return rc;
-  }
   struct op *o = op_of(op);
   o->u.acc.addr = addr;
   o->u.acc.addrlen = addrlen;
+  o->u.acc.as = INVALID_SOCKET;
+  /* The socket to accept into. Without one (WSAEMFILE, WSAENOBUFS: out of sockets or memory)
+   * the accept fails as on Linux, where accept() says EMFILE: with a completion, so the
+   * caller's back-off is the same on both (a synchronous error would leave it with one accept
+   * fewer for good). */
+  DWORD fault = cp__iocp_accept_fault ? (DWORD)cp__iocp_accept_fault() : 0;
+  SOCKET as = fault ? INVALID_SOCKET
+                    : WSASocketW(ls.ss_family, SOCK_STREAM, IPPROTO_TCP, NULL, 0,
+                                 WSA_FLAG_OVERLAPPED | WSA_FLAG_NO_HANDLE_INHERIT);
+  char *abuf = as == INVALID_SOCKET ? NULL : abuf_get(p);
+  if (!abuf) {
+    int err = as != INVALID_SOCKET ? CP_ENOMEM
+                                   : cp__error_from_win(fault ? fault : (DWORD)WSAGetLastError());
+    if (as != INVALID_SOCKET)
+      closesocket(as);
+    post_done(p, o, err);
+    op_end(p, e);
+    return 0;
+  }
   o->u.acc.as = as;
   o->u.acc.abuf = abuf;
   o->stage = ST_KERNEL;
@@ -1080,7 +1195,7 @@ static int pooled_read(cp_port *p, struct sockent *e, struct op *o, void *buf, v
   }
   *spare = buf;
   if (n == 0) {
-    o->result = 0;
+    o->result = e->reset_err; /* the reset scan took the connection's error (0 if none) */
     o->u.pooled.buf = NULL;
     return POOLED_DELIVER;
   }
@@ -1243,9 +1358,13 @@ static int on_packet(cp_port *p, const OVERLAPPED_ENTRY *ent, cp_completion *c, 
   case CP_OP_RECV:
     if (err == CP_ECANCELED && e->rd_shut && !stale)
       err = 0, bytes = 0;
+    else if (e->reset_err && !stale && (err == CP_ECANCELED || (!err && !bytes && o->u.io.total)))
+      err = e->reset_err; /* the reset scan found the connection gone */
     fill(c, o, err ? err : bytes, NULL);
     break;
   case CP_OP_SEND:
+    if (err == CP_ECANCELED && e->reset_err && !stale)
+      err = e->reset_err;
     if (!err) {
       o->u.io.done += (size_t)bytes;
       if (o->u.io.done < o->u.io.total) {
@@ -1264,6 +1383,8 @@ static int on_packet(cp_port *p, const OVERLAPPED_ENTRY *ent, cp_completion *c, 
     fill(c, o, err ? err : (int64_t)o->u.io.total, NULL);
     break;
   case CP_OP_RECV_POOLED:
+    if (err == CP_ECANCELED && e->reset_err && !e->rd_shut && !stale)
+      err = e->reset_err;
     if (err == CP_ECANCELED && e->rd_shut && !stale) {
       fill(c, o, 0, NULL);
     } else if (err || discard) {

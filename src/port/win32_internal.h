@@ -19,5 +19,11 @@ int cp__error_from_win(DWORD err);
  * open), CP_ENOTSOCK (a handle that is not a socket). */
 int cp__socket_prepare(cp_socket_t sock);
 
+/* Tests only (tests/windows/win_emfile.c): when set, cp_port_accept calls it before it creates
+ * the socket to accept into; a Winsock error it returns (WSAEMFILE, WSAENOBUFS) stands for
+ * WSASocketW's failure, 0 lets it go on. Windows has no descriptor limit a test could lower.
+ * Set it before the port's first accept, clear it after its last. */
+extern int (*cp__iocp_accept_fault)(void);
+
 #endif
 #endif

@@ -176,7 +176,9 @@ def rule_strings():
             if make(b"x")[2] != C_LOGIN:
                 c.login(b"u")
                 if make(b"x")[2] == C_CHAT:
-                    c.send(enter(b"utf8"))
+                    # a room of its own: the previous connection may still be
+                    # leaving a shared one, and its S_MEMBER_LEFT would come here
+                    c.send(enter(b"utf8-%d" % i))
                     c.expect(S_ENTER_ROOM)
             c.send(make(s))
             c.error(ERR_BAD_MESSAGE)

@@ -21,7 +21,9 @@
  *     with its time) are exactly the model's, in request order; after an
  *     error that closes the connection (a body that does not decode, an
  *     unknown id) or a bad header, nothing more is answered and the server
- *     closes;
+ *     closes - but only once every answer before it was sent, and before a
+ *     bad header also the client's own chats (protocol 2, rule 9: the target
+ *     serves with chat_on_bad_packet, as cport-server does);
  *   - room traffic (S_CHAT, S_MEMBER_JOINED, S_MEMBER_LEFT) names the room
  *     the client is in by its answers, and comes only between them;
  *   - a client the model keeps connected gets every answer (S_ENTER_ROOM
@@ -436,10 +438,10 @@ struct model {
   uint8_t name_len;
   uint8_t name[CHAT_NAME_MAX];
   enum end end;
-  /* END_LOCAL with a bad header later in the stream: the error's request may
-   * still wait for an earlier room answer (the player's chain) when the
-   * engine frames the bad header, which then closes first (bad_packet; the
-   * answers still due are lost - docs/protocol.md, "A bad header"). */
+  /* END_LOCAL with a bad header later in the stream: the engine may frame
+   * the bad header before the chain reaches the error's request; the session
+   * then ends as bad_packet, otherwise as local. Either way every answer up
+   * to the S_ERROR comes first. */
   bool maybe_bad;
 };
 
@@ -811,6 +813,16 @@ static void do_read(struct client *c) {
     if (c->m.end == END_OPEN && !c->fin)
       FAIL("the server closed a connection that did nothing wrong (%s)",
            n ? strerror(errno) : "EOF");
+    /* Protocol 2: every request before the error or the bad header is
+     * answered before the close; before a bad header the room's S_CHAT of
+     * the client's own chats too (rule 9). After an error that closes, own
+     * chats still in the room's queue may be lost (the session is draining). */
+    if (c->m.end != END_OPEN && c->got_direct != c->m.ndirect)
+      FAIL("closed after %zu of %zu answers (protocol 2: all come before the close)", c->got_direct,
+           c->m.ndirect);
+    if (c->m.end == END_BAD && c->got_chats != c->m.nchats)
+      FAIL("closed for a bad header after %zu of its %zu own chats came back (rule 9)",
+           c->got_chats, c->m.nchats);
   }
 }
 
@@ -949,9 +961,11 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
       /* CPORT_BACKEND decides when set (CP_BACKEND_AUTO reads it) */
       .port_opts = {.backend = getenv("CPORT_BACKEND") ? CP_BACKEND_AUTO : CP_BACKEND_EPOLL},
       .max_packet = MAX_PACKET,
+      /* as cport-server --mode chat: rule 9's answers before a bad header */
       .callbacks = {.on_connected = chat_on_connected,
                     .on_packet = chat_on_packet,
-                    .on_disconnected = chat_on_disconnected}};
+                    .on_disconnected = chat_on_disconnected,
+                    .on_bad_packet = chat_on_bad_packet}};
   int rc = cp_service_create(&svc, &o);
   if (rc) {
     fprintf(stderr, "fuzz_chat: cp_service_create: %s\n", cp_strerror(rc));

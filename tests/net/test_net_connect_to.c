@@ -347,15 +347,16 @@ int main(void) {
   close(unl_fd);
 
   /* ---- black-holed: a listener whose accept queue is full ---- */
+  int lfd, filler;
+  struct sockaddr_in la = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
   {
-    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     CHECK(lfd >= 0);
-    struct sockaddr_in la = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     CHECK_EQ(bind(lfd, (struct sockaddr *)&la, sizeof la), 0);
     CHECK_EQ(listen(lfd, 0), 0);
     socklen_t ll = sizeof la;
     CHECK_EQ(getsockname(lfd, (struct sockaddr *)&la, &ll), 0);
-    int filler = test_connect(&la); /* fills the queue (backlog 0: one connection) */
+    filler = test_connect(&la); /* fills the queue (backlog 0: one connection) */
     static struct ob hole_ob;
     uint64_t t0 = test_now_ms();
     cp_session *hole_s = open_ob(a, ntohs(la.sin_port), false, &hole_ob,
@@ -370,8 +371,6 @@ int main(void) {
 #endif
     WAIT_UNTIL(nt_stats(a).outbound_failures == 2);
     cp_session_put(hole_s);
-    close(filler);
-    close(lfd);
     test_sleep_ms(50);
     CHECK_EQ(atomic_load(&hole_ob.disconnected), 1); /* once */
   }
@@ -420,6 +419,11 @@ int main(void) {
   cp_session *late = open_ob(a, port_of(p_framed), false, &late_ob, (cp_connect_options){0});
   WAIT_UNTIL(atomic_load(&late_ob.connected) == 1);
   WAIT_UNTIL(nt_stats(a).outbound == 2 + NFR);
+  /* one still connecting when the stop comes (the black hole, a long timeout): its
+   * on_disconnected is owed all the same - once, as a shutdown */
+  static struct ob pending_ob;
+  cp_session *pending = open_ob(a, ntohs(la.sin_port), false, &pending_ob,
+                                (cp_connect_options){.connect_timeout_ms = 120000});
 
   /* ---- stop: the player's on_disconnected (which still sends on an
    * outbound link) before any outbound one ---- */
@@ -427,6 +431,7 @@ int main(void) {
    * holds its own until each session ends, redis_link's included) */
   cp_session_put(raw_s);
   cp_session_put(late);
+  cp_session_put(pending);
   for (int i = 0; i < NFR; i++)
     cp_session_put(fr_s[i]);
   atomic_store(&outbound_first, 1 << 30); /* the ends before the stop do not count */
@@ -436,6 +441,9 @@ int main(void) {
   CHECK_EQ(atomic_load(&raw_ob.disconnected), 1);
   CHECK_EQ(atomic_load(&raw_ob.reason), CP_REASON_SHUTDOWN);
   CHECK_EQ(atomic_load(&late_ob.disconnected), 1);
+  CHECK_EQ(atomic_load(&pending_ob.connected), 0);
+  CHECK_EQ(atomic_load(&pending_ob.disconnected), 1);
+  CHECK_EQ(atomic_load(&pending_ob.reason), CP_REASON_SHUTDOWN);
   for (int i = 0; i < NFR; i++) {
     CHECK_EQ(atomic_load(&fr_ob[i].disconnected), 1);
     CHECK_EQ(atomic_load(&fr_ob[i].reason), CP_REASON_SHUTDOWN);
@@ -453,6 +461,8 @@ int main(void) {
   CHECK_EQ(cp_service_connect_to(a, &good, &s), CP_ESHUTDOWN);
   CHECK(s == NULL);
   nt_check_port_settled(a);
+  close(filler);
+  close(lfd);
   cp_sendbuf_unref(tiny);
   close(player);
   cp_service_destroy(a);

@@ -244,11 +244,14 @@ int main(void) {
     CHECK_EQ(pthread_create(&ct[i], NULL, churner, NULL), 0);
   for (int i = 0; i < CHURN_THREADS; i++)
     pthread_join(ct[i], NULL);
-  /* Every churn connection is over on the client side; wait for the server. */
-  WAIT_UNTIL(nt_disconnects(svc) == CHURN);
+  /* Every churn connection is over on the client side; wait for the server.
+   * On Windows a connection reset before the server accepted it never becomes
+   * a session: AcceptEx fails for it (ERROR_NETNAME_DELETED; under Wine its
+   * getpeername fails), counted in accept_errors. Linux accepts it. */
+  WAIT_UNTIL(nt_disconnects(svc) + nt_stats(svc).accept_errors == CHURN);
   /* accepts is counted after the accepting worker started the session, which
    * may be after another worker ended it */
-  WAIT_UNTIL(nt_stats(svc).accepts == CHURN + SURVIVORS);
+  WAIT_UNTIL(nt_stats(svc).accepts + nt_stats(svc).accept_errors == CHURN + SURVIVORS);
   atomic_store(&churn_over, 1);
   for (int i = 0; i < SURV_THREADS; i++)
     pthread_join(st[i], NULL);
@@ -268,12 +271,20 @@ int main(void) {
           CHURN, partial, reset, trip, (unsigned long long)t_churn, (unsigned long long)surv_total);
   CHECK_EQ(partial + reset + trip, CHURN);
   CHECK_EQ(partial, (CHURN + 2) / 3);
-  CHECK_EQ(s.accepts, CHURN + SURVIVORS);
+  long lost = (long)s.accept_errors; /* resets before the accept (Windows) */
+#ifdef _WIN32
+  CHECK(lost <= reset);
+  fprintf(stderr, "  %ld reset before the server accepted them (AcceptEx failed)\n", lost);
+#else
+  CHECK_EQ(lost, 0);
+#endif
+  reset -= lost; /* the resets that became sessions */
+  CHECK_EQ(s.accepts, CHURN - lost + SURVIVORS);
   CHECK_EQ(s.refused, 0);
   CHECK_EQ(s.sessions, SURVIVORS);
   CHECK_EQ(s.disconnects[CP_REASON_PEER_CLOSED], partial + trip);
   CHECK_EQ(s.disconnects[CP_REASON_RESET], reset);
-  CHECK_EQ(nt_disconnects(svc), CHURN);
+  CHECK_EQ(nt_disconnects(svc), CHURN - lost);
   /* every survivor and round-trip packet arrived; a reset one may not have */
   CHECK(s.packets_in >= surv_total + (uint64_t)trip);
   CHECK(s.packets_in <= surv_total + (uint64_t)trip + (uint64_t)reset);
@@ -284,10 +295,10 @@ int main(void) {
   CHECK_EQ(s.disconnects[CP_REASON_SHUTDOWN], SURVIVORS);
   CHECK_EQ(s.disconnects[CP_REASON_PEER_CLOSED], partial + trip);
   CHECK_EQ(s.disconnects[CP_REASON_RESET], reset);
-  CHECK_EQ(nt_disconnects(svc), CHURN + SURVIVORS);
-  CHECK_EQ(atomic_load(&nrecs), CHURN + SURVIVORS);
+  CHECK_EQ(nt_disconnects(svc), CHURN - lost + SURVIVORS);
+  CHECK_EQ(atomic_load(&nrecs), CHURN - lost + SURVIVORS);
   int per_reason[CP_REASON_COUNT] = {0};
-  for (int i = 0; i < CHURN + SURVIVORS; i++) {
+  for (int i = 0; i < CHURN - lost + SURVIVORS; i++) {
     CHECK_EQ(atomic_load(&recs[i].disconnected), 1);
     per_reason[atomic_load(&recs[i].reason)]++;
   }
