@@ -1,15 +1,22 @@
-# Cluster groundwork (issue 14): the Redis layer of a cport-server node
-# (apps/server/cluster/) and its tests against a real redis-server. Not
-# linked into cport-server yet: without --cluster nothing changes.
-if(CPORT_BUILD_TESTS)
-  pkg_check_modules(HIREDIS IMPORTED_TARGET hiredis)
-  if(NOT HIREDIS_FOUND)
-    message(STATUS "cport: no hiredis (scripts/setup installs libhiredis-dev): cluster tests skipped")
-  else()
-    include(${CMAKE_SOURCE_DIR}/cmake/cluster_sources.cmake)
-    add_library(cport_cluster STATIC ${CPORT_CLUSTER_SOURCES})
-    target_include_directories(cport_cluster PUBLIC ${CMAKE_SOURCE_DIR}/apps/server/cluster)
-    target_link_libraries(cport_cluster PUBLIC cport_static PkgConfig::HIREDIS)
+# Cluster mode (issue 14): the Redis layer of a cport-server node
+# (apps/server/cluster/), linked into cport-server when hiredis is found
+# (--cluster; without it nothing changes), and its tests against a real
+# redis-server.
+pkg_check_modules(HIREDIS IMPORTED_TARGET hiredis)
+if(NOT HIREDIS_FOUND)
+  message(STATUS "cport: no hiredis (scripts/setup installs libhiredis-dev): no --cluster, cluster tests skipped")
+else()
+  include(${CMAKE_SOURCE_DIR}/cmake/cluster_sources.cmake)
+  add_library(cport_cluster STATIC ${CPORT_CLUSTER_SOURCES})
+  target_include_directories(cport_cluster PUBLIC ${CMAKE_SOURCE_DIR}/apps/server/cluster)
+  target_link_libraries(cport_cluster PUBLIC cport_static PkgConfig::HIREDIS)
+  if(CPORT_BUILD_APPS)
+    # the node: cport-server --cluster
+    target_sources(cport_server_parts PRIVATE ${CMAKE_SOURCE_DIR}/apps/server/cluster/node.c)
+    target_compile_definitions(cport_server_parts PUBLIC CPORT_CLUSTER=1)
+    target_link_libraries(cport_server_parts PUBLIC cport_cluster)
+  endif()
+  if(CPORT_BUILD_TESTS)
     foreach(name redis_proto redis_rooms redis_follow redis_presence)
       add_executable(${name} ${CMAKE_SOURCE_DIR}/tests/cluster/${name}.c)
       target_include_directories(${name} PRIVATE ${CMAKE_SOURCE_DIR}/tests)

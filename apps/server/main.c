@@ -6,6 +6,7 @@
  *                [--max-packet BYTES] [--idle-timeout SECONDS]
  *                [--max-rooms N] [--enter-rate N] [--chat-rate N]
  *                [--metrics HOST:PORT|off] [--quiet]
+ *                [--cluster redis://HOST:PORT] [--node-name NAME]
  *
  * Prints a stats line a second (unless --quiet), serves Prometheus metrics on
  * the metrics address, and on SIGINT/SIGTERM drains, prints final counters
@@ -31,6 +32,16 @@ static const char *const mode_names[] = {"echo", "packet-echo", "chat"};
 static cp_service *svc;
 static enum mode mode = MODE_CHAT;
 
+#ifdef CPORT_CLUSTER
+#define CLUSTER_HELP                                                                               \
+  "  --cluster redis://HOST:PORT\n"                                                                \
+  "                         chat: share every room with the nodes on this Redis\n"                 \
+  "                         (docs/cluster.md); --max-rooms then counts per node\n"                 \
+  "  --node-name NAME       this node's name in the cluster (default HOST:PORT)\n"
+#else
+#define CLUSTER_HELP ""
+#endif
+
 static void usage(FILE *f) {
   fprintf(
       f, "usage: cport-server [options]\n"
@@ -48,8 +59,7 @@ static void usage(FILE *f) {
          "                         (default 0)\n"
          "  --chat-rate N          chat: C_CHAT per second per session; 0 = unlimited (default 0)\n"
          "  --metrics HOST:PORT    Prometheus metrics address (default 127.0.0.1:9100), or off\n"
-         "  --quiet                no stats line\n"
-         "  --help\n");
+         "  --quiet                no stats line\n" CLUSTER_HELP "  --help\n");
 }
 
 static enum cli_status bad(const char *flag, const char *val) {
@@ -97,8 +107,12 @@ static void fill_metrics(FILE *f) {
   C("packets_sent", "Packets queued for sending.", st.packets_out);
   C("sends", "Gathered sends made.", st.sends);
   G("send_queue_bytes", "Bytes queued for sending in all sessions.", st.send_queue_bytes);
-  G("rooms", "Live chat rooms (created on first entry, deleted when empty).",
+  G("rooms",
+    "Live chat rooms (created on first entry, deleted when empty; with --cluster: the "
+    "rooms this node follows).",
     mode == MODE_CHAT ? chat_rooms() : 0);
+  if (mode == MODE_CHAT)
+    chat_cluster_metrics(f);
   fprintf(f, "# HELP cport_disconnects_total Sessions ended, by reason.\n"
              "# TYPE cport_disconnects_total counter\n");
   for (int i = 0; i < CP_REASON_COUNT; i++)
@@ -144,6 +158,8 @@ struct options {
   char mhost[64];      /* the metrics address, when metrics_on */
   uint16_t mport;
   bool quiet;
+  const char *cluster;   /* redis://HOST:PORT or NULL */
+  const char *node_name; /* NULL: HOST:PORT */
 };
 
 static const struct option long_opts[] = {{"host", required_argument, 0, 'h'},
@@ -159,6 +175,8 @@ static const struct option long_opts[] = {{"host", required_argument, 0, 'h'},
                                           {"max-rooms", required_argument, 0, 'R'},
                                           {"enter-rate", required_argument, 0, 'E'},
                                           {"chat-rate", required_argument, 0, 'C'},
+                                          {"cluster", required_argument, 0, 'c'},
+                                          {"node-name", required_argument, 0, 'n'},
                                           {"help", no_argument, 0, '?' + 256},
                                           {0, 0, 0, 0}};
 
@@ -202,6 +220,14 @@ static enum cli_status parse_option(int c, const char *v, struct options *o) {
   case 'q':
     o->quiet = true;
     return CLI_RUN;
+  case 'c':
+    o->cluster = v;
+    return CLI_RUN;
+  case 'n':
+    if (!*v || strlen(v) > 255)
+      return bad("node-name", v);
+    o->node_name = v;
+    return CLI_RUN;
   case '?' + 256:
     return CLI_HELP;
   default:
@@ -237,6 +263,10 @@ static enum cli_status parse(int argc, char **argv, struct options *o) {
             "cport-server: --max-packet %u is below %d, the largest packet chat mode sends "
             "(S_CHAT with a 1000-byte text)\n",
             o->max_packet, CHAT_LARGEST_SERVER_PACKET);
+    return CLI_USAGE;
+  }
+  if (o->cluster && o->mode != MODE_CHAT) {
+    fprintf(stderr, "cport-server: --cluster needs --mode chat\n");
     return CLI_USAGE;
   }
   o->metrics_on = strcmp(o->metrics, "off") != 0;
@@ -291,6 +321,17 @@ static int start(const struct options *o, cp_service **msvc) {
             cp_strerror(rc));
     cp_service_destroy(svc);
     return 1;
+  }
+  if (o->cluster) {
+    char name[300];
+    if (o->node_name)
+      snprintf(name, sizeof name, "%s", o->node_name);
+    else
+      snprintf(name, sizeof name, "%s:%u", o->host, cp_service_listen_port(svc));
+    if (chat_cluster_start(o->cluster, name, strlen(name)) != 0) {
+      cp_service_destroy(svc);
+      return 1;
+    }
   }
   *msvc = NULL;
   if (o->metrics_on) {
@@ -349,6 +390,14 @@ static int run(const struct options *o, cp_service **msvc) {
     return rc;
   announce(o, *msvc);
   serve(o->quiet);
+  if (o->cluster) { /* stop taking players; they leave over Redis; then the node goes */
+    int r = cp_service_stop_accepting(svc);
+    if (r && r != CP_ENOSYS)
+      fprintf(stderr, "cport-server: stop accepting: %s\n", cp_strerror(r));
+    fprintf(stderr, "cport-server: cluster: leaving every room\n");
+    chat_cluster_drain(3000);
+    chat_cluster_stop();
+  }
   return 0;
 }
 

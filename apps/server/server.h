@@ -23,6 +23,17 @@ void chat_on_disconnected(cp_session *s, cp_reason why);
 /* A bad header: the player's earlier requests are answered, then it closes. */
 bool chat_on_bad_packet(cp_session *s);
 size_t chat_rooms(void); /* live rooms; any thread */
+/* --cluster (docs/cluster.md): rooms on the Redis at url ("redis://HOST:PORT"),
+ * this node named node (len bytes). After cp_service_start. 0, or an error
+ * (said why). */
+int chat_cluster_start(const char *url, const char *node, size_t len);
+/* SIGTERM in cluster mode: every player leaves (over Redis: the others get
+ * S_MEMBER_LEFT) and is disconnected; waits up to ms for the rooms to go. */
+void chat_cluster_drain(unsigned ms);
+/* After the drain: the heartbeat stops and the node leaves Redis. */
+void chat_cluster_stop(void);
+/* The cluster's lines of /metrics (nothing without --cluster). */
+void chat_cluster_metrics(FILE *f);
 
 /* printf's format checks: mingw's C99 printf (__USE_MINGW_ANSI_STDIO, %zu) is gnu_printf. */
 #ifdef __MINGW_PRINTF_FORMAT

@@ -63,8 +63,9 @@ typedef struct cl_member {
 } cl_member;
 
 typedef struct cl_publish_result {
-  int64_t offset; /* the event's offset; -1: nothing published (a join of a member, a
-                     leave or chat of a non-member - e.g. after the room's state was lost) */
+  int64_t offset; /* the event's offset; -1: nothing published (a join of a member - its
+                     member list as of now comes with it -, a leave or chat of a
+                     non-member - e.g. after the room's state was lost) */
   const char *epoch;
   size_t epoch_len;
   uint64_t member_count; /* join: members now, the new one included */

@@ -1,0 +1,674 @@
+/*
+ * node.c - a node's Redis connections, heartbeat, dead-node sweep and player
+ * id blocks (node.h, docs/cluster.md).
+ *
+ * A link is one connection: its cl_redis (NULL while down) under the link's
+ * recursive mutex (cp_session_send may end the session inline, running
+ * on_disconnected nested inside a command sent under the mutex). A lost
+ * connection's cl_redis is failed (every pending callback told) and freed
+ * from a job, once no command sent under the mutex still uses it. Reconnects
+ * are one-shot jobs on the node's queue.
+ */
+#define _GNU_SOURCE
+#include "node.h"
+
+#include "../../common/cli.h"
+#include "presence.h"
+#include "room_keys.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+node_counters node_stats;
+
+#define ID_BLOCK 10000u
+#define BACKOFF_MIN_MS 100u
+#define BACKOFF_MAX_MS 5000u
+#define HEARTBEAT_TTL_MS 3000u
+#define SWEEP_LEASE_MS 5000u
+
+struct link {
+  const char *what;
+  cl_redis_mode mode;
+  pthread_mutex_t mu; /* recursive */
+  cl_redis *r;        /* NULL while down */
+  cp_session *s;      /* a reference while up */
+  _Atomic bool ready; /* commands: scripts loaded; subscriber: connected */
+  bool ever_up;       /* under mu */
+  bool was_down_logged;
+  _Atomic uint64_t feeds; /* byte batches received: progress */
+  uint64_t feeds_seen;    /* tick's: feeds at the last tick */
+  unsigned stalled;       /* tick's: ticks with commands pending and no byte received */
+  unsigned backoff_ms;
+};
+
+static struct {
+  cp_service *svc;
+  char host[64];
+  uint16_t port;
+  char name[256];
+  size_t name_len;
+  node_hooks hooks;
+  cp_jobq *q;
+  cp_timer tick;
+  _Atomic bool stopping, timers_off;
+  cl_scripts scripts;
+  struct link cmd, sub;
+  _Atomic bool lost; /* a connection was lost since both were last up */
+  pthread_mutex_t ids_mu;
+  uint64_t id_next, id_end, id_next2, id_end2; /* the block in use, the one after */
+  bool ids_asked;
+} N;
+
+static void link_connect(struct link *l);
+
+/* ---- log ---------------------------------------------------------------- */
+
+static void nlog(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void nlog(const char *fmt, ...) {
+  char buf[512];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(buf, sizeof buf, fmt, ap);
+  va_end(ap);
+  fprintf(stderr, "cport-server: cluster: %s\n", buf);
+}
+
+/* ---- links -------------------------------------------------------------- */
+
+static struct link *link_of(cp_session *s) {
+  return cp_session_user(s); /* set before the connect */
+}
+
+static void on_message(void *arg, const char *pattern, size_t plen, const char *ch, size_t chlen,
+                       const char *data, size_t len) {
+  (void)arg, (void)pattern, (void)plen;
+  uint8_t room[CL_ROOM_MAX];
+  size_t rlen;
+  if (!cl_room_from_channel(ch, chlen, room, &rlen)) {
+    atomic_fetch_add(&node_stats.bad_messages, 1);
+    nlog("a message on channel '%.*s' that is not a room's: ignored",
+         (int)(chlen < 80 ? chlen : 80), ch);
+    return;
+  }
+  N.hooks.message(room, rlen, data, len);
+}
+
+static void ids_reply(void *arg, uint64_t first, const char *err);
+
+static void ids_ask(void) {
+  /* under ids_mu */
+  if (N.ids_asked)
+    return;
+  N.ids_asked = true;
+  pthread_mutex_lock(&N.cmd.mu);
+  int rc = N.cmd.r ? cl_ids_reserve(N.cmd.r, &N.scripts, ID_BLOCK, ids_reply, NULL) : -ENOTCONN;
+  pthread_mutex_unlock(&N.cmd.mu);
+  if (rc)
+    N.ids_asked = false; /* asked again when the connection is up */
+}
+
+static void ids_reply(void *arg, uint64_t first, const char *err) {
+  (void)arg;
+  bool ready = false;
+  pthread_mutex_lock(&N.ids_mu);
+  N.ids_asked = false;
+  if (err) {
+    atomic_fetch_add(&node_stats.redis_errors, 1);
+    nlog("player ids: %s", err);
+  } else if (N.id_next == N.id_end) {
+    N.id_next = first;
+    N.id_end = first + ID_BLOCK;
+    ready = true;
+  } else {
+    N.id_next2 = first;
+    N.id_end2 = first + ID_BLOCK;
+  }
+  pthread_mutex_unlock(&N.ids_mu);
+  if (ready && N.hooks.ids_ready)
+    N.hooks.ids_ready();
+}
+
+bool node_take_id(uint64_t *id) {
+  pthread_mutex_lock(&N.ids_mu);
+  if (N.id_next == N.id_end && N.id_next2 != N.id_end2) {
+    N.id_next = N.id_next2;
+    N.id_end = N.id_end2;
+    N.id_next2 = N.id_end2 = 0;
+  }
+  bool ok = N.id_next != N.id_end;
+  if (ok)
+    *id = N.id_next++;
+  /* the next block is asked for when half of this one is gone */
+  if (N.id_next2 == N.id_end2 && N.id_end - N.id_next < ID_BLOCK / 2)
+    ids_ask();
+  pthread_mutex_unlock(&N.ids_mu);
+  return ok;
+}
+
+/* Both connections up again after a loss: chat mode re-subscribes and resyncs. */
+static void maybe_back(void) {
+  if (node_available() && atomic_exchange(&N.lost, false) && N.hooks.sub_up)
+    N.hooks.sub_up();
+}
+
+static void scripts_loaded(void *arg, const char *err) {
+  struct link *l = arg;
+  if (err) {
+    if (atomic_load(&N.stopping))
+      return;
+    atomic_fetch_add(&node_stats.redis_errors, 1);
+    nlog("loading the scripts: %s; reconnecting", err);
+    pthread_mutex_lock(&l->mu);
+    if (l->s)
+      cp_session_disconnect(l->s, false);
+    pthread_mutex_unlock(&l->mu);
+    return;
+  }
+  atomic_store(&l->ready, true);
+  pthread_mutex_lock(&N.ids_mu);
+  if (N.id_next == N.id_end || N.id_next2 == N.id_end2)
+    ids_ask();
+  pthread_mutex_unlock(&N.ids_mu);
+  maybe_back();
+}
+
+static void on_connected(cp_session *s) {
+  struct link *l = link_of(s);
+  pthread_mutex_lock(&l->mu);
+  l->r = cl_redis_create(l->mode, cl_redis_session_write, s, on_message, NULL);
+  if (!l->r) {
+    pthread_mutex_unlock(&l->mu);
+    cp_session_disconnect(s, false);
+    return;
+  }
+  l->s = cp_session_get(s);
+  bool again = l->ever_up;
+  l->ever_up = true;
+  l->backoff_ms = 0;
+  l->was_down_logged = false;
+  pthread_mutex_unlock(&l->mu);
+  if (again)
+    atomic_fetch_add(&node_stats.reconnects, 1);
+  nlog("%s connection to redis %s:%u up%s", l->what, N.host, N.port, again ? " again" : "");
+  if (l->mode == CL_REDIS_COMMANDS) {
+    pthread_mutex_lock(&l->mu);
+    int rc = l->r ? cl_scripts_load(l->r, &N.scripts, scripts_loaded, l) : -ENOTCONN;
+    pthread_mutex_unlock(&l->mu);
+    if (rc)
+      cp_session_disconnect(s, false);
+  } else {
+    atomic_store(&l->ready, true);
+    maybe_back();
+  }
+}
+
+static void on_raw(cp_session *s, const void *data, size_t len) {
+  struct link *l = link_of(s);
+  atomic_fetch_add(&l->feeds, 1);
+  pthread_mutex_lock(&l->mu);
+  cl_redis *r = l->s == s ? l->r : NULL;
+  pthread_mutex_unlock(&l->mu);
+  if (r && cl_redis_feed(r, data, len) < 0) {
+    atomic_fetch_add(&node_stats.redis_errors, 1);
+    nlog("%s connection: %s; reconnecting", l->what, cl_redis_error(r));
+    cp_session_disconnect(s, false);
+  }
+}
+
+static void reconnect_job(void *arg) {
+  struct link *l = arg;
+  if (!atomic_load(&N.stopping))
+    link_connect(l);
+}
+
+static void schedule_reconnect(struct link *l) {
+  if (atomic_load(&N.stopping))
+    return;
+  pthread_mutex_lock(&l->mu);
+  l->backoff_ms = l->backoff_ms ? l->backoff_ms * 2 : BACKOFF_MIN_MS;
+  if (l->backoff_ms > BACKOFF_MAX_MS)
+    l->backoff_ms = BACKOFF_MAX_MS;
+  unsigned ms = l->backoff_ms;
+  pthread_mutex_unlock(&l->mu);
+  if (cp_jobq_post_after(N.q, ms, reconnect_job, l) != 0 && !atomic_load(&N.stopping))
+    nlog("%s connection: cannot schedule a reconnect", l->what);
+}
+
+struct lost {
+  struct link *l;
+  cl_redis *r;
+  char why[96];
+};
+
+/* A lost connection's state: its pending callbacks told, then freed - once
+ * no command that took it before the loss (under the link's mutex) runs. */
+static void lost_free(struct link *l, cl_redis *r, const char *why) {
+  cl_redis_fail_all(r, why);
+  pthread_mutex_lock(&l->mu);
+  pthread_mutex_unlock(&l->mu);
+  cl_redis_destroy(r);
+}
+
+static void fail_job(void *arg) {
+  struct lost *x = arg;
+  lost_free(x->l, x->r, x->why);
+  free(x);
+}
+
+static void on_disconnected(cp_session *s, cp_reason why) {
+  struct link *l = link_of(s);
+  cl_redis *r = NULL;
+  pthread_mutex_lock(&l->mu);
+  if (l->s == s) {
+    r = l->r;
+    l->r = NULL;
+    atomic_store(&l->ready, false);
+    atomic_store(&N.lost, true);
+    l->s = NULL;
+  }
+  bool log = !l->was_down_logged;
+  l->was_down_logged = true;
+  pthread_mutex_unlock(&l->mu);
+  if (r) {
+    /* Its pending callbacks are told from a job: on_disconnected may run nested
+     * in a command sent under a lock of ours (or of chat mode's). */
+    struct lost *x = malloc(sizeof *x);
+    if (x) {
+      x->l = l;
+      x->r = r;
+      snprintf(x->why, sizeof x->why, "connection lost (%s)", cp_reason_name(why));
+    }
+    if (!x || cp_jobq_post(N.q, fail_job, x) != 0) {
+      free(x); /* (no memory, or stopping: then nothing sends any more) */
+      lost_free(l, r, "connection lost");
+    }
+    cp_session_put(s);
+  }
+  if (log && !atomic_load(&N.stopping))
+    nlog("%s connection to redis %s:%u %s (%s); reconnecting with back-off", l->what, N.host,
+         N.port, r ? "lost" : "failed", cp_reason_name(why));
+  schedule_reconnect(l);
+}
+
+static void link_connect(struct link *l) {
+  cp_session_callbacks cb = {
+      .on_connected = on_connected, .on_raw = on_raw, .on_disconnected = on_disconnected};
+  cp_connect_options o = {.host = N.host,
+                          .port = N.port,
+                          .raw = true,
+                          .send_queue_max = 256u << 20,
+                          .connect_timeout_ms = 2000,
+                          .callbacks = cb,
+                          .user = l};
+  int rc = cp_service_connect_to(N.svc, &o, NULL);
+  if (rc) {
+    nlog("%s connection: cannot connect: %s", l->what, cp_strerror(rc));
+    schedule_reconnect(l);
+  }
+}
+
+static void link_init(struct link *l, const char *what, cl_redis_mode mode) {
+  pthread_mutexattr_t a;
+  pthread_mutexattr_init(&a);
+  pthread_mutexattr_settype(&a, PTHREAD_MUTEX_RECURSIVE);
+  pthread_mutex_init(&l->mu, &a);
+  pthread_mutexattr_destroy(&a);
+  l->what = what;
+  l->mode = mode;
+}
+
+/* ---- commands ------------------------------------------------------------ */
+
+bool node_available(void) {
+  return atomic_load(&N.cmd.ready) && atomic_load(&N.sub.ready);
+}
+
+bool node_commands_available(void) {
+  return atomic_load(&N.cmd.ready);
+}
+
+bool node_wait_available(unsigned ms) {
+  for (unsigned t = 0; !node_available() && t < ms; t += 10)
+    usleep(10000);
+  return node_available();
+}
+
+const char *node_name(size_t *len) {
+  *len = N.name_len;
+  return N.name;
+}
+
+int node_room_event(cl_event_req *req, cl_publish_fn fn, void *arg) {
+  req->node = N.name;
+  req->node_len = N.name_len;
+  pthread_mutex_lock(&N.cmd.mu);
+  int rc = N.cmd.r && atomic_load(&N.cmd.ready) ? cl_room_event(N.cmd.r, &N.scripts, req, fn, arg)
+                                                : -ENOTCONN;
+  pthread_mutex_unlock(&N.cmd.mu);
+  if (!rc)
+    atomic_fetch_add(&node_stats.publishes, 1);
+  return rc;
+}
+
+int node_subscribe(const void *room, size_t len, bool subscribe, cl_reply_fn fn, void *arg) {
+  char ch[CL_ROOM_KEY_MAX];
+  size_t n = cl_room_key(ch, CL_KEY_CHANNEL, room, len);
+  if (!n)
+    return -EINVAL;
+  const char *argv[] = {subscribe ? "SUBSCRIBE" : "UNSUBSCRIBE", ch};
+  size_t lens[] = {subscribe ? 9u : 11u, n};
+  pthread_mutex_lock(&N.sub.mu);
+  int rc = N.sub.r ? cl_redis_command(N.sub.r, 2, argv, lens, fn, arg) : -ENOTCONN;
+  pthread_mutex_unlock(&N.sub.mu);
+  return rc;
+}
+
+int node_xrange(const void *room, size_t len, uint64_t from, uint64_t to, cl_reply_fn fn,
+                void *arg) {
+  char k[CL_ROOM_KEY_MAX], a[32], b[32];
+  size_t n = cl_room_key(k, CL_KEY_STREAM, room, len);
+  if (!n)
+    return -EINVAL;
+  int al = snprintf(a, sizeof a, "%" PRIu64 "-0", from);
+  int bl =
+      to == UINT64_MAX ? snprintf(b, sizeof b, "+") : snprintf(b, sizeof b, "%" PRIu64 "-0", to);
+  const char *argv[] = {"XRANGE", k, a, b};
+  size_t lens[] = {6, n, (size_t)al, (size_t)bl};
+  pthread_mutex_lock(&N.cmd.mu);
+  int rc = N.cmd.r ? cl_redis_command(N.cmd.r, 4, argv, lens, fn, arg) : -ENOTCONN;
+  pthread_mutex_unlock(&N.cmd.mu);
+  if (!rc)
+    atomic_fetch_add(&node_stats.gap_reads, 1);
+  return rc;
+}
+
+int node_room_epoch(const void *room, size_t len, cl_reply_fn fn, void *arg) {
+  char k[CL_ROOM_KEY_MAX];
+  size_t n = cl_room_key(k, CL_KEY_META, room, len);
+  if (!n)
+    return -EINVAL;
+  const char *argv[] = {"HGET", k, "e"};
+  size_t lens[] = {4, n, 1};
+  pthread_mutex_lock(&N.cmd.mu);
+  int rc = N.cmd.r ? cl_redis_command(N.cmd.r, 3, argv, lens, fn, arg) : -ENOTCONN;
+  pthread_mutex_unlock(&N.cmd.mu);
+  return rc;
+}
+
+/* ---- heartbeat and the sweep of dead nodes ------------------------------- */
+
+static void hb_done(void *arg, const char *err) {
+  (void)arg;
+  if (err) {
+    atomic_fetch_add(&node_stats.redis_errors, 1);
+    nlog("%s", err);
+  }
+}
+
+struct dead {
+  size_t len;
+  char name[];
+};
+
+static void sweep_leave_done(void *arg, const cl_publish_result *res, const char *err) {
+  (void)arg;
+  if (!res) {
+    atomic_fetch_add(&node_stats.redis_errors, 1);
+    nlog("sweep: a leave failed: %s", err);
+  } else if (res->offset > 0) {
+    atomic_fetch_add(&node_stats.swept_members, 1);
+  }
+}
+
+/* The leave event of a player (chat.c's encoding: op, id, time). */
+static size_t leave_event(uint8_t *out, uint64_t player) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  uint64_t now = (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+  out[0] = CL_OP_LEAVE;
+  for (int i = 0; i < 8; i++) {
+    out[1 + i] = (uint8_t)(player >> (8 * i));
+    out[9 + i] = (uint8_t)(now >> (8 * i));
+  }
+  return 17;
+}
+
+static void sweep_members(void *arg, redisReply *r, const char *err) {
+  struct dead *d = arg;
+  if (!r || r->type != REDIS_REPLY_ARRAY) {
+    atomic_fetch_add(&node_stats.redis_errors, 1);
+    nlog("sweep of node '%.*s': %s", (int)d->len, d->name, r ? cl_redis_reply_kind(r) : err);
+  } else {
+    nlog("node '%.*s' is dead (no heartbeat): its %zu members leave their rooms", (int)d->len,
+         d->name, r->elements);
+    pthread_mutex_lock(&N.cmd.mu);
+    for (size_t i = 0; N.cmd.r && i < r->elements; i++) {
+      uint64_t player;
+      uint8_t room[CL_ROOM_MAX], ev[17];
+      size_t room_len;
+      const redisReply *e = r->element[i];
+      if (e->type != REDIS_REPLY_STRING ||
+          !cl_node_entry_decode(e->str, e->len, &player, room, &room_len)) {
+        atomic_fetch_add(&node_stats.bad_messages, 1);
+        continue;
+      }
+      cl_event_req q = {.op = CL_OP_LEAVE,
+                        .player = player,
+                        .room = room,
+                        .room_len = room_len,
+                        .event = ev,
+                        .event_len = leave_event(ev, player),
+                        .node = d->name,
+                        .node_len = d->len,
+                        .stream_max = NODE_STREAM_MAX,
+                        .idle_ttl_s = NODE_IDLE_TTL_S};
+      cl_room_event(N.cmd.r, &N.scripts, &q, sweep_leave_done, NULL);
+    }
+    /* after the leaves (one connection: FIFO) */
+    if (N.cmd.r && cl_node_forget(N.cmd.r, d->name, d->len, NULL, NULL) == 0)
+      atomic_fetch_add(&node_stats.swept_nodes, 1);
+    pthread_mutex_unlock(&N.cmd.mu);
+  }
+  if (r)
+    freeReplyObject(r);
+  free(d);
+}
+
+static void claimed(void *arg, redisReply *r, const char *err) {
+  (void)arg;
+  if (!r || r->type != REDIS_REPLY_ARRAY) {
+    if (r || !atomic_load(&N.stopping)) {
+      atomic_fetch_add(&node_stats.redis_errors, 1);
+      nlog("claiming dead nodes: %s", r ? cl_redis_reply_kind(r) : err);
+    }
+  } else {
+    for (size_t i = 0; i < r->elements; i++) {
+      const redisReply *e = r->element[i];
+      if (e->type != REDIS_REPLY_STRING || e->len > CL_ROOM_MAX)
+        continue;
+      struct dead *d = malloc(sizeof *d + e->len);
+      if (!d)
+        continue;
+      d->len = e->len;
+      memcpy(d->name, e->str, e->len);
+      char key[16 + 2 * CL_ROOM_MAX];
+      size_t kl = cl_node_key(key, d->name, d->len);
+      const char *argv[] = {"SMEMBERS", key};
+      size_t lens[] = {8, kl};
+      pthread_mutex_lock(&N.cmd.mu);
+      int rc = N.cmd.r ? cl_redis_command(N.cmd.r, 2, argv, lens, sweep_members, d) : -ENOTCONN;
+      pthread_mutex_unlock(&N.cmd.mu);
+      if (rc)
+        free(d);
+    }
+  }
+  if (r)
+    freeReplyObject(r);
+}
+
+/* Tick: a connection with commands pending that received nothing for
+ * REPLY_TIMEOUT_S ticks is given up (a Redis that accepts and never answers). */
+#define REPLY_TIMEOUT_S 5
+static void check_stall(struct link *l) {
+  pthread_mutex_lock(&l->mu);
+  uint64_t f = atomic_load(&l->feeds);
+  bool waiting = l->r && cl_redis_pending(l->r) > 0 && l->mode == CL_REDIS_COMMANDS;
+  l->stalled = waiting && f == l->feeds_seen ? l->stalled + 1 : 0;
+  l->feeds_seen = f;
+  bool cut = l->stalled >= REPLY_TIMEOUT_S && l->s;
+  if (cut) {
+    l->stalled = 0;
+    atomic_fetch_add(&node_stats.redis_errors, 1);
+    nlog("%s connection: no reply for %d s; reconnecting", l->what, REPLY_TIMEOUT_S);
+    cp_session_disconnect(l->s, false);
+  }
+  pthread_mutex_unlock(&l->mu);
+}
+
+static void tick(void *arg) {
+  (void)arg;
+  check_stall(&N.cmd);
+  if (atomic_load(&N.timers_off) || !atomic_load(&N.cmd.ready))
+    return;
+  pthread_mutex_lock(&N.cmd.mu);
+  if (N.cmd.r) {
+    cl_node_heartbeat(N.cmd.r, N.name, N.name_len, HEARTBEAT_TTL_MS, hb_done, NULL);
+    cl_nodes_claim_dead(N.cmd.r, 4, SWEEP_LEASE_MS, claimed, NULL);
+  }
+  pthread_mutex_unlock(&N.cmd.mu);
+}
+
+/* ---- start and stop ------------------------------------------------------ */
+
+int node_start(cp_service *svc, const char *url, const char *name, size_t len,
+               const node_hooks *hooks) {
+  static const char scheme[] = "redis://";
+  if (strncmp(url, scheme, sizeof scheme - 1) != 0) {
+    fprintf(stderr, "cport-server: --cluster %s: expected redis://HOST:PORT\n", url);
+    return -EINVAL;
+  }
+  char host[64];
+  if (!cli_host_port(url + sizeof scheme - 1, host, sizeof host, &N.port) || !N.port) {
+    fprintf(stderr, "cport-server: --cluster %s: expected redis://HOST:PORT\n", url);
+    return -EINVAL;
+  }
+  snprintf(N.host, sizeof N.host, "%s", strcmp(host, "localhost") ? host : "127.0.0.1");
+  if (len > sizeof N.name || len == 0) {
+    fprintf(stderr, "cport-server: --node-name: 1 to %zu bytes\n", sizeof N.name);
+    return -EINVAL;
+  }
+  memcpy(N.name, name, len);
+  N.name_len = len;
+  N.svc = svc;
+  N.hooks = *hooks;
+  cl_scripts_init(&N.scripts);
+  pthread_mutex_init(&N.ids_mu, NULL);
+  link_init(&N.cmd, "command", CL_REDIS_COMMANDS);
+  link_init(&N.sub, "subscriber", CL_REDIS_SUBSCRIBER);
+  if (!(N.q = cp_jobq_create(svc)))
+    return -ENOMEM;
+  int rc = cp_timer_start(&N.tick, N.q, 1000, 1000, tick, NULL);
+  if (rc)
+    return rc;
+  link_connect(&N.cmd);
+  link_connect(&N.sub);
+  return 0;
+}
+
+void node_stop_timers(void) {
+  atomic_store(&N.timers_off, true);
+  atomic_store(&N.stopping, true); /* no reconnect from here on */
+}
+
+static void forgotten(void *arg, redisReply *r, const char *err) {
+  (void)err;
+  atomic_store((_Atomic bool *)arg, true);
+  if (r)
+    freeReplyObject(r);
+}
+
+void node_forget(unsigned ms) {
+  static _Atomic bool done;
+  pthread_mutex_lock(&N.cmd.mu);
+  int rc =
+      N.cmd.r ? cl_node_forget(N.cmd.r, N.name, N.name_len, forgotten, (void *)&done) : -ENOTCONN;
+  pthread_mutex_unlock(&N.cmd.mu);
+  for (unsigned t = 0; !rc && !atomic_load(&done) && t < ms; t += 10)
+    usleep(10000);
+}
+
+static void link_free(struct link *l) {
+  cl_redis_destroy(l->r); /* after cp_service_stop: normally NULL (on_disconnected ran) */
+  l->r = NULL;
+}
+
+void node_shutdown(void) {
+  atomic_store(&N.stopping, true);
+  cp_timer_cancel(&N.tick);
+  cp_jobq_destroy(N.q);
+  N.q = NULL;
+  link_free(&N.cmd);
+  link_free(&N.sub);
+}
+
+/* ---- metrics ------------------------------------------------------------- */
+
+void node_note_lag(uint64_t lag_us) {
+  static const uint64_t le[] = {1000, 2000, 5000, 10000, 50000, 100000, 500000};
+  size_t b = 0;
+  while (b < 7 && lag_us > le[b])
+    b++;
+  atomic_fetch_add(&node_stats.lag_bucket[b], 1);
+  atomic_fetch_add(&node_stats.lag_count, 1);
+  atomic_fetch_add(&node_stats.lag_sum_us, lag_us);
+}
+
+void node_metrics(FILE *f) {
+#define C(name, help, v)                                                                           \
+  fprintf(f,                                                                                       \
+          "# HELP cport_cluster_" name "_total " help "\n# TYPE cport_cluster_" name               \
+          "_total counter\ncport_cluster_" name "_total %" PRIu64 "\n",                            \
+          (uint64_t)atomic_load(&(v)))
+  C("publishes", "Room events this node published (room script runs).", node_stats.publishes);
+  C("deliveries", "Room events delivered from the cluster to this node's members.",
+    node_stats.deliveries);
+  C("gap_recoveries", "Ranges read from a room's stream (a gap, a resync).", node_stats.gap_reads);
+  C("gap_lost", "Events older than a room's capped stream: lost to this node.",
+    node_stats.gap_lost);
+  C("epoch_changes", "Rooms whose state was lost in Redis (a new epoch).",
+    node_stats.epoch_changes);
+  C("bad_messages", "Channel messages or stream entries that do not decode.",
+    node_stats.bad_messages);
+  C("redis_reconnects", "Redis connections re-established.", node_stats.reconnects);
+  C("unavailable", "Requests answered ERR_UNAVAILABLE (Redis unreachable).",
+    node_stats.unavailable);
+  C("redis_errors", "Redis error replies and failed commands.", node_stats.redis_errors);
+  C("swept_nodes", "Dead nodes this node cleaned.", node_stats.swept_nodes);
+  C("swept_members", "Members of dead nodes this node removed from rooms.",
+    node_stats.swept_members);
+#undef C
+  fprintf(f,
+          "# HELP cport_cluster_up Both Redis connections are up.\n"
+          "# TYPE cport_cluster_up gauge\ncport_cluster_up %d\n",
+          node_available() ? 1 : 0);
+  static const char *const le[] = {"0.001", "0.002", "0.005", "0.01", "0.05", "0.1", "0.5", "+Inf"};
+  fprintf(f, "# HELP cport_cluster_delivery_lag_seconds Publish-to-delivery lag of room events "
+             "(publisher's clock to this node's).\n"
+             "# TYPE cport_cluster_delivery_lag_seconds histogram\n");
+  uint64_t cum = 0;
+  for (int i = 0; i < 8; i++) {
+    cum += atomic_load(&node_stats.lag_bucket[i]);
+    fprintf(f, "cport_cluster_delivery_lag_seconds_bucket{le=\"%s\"} %" PRIu64 "\n", le[i], cum);
+  }
+  fprintf(f,
+          "cport_cluster_delivery_lag_seconds_sum %.6f\n"
+          "cport_cluster_delivery_lag_seconds_count %" PRIu64 "\n",
+          (double)atomic_load(&node_stats.lag_sum_us) / 1e6, cum);
+}
