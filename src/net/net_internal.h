@@ -29,7 +29,7 @@
 /* Session strand bits (see net.h). */
 enum {
   ST_RUN = 1u << 0,
-  ST_RECV = 1u << 1,    /* recv (or connect) completion in recv_res/recv_buf */
+  ST_RECV = 1u << 1,    /* recv (or connect) completion, its result in s->rio (recv_stash) */
   ST_SEND = 1u << 2,    /* send completion in sendq.res */
   ST_CLOSE = 1u << 3,   /* the session began to close: call on_disconnected */
   ST_CONNECT = 1u << 4, /* connected: call on_connected, post the first recv */
@@ -80,10 +80,14 @@ enum {
   SF_FINISHED = 128,       /* finish_close ran (once) */
 };
 
-/* Kept small on purpose: an idle connection costs this, its fd's entry in
- * the port and a registry slot (issue: <= 256 bytes in all). */
+/* Kept small on purpose: an idle connection costs this (a malloc chunk:
+ * 168 bytes round to 176 with glibc's header, 184 would take 192), its fd's
+ * entry in the port and a registry slot (issue 13: <= 200 bytes in all). */
 struct cp_session {
-  cp_op rio; /* the pooled recv (and the client's connect) */
+  /* The pooled recv (and the client's connect). Between its completion and
+   * the next start the op is ours (port.h: it needs no initialisation), and
+   * it holds that completion's result for the strand (struct recv_stash). */
+  cp_op rio;
   /* What dispatch reads (callbacks, mode, limits) and the service (cf->svc):
    * the service's own block for inbound and client sessions, the outbound
    * session's for cp_service_connect_to - one pointer, as svc was, and one
@@ -91,15 +95,13 @@ struct cp_session {
   const struct cp__sconf *cf;
   void *user;
   uint64_t id;
-  void *recv_buf;          /* the finished recv's buffer, for the strand */
   struct sendq *sq;        /* allocated on the first send */
   struct frame_part *part; /* an incomplete packet, or NULL (framing.h) */
   cp_socket_t fd;
-  _Atomic uint32_t strand;
   _Atomic uint32_t refs;
   uint32_t reg_idx;             /* index in the registry, or UINT32_MAX */
   _Atomic uint32_t last_active; /* ms since the service's epoch (wraps; compared by difference) */
-  int32_t recv_res;             /* the finished recv's result, for the strand */
+  _Atomic uint8_t strand;       /* ST_* (seven bits) */
   cp__spin send_lock;
   _Atomic uint8_t closing;   /* set once: the session began to end */
   _Atomic uint8_t connected; /* 1 once on_connected is running or ran; 2 once a graceful
@@ -112,6 +114,15 @@ struct cp_session {
   uint8_t outbound;          /* set at creation, never changed: a cp_service_connect_to
                                 session (a struct cp__outbound); in what was padding */
 };
+
+/* A finished recv's (or connect's) result, from its completion to the strand
+ * that handles it, kept in the bytes of the idle s->rio (memcpy in and out:
+ * the port's own view of those bytes is struct op). */
+struct recv_stash {
+  void *buf;
+  int32_t res;
+};
+_Static_assert(sizeof(struct recv_stash) <= sizeof(cp_op), "the recv stash must fit in cp_op");
 
 /* What a session's dispatch reads: its service, callbacks, mode and limits.
  * Inbound and client sessions share the service's (cp_service.conf); an

@@ -138,13 +138,15 @@ struct fdent {
   uint8_t rd_busy;        /* uring: a read-side op is with the kernel */
   uint8_t wr_busy;        /* uring: a write-side op is with the kernel */
   cp__spin lock;          /* key/associated writes; epoll: the queues and the I/O attempts */
-  int32_t starved_next;   /* epoll: next fd on the starved list, or -1 */
-  uint32_t kernel_ops;    /* uring: ops of this fd with the kernel (guarded by its lock) */
+  union {                 /* one backend per port: each has its own word */
+    int32_t starved_next; /* epoll: next fd on the starved list, or -1 */
+    uint32_t kernel_ops;  /* uring: ops of this fd with the kernel (guarded by its lock) */
+  };
 };
 
 /* An idle connection costs its fd entry (and the engine's session with its
  * cp_ops): the memory goals in docs/performance.md depend on these sizes. */
-_Static_assert(sizeof(struct fdent) <= 48, "the fd entry grew past 48 bytes");
+_Static_assert(sizeof(struct fdent) <= 40, "the fd entry grew past 40 bytes");
 _Static_assert(sizeof(cp_op) == 104, "cp_op is part of the ABI and of the session's size");
 
 #define FDT_CHUNK_BITS 10
