@@ -162,9 +162,9 @@ static size_t table_cap, nrooms;
 static _Atomic uint64_t next_player_id = 1;
 static pthread_mutex_t players_mu = PTHREAD_MUTEX_INITIALIZER;
 static struct player *players; /* every player (the cluster's drain), under players_mu */
-static bool clustered;         /* --cluster: rooms on Redis */
 
 #ifdef CPORT_CLUSTER
+static bool clustered; /* --cluster: rooms on Redis */
 static void cl_room_free(struct room *r);
 static void cl_room_unsubscribe(struct room *r);
 #endif
