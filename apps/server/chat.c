@@ -116,6 +116,11 @@ struct room {
    * posted, appended while that job waits in the queue (see room_chat). */
   pthread_mutex_t chat_mu;
   cp_sendbuf *open; /* under chat_mu; NULL once its job took it */
+  /* --room-flush-ms: chats held back after a flush (see room_chat). Under
+   * chat_mu; held != NULL implies the flush timer is pending. */
+  cp_sendbuf *held;
+  uint64_t last_flush_ms; /* when the room's chats last went out */
+  cp_timer flush;         /* sends held on the room's queue (job_flush) */
 #ifdef CPORT_CLUSTER
   struct cl_room *cl; /* cluster mode: the room's follower (its jobs' own) */
 #endif
@@ -186,6 +191,7 @@ size_t chat_rooms(void) {
 }
 
 static void room_free(struct room *r) {
+  assert(!r->held); /* sent by the last member's leave (room_flush_held) */
   cp_jobq_destroy(r->q);
 #ifdef CPORT_CLUSTER
   cl_room_free(r);
@@ -443,6 +449,7 @@ static void player_free(struct player *p) {
 }
 
 static void job_enter(void *arg);
+static void room_flush_held(struct room *r, bool empty);
 
 /* Room job: room for one more member; false if out of memory. */
 static bool room_grow(struct room *r) {
@@ -485,7 +492,8 @@ static void job_enter(void *arg) {
   struct player *p = j->p;
   struct room *r = j->r;
   free(j);
-  if (p->room == r) { /* already a member: the list again (the extra reference goes) */
+  room_flush_held(r, false); /* the chats held so far are not the new member's */
+  if (p->room == r) {        /* already a member: the list again (the extra reference goes) */
     for (size_t i = 0; i < r->n; i++)
       if (r->sessions[i] == p->s)
         send_member_list(r, i);
@@ -524,6 +532,7 @@ static void job_leave(void *arg) {
   while (i < r->n && r->sessions[i] != p->s)
     i++;
   assert(i < r->n);
+  room_flush_held(r, r->n == 1); /* its chats and everyone's before it leaves */
   if (i < r->n) {
     memmove(r->sessions + i, r->sessions + i + 1, (r->n - i - 1) * sizeof *r->sessions);
     memmove(r->members + i, r->members + i + 1, (r->n - i - 1) * sizeof *r->members);
@@ -569,23 +578,39 @@ static void job_leave(void *arg) {
 }
 
 /* Chats are batched: a room's S_CHAT packets go out in buffers of up to
- * CHAT_BATCH bytes, each sent to the room's members by one job. A chat is
- * appended to the buffer of the last chat job posted to the room while that
- * job still waits in the queue; else it starts a buffer and posts a job. A
- * member then takes one buffer (one send-queue entry, one lock of its send
- * queue) for every chat that arrived while the room was busy, instead of one
- * per chat: under load that is most of the server's cost per delivery
- * (docs/performance.md). Nothing waits to fill a buffer: a job sends what
- * its buffer holds when its turn comes.
+ * CHAT_BATCH bytes, each sent to the room's members at once. A member then
+ * takes one buffer (one send-queue entry, one lock of its send queue, one
+ * segment on the wire) for every chat in it instead of one per chat: under
+ * load that is most of the server's cost per delivery (docs/performance.md).
  *
- * Order is kept: a room's jobs run in post order, the buffer's packets are
- * in the order the chats were handled, and a chat only joins the buffer of a
- * job posted before it and not yet run. That job runs before any job posted
- * after it (an enter or leave of another player included), which is as if
- * the chat had arrived before those: chats of different players have no
- * order between them, and a player's own enter and leave suspend its chain,
- * so its chat is never handled before the job of its own enter or after the
- * job of its own leave. */
+ * A buffer goes out in one of two ways:
+ * - open: a chat that finds no buffer starts one and posts a job (job_chat)
+ *   at once; later chats are appended to it while that job waits in the
+ *   queue. Nothing waits to fill it: the job sends what it holds when its
+ *   turn comes.
+ * - held (--room-flush-ms W > 0): a chat that comes within W ms of the
+ *   room's last send, with no job of it waiting, starts a held buffer and
+ *   starts the room's flush timer instead; chats until it fires are appended,
+ *   and job_flush sends them W ms after the first. So a busy room sends at
+ *   most about 1000/W buffers a second to each member, however many chats it
+ *   gets, and a chat waits at most W ms more; a quiet room's chat goes out
+ *   at once.
+ *
+ * Order is kept: a room's jobs run in post order, a buffer's packets are in
+ * the order the chats were handled, and a chat only joins a buffer that goes
+ * out before any buffer or membership change handled after it. For the open
+ * buffer: its job was posted before the chat and has not run, so it runs
+ * before any job posted after the chat (an enter or leave of another player
+ * included), which is as if the chat had arrived before those: chats of
+ * different players have no order between them, and a player's own enter and
+ * leave suspend its chain, so its chat is never handled before the job of its
+ * own enter or after the job of its own leave. For the held buffer: it only
+ * starts while no chat job waits (no open buffer), no chat job is posted while
+ * it exists (a chat that does not fit posts the held buffer first), and every
+ * other job of the room (an entry, a leave, a close after a bad header) sends
+ * it first (room_flush_held), so its chats reach exactly the members they
+ * would have reached had they gone at once, and before anything that job
+ * sends (S_MEMBER_JOINED, S_LEAVE_ROOM) or the end of a member's session. */
 #define CHAT_BATCH 4096 /* >= CHAT_LARGEST_SERVER_PACKET */
 
 struct chat_job {
@@ -593,46 +618,122 @@ struct chat_job {
   cp_sendbuf *b; /* a reference, dropped by the job */
 };
 
+static uint64_t now_ms(void) {
+  return now_us(CLOCK_MONOTONIC) / 1000u;
+}
+
+/* /metrics: chat buffers sent to rooms, and of those the held ones */
+static _Atomic uint64_t chat_buffers, chat_held;
+
+void chat_buffer_stats(uint64_t *buffers, uint64_t *held) {
+  *buffers = atomic_load_explicit(&chat_buffers, memory_order_relaxed);
+  *held = atomic_load_explicit(&chat_held, memory_order_relaxed);
+}
+
+/* Room job: the chat buffer b to every member. */
+static void room_send_chats(struct room *r, cp_sendbuf *b, bool held) {
+  atomic_fetch_add_explicit(&chat_buffers, 1, memory_order_relaxed);
+  if (held)
+    atomic_fetch_add_explicit(&chat_held, 1, memory_order_relaxed);
+  cp_session_send_many(r->sessions, r->n, b);
+  cp_sendbuf_unref(b);
+}
+
 static void job_chat(void *arg) {
   struct chat_job *j = arg;
   struct room *r = j->r;
   pthread_mutex_lock(&r->chat_mu);
   if (r->open == j->b)
     r->open = NULL; /* closed: its length is final from here on */
+  r->last_flush_ms = now_ms();
   pthread_mutex_unlock(&r->chat_mu);
-  cp_session_send_many(r->sessions, r->n, j->b);
-  cp_sendbuf_unref(j->b);
+  room_send_chats(r, j->b, false);
   free(j);
+}
+
+/* Room job, before anything else the room does (see above): send the held
+ * chats to the members they were held for. With empty (the room has no
+ * members left), the flush timer is cancelled too, so that nothing of the
+ * room is pending when it goes: from the room's own queue, that also means
+ * job_flush is not running. */
+static void room_flush_held(struct room *r, bool empty) {
+  pthread_mutex_lock(&r->chat_mu);
+  cp_sendbuf *b = r->held;
+  r->held = NULL;
+  if (b)
+    r->last_flush_ms = now_ms();
+  pthread_mutex_unlock(&r->chat_mu);
+  if (b)
+    room_send_chats(r, b, true);
+  if (empty)
+    (void)cp_timer_cancel(&r->flush); /* -ENOENT: it was not pending */
+}
+
+/* Room job (the flush timer's): send the held chats. */
+static void job_flush(void *arg) {
+  room_flush_held(arg, false);
+}
+
+/* chat_mu held: post a job that sends b (a reference, the job's) to room r
+ * and make b the open buffer; false (b unreferenced) if that failed. */
+static bool chat_post(struct room *r, cp_sendbuf *b) {
+  struct chat_job *j = malloc(sizeof *j);
+  if (j) {
+    j->r = r;
+    j->b = b;
+    /* posted under chat_mu: buffers are posted in the order they are opened */
+    if (cp_jobq_post(r->q, job_chat, j) == 0) {
+      r->open = b;
+      return true;
+    }
+    free(j);
+  }
+  cp_sendbuf_unref(b);
+  return false;
+}
+
+/* chat_mu held: append the packet m (n bytes) to b if it fits. */
+static bool chat_append(cp_sendbuf *b, const ProtobufCMessage *m, size_t n) {
+  size_t len = cp_sendbuf_len(b);
+  if (len + n > cp_sendbuf_cap(b))
+    return false;
+  wire_put_packet(cp_sendbuf_data(b) + len, CHATW__PACKET_ID__S_CHAT, m);
+  cp_sendbuf_set_len(b, len + n);
+  return true;
 }
 
 /* Chain: send the S_CHAT m to room r (see above). false: out of memory. */
 static bool room_chat(struct room *r, const ProtobufCMessage *m) {
   size_t n = CP_PACKET_HEADER + protobuf_c_message_get_packed_size(m);
+  bool ok = true;
   pthread_mutex_lock(&r->chat_mu);
-  cp_sendbuf *b = r->open;
-  if (b && cp_sendbuf_len(b) + n <= cp_sendbuf_cap(b)) {
-    size_t len = cp_sendbuf_len(b);
-    wire_put_packet(cp_sendbuf_data(b) + len, CHATW__PACKET_ID__S_CHAT, m);
-    cp_sendbuf_set_len(b, len + n);
-    pthread_mutex_unlock(&r->chat_mu);
-    return true;
+  assert(!(r->open && r->held)); /* see above: never both */
+  if ((r->open && chat_append(r->open, m, n)) || (r->held && chat_append(r->held, m, n)))
+    goto out;
+  if (r->held) { /* full: it goes first, at once (no chat job while one is held) */
+    cp_sendbuf *h = r->held;
+    r->held = NULL;
+    if (!chat_post(r, h)) {
+      ok = false;
+      goto out;
+    }
   }
-  struct chat_job *j = malloc(sizeof *j);
-  b = j ? cp_sendbuf_alloc(n > CHAT_BATCH ? n : CHAT_BATCH) : NULL;
-  bool ok = false;
-  if (b) {
-    cp_sendbuf_set_len(b, wire_put_packet(cp_sendbuf_data(b), CHATW__PACKET_ID__S_CHAT, m));
-    j->r = r;
-    j->b = b;
-    /* posted under chat_mu: buffers are posted in the order they are opened */
-    if ((ok = cp_jobq_post(r->q, job_chat, j) == 0))
-      r->open = b;
-    else
-      cp_sendbuf_unref(b);
+  cp_sendbuf *b = cp_sendbuf_alloc(n > CHAT_BATCH ? n : CHAT_BATCH);
+  if (!b) {
+    ok = false;
+    goto out;
   }
+  cp_sendbuf_set_len(b, wire_put_packet(cp_sendbuf_data(b), CHATW__PACKET_ID__S_CHAT, m));
+  unsigned w = limits.flush_ms;
+  int rc;
+  if (w && !r->open && now_ms() - r->last_flush_ms < w &&
+      ((rc = cp_timer_start(&r->flush, r->q, w, 0, job_flush, r)) == 0 || rc == CP_EBUSY)) {
+    r->held = b; /* CP_EBUSY: still pending from a held buffer that filled up */
+    goto out;
+  }
+  ok = chat_post(r, b);
+out:
   pthread_mutex_unlock(&r->chat_mu);
-  if (!ok)
-    free(j);
   return ok;
 }
 
@@ -1893,6 +1994,7 @@ static int on_ping(struct player *p, const uint8_t *body, size_t len) {
 
 static void job_close(void *arg) {
   struct room_job *j = arg;
+  room_flush_held(j->r, false); /* its own chats among them: they go out first */
   /* the player is alive: its final leave job is behind this one in the queue */
   cp_session_disconnect(j->p->s, true);
   free(j);

@@ -4,7 +4,7 @@
  *   cport-server [--host 127.0.0.1] [--port 7777] [--mode echo|packet-echo|chat]
  *                [--threads N] [--backend auto|uring|epoll] [--max-sessions N]
  *                [--max-packet BYTES] [--idle-timeout SECONDS]
- *                [--max-rooms N] [--enter-rate N] [--chat-rate N]
+ *                [--max-rooms N] [--enter-rate N] [--chat-rate N] [--room-flush-ms N]
  *                [--metrics HOST:PORT|off] [--quiet]
  *                [--cluster redis://HOST:PORT] [--node-name NAME]
  *
@@ -58,6 +58,8 @@ static void usage(FILE *f) {
          "  --enter-rate N         chat: C_ENTER_ROOM per second per session; 0 = unlimited\n"
          "                         (default 0)\n"
          "  --chat-rate N          chat: C_CHAT per second per session; 0 = unlimited (default 0)\n"
+         "  --room-flush-ms N      chat: a busy room sends its chats at most every N ms, held\n"
+         "                         together; 0 = each at once (default " CHAT_FLUSH_MS_STR ")\n"
          "  --metrics HOST:PORT    Prometheus metrics address (default 127.0.0.1:9100), or off\n"
          "  --quiet                no stats line\n" CLUSTER_HELP "  --help\n");
 }
@@ -111,6 +113,12 @@ static void fill_metrics(FILE *f) {
     "Live chat rooms (created on first entry, deleted when empty; with --cluster: the "
     "rooms this node follows).",
     mode == MODE_CHAT ? chat_rooms() : 0);
+  uint64_t buffers = 0, held = 0;
+  if (mode == MODE_CHAT)
+    chat_buffer_stats(&buffers, &held);
+  C("chat_buffers", "Chat buffers sent to rooms (each carries the chats that came together).",
+    buffers);
+  C("chat_held_buffers", "Chat buffers of those held by --room-flush-ms before going out.", held);
   if (mode == MODE_CHAT)
     chat_cluster_metrics(f);
   fprintf(f, "# HELP cport_disconnects_total Sessions ended, by reason.\n"
@@ -152,7 +160,7 @@ struct options {
   enum mode mode;
   unsigned threads; /* 0: CPU count */
   cp_backend backend;
-  unsigned max_sessions, max_packet, idle_ms, max_rooms, enter_rate, chat_rate;
+  unsigned max_sessions, max_packet, idle_ms, max_rooms, enter_rate, chat_rate, flush_ms;
   const char *metrics; /* as given */
   bool metrics_on;     /* not "off" */
   char mhost[64];      /* the metrics address, when metrics_on */
@@ -162,23 +170,16 @@ struct options {
   const char *node_name; /* NULL: HOST:PORT */
 };
 
-static const struct option long_opts[] = {{"host", required_argument, 0, 'h'},
-                                          {"port", required_argument, 0, 'p'},
-                                          {"mode", required_argument, 0, 'm'},
-                                          {"threads", required_argument, 0, 't'},
-                                          {"backend", required_argument, 0, 'b'},
-                                          {"max-sessions", required_argument, 0, 'S'},
-                                          {"max-packet", required_argument, 0, 'P'},
-                                          {"idle-timeout", required_argument, 0, 'i'},
-                                          {"metrics", required_argument, 0, 'M'},
-                                          {"quiet", no_argument, 0, 'q'},
-                                          {"max-rooms", required_argument, 0, 'R'},
-                                          {"enter-rate", required_argument, 0, 'E'},
-                                          {"chat-rate", required_argument, 0, 'C'},
-                                          {"cluster", required_argument, 0, 'c'},
-                                          {"node-name", required_argument, 0, 'n'},
-                                          {"help", no_argument, 0, '?' + 256},
-                                          {0, 0, 0, 0}};
+static const struct option long_opts[] = {
+    {"host", required_argument, 0, 'h'},       {"port", required_argument, 0, 'p'},
+    {"mode", required_argument, 0, 'm'},       {"threads", required_argument, 0, 't'},
+    {"backend", required_argument, 0, 'b'},    {"max-sessions", required_argument, 0, 'S'},
+    {"max-packet", required_argument, 0, 'P'}, {"idle-timeout", required_argument, 0, 'i'},
+    {"metrics", required_argument, 0, 'M'},    {"quiet", no_argument, 0, 'q'},
+    {"max-rooms", required_argument, 0, 'R'},  {"enter-rate", required_argument, 0, 'E'},
+    {"chat-rate", required_argument, 0, 'C'},  {"room-flush-ms", required_argument, 0, 'F'},
+    {"cluster", required_argument, 0, 'c'},    {"node-name", required_argument, 0, 'n'},
+    {"help", no_argument, 0, '?' + 256},       {0, 0, 0, 0}};
 
 /* One option c with its argument v into o. */
 static enum cli_status parse_option(int c, const char *v, struct options *o) {
@@ -214,6 +215,8 @@ static enum cli_status parse_option(int c, const char *v, struct options *o) {
     return cli_unsigned(v, 0, 1000000, &o->enter_rate) ? CLI_RUN : bad("enter-rate", v);
   case 'C':
     return cli_unsigned(v, 0, 1000000, &o->chat_rate) ? CLI_RUN : bad("chat-rate", v);
+  case 'F':
+    return cli_unsigned(v, 0, 10000, &o->flush_ms) ? CLI_RUN : bad("room-flush-ms", v);
   case 'M':
     o->metrics = v;
     return CLI_RUN;
@@ -245,6 +248,7 @@ static enum cli_status parse(int argc, char **argv, struct options *o) {
                         .backend = CP_BACKEND_AUTO,
                         .max_packet = 16384,
                         .max_rooms = CHAT_DEFAULT_MAX_ROOMS,
+                        .flush_ms = CHAT_DEFAULT_FLUSH_MS,
                         .metrics = "127.0.0.1:9100"};
   int c;
   opterr = 0;
@@ -314,7 +318,8 @@ static int start(const struct options *o, cp_service **msvc) {
     chat_init(svc, &(struct chat_limits){.max_rooms = o->max_rooms,
                                          .max_packet = o->max_packet,
                                          .enter_rate = o->enter_rate,
-                                         .chat_rate = o->chat_rate});
+                                         .chat_rate = o->chat_rate,
+                                         .flush_ms = o->flush_ms});
   rc = cp_service_start(svc);
   if (rc) {
     fprintf(stderr, "cport-server: cannot listen on %s:%u: %s\n", o->host, o->port,

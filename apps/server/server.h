@@ -9,11 +9,15 @@
 
 /* Chat mode: the session callbacks, and the rooms behind them. */
 #define CHAT_DEFAULT_MAX_ROOMS 65536
+/* --room-flush-ms: how long a busy room holds its chats to send them together */
+#define CHAT_DEFAULT_FLUSH_MS 5
+#define CHAT_FLUSH_MS_STR "5"
 struct chat_limits {
   size_t max_rooms;    /* live rooms at most (0: CHAT_DEFAULT_MAX_ROOMS) */
   size_t max_packet;   /* the service's max_packet: no packet sent is larger (0: 16384) */
   unsigned enter_rate; /* C_ENTER_ROOM per second and session (0: unlimited) */
   unsigned chat_rate;  /* C_CHAT per second and session (0: unlimited) */
+  unsigned flush_ms;   /* a busy room's chats go out at most every flush_ms (0: at once) */
 };
 void chat_init(cp_service *svc, const struct chat_limits *limits); /* before the service starts */
 void chat_shutdown(void); /* after cp_service_stop: frees what is left */
@@ -23,6 +27,9 @@ void chat_on_disconnected(cp_session *s, cp_reason why);
 /* A bad header: the player's earlier requests are answered, then it closes. */
 bool chat_on_bad_packet(cp_session *s);
 size_t chat_rooms(void); /* live rooms; any thread */
+/* Chat buffers sent to rooms since start, and of those the ones held by
+ * --room-flush-ms (each carries the chats that came together); any thread. */
+void chat_buffer_stats(uint64_t *buffers, uint64_t *held);
 /* --cluster (docs/cluster.md): rooms on the Redis at url ("redis://HOST:PORT"),
  * this node named node (len bytes). After cp_service_start. 0, or an error
  * (said why). */

@@ -18,6 +18,11 @@ client written from docs/protocol.md (its own tiny protobuf codec).
                                          ERR_RATE_LIMITED and stay; a switcher next to
                                          N members disconnects none of them
   proto2.py PORT bigroom N MAXPACKET   - S_ENTER_ROOM with N members fits MAXPACKET
+  proto2.py PORT flush MPORT           - (--room-flush-ms 3000) chats held back after a
+                                         send reach exactly the members they would have
+                                         reached at once: sent before an entry or a leave,
+                                         in order, the rest by the timer; the room goes
+                                         when its last member leaves with chats held
 """
 import os, random, selectors, socket, struct, sys, time
 
@@ -686,8 +691,91 @@ def bigroom(n, maxp):
     print(f"bigroom: {n} members, S_ENTER_ROOM of {c.last_size} bytes lists {listed} (--max-packet {maxp})")
 
 
+def until_pong(c, t):
+    """Read c up to its S_PONG t (its earlier requests are handled then); what
+    came before it is kept for nxt()."""
+    c.send(ping(t))
+    while True:
+        pid, m = c.recv()
+        assert pid is not None, "closed"
+        if pid == S_PONG and get(m, 1) == t:
+            return
+        c.kept = getattr(c, "kept", []) + [(pid, m)]
+
+
+def nxt(c):
+    kept = getattr(c, "kept", [])
+    return kept.pop(0) if kept else c.recv()
+
+
+def flush(mport):
+    held0 = metric(mport, "cport_chat_held_buffers_total")
+    a, b, c, d = Conn(), Conn(), Conn(), Conn()
+    for x, n in ((a, b"fa"), (b, b"fb"), (c, b"fc"), (d, b"fd")):
+        x.login(n)
+    for x in (a, b, d):
+        x.send(enter(b"held"))
+        x.expect(S_ENTER_ROOM, skip=PRESENCE)
+    for x in (a, b, d):  # the presence of the entries so far
+        until_pong(x, 1)
+        x.kept = []
+    a.send(chat(b"0"))  # goes at once: the room sent nothing yet
+    for x in (a, b, d):
+        m = x.expect(S_CHAT)
+        assert get(m, 2) == b"0", m
+    a.send(b"".join(chat(b"%d" % k) for k in range(1, 10)))  # within 5 s of it: held
+    until_pong(a, 2)  # handled: the enter below comes after them
+    c.send(enter(b"held"))
+    m = c.expect(S_ENTER_ROOM)
+    assert [p for p, _ in members(m)] == [c.pid, a.pid, b.pid, d.pid], members(m)
+    c.send(chat(b"c"))  # held again (the entry sent the chats before it)
+    until_pong(c, 3)
+    d.send(leave())
+    chats = [(S_CHAT, b"%d" % k, a.pid) for k in range(1, 10)]
+    view = chats + [(S_MEMBER_JOINED, c.pid), (S_CHAT, b"c", c.pid)]
+    seq = lambda got: [(p, get(m, 2), get(m, 1)) if p == S_CHAT else
+                       (p, decode(get(m, 2))[1][0] if p == S_MEMBER_JOINED else get(m, 2))
+                       for p, m in got]
+    got = []
+    while len(got) < len(view) + 1:
+        got.append(nxt(d))
+    assert seq(got[:-1]) == view and got[-1][0] == S_LEAVE_ROOM, seq(got)
+    for x in (a, b):
+        got = [nxt(x) for _ in range(len(view) + 1)]
+        assert seq(got) == view + [(S_MEMBER_LEFT, d.pid)], seq(got)
+    got = [nxt(c) for _ in range(2)]  # none of the chats before its entry
+    assert seq(got) == [(S_CHAT, b"c", c.pid), (S_MEMBER_LEFT, d.pid)], seq(got)
+    assert metric(mport, "cport_chat_held_buffers_total") - held0 >= 2
+    # held with no entry or leave after it: the timer sends it
+    b.send(chat(b"t1") + chat(b"t2"))
+    for x in (a, b, c):
+        got = [x.recv() for _ in range(2)]
+        assert seq(got) == [(S_CHAT, b"t1", b.pid), (S_CHAT, b"t2", b.pid)], seq(got)
+    # the last member leaves with chats held: it gets them, then the room goes
+    for x in (a, b, c, d):
+        x.close()
+    e = Conn()
+    e.login(b"fe")
+    e.send(enter(b"solo"))
+    e.expect(S_ENTER_ROOM)
+    e.send(chat(b"s1") + chat(b"s2") + leave())
+    got = [e.recv() for _ in range(3)]
+    assert seq(got[:2]) == [(S_CHAT, b"s1", e.pid), (S_CHAT, b"s2", e.pid)], seq(got)
+    assert got[2][0] == S_LEAVE_ROOM
+    e.close()
+    for _ in range(200):
+        if metric(mport, "cport_rooms") == 0:
+            break
+        time.sleep(0.05)
+    assert metric(mport, "cport_rooms") == 0
+    print(f"flush: held chats sent before an entry and a leave, by the timer, and by the "
+          f"last leave; {metric(mport, 'cport_chat_held_buffers_total') - held0} held buffers")
+
+
 cmd = sys.argv[2]
-if cmd == "rules":
+if cmd == "flush":
+    flush(int(sys.argv[3]))
+elif cmd == "rules":
     rules()
 elif cmd == "maxrooms":  # with --max-rooms 3
     rule_max_rooms()

@@ -3,7 +3,8 @@
 # bytes and UTF-8 checks, answers in request order for pipelined batches sent
 # whole and one byte per write, rooms deleted when empty and --max-rooms
 # counting live rooms, switching, S_ENTER_ROOM's order, S_CHAT's room,
-# presence, ping, packets before a bad header answered first. Then
+# presence, ping, packets before a bad header answered first; chats held by
+# --room-flush-ms reach the members they would have reached at once. Then
 # S_ENTER_ROOM within --max-packet (the smallest allowed, 1063, and the
 # default with 32-byte names), a --max-packet of 1062 refused at start, and
 # cport-dummy --pipeline.
@@ -12,6 +13,9 @@ P2=$(dirname "$0")/proto2.py
 
 start_server chat
 python3 "$P2" "$PORT" rules || fail "protocol 2 rules"
+stop_server
+start_server chat --room-flush-ms 5000
+python3 "$P2" "$PORT" flush "$METRICS_PORT" || fail "--room-flush-ms"
 stop_server
 start_server chat --max-rooms 3
 python3 "$P2" "$PORT" maxrooms || fail "--max-rooms"
