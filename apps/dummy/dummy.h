@@ -10,6 +10,7 @@
 
 #include "../common/hist.h"
 #include "../common/os.h"
+#include "../common/printf_attr.h"
 #include "order.h"
 
 #include <cport.h>
@@ -121,13 +122,6 @@ struct server {
   unsigned *pend, pend_head, pend_n, pend_inflight;
 };
 
-/* printf's format checks: mingw's C99 printf (__USE_MINGW_ANSI_STDIO, %zu) is gnu_printf. */
-#ifdef __MINGW_PRINTF_FORMAT
-#define DUMMY_PRINTF __MINGW_PRINTF_FORMAT
-#else
-#define DUMMY_PRINTF printf
-#endif
-
 /* The main loop's tick. */
 enum { TICK_MS = 5 };
 
@@ -161,7 +155,7 @@ void count_delivery(uint64_t latency_us);
 void count_bytes(uint64_t n);
 void recv_totals(uint64_t *msgs, uint64_t *bytes, struct hist *h);
 /* An error: counted (the run then fails), the first 20 printed. Any thread. */
-void dummy_error(const char *fmt, ...) __attribute__((format(DUMMY_PRINTF, 1, 2)));
+void dummy_error(const char *fmt, ...) APPS_PRINTF(1, 2);
 
 /* echo.c: the echo and packet-echo modes */
 void echo_send(struct client *c);

@@ -2,6 +2,8 @@
 #ifndef CPORT_SERVER_H
 #define CPORT_SERVER_H
 
+#include "../common/printf_attr.h"
+
 #include <cport.h>
 
 #include <stdbool.h>
@@ -42,17 +44,9 @@ void chat_cluster_stop(void);
 /* The cluster's lines of /metrics (nothing without --cluster). */
 void chat_cluster_metrics(FILE *f);
 
-/* printf's format checks: mingw's C99 printf (__USE_MINGW_ANSI_STDIO, %zu) is gnu_printf. */
-#ifdef __MINGW_PRINTF_FORMAT
-#define SRV_PRINTF __MINGW_PRINTF_FORMAT
-#else
-#define SRV_PRINTF printf
-#endif
-
 /* The log of sessions that ended badly (stderr, at most 20 lines a second;
  * the rest are counted). Any thread. */
-void srv_log_session(cp_session *s, const char *peer, const char *fmt, ...)
-    __attribute__((format(SRV_PRINTF, 3, 4)));
+void srv_log_session(cp_session *s, const char *peer, const char *fmt, ...) APPS_PRINTF(3, 4);
 /* Log a disconnect whose reason is not an ordinary end (bad packet, slow
  * consumer, idle timeout, error). peer: the address noted at connect time,
  * or NULL to ask the socket (which no longer knows once the peer is gone). */
