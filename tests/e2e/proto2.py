@@ -713,12 +713,12 @@ def flush(mport):
     a, b, c, d = Conn(), Conn(), Conn(), Conn()
     for x, n in ((a, b"fa"), (b, b"fb"), (c, b"fc"), (d, b"fd")):
         x.login(n)
-    for x in (a, b, d):
+    for k, x in enumerate((a, b, d)):
         x.send(enter(b"held"))
-        x.expect(S_ENTER_ROOM, skip=PRESENCE)
-    for x in (a, b, d):  # the presence of the entries so far
-        until_pong(x, 1)
-        x.kept = []
+        x.expect(S_ENTER_ROOM)
+        for y in (a, b, d)[:k]:  # the presence of this entry, to those before it
+            m = y.expect(S_MEMBER_JOINED)
+            assert decode(get(m, 2))[1] == [x.pid], m
     a.send(chat(b"0"))  # goes at once: the room sent nothing yet
     for x in (a, b, d):
         m = x.expect(S_CHAT)
