@@ -971,7 +971,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
     fprintf(stderr, "fuzz_chat: cp_service_create: %s\n", cp_strerror(rc));
     exit(1);
   }
-  chat_init(svc, &(struct chat_limits){.max_packet = MAX_PACKET});
+  chat_init(svc,
+            &(struct chat_limits){.max_packet = MAX_PACKET, .flush_ms = CHAT_DEFAULT_FLUSH_MS});
   rc = cp_service_start(svc);
   if (rc) {
     fprintf(stderr, "fuzz_chat: cp_service_start: %s\n", cp_strerror(rc));
