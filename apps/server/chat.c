@@ -94,6 +94,7 @@ struct member {
   /* cluster mode: */
   uint64_t joined;   /* the offset of its join: it gets the room's events after it */
   uint64_t left;     /* its leave's offset once known (0: not leaving) */
+  uint64_t resume;   /* re-joining (joined UINT64_MAX): it has had the events before this one */
   bool answered;     /* leaving: the leave's reply came (next and final are known) */
   struct player *p;  /* the player (its chain resumes when the leave completes) */
   struct room *next; /* leaving: then enter this room (a reference), or NULL */
@@ -790,7 +791,7 @@ struct cl_room {
   size_t to_cap;
 };
 
-static void rejoin(struct room *r, size_t i);
+static void rejoin(struct room *r, size_t i, uint64_t resume);
 
 static void put64(uint8_t *p, uint64_t v) {
   for (int i = 0; i < 8; i++)
@@ -901,8 +902,11 @@ static void send_event(struct room *r, uint64_t off, const char *ev, size_t len,
     c->to = t;
     c->to_cap = r->n;
   }
-  /* a leave is not told to the member it names (its answer is S_LEAVE_ROOM) */
-  uint64_t skip = len >= EV_HEAD && ev[0] == CL_OP_LEAVE ? get64((const uint8_t *)ev + 1) : 0;
+  /* a leave is not told to the member it names (its answer is S_LEAVE_ROOM), nor a join (a
+   * member re-joined after a lost state gets the events from before its join: not its own) */
+  uint64_t skip = len >= EV_HEAD && (ev[0] == CL_OP_LEAVE || ev[0] == CL_OP_JOIN)
+                      ? get64((const uint8_t *)ev + 1)
+                      : 0;
   size_t n = 0;
   for (size_t k = 0; k < r->n; k++)
     if ((only == SIZE_MAX || only == k) && member_gets(&r->members[k], off) &&
@@ -945,7 +949,7 @@ static void deliver(void *arg, uint64_t off, const char *ev, size_t len) {
                 "cport-server: cluster: player %" PRIu64 " was removed from a room by "
                 "another node (this node's heartbeat lapsed): it joins again\n",
                 id);
-        rejoin(r, k);
+        rejoin(r, k, off); /* it had every event before its removal */
       }
     }
   }
@@ -1278,6 +1282,7 @@ struct join_ctx {
   struct player *p;
   struct room *r; /* the entry's reference */
   bool rejoin;    /* a member re-joined after an epoch change (no answer) */
+  unsigned gen;   /* rejoin: the room's epochs when asked (a later change re-joins again) */
   bool again;     /* C_ENTER_ROOM of the room it is in: the list again */
   uint64_t player;
   int64_t off;
@@ -1296,10 +1301,10 @@ static void job_joined(void *arg) {
   if (j->rejoin) { /* after an epoch change: active again from its new join */
     if (c && !c->f.epoch_len)
       cl_follow_start(&c->f, j->epoch, j->elen, 0, 0);
-    for (size_t i = 0; c && i < r->n; i++)
+    for (size_t i = 0; c && j->gen == c->epochs && i < r->n; i++)
       if (r->members[i].id == j->player && r->members[i].joined == UINT64_MAX) {
-        /* offset -1: a member there already (joined again twice): from now on */
-        catch_up(r, i, j->off >= 0 ? (uint64_t)j->off : c->f.last);
+        /* (offset -1: a member there already, joined again twice: the same) */
+        catch_up(r, i, r->members[i].resume);
       }
     free(j);
     job_unref(r);
@@ -1491,20 +1496,25 @@ static void room_new_epoch(struct room *r, const char *epoch, size_t elen) {
       x->left = LEFT_NOW;
       continue;
     }
-    rejoin(r, i);
+    rejoin(r, i, 0); /* a member all along: it gets the new epoch's events from its start */
   }
 }
 
 /* Room job: member i is a member no longer in Redis (a lost state, or this
- * node was taken for dead and swept): inactive until it joined again. */
-static void rejoin(struct room *r, size_t i) {
+ * node was taken for dead and swept): it joins again. It had the events
+ * before offset `resume` (of the epoch followed now); once its join is
+ * done it gets those after it - the ones published before its join too (it
+ * never left, for its client) - and is active again. */
+static void rejoin(struct room *r, size_t i, uint64_t resume) {
   struct member *x = &r->members[i];
   x->joined = UINT64_MAX;
+  x->resume = resume;
   struct join_ctx *j = calloc(1, sizeof *j);
   if (!j)
     return;
   j->r = r;
   j->rejoin = true;
+  j->gen = r->cl->epochs;
   j->player = x->id;
   pthread_mutex_lock(&rooms_mu);
   r->jobrefs++;
@@ -1562,7 +1572,8 @@ static void leave_reply(void *arg, const cl_publish_result *res, const char *err
       chain_resume(p);
       return;
     }
-    l->off = 0; /* the session is over: leave locally (Redis: see docs/cluster.md) */
+    l->off = 0; /* the session is over: leave locally, and in Redis once it is back */
+    node_leave_later(l->p->id, l->r->name.b, l->r->name.len);
   } else {
     l->off = res->offset; /* -1: not a member there any more (swept, or a new epoch) */
   }
@@ -1594,7 +1605,8 @@ static int cl_leave(struct player *p, struct room *next, bool final, bool close)
                     .idle_ttl_s = CL_IDLE_TTL_S};
   if (node_room_event(&q, leave_reply, l) != 0) {
     if (final) {
-      l->off = 0;
+      l->off = 0; /* leave locally, and in Redis once it is back */
+      node_leave_later(p->id, p->room->name.b, p->room->name.len);
       if (cp_jobq_post(l->r->q, job_left, l) != 0)
         free(l);
       return SUSPENDED;

@@ -18,6 +18,10 @@ docs/cluster.md), checked exactly from the clients' side.
                                             stdin (the test restarts Redis), go on
   cluster.py ids PORT FILE N              - N logins on PORT: ids new and past every id in
                                             FILE (written by chat --ids FILE)
+  cluster.py outage P1 P2                 - a player on node 2 disconnects while Redis is
+                                            down (the shell kills it at DOWN, starts it at
+                                            GONE): node 1's player gets its S_MEMBER_LEFT
+                                            once Redis is back (the leave re-sent)
   cluster.py slow P1 P2 P3:PID3           - node 3 stopped (SIGSTOP) does not hold up nodes
                                             1 and 2; it catches up once continued
   cluster.py unavailable PORT             - a node with no Redis answers pings, and logins
@@ -328,7 +332,18 @@ def chat_run(args):
     send_phase(half, chats)
     unav = sum(p.unavailable for p in players)
     ok(unav == 0 or mid, f"{unav} ERR_UNAVAILABLE with Redis up")
-    pump_until(players, settled, 180, "every chat delivered")
+    try:
+        pump_until(players, settled, 180, "every chat delivered")
+    except SystemExit:
+        for p in players:  # who misses what (the sender's node, its player, the chat)
+            miss = sent[p.room] - set(chats_of(p))
+            if miss:
+                by = {q.c.pid: q for q in rooms[p.room]}
+                print(f"cluster.py: player {p.c.pid} (node port {p.c.port}, room {p.room!r}) misses "
+                      f"{len(miss)}: " + ", ".join(f"{t.decode(errors='replace')} from {pid} on "
+                                                    f"{by[pid].c.port}" for pid, t in sorted(miss)[:8]),
+                      file=sys.stderr)
+        raise
     time.sleep(0.3)
     pump_until(players, lambda: True, 1, "")
     total = 0
@@ -434,6 +449,50 @@ def unavailable_run(port):
     print("cluster.py unavailable: PASS")
 
 
+def outage_run(p1, p2):
+    """a player that disconnects while Redis is unreachable leaves in Redis too, once the
+    node is back (its leave re-sent): the other node's players get S_MEMBER_LEFT for it,
+    once, and a newcomer's member list no longer has it. The shell kills Redis when told
+    DOWN and starts it again (appendonly: the rooms survive) when told GONE."""
+    a, b, c = Conn(p1), Conn(p2), Conn(p2)
+    for x, name in ((a, "oa"), (b, "ob"), (c, "oc")):
+        x.login(name)
+    for x in (a, b, c):
+        x.send(enter(b"out\0age"))
+        x.expect(S_ENTER_ROOM, skip=(S_MEMBER_JOINED,))
+    print("DOWN", flush=True)
+    ok(sys.stdin.readline().strip() == "down", "the shell did not kill Redis")
+    c.s.close()  # its leave cannot reach Redis
+    time.sleep(0.5)
+    print("GONE", flush=True)
+    ok(sys.stdin.readline().strip() == "up", "the shell did not start Redis again")
+    left = []
+    a.s.settimeout(60)
+    while not left:
+        try:
+            got, m = a.recv()
+        except socket.timeout:
+            ok(False, "no S_MEMBER_LEFT for the player that disconnected while Redis was down")
+        ok(got is not None, "node 1 closed the connection")
+        if got == S_MEMBER_LEFT:
+            left.append(get(m, 2))
+        else:
+            ok(got == S_MEMBER_JOINED, f"unexpected packet {got} {m}")
+    ok(left == [c.pid], f"a hears c leave once the leave is re-sent: {left} {c.pid}")
+    # a newcomer on node 1 sees the room as it is: a, b (and itself); nothing else came to a
+    d = Conn(p1)
+    d.login("od")
+    d.send(enter(b"out\0age"))
+    m = d.expect(S_ENTER_ROOM)
+    ok(get(m, 2) == 3 and sorted(pid for pid, _ in members(m)) == sorted([a.pid, b.pid, d.pid]),
+       f"the member list after the outage: {members(m)}")
+    m = a.expect(S_MEMBER_JOINED)
+    ok(get(decode(get(m, 2)), 1) == d.pid, f"a hears d join, and nothing before it: {m}")
+    for x in (a, b, d):
+        x.s.close()
+    print("cluster.py outage: PASS (a leave made while Redis was down reached the other node)")
+
+
 def ids_run(port, path, n):
     old = [int(x) for x in open(path).read().split()]
     new = [Conn(port) for _ in range(n)]
@@ -453,6 +512,8 @@ if __name__ == "__main__":
         slow_run(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4])
     elif what == "unavailable":
         unavailable_run(int(sys.argv[2]))
+    elif what == "outage":
+        outage_run(int(sys.argv[2]), int(sys.argv[3]))
     elif what == "ids":
         ids_run(int(sys.argv[2]), sys.argv[3], int(sys.argv[4]))
     elif what == "nodes":

@@ -166,6 +166,28 @@ static const cp_session_callbacks ob_framed_cb = {.on_connected = ob_on_connecte
                                                   .on_packet = ob_on_packet,
                                                   .on_disconnected = ob_on_disconnected};
 
+/* Connects made by a job on one of the service's workers, whose stack is
+ * reused at once: the connect op must not read the address from the
+ * caller's stack after cp_service_connect_to returned (io_uring submits it
+ * later, when the poller next enters the kernel). */
+#define NW 40
+static struct ob w_ob[NW];
+static cp_service *w_svc;
+static uint16_t w_port;
+static atomic_int w_rc_bad;
+static __attribute__((noinline)) void scribble(void) {
+  volatile unsigned char junk[1024];
+  for (size_t i = 0; i < sizeof junk; i++)
+    junk[i] = 0xa5;
+}
+static void w_job(void *arg) {
+  cp_connect_options c = {
+      .host = "127.0.0.1", .port = w_port, .raw = true, .callbacks = ob_raw_cb, .user = arg};
+  if (cp_service_connect_to(w_svc, &c, NULL) != 0)
+    atomic_fetch_add(&w_rc_bad, 1);
+  scribble();
+}
+
 static cp_session *open_ob(cp_service *svc, uint16_t port, bool raw, struct ob *o,
                            cp_connect_options extra) {
   extra.host = "127.0.0.1";
@@ -419,6 +441,31 @@ int main(void) {
   cp_session *late = open_ob(a, port_of(p_framed), false, &late_ob, (cp_connect_options){0});
   WAIT_UNTIL(atomic_load(&late_ob.connected) == 1);
   WAIT_UNTIL(nt_stats(a).outbound == 2 + NFR);
+  /* ---- connects from the only worker, its stack reused at once: every one connects ---- */
+  {
+    w_svc = nt_server((cp_service_options){.threads = 1}, NULL);
+    w_port = port_of(p_raw);
+    cp_jobq *wq = cp_jobq_create(w_svc);
+    CHECK(wq != NULL);
+    for (int i = 0; i < NW; i++)
+      CHECK_EQ(cp_jobq_post(wq, w_job, &w_ob[i]), 0);
+    for (int i = 0; i < NW; i++)
+      WAIT_UNTIL(atomic_load(&w_ob[i].connected) + atomic_load(&w_ob[i].disconnected) > 0);
+    int failed = 0;
+    for (int i = 0; i < NW; i++)
+      failed += atomic_load(&w_ob[i].disconnected);
+    fprintf(stderr, "  connects from a worker: %d of %d failed\n", failed, NW);
+    CHECK_EQ(failed, 0);
+    CHECK_EQ(atomic_load(&w_rc_bad), 0);
+    WAIT_UNTIL(nt_stats(w_svc).outbound == NW);
+    cp_jobq_destroy(wq);
+    cp_service_stop(w_svc, 0);
+    for (int i = 0; i < NW; i++) {
+      CHECK_EQ(atomic_load(&w_ob[i].disconnected), 1);
+      CHECK_EQ(atomic_load(&w_ob[i].reason), CP_REASON_SHUTDOWN);
+    }
+    cp_service_destroy(w_svc);
+  }
   /* one still connecting when the stop comes (the black hole, a long timeout): its
    * on_disconnected is owed all the same - once, as a shutdown */
   static struct ob pending_ob;

@@ -31,6 +31,8 @@ node_counters node_stats;
 #define ID_BLOCK 10000u
 #define BACKOFF_MIN_MS 100u
 #define BACKOFF_MAX_MS 5000u
+#define CONNECT_TIMEOUT_MS 2000u
+#define FAIL_LOG_MS 5000u
 #define HEARTBEAT_TTL_MS 3000u
 #define SWEEP_LEASE_MS 5000u
 
@@ -42,7 +44,12 @@ struct link {
   cp_session *s;      /* a reference while up */
   _Atomic bool ready; /* commands: scripts loaded; subscriber: connected */
   bool ever_up;       /* under mu */
-  bool was_down_logged;
+  /* under mu: the reconnect loop's state, for its log and the tick's watch */
+  unsigned fails;         /* attempts that failed since the link was last up */
+  uint64_t fail_log_ms;   /* when a failed attempt was last logged */
+  uint64_t attempt_ms;    /* when the attempt under way began (0: none) */
+  uint64_t scheduled_ms;  /* when the next attempt was scheduled (0: none) */
+  bool stuck_logged;      /* the tick logged the attempt or schedule under way */
   _Atomic uint64_t feeds; /* byte batches received: progress */
   uint64_t feeds_seen;    /* tick's: feeds at the last tick */
   unsigned stalled;       /* tick's: ticks with commands pending and no byte received */
@@ -61,13 +68,33 @@ static struct {
   _Atomic bool stopping, timers_off;
   cl_scripts scripts;
   struct link cmd, sub;
-  _Atomic bool lost; /* a connection was lost since both were last up */
+  _Atomic bool lost;               /* a connection was lost since both were last up */
+  _Atomic uint64_t claim_after_ms; /* no dead nodes claimed before (mono_ms) */
+  pthread_mutex_t owed_mu;
+  struct owed *owed; /* leaves to re-send (node_leave_later), newest first */
+  size_t nowed;
   pthread_mutex_t ids_mu;
   uint64_t id_next, id_end, id_next2, id_end2; /* the block in use, the one after */
   bool ids_asked;
 } N;
 
 static void link_connect(struct link *l);
+
+struct owed { /* a leave to re-send */
+  struct owed *next;
+  uint64_t player;
+  size_t len;
+  uint8_t room[];
+};
+#define OWED_MAX 1000000u
+static void resend_leaves(void);
+static void hb_done(void *arg, const char *err);
+
+static uint64_t mono_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
 
 /* ---- log ---------------------------------------------------------------- */
 
@@ -173,6 +200,13 @@ static void scripts_loaded(void *arg, const char *err) {
     return;
   }
   atomic_store(&l->ready, true);
+  /* A heartbeat at once: an outage shorter than its deadline must not get
+   * this node swept as dead by a node that came back first. */
+  pthread_mutex_lock(&l->mu);
+  if (l->r && !atomic_load(&N.timers_off))
+    cl_node_heartbeat(l->r, N.name, N.name_len, HEARTBEAT_TTL_MS, hb_done, NULL);
+  pthread_mutex_unlock(&l->mu);
+  resend_leaves();
   pthread_mutex_lock(&N.ids_mu);
   if (N.id_next == N.id_end || N.id_next2 == N.id_end2)
     ids_ask();
@@ -193,10 +227,16 @@ static void on_connected(cp_session *s) {
   bool again = l->ever_up;
   l->ever_up = true;
   l->backoff_ms = 0;
-  l->was_down_logged = false;
+  l->fails = 0;
+  l->attempt_ms = 0;
   pthread_mutex_unlock(&l->mu);
   if (again)
     atomic_fetch_add(&node_stats.reconnects, 1);
+  /* Back after an outage (a Redis restart cuts every node): the others'
+   * heartbeats are stale too; give them a deadline to come back before any
+   * is taken for dead. */
+  if (again && l->mode == CL_REDIS_COMMANDS)
+    atomic_store(&N.claim_after_ms, mono_ms() + HEARTBEAT_TTL_MS);
   nlog("%s connection to redis %s:%u up%s", l->what, N.host, N.port, again ? " again" : "");
   if (l->mode == CL_REDIS_COMMANDS) {
     pthread_mutex_lock(&l->mu);
@@ -225,6 +265,9 @@ static void on_raw(cp_session *s, const void *data, size_t len) {
 
 static void reconnect_job(void *arg) {
   struct link *l = arg;
+  pthread_mutex_lock(&l->mu);
+  l->scheduled_ms = 0;
+  pthread_mutex_unlock(&l->mu);
   if (!atomic_load(&N.stopping))
     link_connect(l);
 }
@@ -237,9 +280,12 @@ static void schedule_reconnect(struct link *l) {
   if (l->backoff_ms > BACKOFF_MAX_MS)
     l->backoff_ms = BACKOFF_MAX_MS;
   unsigned ms = l->backoff_ms;
+  l->scheduled_ms = mono_ms();
+  l->stuck_logged = false;
   pthread_mutex_unlock(&l->mu);
-  if (cp_jobq_post_after(N.q, ms, reconnect_job, l) != 0 && !atomic_load(&N.stopping))
-    nlog("%s connection: cannot schedule a reconnect", l->what);
+  int rc = cp_jobq_post_after(N.q, ms, reconnect_job, l);
+  if (rc != 0 && !atomic_load(&N.stopping))
+    nlog("%s connection: cannot schedule a reconnect: %s", l->what, cp_strerror(rc));
 }
 
 struct lost {
@@ -274,8 +320,19 @@ static void on_disconnected(cp_session *s, cp_reason why) {
     atomic_store(&N.lost, true);
     l->s = NULL;
   }
-  bool log = !l->was_down_logged;
-  l->was_down_logged = true;
+  /* Every lost connection is logged; failed attempts too, at most one line
+   * per FAIL_LOG_MS (the first, then one with the count). */
+  l->attempt_ms = 0;
+  bool log = r != NULL;
+  unsigned fails = 0;
+  if (!r) {
+    fails = ++l->fails;
+    uint64_t now = mono_ms();
+    if (fails == 1 || now - l->fail_log_ms >= FAIL_LOG_MS) {
+      log = true;
+      l->fail_log_ms = now;
+    }
+  }
   pthread_mutex_unlock(&l->mu);
   if (r) {
     /* Its pending callbacks are told from a job: on_disconnected may run nested
@@ -292,24 +349,36 @@ static void on_disconnected(cp_session *s, cp_reason why) {
     }
     cp_session_put(s);
   }
-  if (log && !atomic_load(&N.stopping))
-    nlog("%s connection to redis %s:%u %s (%s); reconnecting with back-off", l->what, N.host,
-         N.port, r ? "lost" : "failed", cp_reason_name(why));
+  if (log && !atomic_load(&N.stopping)) {
+    if (r)
+      nlog("%s connection to redis %s:%u lost (%s); reconnecting with back-off", l->what, N.host,
+           N.port, cp_reason_name(why));
+    else
+      nlog("%s connection to redis %s:%u: attempt %u failed (%s); reconnecting with back-off",
+           l->what, N.host, N.port, fails, cp_reason_name(why));
+  }
   schedule_reconnect(l);
 }
 
 static void link_connect(struct link *l) {
+  pthread_mutex_lock(&l->mu);
+  l->attempt_ms = mono_ms();
+  l->stuck_logged = false;
+  pthread_mutex_unlock(&l->mu);
   cp_session_callbacks cb = {
       .on_connected = on_connected, .on_raw = on_raw, .on_disconnected = on_disconnected};
   cp_connect_options o = {.host = N.host,
                           .port = N.port,
                           .raw = true,
                           .send_queue_max = 256u << 20,
-                          .connect_timeout_ms = 2000,
+                          .connect_timeout_ms = CONNECT_TIMEOUT_MS,
                           .callbacks = cb,
                           .user = l};
   int rc = cp_service_connect_to(N.svc, &o, NULL);
   if (rc) {
+    pthread_mutex_lock(&l->mu);
+    l->attempt_ms = 0;
+    pthread_mutex_unlock(&l->mu);
     nlog("%s connection: cannot connect: %s", l->what, cp_strerror(rc));
     schedule_reconnect(l);
   }
@@ -441,6 +510,92 @@ static size_t leave_event(uint8_t *out, uint64_t player) {
   return 17;
 }
 
+/* ---- leaves that failed during an outage -------------------------------- */
+
+/* Keep a leave (again) for the next time the command connection is up. */
+static void owed_keep(struct owed *o) {
+  pthread_mutex_lock(&N.owed_mu);
+  o->next = N.owed;
+  N.owed = o;
+  N.nowed++;
+  pthread_mutex_unlock(&N.owed_mu);
+}
+
+bool node_leave_later(uint64_t player, const void *room, size_t len) {
+  struct owed *o = len <= CL_ROOM_MAX ? malloc(sizeof *o + len) : NULL;
+  pthread_mutex_lock(&N.owed_mu);
+  bool ok = o && N.nowed < OWED_MAX;
+  pthread_mutex_unlock(&N.owed_mu);
+  if (ok) {
+    o->player = player;
+    o->len = len;
+    memcpy(o->room, room, len);
+    owed_keep(o);
+  } else {
+    free(o);
+    atomic_fetch_add(&node_stats.redis_errors, 1);
+    nlog("player %" PRIu64 "'s leave cannot be kept for a re-send: it stays a member in Redis "
+         "until this node is swept or the room expires",
+         player);
+  }
+  if (ok && node_commands_available())
+    resend_leaves(); /* the connection came back meanwhile */
+  return ok;
+}
+
+static void resent(void *arg, const cl_publish_result *res, const char *err) {
+  struct owed *o = arg;
+  (void)err;
+  if (!res) { /* lost again with the connection: kept for the next time */
+    owed_keep(o);
+    return;
+  }
+  if (res->offset > 0)
+    atomic_fetch_add(&node_stats.leaves_resent_published, 1);
+  free(o);
+}
+
+/* The command connection is up: re-send the leaves that failed (oldest first). */
+static void resend_leaves(void) {
+  pthread_mutex_lock(&N.owed_mu);
+  struct owed *list = NULL;
+  size_t n = N.nowed;
+  while (N.owed) { /* reversed: oldest first */
+    struct owed *o = N.owed;
+    N.owed = o->next;
+    o->next = list;
+    list = o;
+  }
+  N.nowed = 0;
+  pthread_mutex_unlock(&N.owed_mu);
+  if (!list)
+    return;
+  nlog("re-sending %zu leaves that failed while Redis was unreachable", n);
+  while (list) {
+    struct owed *o = list;
+    list = o->next;
+    uint8_t ev[17];
+    cl_event_req q = {.op = CL_OP_LEAVE,
+                      .player = o->player,
+                      .room = o->room,
+                      .room_len = o->len,
+                      .event = ev,
+                      .event_len = leave_event(ev, o->player),
+                      .stream_max = NODE_STREAM_MAX,
+                      .idle_ttl_s = NODE_IDLE_TTL_S};
+    if (node_room_event(&q, resent, o) != 0) { /* down again: kept, the rest too */
+      owed_keep(o);
+      while (list) {
+        struct owed *x = list;
+        list = x->next;
+        owed_keep(x);
+      }
+      return;
+    }
+    atomic_fetch_add(&node_stats.leaves_resent, 1);
+  }
+}
+
 static void sweep_members(void *arg, redisReply *r, const char *err) {
   struct dead *d = arg;
   if (!r || r->type != REDIS_REPLY_ARRAY) {
@@ -533,15 +688,44 @@ static void check_stall(struct link *l) {
   pthread_mutex_unlock(&l->mu);
 }
 
+/* Tick: the reconnect loop of a link that is down must move: an attempt
+ * ends within its connect timeout, a scheduled one starts within the
+ * back-off. One that does not is logged, once (it would be an engine bug). */
+#define STUCK_SLACK_MS 5000u
+static void check_loop(struct link *l) {
+  pthread_mutex_lock(&l->mu);
+  uint64_t now = mono_ms();
+  const char *what = NULL;
+  uint64_t since = 0;
+  if (l->attempt_ms && now - l->attempt_ms > CONNECT_TIMEOUT_MS + STUCK_SLACK_MS) {
+    what = "a connect attempt has had no outcome";
+    since = l->attempt_ms;
+  } else if (l->scheduled_ms && now - l->scheduled_ms > BACKOFF_MAX_MS + STUCK_SLACK_MS) {
+    what = "a scheduled reconnect has not started";
+    since = l->scheduled_ms;
+  }
+  bool log = what && !l->stuck_logged && !atomic_load(&N.stopping);
+  if (log)
+    l->stuck_logged = true;
+  pthread_mutex_unlock(&l->mu);
+  if (log) {
+    atomic_fetch_add(&node_stats.redis_errors, 1);
+    nlog("%s connection: %s for %" PRIu64 " ms", l->what, what, now - since);
+  }
+}
+
 static void tick(void *arg) {
   (void)arg;
+  check_loop(&N.cmd);
+  check_loop(&N.sub);
   check_stall(&N.cmd);
   if (atomic_load(&N.timers_off) || !atomic_load(&N.cmd.ready))
     return;
   pthread_mutex_lock(&N.cmd.mu);
   if (N.cmd.r) {
     cl_node_heartbeat(N.cmd.r, N.name, N.name_len, HEARTBEAT_TTL_MS, hb_done, NULL);
-    cl_nodes_claim_dead(N.cmd.r, 4, SWEEP_LEASE_MS, claimed, NULL);
+    if (mono_ms() >= atomic_load(&N.claim_after_ms))
+      cl_nodes_claim_dead(N.cmd.r, 4, SWEEP_LEASE_MS, claimed, NULL);
   }
   pthread_mutex_unlock(&N.cmd.mu);
 }
@@ -571,6 +755,7 @@ int node_start(cp_service *svc, const char *url, const char *name, size_t len,
   N.hooks = *hooks;
   cl_scripts_init(&N.scripts);
   pthread_mutex_init(&N.ids_mu, NULL);
+  pthread_mutex_init(&N.owed_mu, NULL);
   link_init(&N.cmd, "command", CL_REDIS_COMMANDS);
   link_init(&N.sub, "subscriber", CL_REDIS_SUBSCRIBER);
   if (!(N.q = cp_jobq_create(svc)))
@@ -654,6 +839,10 @@ void node_metrics(FILE *f) {
   C("swept_nodes", "Dead nodes this node cleaned.", node_stats.swept_nodes);
   C("swept_members", "Members of dead nodes this node removed from rooms.",
     node_stats.swept_members);
+  C("leaves_resent", "Leaves re-sent after they failed while Redis was unreachable.",
+    node_stats.leaves_resent);
+  C("leaves_resent_published", "Re-sent leaves that removed a member (S_MEMBER_LEFT).",
+    node_stats.leaves_resent_published);
 #undef C
   fprintf(f,
           "# HELP cport_cluster_up Both Redis connections are up.\n"

@@ -59,6 +59,13 @@ int node_xrange(const void *room, size_t len, uint64_t from, uint64_t to, cl_rep
                 void *arg);
 /* HGET the room's epoch (a string, or nil: the room's state is gone). */
 int node_room_epoch(const void *room, size_t len, cl_reply_fn fn, void *arg);
+/* A leave that could not reach Redis (the player's session ended while the
+ * command connection was down, or the leave's reply was lost with it): it is
+ * re-sent, as this node, once the command connection is up again, so the
+ * other nodes see the member leave (S_MEMBER_LEFT). Leaves are idempotent:
+ * one that did run, or a member removed meanwhile (a sweep, a lost state),
+ * publishes nothing. False if out of memory (logged). */
+bool node_leave_later(uint64_t player, const void *room, size_t len);
 /* A player id from the node's block; false if none right now (hooks->ids_ready
  * follows once a block arrives). */
 bool node_take_id(uint64_t *id);
@@ -72,20 +79,22 @@ void node_shutdown(void);
 
 /* Counters for /metrics. */
 typedef struct node_counters {
-  _Atomic uint64_t publishes;     /* room events this node published */
-  _Atomic uint64_t deliveries;    /* room events delivered from the cluster */
-  _Atomic uint64_t gap_reads;     /* ranges read from a stream (gaps, resyncs) */
-  _Atomic uint64_t gap_lost;      /* events older than the capped stream */
-  _Atomic uint64_t epoch_changes; /* a room's state was lost in Redis */
-  _Atomic uint64_t bad_messages;  /* channel messages or entries that do not decode */
-  _Atomic uint64_t reconnects;    /* Redis connections re-established */
-  _Atomic uint64_t unavailable;   /* requests answered ERR_UNAVAILABLE */
-  _Atomic uint64_t redis_errors;  /* error replies and failed commands */
-  _Atomic uint64_t swept_nodes;   /* dead nodes this node cleaned */
-  _Atomic uint64_t swept_members; /* their members it removed */
-  _Atomic uint64_t lag_count;     /* publish-to-delivery lag: deliveries measured */
-  _Atomic uint64_t lag_sum_us;    /* and their sum */
-  _Atomic uint64_t lag_bucket[8]; /* <= 1, 2, 5, 10, 50, 100, 500 ms, +Inf */
+  _Atomic uint64_t publishes;               /* room events this node published */
+  _Atomic uint64_t deliveries;              /* room events delivered from the cluster */
+  _Atomic uint64_t gap_reads;               /* ranges read from a stream (gaps, resyncs) */
+  _Atomic uint64_t gap_lost;                /* events older than the capped stream */
+  _Atomic uint64_t epoch_changes;           /* a room's state was lost in Redis */
+  _Atomic uint64_t bad_messages;            /* channel messages or entries that do not decode */
+  _Atomic uint64_t reconnects;              /* Redis connections re-established */
+  _Atomic uint64_t unavailable;             /* requests answered ERR_UNAVAILABLE */
+  _Atomic uint64_t redis_errors;            /* error replies and failed commands */
+  _Atomic uint64_t swept_nodes;             /* dead nodes this node cleaned */
+  _Atomic uint64_t swept_members;           /* their members it removed */
+  _Atomic uint64_t leaves_resent;           /* leaves re-sent after an outage (node_leave_later) */
+  _Atomic uint64_t leaves_resent_published; /* of those, the ones that removed a member */
+  _Atomic uint64_t lag_count;               /* publish-to-delivery lag: deliveries measured */
+  _Atomic uint64_t lag_sum_us;              /* and their sum */
+  _Atomic uint64_t lag_bucket[8];           /* <= 1, 2, 5, 10, 50, 100, 500 ms, +Inf */
 } node_counters;
 extern node_counters node_stats;
 /* One delivery's publish-to-delivery lag (microseconds). */
