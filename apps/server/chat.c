@@ -849,7 +849,7 @@ static void unavailable(struct player *p, const char *what) {
 }
 
 /* Whether member x gets the event at off. */
-static bool gets(const struct member *x, uint64_t off) {
+static bool member_gets(const struct member *x, uint64_t off) {
   return x->joined < off && (!x->left || off < x->left);
 }
 
@@ -905,7 +905,8 @@ static void send_event(struct room *r, uint64_t off, const char *ev, size_t len,
   uint64_t skip = len >= EV_HEAD && ev[0] == CL_OP_LEAVE ? get64((const uint8_t *)ev + 1) : 0;
   size_t n = 0;
   for (size_t k = 0; k < r->n; k++)
-    if ((only == SIZE_MAX || only == k) && gets(&r->members[k], off) && r->members[k].id != skip)
+    if ((only == SIZE_MAX || only == k) && member_gets(&r->members[k], off) &&
+        r->members[k].id != skip)
       c->to[n++] = r->sessions[k];
   if (!n)
     return;

@@ -13,6 +13,7 @@
 #include "node.h"
 
 #include "../../common/cli.h"
+#include "../../common/printf_attr.h"
 #include "presence.h"
 #include "room_keys.h"
 
@@ -70,7 +71,7 @@ static void link_connect(struct link *l);
 
 /* ---- log ---------------------------------------------------------------- */
 
-static void nlog(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void nlog(const char *fmt, ...) APPS_PRINTF(1, 2);
 static void nlog(const char *fmt, ...) {
   char buf[512];
   va_list ap;
