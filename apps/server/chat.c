@@ -933,6 +933,8 @@ static void cl_flush_held(struct room *r) {
   struct cl_room *c = r->cl;
   if (!c || !c->held)
     return;
+  /* its recipients are members still: none goes before this (leave_complete) */
+  assert(c->held_n > 0 && c->held_n <= r->n);
   cp_sendbuf *b = c->held;
   c->held = NULL;
   c->last_flush_ms = now_ms();
