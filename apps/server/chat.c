@@ -173,6 +173,7 @@ static struct player *players; /* every player (the cluster's drain), under play
 static bool clustered; /* --cluster: rooms on Redis */
 static void cl_room_free(struct room *r);
 static void cl_room_unsubscribe(struct room *r);
+static void cl_flush_held(struct room *r);
 #endif
 
 void chat_init(cp_service *svc, const struct chat_limits *l) {
@@ -631,12 +632,12 @@ void chat_buffer_stats(uint64_t *buffers, uint64_t *held) {
   *held = atomic_load_explicit(&chat_held, memory_order_relaxed);
 }
 
-/* Room job: the chat buffer b to every member. */
-static void room_send_chats(struct room *r, cp_sendbuf *b, bool held) {
+/* Room job: the chat buffer b (a reference, put) to the n sessions to. */
+static void room_send_chats(cp_session **to, size_t n, cp_sendbuf *b, bool held) {
   atomic_fetch_add_explicit(&chat_buffers, 1, memory_order_relaxed);
   if (held)
     atomic_fetch_add_explicit(&chat_held, 1, memory_order_relaxed);
-  cp_session_send_many(r->sessions, r->n, b);
+  cp_session_send_many(to, n, b);
   cp_sendbuf_unref(b);
 }
 
@@ -648,7 +649,7 @@ static void job_chat(void *arg) {
     r->open = NULL; /* closed: its length is final from here on */
   r->last_flush_ms = now_ms();
   pthread_mutex_unlock(&r->chat_mu);
-  room_send_chats(r, j->b, false);
+  room_send_chats(r->sessions, r->n, j->b, false);
   free(j);
 }
 
@@ -658,6 +659,10 @@ static void job_chat(void *arg) {
  * room is pending when it goes: from the room's own queue, that also means
  * job_flush is not running. */
 static void room_flush_held(struct room *r, bool empty) {
+#ifdef CPORT_CLUSTER
+  if (clustered)
+    cl_flush_held(r); /* the cluster's held chats (the flush timer's job too) */
+#endif
   pthread_mutex_lock(&r->chat_mu);
   cp_sendbuf *b = r->held;
   r->held = NULL;
@@ -665,7 +670,7 @@ static void room_flush_held(struct room *r, bool empty) {
     r->last_flush_ms = now_ms();
   pthread_mutex_unlock(&r->chat_mu);
   if (b)
-    room_send_chats(r, b, true);
+    room_send_chats(r->sessions, r->n, b, true);
   if (empty)
     (void)cp_timer_cancel(&r->flush); /* -ENOENT: it was not pending */
 }
@@ -756,6 +761,17 @@ out:
  * event before L (its own earlier chats included), then S_LEAVE_ROOM. The
  * chain stays suspended from the request to its answer, as with room jobs.
  *
+ * Chat events are batched like the chats above (--room-flush-ms W): a chat
+ * event to the room that comes within W ms of the room's last chat send is
+ * held, with its recipients (the members that get it) as they are then, and
+ * the room's flush timer started; the next chat events with exactly those
+ * recipients are appended; one with others, the flush timer (job_flush), and
+ * anything else the room sends or does (any other event, a replay to one
+ * member, every other job, a member's leave completing) send it first
+ * (cl_flush_held). So each chat reaches exactly the members it would have at
+ * once, in offset order, before anything after it; a member's session in the
+ * snapshot is sent to before the member goes (its player with it).
+ *
  * Every job posted to a room holds a reference of the room (put last).
  */
 #ifdef CPORT_CLUSTER
@@ -789,6 +805,12 @@ struct cl_room {
   unsigned epochs;              /* room_new_epoch calls (an epoch check older than one is moot) */
   cp_session **to;              /* scratch: the recipients of one event */
   size_t to_cap;
+  /* --room-flush-ms: chat events held for the recipients they had (see
+   * send_event). held != NULL implies the room's flush timer is pending. */
+  cp_sendbuf *held;
+  cp_session **held_to; /* held's recipients, as when it started */
+  size_t held_n, held_cap;
+  uint64_t last_flush_ms; /* when the room's chats last went out */
 };
 
 static void rejoin(struct room *r, size_t i, uint64_t resume);
@@ -828,6 +850,9 @@ static void cl_room_free(struct room *r) {
   for (size_t i = 0; i < CL_HIST; i++)
     free(c->hist[i].ev);
   free(c->to);
+  if (c->held) /* stranded by a stop (a room that empties sends it first) */
+    cp_sendbuf_unref(c->held);
+  free(c->held_to);
   free(c);
   r->cl = NULL;
 }
@@ -854,6 +879,18 @@ static bool member_gets(const struct member *x, uint64_t off) {
   return x->joined < off && (!x->left || off < x->left);
 }
 
+/* The S_CHAT of a chat event (len >= EV_HEAD) in *m; false if it does not decode. */
+static bool chat_message(struct room *r, const uint8_t *ev, size_t len, Chatw__SChat *m) {
+  if (len < EV_HEAD + 8 || len - EV_HEAD - 8 > CHAT_TEXT_MAX)
+    return false;
+  chatw__schat__init(m);
+  m->player_id = get64(ev + 1);
+  m->client_time_us = get64(ev + EV_HEAD);
+  m->text = (ProtobufCBinaryData){.len = len - EV_HEAD - 8, .data = (uint8_t *)ev + EV_HEAD + 8};
+  m->room = bin(&r->name);
+  return true;
+}
+
 /* The packet of an event, or NULL (a bad event: counted). */
 static cp_sendbuf *event_packet(struct room *r, const uint8_t *ev, size_t len) {
   if (len < EV_HEAD)
@@ -861,14 +898,8 @@ static cp_sendbuf *event_packet(struct room *r, const uint8_t *ev, size_t len) {
   uint64_t id = get64(ev + 1);
   switch (ev[0]) {
   case CL_OP_CHAT: {
-    if (len < EV_HEAD + 8 || len - EV_HEAD - 8 > CHAT_TEXT_MAX)
-      return NULL;
-    Chatw__SChat m = CHATW__SCHAT__INIT;
-    m.player_id = id;
-    m.client_time_us = get64(ev + EV_HEAD);
-    m.text = (ProtobufCBinaryData){.len = len - EV_HEAD - 8, .data = (uint8_t *)ev + EV_HEAD + 8};
-    m.room = bin(&r->name);
-    return wire_packet(CHATW__PACKET_ID__S_CHAT, &m.base);
+    Chatw__SChat m;
+    return chat_message(r, ev, len, &m) ? wire_packet(CHATW__PACKET_ID__S_CHAT, &m.base) : NULL;
   }
   case CL_OP_JOIN: {
     if (len - EV_HEAD > CHAT_NAME_MAX)
@@ -892,9 +923,77 @@ static cp_sendbuf *event_packet(struct room *r, const uint8_t *ev, size_t len) {
   }
 }
 
-/* Room job: event off to the members that get it (only: one member, or SIZE_MAX). */
+static void bad_event(uint64_t off) {
+  atomic_fetch_add(&node_stats.bad_messages, 1);
+  fprintf(stderr, "cport-server: cluster: room event at offset %" PRIu64 " does not decode\n", off);
+}
+
+/* Room job, before anything else the room sends or any member goes: the
+ * held chat events to the recipients they were held for (see send_event). */
+static void cl_flush_held(struct room *r) {
+  struct cl_room *c = r->cl;
+  if (!c || !c->held)
+    return;
+  /* its recipients are members still: none goes before this (leave_complete) */
+  assert(c->held_n > 0 && c->held_n <= r->n);
+  cp_sendbuf *b = c->held;
+  c->held = NULL;
+  c->last_flush_ms = now_ms();
+  room_send_chats(c->held_to, c->held_n, b, true);
+}
+
+/* Room job: the chat event at off to the n sessions c->to, batched as the
+ * room's chats are without a cluster (room_chat): appended to the held buffer
+ * if that has exactly these recipients (and room); else the held one goes
+ * first, and this one starts a new held buffer and the room's flush timer if
+ * it comes within --room-flush-ms of the room's last chat send, or goes at
+ * once. */
+static void send_chat_event(struct room *r, uint64_t off, const uint8_t *ev, size_t len, size_t n) {
+  struct cl_room *c = r->cl;
+  Chatw__SChat m;
+  if (!chat_message(r, ev, len, &m)) {
+    bad_event(off);
+    return;
+  }
+  size_t sz = CP_PACKET_HEADER + protobuf_c_message_get_packed_size(&m.base);
+  if (c->held && c->held_n == n && !memcmp(c->held_to, c->to, n * sizeof *c->to) &&
+      chat_append(c->held, &m.base, sz))
+    return;
+  cl_flush_held(r);
+  uint64_t now = now_ms();
+  unsigned w = limits.flush_ms;
+  bool hold = w && now - c->last_flush_ms < w;
+  if (hold && c->held_cap < n) {
+    cp_session **t = realloc(c->held_to, n * sizeof *t);
+    if (t) {
+      c->held_to = t;
+      c->held_cap = n;
+    }
+    hold = t != NULL; /* out of memory: at once */
+  }
+  cp_sendbuf *b = cp_sendbuf_alloc(hold && sz < CHAT_BATCH ? CHAT_BATCH : sz);
+  if (!b)
+    return; /* out of memory: see room_send */
+  cp_sendbuf_set_len(b, wire_put_packet(cp_sendbuf_data(b), CHATW__PACKET_ID__S_CHAT, &m.base));
+  int rc;
+  if (hold && ((rc = cp_timer_start(&r->flush, r->q, w, 0, job_flush, r)) == 0 || rc == CP_EBUSY)) {
+    memcpy(c->held_to, c->to, n * sizeof *c->to); /* CP_EBUSY: pending from an earlier one */
+    c->held_n = n;
+    c->held = b;
+    return;
+  }
+  c->last_flush_ms = now;
+  room_send_chats(c->to, n, b, false);
+}
+
+/* Room job: event off to the members that get it (only: one member, or
+ * SIZE_MAX). A chat to all is batched (send_chat_event); anything else sends
+ * the held chats first. */
 static void send_event(struct room *r, uint64_t off, const char *ev, size_t len, size_t only) {
   struct cl_room *c = r->cl;
+  bool chat = only == SIZE_MAX && len >= EV_HEAD && ev[0] == CL_OP_CHAT;
+  if (!chat)
+    cl_flush_held(r);
   if (c->to_cap < r->n) {
     cp_session **t = realloc(c->to, r->n * sizeof *t);
     if (!t)
@@ -914,11 +1013,13 @@ static void send_event(struct room *r, uint64_t off, const char *ev, size_t len,
       c->to[n++] = r->sessions[k];
   if (!n)
     return;
+  if (chat) {
+    send_chat_event(r, off, (const uint8_t *)ev, len, n);
+    return;
+  }
   cp_sendbuf *b = event_packet(r, (const uint8_t *)ev, len);
   if (!b) {
-    atomic_fetch_add(&node_stats.bad_messages, 1);
-    fprintf(stderr, "cport-server: cluster: room event at offset %" PRIu64 " does not decode\n",
-            off);
+    bad_event(off);
     return;
   }
   cp_session_send_many(c->to, n, b);
@@ -1004,6 +1105,7 @@ struct catch_ctx {
 static void job_caught_up(void *arg) {
   struct catch_ctx *x = arg;
   struct room *r = x->r;
+  cl_flush_held(r);
   struct cl_room *c = r->cl;
   const redisReply *e = x->reply;
   for (size_t i = 0; c && i < r->n; i++) {
@@ -1090,11 +1192,14 @@ static void cl_join(struct player *p, struct room *r);
 
 /* Room job: member i's leave is complete: S_LEAVE_ROOM, then its chain. */
 static void leave_complete(struct room *r, size_t i) {
+  cl_flush_held(r); /* its session may be among the recipients, and goes */
   struct member x = r->members[i];
   struct player *p = x.p;
   memmove(r->sessions + i, r->sessions + i + 1, (r->n - i - 1) * sizeof *r->sessions);
   memmove(r->members + i, r->members + i + 1, (r->n - i - 1) * sizeof *r->members);
   r->n--;
+  if (!r->n) /* nothing held (just sent): nothing of the room pending when it goes */
+    (void)cp_timer_cancel(&r->flush); /* CP_ENOENT: it was not pending */
   p->room = NULL;
   atomic_store(&p->leaving, false);
   /* The membership's reference first (the job's own keeps r): once a client
@@ -1149,6 +1254,7 @@ static void post_reply(struct range_ctx *x, redisReply *reply, cp_job_fn fn) {
 static void job_range(void *arg) {
   struct range_ctx *x = arg;
   struct room *r = x->r;
+  cl_flush_held(r);
   struct cl_room *c = r->cl;
   uint64_t lost = c->f.st.gap_lost, nf = 0, nt = 0;
   cl_follow_result res = CL_FOLLOW_OK;
@@ -1296,6 +1402,7 @@ struct join_ctx {
 static void job_joined(void *arg) {
   struct join_ctx *j = arg;
   struct room *r = j->r;
+  cl_flush_held(r);
   struct player *p = j->p;
   struct cl_room *c = cl_of(r);
   if (j->rejoin) { /* after an epoch change: active again from its new join */
@@ -1537,6 +1644,7 @@ struct leave_ctx {
 static void job_left(void *arg) {
   struct leave_ctx *l = arg;
   struct room *r = l->r;
+  cl_flush_held(r);
   pthread_mutex_lock(&rooms_mu);
   r->jobrefs++; /* the job's own: leave_complete puts the membership's */
   pthread_mutex_unlock(&rooms_mu);
@@ -1680,6 +1788,7 @@ static void on_ids_ready(void) {
 static void job_epoch(void *arg) {
   struct range_ctx *x = arg;
   struct room *r = x->r;
+  cl_flush_held(r);
   struct cl_room *c = r->cl;
   const redisReply *e = x->reply;
   if (c && c->started && e && x->gen == c->epochs &&
@@ -1719,6 +1828,7 @@ static void check_epoch(struct room *r) {
 
 static void job_resync(void *arg) {
   struct room *r = arg;
+  cl_flush_held(r);
   struct cl_room *c = cl_of(r);
   if (c && c->started) {
     check_epoch(r); /* first: a lost state is seen before the stream is read */

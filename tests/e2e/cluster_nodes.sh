@@ -103,6 +103,10 @@ python3 "$(dirname "$0")/proto2.py" "${NPORT[1]}" rules || fail "protocol 2's ru
 start_node 4 --max-rooms 3
 python3 "$(dirname "$0")/proto2.py" "${NPORT[4]}" maxrooms || fail "--max-rooms 3 (per node) on a cluster node"
 stop_node 4
+# --room-flush-ms on a cluster node: held chat events go before a join, a leave, the timer
+start_node 6 --room-flush-ms 5000
+python3 "$(dirname "$0")/proto2.py" "${NPORT[6]}" flush "${NMPORT[6]}" || fail "--room-flush-ms on a cluster node"
+stop_node 6
 
 # 2. three nodes, rooms of 100, a pub/sub gap halfway
 start_node 3
