@@ -720,7 +720,7 @@ def flush(mport):
             m = y.expect(S_MEMBER_JOINED)
             assert decode(get(m, 2))[1] == [x.pid], m
     a.send(chat(b"0"))  # goes at once: the room sent nothing yet
-    for x in (a, b, d):  # (S_MEMBER_JOINED of d may come after a pong: before this chat)
+    for x in (a, b, d):
         m = x.expect(S_CHAT, skip=PRESENCE)
         assert get(m, 2) == b"0", m
     a.send(b"".join(chat(b"%d" % k) for k in range(1, 10)))  # within 5 s of it: held
