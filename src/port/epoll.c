@@ -327,6 +327,20 @@ static enum try_result try_op(cp_port *p, struct fdent *e, struct op *o, int64_t
   return TRY_DONE;
 }
 
+/* An fd's link in the starved list (ep lock held), in its entry's three
+ * backend bytes: 0 not listed; else listed, and STARVED_END (the last) or the
+ * next listed fd + 1. */
+#define STARVED_END 0xffffffu
+static uint32_t starved_link(const struct fdent *e) {
+  return (uint32_t)e->starved[0] | (uint32_t)e->starved[1] << 8 | (uint32_t)e->starved[2] << 16;
+}
+static void starved_set(struct fdent *e, uint32_t v) {
+  assert(v <= STARVED_END);
+  e->starved[0] = (uint8_t)v;
+  e->starved[1] = (uint8_t)(v >> 8);
+  e->starved[2] = (uint8_t)(v >> 16);
+}
+
 /* Park o (the head of its fd's read queue; fd lock held) until a buffer is
  * released. The list links fds, not ops, so a cancelled op leaves nothing
  * dangling: a listed fd whose head is no longer starved is just skipped. */
@@ -336,11 +350,10 @@ static void starve(cp_port *p, struct op *o, struct fdent *e) {
   atomic_fetch_add_explicit(&p->n_buf_waits, 1, memory_order_relaxed);
   o->state = OPS_STARVED;
   cp__mutex_lock(&ep->lock);
-  if (!e->starved_listed) {
-    e->starved_listed = 1;
-    e->starved_next = -1;
+  if (!starved_link(e)) {
+    starved_set(e, STARVED_END);
     if (ep->starved_tail >= 0)
-      cp__fdtable_get(&p->fds, ep->starved_tail)->starved_next = o->fd;
+      starved_set(cp__fdtable_get(&p->fds, ep->starved_tail), (uint32_t)o->fd + 1);
     else
       ep->starved_head = o->fd;
     ep->starved_tail = o->fd;
@@ -548,10 +561,12 @@ static void feed_starved(cp_port *p) {
       int fd = ep->nfree ? ep->starved_head : -1;
       struct fdent *e = fd >= 0 ? cp__fdtable_get(&p->fds, fd) : NULL;
       if (e) {
-        ep->starved_head = e->starved_next;
+        uint32_t next = starved_link(e);
+        assert(next != 0);
+        ep->starved_head = next == STARVED_END ? -1 : (int)next - 1;
         if (ep->starved_head < 0)
           ep->starved_tail = -1;
-        e->starved_listed = 0;
+        starved_set(e, 0);
       }
       cp__mutex_unlock(&ep->lock);
       if (!e)

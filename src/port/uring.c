@@ -280,14 +280,17 @@ static void prep(cp_port *p, struct op *o, struct io_uring_sqe *sqe) {
 static int submit_op(cp_port *p, struct op *o) {
   assert_locked(U(p));
   assert(o->state != OPS_DONE); /* new, queued, starved, or a resubmitted rest */
+  struct fdent *e = o->fd >= 0 ? cp__fdtable_get(&p->fds, o->fd) : NULL;
+  if (e && e->ur.kernel_ops == UINT16_MAX)
+    return CP_EBUSY; /* the entry counts 65,535 ops of one fd with the kernel */
   struct io_uring_sqe *sqe = get_sqe(p);
   if (!sqe)
     return CP_EBUSY;
   prep(p, o, sqe);
   o->state = OPS_INFLIGHT;
   U(p)->inflight++;
-  if (o->fd >= 0)
-    cp__fdtable_get(&p->fds, o->fd)->kernel_ops++;
+  if (e)
+    e->ur.kernel_ops++;
   return 0;
 }
 
@@ -298,18 +301,18 @@ static int uring_start(cp_port *p, struct op *o, struct fdent *e) {
   if (atomic_load(&p->closed)) {
     rc = CP_ESHUTDOWN;
   } else if (o->kind == CP_OP_RECV || o->kind == CP_OP_RECV_POOLED) {
-    if (e->rd_busy) {
+    if (e->ur.busy & FDE_RD_BUSY) {
       o->state = OPS_QUEUED;
       opq_push(&e->rd, o);
     } else if (!(rc = submit_op(p, o))) {
-      e->rd_busy = 1;
+      e->ur.busy |= FDE_RD_BUSY;
     }
   } else if (o->kind == CP_OP_SEND || o->kind == CP_OP_DISCONNECT) {
-    if (e->wr_busy) {
+    if (e->ur.busy & FDE_WR_BUSY) {
       o->state = OPS_QUEUED;
       opq_push(&e->wr, o);
     } else if (!(rc = submit_op(p, o))) {
-      e->wr_busy = 1;
+      e->ur.busy |= FDE_WR_BUSY;
     }
   } else {
     rc = submit_op(p, o);
@@ -336,7 +339,7 @@ static void side_next(cp_port *p, struct sink *s, int fd, bool read_side) {
   if (!e)
     return;
   struct opq *q = read_side ? &e->rd : &e->wr;
-  uint8_t *busy = read_side ? &e->rd_busy : &e->wr_busy;
+  uint8_t busy = read_side ? FDE_RD_BUSY : FDE_WR_BUSY;
   struct op *o;
   while ((o = opq_pop(q))) {
     int rc = cancelled(p, o) ? CP_ECANCELED : submit_op(p, o);
@@ -344,7 +347,7 @@ static void side_next(cp_port *p, struct sink *s, int fd, bool read_side) {
       return; /* busy stays set */
     cp__sink_put(p, s, o, rc, NULL);
   }
-  *busy = 0;
+  e->ur.busy &= (uint8_t)~busy;
 }
 
 static void give_buffer(cp_port *p, uint32_t bid) {
@@ -473,8 +476,8 @@ static void handle_cqe(cp_port *p, struct sink *s, struct io_uring_cqe *cqe) {
   int fd = o->fd; /* o may be handed out and reused once completed */
   if (fd >= 0) {
     struct fdent *e = cp__fdtable_get(&p->fds, fd);
-    assert(e->kernel_ops > 0);
-    e->kernel_ops--;
+    assert(e->ur.kernel_ops > 0);
+    e->ur.kernel_ops--;
   }
   switch (o->kind) {
   case CP_OP_ACCEPT:
@@ -615,14 +618,14 @@ static int uring_cancel_fd(cp_port *p, int fd, struct fdent *e, bool forget) {
   starved_note(u);
   if (was_starved) {
     cp__sink_drain(p, &s, &e->rd, CP_ECANCELED);
-    e->rd_busy = 0;
+    e->ur.busy &= (uint8_t)~FDE_RD_BUSY;
   }
   /* Ops queued behind one that is with the kernel stay queued: when it
    * completes, side_next finds them cancelled (the fd's generation moved
    * on) and ends them after it, so one side's ops still complete in order. */
   int rc = 0;
-  struct io_uring_sqe *sqe = e->kernel_ops ? get_sqe(p) : NULL;
-  if (!e->kernel_ops) {
+  struct io_uring_sqe *sqe = e->ur.kernel_ops ? get_sqe(p) : NULL;
+  if (!e->ur.kernel_ops) {
     /* nothing with the kernel: no cancel to send */
   } else if (sqe) {
     io_uring_prep_cancel_fd(sqe, fd, IORING_ASYNC_CANCEL_ALL);
