@@ -105,9 +105,8 @@ static void epoll_destroy(cp_port *p) {
     if (!c)
       continue;
     for (unsigned j = 0; j < FDT_CHUNK; j++) {
-      for (struct op *o; (o = opq_pop(&c[j].wr));)
+      for (struct op *o; (o = opq_pop(&c[j].q));)
         cp__op_free_rest(o);
-      c[j].rd.tail = NULL;
     }
   }
   close(ep->epfd);
@@ -346,7 +345,7 @@ static void starved_set(struct fdent *e, uint32_t v) {
  * dangling: a listed fd whose head is no longer starved is just skipped. */
 static void starve(cp_port *p, struct op *o, struct fdent *e) {
   struct ep *ep = E(p);
-  assert(cp__spin_held(&e->lock) && opq_head(&e->rd) == o);
+  assert(cp__spin_held(&e->lock) && opq_side_head(&e->q, true, NULL) == o);
   atomic_fetch_add_explicit(&p->n_buf_waits, 1, memory_order_relaxed);
   o->state = OPS_STARVED;
   cp__mutex_lock(&ep->lock);
@@ -364,11 +363,11 @@ static void starve(cp_port *p, struct op *o, struct fdent *e) {
   cp__mutex_unlock(&ep->lock);
 }
 
-/* Try the head of one queue until it would block. fd lock held. */
-static void run_queue(cp_port *p, struct sink *s, struct fdent *e, struct opq *q) {
+/* Try the head of one side of e's queue until it would block. fd lock held. */
+static void run_queue(cp_port *p, struct sink *s, struct fdent *e, bool rd) {
   assert(cp__spin_held(&e->lock));
   struct op *o;
-  while ((o = opq_head(q))) {
+  while ((o = opq_side_head(&e->q, rd, NULL))) {
     if (o->state == OPS_STARVED)
       return; /* waits for a buffer; buf_release re-runs this queue */
     int64_t res;
@@ -380,7 +379,7 @@ static void run_queue(cp_port *p, struct sink *s, struct fdent *e, struct opq *q
       starve(p, o, e);
       return;
     }
-    opq_pop(q);
+    opq_side_pop(&e->q, rd);
     cp__sink_put(p, s, o, res, buf);
   }
 }
@@ -397,10 +396,9 @@ static int epoll_start(cp_port *p, struct op *o, struct fdent *e) {
     return CP_ESHUTDOWN;
   }
   o->state = OPS_QUEUED;
-  struct opq *q = rd ? &e->rd : &e->wr;
-  opq_push(q, o);
-  if (opq_head(q) == o)
-    run_queue(p, &s, e, q);
+  opq_push(&e->q, o);
+  if (opq_side_head(&e->q, rd, NULL) == o)
+    run_queue(p, &s, e, rd);
   cp__spin_unlock(&e->lock);
   cp__sink_flush(p, &s);
   feed_starved(p);
@@ -485,9 +483,9 @@ static int epoll_poll(cp_port *p, cp_completion *out, int max, int timeout_ms) {
       continue;
     cp__spin_lock(&e->lock);
     if (ev->events & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP))
-      run_queue(p, &s, e, &e->rd);
+      run_queue(p, &s, e, true);
     if (ev->events & (EPOLLOUT | EPOLLERR | EPOLLHUP))
-      run_queue(p, &s, e, &e->wr);
+      run_queue(p, &s, e, false);
     cp__spin_unlock(&e->lock);
   }
   expire_timers(p, &s);
@@ -502,8 +500,9 @@ static int epoll_cancel_fd(cp_port *p, int fd, struct fdent *e, bool forget) {
   struct sink s;
   cp__sink_init(&s, NULL, 0);
   cp__spin_lock(&e->lock);
-  cp__sink_drain(p, &s, &e->rd, CP_ECANCELED);
-  cp__sink_drain(p, &s, &e->wr, CP_ECANCELED);
+  for (struct op *o; (o = opq_side_pop(&e->q, true));)
+    cp__sink_put(p, &s, o, CP_ECANCELED, NULL);
+  cp__sink_drain(p, &s, &e->q, CP_ECANCELED); /* the write side: all that is left */
   if (forget)
     epoll_ctl(E(p)->epfd, EPOLL_CTL_DEL, fd, NULL);
   cp__spin_unlock(&e->lock);
@@ -531,15 +530,13 @@ static int epoll_cancel_op(cp_port *p, struct op *o) {
   if (!e)
     return CP_ENOENT;
   cp__spin_lock(&e->lock);
-  for (int side = 0; side < 2 && rc; side++) {
-    struct opq *q = side ? &e->wr : &e->rd;
-    bool was_head = opq_head(q) == o;
-    if (!opq_remove(q, o))
-      continue;
+  bool rd = op_is_read(o->kind);
+  bool was_head = opq_side_head(&e->q, rd, NULL) == o;
+  if (opq_remove(&e->q, o)) {
     cp__sink_put(p, &s, o, CP_ECANCELED, NULL);
     /* A new head may be ready already; no edge will say so. */
     if (was_head)
-      run_queue(p, &s, e, q);
+      run_queue(p, &s, e, rd);
     rc = 0;
   }
   cp__spin_unlock(&e->lock);
@@ -576,10 +573,10 @@ static void feed_starved(cp_port *p) {
       struct sink s;
       cp__sink_init(&s, NULL, 0);
       cp__spin_lock(&e->lock);
-      struct op *head = opq_head(&e->rd);
+      struct op *head = opq_side_head(&e->q, true, NULL);
       if (head && head->state == OPS_STARVED) {
         head->state = OPS_QUEUED;
-        run_queue(p, &s, e, &e->rd);
+        run_queue(p, &s, e, true);
       }
       cp__spin_unlock(&e->lock);
       cp__sink_flush(p, &s);

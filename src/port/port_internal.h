@@ -17,6 +17,7 @@
 #include "common/mem.h"
 #include "platform/platform.h"
 
+#include <assert.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 
@@ -69,6 +70,11 @@ static inline cp_op *cp_op_of(struct op *o) {
   return (cp_op *)(void *)o;
 }
 
+/* Read side: ops that take data in; write side: ops that put data out. */
+static inline bool op_is_read(uint8_t kind) {
+  return kind == CP_OP_RECV || kind == CP_OP_RECV_POOLED || kind == CP_OP_ACCEPT;
+}
+
 /* A FIFO of ops linked through op->next, kept as its tail alone: the list is
  * circular, so tail->next is the head. One pointer per queue keeps the fd
  * table small (an idle connection costs its fd entry). */
@@ -102,6 +108,19 @@ static inline struct op *opq_pop(struct opq *q) {
   return h;
 }
 
+/* Unlink it, queued in q after prev (prev == it: it is alone). */
+static inline void opq_unlink(struct opq *q, struct op *prev, struct op *it) {
+  assert(prev->next == it);
+  if (it == prev) {
+    q->tail = NULL;
+  } else {
+    prev->next = it->next;
+    if (q->tail == it)
+      q->tail = prev;
+  }
+  it->next = NULL;
+}
+
 /* Unlink o if it is queued here; true if it was. */
 static inline bool opq_remove(struct opq *q, struct op *o) {
   if (!q->tail)
@@ -110,14 +129,7 @@ static inline bool opq_remove(struct opq *q, struct op *o) {
   do {
     struct op *it = prev->next;
     if (it == o) {
-      if (it == prev) {
-        q->tail = NULL;
-      } else {
-        prev->next = it->next;
-        if (q->tail == it)
-          q->tail = prev;
-      }
-      it->next = NULL;
+      opq_unlink(q, prev, it);
       return true;
     }
     prev = it;
@@ -125,13 +137,45 @@ static inline bool opq_remove(struct opq *q, struct op *o) {
   return false;
 }
 
+/* An fd's queue holds both sides' ops, in start order (one pointer in the fd
+ * entry, not two: an idle connection costs its entry). A side's ops keep
+ * their order; its head is the oldest op of that side (op_is_read), found
+ * by a walk that passes over the other side's (at most a few: the engine
+ * queues one recv and one send at a time). */
+static inline struct op *opq_side_head(const struct opq *q, bool rd, struct op **prev) {
+  struct op *pv = q->tail;
+  if (!pv)
+    return NULL;
+  do {
+    struct op *it = pv->next;
+    if (op_is_read(it->kind) == rd) {
+      if (prev)
+        *prev = pv;
+      return it;
+    }
+    pv = it;
+  } while (pv != q->tail);
+  return NULL;
+}
+
+/* Unlink and return the head of one side, or NULL. */
+static inline struct op *opq_side_pop(struct opq *q, bool rd) {
+  struct op *pv;
+  struct op *h = opq_side_head(q, rd, &pv);
+  if (h)
+    opq_unlink(q, pv, h);
+  return h;
+}
+
 /* One per associated fd. Lives in a two-level table that never moves. */
 struct fdent {
   /* key and the associated bit of gen are written under lock, read without
    * it by op starts (gen with acquire, then key): see begin() in port.c. */
   _Atomic(void *) key;
-  struct opq rd; /* recv / recv_pooled / (epoll) accept */
-  struct opq wr; /* send / disconnect / (epoll) connect */
+  /* Ops waiting in user space, both sides in one FIFO (opq_side_head):
+   * read side recv / recv_pooled / (epoll) accept, write side send /
+   * disconnect / (epoll) connect. */
+  struct opq q;
   /* Bit 0 (FDE_ASSOC): associated. The rest: the cancel generation, bumped
    * (FDE_GEN_STEP) by cancel and disassociate, so ops resubmitted later see
    * it; an op keeps the whole word it started under (op.gen). One word: an
@@ -157,8 +201,8 @@ enum {
 
 /* An idle connection costs its fd entry (and the engine's session with its
  * cp_ops): the memory goals in docs/performance.md depend on these sizes. */
-_Static_assert(sizeof(struct fdent) == 32, "the fd entry is 32 bytes (issue 13's idle memory)");
-_Static_assert(offsetof(struct fdent, ur) == 29 && sizeof(((struct fdent *)0)->ur) == 3,
+_Static_assert(sizeof(struct fdent) == 24, "the fd entry is 24 bytes (issue 13's idle memory)");
+_Static_assert(offsetof(struct fdent, ur) == 21 && sizeof(((struct fdent *)0)->ur) == 3,
                "the backends' bytes are the entry's last three");
 _Static_assert(sizeof(cp_op) == 104, "cp_op is part of the ABI and of the session's size");
 
@@ -327,11 +371,6 @@ static inline void op_complete(struct op *o, cp_completion *c, int64_t result, v
   c->buf = buf;
   c->kind = (cp_op_kind)o->kind;
   o->state = OPS_DONE;
-}
-
-/* Read side: ops that take data in; write side: ops that put data out. */
-static inline bool op_is_read(uint8_t kind) {
-  return kind == CP_OP_RECV || kind == CP_OP_RECV_POOLED || kind == CP_OP_ACCEPT;
 }
 
 /* Make sure sock is an open socket and put it in the mode the backends

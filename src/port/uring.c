@@ -303,14 +303,14 @@ static int uring_start(cp_port *p, struct op *o, struct fdent *e) {
   } else if (o->kind == CP_OP_RECV || o->kind == CP_OP_RECV_POOLED) {
     if (e->ur.busy & FDE_RD_BUSY) {
       o->state = OPS_QUEUED;
-      opq_push(&e->rd, o);
+      opq_push(&e->q, o);
     } else if (!(rc = submit_op(p, o))) {
       e->ur.busy |= FDE_RD_BUSY;
     }
   } else if (o->kind == CP_OP_SEND || o->kind == CP_OP_DISCONNECT) {
     if (e->ur.busy & FDE_WR_BUSY) {
       o->state = OPS_QUEUED;
-      opq_push(&e->wr, o);
+      opq_push(&e->q, o);
     } else if (!(rc = submit_op(p, o))) {
       e->ur.busy |= FDE_WR_BUSY;
     }
@@ -338,10 +338,9 @@ static void side_next(cp_port *p, struct sink *s, int fd, bool read_side) {
   struct fdent *e = cp__fdtable_get(&p->fds, fd);
   if (!e)
     return;
-  struct opq *q = read_side ? &e->rd : &e->wr;
   uint8_t busy = read_side ? FDE_RD_BUSY : FDE_WR_BUSY;
   struct op *o;
-  while ((o = opq_pop(q))) {
+  while ((o = opq_side_pop(&e->q, read_side))) {
     int rc = cancelled(p, o) ? CP_ECANCELED : submit_op(p, o);
     if (!rc)
       return; /* busy stays set */
@@ -617,7 +616,8 @@ static int uring_cancel_fd(cp_port *p, int fd, struct fdent *e, bool forget) {
   u->starved = keep;
   starved_note(u);
   if (was_starved) {
-    cp__sink_drain(p, &s, &e->rd, CP_ECANCELED);
+    while ((o = opq_side_pop(&e->q, true)))
+      cp__sink_put(p, &s, o, CP_ECANCELED, NULL);
     e->ur.busy &= (uint8_t)~FDE_RD_BUSY;
   }
   /* Ops queued behind one that is with the kernel stay queued: when it
@@ -647,7 +647,7 @@ static int uring_cancel_op(cp_port *p, struct op *o) {
   int rc = 0;
   ulock(u);
   struct fdent *e = o->fd >= 0 ? cp__fdtable_get(&p->fds, o->fd) : NULL;
-  if (o->state == OPS_QUEUED && e && (opq_remove(&e->rd, o) || opq_remove(&e->wr, o))) {
+  if (o->state == OPS_QUEUED && e && opq_remove(&e->q, o)) {
     cp__sink_put(p, &s, o, CP_ECANCELED, NULL);
   } else if (o->state == OPS_STARVED && opq_remove(&u->starved, o)) {
     starved_note(u);
