@@ -345,7 +345,7 @@ static void starved_set(struct fdent *e, uint32_t v) {
  * dangling: a listed fd whose head is no longer starved is just skipped. */
 static void starve(cp_port *p, struct op *o, struct fdent *e) {
   struct ep *ep = E(p);
-  assert(cp__spin_held(&e->lock) && opq_side_head(&e->q, true, NULL) == o);
+  assert(cp__spin_held(&e->lock) && opq_side_head(&e->q, true, &(struct op *){NULL}) == o);
   atomic_fetch_add_explicit(&p->n_buf_waits, 1, memory_order_relaxed);
   o->state = OPS_STARVED;
   cp__mutex_lock(&ep->lock);
@@ -366,8 +366,8 @@ static void starve(cp_port *p, struct op *o, struct fdent *e) {
 /* Try the head of one side of e's queue until it would block. fd lock held. */
 static void run_queue(cp_port *p, struct sink *s, struct fdent *e, bool rd) {
   assert(cp__spin_held(&e->lock));
-  struct op *o;
-  while ((o = opq_side_head(&e->q, rd, NULL))) {
+  struct op *o, *prev;
+  while ((o = opq_side_head(&e->q, rd, &prev))) {
     if (o->state == OPS_STARVED)
       return; /* waits for a buffer; buf_release re-runs this queue */
     int64_t res;
@@ -379,7 +379,7 @@ static void run_queue(cp_port *p, struct sink *s, struct fdent *e, bool rd) {
       starve(p, o, e);
       return;
     }
-    opq_side_pop(&e->q, rd);
+    opq_unlink(&e->q, prev, o); /* the queue did not change: the fd lock is held */
     cp__sink_put(p, s, o, res, buf);
   }
 }
@@ -396,8 +396,10 @@ static int epoll_start(cp_port *p, struct op *o, struct fdent *e) {
     return CP_ESHUTDOWN;
   }
   o->state = OPS_QUEUED;
+  struct op *prev;
+  bool first = !opq_side_head(&e->q, rd, &prev); /* o is its side's head once queued */
   opq_push(&e->q, o);
-  if (opq_side_head(&e->q, rd, NULL) == o)
+  if (first)
     run_queue(p, &s, e, rd);
   cp__spin_unlock(&e->lock);
   cp__sink_flush(p, &s);
@@ -531,7 +533,8 @@ static int epoll_cancel_op(cp_port *p, struct op *o) {
     return CP_ENOENT;
   cp__spin_lock(&e->lock);
   bool rd = op_is_read(o->kind);
-  bool was_head = opq_side_head(&e->q, rd, NULL) == o;
+  struct op *prev;
+  bool was_head = opq_side_head(&e->q, rd, &prev) == o;
   if (opq_remove(&e->q, o)) {
     cp__sink_put(p, &s, o, CP_ECANCELED, NULL);
     /* A new head may be ready already; no edge will say so. */
@@ -573,7 +576,8 @@ static void feed_starved(cp_port *p) {
       struct sink s;
       cp__sink_init(&s, NULL, 0);
       cp__spin_lock(&e->lock);
-      struct op *head = opq_side_head(&e->q, true, NULL);
+      struct op *prev;
+      struct op *head = opq_side_head(&e->q, true, &prev);
       if (head && head->state == OPS_STARVED) {
         head->state = OPS_QUEUED;
         run_queue(p, &s, e, true);

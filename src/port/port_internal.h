@@ -72,7 +72,7 @@ static inline cp_op *cp_op_of(struct op *o) {
 
 /* Read side: ops that take data in; write side: ops that put data out. */
 static inline bool op_is_read(uint8_t kind) {
-  return kind == CP_OP_RECV || kind == CP_OP_RECV_POOLED || kind == CP_OP_ACCEPT;
+  return (1u << (kind & 31)) & (1u << CP_OP_RECV | 1u << CP_OP_RECV_POOLED | 1u << CP_OP_ACCEPT);
 }
 
 /* A FIFO of ops linked through op->next, kept as its tail alone: the list is
@@ -143,19 +143,19 @@ static inline bool opq_remove(struct opq *q, struct op *o) {
  * by a walk that passes over the other side's (at most a few: the engine
  * queues one recv and one send at a time). */
 static inline struct op *opq_side_head(const struct opq *q, bool rd, struct op **prev) {
-  struct op *pv = q->tail;
-  if (!pv)
+  struct op *t = q->tail, *pv = t;
+  if (!t)
     return NULL;
-  do {
+  for (;;) {
     struct op *it = pv->next;
     if (op_is_read(it->kind) == rd) {
-      if (prev)
-        *prev = pv;
+      *prev = pv;
       return it;
     }
+    if (it == t)
+      return NULL;
     pv = it;
-  } while (pv != q->tail);
-  return NULL;
+  }
 }
 
 /* Unlink and return the head of one side, or NULL. */
