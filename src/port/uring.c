@@ -276,21 +276,27 @@ static void prep(cp_port *p, struct op *o, struct io_uring_sqe *sqe) {
   io_uring_sqe_set_data(sqe, o);
 }
 
+/* The ops of one fd with the kernel are counted in 16 bits (fdent.ur):
+ * those a side serialises (busy: at most one read and one write) and the
+ * others (accepts, connects), which uring_start refuses past KOPS_MAX so
+ * that the two serialised ones always fit. */
+#define KOPS_MAX (UINT16_MAX - 2)
+
 /* Hand o to the kernel (lock held). */
 static int submit_op(cp_port *p, struct op *o) {
   assert_locked(U(p));
   assert(o->state != OPS_DONE); /* new, queued, starved, or a resubmitted rest */
-  struct fdent *e = o->fd >= 0 ? cp__fdtable_get(&p->fds, o->fd) : NULL;
-  if (e && e->ur.kernel_ops == UINT16_MAX)
-    return CP_EBUSY; /* the entry counts 65,535 ops of one fd with the kernel */
   struct io_uring_sqe *sqe = get_sqe(p);
   if (!sqe)
     return CP_EBUSY;
   prep(p, o, sqe);
   o->state = OPS_INFLIGHT;
   U(p)->inflight++;
-  if (e)
+  if (o->fd >= 0) {
+    struct fdent *e = cp__fdtable_get(&p->fds, o->fd);
+    assert(e->ur.kernel_ops < UINT16_MAX); /* uring_start keeps room (KOPS_MAX) */
     e->ur.kernel_ops++;
+  }
   return 0;
 }
 
@@ -314,6 +320,8 @@ static int uring_start(cp_port *p, struct op *o, struct fdent *e) {
     } else if (!(rc = submit_op(p, o))) {
       e->ur.busy |= FDE_WR_BUSY;
     }
+  } else if (e && e->ur.kernel_ops >= KOPS_MAX) {
+    rc = CP_EBUSY; /* accepts or connects (timeouts have no e): 16 bits of them */
   } else {
     rc = submit_op(p, o);
   }
