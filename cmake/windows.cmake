@@ -44,7 +44,7 @@ endforeach()
 set(CPORT_WIN_SOURCES src/common/mem.c src/common/heap.c src/common/log.c src/common/version.c
   src/platform/win32.c src/port/backend.c src/port/error.c src/port/sockaddr.c src/port/socket_win32.c src/port/iocp.c
   src/net/framing.c src/net/jobq.c src/net/listener.c src/net/registry.c src/net/sendbuf.c
-  src/net/service.c src/net/session.c src/net/timers.c)
+  src/net/service.c src/net/session.c src/net/slab.c src/net/timers.c)
 add_library(cport_static STATIC ${CPORT_WIN_SOURCES})
 target_compile_definitions(cport_static PUBLIC CPORT_STATIC PRIVATE CPORT_BUILDING)
 target_include_directories(cport_static

@@ -13,6 +13,7 @@
 #include "common/mem.h"
 #include "net/framing.h"
 #include "net/registry.h"
+#include "net/slab.h"
 
 #include "platform/platform.h"
 #include "port/socket_internal.h"
@@ -65,6 +66,10 @@ struct sendq {
    * no memory; while it is pending it holds a reference, and finish_close
    * cancels it. */
   cp_timer timer;
+  /* An incomplete packet (framing.h), kept here, not in the session: the
+   * strand alone touches it, with SF_PART set while it is not NULL (so a
+   * receive reads s->sq only then, and never takes the send lock for it). */
+  struct frame_part *part;
 };
 
 /* Session flags, strand only. */
@@ -78,11 +83,16 @@ enum {
   SF_EOF = 32,             /* the peer's FIN came: no more receives */
   SF_LINGER = 64,          /* graceful disconnect done: our FIN sent, reading to the peer's */
   SF_FINISHED = 128,       /* finish_close ran (once) */
+  SF_PART = 256,           /* sq->part holds an incomplete packet (sq exists) */
 };
 
-/* Kept small on purpose: an idle connection costs this (a malloc chunk:
- * 168 bytes round to 176 with glibc's header, 184 would take 192), its fd's
- * entry in the port and a registry slot (issue 13: <= 200 bytes in all). */
+/* Kept small on purpose: an idle connection costs this (from the service's
+ * slab of sessions: exactly these 160 bytes on Linux, no allocator header), its fd's
+ * entry in the port (32) and a registry slot (8): issue 13, <= 200 bytes in
+ * all. What only some sessions need lives elsewhere: the send side and an
+ * incomplete packet in the sendq (allocated on the first send or the first
+ * split packet), an outbound session's options and timer in its struct
+ * cp__outbound. */
 struct cp_session {
   /* The pooled recv (and the client's connect). Between its completion and
    * the next start the op is ours (port.h: it needs no initialisation), and
@@ -95,8 +105,7 @@ struct cp_session {
   const struct cp__sconf *cf;
   void *user;
   uint64_t id;
-  struct sendq *sq;        /* allocated on the first send */
-  struct frame_part *part; /* an incomplete packet, or NULL (framing.h) */
+  struct sendq *sq; /* allocated on the first send or the first split packet */
   cp_socket_t fd;
   _Atomic uint32_t refs;
   uint32_t reg_idx;             /* index in the registry, or UINT32_MAX */
@@ -110,10 +119,12 @@ struct cp_session {
                                 receives, sends still go). Folded in here: an idle
                                 session's size counts */
   uint8_t reason;            /* why it ended; written once, by cp__session_close */
-  uint8_t flags;             /* SF_* */
   uint8_t outbound;          /* set at creation, never changed: a cp_service_connect_to
-                                session (a struct cp__outbound); in what was padding */
+                                session (a struct cp__outbound) */
+  uint16_t flags;            /* SF_* */
 };
+_Static_assert(sizeof(cp_session) == (sizeof(cp_socket_t) == 4 ? 160 : 168),
+               "an idle session is 160 bytes on Linux (issue 13); Windows' SOCKET is 8");
 
 /* A finished recv's (or connect's) result, from its completion to the strand
  * that handles it, kept in the bytes of the idle s->rio (memcpy in and out:
@@ -245,6 +256,7 @@ struct cp_service {
   cp__mutex accept_mu;             /* serialises cp_service_stop_accepting */
   bool accept_stopped;             /* under accept_mu */
   _Atomic uint64_t sessions_alive; /* session.c: allocated, not yet freed */
+  struct cp__slab sessions;        /* session.c: where inbound and client sessions live */
   struct cp__timers timers;        /* timers.c */
   struct cp__jobs jobs;            /* jobq.c */
   cp_jobq *sysq;                   /* the service's own jobs: idle scans, accept back-off, linger */
@@ -282,6 +294,10 @@ static inline uint32_t service_clock(const cp_service *svc) {
 }
 
 /* session.c */
+/* The session slab's life: from the service's creation to its destruction
+ * (every session freed by then). */
+void cp__sessions_init(cp_service *svc);
+void cp__sessions_destroy(cp_service *svc);
 void cp__session_on_completion(cp_session *s, const cp_completion *c);
 /* A posted completion whose result is NET_POST_STRAND: run s's strand. */
 #define NET_POST_STRAND 1

@@ -30,6 +30,7 @@ static void service_free(cp_service *svc) {
   cp__jobs_destroy(svc);
   cp__registry_destroy(&svc->reg);
   cp__registry_destroy(&svc->out_reg);
+  cp__sessions_destroy(svc);
   cp__mutex_destroy(&svc->accept_mu);
   cp__cond_destroy(&svc->gate_cv);
   cp__mutex_destroy(&svc->gate_mu);
@@ -90,6 +91,7 @@ int cp_service_create(cp_service **out, const cp_service_options *opts) {
   cp__listener_init(svc);
   cp__registry_init(&svc->reg, offsetof(cp_session, reg_idx), &cp__session_reg_ops);
   cp__registry_init(&svc->out_reg, offsetof(cp_session, reg_idx), &cp__session_reg_ops);
+  cp__sessions_init(svc);
   cp__mutex_init(&svc->accept_mu);
   cp__timers_init(svc);
   cp__jobs_init(svc);

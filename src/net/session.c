@@ -120,13 +120,16 @@ __attribute__((noinline)) static void session_free(cp_session *s) {
     atomic_fetch_sub(&svc->st.queued_bytes, q->queued_bytes);
     mem_free(q->ring);
     mem_free(q->iov);
+    cp__frame_reset(&q->part);
     sq_free(svc, q);
   }
-  cp__frame_reset(&s->part);
-  if (s->outbound)
+  if (s->outbound) {
     cp__timers_unreserve(svc); /* its timer's slot (cp__session_new) */
-  mem_free(s);                 /* an outbound one's whole struct: the session is first */
-  atomic_fetch_sub(&svc->sessions_alive, 1);
+    mem_free(s);               /* its whole struct cp__outbound: the session is first */
+  } else {
+    cp__slab_free(&svc->sessions, s);
+  }
+  atomic_fetch_sub(&svc->sessions_alive, 1); /* last: stop may go on to destroy the slab */
 }
 
 void cp_session_put(cp_session *s) {
@@ -256,7 +259,7 @@ cp_session *cp__session_new(cp_service *svc, cp_socket_t fd, const struct cp__sc
     s = &x->s;
     s->cf = &x->cf;
     s->outbound = 1;
-  } else if (!(s = mem_calloc(1, sizeof *s))) {
+  } else if (!(s = cp__slab_alloc(&svc->sessions))) {
     return NULL;
   } else {
     s->cf = &svc->conf;
@@ -269,9 +272,12 @@ cp_session *cp__session_new(cp_service *svc, cp_socket_t fd, const struct cp__sc
   atomic_init(&s->last_active, service_clock(svc));
   cp__spin_init(&s->send_lock);
   if (cp_port_associate(svc->port, fd, s) != 0) {
-    if (s->outbound)
+    if (s->outbound) {
       cp__timers_unreserve(svc);
-    mem_free(s);
+      mem_free(s);
+    } else {
+      cp__slab_free(&svc->sessions, s);
+    }
     return NULL;
   }
   atomic_fetch_add(&svc->sessions_alive, 1);
@@ -383,7 +389,7 @@ int cp__session_connect(cp_session *s, const struct sockaddr *addr, socklen_t le
     s->flags |= SF_CONNECTING;
     rc = cp_port_connect(s->cf->svc->port, s->fd, &s->rio, addr, len);
     if (rc) {
-      s->flags &= (uint8_t)~SF_CONNECTING;
+      s->flags &= (uint16_t)~SF_CONNECTING;
       cp_session_put(s);
     }
   }
@@ -521,7 +527,7 @@ static void linger_idle(cp_session *s) {
   }
   linger(s);
   if (s->flags & SF_RECV_AFTER_SEND) { /* held after a bad header: no recv in flight */
-    s->flags &= (uint8_t)~SF_RECV_AFTER_SEND;
+    s->flags &= (uint16_t)~SF_RECV_AFTER_SEND;
     post_recv(s); /* not if closing */
   }
 }
@@ -598,7 +604,10 @@ static void finish_close(cp_session *s) {
   }
   deadline_cancel(s);  /* a grace or linger still pending: its reference goes */
   out_timer_cancel(s); /* an outbound one's connect timeout or idle check */
-  cp__frame_reset(&s->part);
+  if (s->flags & SF_PART) {
+    cp__frame_reset(&s->sq->part);
+    s->flags &= (uint16_t)~SF_PART;
+  }
   bool announced = s->flags & SF_ANNOUNCED;
   cp_reason why = (cp_reason)s->reason;
   if (s->outbound && !announced && why == CP_REASON_CONNECT_FAILED)
@@ -659,6 +668,26 @@ static bool deliver(void *ctx, const uint8_t *p, uint16_t size) {
   return !atomic_load(&s->closing) && !session_draining(s);
 }
 
+/* After a receive's framing, with a packet's beginning left over (part) or
+ * one kept before (q: sq with SF_PART): keep part in the sendq (allocated
+ * for it if the session never sent), or forget it. FRAME_NOMEM if there is
+ * no memory to keep it. */
+static frame_status keep_part(cp_session *s, struct sendq *q, struct frame_part *part,
+                              frame_status r) {
+  if (!part) {
+    q->part = NULL;
+    s->flags &= (uint16_t)~SF_PART;
+    return r;
+  }
+  if (!q && !(q = sq_get(s))) {
+    cp__frame_reset(&part);
+    return FRAME_NOMEM;
+  }
+  q->part = part;
+  s->flags |= SF_PART;
+  return r;
+}
+
 /* Frame the bytes of one receive (see framing.h). The packets it delivers
  * are counted once, and the session is active (a whole packet came) as of
  * this receive: one clock read and one shared counter add per receive, not
@@ -667,7 +696,14 @@ static bool deliver(void *ctx, const uint8_t *p, uint16_t size) {
 static void consume(cp_session *s, const uint8_t *p, size_t n) {
   uint32_t outer = delivered;
   delivered = 0;
-  frame_status r = cp__frame_feed(&s->part, p, n, s->cf->max_packet, deliver, s);
+  /* The incomplete packet is in the sendq, read only when SF_PART says
+   * there is one: the strand set it, after its own sq_get, so s->sq is
+   * known here without the send lock. */
+  struct sendq *q = s->flags & SF_PART ? s->sq : NULL;
+  struct frame_part *part = q ? q->part : NULL;
+  frame_status r = cp__frame_feed(&part, p, n, s->cf->max_packet, deliver, s);
+  if (part || q)
+    r = keep_part(s, q, part, r);
   if (delivered) {
     cp_service *svc = s->cf->svc;
     stat_add(&svc->st.packets_in, delivered);
@@ -708,7 +744,7 @@ static cp_reason reason_of(int64_t err) {
 
 /* Strand: a client's connect finished. */
 static void connected(cp_session *s, int32_t res) {
-  s->flags &= (uint8_t)~SF_CONNECTING;
+  s->flags &= (uint16_t)~SF_CONNECTING;
   if (atomic_load(&s->closing))
     return;
   if (res == 0) {
@@ -1201,7 +1237,7 @@ static void handle_send(cp_session *s) {
   else if (next == SN_DRAINED)
     cp__session_close(s, why);
   if ((s->flags & SF_RECV_AFTER_SEND) && !session_held(s)) {
-    s->flags &= (uint8_t)~SF_RECV_AFTER_SEND;
+    s->flags &= (uint16_t)~SF_RECV_AFTER_SEND;
     post_recv(s); /* not if closing */
   }
   if (next == SN_AGAIN && send_again(s))
@@ -1236,4 +1272,14 @@ void cp__session_on_completion(cp_session *s, const cp_completion *c) {
     memcpy(&s->rio, &st, sizeof st);
     strand_signal(s, ST_RECV);
   }
+}
+
+/* ---- the session slab ------------------------------------------------ */
+
+void cp__sessions_init(cp_service *svc) {
+  cp__slab_init(&svc->sessions, sizeof(cp_session), 64); /* 10 KiB chunks */
+}
+
+void cp__sessions_destroy(cp_service *svc) {
+  cp__slab_destroy(&svc->sessions);
 }

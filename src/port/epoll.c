@@ -105,9 +105,8 @@ static void epoll_destroy(cp_port *p) {
     if (!c)
       continue;
     for (unsigned j = 0; j < FDT_CHUNK; j++) {
-      for (struct op *o; (o = opq_pop(&c[j].wr));)
+      for (struct op *o; (o = opq_pop(&c[j].q));)
         cp__op_free_rest(o);
-      c[j].rd.tail = NULL;
     }
   }
   close(ep->epfd);
@@ -327,20 +326,33 @@ static enum try_result try_op(cp_port *p, struct fdent *e, struct op *o, int64_t
   return TRY_DONE;
 }
 
+/* An fd's link in the starved list (ep lock held), in its entry's three
+ * backend bytes: 0 not listed; else listed, and STARVED_END (the last) or the
+ * next listed fd + 1. */
+#define STARVED_END 0xffffffu
+static uint32_t starved_link(const struct fdent *e) {
+  return (uint32_t)e->starved[0] | (uint32_t)e->starved[1] << 8 | (uint32_t)e->starved[2] << 16;
+}
+static void starved_set(struct fdent *e, uint32_t v) {
+  assert(v <= STARVED_END);
+  e->starved[0] = (uint8_t)v;
+  e->starved[1] = (uint8_t)(v >> 8);
+  e->starved[2] = (uint8_t)(v >> 16);
+}
+
 /* Park o (the head of its fd's read queue; fd lock held) until a buffer is
  * released. The list links fds, not ops, so a cancelled op leaves nothing
  * dangling: a listed fd whose head is no longer starved is just skipped. */
 static void starve(cp_port *p, struct op *o, struct fdent *e) {
   struct ep *ep = E(p);
-  assert(cp__spin_held(&e->lock) && opq_head(&e->rd) == o);
+  assert(cp__spin_held(&e->lock) && opq_side_head(&e->q, true, &(struct op *){NULL}) == o);
   atomic_fetch_add_explicit(&p->n_buf_waits, 1, memory_order_relaxed);
   o->state = OPS_STARVED;
   cp__mutex_lock(&ep->lock);
-  if (!e->starved_listed) {
-    e->starved_listed = 1;
-    e->starved_next = -1;
+  if (!starved_link(e)) {
+    starved_set(e, STARVED_END);
     if (ep->starved_tail >= 0)
-      cp__fdtable_get(&p->fds, ep->starved_tail)->starved_next = o->fd;
+      starved_set(cp__fdtable_get(&p->fds, ep->starved_tail), (uint32_t)o->fd + 1);
     else
       ep->starved_head = o->fd;
     ep->starved_tail = o->fd;
@@ -351,11 +363,11 @@ static void starve(cp_port *p, struct op *o, struct fdent *e) {
   cp__mutex_unlock(&ep->lock);
 }
 
-/* Try the head of one queue until it would block. fd lock held. */
-static void run_queue(cp_port *p, struct sink *s, struct fdent *e, struct opq *q) {
+/* Try the head of one side of e's queue until it would block. fd lock held. */
+static void run_queue(cp_port *p, struct sink *s, struct fdent *e, bool rd) {
   assert(cp__spin_held(&e->lock));
-  struct op *o;
-  while ((o = opq_head(q))) {
+  struct op *o, *prev;
+  while ((o = opq_side_head(&e->q, rd, &prev))) {
     if (o->state == OPS_STARVED)
       return; /* waits for a buffer; buf_release re-runs this queue */
     int64_t res;
@@ -367,7 +379,7 @@ static void run_queue(cp_port *p, struct sink *s, struct fdent *e, struct opq *q
       starve(p, o, e);
       return;
     }
-    opq_pop(q);
+    opq_unlink(&e->q, prev, o); /* the queue did not change: the fd lock is held */
     cp__sink_put(p, s, o, res, buf);
   }
 }
@@ -384,10 +396,11 @@ static int epoll_start(cp_port *p, struct op *o, struct fdent *e) {
     return CP_ESHUTDOWN;
   }
   o->state = OPS_QUEUED;
-  struct opq *q = rd ? &e->rd : &e->wr;
-  opq_push(q, o);
-  if (opq_head(q) == o)
-    run_queue(p, &s, e, q);
+  struct op *prev;
+  bool first = !opq_side_head(&e->q, rd, &prev); /* o is its side's head once queued */
+  opq_push(&e->q, o);
+  if (first)
+    run_queue(p, &s, e, rd);
   cp__spin_unlock(&e->lock);
   cp__sink_flush(p, &s);
   feed_starved(p);
@@ -472,9 +485,9 @@ static int epoll_poll(cp_port *p, cp_completion *out, int max, int timeout_ms) {
       continue;
     cp__spin_lock(&e->lock);
     if (ev->events & (EPOLLIN | EPOLLRDHUP | EPOLLERR | EPOLLHUP))
-      run_queue(p, &s, e, &e->rd);
+      run_queue(p, &s, e, true);
     if (ev->events & (EPOLLOUT | EPOLLERR | EPOLLHUP))
-      run_queue(p, &s, e, &e->wr);
+      run_queue(p, &s, e, false);
     cp__spin_unlock(&e->lock);
   }
   expire_timers(p, &s);
@@ -489,8 +502,9 @@ static int epoll_cancel_fd(cp_port *p, int fd, struct fdent *e, bool forget) {
   struct sink s;
   cp__sink_init(&s, NULL, 0);
   cp__spin_lock(&e->lock);
-  cp__sink_drain(p, &s, &e->rd, CP_ECANCELED);
-  cp__sink_drain(p, &s, &e->wr, CP_ECANCELED);
+  for (struct op *o; (o = opq_side_pop(&e->q, true));)
+    cp__sink_put(p, &s, o, CP_ECANCELED, NULL);
+  cp__sink_drain(p, &s, &e->q, CP_ECANCELED); /* the write side: all that is left */
   if (forget)
     epoll_ctl(E(p)->epfd, EPOLL_CTL_DEL, fd, NULL);
   cp__spin_unlock(&e->lock);
@@ -518,15 +532,14 @@ static int epoll_cancel_op(cp_port *p, struct op *o) {
   if (!e)
     return CP_ENOENT;
   cp__spin_lock(&e->lock);
-  for (int side = 0; side < 2 && rc; side++) {
-    struct opq *q = side ? &e->wr : &e->rd;
-    bool was_head = opq_head(q) == o;
-    if (!opq_remove(q, o))
-      continue;
+  bool rd = op_is_read(o->kind);
+  struct op *prev;
+  bool was_head = opq_side_head(&e->q, rd, &prev) == o;
+  if (opq_remove(&e->q, o)) {
     cp__sink_put(p, &s, o, CP_ECANCELED, NULL);
     /* A new head may be ready already; no edge will say so. */
     if (was_head)
-      run_queue(p, &s, e, q);
+      run_queue(p, &s, e, rd);
     rc = 0;
   }
   cp__spin_unlock(&e->lock);
@@ -548,10 +561,12 @@ static void feed_starved(cp_port *p) {
       int fd = ep->nfree ? ep->starved_head : -1;
       struct fdent *e = fd >= 0 ? cp__fdtable_get(&p->fds, fd) : NULL;
       if (e) {
-        ep->starved_head = e->starved_next;
+        uint32_t next = starved_link(e);
+        assert(next != 0);
+        ep->starved_head = next == STARVED_END ? -1 : (int)next - 1;
         if (ep->starved_head < 0)
           ep->starved_tail = -1;
-        e->starved_listed = 0;
+        starved_set(e, 0);
       }
       cp__mutex_unlock(&ep->lock);
       if (!e)
@@ -561,10 +576,11 @@ static void feed_starved(cp_port *p) {
       struct sink s;
       cp__sink_init(&s, NULL, 0);
       cp__spin_lock(&e->lock);
-      struct op *head = opq_head(&e->rd);
+      struct op *prev;
+      struct op *head = opq_side_head(&e->q, true, &prev);
       if (head && head->state == OPS_STARVED) {
         head->state = OPS_QUEUED;
-        run_queue(p, &s, e, &e->rd);
+        run_queue(p, &s, e, true);
       }
       cp__spin_unlock(&e->lock);
       cp__sink_flush(p, &s);

@@ -246,7 +246,7 @@ int cp_port_associate(cp_port *p, cp_socket_t fd, void *key) {
     return rc;
   cp__spin_lock(&e->lock);
   atomic_store_explicit(&e->key, key, memory_order_relaxed);
-  atomic_store_explicit(&e->associated, 1, memory_order_release); /* after key: see begin() */
+  atomic_fetch_or_explicit(&e->gen, FDE_ASSOC, memory_order_release); /* after key: see begin() */
   cp__spin_unlock(&e->lock);
   return 0;
 }
@@ -255,7 +255,7 @@ static struct fdent *associated_fd(cp_port *p, int fd) {
   struct fdent *e = cp__fdtable_get(&p->fds, fd);
   if (!e)
     return NULL;
-  return atomic_load_explicit(&e->associated, memory_order_acquire) ? e : NULL;
+  return fdent_associated(e) ? e : NULL;
 }
 
 int cp_port_disassociate(cp_port *p, cp_socket_t fd) {
@@ -267,11 +267,14 @@ int cp_port_disassociate(cp_port *p, cp_socket_t fd) {
   /* The key stays: an op start that read associated == 1 just before reads
    * the key that went with it (a cleared key could pair with a stale 1). */
   cp__spin_lock(&e->lock);
-  bool was = atomic_exchange_explicit(&e->associated, 0, memory_order_relaxed);
+  /* Associated: adding one clears the bit and carries into the generation
+   * (one step), in one write. Under the lock, as associate's write is. */
+  bool was = atomic_load_explicit(&e->gen, memory_order_relaxed) & FDE_ASSOC;
+  if (was)
+    atomic_fetch_add(&e->gen, FDE_GEN_STEP - FDE_ASSOC);
   cp__spin_unlock(&e->lock);
   if (!was)
     return CP_EBADF;
-  atomic_fetch_add(&e->gen, 1);
   return p->be->cancel_fd(p, fd, e, true);
 }
 
@@ -281,7 +284,7 @@ int cp_port_cancel(cp_port *p, cp_socket_t fd) {
   struct fdent *e = associated_fd(p, fd);
   if (!e)
     return CP_EBADF;
-  atomic_fetch_add(&e->gen, 1);
+  atomic_fetch_add(&e->gen, FDE_GEN_STEP);
   return p->be->cancel_fd(p, fd, e, false);
 }
 
@@ -311,11 +314,12 @@ static int begin(cp_port *p, int fd, cp_op *cop, cp_op_kind kind, struct op **op
   if (!e)
     return CP_EBADF;
   struct op *o = op_of(cop);
-  /* No lock: associated (acquire) then the key stored before it was set.
-   * An op started while another thread disassociates the fd may still pass
-   * here; the generation read below (bumped by disassociate before its
-   * cancel) ends it, as before. */
-  if (!atomic_load_explicit(&e->associated, memory_order_acquire))
+  /* No lock: the gen word (acquire: associated, and the generation) then
+   * the key stored before the bit was set. An op started while another
+   * thread disassociates the fd may still pass here; the generation it
+   * keeps (bumped by disassociate before its cancel) ends it, as before. */
+  uint32_t gen = atomic_load_explicit(&e->gen, memory_order_acquire);
+  if (!(gen & FDE_ASSOC))
     return CP_EBADF;
   o->key = atomic_load_explicit(&e->key, memory_order_relaxed);
   o->next = NULL;
@@ -323,7 +327,7 @@ static int begin(cp_port *p, int fd, cp_op *cop, cp_op_kind kind, struct op **op
   o->kind = (uint8_t)kind;
   o->state = OPS_IDLE;
   o->how = 0;
-  o->gen = atomic_load_explicit(&e->gen, memory_order_acquire);
+  o->gen = gen;
   o->done = 0;
   o->iov_rest = NULL;
   *op = o;
@@ -550,6 +554,11 @@ static int ready_take(cp_port *p, cp_completion *out, int max) {
     p->ready_head = (p->ready_head + 1) & (p->ready_cap - 1);
     p->ready_len--;
   }
+  /* Emptied: start over at slot 0, so that the ring's pages touched are as
+   * many as were ever queued at once, not all of them as the head walks
+   * round (2 x queue_depth completions: 80 KB by default, idle memory). */
+  if (!p->ready_len)
+    p->ready_head = 0;
   p->ready_taken += (uint64_t)n;
   return n;
 }

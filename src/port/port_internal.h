@@ -17,6 +17,7 @@
 #include "common/mem.h"
 #include "platform/platform.h"
 
+#include <assert.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 
@@ -37,7 +38,7 @@ struct op {
   struct iovec *iov_rest; /* port-owned copy of what is left to send, or NULL */
   int64_t done;           /* bytes already sent (partial sends); epoll connect: issued */
   int fd;                 /* -1 for timers */
-  uint32_t gen;           /* the fd's cancel generation at start */
+  uint32_t gen;           /* the fd's gen word at start (fdent.gen: associated, generation) */
   uint8_t kind;           /* cp_op_kind */
   uint8_t state;          /* enum op_state */
   uint16_t how;           /* disconnect: SHUT_WR / SHUT_RDWR; OPF_* flags above */
@@ -67,6 +68,11 @@ static inline struct op *op_of(cp_op *o) {
 }
 static inline cp_op *cp_op_of(struct op *o) {
   return (cp_op *)(void *)o;
+}
+
+/* Read side: ops that take data in; write side: ops that put data out. */
+static inline bool op_is_read(uint8_t kind) {
+  return (1u << (kind & 31)) & (1u << CP_OP_RECV | 1u << CP_OP_RECV_POOLED | 1u << CP_OP_ACCEPT);
 }
 
 /* A FIFO of ops linked through op->next, kept as its tail alone: the list is
@@ -102,6 +108,19 @@ static inline struct op *opq_pop(struct opq *q) {
   return h;
 }
 
+/* Unlink it, queued in q after prev (prev == it: it is alone). */
+static inline void opq_unlink(struct opq *q, struct op *prev, struct op *it) {
+  assert(prev->next == it);
+  if (it == prev) {
+    q->tail = NULL;
+  } else {
+    prev->next = it->next;
+    if (q->tail == it)
+      q->tail = prev;
+  }
+  it->next = NULL;
+}
+
 /* Unlink o if it is queued here; true if it was. */
 static inline bool opq_remove(struct opq *q, struct op *o) {
   if (!q->tail)
@@ -110,14 +129,7 @@ static inline bool opq_remove(struct opq *q, struct op *o) {
   do {
     struct op *it = prev->next;
     if (it == o) {
-      if (it == prev) {
-        q->tail = NULL;
-      } else {
-        prev->next = it->next;
-        if (q->tail == it)
-          q->tail = prev;
-      }
-      it->next = NULL;
+      opq_unlink(q, prev, it);
       return true;
     }
     prev = it;
@@ -125,33 +137,84 @@ static inline bool opq_remove(struct opq *q, struct op *o) {
   return false;
 }
 
+/* An fd's queue holds both sides' ops, in start order (one pointer in the fd
+ * entry, not two: an idle connection costs its entry). A side's ops keep
+ * their order; its head is the oldest op of that side (op_is_read), found
+ * by a walk that passes over the other side's (at most a few: the engine
+ * queues one recv and one send at a time). */
+static inline struct op *opq_side_head(const struct opq *q, bool rd, struct op **prev) {
+  struct op *t = q->tail, *pv = t;
+  if (!t)
+    return NULL;
+  for (;;) {
+    struct op *it = pv->next;
+    if (op_is_read(it->kind) == rd) {
+      *prev = pv;
+      return it;
+    }
+    if (it == t)
+      return NULL;
+    pv = it;
+  }
+}
+
+/* Unlink and return the head of one side, or NULL. */
+static inline struct op *opq_side_pop(struct opq *q, bool rd) {
+  struct op *pv;
+  struct op *h = opq_side_head(q, rd, &pv);
+  if (h)
+    opq_unlink(q, pv, h);
+  return h;
+}
+
 /* One per associated fd. Lives in a two-level table that never moves. */
 struct fdent {
-  /* key and associated are written under lock, read without it by op starts
-   * (associated with acquire, then key): see begin() in port.c. */
+  /* key and the associated bit of gen are written under lock, read without
+   * it by op starts (gen with acquire, then key): see begin() in port.c. */
   _Atomic(void *) key;
-  struct opq rd;        /* recv / recv_pooled / (epoll) accept */
-  struct opq wr;        /* send / disconnect / (epoll) connect */
-  _Atomic uint32_t gen; /* bumped by cancel/disassociate: resubmissions see it */
-  _Atomic uint8_t associated;
-  uint8_t starved_listed; /* epoll: on the starved list (guarded by its lock) */
-  uint8_t rd_busy;        /* uring: a read-side op is with the kernel */
-  uint8_t wr_busy;        /* uring: a write-side op is with the kernel */
-  cp__spin lock;          /* key/associated writes; epoll: the queues and the I/O attempts */
-  union {                 /* one backend per port: each has its own word */
-    int32_t starved_next; /* epoll: next fd on the starved list, or -1 */
-    uint32_t kernel_ops;  /* uring: ops of this fd with the kernel (guarded by its lock) */
+  /* Ops waiting in user space, both sides in one FIFO (opq_side_head):
+   * read side recv / recv_pooled / (epoll) accept, write side send /
+   * disconnect / (epoll) connect. */
+  struct opq q;
+  /* Bit 0 (FDE_ASSOC): associated. The rest: the cancel generation, bumped
+   * (FDE_GEN_STEP) by cancel and disassociate, so ops resubmitted later see
+   * it; an op keeps the whole word it started under (op.gen). One word: an
+   * idle connection costs its fd entry. */
+  _Atomic uint32_t gen;
+  cp__spin lock; /* key/associated writes; epoll: the queues and the I/O attempts */
+  union {        /* one backend per port: each has its own three bytes */
+    struct __attribute__((packed)) {
+      uint8_t busy;        /* FDE_RD_BUSY / FDE_WR_BUSY: that side has an op with the kernel */
+      uint16_t kernel_ops; /* ops of this fd with the kernel (at most UINT16_MAX) */
+    } ur;                  /* uring, guarded by its lock */
+    uint8_t starved[3];    /* epoll, guarded by its lock: the starved list's link, 24 bits
+                              (epoll.c: starved_link) */
   };
+};
+
+enum {
+  FDE_ASSOC = 1u,    /* fdent.gen: associated */
+  FDE_GEN_STEP = 2u, /* fdent.gen: one cancel generation */
+  FDE_RD_BUSY = 1u,  /* fdent.ur.busy */
+  FDE_WR_BUSY = 2u,
 };
 
 /* An idle connection costs its fd entry (and the engine's session with its
  * cp_ops): the memory goals in docs/performance.md depend on these sizes. */
-_Static_assert(sizeof(struct fdent) <= 40, "the fd entry grew past 40 bytes");
+_Static_assert(sizeof(struct fdent) == 24, "the fd entry is 24 bytes (issue 13's idle memory)");
+_Static_assert(offsetof(struct fdent, ur) == 21 && sizeof(((struct fdent *)0)->ur) == 3,
+               "the backends' bytes are the entry's last three");
 _Static_assert(sizeof(cp_op) == 104, "cp_op is part of the ABI and of the session's size");
+
+/* Is e associated (acquire: the key stored before the bit is visible)? */
+static inline bool fdent_associated(struct fdent *e) {
+  return atomic_load_explicit(&e->gen, memory_order_acquire) & FDE_ASSOC;
+}
 
 #define FDT_CHUNK_BITS 10
 #define FDT_CHUNK (1u << FDT_CHUNK_BITS)
 #define FDT_CHUNKS 1024 /* 1M fds */
+_Static_assert(FDT_CHUNK *FDT_CHUNKS < 0xffffff, "an fd + 1 fits epoll's 24-bit starved link");
 
 struct fdtable {
   _Atomic(struct fdent *) chunks[FDT_CHUNKS];
@@ -308,11 +371,6 @@ static inline void op_complete(struct op *o, cp_completion *c, int64_t result, v
   c->buf = buf;
   c->kind = (cp_op_kind)o->kind;
   o->state = OPS_DONE;
-}
-
-/* Read side: ops that take data in; write side: ops that put data out. */
-static inline bool op_is_read(uint8_t kind) {
-  return kind == CP_OP_RECV || kind == CP_OP_RECV_POOLED || kind == CP_OP_ACCEPT;
 }
 
 /* Make sure sock is an open socket and put it in the mode the backends

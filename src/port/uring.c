@@ -276,6 +276,12 @@ static void prep(cp_port *p, struct op *o, struct io_uring_sqe *sqe) {
   io_uring_sqe_set_data(sqe, o);
 }
 
+/* The ops of one fd with the kernel are counted in 16 bits (fdent.ur):
+ * those a side serialises (busy: at most one read and one write) and the
+ * others (accepts, connects), which uring_start refuses past KOPS_MAX so
+ * that the two serialised ones always fit. */
+#define KOPS_MAX (UINT16_MAX - 2)
+
 /* Hand o to the kernel (lock held). */
 static int submit_op(cp_port *p, struct op *o) {
   assert_locked(U(p));
@@ -286,8 +292,11 @@ static int submit_op(cp_port *p, struct op *o) {
   prep(p, o, sqe);
   o->state = OPS_INFLIGHT;
   U(p)->inflight++;
-  if (o->fd >= 0)
-    cp__fdtable_get(&p->fds, o->fd)->kernel_ops++;
+  if (o->fd >= 0) {
+    struct fdent *e = cp__fdtable_get(&p->fds, o->fd);
+    assert(e->ur.kernel_ops < UINT16_MAX); /* uring_start keeps room (KOPS_MAX) */
+    e->ur.kernel_ops++;
+  }
   return 0;
 }
 
@@ -298,19 +307,21 @@ static int uring_start(cp_port *p, struct op *o, struct fdent *e) {
   if (atomic_load(&p->closed)) {
     rc = CP_ESHUTDOWN;
   } else if (o->kind == CP_OP_RECV || o->kind == CP_OP_RECV_POOLED) {
-    if (e->rd_busy) {
+    if (e->ur.busy & FDE_RD_BUSY) {
       o->state = OPS_QUEUED;
-      opq_push(&e->rd, o);
+      opq_push(&e->q, o);
     } else if (!(rc = submit_op(p, o))) {
-      e->rd_busy = 1;
+      e->ur.busy |= FDE_RD_BUSY;
     }
   } else if (o->kind == CP_OP_SEND || o->kind == CP_OP_DISCONNECT) {
-    if (e->wr_busy) {
+    if (e->ur.busy & FDE_WR_BUSY) {
       o->state = OPS_QUEUED;
-      opq_push(&e->wr, o);
+      opq_push(&e->q, o);
     } else if (!(rc = submit_op(p, o))) {
-      e->wr_busy = 1;
+      e->ur.busy |= FDE_WR_BUSY;
     }
+  } else if (e && e->ur.kernel_ops >= KOPS_MAX) {
+    rc = CP_EBUSY; /* accepts or connects (timeouts have no e): 16 bits of them */
   } else {
     rc = submit_op(p, o);
   }
@@ -335,16 +346,15 @@ static void side_next(cp_port *p, struct sink *s, int fd, bool read_side) {
   struct fdent *e = cp__fdtable_get(&p->fds, fd);
   if (!e)
     return;
-  struct opq *q = read_side ? &e->rd : &e->wr;
-  uint8_t *busy = read_side ? &e->rd_busy : &e->wr_busy;
+  uint8_t busy = read_side ? FDE_RD_BUSY : FDE_WR_BUSY;
   struct op *o;
-  while ((o = opq_pop(q))) {
+  while ((o = opq_side_pop(&e->q, read_side))) {
     int rc = cancelled(p, o) ? CP_ECANCELED : submit_op(p, o);
     if (!rc)
       return; /* busy stays set */
     cp__sink_put(p, s, o, rc, NULL);
   }
-  *busy = 0;
+  e->ur.busy &= (uint8_t)~busy;
 }
 
 static void give_buffer(cp_port *p, uint32_t bid) {
@@ -473,8 +483,8 @@ static void handle_cqe(cp_port *p, struct sink *s, struct io_uring_cqe *cqe) {
   int fd = o->fd; /* o may be handed out and reused once completed */
   if (fd >= 0) {
     struct fdent *e = cp__fdtable_get(&p->fds, fd);
-    assert(e->kernel_ops > 0);
-    e->kernel_ops--;
+    assert(e->ur.kernel_ops > 0);
+    e->ur.kernel_ops--;
   }
   switch (o->kind) {
   case CP_OP_ACCEPT:
@@ -614,15 +624,16 @@ static int uring_cancel_fd(cp_port *p, int fd, struct fdent *e, bool forget) {
   u->starved = keep;
   starved_note(u);
   if (was_starved) {
-    cp__sink_drain(p, &s, &e->rd, CP_ECANCELED);
-    e->rd_busy = 0;
+    while ((o = opq_side_pop(&e->q, true)))
+      cp__sink_put(p, &s, o, CP_ECANCELED, NULL);
+    e->ur.busy &= (uint8_t)~FDE_RD_BUSY;
   }
   /* Ops queued behind one that is with the kernel stay queued: when it
    * completes, side_next finds them cancelled (the fd's generation moved
    * on) and ends them after it, so one side's ops still complete in order. */
   int rc = 0;
-  struct io_uring_sqe *sqe = e->kernel_ops ? get_sqe(p) : NULL;
-  if (!e->kernel_ops) {
+  struct io_uring_sqe *sqe = e->ur.kernel_ops ? get_sqe(p) : NULL;
+  if (!e->ur.kernel_ops) {
     /* nothing with the kernel: no cancel to send */
   } else if (sqe) {
     io_uring_prep_cancel_fd(sqe, fd, IORING_ASYNC_CANCEL_ALL);
@@ -644,7 +655,7 @@ static int uring_cancel_op(cp_port *p, struct op *o) {
   int rc = 0;
   ulock(u);
   struct fdent *e = o->fd >= 0 ? cp__fdtable_get(&p->fds, o->fd) : NULL;
-  if (o->state == OPS_QUEUED && e && (opq_remove(&e->rd, o) || opq_remove(&e->wr, o))) {
+  if (o->state == OPS_QUEUED && e && opq_remove(&e->q, o)) {
     cp__sink_put(p, &s, o, CP_ECANCELED, NULL);
   } else if (o->state == OPS_STARVED && opq_remove(&u->starved, o)) {
     starved_note(u);

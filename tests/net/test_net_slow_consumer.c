@@ -104,6 +104,8 @@ int main(void) {
   close(slow);
   close(good);
   WAIT_UNTIL(nt_stats(svc).sessions == 0);
+  /* a session leaves the gauge, then is counted in disconnects (session.c) */
+  WAIT_UNTIL(nt_disconnects(svc) == 2);
   WAIT_UNTIL(nt_stats(svc).send_queue_bytes == 0);
   cp_service_stats st = nt_stats(svc);
   CHECK_EQ(st.disconnects[CP_REASON_SLOW_CONSUMER], 1);
