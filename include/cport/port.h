@@ -203,7 +203,10 @@ CP_API int cp_port_accept(cp_port *port, cp_socket_t lsock, cp_op *op, struct so
 
 /*
  * Connect the associated, unconnected socket sock (cp_socket_tcp) to addr
- * (ConnectEx). Completes with 0 or the connect error (e.g. CP_ECONNREFUSED).
+ * (ConnectEx), an IPv4 or IPv6 address: it is copied, so the caller's may go
+ * once this returns (CP_EINVAL if addrlen is 0 or larger than a
+ * sockaddr_in6). Completes with 0 or the connect error (e.g.
+ * CP_ECONNREFUSED).
  */
 CP_API int cp_port_connect(cp_port *port, cp_socket_t sock, cp_op *op, const struct sockaddr *addr,
                            socklen_t addrlen);

@@ -202,7 +202,7 @@ static enum try_result try_connect(cp_port *p, struct op *o, int64_t *res) {
   if (!o->done) {
     o->done = 1; /* connect() issued */
     cp__count_syscall(p);
-    if (connect(o->fd, o->u.connect.addr, o->u.connect.addrlen) == 0) {
+    if (connect(o->fd, (const struct sockaddr *)&o->u.connect.addr, o->u.connect.addrlen) == 0) {
       *res = 0;
       return TRY_DONE;
     }

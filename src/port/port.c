@@ -373,14 +373,14 @@ int cp_port_accept(cp_port *p, cp_socket_t lfd, cp_op *cop, struct sockaddr *add
 
 int cp_port_connect(cp_port *p, cp_socket_t fd, cp_op *cop, const struct sockaddr *addr,
                     socklen_t addrlen) {
-  if (!addr || addrlen == 0)
+  if (!addr || addrlen == 0 || addrlen > (socklen_t)sizeof(struct sockaddr_in6))
     return CP_EINVAL;
   struct op *o;
   struct fdent *e;
   int rc = begin(p, fd, cop, CP_OP_CONNECT, &o, &e);
   if (rc)
     return rc;
-  o->u.connect.addr = addr;
+  memcpy(&o->u.connect.addr, addr, addrlen);
   o->u.connect.addrlen = addrlen;
   return start(p, o, e);
 }

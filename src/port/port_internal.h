@@ -49,7 +49,10 @@ struct op {
       socklen_t *addrlen;
     } accept;
     struct {
-      const struct sockaddr *addr;
+      /* a copy: the caller's address may go once cp_port_connect returns,
+       * while the kernel reads it when the op is submitted (later, if it
+       * waits in the fd's queue or the submission ring) */
+      struct sockaddr_in6 addr; /* AF_INET or AF_INET6 */
       socklen_t addrlen;
     } connect;
     struct {

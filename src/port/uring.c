@@ -243,7 +243,8 @@ static void prep(cp_port *p, struct op *o, struct io_uring_sqe *sqe) {
                          SOCK_NONBLOCK | SOCK_CLOEXEC);
     break;
   case CP_OP_CONNECT:
-    io_uring_prep_connect(sqe, o->fd, o->u.connect.addr, o->u.connect.addrlen);
+    io_uring_prep_connect(sqe, o->fd, (const struct sockaddr *)&o->u.connect.addr,
+                          o->u.connect.addrlen);
     break;
   case CP_OP_RECV:
     if (o->u.msg.msg_iovlen == 1) {
