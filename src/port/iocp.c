@@ -1168,6 +1168,24 @@ int cp_port_cancel_op(cp_port *p, cp_op *cop) {
   return rc;
 }
 
+/* ---- Wine: a reset read as the end of the stream ----------------------------------------- */
+
+/* What a receive that read 0 (the end of the stream) reports: the reset scan's error if it
+ * found one; under Wine also a reset that wineserver took for itself. When the peer's RST
+ * arrives with no receive pending, wineserver reads and clears the socket's error (SO_ERROR)
+ * and only marks it reset (server/sock.c of Wine 8.0: sock_error); a receive started later
+ * reads 0 from the Linux socket, where Windows fails it with WSAECONNRESET. Its poll still
+ * tells: a reset comes back as POLLERR (AFD_POLL_RESET), a FIN as POLLHUP alone. One wineserver
+ * call per end of stream, under Wine only. Entry lock held. */
+static int eof_result(struct sockent *e) {
+  if (e->reset_err || !under_wine)
+    return e->reset_err;
+  WSAPOLLFD f = {.fd = e->s, .events = 0};
+  if (WSAPoll(&f, 1, 0) > 0 && (f.revents & POLLERR) && !(f.revents & POLLNVAL))
+    return CP_ECONNRESET;
+  return 0;
+}
+
 /* ---- pooled receive, second step ----------------------------------------------------- */
 
 enum { POOLED_DELIVER, POOLED_WAIT };
@@ -1195,7 +1213,7 @@ static int pooled_read(cp_port *p, struct sockent *e, struct op *o, void *buf, v
   }
   *spare = buf;
   if (n == 0) {
-    o->result = e->reset_err; /* the reset scan took the connection's error (0 if none) */
+    o->result = eof_result(e); /* 0, or the reset that came first */
     o->u.pooled.buf = NULL;
     return POOLED_DELIVER;
   }
@@ -1358,8 +1376,10 @@ static int on_packet(cp_port *p, const OVERLAPPED_ENTRY *ent, cp_completion *c, 
   case CP_OP_RECV:
     if (err == CP_ECANCELED && e->rd_shut && !stale)
       err = 0, bytes = 0;
-    else if (e->reset_err && !stale && (err == CP_ECANCELED || (!err && !bytes && o->u.io.total)))
+    else if (e->reset_err && !stale && err == CP_ECANCELED)
       err = e->reset_err; /* the reset scan found the connection gone */
+    else if (!err && !bytes && o->u.io.total && !stale)
+      err = eof_result(e); /* the end of the stream, or a reset that came first */
     fill(c, o, err ? err : bytes, NULL);
     break;
   case CP_OP_SEND:
