@@ -66,6 +66,10 @@ add_test(NAME windows.dll_exports
                  $<TARGET_FILE:cport> ${CMAKE_SOURCE_DIR}/include/cport)
 
 cport_windows_test(win_iocp SOURCES tests/windows/win_iocp.c LIBS cport_static TIMEOUT 120)
+# FILE_SKIP_COMPLETION_PORT_ON_SUCCESS on and off (CPORT_IOCP_SKIP): packets per message.
+cport_windows_test(win_skip SOURCES tests/windows/win_skip.c LIBS cport_static pthread TIMEOUT 120)
+target_include_directories(win_skip PRIVATE ${CMAKE_SOURCE_DIR}/tests ${CMAKE_SOURCE_DIR}/src)
+target_link_options(win_skip PRIVATE -static)
 
 # The port and engine suites (tests/port, tests/net) on the IOCP backend, the same sources as on
 # Linux: tests/common/test.h gives them Winsock under POSIX's names. winpthreads is linked
@@ -111,8 +115,21 @@ function(cport_windows_suite layer name)
   set_tests_properties(${layer}.${name}.iocp PROPERTIES ENVIRONMENT "${CPORT_WIN_TEST_ENV}"
                        FIXTURES_REQUIRED wine TIMEOUT 300 SKIP_RETURN_CODE 77)
 endfunction()
+# The port suite again with FILE_SKIP_COMPLETION_PORT_ON_SUCCESS off (CPORT_IOCP_SKIP=0: every
+# op through its kernel packet) as port.<test>.iocp_noskip: all but the three longest under
+# Wine (pingpong_mt, idle_pooled, post_mt: 45-150 s each, posts only in post_mt), so that it
+# adds well under a minute; CPORT_WIN_NOSKIP_ALL=ON registers them too.
+set(CPORT_WIN_NOSKIP_LONG test_pingpong_mt test_idle_pooled test_post_mt)
+option(CPORT_WIN_NOSKIP_ALL "register every port test with CPORT_IOCP_SKIP=0 too" OFF)
 foreach(name ${CPORT_WIN_PORT_TESTS})
   cport_windows_suite(port ${name})
+  if(name IN_LIST CPORT_WIN_NOSKIP_LONG AND NOT CPORT_WIN_NOSKIP_ALL)
+    continue()
+  endif()
+  add_test(NAME port.${name}.iocp_noskip COMMAND port_${name})
+  set_tests_properties(port.${name}.iocp_noskip PROPERTIES
+                       ENVIRONMENT "${CPORT_WIN_TEST_ENV};CPORT_IOCP_SKIP=0"
+                       FIXTURES_REQUIRED wine TIMEOUT 300 SKIP_RETURN_CODE 77)
 endforeach()
 foreach(name ${CPORT_WIN_NET_TESTS})
   cport_windows_suite(net ${name})
