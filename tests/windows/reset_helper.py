@@ -54,7 +54,7 @@ def main():
             ctl.settimeout(60)
             try:
                 serve(ctl)
-            except OSError as e:
+            except (OSError, ValueError) as e:
                 print("reset_helper:", e, file=sys.stderr)
 
 
