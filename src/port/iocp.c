@@ -34,6 +34,15 @@
  *
  * Socket entries are type-stable: disassociated entries go to a free list and are reused, and
  * freed only with the port, so an op's pointer to its entry can always be locked and checked.
+ *
+ * Skip-on-success (as libuv's UV_HANDLE_SYNC_BYPASS_IOCP): an associated socket of an IFS
+ * provider is put in FILE_SKIP_COMPLETION_PORT_ON_SUCCESS mode, so an op that succeeds at once
+ * queues no kernel packet. Such an op goes on the port's ready list instead, which
+ * cp_port_wait drains before it asks the kernel, and is then handled exactly as its packet
+ * would have been: every op still completes once, through cp_port_wait. A thread blocked in
+ * GetQueuedCompletionStatusEx is woken with one packet when the list fills; a send's rest that
+ * goes out at once continues in place. CPORT_IOCP_SKIP=0 (read at cp_port_create) turns the
+ * mode off for that port's sockets.
  */
 #ifdef _WIN32
 #include <winsock2.h>
@@ -63,6 +72,7 @@ enum {
   KEY_DONE = 1,  /* an op finished in user space; its result is in the op */
   KEY_POST = 2,  /* cp_port_post: the OVERLAPPED pointer is a struct post */
   KEY_CLOSE = 3, /* the port is closed; each waiter that takes it posts it again */
+  KEY_WAKE = 4,  /* the ready list has ops and a waiter was blocked in the kernel */
 };
 
 enum stage { ST_IDLE = 0, ST_QUEUED, ST_KERNEL, ST_STARVED, ST_DONE };
@@ -146,6 +156,7 @@ struct sockent {
   uint64_t serial; /* this association's number (the port's count), for the reset scan */
   int reset_err;   /* Wine: the reset scan found the connection gone (see reset_scan) */
   bool associated;
+  bool skip;         /* the socket is in FILE_SKIP_COMPLETION_PORT_ON_SUCCESS mode */
   bool rd_shut;      /* shutdown(SD_BOTH) was done: reads complete with 0 */
   struct op *rd_cur; /* the read-side op started (kernel, starved or done-posted) */
   struct op *wr_cur;
@@ -212,8 +223,19 @@ struct cp_port {
   struct sockent *scan_ents[SCAN_BATCH];
   uint64_t scan_serials[SCAN_BATCH];
 
-  _Atomic long inflight; /* packets owed by the kernel or by ourselves */
+  /* Skip-on-success (see the top of the file): ops whose kernel part succeeded at once, in the
+   * order they finished, each with its byte count in ov.InternalHigh as a packet would carry. */
+  bool skip;   /* CPORT_IOCP_SKIP, read once at create: set the mode on sockets */
+  SRWLOCK rmu; /* the ready list */
+  struct fifo ready;
+  _Atomic long nready;       /* its length */
+  _Atomic long blocked;      /* threads inside GetQueuedCompletionStatusEx */
+  _Atomic bool wake_pending; /* a KEY_WAKE packet is queued and not yet taken */
+  unsigned ready_streak;     /* (under rmu) drains in a row without a look at the kernel */
+
+  _Atomic long inflight; /* packets owed by the kernel or by ourselves (the ready list too) */
   _Atomic uint64_t n_started, n_completed, n_syscalls, n_buf_waits;
+  _Atomic uint64_t n_gqcs, n_packets, n_inline, n_wakes, n_skip_sockets; /* cp__iocp_counts */
 };
 
 static char *abuf_get(cp_port *p);
@@ -311,6 +333,44 @@ static void post_done(cp_port *p, struct op *o, int64_t result) {
     Sleep(1);
 }
 
+/* A thread is blocked in the kernel while the ready list has ops: wake one (one wake-up packet
+ * queued at a time; its taker drains the list and wakes another if ops are left). */
+static void ready_wake(cp_port *p) {
+  if (atomic_load(&p->blocked) > 0 && atomic_load(&p->nready) > 0 &&
+      !atomic_exchange(&p->wake_pending, true)) {
+    atomic_fetch_add(&p->n_wakes, 1);
+    while (!PostQueuedCompletionStatus(p->iocp, 0, KEY_WAKE, NULL))
+      Sleep(1);
+  }
+}
+
+/* o's kernel part succeeded at once on a socket in skip mode, so no packet will come: put o on
+ * the ready list in its place (the caller holds o's entry lock; o stays ST_KERNEL, as with a
+ * queued packet, so a cancel finds it finished). */
+static void ready_push(cp_port *p, struct op *o, DWORD bytes) {
+  assert(o->se && o->se->skip && o->stage == ST_KERNEL);
+  o->ov.Internal = 0; /* STATUS_SUCCESS */
+  o->ov.InternalHigh = bytes;
+  atomic_fetch_add(&p->n_inline, 1);
+  atomic_fetch_add(&p->inflight, 1);
+  AcquireSRWLockExclusive(&p->rmu);
+  fifo_push(&p->ready, o);
+  ReleaseSRWLockExclusive(&p->rmu);
+  /* nready then blocked here, blocked then nready in wait_slot (both sequentially consistent):
+   * either the waiter sees the op, or this sees the waiter and wakes it. */
+  atomic_fetch_add(&p->nready, 1);
+  ready_wake(p);
+}
+
+static struct op *ready_pop(cp_port *p) {
+  AcquireSRWLockExclusive(&p->rmu);
+  struct op *o = fifo_pop(&p->ready);
+  ReleaseSRWLockExclusive(&p->rmu);
+  if (o)
+    atomic_fetch_sub(&p->nready, 1);
+  return o;
+}
+
 /* ---- buffers ------------------------------------------------------------------------- */
 
 static void *buf_take(cp_port *p) {
@@ -372,13 +432,17 @@ static int rest_wsabufs(const cp_buf *bufs, int nbufs, size_t skip, WSABUF *stac
   return n;
 }
 
-/* Start o's kernel part (the caller holds the entry lock). 0 when a packet will come, else the
- * error (no packet). */
-static int kernel_start(cp_port *p, struct sockent *se, struct op *o) {
+enum { KS_PENDING = 0, KS_INLINE = 1 };
+
+/* Start o's kernel part (the caller holds the entry lock). KS_PENDING when a packet will come;
+ * KS_INLINE when it succeeded at once on a socket in skip mode (no packet: *bytes says how
+ * much, and the caller delivers it); else the error (no packet). */
+static int kernel_start(cp_port *p, struct sockent *se, struct op *o, DWORD *bytes) {
   memset(&o->ov, 0, sizeof o->ov);
   o->stage = ST_KERNEL;
   atomic_fetch_add(&p->n_syscalls, 1);
   DWORD flags = 0;
+  *bytes = 0;
   int rc;
   switch (o->kind) {
   case CP_OP_RECV:
@@ -388,9 +452,9 @@ static int kernel_start(cp_port *p, struct sockent *se, struct op *o) {
     if (n < 0)
       return n;
     if (o->kind == CP_OP_RECV)
-      rc = WSARecv(se->s, w, (DWORD)n, NULL, &flags, &o->ov, NULL);
+      rc = WSARecv(se->s, w, (DWORD)n, bytes, &flags, &o->ov, NULL);
     else
-      rc = WSASend(se->s, w, (DWORD)n, NULL, 0, &o->ov, NULL);
+      rc = WSASend(se->s, w, (DWORD)n, bytes, 0, &o->ov, NULL);
     if (w != stack && w != (WSABUF *)(void *)o->u.io.bufs)
       mem_free(w);
     break;
@@ -398,7 +462,7 @@ static int kernel_start(cp_port *p, struct sockent *se, struct op *o) {
   case CP_OP_RECV_POOLED: {
     static char dummy;
     WSABUF w = {.len = 0, .buf = &dummy};
-    rc = WSARecv(se->s, &w, 1, NULL, &flags, &o->ov, NULL);
+    rc = WSARecv(se->s, &w, 1, bytes, &flags, &o->ov, NULL);
     break;
   }
   default:
@@ -406,9 +470,11 @@ static int kernel_start(cp_port *p, struct sockent *se, struct op *o) {
     return CP_EINVAL;
   }
   int err = rc ? WSAGetLastError() : 0;
+  if (rc == 0 && se->skip)
+    return KS_INLINE;
   if (rc == 0 || err == WSA_IO_PENDING) {
     atomic_fetch_add(&p->inflight, 1);
-    return 0;
+    return KS_PENDING;
   }
   /* An associated socket the caller closed meanwhile: Linux says EBADF for that. */
   return err == WSAENOTSOCK ? CP_EBADF : cp__error_from_win((DWORD)err);
@@ -446,8 +512,11 @@ static void side_run(cp_port *p, struct sockent *se, struct op *o) {
     post_done(p, o, rc);
     return;
   }
-  int rc = kernel_start(p, se, o);
-  if (rc)
+  DWORD bytes;
+  int rc = kernel_start(p, se, o, &bytes);
+  if (rc == KS_INLINE)
+    ready_push(p, o, bytes);
+  else if (rc)
     post_done(p, o, rc);
 }
 
@@ -555,6 +624,20 @@ static int parse_env(void) {
   return b == CP_BACKEND_AUTO || b == CP_BACKEND_IOCP ? 0 : CP_ENODEV;
 }
 
+/* CPORT_IOCP_SKIP: unset or "1" puts associated sockets in skip-on-success mode, "0" does not. */
+static int parse_skip(bool *skip) {
+  const char *v = getenv("CPORT_IOCP_SKIP");
+  *skip = true;
+  if (!v || !strcmp(v, "1"))
+    return 0;
+  if (!strcmp(v, "0")) {
+    *skip = false;
+    return 0;
+  }
+  cp__log(CP_LOG_ERROR, "cport: CPORT_IOCP_SKIP=%s is not 0 or 1", v);
+  return CP_EINVAL;
+}
+
 int cp_port_create(cp_port **out, const cp_port_options *opts) {
   if (!out)
     return CP_EINVAL;
@@ -583,6 +666,10 @@ int cp_port_create(cp_port **out, const cp_port_options *opts) {
   while (count < o.buf_count)
     count <<= 1;
 
+  bool skip;
+  int src = parse_skip(&skip);
+  if (src)
+    return src;
   cp__once(&wsa_once, wsa_init);
   if (wsa_status)
     return wsa_status;
@@ -591,12 +678,14 @@ int cp_port_create(cp_port **out, const cp_port_options *opts) {
   if (!p)
     return CP_ENOMEM;
   p->concurrency = o.concurrency;
+  p->skip = skip;
   p->id = atomic_fetch_add(&next_port_id, 1);
   p->slots = CreateSemaphoreW(NULL, (LONG)o.concurrency, (LONG)o.concurrency, NULL);
   p->closed_ev = CreateEventW(NULL, TRUE, FALSE, NULL);
   InitializeSRWLock(&p->pmu);
   InitializeSRWLock(&p->tmu);
   InitializeSRWLock(&p->bmu);
+  InitializeSRWLock(&p->rmu);
   p->buf_count = count;
   p->buf_size = o.buf_size;
   p->slab_len = (size_t)count * o.buf_size;
@@ -672,6 +761,14 @@ void cp_port_destroy(cp_port *p) {
   cp_completion c;
   unsigned idle = 0;
   while (atomic_load(&p->inflight) > 0 && idle < 100) {
+    for (struct op *o; (o = ready_pop(p));) {
+      OVERLAPPED_ENTRY re = {.lpCompletionKey = KEY_IO,
+                             .lpOverlapped = &o->ov,
+                             .dwNumberOfBytesTransferred = (DWORD)o->ov.InternalHigh};
+      on_packet(p, &re, &c, true);
+    }
+    if (atomic_load(&p->inflight) <= 0)
+      break;
     ULONG n = 0;
     if (!GetQueuedCompletionStatusEx(p->iocp, ent, 64, &n, 50, FALSE)) {
       idle++; /* ops of sockets the caller closed already completed; 5 s without a packet:
@@ -679,7 +776,7 @@ void cp_port_destroy(cp_port *p) {
       continue;
     }
     for (ULONG i = 0; i < n; i++)
-      if (ent[i].lpCompletionKey != KEY_CLOSE)
+      if (ent[i].lpCompletionKey != KEY_CLOSE && ent[i].lpCompletionKey != KEY_WAKE)
         on_packet(p, &ent[i], &c, true);
   }
   CloseHandle(p->iocp);
@@ -712,6 +809,20 @@ cp_backend cp_port_backend(const cp_port *p) {
 }
 
 /* ---- association --------------------------------------------------------------------- */
+
+/* Put s in skip-on-success mode if its provider allows it: only a socket of an IFS provider
+ * (XP1_IFS_HANDLES) is a real kernel handle whose completions the kernel skips; a non-IFS
+ * layered provider completes through its own path and may still queue a packet (libuv makes
+ * the same check). True if the mode is set. */
+static bool skip_mode_set(SOCKET s) {
+  WSAPROTOCOL_INFOW info;
+  int len = sizeof info;
+  if (getsockopt(s, SOL_SOCKET, SO_PROTOCOL_INFOW, (char *)&info, &len) ||
+      !(info.dwServiceFlags1 & XP1_IFS_HANDLES))
+    return false;
+  return SetFileCompletionNotificationModes((HANDLE)s, FILE_SKIP_COMPLETION_PORT_ON_SUCCESS |
+                                                           FILE_SKIP_SET_EVENT_ON_HANDLE);
+}
 
 int cp_port_associate(cp_port *p, cp_socket_t sock, void *key) {
   if (!p)
@@ -761,6 +872,11 @@ int cp_port_associate(cp_port *p, cp_socket_t sock, void *key) {
   e->key = key;
   e->refs = 1;
   e->associated = true;
+  /* Set before any op can start on the socket (ops need the entry). The mode stays with the
+   * handle, so a socket associated again is set again, to the same. */
+  e->skip = p->skip && skip_mode_set(s);
+  if (e->skip)
+    atomic_fetch_add(&p->n_skip_sockets, 1);
   AcquireSRWLockExclusive(&p->tmu);
   /* A racing associate of the same socket: keep the first. */
   struct sockent *other = p->buckets[bucket_of(s)];
@@ -983,8 +1099,10 @@ int cp_port_accept(cp_port *p, cp_socket_t lsock, cp_op *op, struct sockaddr *ad
   o->stage = ST_KERNEL;
   atomic_fetch_add(&p->n_syscalls, 1);
   DWORD got = 0;
-  if (fn_acceptex(e->s, as, abuf, 0, ADDR_SLOT, ADDR_SLOT, &got, &o->ov) ||
-      WSAGetLastError() == WSA_IO_PENDING) {
+  BOOL now = fn_acceptex(e->s, as, abuf, 0, ADDR_SLOT, ADDR_SLOT, &got, &o->ov);
+  if (now && e->skip) {
+    ready_push(p, o, got); /* a connection was waiting: no packet will come */
+  } else if (now || WSAGetLastError() == WSA_IO_PENDING) {
     atomic_fetch_add(&p->inflight, 1);
     o->next = e->accepts;
     e->accepts = o;
@@ -1031,8 +1149,11 @@ int cp_port_connect(cp_port *p, cp_socket_t sock, cp_op *op, const struct sockad
   }
   o->stage = ST_KERNEL;
   atomic_fetch_add(&p->n_syscalls, 1);
-  if (fn_connectex(e->s, addr, addrlen, NULL, 0, NULL, &o->ov) ||
-      WSAGetLastError() == WSA_IO_PENDING) {
+  BOOL now = fn_connectex(e->s, addr, addrlen, NULL, 0, NULL, &o->ov);
+  if (now && e->skip) {
+    e->conn = o;
+    ready_push(p, o, 0); /* connected at once: no packet will come */
+  } else if (now || WSAGetLastError() == WSA_IO_PENDING) {
     atomic_fetch_add(&p->inflight, 1);
     e->conn = o;
   } else {
@@ -1168,6 +1289,24 @@ int cp_port_cancel_op(cp_port *p, cp_op *cop) {
   return rc;
 }
 
+/* ---- Wine: a reset read as the end of the stream ----------------------------------------- */
+
+/* What a receive that read 0 (the end of the stream) reports: the reset scan's error if it
+ * found one; under Wine also a reset that wineserver took for itself. When the peer's RST
+ * arrives with no receive pending, wineserver reads and clears the socket's error (SO_ERROR)
+ * and only marks it reset (server/sock.c of Wine 8.0: sock_error); a receive started later
+ * reads 0 from the Linux socket, where Windows fails it with WSAECONNRESET. Its poll still
+ * tells: a reset comes back as POLLERR (AFD_POLL_RESET), a FIN as POLLHUP alone. One wineserver
+ * call per end of stream, under Wine only. Entry lock held. */
+static int eof_result(struct sockent *e) {
+  if (e->reset_err || !under_wine)
+    return e->reset_err;
+  WSAPOLLFD f = {.fd = e->s, .events = 0};
+  if (WSAPoll(&f, 1, 0) > 0 && (f.revents & POLLERR) && !(f.revents & POLLNVAL))
+    return CP_ECONNRESET;
+  return 0;
+}
+
 /* ---- pooled receive, second step ----------------------------------------------------- */
 
 enum { POOLED_DELIVER, POOLED_WAIT };
@@ -1195,14 +1334,17 @@ static int pooled_read(cp_port *p, struct sockent *e, struct op *o, void *buf, v
   }
   *spare = buf;
   if (n == 0) {
-    o->result = e->reset_err; /* the reset scan took the connection's error (0 if none) */
+    o->result = eof_result(e); /* 0, or the reset that came first */
     o->u.pooled.buf = NULL;
     return POOLED_DELIVER;
   }
   int err = WSAGetLastError();
   if (err == WSAEWOULDBLOCK) { /* someone else read it: wait for readability again */
-    int rc = kernel_start(p, e, o);
-    if (!rc)
+    DWORD bytes;
+    int rc = kernel_start(p, e, o, &bytes);
+    if (rc == KS_INLINE) /* readable again already: its turn comes from the ready list */
+      ready_push(p, o, bytes);
+    if (rc >= 0)
       return POOLED_WAIT;
     o->result = rc;
   } else {
@@ -1299,6 +1441,7 @@ static int accept_finish(struct sockent *le, struct op *o) {
  * (written to *c), 0 if it was internal. discard: the port is closing - release, deliver
  * nothing, start nothing. */
 static int on_packet(cp_port *p, const OVERLAPPED_ENTRY *ent, cp_completion *c, bool discard) {
+  assert(ent->lpCompletionKey != KEY_CLOSE && ent->lpCompletionKey != KEY_WAKE);
   atomic_fetch_sub(&p->inflight, 1);
   if (ent->lpCompletionKey == KEY_POST) {
     struct post *r = (struct post *)(void *)ent->lpOverlapped;
@@ -1358,27 +1501,31 @@ static int on_packet(cp_port *p, const OVERLAPPED_ENTRY *ent, cp_completion *c, 
   case CP_OP_RECV:
     if (err == CP_ECANCELED && e->rd_shut && !stale)
       err = 0, bytes = 0;
-    else if (e->reset_err && !stale && (err == CP_ECANCELED || (!err && !bytes && o->u.io.total)))
+    else if (e->reset_err && !stale && err == CP_ECANCELED)
       err = e->reset_err; /* the reset scan found the connection gone */
+    else if (!err && !bytes && o->u.io.total && !stale)
+      err = eof_result(e); /* the end of the stream, or a reset that came first */
     fill(c, o, err ? err : bytes, NULL);
     break;
   case CP_OP_SEND:
     if (err == CP_ECANCELED && e->reset_err && !stale)
       err = e->reset_err;
-    if (!err) {
-      o->u.io.done += (size_t)bytes;
-      if (o->u.io.done < o->u.io.total) {
-        if (stale || discard) {
-          err = CP_ECANCELED;
-        } else {
-          int rc = kernel_start(p, e, o); /* the rest, before any later send */
-          if (!rc) {
-            ReleaseSRWLockExclusive(&e->mu);
-            return 0;
-          }
-          err = rc;
-        }
+    /* The rest, before any later send; a part that goes out at once (skip mode) continues
+     * here without a round trip through the port. */
+    while (!err && (o->u.io.done += (size_t)bytes) < o->u.io.total) {
+      if (stale || discard) {
+        err = CP_ECANCELED;
+        break;
       }
+      DWORD now;
+      int rc = kernel_start(p, e, o, &now);
+      if (rc == KS_PENDING) {
+        ReleaseSRWLockExclusive(&e->mu);
+        return 0;
+      }
+      if (rc < 0)
+        err = rc;
+      bytes = now;
     }
     fill(c, o, err ? err : (int64_t)o->u.io.total, NULL);
     break;
@@ -1458,37 +1605,98 @@ int cp_port_wait(cp_port *p, cp_completion *out, int max, int timeout_ms) {
   return n;
 }
 
+/* Up to cap ops from the ready list, each handled as its packet would be; the count of
+ * completions for the caller written to out. */
+static int ready_drain(cp_port *p, cp_completion *out, int cap) {
+  int k = 0;
+  struct op *o;
+  while (k < cap && (o = ready_pop(p))) {
+    OVERLAPPED_ENTRY re = {.lpCompletionKey = KEY_IO,
+                           .lpOverlapped = &o->ov,
+                           .dwNumberOfBytesTransferred = (DWORD)o->ov.InternalHigh};
+    k += on_packet(p, &re, &out[k], false);
+  }
+  return k;
+}
+
+/* How often cp_port_wait looks at the kernel port before the ready list when both may have
+ * completions (see wait_slot). */
+#define READY_STREAK_MAX 8
+
 /* cp_port_wait with a slot held. */
 static int wait_slot(cp_port *p, cp_completion *out, int max, int timeout_ms, uint64_t deadline) {
   OVERLAPPED_ENTRY ent[64];
   ULONG cap = max < 64 ? (ULONG)max : 64;
   for (;;) {
+    /* The ready list first: no system call for what finished at once. Every
+     * READY_STREAK_MAX-th time the kernel port is looked at first (without waiting), so a
+     * stream of inline successes cannot hold back posts, timers and other sockets' packets. */
+    int k = 0;
+    bool look_now = false;
+    if (atomic_load(&p->nready) > 0) {
+      AcquireSRWLockExclusive(&p->rmu);
+      look_now = ++p->ready_streak >= READY_STREAK_MAX;
+      if (look_now)
+        p->ready_streak = 0;
+      ReleaseSRWLockExclusive(&p->rmu);
+      if (!look_now && (k = ready_drain(p, out, (int)cap)) > 0) {
+        atomic_fetch_add(&p->n_completed, (uint64_t)k);
+        return k;
+      }
+    }
     DWORD wait_ms = INFINITE;
-    if (timeout_ms >= 0) {
+    if (look_now) {
+      wait_ms = 0;
+    } else if (timeout_ms >= 0) {
       uint64_t now = cp__now_ns();
       wait_ms = now >= deadline ? 0 : (DWORD)((deadline - now + 999999u) / 1000000u);
     }
+    bool blocking = wait_ms != 0;
+    if (blocking) {
+      /* blocked then nready here, nready then blocked in ready_push: see there. */
+      atomic_fetch_add(&p->blocked, 1);
+      if (atomic_load(&p->nready) > 0) { /* an op became ready meanwhile: take it instead */
+        atomic_fetch_sub(&p->blocked, 1);
+        continue;
+      }
+    }
     ULONG n = 0;
     atomic_fetch_add(&p->n_syscalls, 1);
-    if (!GetQueuedCompletionStatusEx(p->iocp, ent, cap, &n, wait_ms, FALSE)) {
-      DWORD e = GetLastError();
-      if (e == WAIT_TIMEOUT)
-        return atomic_load(&p->closed) ? CP_PORT_CLOSED : 0;
-      return atomic_load(&p->closed) ? CP_PORT_CLOSED : cp__error_from_win(e);
+    atomic_fetch_add(&p->n_gqcs, 1);
+    BOOL got = GetQueuedCompletionStatusEx(p->iocp, ent, cap, &n, wait_ms, FALSE);
+    DWORD gerr = got ? 0 : GetLastError();
+    if (blocking)
+      atomic_fetch_sub(&p->blocked, 1);
+    if (!got) {
+      if (atomic_load(&p->closed))
+        return CP_PORT_CLOSED;
+      if (gerr != WAIT_TIMEOUT)
+        return cp__error_from_win(gerr);
+      if (look_now || atomic_load(&p->nready) > 0) /* a look only, or ready ops to take */
+        continue;
+      return 0;
     }
     bool closing = false;
     for (ULONG i = 0; i < n; i++)
       if (ent[i].lpCompletionKey == KEY_CLOSE)
         closing = true;
-    if (closing) /* pass it on to the next waiter */
+      else if (ent[i].lpCompletionKey == KEY_WAKE)
+        atomic_store(&p->wake_pending, false); /* taken: the next push may wake again */
+    if (closing)                               /* pass it on to the next waiter */
       while (!PostQueuedCompletionStatus(p->iocp, 0, KEY_CLOSE, NULL))
         Sleep(1);
-    int k = 0;
     for (ULONG i = 0; i < n; i++)
-      if (ent[i].lpCompletionKey != KEY_CLOSE)
+      if (ent[i].lpCompletionKey != KEY_CLOSE && ent[i].lpCompletionKey != KEY_WAKE) {
+        atomic_fetch_add(&p->n_packets, 1);
         k += on_packet(p, &ent[i], &out[k], closing);
+      }
     if (closing)
       return CP_PORT_CLOSED;
+    /* What the packets made ready (the next op of a side, started at once) goes out with
+     * them; what is left wakes a blocked waiter. */
+    if (k < (int)cap && atomic_load(&p->nready) > 0)
+      k += ready_drain(p, out + k, (int)cap - k);
+    ready_wake(p);
     if (k > 0) {
       atomic_fetch_add(&p->n_completed, (uint64_t)k);
       return k;
@@ -1506,6 +1714,16 @@ void cp_port_get_stats(const cp_port *p, cp_port_stats *out) {
   out->completed = atomic_load_explicit(&q->n_completed, memory_order_relaxed);
   out->syscalls = atomic_load_explicit(&q->n_syscalls, memory_order_relaxed);
   out->buf_waits = atomic_load_explicit(&q->n_buf_waits, memory_order_relaxed);
+}
+
+void cp__iocp_get_counts(const cp_port *p, cp__iocp_counts *out) {
+  cp_port *q = (cp_port *)p;
+  *out = (cp__iocp_counts){.skip = q->skip,
+                           .gqcs = atomic_load(&q->n_gqcs),
+                           .packets = atomic_load(&q->n_packets),
+                           .inline_ok = atomic_load(&q->n_inline),
+                           .wakes = atomic_load(&q->n_wakes),
+                           .skip_sockets = atomic_load(&q->n_skip_sockets)};
 }
 
 #endif /* _WIN32 */

@@ -5,7 +5,11 @@
 #ifndef CPORT_WIN32_INTERNAL_H
 #define CPORT_WIN32_INTERNAL_H
 #ifdef _WIN32
+#include "cport/port.h"
 #include "cport/socket.h"
+
+#include <stdbool.h>
+#include <stdint.h>
 
 #include <windows.h>
 
@@ -24,6 +28,18 @@ int cp__socket_prepare(cp_socket_t sock);
  * WSASocketW's failure, 0 lets it go on. Windows has no descriptor limit a test could lower.
  * Set it before the port's first accept, clear it after its last. */
 extern int (*cp__iocp_accept_fault)(void);
+
+/* Tests and measurements only (tests/windows/win_skip.c): what the IOCP backend did on p since
+ * its creation. skip: CPORT_IOCP_SKIP was not 0; gqcs: GetQueuedCompletionStatusEx calls;
+ * packets: packets taken from the kernel port (an op's I/O, a post, an op finished in user
+ * space; wake-ups and the close not counted); inline_ok:
+ * ops that succeeded at once in skip mode (no packet: the ready list); wakes: wake-up packets
+ * posted for the ready list; skip_sockets: associations that set the mode. */
+typedef struct {
+  bool skip;
+  uint64_t gqcs, packets, inline_ok, wakes, skip_sockets;
+} cp__iocp_counts;
+void cp__iocp_get_counts(const cp_port *p, cp__iocp_counts *out);
 
 #endif
 #endif
