@@ -1120,8 +1120,9 @@ int cp_port_accept(cp_port *p, cp_socket_t lsock, cp_op *op, struct sockaddr *ad
 
 int cp_port_connect(cp_port *p, cp_socket_t sock, cp_op *op, const struct sockaddr *addr,
                     socklen_t addrlen) {
+  /* as on Linux: an IPv4 or IPv6 address (ConnectEx copies it) */
   if (!addr || addrlen < (socklen_t)sizeof(struct sockaddr_in) ||
-      addrlen > (socklen_t)sizeof(struct sockaddr_storage))
+      addrlen > (socklen_t)sizeof(struct sockaddr_in6))
     return CP_EINVAL;
   struct sockent *e;
   int rc = op_begin(p, sock, op, CP_OP_CONNECT, &e);
