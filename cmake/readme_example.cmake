@@ -1,6 +1,8 @@
 # cmake/readme_example.cmake - the README's port example ("The port in 50 lines"), taken from
 # README.md at configure time and compiled unchanged, with the project's warnings as errors, on
 # Linux (CMakeLists.txt) and Windows (cmake/windows_apps.cmake): it must stay a real program.
+# tests/port/test_readme_port.c runs its serve() and echoes through it on every backend (io_uring,
+# epoll; IOCP under Wine, skip mode on and off).
 file(READ ${CMAKE_SOURCE_DIR}/README.md cport_readme)
 string(FIND "${cport_readme}" "## The port in 50 lines" cport_at)
 if(cport_at EQUAL -1)

@@ -76,7 +76,7 @@ target_link_options(win_skip PRIVATE -static)
 # statically (the tests' own threads). Registered as port.<test>.iocp and net.<test>.iocp.
 set(CPORT_WIN_PORT_TESTS test_accept_many test_backend_forced test_bad_input test_blocking_socket test_ops test_cancel_many test_close_pending test_concurrency
     test_disassociate test_idle_pooled test_pingpong_mt test_platform test_post_fairness
-    test_order_ready_poll test_post_mt test_recv_eof test_send_after_fin test_send_concurrent
+    test_order_ready_poll test_post_mt test_readme_port test_recv_eof test_send_after_fin test_send_concurrent
     test_send_large test_send_order test_socket_api
     test_wait_timeout)
 set(CPORT_WIN_NET_TESTS ${CPORT_WIN_NET_TESTS_OVERRIDE})
@@ -131,6 +131,8 @@ foreach(name ${CPORT_WIN_PORT_TESTS})
                        ENVIRONMENT "${CPORT_WIN_TEST_ENV};CPORT_IOCP_SKIP=0"
                        FIXTURES_REQUIRED wine TIMEOUT 300 SKIP_RETURN_CODE 77)
 endforeach()
+# serve() of the README's port example (cmake/readme_example.cmake, from windows_apps.cmake)
+target_sources(port_test_readme_port PRIVATE $<TARGET_OBJECTS:readme_port_example>)
 foreach(name ${CPORT_WIN_NET_TESTS})
   cport_windows_suite(net ${name})
 endforeach()
