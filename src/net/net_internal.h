@@ -154,10 +154,6 @@ struct cp__outbound {
   cp_session s;
   struct cp__sconf cf;
   unsigned connect_timeout_ms;
-  /* The peer's address: the connect op reads it until it is submitted
-   * (io_uring: when the poller next enters the kernel), so it lives here. */
-  struct sockaddr_storage addr;
-  socklen_t addrlen;
   /* The connect timeout, then (idle_timeout_ms) the idle checks: one-shot,
    * its heap slot reserved at creation; holds a reference while pending. */
   cp_timer timer;

@@ -243,13 +243,10 @@ int cp_service_connect_to(cp_service *svc, const cp_connect_options *o, cp_sessi
   }
   cp_socket_nodelay(fd, 1);
   s->user = o->user; /* before anything can run a callback of it */
-  struct cp__outbound *x = container_of(s, struct cp__outbound, s);
-  x->connect_timeout_ms =
+  container_of(s, struct cp__outbound, s)->connect_timeout_ms =
       o->connect_timeout_ms ? o->connect_timeout_ms : DEFAULT_CONNECT_TIMEOUT_MS;
-  x->addr = addr; /* not the stack's: read after we return (io_uring) */
-  x->addrlen = addrlen;
   cp_session *mine = out ? cp_session_get(s) : NULL;
-  rc = cp__session_connect(s, (struct sockaddr *)&x->addr, x->addrlen);
+  rc = cp__session_connect(s, (struct sockaddr *)&addr, addrlen); /* the port copies it */
   cp_session_put(s);
   if (rc == CP_ESHUTDOWN) { /* never started: no callback comes */
     cp_session_put(mine);
