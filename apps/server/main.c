@@ -42,6 +42,10 @@ static enum mode mode = MODE_CHAT;
 #define CLUSTER_HELP ""
 #endif
 
+#define STR_(x) #x
+#define STR(x) STR_(x)
+#define FLUSH_MS_STR STR(CHAT_DEFAULT_FLUSH_MS) /* "20": the one number, as text */
+
 static void usage(FILE *f) {
   fprintf(
       f, "usage: cport-server [options]\n"
@@ -59,7 +63,7 @@ static void usage(FILE *f) {
          "                         (default 0)\n"
          "  --chat-rate N          chat: C_CHAT per second per session; 0 = unlimited (default 0)\n"
          "  --room-flush-ms N      chat: a busy room sends its chats at most every N ms, held\n"
-         "                         together; 0 = each at once (default " CHAT_FLUSH_MS_STR ")\n"
+         "                         together; 0 = each at once (default " FLUSH_MS_STR ")\n"
          "  --metrics HOST:PORT    Prometheus metrics address (default 127.0.0.1:9100), or off\n"
          "  --quiet                no stats line\n" CLUSTER_HELP "  --help\n");
 }

@@ -13,7 +13,6 @@
 #define CHAT_DEFAULT_MAX_ROOMS 65536
 /* --room-flush-ms: how long a busy room holds its chats to send them together */
 #define CHAT_DEFAULT_FLUSH_MS 20
-#define CHAT_FLUSH_MS_STR "20"
 struct chat_limits {
   size_t max_rooms;    /* live rooms at most (0: CHAT_DEFAULT_MAX_ROOMS) */
   size_t max_packet;   /* the service's max_packet: no packet sent is larger (0: 16384) */
