@@ -13,6 +13,9 @@ set(CMAKE_RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/bin)
 enable_testing()
 
 set(CPORT_WIN_TEST_ENV "CPORT_WINE_KEEP=1")
+# The C test suites (tests/common/test.h) mark that their main was reached: scripts/wine-run
+# runs one that Wine never started once more.
+set(CPORT_WIN_SUITE_ENV "CPORT_WINE_KEEP=1;CPORT_WINE_RETRY_UNSTARTED=1")
 # One persistent wineserver for the whole run (scripts/wine-run says why), stopped at the end.
 add_test(NAME windows.wine_start COMMAND ${CMAKE_SOURCE_DIR}/scripts/wine-run --start)
 set_tests_properties(windows.wine_start PROPERTIES FIXTURES_SETUP wine TIMEOUT 120)
@@ -112,7 +115,7 @@ function(cport_windows_suite layer name)
   else()
     add_test(NAME ${layer}.${name}.iocp COMMAND ${layer}_${name})
   endif()
-  set_tests_properties(${layer}.${name}.iocp PROPERTIES ENVIRONMENT "${CPORT_WIN_TEST_ENV}"
+  set_tests_properties(${layer}.${name}.iocp PROPERTIES ENVIRONMENT "${CPORT_WIN_SUITE_ENV}"
                        FIXTURES_REQUIRED wine TIMEOUT 300 SKIP_RETURN_CODE 77)
 endfunction()
 # The port suite again with FILE_SKIP_COMPLETION_PORT_ON_SUCCESS off (CPORT_IOCP_SKIP=0: every
@@ -128,7 +131,7 @@ foreach(name ${CPORT_WIN_PORT_TESTS})
   endif()
   add_test(NAME port.${name}.iocp_noskip COMMAND port_${name})
   set_tests_properties(port.${name}.iocp_noskip PROPERTIES
-                       ENVIRONMENT "${CPORT_WIN_TEST_ENV};CPORT_IOCP_SKIP=0"
+                       ENVIRONMENT "${CPORT_WIN_SUITE_ENV};CPORT_IOCP_SKIP=0"
                        FIXTURES_REQUIRED wine TIMEOUT 300 SKIP_RETURN_CODE 77)
 endforeach()
 # serve() of the README's port example (cmake/readme_example.cmake, from windows_apps.cmake)
