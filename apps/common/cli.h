@@ -105,4 +105,173 @@ static inline bool cli_host_port(const char *s, char *host, size_t host_size, ui
   return true;
 }
 
+/* ---- redis://[[USER]:PASSWORD@]HOST:PORT (cport-server --cluster) ---------------------- */
+
+#define CLI_REDIS_CRED_MAX 256 /* USER and PASSWORD: bytes after percent-decoding */
+#define CLI_REDIS_HOST_MAX 254 /* a DNS name is at most 253 characters */
+
+/* A parsed --cluster URL. USER and PASSWORD are bytes (percent-decoded: any byte, NUL too). */
+typedef struct cli_redis_url {
+  char host[CLI_REDIS_HOST_MAX]; /* a name, an IPv4 literal or an IPv6 literal (brackets off) */
+  bool ipv6;                     /* HOST was given as [IPv6] */
+  uint16_t port;                 /* 1..65535 */
+  bool has_user, has_pass;
+  uint8_t user[CLI_REDIS_CRED_MAX], pass[CLI_REDIS_CRED_MAX];
+  size_t user_len, pass_len;
+} cli_redis_url;
+
+static inline int cli_hex_digit(char c) {
+  if (c >= '0' && c <= '9')
+    return c - '0';
+  if (c >= 'a' && c <= 'f')
+    return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F')
+    return c - 'A' + 10;
+  return -1;
+}
+
+/* Percent-decode s[0..len) into out (at most CLI_REDIS_CRED_MAX bytes); *why on failure. */
+static inline bool cli_pct_decode(const char *s, size_t len, uint8_t *out, size_t *out_len,
+                                  const char *what, const char **why) {
+  size_t n = 0;
+  for (size_t i = 0; i < len; i++) {
+    int c = (unsigned char)s[i];
+    if (c == '%') {
+      int hi = i + 2 < len ? cli_hex_digit(s[i + 1]) : -1;
+      int lo = hi >= 0 ? cli_hex_digit(s[i + 2]) : -1;
+      if (lo < 0) {
+        *why = "a '%' in USER or PASSWORD must be followed by two hex digits (%40 is '@')";
+        return false;
+      }
+      c = hi * 16 + lo;
+      i += 2;
+    }
+    if (n == CLI_REDIS_CRED_MAX) {
+      *why = what;
+      return false;
+    }
+    out[n++] = (uint8_t)c;
+  }
+  *out_len = n;
+  return true;
+}
+
+/* The case-insensitive prefix p (lower case) of s. */
+static inline bool cli_prefix_ci(const char *s, const char *p) {
+  for (; *p; s++, p++)
+    if (*s != *p && !(*s >= 'A' && *s <= 'Z' && *s - 'A' + 'a' == *p))
+      return false;
+  return true;
+}
+
+/*
+ * redis://[[USER]:PASSWORD@]HOST:PORT into *u. The last '@' ends USER:PASSWORD, the first ':'
+ * in it ends USER (so a password may hold ':' and '@' as they are; '%XX' is any byte). HOST:
+ * a name or IPv4 literal ([A-Za-z0-9._-]), or [IPv6]. false: *why says what is wrong (a
+ * static text with no byte of the URL in it). Reads only s.
+ */
+static inline bool cli_redis_url_parse(const char *s, cli_redis_url *u, const char **why) {
+  memset(u, 0, sizeof *u);
+  if (cli_prefix_ci(s, "rediss://")) {
+    *why = "TLS (rediss://) is not supported: use redis:// (over a TLS tunnel if need be)";
+    return false;
+  }
+  if (!cli_prefix_ci(s, "redis://")) {
+    *why = "expected redis://[[USER]:PASSWORD@]HOST:PORT";
+    return false;
+  }
+  const char *a = s + 8, *at = strrchr(a, '@'), *hp = at ? at + 1 : a;
+  if (at) {
+    const char *colon = memchr(a, ':', (size_t)(at - a));
+    const char *uend = colon ? colon : at;
+    if (uend > a) {
+      if (!cli_pct_decode(a, (size_t)(uend - a), u->user, &u->user_len,
+                          "USER is longer than 256 bytes", why))
+        return false;
+      u->has_user = true;
+    }
+    if (colon) {
+      if (colon + 1 == at) {
+        *why = "an empty PASSWORD after ':'";
+        return false;
+      }
+      if (!cli_pct_decode(colon + 1, (size_t)(at - colon - 1), u->pass, &u->pass_len,
+                          "PASSWORD is longer than 256 bytes", why))
+        return false;
+      u->has_pass = true;
+    }
+    if (!u->has_user && !u->has_pass) {
+      *why = "nothing before '@' (USER, :PASSWORD or USER:PASSWORD)";
+      return false;
+    }
+  }
+  if (strpbrk(hp, "/?#")) {
+    *why = "nothing may follow HOST:PORT (no database number, path or query: the cluster uses "
+           "database 0)";
+    return false;
+  }
+  const char *pc; /* the ':' before PORT */
+  if (*hp == '[') {
+    const char *end = strchr(hp, ']');
+    size_t n = end ? (size_t)(end - hp - 1) : 0;
+    if (!end || n == 0 || n >= sizeof u->host || strspn(hp + 1, "0123456789abcdefABCDEF:.") != n) {
+      *why = "a bad [IPv6] address";
+      return false;
+    }
+    memcpy(u->host, hp + 1, n);
+    u->ipv6 = true;
+    pc = end + 1;
+    if (*pc != ':') {
+      *why = "missing :PORT after HOST";
+      return false;
+    }
+  } else {
+    pc = strrchr(hp, ':');
+    size_t n = pc ? (size_t)(pc - hp) : strlen(hp);
+    if (n == 0) {
+      *why = "missing HOST";
+      return false;
+    }
+    if (!pc) {
+      *why = "missing :PORT after HOST";
+      return false;
+    }
+    if (memchr(hp, ':', n)) {
+      *why = "an IPv6 address goes in brackets: redis://[::1]:6379";
+      return false;
+    }
+    if (n >= sizeof u->host || strspn(hp, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                          "0123456789.-_") != n) {
+      *why = "HOST must be a name (letters, digits, '.', '-', '_'; up to 253), an IPv4 address "
+             "or [IPv6]";
+      return false;
+    }
+    memcpy(u->host, hp, n);
+  }
+  unsigned long port;
+  if (!pc[1]) {
+    *why = "missing PORT after ':'";
+    return false;
+  }
+  if (!cli_uint(pc + 1, 1, 65535, &port)) {
+    *why = "PORT must be a number from 1 to 65535";
+    return false;
+  }
+  u->port = (uint16_t)port;
+  return true;
+}
+
+/* s for logs: PASSWORD (what follows the first ':' of the USER:PASSWORD before the last '@')
+ * replaced by "***"; always NUL-terminated, cut to size. For any string, parsed or not. */
+static inline void cli_redis_url_masked(const char *s, char *out, size_t size) {
+  const char *a = strstr(s, "://"), *at;
+  a = a ? a + 3 : s;
+  at = strrchr(a, '@');
+  const char *colon = at ? memchr(a, ':', (size_t)(at - a)) : NULL;
+  if (!colon)
+    snprintf(out, size, "%s", s);
+  else
+    snprintf(out, size, "%.*s:***%s", (int)(colon - s), s, at);
+}
+
 #endif

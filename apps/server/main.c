@@ -6,7 +6,7 @@
  *                [--max-packet BYTES] [--idle-timeout SECONDS]
  *                [--max-rooms N] [--enter-rate N] [--chat-rate N] [--room-flush-ms N]
  *                [--metrics HOST:PORT|off] [--quiet]
- *                [--cluster redis://HOST:PORT] [--node-name NAME]
+ *                [--cluster redis://[[USER]:PASSWORD@]HOST:PORT] [--node-name NAME]
  *
  * Prints a stats line a second (unless --quiet), serves Prometheus metrics on
  * the metrics address, and on SIGINT/SIGTERM drains, prints final counters
@@ -34,9 +34,13 @@ static enum mode mode = MODE_CHAT;
 
 #ifdef CPORT_CLUSTER
 #define CLUSTER_HELP                                                                               \
-  "  --cluster redis://HOST:PORT\n"                                                                \
+  "  --cluster redis://[[USER]:PASSWORD@]HOST:PORT\n"                                              \
   "                         chat: share every room with the nodes on this Redis\n"                 \
-  "                         (docs/cluster.md); --max-rooms then counts per node\n"                 \
+  "                         (docs/cluster.md); --max-rooms then counts per node.\n"                \
+  "                         HOST: a name (resolved once, at start), IPv4, or [IPv6].\n"            \
+  "                         PASSWORD (and the ACL USER) percent-encoded (%%40 is @);\n"            \
+  "                         without one in the URL, $CPORT_CLUSTER_PASSWORD (not seen\n"           \
+  "                         in ps); never logged. No TLS (rediss://)\n"                            \
   "  --node-name NAME       this node's name in the cluster (default HOST:PORT)\n"
 #else
 #define CLUSTER_HELP ""
@@ -277,6 +281,15 @@ static enum cli_status parse(int argc, char **argv, struct options *o) {
     fprintf(stderr, "cport-server: --cluster needs --mode chat\n");
     return CLI_USAGE;
   }
+  cli_redis_url url;
+  const char *why;
+  if (o->cluster && !cli_redis_url_parse(o->cluster, &url, &why)) {
+    char shown[320];
+    cli_redis_url_masked(o->cluster, shown, sizeof shown);
+    fprintf(stderr, "cport-server: bad value for --cluster: '%s': %s\n(see cport-server --help)\n",
+            shown, why);
+    return CLI_USAGE;
+  }
   o->metrics_on = strcmp(o->metrics, "off") != 0;
   if (o->metrics_on && !cli_host_port(o->metrics, o->mhost, sizeof o->mhost, &o->mport))
     return bad("metrics", o->metrics);
@@ -309,8 +322,8 @@ static cp_service_options service_options(const struct options *o) {
   return so;
 }
 
-/* The game service (svc) and the metrics service (*msvc, NULL when off), started; 0 or exit 1
- * (said why). */
+/* The game service (svc) and the metrics service (*msvc, NULL when off), started; 0, or the
+ * exit status (said why): 1, or CLI_USAGE for a --cluster URL that node_start refused. */
 static int start(const struct options *o, cp_service **msvc) {
   cp_service_options so = service_options(o);
   int rc = cp_service_create(&svc, &so);
@@ -337,9 +350,10 @@ static int start(const struct options *o, cp_service **msvc) {
       snprintf(name, sizeof name, "%s", o->node_name);
     else
       snprintf(name, sizeof name, "%s:%u", o->host, cp_service_listen_port(svc));
-    if (chat_cluster_start(o->cluster, name, strlen(name)) != 0) {
+    rc = chat_cluster_start(o->cluster, name, strlen(name));
+    if (rc != 0) {
       cp_service_destroy(svc);
-      return 1;
+      return rc == CP_EINVAL ? CLI_USAGE : 1; /* a bad URL, a name that does not resolve */
     }
   }
   *msvc = NULL;
@@ -385,7 +399,7 @@ static void serve(bool quiet) {
   }
 }
 
-/* Start, serve until a signal; msvc for report. 0 or exit 1. */
+/* Start, serve until a signal; msvc for report. 0 or the exit status (start's). */
 static int run(const struct options *o, cp_service **msvc) {
   mode = o->mode;
   os_raise_fd_limit();

@@ -8,6 +8,18 @@
  * connection's cl_redis is failed (every pending callback told) and freed
  * from a job, once no command sent under the mutex still uses it. Reconnects
  * are one-shot jobs on the node's queue.
+ *
+ * Every connection begins with its handshake: AUTH [USER] PASSWORD, or PING
+ * without a password (a Redis that wants one answers NOAUTH). Until its
+ * answer the connection's cl_redis is the link's `hs`, which nothing else
+ * sends on; it becomes `r` (usable) once Redis accepted it. A refused
+ * handshake is counted (auth_failures), logged, and the connection closed
+ * and retried with the back-off of a failed connect (the back-off is reset
+ * only by an accepted handshake).
+ *
+ * HOST is resolved once, at node_start (getaddrinfo; no worker ever waits on
+ * DNS): every connect tries the addresses it gave in turn, the next one at
+ * once after a failed connect, the back-off after a whole round failed.
  */
 #define _GNU_SOURCE
 #include "node.h"
@@ -19,6 +31,9 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#ifndef _WIN32
+#include <netdb.h> /* getaddrinfo (Windows: ws2tcpip.h, through cport.h) */
+#endif
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -35,13 +50,19 @@ node_counters node_stats;
 #define FAIL_LOG_MS 5000u
 #define HEARTBEAT_TTL_MS 3000u
 #define SWEEP_LEASE_MS 5000u
+#define ADDR_MAX 8u /* addresses of HOST tried */
 
 struct link {
   const char *what;
   cl_redis_mode mode;
   pthread_mutex_t mu; /* recursive */
-  cl_redis *r;        /* NULL while down */
-  cp_session *s;      /* a reference while up */
+  cl_redis *r;        /* NULL while down or handshaking */
+  cl_redis *hs;       /* the connection's while its AUTH/PING is answered (nothing else sends) */
+  cp_session *s;      /* a reference while connected */
+  bool refused;       /* under mu: the handshake was refused (logged there) */
+  size_t noauth_base; /* under mu: NOAUTH replies r had when it came up */
+  unsigned addr_i;    /* under mu: the address the next attempt goes to */
+  unsigned tried;     /* under mu: addresses that failed to connect in this round */
   _Atomic bool ready; /* commands: scripts loaded; subscriber: connected */
   bool ever_up;       /* under mu */
   /* under mu: the reconnect loop's state, for its log and the tick's watch */
@@ -58,8 +79,11 @@ struct link {
 
 static struct {
   cp_service *svc;
-  char host[64];
-  uint16_t port;
+  cli_redis_url url;       /* HOST, PORT, USER, PASSWORD (never logged) */
+  char shown[320];         /* the URL with the password as "***" */
+  char where[300];         /* HOST:PORT, for logs */
+  char addr[ADDR_MAX][64]; /* HOST's addresses (numeric), from node_start */
+  unsigned naddr;
   char name[256];
   size_t name_len;
   node_hooks hooks;
@@ -98,14 +122,19 @@ static uint64_t mono_ms(void) {
 
 /* ---- log ---------------------------------------------------------------- */
 
+/* "cport-server: " head, then fmt's line. */
+static void vlog(const char *head, const char *fmt, va_list ap) {
+  char buf[512];
+  vsnprintf(buf, sizeof buf, fmt, ap);
+  fprintf(stderr, "cport-server: %s%s\n", head, buf);
+}
+
 static void nlog(const char *fmt, ...) APPS_PRINTF(1, 2);
 static void nlog(const char *fmt, ...) {
-  char buf[512];
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(buf, sizeof buf, fmt, ap);
+  vlog("cluster: ", fmt, ap);
   va_end(ap);
-  fprintf(stderr, "cport-server: cluster: %s\n", buf);
 }
 
 /* ---- links -------------------------------------------------------------- */
@@ -214,22 +243,25 @@ static void scripts_loaded(void *arg, const char *err) {
   maybe_back();
 }
 
-static void on_connected(cp_session *s) {
-  struct link *l = link_of(s);
+/* The handshake was accepted: the connection is up. */
+static void link_up(struct link *l) {
   pthread_mutex_lock(&l->mu);
-  l->r = cl_redis_create(l->mode, cl_redis_session_write, s, on_message, NULL);
-  if (!l->r) {
-    pthread_mutex_unlock(&l->mu);
-    cp_session_disconnect(s, false);
-    return;
+  cl_redis *r = l->hs;
+  cp_session *s = l->s;
+  if (r) {
+    l->r = r;
+    l->hs = NULL;
+    l->noauth_base = cl_redis_noauth(r);
   }
-  l->s = cp_session_get(s);
   bool again = l->ever_up;
-  l->ever_up = true;
-  l->backoff_ms = 0;
-  l->fails = 0;
-  l->attempt_ms = 0;
+  if (r) {
+    l->ever_up = true;
+    l->backoff_ms = 0;
+    l->fails = 0;
+  }
   pthread_mutex_unlock(&l->mu);
+  if (!r)
+    return; /* lost meanwhile */
   if (again)
     atomic_fetch_add(&node_stats.reconnects, 1);
   /* Back after an outage (a Redis restart cuts every node): the others'
@@ -237,7 +269,7 @@ static void on_connected(cp_session *s) {
    * is taken for dead. */
   if (again && l->mode == CL_REDIS_COMMANDS)
     atomic_store(&N.claim_after_ms, mono_ms() + HEARTBEAT_TTL_MS);
-  nlog("%s connection to redis %s:%u up%s", l->what, N.host, N.port, again ? " again" : "");
+  nlog("%s connection to redis %s up%s", l->what, N.where, again ? " again" : "");
   if (l->mode == CL_REDIS_COMMANDS) {
     pthread_mutex_lock(&l->mu);
     int rc = l->r ? cl_scripts_load(l->r, &N.scripts, scripts_loaded, l) : -ENOTCONN;
@@ -250,17 +282,113 @@ static void on_connected(cp_session *s) {
   }
 }
 
+/* What an operator should do about a refused handshake (Redis's error text e). */
+static const char *auth_hint(const char *e, size_t len) {
+  if (len >= 9 && !memcmp(e, "WRONGPASS", 9))
+    return "the user or password is wrong (or the ACL user is disabled)";
+  if (len >= 6 && !memcmp(e, "NOAUTH", 6))
+    return N.url.has_pass
+               ? "Redis wants a password"
+               : "this Redis requires a password: give it in the URL (redis://:PASSWORD@HOST:PORT) "
+                 "or in CPORT_CLUSTER_PASSWORD";
+  static const char nopass[] = "without any password configured";
+  for (size_t i = 0; i + sizeof nopass - 1 <= len; i++)
+    if (!memcmp(e + i, nopass, sizeof nopass - 1))
+      return "this Redis has no password for its default user: give none, or name the ACL user "
+             "(redis://USER:PASSWORD@HOST:PORT)";
+  if (N.url.has_user)
+    return "AUTH USER PASSWORD needs Redis 6 or later (ACL users)";
+  return "Redis refused the connection's first command";
+}
+
+/* A refused handshake (the first one, or a NOAUTH later on a connection that was up): counted,
+ * logged (rate-limited as failed attempts are), the connection closed; on_disconnected then
+ * retries with the back-off. */
+static void auth_refused(struct link *l, const char *e, size_t len) {
+  atomic_fetch_add(&node_stats.auth_failures, 1);
+  pthread_mutex_lock(&l->mu);
+  l->refused = true;
+  unsigned n = l->fails + 1;
+  uint64_t now = mono_ms();
+  bool log = n == 1 || now - l->fail_log_ms >= FAIL_LOG_MS;
+  if (log)
+    l->fail_log_ms = now;
+  if (l->s)
+    cp_session_disconnect(l->s, false);
+  pthread_mutex_unlock(&l->mu);
+  if (log && !atomic_load(&N.stopping))
+    nlog("%s connection to redis %s: authentication refused (attempt %u): %.*s - %s; "
+         "reconnecting with back-off",
+         l->what, N.where, n, (int)(len < 200 ? len : 200), e, auth_hint(e, len));
+}
+
+static void handshake_done(void *arg, redisReply *r, const char *err) {
+  struct link *l = arg;
+  (void)err;
+  if (!r)
+    return; /* the connection went first: on_disconnected tells */
+  if (r->type == REDIS_REPLY_ERROR)
+    auth_refused(l, r->str, r->len);
+  else
+    link_up(l);
+  freeReplyObject(r);
+}
+
+/* The connection's first command (under l->mu, l->hs set): AUTH [USER] PASSWORD, or PING. */
+static int handshake(struct link *l) {
+  const char *argv[3] = {"PING"};
+  size_t lens[3] = {4};
+  int argc = 1;
+  if (N.url.has_pass) {
+    argv[0] = "AUTH";
+    if (N.url.has_user) {
+      argv[argc] = (const char *)N.url.user;
+      lens[argc++] = N.url.user_len;
+    }
+    argv[argc] = (const char *)N.url.pass;
+    lens[argc++] = N.url.pass_len;
+  }
+  return cl_redis_command(l->hs, argc, argv, lens, handshake_done, l);
+}
+
+static void on_connected(cp_session *s) {
+  struct link *l = link_of(s);
+  pthread_mutex_lock(&l->mu);
+  l->hs = cl_redis_create(l->mode, cl_redis_session_write, s, on_message, NULL);
+  if (!l->hs) {
+    pthread_mutex_unlock(&l->mu);
+    cp_session_disconnect(s, false);
+    return;
+  }
+  l->s = cp_session_get(s);
+  l->attempt_ms = 0;
+  l->tried = 0;
+  int rc = handshake(l);
+  pthread_mutex_unlock(&l->mu);
+  if (rc)
+    cp_session_disconnect(s, false);
+}
+
 static void on_raw(cp_session *s, const void *data, size_t len) {
   struct link *l = link_of(s);
   atomic_fetch_add(&l->feeds, 1);
   pthread_mutex_lock(&l->mu);
-  cl_redis *r = l->s == s ? l->r : NULL;
+  cl_redis *r = l->s == s ? (l->r ? l->r : l->hs) : NULL;
   pthread_mutex_unlock(&l->mu);
   if (r && cl_redis_feed(r, data, len) < 0) {
     atomic_fetch_add(&node_stats.redis_errors, 1);
     nlog("%s connection: %s; reconnecting", l->what, cl_redis_error(r));
     cp_session_disconnect(s, false);
+    return;
   }
+  /* NOAUTH to a command on a connection that was up: it is no longer authenticated. */
+  pthread_mutex_lock(&l->mu);
+  bool noauth = r && l->r == r && cl_redis_noauth(r) > l->noauth_base;
+  if (noauth)
+    l->noauth_base = cl_redis_noauth(r);
+  pthread_mutex_unlock(&l->mu);
+  if (noauth)
+    auth_refused(l, "NOAUTH (to a command after the handshake)", 41);
 }
 
 static void reconnect_job(void *arg) {
@@ -272,18 +400,34 @@ static void reconnect_job(void *arg) {
     link_connect(l);
 }
 
-static void schedule_reconnect(struct link *l) {
+/* A connect to the link's address failed: go to HOST's next address; true while this round
+ * of them has more (the next attempt goes at once), false after the last (the back-off).
+ * Under l->mu. */
+static bool next_addr(struct link *l) {
+  if (N.naddr < 2)
+    return false;
+  l->addr_i = (l->addr_i + 1) % N.naddr;
+  if (++l->tried < N.naddr)
+    return true;
+  l->tried = 0;
+  return false;
+}
+
+/* The next attempt: at once (the next address of this round), or after the back-off. */
+static void schedule_reconnect(struct link *l, bool at_once) {
   if (atomic_load(&N.stopping))
     return;
   pthread_mutex_lock(&l->mu);
-  l->backoff_ms = l->backoff_ms ? l->backoff_ms * 2 : BACKOFF_MIN_MS;
-  if (l->backoff_ms > BACKOFF_MAX_MS)
-    l->backoff_ms = BACKOFF_MAX_MS;
-  unsigned ms = l->backoff_ms;
+  if (!at_once) {
+    l->backoff_ms = l->backoff_ms ? l->backoff_ms * 2 : BACKOFF_MIN_MS;
+    if (l->backoff_ms > BACKOFF_MAX_MS)
+      l->backoff_ms = BACKOFF_MAX_MS;
+  }
+  unsigned ms = at_once ? 0 : l->backoff_ms;
   l->scheduled_ms = mono_ms();
   l->stuck_logged = false;
   pthread_mutex_unlock(&l->mu);
-  int rc = cp_jobq_post_after(N.q, ms, reconnect_job, l);
+  int rc = ms ? cp_jobq_post_after(N.q, ms, reconnect_job, l) : cp_jobq_post(N.q, reconnect_job, l);
   if (rc != 0 && !atomic_load(&N.stopping))
     nlog("%s connection: cannot schedule a reconnect: %s", l->what, cp_strerror(rc));
 }
@@ -312,23 +456,33 @@ static void fail_job(void *arg) {
 static void on_disconnected(cp_session *s, cp_reason why) {
   struct link *l = link_of(s);
   cl_redis *r = NULL;
+  bool connected = false, was_up = false, refused = false, at_once = false;
   pthread_mutex_lock(&l->mu);
+  const char *addr = N.addr[l->addr_i];
   if (l->s == s) {
-    r = l->r;
-    l->r = NULL;
+    connected = true;
+    was_up = l->r != NULL;
+    r = was_up ? l->r : l->hs;
+    l->r = l->hs = NULL;
     atomic_store(&l->ready, false);
-    atomic_store(&N.lost, true);
+    if (was_up)
+      atomic_store(&N.lost, true);
     l->s = NULL;
+  } else {
+    at_once = next_addr(l);
   }
-  /* Every lost connection is logged; failed attempts too, at most one line
-   * per FAIL_LOG_MS (the first, then one with the count). */
+  refused = l->refused;
+  l->refused = false;
+  /* Every lost connection is logged; failed attempts (a refused handshake
+   * included) too, at most one line per FAIL_LOG_MS (the first, then one
+   * with the count); a refused handshake was logged by auth_refused. */
   l->attempt_ms = 0;
-  bool log = r != NULL;
+  bool log = was_up;
   unsigned fails = 0;
-  if (!r) {
+  if (!was_up) {
     fails = ++l->fails;
     uint64_t now = mono_ms();
-    if (fails == 1 || now - l->fail_log_ms >= FAIL_LOG_MS) {
+    if (!refused && (fails == 1 || now - l->fail_log_ms >= FAIL_LOG_MS)) {
       log = true;
       l->fail_log_ms = now;
     }
@@ -347,28 +501,31 @@ static void on_disconnected(cp_session *s, cp_reason why) {
       free(x); /* (no memory, or stopping: then nothing sends any more) */
       lost_free(l, r, "connection lost");
     }
+  }
+  if (connected)
     cp_session_put(s);
-  }
   if (log && !atomic_load(&N.stopping)) {
-    if (r)
-      nlog("%s connection to redis %s:%u lost (%s); reconnecting with back-off", l->what, N.host,
-           N.port, cp_reason_name(why));
+    if (was_up)
+      nlog("%s connection to redis %s lost (%s); reconnecting with back-off", l->what, N.where,
+           cp_reason_name(why));
     else
-      nlog("%s connection to redis %s:%u: attempt %u failed (%s); reconnecting with back-off",
-           l->what, N.host, N.port, fails, cp_reason_name(why));
+      nlog("%s connection to redis %s (%s): attempt %u failed (%s%s); reconnecting%s", l->what,
+           N.where, addr, fails, cp_reason_name(why), connected ? " before Redis answered" : "",
+           at_once ? " to the next address" : " with back-off");
   }
-  schedule_reconnect(l);
+  schedule_reconnect(l, at_once);
 }
 
 static void link_connect(struct link *l) {
   pthread_mutex_lock(&l->mu);
   l->attempt_ms = mono_ms();
   l->stuck_logged = false;
+  const char *addr = N.addr[l->addr_i];
   pthread_mutex_unlock(&l->mu);
   cp_session_callbacks cb = {
       .on_connected = on_connected, .on_raw = on_raw, .on_disconnected = on_disconnected};
-  cp_connect_options o = {.host = N.host,
-                          .port = N.port,
+  cp_connect_options o = {.host = addr,
+                          .port = N.url.port,
                           .raw = true,
                           .send_queue_max = 256u << 20,
                           .connect_timeout_ms = CONNECT_TIMEOUT_MS,
@@ -378,9 +535,10 @@ static void link_connect(struct link *l) {
   if (rc) {
     pthread_mutex_lock(&l->mu);
     l->attempt_ms = 0;
+    bool at_once = next_addr(l);
     pthread_mutex_unlock(&l->mu);
-    nlog("%s connection: cannot connect: %s", l->what, cp_strerror(rc));
-    schedule_reconnect(l);
+    nlog("%s connection: cannot connect to %s: %s", l->what, addr, cp_strerror(rc));
+    schedule_reconnect(l, at_once);
   }
 }
 
@@ -732,23 +890,97 @@ static void tick(void *arg) {
 
 /* ---- start and stop ------------------------------------------------------ */
 
+/* "cport-server: --cluster URL: " (the password as ***) and then what. */
+static void start_error(const char *fmt, ...) APPS_PRINTF(1, 2);
+static void start_error(const char *fmt, ...) {
+  char head[sizeof N.shown + 16];
+  snprintf(head, sizeof head, "--cluster %s: ", N.shown);
+  va_list ap;
+  va_start(ap, fmt);
+  vlog(head, fmt, ap);
+  va_end(ap);
+}
+
+/* HOST's addresses into N.addr (every IPv4 and IPv6 one getaddrinfo gives, in its order, at
+ * most ADDR_MAX, numeric). 0 or CP_EINVAL (said why). Blocks on DNS: at start only. */
+static int resolve(void) {
+  struct addrinfo hints = {.ai_family = N.url.ipv6 ? AF_INET6 : AF_UNSPEC,
+                           .ai_socktype = SOCK_STREAM,
+                           .ai_flags = N.url.ipv6 ? AI_NUMERICHOST : 0},
+                  *res = NULL;
+  int rc = getaddrinfo(N.url.host, NULL, &hints, &res);
+  if (rc) {
+    start_error("cannot resolve '%s': %s", N.url.host, gai_strerror(rc));
+    return CP_EINVAL;
+  }
+  N.naddr = 0;
+  for (struct addrinfo *ai = res; ai && N.naddr < ADDR_MAX; ai = ai->ai_next) {
+    char ip[64];
+    if ((ai->ai_family != AF_INET && ai->ai_family != AF_INET6) ||
+        getnameinfo(ai->ai_addr, (socklen_t)ai->ai_addrlen, ip, sizeof ip, NULL, 0,
+                    NI_NUMERICHOST) != 0)
+      continue;
+    bool seen = false;
+    for (unsigned i = 0; i < N.naddr; i++)
+      seen = seen || !strcmp(N.addr[i], ip);
+    if (!seen)
+      memcpy(N.addr[N.naddr++], ip, sizeof ip);
+  }
+  freeaddrinfo(res);
+  if (!N.naddr) {
+    start_error("'%s' has no IPv4 or IPv6 address", N.url.host);
+    return CP_EINVAL;
+  }
+  return 0;
+}
+
+/* The URL, the password (the URL's, else CPORT_CLUSTER_PASSWORD) and HOST's addresses into N.
+ * 0 or CP_EINVAL (said why, without the password). */
+static int configure(const char *url) {
+  cli_redis_url_masked(url, N.shown, sizeof N.shown);
+  const char *why;
+  if (!cli_redis_url_parse(url, &N.url, &why)) {
+    start_error("%s", why);
+    return CP_EINVAL;
+  }
+  const char *env = getenv("CPORT_CLUSTER_PASSWORD");
+  if (!N.url.has_pass && env && *env) {
+    size_t n = strlen(env);
+    if (n > sizeof N.url.pass) {
+      start_error("CPORT_CLUSTER_PASSWORD is longer than %zu bytes", sizeof N.url.pass);
+      return CP_EINVAL;
+    }
+    memcpy(N.url.pass, env, n);
+    N.url.pass_len = n;
+    N.url.has_pass = true;
+  }
+  if (N.url.has_user && !N.url.has_pass) {
+    start_error("USER needs a PASSWORD (redis://USER:PASSWORD@... or CPORT_CLUSTER_PASSWORD)");
+    return CP_EINVAL;
+  }
+  snprintf(N.where, sizeof N.where, N.url.ipv6 ? "[%s]:%u" : "%s:%u", N.url.host, N.url.port);
+  int rc = resolve();
+  if (rc)
+    return rc;
+  char list[ADDR_MAX * 66] = "";
+  for (unsigned i = 0, at = 0; i < N.naddr; i++)
+    at += (unsigned)snprintf(list + at, sizeof list - at, "%s%s", i ? ", " : "", N.addr[i]);
+  nlog("redis %s (%s; %s%s), addresses kept from now: %s", N.shown,
+       N.url.has_pass ? "AUTH" : "no password", N.url.has_user ? "ACL user" : "default user",
+       N.url.has_pass && !strstr(N.shown, "***") ? ", password from CPORT_CLUSTER_PASSWORD" : "",
+       list);
+  return 0;
+}
+
 int node_start(cp_service *svc, const char *url, const char *name, size_t len,
                const node_hooks *hooks) {
-  static const char scheme[] = "redis://";
-  if (strncmp(url, scheme, sizeof scheme - 1) != 0) {
-    fprintf(stderr, "cport-server: --cluster %s: expected redis://HOST:PORT\n", url);
-    return -EINVAL;
-  }
-  char host[64];
-  if (!cli_host_port(url + sizeof scheme - 1, host, sizeof host, &N.port) || !N.port) {
-    fprintf(stderr, "cport-server: --cluster %s: expected redis://HOST:PORT\n", url);
-    return -EINVAL;
-  }
-  snprintf(N.host, sizeof N.host, "%s", strcmp(host, "localhost") ? host : "127.0.0.1");
   if (len > sizeof N.name || len == 0) {
     fprintf(stderr, "cport-server: --node-name: 1 to %zu bytes\n", sizeof N.name);
-    return -EINVAL;
+    return CP_EINVAL;
   }
+  int rc = configure(url);
+  if (rc)
+    return rc;
   memcpy(N.name, name, len);
   N.name_len = len;
   N.svc = svc;
@@ -759,8 +991,8 @@ int node_start(cp_service *svc, const char *url, const char *name, size_t len,
   link_init(&N.cmd, "command", CL_REDIS_COMMANDS);
   link_init(&N.sub, "subscriber", CL_REDIS_SUBSCRIBER);
   if (!(N.q = cp_jobq_create(svc)))
-    return -ENOMEM;
-  int rc = cp_timer_start(&N.tick, N.q, 1000, 1000, tick, NULL);
+    return CP_ENOMEM;
+  rc = cp_timer_start(&N.tick, N.q, 1000, 1000, tick, NULL);
   if (rc)
     return rc;
   link_connect(&N.cmd);
@@ -843,7 +1075,18 @@ void node_metrics(FILE *f) {
     node_stats.leaves_resent);
   C("leaves_resent_published", "Re-sent leaves that removed a member (S_MEMBER_LEFT).",
     node_stats.leaves_resent_published);
+  C("auth_failures",
+    "Redis connections whose AUTH (or first PING) was refused: WRONGPASS, NOAUTH, no password set.",
+    node_stats.auth_failures);
 #undef C
+  fprintf(f, "# HELP cport_cluster_redis_info The node's Redis (the password as ***).\n"
+             "# TYPE cport_cluster_redis_info gauge\ncport_cluster_redis_info{url=\"");
+  for (const char *c = N.shown; *c; c++) /* a label value: \, " and newline escaped */
+    if (*c == '\n')
+      fputs("\\n", f);
+    else
+      fprintf(f, "%s%c", *c == '\\' || *c == '"' ? "\\" : "", *c);
+  fprintf(f, "\"} 1\n");
   fprintf(f,
           "# HELP cport_cluster_up Both Redis connections are up.\n"
           "# TYPE cport_cluster_up gauge\ncport_cluster_up %d\n",

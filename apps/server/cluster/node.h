@@ -35,9 +35,13 @@ typedef struct node_hooks {
   void (*ids_ready)(void);
 } node_hooks;
 
-/* url: "redis://HOST:PORT" (HOST an IP literal or localhost). name/len: the
- * node's name. Opens both connections (the outcome is logged). 0, or -EINVAL
- * for a bad url (said why on stderr). After cp_service_start. */
+/* url: "redis://[[USER]:PASSWORD@]HOST:PORT" (cli_redis_url_parse; the
+ * password, if the URL has none, from $CPORT_CLUSTER_PASSWORD). HOST is
+ * resolved here, once (getaddrinfo: this call may wait on DNS; the
+ * connections never do). name/len: the node's name. Opens both connections
+ * (the outcome is logged; each begins with AUTH). 0, or CP_EINVAL for a bad
+ * url or a HOST that does not resolve (said why on stderr, the password as
+ * ***). After cp_service_start; from the main thread. */
 int node_start(cp_service *svc, const char *url, const char *name, size_t len,
                const node_hooks *hooks);
 /* Both connections are up (scripts loaded, subscriber connected). */
@@ -92,6 +96,7 @@ typedef struct node_counters {
   _Atomic uint64_t swept_members;           /* their members it removed */
   _Atomic uint64_t leaves_resent;           /* leaves re-sent after an outage (node_leave_later) */
   _Atomic uint64_t leaves_resent_published; /* of those, the ones that removed a member */
+  _Atomic uint64_t auth_failures;           /* handshakes refused (AUTH, or NOAUTH) */
   _Atomic uint64_t lag_count;               /* publish-to-delivery lag: deliveries measured */
   _Atomic uint64_t lag_sum_us;              /* and their sum */
   _Atomic uint64_t lag_bucket[8];           /* <= 1, 2, 5, 10, 50, 100, 500 ms, +Inf */

@@ -26,6 +26,7 @@ struct cl_redis {
   struct pending *q;   /* ring */
   size_t cap, head, count;
   bool closed;
+  size_t noauth; /* NOAUTH error replies (under lock) */
   char err[160];
 };
 
@@ -191,6 +192,11 @@ int cl_redis_feed(cl_redis *c, const void *data, size_t len) {
       return 0;
     redisReply *r = v;
     bool confirmation = false;
+    if (r->type == REDIS_REPLY_ERROR && r->len >= 6 && !memcmp(r->str, "NOAUTH", 6)) {
+      pthread_mutex_lock(&c->lock);
+      c->noauth++;
+      pthread_mutex_unlock(&c->lock);
+    }
     if (c->mode == CL_REDIS_SUBSCRIBER && r->type == REDIS_REPLY_ARRAY) {
       bool msg = r->elements == 3 && elem_is(r, 0, "message");
       bool pmsg = r->elements == 4 && elem_is(r, 0, "pmessage");
@@ -253,6 +259,13 @@ const char *cl_redis_error(const cl_redis *c) {
 size_t cl_redis_pending(cl_redis *c) {
   pthread_mutex_lock(&c->lock);
   size_t n = c->count;
+  pthread_mutex_unlock(&c->lock);
+  return n;
+}
+
+size_t cl_redis_noauth(cl_redis *c) {
+  pthread_mutex_lock(&c->lock);
+  size_t n = c->noauth;
   pthread_mutex_unlock(&c->lock);
   return n;
 }

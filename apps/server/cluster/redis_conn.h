@@ -89,6 +89,10 @@ const char *cl_redis_error(const cl_redis *c);
 /* Commands sent and not yet answered. */
 size_t cl_redis_pending(cl_redis *c);
 
+/* NOAUTH error replies received so far ("NOAUTH Authentication required."): the
+ * connection is not authenticated. Their callbacks get them as any error reply. */
+size_t cl_redis_noauth(cl_redis *c);
+
 /* A cl_write_fn for a cport session (io: the cp_session *): copies the bytes
  * into a send buffer and queues it with cp_session_send. */
 int cl_redis_session_write(void *io, const void *data, size_t len);
