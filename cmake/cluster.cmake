@@ -29,6 +29,16 @@ else()
           LABELS "cluster;${backend}")
       endforeach()
     endforeach()
+    # nodes on a Redis with a password and an ACL user; bad --cluster URLs (needs cport-server)
+    if(CPORT_BUILD_APPS)
+      foreach(backend uring epoll)
+        add_test(NAME cluster.auth.${backend}
+                 COMMAND bash ${CMAKE_SOURCE_DIR}/tests/cluster/cluster_auth.sh
+                         ${CMAKE_BINARY_DIR}/bin ${backend})
+        set_tests_properties(cluster.auth.${backend} PROPERTIES
+          TIMEOUT 300 SKIP_RETURN_CODE 77 LABELS "cluster;e2e;${backend}")
+      endforeach()
+    endif()
     # the shell fixture for the cluster's end-to-end tests (no backend involved)
     add_test(NAME cluster.redis_fixture_sh
              COMMAND bash ${CMAKE_SOURCE_DIR}/tests/cluster/redis_fixture_selftest.sh)

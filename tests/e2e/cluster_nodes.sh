@@ -17,17 +17,8 @@
 #     in Redis once it is back (its leave re-sent); and without persistence:
 #     the epoch change counted on /metrics, the rooms go on (every chat of the
 #     new epoch reaches every member), player ids never repeat.
-source "$(dirname "$0")/lib.sh" "$@"
-source "$(dirname "$0")/../cluster/redis_fixture.sh"
-"$BIN/cport-server" --help | grep -q -- --cluster || { echo "cport-server built without hiredis: skipped" >&2; exit 77; }
+source "$(dirname "$0")/../cluster/nodes_lib.sh" "$@"
 CL=$(dirname "$0")/cluster.py
-fail() {
-  echo "FAIL: $*" >&2
-  for f in "$TMP"/node*.log; do [[ -f $f ]] && tail -40 "$f" | sed "s|^|  $(basename "$f"): |" >&2; done
-  exit 1
-}
-declare -A NPID NPORT NMPORT
-trap 'for i in "${!NPID[@]}"; do kill -KILL "${NPID[$i]}" 2>/dev/null || true; done; redis_cleanup; cleanup' EXIT
 
 # start_node I [flags]: node I on a free port (NPORT[I], NMPORT[I]), both Redis connections up.
 start_node() {
@@ -38,12 +29,7 @@ start_node() {
     --cluster "redis://127.0.0.1:$REDIS_PORT" --node-name "node$i" "$@" 2>"$log" &
   NPID[$i]=$!
   for _ in $(seq 400); do
-    local line
-    line=$(head -n "$(wc -l <"$log")" "$log" | grep -m1 " mode on " || true)
-    NPORT[$i]=$(sed -n 's/.* mode on [^ ]*:\([0-9]*\),.*/\1/p' <<<"$line")
-    NMPORT[$i]=$(sed -n 's/.*metrics [^ ]*:\([0-9]*\)$/\1/p' <<<"$line")
-    if [[ -n ${NPORT[$i]} && -n ${NMPORT[$i]} ]] &&
-      [[ $(metric_of "$i" cport_cluster_up) == 1 ]]; then
+    if node_ports "$i" && [[ $(metric_of "$i" cport_cluster_up) == 1 ]]; then
       return 0
     fi
     kill -0 "${NPID[$i]}" 2>/dev/null || { cat "$log" >&2; fail "node $i exited at start"; }
