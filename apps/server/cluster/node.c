@@ -50,7 +50,8 @@ node_counters node_stats;
 #define FAIL_LOG_MS 5000u
 #define HEARTBEAT_TTL_MS 3000u
 #define SWEEP_LEASE_MS 5000u
-#define ADDR_MAX 8u /* addresses of HOST tried */
+#define ADDR_MAX 8u                /* addresses of HOST tried */
+#define HANDSHAKE_TIMEOUT_MS 5000u /* AUTH/PING unanswered: the connection is given up */
 
 struct link {
   const char *what;
@@ -59,12 +60,13 @@ struct link {
   cl_redis *r;        /* NULL while down or handshaking */
   cl_redis *hs;       /* the connection's while its AUTH/PING is answered (nothing else sends) */
   cp_session *s;      /* a reference while connected */
-  bool refused;       /* under mu: the handshake was refused (logged there) */
-  size_t noauth_base; /* under mu: NOAUTH replies r had when it came up */
-  unsigned addr_i;    /* under mu: the address the next attempt goes to */
-  unsigned tried;     /* under mu: addresses that failed to connect in this round */
-  _Atomic bool ready; /* commands: scripts loaded; subscriber: connected */
-  bool ever_up;       /* under mu */
+  bool told;          /* under mu: this connection's failure was logged (a refused AUTH...) */
+  uint64_t hs_deadline_ms; /* under mu: the handshake's answer is due by then */
+  size_t noauth_base;      /* under mu: NOAUTH replies r had when it came up */
+  unsigned addr_i;         /* under mu: the address the next attempt goes to */
+  unsigned tried;          /* under mu: addresses that failed to connect in this round */
+  _Atomic bool ready;      /* commands: scripts loaded; subscriber: connected */
+  bool ever_up;            /* under mu */
   /* under mu: the reconnect loop's state, for its log and the tick's watch */
   unsigned fails;         /* attempts that failed since the link was last up */
   uint64_t fail_log_ms;   /* when a failed attempt was last logged */
@@ -248,6 +250,7 @@ static void link_up(struct link *l) {
   pthread_mutex_lock(&l->mu);
   cl_redis *r = l->hs;
   cp_session *s = l->s;
+  const char *addr = N.addr[l->addr_i];
   if (r) {
     l->r = r;
     l->hs = NULL;
@@ -269,7 +272,7 @@ static void link_up(struct link *l) {
    * is taken for dead. */
   if (again && l->mode == CL_REDIS_COMMANDS)
     atomic_store(&N.claim_after_ms, mono_ms() + HEARTBEAT_TTL_MS);
-  nlog("%s connection to redis %s up%s", l->what, N.where, again ? " again" : "");
+  nlog("%s connection to redis %s (%s) up%s", l->what, N.where, addr, again ? " again" : "");
   if (l->mode == CL_REDIS_COMMANDS) {
     pthread_mutex_lock(&l->mu);
     int rc = l->r ? cl_scripts_load(l->r, &N.scripts, scripts_loaded, l) : -ENOTCONN;
@@ -307,7 +310,7 @@ static const char *auth_hint(const char *e, size_t len) {
 static void auth_refused(struct link *l, const char *e, size_t len) {
   atomic_fetch_add(&node_stats.auth_failures, 1);
   pthread_mutex_lock(&l->mu);
-  l->refused = true;
+  l->told = true;
   unsigned n = l->fails + 1;
   uint64_t now = mono_ms();
   bool log = n == 1 || now - l->fail_log_ms >= FAIL_LOG_MS;
@@ -351,6 +354,25 @@ static int handshake(struct link *l) {
   return cl_redis_command(l->hs, argc, argv, lens, handshake_done, l);
 }
 
+/* A handshake not answered in time (a Redis, or a service on its port, that accepts and never
+ * answers): the connection is closed and retried. A job per connection; one of an earlier
+ * connection finds the deadline of the current one not passed and does nothing. */
+static void handshake_timeout(void *arg) {
+  struct link *l = arg;
+  pthread_mutex_lock(&l->mu);
+  bool late = l->hs && l->s && !l->told && mono_ms() >= l->hs_deadline_ms;
+  if (late) {
+    l->told = true;
+    cp_session_disconnect(l->s, false);
+  }
+  pthread_mutex_unlock(&l->mu);
+  if (late && !atomic_load(&N.stopping)) {
+    atomic_fetch_add(&node_stats.redis_errors, 1);
+    nlog("%s connection to redis %s: no answer to %s in %u ms; reconnecting with back-off", l->what,
+         N.where, N.url.has_pass ? "AUTH" : "PING", HANDSHAKE_TIMEOUT_MS);
+  }
+}
+
 static void on_connected(cp_session *s) {
   struct link *l = link_of(s);
   pthread_mutex_lock(&l->mu);
@@ -363,10 +385,13 @@ static void on_connected(cp_session *s) {
   l->s = cp_session_get(s);
   l->attempt_ms = 0;
   l->tried = 0;
+  l->hs_deadline_ms = mono_ms() + HANDSHAKE_TIMEOUT_MS;
   int rc = handshake(l);
   pthread_mutex_unlock(&l->mu);
   if (rc)
     cp_session_disconnect(s, false);
+  else
+    cp_jobq_post_after(N.q, HANDSHAKE_TIMEOUT_MS, handshake_timeout, l);
 }
 
 static void on_raw(cp_session *s, const void *data, size_t len) {
@@ -387,8 +412,9 @@ static void on_raw(cp_session *s, const void *data, size_t len) {
   if (noauth)
     l->noauth_base = cl_redis_noauth(r);
   pthread_mutex_unlock(&l->mu);
+  static const char late[] = "NOAUTH (to a command after the handshake)";
   if (noauth)
-    auth_refused(l, "NOAUTH (to a command after the handshake)", 41);
+    auth_refused(l, late, sizeof late - 1);
 }
 
 static void reconnect_job(void *arg) {
@@ -456,7 +482,7 @@ static void fail_job(void *arg) {
 static void on_disconnected(cp_session *s, cp_reason why) {
   struct link *l = link_of(s);
   cl_redis *r = NULL;
-  bool connected = false, was_up = false, refused = false, at_once = false;
+  bool connected = false, was_up = false, told = false, at_once = false;
   pthread_mutex_lock(&l->mu);
   const char *addr = N.addr[l->addr_i];
   if (l->s == s) {
@@ -471,18 +497,18 @@ static void on_disconnected(cp_session *s, cp_reason why) {
   } else {
     at_once = next_addr(l);
   }
-  refused = l->refused;
-  l->refused = false;
+  told = l->told;
+  l->told = false;
   /* Every lost connection is logged; failed attempts (a refused handshake
    * included) too, at most one line per FAIL_LOG_MS (the first, then one
    * with the count); a refused handshake was logged by auth_refused. */
   l->attempt_ms = 0;
-  bool log = was_up;
+  bool log = was_up && !told;
   unsigned fails = 0;
   if (!was_up) {
     fails = ++l->fails;
     uint64_t now = mono_ms();
-    if (!refused && (fails == 1 || now - l->fail_log_ms >= FAIL_LOG_MS)) {
+    if (!told && (fails == 1 || now - l->fail_log_ms >= FAIL_LOG_MS)) {
       log = true;
       l->fail_log_ms = now;
     }
