@@ -1,7 +1,9 @@
 /*
  * cli.h - the command-line pieces cport-server and cport-dummy share: numbers
  * with bounds, HOST:PORT, durations, a choice from a list of names, backend
- * names (through cp_backend_from_name), and the one "bad value" message.
+ * names (through cp_backend_from_name), the one "bad value" message, and
+ * cport-server's --cluster URL (redis://[[USER]:PASSWORD@]HOST:PORT, parsed
+ * and shown with the password masked).
  *
  * Every parser only reads its string and writes *out on success; none prints
  * or exits. A program reports a refused value with cli_bad_value and returns
@@ -40,7 +42,7 @@ static inline bool cli_uint(const char *s, unsigned long min, unsigned long max,
   char *end;
   errno = 0;
   unsigned long v = strtoul(s, &end, 10);
-  if (errno || end == s || *end || s[0] == '-' || v < min || v > max)
+  if (errno || end == s || *end || s[0] < '0' || s[0] > '9' || v < min || v > max)
     return false;
   *out = v;
   return true;
@@ -130,9 +132,10 @@ static inline int cli_hex_digit(char c) {
   return -1;
 }
 
-/* Percent-decode s[0..len) into out (at most CLI_REDIS_CRED_MAX bytes); *why on failure. */
+/* Percent-decode s[0..len) into out (at most CLI_REDIS_CRED_MAX bytes); *why on failure
+ * (too_long when longer). */
 static inline bool cli_pct_decode(const char *s, size_t len, uint8_t *out, size_t *out_len,
-                                  const char *what, const char **why) {
+                                  const char *too_long, const char **why) {
   size_t n = 0;
   for (size_t i = 0; i < len; i++) {
     int c = (unsigned char)s[i];
@@ -147,7 +150,7 @@ static inline bool cli_pct_decode(const char *s, size_t len, uint8_t *out, size_
       i += 2;
     }
     if (n == CLI_REDIS_CRED_MAX) {
-      *why = what;
+      *why = too_long;
       return false;
     }
     out[n++] = (uint8_t)c;

@@ -249,15 +249,12 @@ static void scripts_loaded(void *arg, const char *err) {
 static void link_up(struct link *l) {
   pthread_mutex_lock(&l->mu);
   cl_redis *r = l->hs;
-  cp_session *s = l->s;
   const char *addr = N.addr[l->addr_i];
+  bool again = l->ever_up;
   if (r) {
     l->r = r;
     l->hs = NULL;
     l->noauth_base = cl_redis_noauth(r);
-  }
-  bool again = l->ever_up;
-  if (r) {
     l->ever_up = true;
     l->backoff_ms = 0;
     l->fails = 0;
@@ -276,9 +273,9 @@ static void link_up(struct link *l) {
   if (l->mode == CL_REDIS_COMMANDS) {
     pthread_mutex_lock(&l->mu);
     int rc = l->r ? cl_scripts_load(l->r, &N.scripts, scripts_loaded, l) : -ENOTCONN;
+    if (rc && l->s)
+      cp_session_disconnect(l->s, false);
     pthread_mutex_unlock(&l->mu);
-    if (rc)
-      cp_session_disconnect(s, false);
   } else {
     atomic_store(&l->ready, true);
     maybe_back();
@@ -1050,7 +1047,8 @@ void node_forget(unsigned ms) {
 
 static void link_free(struct link *l) {
   cl_redis_destroy(l->r); /* after cp_service_stop: normally NULL (on_disconnected ran) */
-  l->r = NULL;
+  cl_redis_destroy(l->hs);
+  l->r = l->hs = NULL;
 }
 
 void node_shutdown(void) {
