@@ -3,12 +3,15 @@
  * cli_redis_url_parse, cli_redis_url_masked; docs/cluster.md, "Redis with a
  * password"): every part, percent-decoding to exact bytes (a zero byte too),
  * the split at the last '@' and the first ':', the limits, and each refusal
- * with its reason; the masked form never holds a byte of the password.
- * No backend, no Redis.
+ * with its reason; the masked form never holds a byte of the password. And
+ * the AUTH pieces of cl_redis (redis_conn.h): AUTH USER PASSWORD formatted
+ * binary-safe, NOAUTH replies counted (cl_redis_noauth: how the node tells a
+ * connection that is no longer authenticated). No backend, no Redis.
  */
 #include "common/test.h"
 
 #include "../apps/common/cli.h"
+#include "redis_conn.h"
 
 static cli_redis_url u;
 
@@ -44,6 +47,52 @@ static void masked_is(const char *s, const char *want) {
   if (strcmp(out, want)) {
     fprintf(stderr, "masked '%s': '%s', not '%s'\n", s, out, want);
     exit(1);
+  }
+}
+
+static char wire[1024];
+static size_t wire_len;
+static int write_to_wire(void *io, const void *data, size_t len) {
+  (void)io;
+  CHECK(wire_len + len <= sizeof wire);
+  memcpy(wire + wire_len, data, len);
+  wire_len += len;
+  return 0;
+}
+
+static int replies, errors;
+static void on_reply(void *arg, redisReply *r, const char *err) {
+  (void)arg, (void)err;
+  CHECK(r);
+  replies++;
+  errors += r->type == REDIS_REPLY_ERROR;
+  freeReplyObject(r);
+}
+
+/* AUTH with a user and a password holding a zero byte goes out whole; NOAUTH answers count. */
+static void auth_pieces(void) {
+  for (int mode = 0; mode < 2; mode++) {
+    cl_redis *c = cl_redis_create(mode ? CL_REDIS_SUBSCRIBER : CL_REDIS_COMMANDS, write_to_wire,
+                                  NULL, NULL, NULL);
+    CHECK(c);
+    wire_len = 0;
+    const char *argv[] = {"AUTH", "u:x", "p\0@"};
+    size_t lens[] = {4, 3, 3};
+    CHECK_EQ(cl_redis_command(c, 3, argv, lens, on_reply, NULL), 0);
+    static const char want[] = "*3\r\n$4\r\nAUTH\r\n$3\r\nu:x\r\n$3\r\np\0@\r\n";
+    CHECK_EQ(wire_len, sizeof want - 1);
+    CHECK(!memcmp(wire, want, wire_len));
+    const char *ping[] = {"PING"};
+    size_t plen[] = {4};
+    CHECK_EQ(cl_redis_command(c, 1, ping, plen, on_reply, NULL), 0);
+    replies = errors = 0;
+    static const char in[] = "-WRONGPASS invalid username-password pair\r\n"
+                             "-NOAUTH Authentication required.\r\n";
+    CHECK_EQ(cl_redis_feed(c, in, sizeof in - 1), 0);
+    CHECK_EQ(replies, 2);
+    CHECK_EQ(errors, 2);
+    CHECK_EQ(cl_redis_noauth(c), 1);
+    cl_redis_destroy(c);
   }
 }
 
@@ -137,6 +186,7 @@ int main(void) {
   masked_is("rediss://u:s3cret@h:1", "rediss://u:***@h:1");
   masked_is("redis:/u:s3cret@h:1", "redis:***@h:1"); /* not a URL: masked all the same */
   masked_is("redis://:s3cret@", "redis://:***@");
+  auth_pieces();
   printf("redis_url: PASS\n");
   return 0;
 }

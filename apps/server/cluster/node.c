@@ -29,6 +29,7 @@
 #include "presence.h"
 #include "room_keys.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
 #ifndef _WIN32
@@ -336,6 +337,7 @@ static void handshake_done(void *arg, redisReply *r, const char *err) {
 
 /* The connection's first command (under l->mu, l->hs set): AUTH [USER] PASSWORD, or PING. */
 static int handshake(struct link *l) {
+  assert(l->hs && !l->r);
   const char *argv[3] = {"PING"};
   size_t lens[3] = {4};
   int argc = 1;
@@ -427,6 +429,7 @@ static void reconnect_job(void *arg) {
  * of them has more (the next attempt goes at once), false after the last (the back-off).
  * Under l->mu. */
 static bool next_addr(struct link *l) {
+  assert(N.naddr >= 1 && N.naddr <= ADDR_MAX && l->addr_i < N.naddr);
   if (N.naddr < 2)
     return false;
   l->addr_i = (l->addr_i + 1) % N.naddr;
