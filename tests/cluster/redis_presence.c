@@ -4,7 +4,9 @@
  * redis-server: a node that stops heartbeating is claimed by exactly one
  * sweeper, its members leave every room (leave events on the channels, member
  * lists without them), leaves are idempotent, a sweeper that dies is taken
- * over when its lease ends, and a live node is never claimed.
+ * over when its lease ends, and a live node is never claimed; a node past
+ * its deadline that is still subscribed to its liveness channel is spared
+ * until the grace ends.
  */
 #include "common/test.h"
 
@@ -16,6 +18,7 @@
 
 static cl_scripts scripts;
 static rc_conn *cmd;
+static uint16_t redis_port;
 
 typedef struct ev_wait {
   rc_wait w;
@@ -70,21 +73,54 @@ static void heartbeat(const char *node, size_t len, unsigned ttl_ms) {
   CHECK(!w.err[0]);
 }
 
+static unsigned grace_ms = 60000; /* cl_nodes_claim_dead's grace */
+static size_t n_spared;           /* the last claim's spared nodes */
+static char spared_name[16];      /* the first of them, */
+static long long spared_over;     /* and how far past its deadline */
+
 /* The nodes claimed now; names copied into out[i] (lengths in lens). */
 static size_t claim(char out[][16], size_t *lens, unsigned lease_ms) {
   rc_wait w;
   rc_wait_init(&w);
-  CHECK_EQ(cl_nodes_claim_dead(cmd->r, 10, lease_ms, rc_wait_cb, &w), 0);
+  CHECK_EQ(cl_nodes_claim_dead(cmd->r, 10, lease_ms, grace_ms, rc_wait_cb, &w), 0);
   rc_wait_for(&w);
-  CHECK(w.r && w.r->type == REDIS_REPLY_ARRAY);
-  size_t n = w.r->elements;
+  CHECK(w.r && w.r->type == REDIS_REPLY_ARRAY && w.r->elements == 2);
+  const redisReply *dead = w.r->element[0], *spared = w.r->element[1];
+  CHECK(dead->type == REDIS_REPLY_ARRAY && spared->type == REDIS_REPLY_ARRAY);
+  size_t n = dead->elements;
+  CHECK(n <= 10);
   for (size_t i = 0; i < n; i++) {
-    CHECK(w.r->element[i]->type == REDIS_REPLY_STRING && w.r->element[i]->len <= 16);
-    memcpy(out[i], w.r->element[i]->str, w.r->element[i]->len);
-    lens[i] = w.r->element[i]->len;
+    CHECK(dead->element[i]->type == REDIS_REPLY_STRING && dead->element[i]->len <= 16);
+    memcpy(out[i], dead->element[i]->str, dead->element[i]->len);
+    lens[i] = dead->element[i]->len;
+  }
+  CHECK_EQ(spared->elements % 2, 0);
+  n_spared = spared->elements / 2;
+  if (n_spared) {
+    const redisReply *name = spared->element[0], *over = spared->element[1];
+    CHECK(name->type == REDIS_REPLY_STRING && name->len < sizeof spared_name);
+    CHECK(over->type == REDIS_REPLY_INTEGER && over->integer >= 0);
+    memcpy(spared_name, name->str, name->len);
+    spared_name[name->len] = 0;
+    spared_over = over->integer;
   }
   freeReplyObject(w.r);
   return n;
+}
+
+/* A connection subscribed to node's liveness channel, as its subscriber connection is. */
+static rc_conn *alive_conn(const char *node, size_t len) {
+  rc_conn *c = rc_open(redis_port, CL_REDIS_SUBSCRIBER, NULL, NULL);
+  CHECK(c);
+  char ch[CL_ALIVE_CHANNEL_MAX];
+  size_t n = cl_node_alive_channel(ch, node, len);
+  CHECK(n == 12 + len && !memcmp(ch, "cport:alive:", 12) && !memcmp(ch + 12, node, len));
+  char err[200];
+  redisReply *r =
+      rc_cmd_bin(c, 2, (const char *[]){"SUBSCRIBE", ch}, (size_t[]){9, n}, err, sizeof err);
+  CHECK(r && r->type == REDIS_REPLY_ARRAY && r->elements == 3);
+  freeReplyObject(r);
+  return c;
 }
 
 /* Wait (polling Redis, no timing asserted) until `node` is claimed. */
@@ -145,6 +181,7 @@ int main(void) {
   cl_scripts_init(&scripts);
   static redis_fixture rf; /* static: the atexit stop reads it after main returns */
   redis_fixture_start(&rf, false, NULL);
+  redis_port = rf.port;
   cmd = rc_open(rf.port, CL_REDIS_COMMANDS, NULL, NULL);
   CHECK(cmd);
   rc_wait w;
@@ -202,6 +239,41 @@ int main(void) {
   CHECK_EQ(clean("C", 1, &published), 1);
   CHECK_EQ(published, 1);
   CHECK_EQ(claim(names, lens, 5000), 0); /* B, alive, was never claimed */
+  CHECK_EQ(n_spared, 0);
+
+  /* a node past its deadline with its liveness channel subscribed (alive, its
+   * heartbeats late) is spared, and told as such, while within the grace... */
+  CHECK_EQ(event(&e, CL_OP_JOIN, "D", 1, 10, "lobby", 5), 9);
+  rc_conn *alive = alive_conn("D", 1);
+  heartbeat("D", 1, 50);
+  for (;;) { /* until D is past its deadline (no timing asserted) */
+    CHECK_EQ(claim(names, lens, 5000), 0);
+    if (n_spared)
+      break;
+    usleep(20000);
+  }
+  CHECK_EQ(n_spared, 1);
+  CHECK(!strcmp(spared_name, "D"));
+  CHECK_EQ(claim(names, lens, 5000), 0); /* still spared: never claimed */
+  CHECK_EQ(n_spared, 1);
+  /* ...its heartbeat back: neither spared nor claimed */
+  heartbeat("D", 1, 60000);
+  CHECK_EQ(claim(names, lens, 5000), 0);
+  CHECK_EQ(n_spared, 0);
+  /* past the grace (a node hung with its connection open): claimed */
+  heartbeat("D", 1, 50);
+  grace_ms = 200;
+  claim_until("D", 1, 5000);
+  CHECK_EQ(clean("D", 1, &published), 1);
+  grace_ms = 60000;
+  /* its connection gone (a dead process): claimed at its deadline */
+  CHECK_EQ(event(&e, CL_OP_JOIN, "D", 1, 11, "lobby", 5), 11);
+  heartbeat("D", 1, 50);
+  rc_close(alive);
+  claim_until("D", 1, 5000);
+  CHECK_EQ(n_spared, 0);
+  CHECK_EQ(clean("D", 1, &published), 1);
+  CHECK_EQ(published, 1);
 
   /* index entries that do not decode */
   static const struct {

@@ -8,8 +8,9 @@
 #  2. three nodes, 300 players in rooms of 100 (scaled down under the
 #     sanitizers): every chat exactly once and in one order on every node,
 #     with CLIENT KILL TYPE pubsub halfway (the gap filled from the streams);
-#     then one node stopped (SIGSTOP) while the others chat: they get every
-#     chat meanwhile, it catches up once continued;
+#     then one node stopped (SIGSTOP) for 5 s while the others chat: they get
+#     every chat meanwhile, it is not taken for dead (past its heartbeat
+#     deadline, but connected), it catches up once continued;
 #  3. SIGTERM one node (exit 0, its players leave at once) and kill -9 another
 #     (its players leave within the documented timeout);
 #  4. Redis restarted with appendonly + appendfsync always mid-run: no chat
@@ -107,6 +108,11 @@ done
 
 # 2b. a node that reads nothing from Redis (SIGSTOP) does not hold up the others
 python3 "$CL" slow "${NPORT[1]}" "${NPORT[2]}" "${NPORT[3]}:${NPID[3]}" || fail "a stopped node held up the others"
+s1=$(metric_of 1 cport_cluster_spared_nodes_total) s2=$(metric_of 2 cport_cluster_spared_nodes_total)
+[[ $s1 != - && $s2 != - ]] && ((s1 + s2 >= 1)) ||
+  fail "node 3, stopped past its heartbeat deadline, was not counted as spared ($s1, $s2)"
+[[ $(metric_of 1 cport_cluster_swept_nodes_total) == 0 && $(metric_of 2 cport_cluster_swept_nodes_total) == 0 ]] ||
+  fail "node 3, stopped but connected, was swept"
 
 # 3. SIGTERM node 2, kill -9 node 3; node 1's players see all of them leave
 python3 "$CL" nodes "${NPORT[1]}:${NPID[1]}" "${NPORT[2]}:${NPID[2]}" "${NPORT[3]}:${NPID[3]}" ||

@@ -51,6 +51,14 @@ node_counters node_stats;
 #define FAIL_LOG_MS 5000u
 #define HEARTBEAT_TTL_MS 3000u
 #define SWEEP_LEASE_MS 5000u
+/* A node past its heartbeat deadline whose subscriber connection is still
+ * open (its liveness channel subscribed) is spared this long: a node whose
+ * heartbeats queue behind a burst of work (2,000 entries at once, each a
+ * member list) is alive, and sweeping it would remove live players. One that
+ * hangs with its connection open is swept after the grace. */
+#define SWEEP_GRACE_MS 30000u
+/* A heartbeat round trip longer than this is logged (at most every 10 s). */
+#define HEARTBEAT_SLOW_MS 1000u
 #define ADDR_MAX 8u                /* addresses of HOST tried */
 #define HANDSHAKE_TIMEOUT_MS 5000u /* AUTH/PING unanswered: the connection is given up */
 
@@ -236,7 +244,8 @@ static void scripts_loaded(void *arg, const char *err) {
    * this node swept as dead by a node that came back first. */
   pthread_mutex_lock(&l->mu);
   if (l->r && !atomic_load(&N.timers_off))
-    cl_node_heartbeat(l->r, N.name, N.name_len, HEARTBEAT_TTL_MS, hb_done, NULL);
+    cl_node_heartbeat(l->r, N.name, N.name_len, HEARTBEAT_TTL_MS, hb_done,
+                      (void *)(uintptr_t)mono_ms());
   pthread_mutex_unlock(&l->mu);
   resend_leaves();
   pthread_mutex_lock(&N.ids_mu);
@@ -244,6 +253,35 @@ static void scripts_loaded(void *arg, const char *err) {
     ids_ask();
   pthread_mutex_unlock(&N.ids_mu);
   maybe_back();
+}
+
+/* The liveness channel: subscribed while the subscriber connection is up, so
+ * Redis knows this process is there even when its heartbeats run late
+ * (presence.h). Nothing is published on it. */
+static void alive_subscribed(void *arg, redisReply *r, const char *err) {
+  struct link *l = arg;
+  if (r)
+    freeReplyObject(r);
+  if (r || atomic_load(&N.stopping))
+    return;
+  atomic_fetch_add(&node_stats.redis_errors, 1);
+  nlog("subscribing to this node's liveness channel: %s; reconnecting", err);
+  pthread_mutex_lock(&l->mu);
+  if (l->s)
+    cp_session_disconnect(l->s, false);
+  pthread_mutex_unlock(&l->mu);
+}
+
+static void alive_subscribe(struct link *l) {
+  char ch[CL_ALIVE_CHANNEL_MAX];
+  size_t n = cl_node_alive_channel(ch, N.name, N.name_len);
+  const char *argv[] = {"SUBSCRIBE", ch};
+  size_t lens[] = {9, n};
+  pthread_mutex_lock(&l->mu);
+  int rc = l->r ? cl_redis_command(l->r, 2, argv, lens, alive_subscribed, l) : -ENOTCONN;
+  pthread_mutex_unlock(&l->mu);
+  if (rc)
+    alive_subscribed(l, NULL, "the connection is down");
 }
 
 /* The handshake was accepted: the connection is up. */
@@ -278,6 +316,7 @@ static void link_up(struct link *l) {
       cp_session_disconnect(l->s, false);
     pthread_mutex_unlock(&l->mu);
   } else {
+    alive_subscribe(l);
     atomic_store(&l->ready, true);
     maybe_back();
   }
@@ -658,8 +697,18 @@ int node_room_epoch(const void *room, size_t len, cl_reply_fn fn, void *arg) {
 
 /* ---- heartbeat and the sweep of dead nodes ------------------------------- */
 
+/* arg: mono_ms() when the heartbeat was sent. */
 static void hb_done(void *arg, const char *err) {
-  (void)arg;
+  static _Atomic uint64_t logged_ms;
+  uint64_t now = mono_ms(), rtt = now - (uint64_t)(uintptr_t)arg;
+  if (!err && rtt > HEARTBEAT_SLOW_MS) {
+    atomic_fetch_add(&node_stats.heartbeats_slow, 1);
+    uint64_t last = atomic_load(&logged_ms);
+    if (now - last >= 10000 && atomic_compare_exchange_strong(&logged_ms, &last, now))
+      nlog("a heartbeat took %" PRIu64 " ms (deadline %u ms; a node past it is swept only once "
+           "its subscriber connection is gone, or %u ms later)",
+           rtt, HEARTBEAT_TTL_MS, SWEEP_GRACE_MS);
+  }
   if (err) {
     atomic_fetch_add(&node_stats.redis_errors, 1);
     nlog("%s", err);
@@ -821,6 +870,26 @@ static void sweep_members(void *arg, redisReply *r, const char *err) {
   free(d);
 }
 
+/* Nodes past their deadline that the claim spared (their subscriber
+ * connection is open): (name, ms past the deadline) pairs. Counted; logged
+ * at most every 10 s. */
+static void spared(const redisReply *a) {
+  static uint64_t logged_ms; /* the node's queue: one tick at a time */
+  for (size_t i = 0; i + 1 < a->elements; i += 2) {
+    const redisReply *name = a->element[i], *over = a->element[i + 1];
+    if (name->type != REDIS_REPLY_STRING || over->type != REDIS_REPLY_INTEGER)
+      continue;
+    atomic_fetch_add(&node_stats.spared_nodes, 1);
+    uint64_t now = mono_ms();
+    if (now - logged_ms >= 10000) {
+      logged_ms = now;
+      nlog("node '%.*s' is %lld ms past its heartbeat deadline but still connected to Redis: "
+           "not taken for dead (for up to %u ms)",
+           (int)(name->len < 200 ? name->len : 200), name->str, over->integer, SWEEP_GRACE_MS);
+    }
+  }
+}
+
 static void claimed(void *arg, redisReply *r, const char *err) {
   (void)arg;
   if (!r || r->type != REDIS_REPLY_ARRAY) {
@@ -828,9 +897,15 @@ static void claimed(void *arg, redisReply *r, const char *err) {
       atomic_fetch_add(&node_stats.redis_errors, 1);
       nlog("claiming dead nodes: %s", r ? cl_redis_reply_kind(r) : err);
     }
+  } else if (r->elements != 2 || r->element[0]->type != REDIS_REPLY_ARRAY ||
+             r->element[1]->type != REDIS_REPLY_ARRAY) {
+    atomic_fetch_add(&node_stats.redis_errors, 1);
+    nlog("claiming dead nodes: a reply of an unknown shape");
   } else {
-    for (size_t i = 0; i < r->elements; i++) {
-      const redisReply *e = r->element[i];
+    spared(r->element[1]);
+    const redisReply *dead = r->element[0];
+    for (size_t i = 0; i < dead->elements; i++) {
+      const redisReply *e = dead->element[i];
       if (e->type != REDIS_REPLY_STRING || e->len > CL_ROOM_MAX)
         continue;
       struct dead *d = malloc(sizeof *d + e->len);
@@ -907,9 +982,10 @@ static void tick(void *arg) {
     return;
   pthread_mutex_lock(&N.cmd.mu);
   if (N.cmd.r) {
-    cl_node_heartbeat(N.cmd.r, N.name, N.name_len, HEARTBEAT_TTL_MS, hb_done, NULL);
+    cl_node_heartbeat(N.cmd.r, N.name, N.name_len, HEARTBEAT_TTL_MS, hb_done,
+                      (void *)(uintptr_t)mono_ms());
     if (mono_ms() >= atomic_load(&N.claim_after_ms))
-      cl_nodes_claim_dead(N.cmd.r, 4, SWEEP_LEASE_MS, claimed, NULL);
+      cl_nodes_claim_dead(N.cmd.r, 4, SWEEP_LEASE_MS, SWEEP_GRACE_MS, claimed, NULL);
   }
   pthread_mutex_unlock(&N.cmd.mu);
 }
@@ -1098,6 +1174,10 @@ void node_metrics(FILE *f) {
   C("swept_nodes", "Dead nodes this node cleaned.", node_stats.swept_nodes);
   C("swept_members", "Members of dead nodes this node removed from rooms.",
     node_stats.swept_members);
+  C("spared_nodes", "Nodes past their heartbeat deadline not taken for dead (still connected).",
+    node_stats.spared_nodes);
+  C("heartbeats_slow", "This node's heartbeats that took over a second.",
+    node_stats.heartbeats_slow);
   C("leaves_resent", "Leaves re-sent after they failed while Redis was unreachable.",
     node_stats.leaves_resent);
   C("leaves_resent_published", "Re-sent leaves that removed a member (S_MEMBER_LEFT).",

@@ -94,6 +94,8 @@ typedef struct node_counters {
   _Atomic uint64_t redis_errors;            /* error replies and failed commands */
   _Atomic uint64_t swept_nodes;             /* dead nodes this node cleaned */
   _Atomic uint64_t swept_members;           /* their members it removed */
+  _Atomic uint64_t spared_nodes;            /* late nodes not claimed: still connected */
+  _Atomic uint64_t heartbeats_slow;         /* own heartbeats over HEARTBEAT_SLOW_MS */
   _Atomic uint64_t leaves_resent;           /* leaves re-sent after an outage (node_leave_later) */
   _Atomic uint64_t leaves_resent_published; /* of those, the ones that removed a member */
   _Atomic uint64_t auth_failures;           /* handshakes refused (AUTH, or NOAUTH) */

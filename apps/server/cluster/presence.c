@@ -17,14 +17,25 @@ static const char heartbeat_lua[] =
   "return now\n";
 
 static const char claim_lua[] =
-  "-- cport: claim dead nodes. KEYS: 1 cport:nodes; ARGV: 1 max, 2 lease ms\n"
+  "-- cport: claim dead nodes. KEYS: 1 cport:nodes; ARGV: 1 max, 2 lease ms, 3 grace ms\n"
+  "-- A node past its deadline whose liveness channel still has a subscriber (its subscriber\n"
+  "-- connection is open: the process lives, its heartbeat is late) is spared for grace ms.\n"
   "local t = redis.call('TIME')\n"
   "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
-  "local dead = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))\n"
-  "for i = 1, #dead do\n"
-  "  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), dead[i])\n"
+  "local late = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES', 'LIMIT', 0, 256)\n"
+  "local dead, spared = {}, {}\n"
+  "for i = 1, #late, 2 do\n"
+  "  local over = now - tonumber(late[i + 1])\n"
+  "  local subs = redis.call('PUBSUB', 'NUMSUB', 'cport:alive:' .. late[i])[2]\n"
+  "  if subs > 0 and over < tonumber(ARGV[3]) then\n"
+  "    spared[#spared + 1] = late[i]\n"
+  "    spared[#spared + 1] = over\n"
+  "  elseif #dead < tonumber(ARGV[1]) then\n"
+  "    redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), late[i])\n"
+  "    dead[#dead + 1] = late[i]\n"
+  "  end\n"
   "end\n"
-  "return dead\n";
+  "return {dead, spared}\n";
 /* clang-format on */
 
 static const char hexd[] = "0123456789abcdef";
@@ -77,14 +88,22 @@ int cl_node_heartbeat(cl_redis *c, const void *node, size_t len, unsigned ttl_ms
   return rc;
 }
 
-int cl_nodes_claim_dead(cl_redis *c, unsigned max, unsigned lease_ms, cl_reply_fn fn, void *arg) {
+size_t cl_node_alive_channel(char *out, const void *node, size_t len) {
+  memcpy(out, "cport:alive:", 12);
+  memcpy(out + 12, node, len);
+  return 12 + len;
+}
+
+int cl_nodes_claim_dead(cl_redis *c, unsigned max, unsigned lease_ms, unsigned grace_ms,
+                        cl_reply_fn fn, void *arg) {
   if (!c || !max || !lease_ms)
     return -EINVAL;
-  char m[16], l[16];
-  int ml = snprintf(m, sizeof m, "%u", max), ll = snprintf(l, sizeof l, "%u", lease_ms);
-  const char *av[6] = {"EVAL", claim_lua, "1", "cport:nodes", m, l};
-  size_t al[6] = {4, sizeof claim_lua - 1, 1, 11, (size_t)ml, (size_t)ll};
-  return cl_redis_command(c, 6, av, al, fn, arg);
+  char m[16], l[16], g[16];
+  int ml = snprintf(m, sizeof m, "%u", max), ll = snprintf(l, sizeof l, "%u", lease_ms),
+      gl = snprintf(g, sizeof g, "%u", grace_ms);
+  const char *av[7] = {"EVAL", claim_lua, "1", "cport:nodes", m, l, g};
+  size_t al[7] = {4, sizeof claim_lua - 1, 1, 11, (size_t)ml, (size_t)ll, (size_t)gl};
+  return cl_redis_command(c, 7, av, al, fn, arg);
 }
 
 int cl_node_forget(cl_redis *c, const void *node, size_t len, cl_reply_fn fn, void *arg) {

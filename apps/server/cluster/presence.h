@@ -6,7 +6,8 @@
  *   cport:node:<hex name>   set   the node's members "<player id>:<hex room>"
  *                                 (kept by the room script)
  *
- * A live node calls cl_node_heartbeat every second with a ttl of 3 s. Any
+ * A live node calls cl_node_heartbeat every second with a ttl of 3 s, and
+ * keeps its liveness channel subscribed on its subscriber connection. Any
  * node, every second, calls cl_nodes_claim_dead: it atomically takes nodes
  * whose deadline passed and gives each a lease (the deadline moves to now +
  * lease), so exactly one sweeper cleans a dead node, and another takes it over
@@ -20,6 +21,7 @@
 #define CPORT_CLUSTER_PRESENCE_H
 
 #include "redis_conn.h"
+#include "room_keys.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -31,9 +33,21 @@ size_t cl_node_key(char *out, const void *node, size_t len);
 int cl_node_heartbeat(cl_redis *c, const void *node, size_t len, unsigned ttl_ms,
                       void (*fn)(void *arg, const char *err), void *arg);
 
-/* Claim up to max dead nodes for lease_ms. fn(arg, r, err): r is the reply, an
- * array of node names (possibly empty), owned by fn (freeReplyObject). */
-int cl_nodes_claim_dead(cl_redis *c, unsigned max, unsigned lease_ms, cl_reply_fn fn, void *arg);
+/* The liveness channel of a node, "cport:alive:<name>" (raw bytes), into out
+ * (12 + len bytes); its length. A node's subscriber connection subscribes to
+ * it: while that connection is open, Redis counts a subscriber. */
+#define CL_ALIVE_CHANNEL_MAX (12 + CL_ROOM_MAX)
+size_t cl_node_alive_channel(char *out, const void *node, size_t len);
+
+/* Claim up to max dead nodes for lease_ms. A node past its deadline is dead
+ * unless its liveness channel has a subscriber and it is less than grace_ms
+ * past its deadline: then it is spared (alive, its heartbeat late - a
+ * starved node - or a hung one with its connection open, swept after the
+ * grace). fn(arg, r, err): r is the reply, owned by fn (freeReplyObject): an
+ * array of two arrays, the claimed node names and the spared ones as pairs
+ * (name, ms past its deadline); both possibly empty. */
+int cl_nodes_claim_dead(cl_redis *c, unsigned max, unsigned lease_ms, unsigned grace_ms,
+                        cl_reply_fn fn, void *arg);
 
 /* A node is cleaned (or stopped with SIGTERM after its own leaves): ZREM it
  * and DEL its index. fn may be NULL. */
