@@ -37,14 +37,18 @@ else()
     set_target_properties(redis_url PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/tests)
     add_test(NAME cluster.redis_url COMMAND redis_url)
     set_tests_properties(cluster.redis_url PROPERTIES TIMEOUT 60 LABELS "cluster")
-    # nodes on a Redis with a password and an ACL user; bad --cluster URLs (needs cport-server)
+    # cport-server nodes on real Redis processes (needs cport-server): auth - a Redis with a
+    # password and an ACL user, bad --cluster URLs; sentinel - behind Redis Sentinel, a forced
+    # failover
     if(CPORT_BUILD_APPS)
-      foreach(backend uring epoll)
-        add_test(NAME cluster.auth.${backend}
-                 COMMAND bash ${CMAKE_SOURCE_DIR}/tests/cluster/cluster_auth.sh
-                         ${CMAKE_BINARY_DIR}/bin ${backend})
-        set_tests_properties(cluster.auth.${backend} PROPERTIES
-          TIMEOUT 300 SKIP_RETURN_CODE 77 LABELS "cluster;e2e;${backend}")
+      foreach(name auth sentinel)
+        foreach(backend uring epoll)
+          add_test(NAME cluster.${name}.${backend}
+                   COMMAND bash ${CMAKE_SOURCE_DIR}/tests/cluster/cluster_${name}.sh
+                           ${CMAKE_BINARY_DIR}/bin ${backend})
+          set_tests_properties(cluster.${name}.${backend} PROPERTIES
+            TIMEOUT 300 SKIP_RETURN_CODE 77 LABELS "cluster;e2e;${backend}")
+        endforeach()
       endforeach()
     endif()
     # the shell fixture for the cluster's end-to-end tests (no backend involved)

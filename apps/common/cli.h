@@ -109,8 +109,10 @@ static inline bool cli_host_port(const char *s, char *host, size_t host_size, ui
 
 /* ---- redis://[[USER]:PASSWORD@]HOST:PORT (cport-server --cluster) ---------------------- */
 
-#define CLI_REDIS_CRED_MAX 256 /* USER and PASSWORD: bytes after percent-decoding */
-#define CLI_REDIS_HOST_MAX 254 /* a DNS name is at most 253 characters */
+#define CLI_REDIS_CRED_MAX 256  /* USER and PASSWORD: bytes after percent-decoding */
+#define CLI_REDIS_HOST_MAX 254  /* a DNS name is at most 253 characters */
+#define CLI_SENTINEL_MAX 8      /* sentinels in a redis-sentinel:// URL */
+#define CLI_MASTER_NAME_MAX 128 /* its MASTER_NAME */
 
 /* A parsed --cluster URL. USER and PASSWORD are bytes (percent-decoded: any byte, NUL too). */
 typedef struct cli_redis_url {
@@ -120,6 +122,16 @@ typedef struct cli_redis_url {
   bool has_user, has_pass;
   uint8_t user[CLI_REDIS_CRED_MAX], pass[CLI_REDIS_CRED_MAX];
   size_t user_len, pass_len;
+  /* redis-sentinel://...: the sentinels (host/ipv6/port above: the first one) and the master's
+   * name; nsentinels is 0 for redis:// */
+  unsigned nsentinels;
+  struct cli_sentinel {
+    char host[CLI_REDIS_HOST_MAX];
+    bool ipv6;
+    uint16_t port;
+  } sentinels[CLI_SENTINEL_MAX];
+  char master[CLI_MASTER_NAME_MAX + 1]; /* NUL-terminated; [A-Za-z0-9._-] */
+  size_t master_len;
 } cli_redis_url;
 
 static inline int cli_hex_digit(char c) {
@@ -167,10 +179,121 @@ static inline bool cli_prefix_ci(const char *s, const char *p) {
   return true;
 }
 
+/* HOST:PORT (hp, NUL-terminated) into host/ipv6/port: a name or IPv4 literal
+ * ([A-Za-z0-9._-]), or [IPv6]. false: *why says what is wrong. */
+static inline bool cli_hostport_parse(const char *hp, char *host, bool *ipv6, uint16_t *port,
+                                      const char **why) {
+  const char *pc; /* the ':' before PORT */
+  if (*hp == '[') {
+    const char *end = strchr(hp, ']');
+    size_t n = end ? (size_t)(end - hp - 1) : 0;
+    if (!end || n == 0 || n >= CLI_REDIS_HOST_MAX ||
+        strspn(hp + 1, "0123456789abcdefABCDEF:.") != n) {
+      *why = "a bad [IPv6] address";
+      return false;
+    }
+    memcpy(host, hp + 1, n);
+    host[n] = '\0';
+    *ipv6 = true;
+    pc = end + 1;
+    if (*pc != ':') {
+      *why = "missing :PORT after HOST";
+      return false;
+    }
+  } else {
+    pc = strrchr(hp, ':');
+    size_t n = pc ? (size_t)(pc - hp) : strlen(hp);
+    if (n == 0) {
+      *why = "missing HOST";
+      return false;
+    }
+    if (!pc) {
+      *why = "missing :PORT after HOST";
+      return false;
+    }
+    if (memchr(hp, ':', n)) {
+      *why = "an IPv6 address goes in brackets: redis://[::1]:6379";
+      return false;
+    }
+    if (n >= CLI_REDIS_HOST_MAX || strspn(hp, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                              "0123456789.-_") != n) {
+      *why = "HOST must be a name (letters, digits, '.', '-', '_'; up to 253), an IPv4 address "
+             "or [IPv6]";
+      return false;
+    }
+    memcpy(host, hp, n);
+    host[n] = '\0';
+  }
+  unsigned long p;
+  if (!pc[1]) {
+    *why = "missing PORT after ':'";
+    return false;
+  }
+  if (!cli_uint(pc + 1, 1, 65535, &p)) {
+    *why = "PORT must be a number from 1 to 65535";
+    return false;
+  }
+  *port = (uint16_t)p;
+  return true;
+}
+
+/* redis-sentinel://...'s HOST:PORT[,HOST:PORT...]/MASTER_NAME (hp) into *u. */
+static inline bool cli_sentinels_parse(const char *hp, cli_redis_url *u, const char **why) {
+  const char *slash = strchr(hp, '/');
+  if (!slash) {
+    *why = "missing /MASTER_NAME after the sentinels";
+    return false;
+  }
+  const char *name = slash + 1;
+  size_t nl = strlen(name);
+  if (nl == 0 || nl > CLI_MASTER_NAME_MAX ||
+      strspn(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_") != nl) {
+    *why = "MASTER_NAME must be 1 to 128 letters, digits, '.', '-' or '_' (nothing after it)";
+    return false;
+  }
+  if (slash == hp) {
+    *why = "missing HOST";
+    return false;
+  }
+  memcpy(u->master, name, nl + 1);
+  u->master_len = nl;
+  for (const char *p = hp; p < slash;) {
+    const char *comma = memchr(p, ',', (size_t)(slash - p));
+    const char *end = comma ? comma : slash;
+    char one[CLI_REDIS_HOST_MAX + 16];
+    if (u->nsentinels == CLI_SENTINEL_MAX) {
+      *why = "more than 8 sentinels";
+      return false;
+    }
+    if ((size_t)(end - p) >= sizeof one) {
+      *why = "HOST must be a name (letters, digits, '.', '-', '_'; up to 253), an IPv4 address "
+             "or [IPv6]";
+      return false;
+    }
+    memcpy(one, p, (size_t)(end - p));
+    one[end - p] = '\0';
+    struct cli_sentinel *t = &u->sentinels[u->nsentinels];
+    if (!cli_hostport_parse(one, t->host, &t->ipv6, &t->port, why))
+      return false;
+    u->nsentinels++;
+    p = comma ? comma + 1 : slash;
+    if (comma && p == slash) {
+      *why = "missing HOST";
+      return false;
+    }
+  }
+  memcpy(u->host, u->sentinels[0].host, sizeof u->host);
+  u->ipv6 = u->sentinels[0].ipv6;
+  u->port = u->sentinels[0].port;
+  return true;
+}
+
 /*
- * redis://[[USER]:PASSWORD@]HOST:PORT into *u. The last '@' ends USER:PASSWORD, the first ':'
- * in it ends USER (so a password may hold ':' and '@' as they are; '%XX' is any byte). HOST:
- * a name or IPv4 literal ([A-Za-z0-9._-]), or [IPv6]. false: *why says what is wrong (a
+ * redis://[[USER]:PASSWORD@]HOST:PORT, or
+ * redis-sentinel://[[USER]:PASSWORD@]HOST:PORT[,HOST:PORT...]/MASTER_NAME (at most 8
+ * sentinels; USER/PASSWORD are the data Redis's), into *u. The last '@' ends USER:PASSWORD, the
+ * first ':' in it ends USER (so a password may hold ':' and '@' as they are; '%XX' is any byte).
+ * HOST: a name or IPv4 literal ([A-Za-z0-9._-]), or [IPv6]. false: *why says what is wrong (a
  * static text with no byte of the URL in it). Reads only s.
  */
 static inline bool cli_redis_url_parse(const char *s, cli_redis_url *u, const char **why) {
@@ -179,11 +302,13 @@ static inline bool cli_redis_url_parse(const char *s, cli_redis_url *u, const ch
     *why = "TLS (rediss://) is not supported: use redis:// (over a TLS tunnel if need be)";
     return false;
   }
-  if (!cli_prefix_ci(s, "redis://")) {
-    *why = "expected redis://[[USER]:PASSWORD@]HOST:PORT";
+  bool sentinel = cli_prefix_ci(s, "redis-sentinel://");
+  if (!sentinel && !cli_prefix_ci(s, "redis://")) {
+    *why = "expected redis://[[USER]:PASSWORD@]HOST:PORT or "
+           "redis-sentinel://[[USER]:PASSWORD@]HOST:PORT[,HOST:PORT...]/MASTER_NAME";
     return false;
   }
-  const char *a = s + 8, *at = strrchr(a, '@'), *hp = at ? at + 1 : a;
+  const char *a = s + (sentinel ? 17 : 8), *at = strrchr(a, '@'), *hp = at ? at + 1 : a;
   if (at) {
     const char *colon = memchr(a, ':', (size_t)(at - a));
     const char *uend = colon ? colon : at;
@@ -208,60 +333,14 @@ static inline bool cli_redis_url_parse(const char *s, cli_redis_url *u, const ch
       return false;
     }
   }
+  if (sentinel)
+    return cli_sentinels_parse(hp, u, why);
   if (strpbrk(hp, "/?#")) {
     *why = "nothing may follow HOST:PORT (no database number, path or query: the cluster uses "
            "database 0)";
     return false;
   }
-  const char *pc; /* the ':' before PORT */
-  if (*hp == '[') {
-    const char *end = strchr(hp, ']');
-    size_t n = end ? (size_t)(end - hp - 1) : 0;
-    if (!end || n == 0 || n >= sizeof u->host || strspn(hp + 1, "0123456789abcdefABCDEF:.") != n) {
-      *why = "a bad [IPv6] address";
-      return false;
-    }
-    memcpy(u->host, hp + 1, n);
-    u->ipv6 = true;
-    pc = end + 1;
-    if (*pc != ':') {
-      *why = "missing :PORT after HOST";
-      return false;
-    }
-  } else {
-    pc = strrchr(hp, ':');
-    size_t n = pc ? (size_t)(pc - hp) : strlen(hp);
-    if (n == 0) {
-      *why = "missing HOST";
-      return false;
-    }
-    if (!pc) {
-      *why = "missing :PORT after HOST";
-      return false;
-    }
-    if (memchr(hp, ':', n)) {
-      *why = "an IPv6 address goes in brackets: redis://[::1]:6379";
-      return false;
-    }
-    if (n >= sizeof u->host || strspn(hp, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-                                          "0123456789.-_") != n) {
-      *why = "HOST must be a name (letters, digits, '.', '-', '_'; up to 253), an IPv4 address "
-             "or [IPv6]";
-      return false;
-    }
-    memcpy(u->host, hp, n);
-  }
-  unsigned long port;
-  if (!pc[1]) {
-    *why = "missing PORT after ':'";
-    return false;
-  }
-  if (!cli_uint(pc + 1, 1, 65535, &port)) {
-    *why = "PORT must be a number from 1 to 65535";
-    return false;
-  }
-  u->port = (uint16_t)port;
-  return true;
+  return cli_hostport_parse(hp, u->host, &u->ipv6, &u->port, why);
 }
 
 /* s for logs: PASSWORD (what follows the first ':' of the USER:PASSWORD before the last '@')

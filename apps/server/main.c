@@ -6,7 +6,8 @@
  *                [--max-packet BYTES] [--idle-timeout SECONDS]
  *                [--max-rooms N] [--enter-rate N] [--chat-rate N] [--room-flush-ms N]
  *                [--metrics HOST:PORT|off] [--quiet]
- *                [--cluster redis://[[USER]:PASSWORD@]HOST:PORT] [--node-name NAME]
+ *                [--cluster redis://[[USER]:PASSWORD@]HOST:PORT | redis-sentinel://...]
+ *                [--node-name NAME]
  *
  * Prints a stats line a second (unless --quiet), serves Prometheus metrics on
  * the metrics address, and on SIGINT/SIGTERM drains, prints final counters
@@ -41,6 +42,11 @@ static enum mode mode = MODE_CHAT;
   "                         PASSWORD (and the ACL USER) percent-encoded (%%40 is @);\n"            \
   "                         without one in the URL, $CPORT_CLUSTER_PASSWORD (not seen\n"           \
   "                         in ps); never logged. No TLS (rediss://)\n"                            \
+  "  --cluster redis-sentinel://[[USER]:PASSWORD@]HOST:PORT[,HOST:PORT...]/MASTER_NAME\n"          \
+  "                         the same through Redis Sentinel: the master asked from the\n"          \
+  "                         sentinels (up to 8) on every reconnect, ROLE checked, a\n"             \
+  "                         failover followed; a sentinel's own password from\n"                   \
+  "                         $CPORT_SENTINEL_PASSWORD\n"                                            \
   "  --node-name NAME       this node's name in the cluster (default HOST:PORT)\n"
 #else
 #define CLUSTER_HELP ""

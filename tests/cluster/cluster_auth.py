@@ -51,6 +51,7 @@ def share(p1, p2, name):
     ok(sorted(seqs[0]) == sorted([(a.pid, texts[a.pid], 11), (b.pid, texts[b.pid], 22)]),
        f"each chat once, exact bytes: {seqs[0]}")
     print(f"cluster_auth.py share {name}: PASS")
+    return a, b, room
 
 
 def refused(port, mode):

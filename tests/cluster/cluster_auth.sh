@@ -59,39 +59,6 @@ bad_url 'redis://cport@127.0.0.1:6379' "USER needs a PASSWORD"
 bad_url 'redis://:wrong-secret-42@cport-test.invalid:6379' "cannot resolve 'cport-test.invalid'"
 grep -qF 'redis://:***@cport-test.invalid:6379' "$TMP/bad.out" || fail "the URL is not shown with ***"
 
-# start_node I URL [env...]: node I on free ports; waits for its start line (not for Redis).
-start_node() {
-  local i=$1 url=$2
-  local log=$TMP/node$i.log
-  shift 2
-  : >"$log"
-  env "$@" "$BIN/cport-server" --mode chat --port 0 --metrics 127.0.0.1:0 --quiet \
-    --cluster "$url" --node-name "node$i" 2>"$log" &
-  NPID[$i]=$!
-  for _ in $(seq 400); do
-    node_ports "$i" && return 0
-    kill -0 "${NPID[$i]}" 2>/dev/null || { cat "$log" >&2; fail "node $i exited at start"; }
-    sleep 0.05
-  done
-  fail "node $i did not start"
-}
-# metrics_of I: node I's /metrics (bash's /dev/tcp: no Python start per look).
-metrics_of() {
-  local fd
-  exec {fd}<>"/dev/tcp/127.0.0.1/${NMPORT[$1]}" || return 1
-  printf 'GET /metrics HTTP/1.0\r\n\r\n' >&"$fd"
-  cat <&"$fd"
-  exec {fd}>&-
-}
-metric_of() { { metrics_of "$1" 2>/dev/null || true; } | awk -v n="$2" '$1 == n { v = $2 } END { print v == "" ? "-" : v }'; }
-# wait_metric I NAME VALUE: up to 15 s.
-wait_metric() {
-  for _ in $(seq 300); do
-    [[ $(metric_of "$1" "$2") == "$3" ]] && return 0
-    sleep 0.05
-  done
-  fail "node $1: $2 is $(metric_of "$1" "$2"), not $3"
-}
 stop_node() {
   local i=$1 rc=0
   metrics_of "$i" >"$TMP/metrics$i.txt" || true

@@ -96,6 +96,47 @@ static void auth_pieces(void) {
   }
 }
 
+/* redis-sentinel://[[USER]:PASSWORD@]HOST:PORT[,HOST:PORT...]/MASTER_NAME */
+static void sentinel_urls(void) {
+  ok("redis-sentinel://127.0.0.1:26379/m");
+  CHECK_EQ(u.nsentinels, 1u);
+  CHECK(!strcmp(u.sentinels[0].host, "127.0.0.1") && u.sentinels[0].port == 26379);
+  CHECK(!strcmp(u.host, "127.0.0.1") && u.port == 26379 && !u.has_pass && !u.has_user);
+  CHECK(u.master_len == 1 && !strcmp(u.master, "m"));
+  ok("REDIS-SENTINEL://cport:p:w@/d,@x@s1:1,[::1]:2,s-3.example:65535/my_master.1-a");
+  CHECK_EQ(u.nsentinels, 3u);
+  CHECK(!strcmp(u.sentinels[0].host, "s1") && u.sentinels[0].port == 1 && !u.sentinels[0].ipv6);
+  CHECK(!strcmp(u.sentinels[1].host, "::1") && u.sentinels[1].port == 2 && u.sentinels[1].ipv6);
+  CHECK(!strcmp(u.sentinels[2].host, "s-3.example") && u.sentinels[2].port == 65535);
+  CHECK(u.master_len == 13 && !strcmp(u.master, "my_master.1-a"));
+  bytes_are(u.user, u.user_len, "cport", 5);
+  bytes_are(u.pass, u.pass_len, "p:w@/d,@x", 9);
+  ok("redis-sentinel://:%00@h:1,h:2,h:3,h:4,h:5,h:6,h:7,h:8/m");
+  CHECK_EQ(u.nsentinels, 8u);
+  CHECK(u.sentinels[7].port == 8);
+  bytes_are(u.pass, u.pass_len, "\0", 1);
+  ok("redis://h:1");
+  CHECK_EQ(u.nsentinels, 0u);
+  CHECK_EQ(u.master_len, 0u);
+  refused("redis-sentinel://h:1,h:2,h:3,h:4,h:5,h:6,h:7,h:8,h:9/m", "more than 8 sentinels");
+  refused("redis-sentinel://h:1", "missing /MASTER_NAME");
+  refused("redis-sentinel://h:1/", "MASTER_NAME must be");
+  refused("redis-sentinel://h:1/m/0", "MASTER_NAME must be");
+  refused("redis-sentinel://h:1/m?x", "MASTER_NAME must be");
+  refused("redis-sentinel://h:1/m n", "MASTER_NAME must be");
+  refused("redis-sentinel://h:1,/m", "missing HOST");
+  refused("redis-sentinel://,h:1/m", "missing HOST");
+  refused("redis-sentinel:///m", "missing HOST");
+  refused("redis-sentinel://h/m", "missing :PORT");
+  refused("redis-sentinel://h:0/m", "PORT must be a number from 1 to 65535");
+  refused("redis-sentinel://h:1,k:x/m", "PORT must be a number from 1 to 65535");
+  refused("redis-sentinel://[::1:1/m", "a bad [IPv6] address");
+  refused("redis-sentinel://@h:1/m", "nothing before '@'");
+  refused("redis-sentinel:/h:1/m", "or redis-sentinel://");
+  masked_is("redis-sentinel://:s3cret@h:1,k:2/m", "redis-sentinel://:***@h:1,k:2/m");
+  masked_is("redis-sentinel://u:a@b/c@h:1/m", "redis-sentinel://u:***@h:1/m");
+}
+
 int main(void) {
   test_begin("redis_url", 60);
   ok("redis://127.0.0.1:6379");
@@ -186,6 +227,7 @@ int main(void) {
   masked_is("rediss://u:s3cret@h:1", "rediss://u:***@h:1");
   masked_is("redis:/u:s3cret@h:1", "redis:***@h:1"); /* not a URL: masked all the same */
   masked_is("redis://:s3cret@", "redis://:***@");
+  sentinel_urls();
   auth_pieces();
   printf("redis_url: PASS\n");
   return 0;

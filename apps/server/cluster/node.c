@@ -20,6 +20,22 @@
  * HOST is resolved once, at node_start (getaddrinfo; no worker ever waits on
  * DNS): every connect tries the addresses it gave in turn, the next one at
  * once after a failed connect, the back-off after a whole round failed.
+ *
+ * Sentinel (redis-sentinel://, Redis's "Sentinel clients guidelines"): every
+ * connect of a link first asks the sentinels in turn, from the one that
+ * answered last, for the master (SENTINEL get-master-addr-by-name, on a
+ * short-lived outbound session of the node's service: a query, its state
+ * freed from a job), connects to the answer, runs the handshake, then ROLE:
+ * a server that is not master is refused (counted, logged, back-off, asked
+ * again). A sentinel that does not answer in SENTINEL_TIMEOUT_MS, is down or
+ * knows no such master: the next one at once; all of them: the back-off. A
+ * READONLY reply or the loss of an up connection is a possible failover:
+ * both links are closed (once per master generation, N.mgen) and reconnect
+ * through Sentinel; the recovery of a reconnect (re-subscribe, gap reads,
+ * epoch check) then runs as after any outage. And every tick, while both are
+ * up, one lookup checks the master (N.chk): a sentinel that names another one
+ * than the links are connected to closes both too - a demoted master keeps
+ * accepting writes until Sentinel reconfigures it, which can take seconds.
  */
 #define _GNU_SOURCE
 #include "node.h"
@@ -61,6 +77,9 @@ node_counters node_stats;
 #define HEARTBEAT_SLOW_MS 1000u
 #define ADDR_MAX 8u                /* addresses of HOST tried */
 #define HANDSHAKE_TIMEOUT_MS 5000u /* AUTH/PING unanswered: the connection is given up */
+#define SENTINEL_TIMEOUT_MS 1000u  /* a sentinel's answer is due within this */
+
+struct squery;
 
 struct link {
   const char *what;
@@ -86,6 +105,15 @@ struct link {
   uint64_t feeds_seen;    /* tick's: feeds at the last tick */
   unsigned stalled;       /* tick's: ticks with commands pending and no byte received */
   unsigned backoff_ms;
+  /* Sentinel, under mu: */
+  struct squery *sq;    /* the lookup under way (NULL: none) */
+  unsigned sq_i;        /* the sentinel it asks */
+  unsigned sq_tried;    /* sentinels that failed in this round */
+  char maddr[64];       /* the master the sentinel named (numeric) */
+  uint16_t mport;       /* and its port */
+  char mshown[80];      /* "ADDR:PORT", for logs */
+  uint64_t gen;         /* N.mgen when this connection's lookup began */
+  size_t readonly_base; /* READONLY replies r had when it came up */
 };
 
 static struct {
@@ -97,12 +125,22 @@ static struct {
   unsigned naddr;
   char name[256];
   size_t name_len;
+  bool sentinel;                      /* redis-sentinel:// */
+  char saddr[CLI_SENTINEL_MAX][64];   /* each sentinel's address (the first of its HOST's) */
+  char sshown[CLI_SENTINEL_MAX][300]; /* HOST:PORT, for logs */
+  uint8_t spass[CLI_REDIS_CRED_MAX];  /* CPORT_SENTINEL_PASSWORD (never logged) */
+  size_t spass_len;                   /* 0: no AUTH to the sentinels */
+  _Atomic unsigned sent_first;        /* the sentinel that answered last: asked first */
+  _Atomic uint64_t mgen;              /* master generation: +1 per suspected failover */
+  pthread_mutex_t master_mu;
+  char master[80]; /* under master_mu: the last master a sentinel named ("" before) */
   node_hooks hooks;
   cp_jobq *q;
   cp_timer tick;
   _Atomic bool stopping, timers_off;
   cl_scripts scripts;
   struct link cmd, sub;
+  struct link chk; /* Sentinel: the tick's check of the master (its lookups only, no connection) */
   _Atomic bool lost;               /* a connection was lost since both were last up */
   _Atomic uint64_t claim_after_ms; /* no dead nodes claimed before (mono_ms) */
   pthread_mutex_t owed_mu;
@@ -153,6 +191,13 @@ static void nlog(const char *fmt, ...) {
 static struct link *link_of(cp_session *s) {
   return cp_session_user(s); /* set before the connect */
 }
+
+/* The address the link's connection goes to, for logs (under l->mu). */
+static const char *link_addr(const struct link *l) {
+  return N.sentinel ? l->mshown : N.addr[l->addr_i];
+}
+
+static void master_lost(struct link *l, const char *why);
 
 static void on_message(void *arg, const char *pattern, size_t plen, const char *ch, size_t chlen,
                        const char *data, size_t len) {
@@ -288,12 +333,14 @@ static void alive_subscribe(struct link *l) {
 static void link_up(struct link *l) {
   pthread_mutex_lock(&l->mu);
   cl_redis *r = l->hs;
-  const char *addr = N.addr[l->addr_i];
+  char addr[80];
+  snprintf(addr, sizeof addr, "%s", link_addr(l));
   bool again = l->ever_up;
   if (r) {
     l->r = r;
     l->hs = NULL;
     l->noauth_base = cl_redis_noauth(r);
+    l->readonly_base = cl_redis_readonly(r);
     l->ever_up = true;
     l->backoff_ms = 0;
     l->fails = 0;
@@ -362,15 +409,56 @@ static void auth_refused(struct link *l, const char *e, size_t len) {
          l->what, N.where, n, (int)(len < 200 ? len : 200), e, auth_hint(e, len));
 }
 
+/* Sentinel: ROLE's answer. Anything but a master is refused: counted, logged, the connection
+ * closed (on_disconnected asks Sentinel again after the back-off). */
+static void role_done(void *arg, redisReply *r, const char *err) {
+  struct link *l = arg;
+  (void)err;
+  if (!r)
+    return;
+  const redisReply *e = r->type == REDIS_REPLY_ARRAY && r->elements > 0 ? r->element[0] : NULL;
+  bool master = e && e->type == REDIS_REPLY_STRING && e->len == 6 && !memcmp(e->str, "master", 6);
+  if (master) {
+    link_up(l);
+  } else {
+    atomic_fetch_add(&node_stats.not_master, 1);
+    pthread_mutex_lock(&l->mu);
+    char addr[80];
+    snprintf(addr, sizeof addr, "%s", link_addr(l));
+    l->told = true;
+    if (l->s)
+      cp_session_disconnect(l->s, false);
+    pthread_mutex_unlock(&l->mu);
+    if (!atomic_load(&N.stopping))
+      nlog("%s connection: %s is not the master of '%s' (ROLE: %.*s); asking Sentinel again with "
+           "back-off",
+           l->what, addr, N.url.master,
+           e && e->type == REDIS_REPLY_STRING ? (int)(e->len < 40 ? e->len : 40) : 5,
+           e && e->type == REDIS_REPLY_STRING ? e->str
+           : r->type == REDIS_REPLY_ERROR     ? r->str
+                                              : "?");
+  }
+  freeReplyObject(r);
+}
+
 static void handshake_done(void *arg, redisReply *r, const char *err) {
   struct link *l = arg;
   (void)err;
   if (!r)
     return; /* the connection went first: on_disconnected tells */
-  if (r->type == REDIS_REPLY_ERROR)
+  if (r->type == REDIS_REPLY_ERROR) {
     auth_refused(l, r->str, r->len);
-  else
+  } else if (N.sentinel) {
+    const char *argv[] = {"ROLE"};
+    size_t lens[] = {4};
+    pthread_mutex_lock(&l->mu);
+    int rc = l->hs ? cl_redis_command(l->hs, 1, argv, lens, role_done, l) : -ENOTCONN;
+    if (rc && l->s)
+      cp_session_disconnect(l->s, false);
+    pthread_mutex_unlock(&l->mu);
+  } else {
     link_up(l);
+  }
   freeReplyObject(r);
 }
 
@@ -453,6 +541,16 @@ static void on_raw(cp_session *s, const void *data, size_t len) {
   static const char late[] = "NOAUTH (to a command after the handshake)";
   if (noauth)
     auth_refused(l, late, sizeof late - 1);
+  /* READONLY: this master was demoted (a failover); Sentinel names the new one. */
+  pthread_mutex_lock(&l->mu);
+  bool ro = N.sentinel && r && l->r == r && cl_redis_readonly(r) > l->readonly_base;
+  if (ro)
+    l->readonly_base = cl_redis_readonly(r);
+  pthread_mutex_unlock(&l->mu);
+  if (ro) {
+    atomic_fetch_add(&node_stats.readonly, 1);
+    master_lost(l, "READONLY reply (the master was demoted)");
+  }
 }
 
 static void reconnect_job(void *arg) {
@@ -523,7 +621,8 @@ static void on_disconnected(cp_session *s, cp_reason why) {
   cl_redis *r = NULL;
   bool connected = false, was_up = false, told = false, at_once = false;
   pthread_mutex_lock(&l->mu);
-  const char *addr = N.addr[l->addr_i];
+  char addr[80];
+  snprintf(addr, sizeof addr, "%s", link_addr(l));
   if (l->s == s) {
     connected = true;
     was_up = l->r != NULL;
@@ -534,7 +633,7 @@ static void on_disconnected(cp_session *s, cp_reason why) {
       atomic_store(&N.lost, true);
     l->s = NULL;
   } else {
-    at_once = next_addr(l);
+    at_once = !N.sentinel && next_addr(l); /* Sentinel: asked again after the back-off */
   }
   told = l->told;
   l->told = false;
@@ -569,6 +668,8 @@ static void on_disconnected(cp_session *s, cp_reason why) {
   }
   if (connected)
     cp_session_put(s);
+  if (was_up && N.sentinel)
+    master_lost(l, "connection lost");
   if (log && !atomic_load(&N.stopping)) {
     if (was_up)
       nlog("%s connection to redis %s lost (%s); reconnecting with back-off", l->what, N.where,
@@ -581,16 +682,19 @@ static void on_disconnected(cp_session *s, cp_reason why) {
   schedule_reconnect(l, at_once);
 }
 
-static void link_connect(struct link *l) {
+/* Connect to the link's Redis: HOST's address addr_i, or (Sentinel) the master it was told. */
+static void master_connect(struct link *l) {
   pthread_mutex_lock(&l->mu);
   l->attempt_ms = mono_ms();
   l->stuck_logged = false;
-  const char *addr = N.addr[l->addr_i];
+  char addr[64];
+  snprintf(addr, sizeof addr, "%s", N.sentinel ? l->maddr : N.addr[l->addr_i]);
+  uint16_t port = N.sentinel ? l->mport : N.url.port;
   pthread_mutex_unlock(&l->mu);
   cp_session_callbacks cb = {
       .on_connected = on_connected, .on_raw = on_raw, .on_disconnected = on_disconnected};
   cp_connect_options o = {.host = addr,
-                          .port = N.url.port,
+                          .port = port,
                           .raw = true,
                           .send_queue_max = 256u << 20,
                           .connect_timeout_ms = CONNECT_TIMEOUT_MS,
@@ -600,11 +704,329 @@ static void link_connect(struct link *l) {
   if (rc) {
     pthread_mutex_lock(&l->mu);
     l->attempt_ms = 0;
-    bool at_once = next_addr(l);
+    bool at_once = !N.sentinel && next_addr(l);
     pthread_mutex_unlock(&l->mu);
     nlog("%s connection: cannot connect to %s: %s", l->what, addr, cp_strerror(rc));
     schedule_reconnect(l, at_once);
   }
+}
+
+/* ---- Sentinel ------------------------------------------------------------ */
+
+/* One question to one sentinel: SENTINEL get-master-addr-by-name NAME. Its session's user. */
+struct squery {
+  struct link *l;
+  unsigned i;           /* the sentinel */
+  cp_session *s;        /* a reference while connected (under l->mu) */
+  cl_redis *r;          /* the session's protocol state (NULL before on_connected) */
+  uint64_t deadline_ms; /* under l->mu: the answer is due by then */
+  bool answered;        /* ip/port hold the master */
+  char ip[64];
+  uint16_t port;
+  char why[200]; /* why it gave no master ("" while none known) */
+};
+
+static void sentinel_ask(struct link *l);
+static void check_master(const char *shown);
+
+/* The master's address a sentinel gave (two strings: a numeric address, a port). */
+static bool master_addr(struct squery *q, const redisReply *r) {
+  if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+      r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_STRING)
+    return false;
+  const redisReply *a = r->element[0], *p = r->element[1];
+  char port[8];
+  unsigned long v;
+  if (a->len == 0 || a->len >= sizeof q->ip ||
+      strspn(a->str, "0123456789abcdefABCDEF:.") != a->len || p->len == 0 || p->len >= sizeof port)
+    return false;
+  memcpy(port, p->str, p->len);
+  port[p->len] = '\0';
+  if (!cli_uint(port, 1, 65535, &v))
+    return false;
+  memcpy(q->ip, a->str, a->len);
+  q->ip[a->len] = '\0';
+  q->port = (uint16_t)v;
+  return true;
+}
+
+/* Under l->mu: the question is over; the session closes (sq_disconnected goes on). */
+static void sq_close(struct squery *q) {
+  if (q->s)
+    cp_session_disconnect(q->s, false);
+}
+
+static void sq_auth(void *arg, redisReply *r, const char *err) {
+  struct squery *q = arg;
+  (void)err;
+  if (r && r->type == REDIS_REPLY_ERROR) {
+    pthread_mutex_lock(&q->l->mu);
+    snprintf(q->why, sizeof q->why, "AUTH (CPORT_SENTINEL_PASSWORD) refused: %.*s",
+             (int)(r->len < 120 ? r->len : 120), r->str);
+    pthread_mutex_unlock(&q->l->mu);
+  }
+  if (r)
+    freeReplyObject(r);
+}
+
+static void sq_reply(void *arg, redisReply *r, const char *err) {
+  struct squery *q = arg;
+  (void)err;
+  if (!r)
+    return; /* the session went first: sq_disconnected tells */
+  pthread_mutex_lock(&q->l->mu);
+  if (master_addr(q, r))
+    q->answered = true;
+  else if (q->why[0])
+    ; /* its AUTH was refused: that is the cause */
+  else if (r->type == REDIS_REPLY_NIL)
+    snprintf(q->why, sizeof q->why, "knows no master named '%s'", N.url.master);
+  else if (r->type == REDIS_REPLY_ERROR)
+    snprintf(q->why, sizeof q->why, "%.*s", (int)(r->len < 120 ? r->len : 120), r->str);
+  else
+    snprintf(q->why, sizeof q->why, "an answer that is not ADDRESS PORT (%s)",
+             cl_redis_reply_kind(r));
+  sq_close(q);
+  pthread_mutex_unlock(&q->l->mu);
+  freeReplyObject(r);
+}
+
+/* A sentinel that accepts and never answers: its session is closed. A job per question; one of
+ * an earlier question finds the current one's deadline not passed. */
+static void sq_timeout(void *arg) {
+  struct link *l = arg;
+  pthread_mutex_lock(&l->mu);
+  struct squery *q = l->sq;
+  if (q && q->s && !q->answered && mono_ms() >= q->deadline_ms) {
+    if (!q->why[0])
+      snprintf(q->why, sizeof q->why, "no answer in %u ms", SENTINEL_TIMEOUT_MS);
+    sq_close(q);
+  }
+  pthread_mutex_unlock(&l->mu);
+}
+
+static void sq_connected(cp_session *s) {
+  struct squery *q = cp_session_user(s);
+  struct link *l = q->l;
+  pthread_mutex_lock(&l->mu);
+  q->r = cl_redis_create(CL_REDIS_COMMANDS, cl_redis_session_write, s, NULL, NULL);
+  q->s = cp_session_get(s);
+  q->deadline_ms = mono_ms() + SENTINEL_TIMEOUT_MS;
+  int rc = q->r ? 0 : CP_ENOMEM;
+  if (!rc && N.spass_len) {
+    const char *argv[] = {"AUTH", (const char *)N.spass};
+    size_t lens[] = {4, N.spass_len};
+    rc = cl_redis_command(q->r, 2, argv, lens, sq_auth, q);
+  }
+  if (!rc) {
+    const char *argv[] = {"SENTINEL", "get-master-addr-by-name", N.url.master};
+    size_t lens[] = {8, 23, N.url.master_len};
+    rc = cl_redis_command(q->r, 3, argv, lens, sq_reply, q);
+  }
+  if (rc)
+    sq_close(q);
+  pthread_mutex_unlock(&l->mu);
+  if (!rc)
+    cp_jobq_post_after(N.q, SENTINEL_TIMEOUT_MS, sq_timeout, l);
+}
+
+static void sq_raw(cp_session *s, const void *data, size_t len) {
+  struct squery *q = cp_session_user(s);
+  pthread_mutex_lock(&q->l->mu);
+  cl_redis *r = q->r;
+  pthread_mutex_unlock(&q->l->mu);
+  if (r && cl_redis_feed(r, data, len) < 0) {
+    pthread_mutex_lock(&q->l->mu);
+    if (!q->why[0])
+      snprintf(q->why, sizeof q->why, "%s", cl_redis_error(r));
+    sq_close(q);
+    pthread_mutex_unlock(&q->l->mu);
+  }
+}
+
+/* The tick's check: a sentinel named master shown; a link up on another one is closed (both). */
+static void check_master(const char *shown) {
+  struct link *both[] = {&N.cmd, &N.sub};
+  for (int i = 0; i < 2; i++) {
+    struct link *x = both[i];
+    pthread_mutex_lock(&x->mu);
+    bool other = x->s && strcmp(x->mshown, shown) != 0;
+    pthread_mutex_unlock(&x->mu);
+    if (other) {
+      char why[160];
+      snprintf(why, sizeof why, "the sentinels name another master (%s)", shown);
+      master_lost(x, why);
+      return;
+    }
+  }
+}
+
+/* The question is over (its session closed): the master connected to, or the next sentinel, or
+ * (a whole round failed) the back-off. From a job: its state is freed here. */
+static void sq_done(void *arg) {
+  struct squery *q = arg;
+  struct link *l = q->l;
+  if (q->r)
+    lost_free(l, q->r, "the sentinel's session ended");
+  pthread_mutex_lock(&l->mu);
+  l->sq = NULL;
+  l->attempt_ms = 0;
+  bool next = false, log = false;
+  unsigned fails = 0;
+  if (q->answered) {
+    snprintf(l->maddr, sizeof l->maddr, "%s", q->ip);
+    l->mport = q->port;
+    snprintf(l->mshown, sizeof l->mshown, strchr(q->ip, ':') ? "[%s]:%u" : "%s:%u", q->ip, q->port);
+    l->sq_tried = 0;
+  } else if (++l->sq_tried < N.url.nsentinels) {
+    next = true;
+    l->sq_i = (l->sq_i + 1) % N.url.nsentinels;
+  } else {
+    l->sq_tried = 0;
+    fails = ++l->fails;
+  }
+  if (!q->answered) { /* rate-limited as failed attempts are */
+    uint64_t now = mono_ms();
+    log = l->fails <= 1 || now - l->fail_log_ms >= FAIL_LOG_MS;
+    if (log && !next)
+      l->fail_log_ms = now;
+  }
+  char shown[80];
+  snprintf(shown, sizeof shown, "%s", l->mshown);
+  pthread_mutex_unlock(&l->mu);
+  bool stopping = atomic_load(&N.stopping);
+  if (q->answered) {
+    atomic_fetch_add(&node_stats.sentinel_lookups, 1);
+    atomic_store(&N.sent_first, q->i);
+    pthread_mutex_lock(&N.master_mu);
+    bool changed = strcmp(N.master, shown) != 0;
+    char was[sizeof N.master];
+    memcpy(was, N.master, sizeof was);
+    if (changed)
+      memcpy(N.master, shown, sizeof N.master);
+    pthread_mutex_unlock(&N.master_mu);
+    if (changed && was[0])
+      atomic_fetch_add(&node_stats.master_changes, 1);
+    if (changed && !stopping)
+      nlog("sentinel %s: the master of '%s' is %s%s%s%s", N.sshown[q->i], N.url.master, shown,
+           was[0] ? " (it was " : "", was, was[0] ? ": a new master)" : "");
+  } else {
+    atomic_fetch_add(&node_stats.sentinel_failures, 1);
+    if (log && !stopping)
+      nlog("%s connection: sentinel %s: %s; %s", l->what, N.sshown[q->i],
+           q->why[0] ? q->why : "cannot connect", next ? "asking the next sentinel" : "");
+    if (!next && log && !stopping && l != &N.chk)
+      nlog("%s connection: no sentinel named the master of '%s' (round %u); requests get "
+           "ERR_UNAVAILABLE; asking again with back-off",
+           l->what, N.url.master, fails);
+  }
+  bool answered = q->answered;
+  free(q);
+  if (stopping)
+    return;
+  if (l == &N.chk) { /* a check: no connection; a next sentinel at once, else the next tick */
+    if (answered)
+      check_master(shown);
+    else if (next)
+      sentinel_ask(l);
+    return;
+  }
+  if (answered)
+    master_connect(l);
+  else if (next)
+    sentinel_ask(l);
+  else
+    schedule_reconnect(l, false);
+}
+
+static void sq_disconnected(cp_session *s, cp_reason why) {
+  struct squery *q = cp_session_user(s);
+  struct link *l = q->l;
+  pthread_mutex_lock(&l->mu);
+  cp_session *held = q->s;
+  q->s = NULL;
+  if (!q->answered && !q->why[0])
+    snprintf(q->why, sizeof q->why, "%s (%s)",
+             held ? "closed before it answered" : "cannot connect", cp_reason_name(why));
+  pthread_mutex_unlock(&l->mu);
+  if (held)
+    cp_session_put(held);
+  /* from a job: on_disconnected may run nested in a command sent under l->mu */
+  if (cp_jobq_post(N.q, sq_done, q) != 0) { /* stopping */
+    if (q->r)
+      lost_free(l, q->r, "stopping");
+    pthread_mutex_lock(&l->mu);
+    l->sq = NULL;
+    pthread_mutex_unlock(&l->mu);
+    free(q);
+  }
+}
+
+/* Ask sentinel l->sq_i for the master (a new question on a new session). */
+static void sentinel_ask(struct link *l) {
+  struct squery *q = calloc(1, sizeof *q);
+  if (!q) {
+    nlog("%s connection: out of memory asking Sentinel", l->what);
+    schedule_reconnect(l, false);
+    return;
+  }
+  pthread_mutex_lock(&l->mu);
+  assert(!l->sq && l->sq_i < N.url.nsentinels);
+  if (l->sq_tried == 0) { /* a new round: from the sentinel that answered last */
+    l->sq_i = atomic_load(&N.sent_first) % N.url.nsentinels;
+    l->gen = atomic_load(&N.mgen);
+  }
+  q->l = l;
+  q->i = l->sq_i;
+  l->sq = q;
+  l->attempt_ms = mono_ms();
+  l->stuck_logged = false;
+  pthread_mutex_unlock(&l->mu);
+  cp_session_callbacks cb = {
+      .on_connected = sq_connected, .on_raw = sq_raw, .on_disconnected = sq_disconnected};
+  cp_connect_options o = {.host = N.saddr[q->i],
+                          .port = N.url.sentinels[q->i].port,
+                          .raw = true,
+                          .connect_timeout_ms = SENTINEL_TIMEOUT_MS,
+                          .callbacks = cb,
+                          .user = q};
+  int rc = cp_service_connect_to(N.svc, &o, NULL);
+  if (rc) {
+    snprintf(q->why, sizeof q->why, "cannot connect: %s", cp_strerror(rc));
+    if (cp_jobq_post(N.q, sq_done, q) != 0) {
+      pthread_mutex_lock(&l->mu);
+      l->sq = NULL;
+      pthread_mutex_unlock(&l->mu);
+      free(q);
+    }
+  }
+}
+
+/* A possible failover (READONLY, or an up connection lost): both links reconnect through
+ * Sentinel. Once per master generation: the connections of the generation l's belongs to are
+ * closed; the losses that causes (or one of a newer generation) change nothing more. */
+static void master_lost(struct link *l, const char *why) {
+  pthread_mutex_lock(&l->mu);
+  uint64_t g = l->gen;
+  pthread_mutex_unlock(&l->mu);
+  if (!atomic_compare_exchange_strong(&N.mgen, &g, g + 1) || atomic_load(&N.stopping))
+    return;
+  nlog("%s connection: %s: asking Sentinel for the master again (both connections)", l->what, why);
+  struct link *both[] = {&N.cmd, &N.sub};
+  for (int i = 0; i < 2; i++) {
+    struct link *x = both[i];
+    pthread_mutex_lock(&x->mu);
+    if (x->s && x->gen <= g)
+      cp_session_disconnect(x->s, false);
+    pthread_mutex_unlock(&x->mu);
+  }
+}
+
+static void link_connect(struct link *l) {
+  if (N.sentinel)
+    sentinel_ask(l);
+  else
+    master_connect(l);
 }
 
 static void link_init(struct link *l, const char *what, cl_redis_mode mode) {
@@ -978,6 +1400,15 @@ static void tick(void *arg) {
   check_loop(&N.cmd);
   check_loop(&N.sub);
   check_stall(&N.cmd);
+  if (N.sentinel && node_available() && !atomic_load(&N.stopping)) {
+    pthread_mutex_lock(&N.chk.mu);
+    bool busy = N.chk.sq != NULL;
+    if (!busy)
+      N.chk.sq_tried = 0;
+    pthread_mutex_unlock(&N.chk.mu);
+    if (!busy)
+      sentinel_ask(&N.chk);
+  }
   if (atomic_load(&N.timers_off) || !atomic_load(&N.cmd.ready))
     return;
   pthread_mutex_lock(&N.cmd.mu);
@@ -1003,36 +1434,70 @@ static void start_error(const char *fmt, ...) {
   va_end(ap);
 }
 
-/* HOST's addresses into N.addr (every IPv4 and IPv6 one getaddrinfo gives, in its order, at
- * most ADDR_MAX, numeric). 0 or CP_EINVAL (said why). Blocks on DNS: at start only. */
-static int resolve(void) {
-  struct addrinfo hints = {.ai_family = N.url.ipv6 ? AF_INET6 : AF_UNSPEC,
+/* host's addresses into out (every IPv4 and IPv6 one getaddrinfo gives, in its order, at
+ * most max, numeric; *n of them). 0 or CP_EINVAL (said why). Blocks on DNS: at start only. */
+static int resolve(const char *host, bool ipv6, char (*out)[64], unsigned max, unsigned *n) {
+  struct addrinfo hints = {.ai_family = ipv6 ? AF_INET6 : AF_UNSPEC,
                            .ai_socktype = SOCK_STREAM,
-                           .ai_flags = N.url.ipv6 ? AI_NUMERICHOST : 0},
+                           .ai_flags = ipv6 ? AI_NUMERICHOST : 0},
                   *res = NULL;
-  int rc = getaddrinfo(N.url.host, NULL, &hints, &res);
+  int rc = getaddrinfo(host, NULL, &hints, &res);
   if (rc) {
-    start_error("cannot resolve '%s': %s", N.url.host, gai_strerror(rc));
+    start_error("cannot resolve '%s': %s", host, gai_strerror(rc));
     return CP_EINVAL;
   }
-  N.naddr = 0;
-  for (struct addrinfo *ai = res; ai && N.naddr < ADDR_MAX; ai = ai->ai_next) {
+  *n = 0;
+  for (struct addrinfo *ai = res; ai && *n < max; ai = ai->ai_next) {
     char ip[64];
     if ((ai->ai_family != AF_INET && ai->ai_family != AF_INET6) ||
         getnameinfo(ai->ai_addr, (socklen_t)ai->ai_addrlen, ip, sizeof ip, NULL, 0,
                     NI_NUMERICHOST) != 0)
       continue;
     bool seen = false;
-    for (unsigned i = 0; i < N.naddr; i++)
-      seen = seen || !strcmp(N.addr[i], ip);
+    for (unsigned i = 0; i < *n; i++)
+      seen = seen || !strcmp(out[i], ip);
     if (!seen)
-      memcpy(N.addr[N.naddr++], ip, sizeof ip);
+      memcpy(out[(*n)++], ip, sizeof ip);
   }
   freeaddrinfo(res);
-  if (!N.naddr) {
-    start_error("'%s' has no IPv4 or IPv6 address", N.url.host);
+  if (!*n) {
+    start_error("'%s' has no IPv4 or IPv6 address", host);
     return CP_EINVAL;
   }
+  return 0;
+}
+
+/* Sentinel: each sentinel's address (the first its HOST resolves to) and CPORT_SENTINEL_PASSWORD
+ * into N; logged. 0 or CP_EINVAL (said why). */
+static int configure_sentinels(void) {
+  N.sentinel = true;
+  const char *env = getenv("CPORT_SENTINEL_PASSWORD");
+  if (env && *env) {
+    size_t n = strlen(env);
+    if (n > sizeof N.spass) {
+      start_error("CPORT_SENTINEL_PASSWORD is longer than %zu bytes", sizeof N.spass);
+      return CP_EINVAL;
+    }
+    memcpy(N.spass, env, n);
+    N.spass_len = n;
+  }
+  char list[CLI_SENTINEL_MAX * 80] = "";
+  for (unsigned i = 0, at = 0; i < N.url.nsentinels; i++) {
+    const struct cli_sentinel *t = &N.url.sentinels[i];
+    unsigned one;
+    int rc = resolve(t->host, t->ipv6, &N.saddr[i], 1, &one);
+    if (rc)
+      return rc;
+    snprintf(N.sshown[i], sizeof N.sshown[i], t->ipv6 ? "[%s]:%u" : "%s:%u", t->host, t->port);
+    at += (unsigned)snprintf(list + at, sizeof list - at, "%s%s (%s)", i ? ", " : "", N.sshown[i],
+                             N.saddr[i]);
+  }
+  snprintf(N.where, sizeof N.where, "master '%s'", N.url.master);
+  nlog("redis %s (Sentinel, master '%s'; %s; %s%s; sentinels %s), sentinels: %s", N.shown,
+       N.url.master, N.url.has_pass ? "AUTH" : "no password",
+       N.url.has_user ? "ACL user" : "default user",
+       N.url.has_pass && !strstr(N.shown, "***") ? ", password from CPORT_CLUSTER_PASSWORD" : "",
+       N.spass_len ? "with AUTH (CPORT_SENTINEL_PASSWORD)" : "without a password", list);
   return 0;
 }
 
@@ -1060,8 +1525,10 @@ static int configure(const char *url) {
     start_error("USER needs a PASSWORD (redis://USER:PASSWORD@... or CPORT_CLUSTER_PASSWORD)");
     return CP_EINVAL;
   }
+  if (N.url.nsentinels)
+    return configure_sentinels();
   snprintf(N.where, sizeof N.where, N.url.ipv6 ? "[%s]:%u" : "%s:%u", N.url.host, N.url.port);
-  int rc = resolve();
+  int rc = resolve(N.url.host, N.url.ipv6, N.addr, ADDR_MAX, &N.naddr);
   if (rc)
     return rc;
   char list[ADDR_MAX * 66] = "";
@@ -1090,8 +1557,10 @@ int node_start(cp_service *svc, const char *url, const char *name, size_t len,
   cl_scripts_init(&N.scripts);
   pthread_mutex_init(&N.ids_mu, NULL);
   pthread_mutex_init(&N.owed_mu, NULL);
+  pthread_mutex_init(&N.master_mu, NULL);
   link_init(&N.cmd, "command", CL_REDIS_COMMANDS);
   link_init(&N.sub, "subscriber", CL_REDIS_SUBSCRIBER);
+  link_init(&N.chk, "sentinel check", CL_REDIS_COMMANDS);
   if (!(N.q = cp_jobq_create(svc)))
     return CP_ENOMEM;
   rc = cp_timer_start(&N.tick, N.q, 1000, 1000, tick, NULL);
@@ -1185,6 +1654,16 @@ void node_metrics(FILE *f) {
   C("auth_failures",
     "Redis connections whose AUTH (or first PING) was refused: WRONGPASS, NOAUTH, no password set.",
     node_stats.auth_failures);
+  C("sentinel_lookups", "Masters' addresses a sentinel gave (one per connect through Sentinel).",
+    node_stats.sentinel_lookups);
+  C("sentinel_failures", "Sentinels asked that named no master (down, silent, unknown name).",
+    node_stats.sentinel_failures);
+  C("master_changes", "Times a sentinel named another master than the one before (failovers).",
+    node_stats.master_changes);
+  C("not_master", "Connections refused because ROLE said the server is not a master.",
+    node_stats.not_master);
+  C("readonly", "READONLY replies (a demoted master): both connections re-asked Sentinel.",
+    node_stats.readonly);
 #undef C
   fprintf(f, "# HELP cport_cluster_redis_info The node's Redis (the password as ***).\n"
              "# TYPE cport_cluster_redis_info gauge\ncport_cluster_redis_info{url=\"");

@@ -35,10 +35,14 @@ typedef struct node_hooks {
   void (*ids_ready)(void);
 } node_hooks;
 
-/* url: "redis://[[USER]:PASSWORD@]HOST:PORT" (cli_redis_url_parse; the
- * password, if the URL has none, from $CPORT_CLUSTER_PASSWORD). HOST is
- * resolved here, once (getaddrinfo: this call may wait on DNS; the
- * connections never do). name/len: the node's name. Opens both connections
+/* url: "redis://[[USER]:PASSWORD@]HOST:PORT" or
+ * "redis-sentinel://[[USER]:PASSWORD@]HOST:PORT[,HOST:PORT...]/MASTER_NAME"
+ * (cli_redis_url_parse; the password, if the URL has none, from
+ * $CPORT_CLUSTER_PASSWORD; a sentinel's own from $CPORT_SENTINEL_PASSWORD).
+ * HOST (each sentinel's) is resolved here, once (getaddrinfo: this call may
+ * wait on DNS; the connections never do). With Sentinel every (re)connect of
+ * either connection asks the sentinels for the master first, and refuses a
+ * server whose ROLE is not master. name/len: the node's name. Opens both connections
  * (the outcome is logged; each begins with AUTH). 0, or CP_EINVAL for a bad
  * url or a HOST that does not resolve (said why on stderr, the password as
  * ***). After cp_service_start; from the main thread. */
@@ -99,9 +103,14 @@ typedef struct node_counters {
   _Atomic uint64_t leaves_resent;           /* leaves re-sent after an outage (node_leave_later) */
   _Atomic uint64_t leaves_resent_published; /* of those, the ones that removed a member */
   _Atomic uint64_t auth_failures;           /* handshakes refused (AUTH, or NOAUTH) */
-  _Atomic uint64_t lag_count;               /* publish-to-delivery lag: deliveries measured */
-  _Atomic uint64_t lag_sum_us;              /* and their sum */
-  _Atomic uint64_t lag_bucket[8];           /* <= 1, 2, 5, 10, 50, 100, 500 ms, +Inf */
+  _Atomic uint64_t sentinel_lookups;        /* masters' addresses a sentinel gave */
+  _Atomic uint64_t sentinel_failures; /* sentinels that did not answer one (down, unknown name) */
+  _Atomic uint64_t master_changes;    /* a sentinel named another master than the last one */
+  _Atomic uint64_t not_master;        /* connections refused: ROLE was not master */
+  _Atomic uint64_t readonly;      /* READONLY replies (a demoted master): Sentinel asked again */
+  _Atomic uint64_t lag_count;     /* publish-to-delivery lag: deliveries measured */
+  _Atomic uint64_t lag_sum_us;    /* and their sum */
+  _Atomic uint64_t lag_bucket[8]; /* <= 1, 2, 5, 10, 50, 100, 500 ms, +Inf */
 } node_counters;
 extern node_counters node_stats;
 /* One delivery's publish-to-delivery lag (microseconds). */

@@ -26,7 +26,8 @@ struct cl_redis {
   struct pending *q;   /* ring */
   size_t cap, head, count;
   bool closed;
-  size_t noauth; /* NOAUTH error replies (under lock) */
+  size_t noauth;   /* NOAUTH error replies (under lock) */
+  size_t readonly; /* READONLY error replies (under lock) */
   char err[160];
 };
 
@@ -117,7 +118,8 @@ int cl_redis_command(cl_redis *c, int argc, const char **argv, const size_t *arg
       if (argc < 2) /* "unsubscribe from all" answers once per channel: name them */
         return -EINVAL;
       expect = (size_t)argc - 1;
-    } else if (!name_is(argv[0], argvlen[0], "ping") && !name_is(argv[0], argvlen[0], "auth")) {
+    } else if (!name_is(argv[0], argvlen[0], "ping") && !name_is(argv[0], argvlen[0], "auth") &&
+               !name_is(argv[0], argvlen[0], "role")) {
       return -EINVAL;
     }
   } else if (sub) {
@@ -197,6 +199,11 @@ int cl_redis_feed(cl_redis *c, const void *data, size_t len) {
       c->noauth++;
       pthread_mutex_unlock(&c->lock);
     }
+    if (r->type == REDIS_REPLY_ERROR && r->len >= 8 && !memcmp(r->str, "READONLY", 8)) {
+      pthread_mutex_lock(&c->lock);
+      c->readonly++;
+      pthread_mutex_unlock(&c->lock);
+    }
     if (c->mode == CL_REDIS_SUBSCRIBER && r->type == REDIS_REPLY_ARRAY) {
       bool msg = r->elements == 3 && elem_is(r, 0, "message");
       bool pmsg = r->elements == 4 && elem_is(r, 0, "pmessage");
@@ -266,6 +273,13 @@ size_t cl_redis_pending(cl_redis *c) {
 size_t cl_redis_noauth(cl_redis *c) {
   pthread_mutex_lock(&c->lock);
   size_t n = c->noauth;
+  pthread_mutex_unlock(&c->lock);
+  return n;
+}
+
+size_t cl_redis_readonly(cl_redis *c) {
+  pthread_mutex_lock(&c->lock);
+  size_t n = c->readonly;
   pthread_mutex_unlock(&c->lock);
   return n;
 }

@@ -13,8 +13,8 @@
  *
  * Modes (RESP2). A CL_REDIS_COMMANDS connection runs any command except the
  * (P)SUBSCRIBE family. A CL_REDIS_SUBSCRIBER connection runs only AUTH, PING,
- * (P)SUBSCRIBE and (P)UNSUBSCRIBE - a subscribed RESP2 connection runs no
- * other command - and hands "message"/"pmessage" pushes to on_message.
+ * ROLE (before its first SUBSCRIBE: the handshake), (P)SUBSCRIBE and (P)UNSUBSCRIBE - a subscribed
+ * RESP2 connection runs no other command - and hands "message"/"pmessage" pushes to on_message.
  * (P)SUBSCRIBE/(P)UNSUBSCRIBE must name their channels: each named channel
  * gets one confirmation, and the command's callback runs once, with the last.
  *
@@ -92,6 +92,11 @@ size_t cl_redis_pending(cl_redis *c);
 /* NOAUTH error replies received so far ("NOAUTH Authentication required."): the
  * connection is not authenticated. Their callbacks get them as any error reply. */
 size_t cl_redis_noauth(cl_redis *c);
+
+/* READONLY error replies received so far ("READONLY You can't write against a read only
+ * replica."): the server is a replica now (a Sentinel failover). Their callbacks get them as any
+ * error reply. */
+size_t cl_redis_readonly(cl_redis *c);
 
 /* A cl_write_fn for a cport session (io: the cp_session *): copies the bytes
  * into a send buffer and queues it with cp_session_send. */

@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# Nodes behind Redis Sentinel (issue 14, docs/cluster.md, "Redis Sentinel"): real redis-server
+# processes on free loopback ports in $TMP - a master, one replica (--replicaof), one sentinel
+# (redis-server sentinel.conf --sentinel; the config file in $TMP, Sentinel rewrites it):
+#  1. two nodes with --cluster redis-sentinel://.../m (node 2's list starts with a sentinel that
+#     is down: the next one is asked) share a room: a chat each way, exact bytes, one order;
+#  2. SENTINEL FAILOVER m (forced): once the replica is master, both nodes reconnect to it (their
+#     log names it), count it on /metrics (sentinel lookups, a master change), and chats each
+#     way after it reach the other node once, in order, with the players connected throughout;
+#  3. a master name the sentinel does not know: a clear log line, ERR_UNAVAILABLE, ping served.
+# Every process stopped at the end; every node exits 0 on SIGTERM.
+# Usage: cluster_sentinel.sh BIN_DIR BACKEND
+source "$(dirname "$0")/nodes_lib.sh" "$@"
+PY=$(dirname "$0")/cluster_sentinel.py
+AUTHPY=$(dirname "$0")/cluster_auth.py
+[[ -x $REDIS_SERVER ]] || { echo "redis-server not found (scripts/setup): skipped" >&2; exit 77; }
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+declare -A RPID
+trap 'for i in "${!NPID[@]}"; do kill -KILL "${NPID[$i]}" 2>/dev/null || true; done
+      for i in "${!RPID[@]}"; do kill -KILL "${RPID[$i]}" 2>/dev/null || true; done; cleanup' EXIT
+# spawn NAME PORT ARGS...: a redis-server in $TMP/NAME, up (answers PING) within 10 s.
+spawn() {
+  local name=$1 port=$2
+  shift 2
+  mkdir -p "$TMP/$name"
+  "$REDIS_SERVER" "$@" --port "$port" --bind 127.0.0.1 --dir "$TMP/$name" \
+    --logfile "$TMP/$name/redis.log" --daemonize no --save "" --appendonly no &
+  RPID[$name]=$!
+  for _ in $(seq 500); do
+    [[ $(timeout 2 redis-cli -p "$port" PING 2>/dev/null) == PONG ]] && return 0
+    kill -0 "${RPID[$name]}" 2>/dev/null || break
+    sleep 0.02
+  done
+  tail -20 "$TMP/$name/redis.log" >&2
+  fail "$name did not start on $port"
+}
+rc_() { timeout 5 redis-cli -p "$@" | tr -d '\r'; }
+# until SECONDS WHAT CMD...: CMD succeeds within SECONDS (polled every 50 ms), or fail WHAT
+until_() {
+  local n=$(($1 * 20)) what=$2
+  shift 2
+  for _ in $(seq "$n"); do "$@" && return 0; sleep 0.05; done
+  fail "$what"
+}
+log_has() { grep -qF -- "$2" "$TMP/node$1.log"; }
+
+M=$(free_port) R=$(free_port) S=$(free_port) DEAD=$(free_port)
+spawn master "$M" --repl-diskless-sync-delay 0
+spawn replica "$R" --replicaof 127.0.0.1 "$M"
+until_ 10 "the replica did not sync" eval '[[ $(rc_ "$R" INFO replication) == *master_link_status:up* ]]'
+mkdir -p "$TMP/sentinel"
+cat >"$TMP/sentinel/sentinel.conf" <<CONF
+sentinel monitor m 127.0.0.1 $M 1
+sentinel down-after-milliseconds m 1000
+sentinel failover-timeout m 4000
+CONF
+# (redis-server's --port/--dir... after the config file apply to Sentinel too)
+spawn sentinel "$S" "$TMP/sentinel/sentinel.conf" --sentinel
+until_ 15 "the sentinel does not know the replica" \
+  eval '[[ $(rc_ "$S" SENTINEL replicas m) == *"127.0.0.1:$R"* ]]'
+
+# 1. two nodes through Sentinel share a room
+start_node 1 "redis-sentinel://127.0.0.1:$S/m"
+start_node 2 "redis-sentinel://127.0.0.1:$DEAD,127.0.0.1:$S/m"
+wait_metric 1 cport_cluster_up 1
+wait_metric 2 cport_cluster_up 1
+for i in 1 2; do
+  log_has "$i" "the master of 'm' is 127.0.0.1:$M" || fail "node $i does not name the master"
+  log_has "$i" "command connection to redis master 'm' (127.0.0.1:$M) up" || fail "node $i: no up line"
+done
+log_has 2 "sentinel 127.0.0.1:$DEAD: cannot connect" || fail "node 2 did not say the first sentinel is down"
+[[ $(metric_of 2 cport_cluster_sentinel_failures_total) -ge 2 ]] || fail "node 2: the down sentinel not counted"
+python3 "$PY" failover "${NPORT[1]}" "${NPORT[2]}" sentinel "$TMP" >"$TMP/py.out" 2>&1 &
+PYPID=$!
+until_ 30 "the players did not share the room" test -e "$TMP/ready"
+
+# 2. a forced failover: the replica becomes master; both nodes follow it
+lookups0=$(metric_of 1 cport_cluster_sentinel_lookups_total)
+[[ $(rc_ "$S" SENTINEL FAILOVER m) == OK ]] || fail "SENTINEL FAILOVER m"
+until_ 20 "the sentinel did not name the replica" \
+  eval '[[ $(rc_ "$S" SENTINEL get-master-addr-by-name m) == *"$R"* ]]'
+until_ 20 "the replica is not master" eval '[[ $(rc_ "$R" ROLE) == master* ]]'
+for i in 1 2; do
+  until_ 20 "node $i did not name the new master" log_has "$i" "the master of 'm' is 127.0.0.1:$R (it was 127.0.0.1:$M"
+  until_ 20 "node $i's command connection is not up on the new master" log_has "$i" "command connection to redis master 'm' (127.0.0.1:$R) up again"
+  until_ 20 "node $i's subscriber connection is not up on the new master" log_has "$i" "subscriber connection to redis master 'm' (127.0.0.1:$R) up again"
+  wait_metric "$i" cport_cluster_up 1
+done
+touch "$TMP/go"
+wait "$PYPID" || { cat "$TMP/py.out" >&2; fail "chats across the failover"; }
+cat "$TMP/py.out"
+for i in 1 2; do
+  [[ $(metric_of "$i" cport_cluster_master_changes_total) -ge 1 ]] || fail "node $i: no master change counted"
+  [[ $(metric_of "$i" cport_cluster_sentinel_lookups_total) -ge 4 ]] || fail "node $i: sentinel lookups not counted"
+done
+((lookups0 >= 2)) || fail "node 1: $lookups0 sentinel lookups before the failover"
+
+# 3. a master name the sentinel does not know: logged, ERR_UNAVAILABLE, the node serves
+start_node 3 "redis-sentinel://127.0.0.1:$S/nosuch"
+until_ 10 "node 3 did not log the unknown master" log_has 3 "sentinel 127.0.0.1:$S: knows no master named 'nosuch'"
+python3 "$AUTHPY" refused "${NPORT[3]}" no-ids || fail "node 3 with an unknown master name"
+[[ $(metric_of 3 cport_cluster_up) == 0 ]] || fail "node 3 is up"
+[[ $(metric_of 3 cport_cluster_sentinel_failures_total) -ge 2 ]] || fail "node 3: failures not counted"
+
+for i in 1 2 3; do
+  kill -TERM "${NPID[$i]}"
+  rc=0
+  wait "${NPID[$i]}" || rc=$?
+  unset "NPID[$i]"
+  [[ $rc -eq 0 ]] || fail "node $i exited with $rc after SIGTERM"
+  check_sanitizers "$TMP/node$i.log" "node $i"
+done
+echo "PASS"
