@@ -7,7 +7,9 @@
 #  2. SENTINEL FAILOVER m (forced): once the replica is master, both nodes reconnect to it (their
 #     log names it), count it on /metrics (sentinel lookups, a master change), and chats each
 #     way after it reach the other node once, in order, with the players connected throughout;
-#  3. a master name the sentinel does not know: a clear log line, ERR_UNAVAILABLE, ping served.
+#  3. a master name the sentinel does not know: a clear log line, ERR_UNAVAILABLE, ping served;
+#  4. sentinels that misbehave (tests/cluster/fake_sentinel.py): silent, an answer that is no
+#     address, one naming a server that is not a master (refused after ROLE, counted).
 # Every process stopped at the end; every node exits 0 on SIGTERM.
 # Usage: cluster_sentinel.sh BIN_DIR BACKEND
 source "$(dirname "$0")/nodes_lib.sh" "$@"
@@ -103,7 +105,24 @@ python3 "$AUTHPY" refused "${NPORT[3]}" no-ids || fail "node 3 with an unknown m
 [[ $(metric_of 3 cport_cluster_up) == 0 ]] || fail "node 3 is up"
 [[ $(metric_of 3 cport_cluster_sentinel_failures_total) -ge 2 ]] || fail "node 3: failures not counted"
 
-for i in 1 2 3; do
+# 4. sentinels that misbehave: a silent one (1 s, then the next), one that answers no address,
+#    one that names a server that is not a master (the real sentinel: ROLE says "sentinel")
+for mode in silent garbage names; do
+  python3 "$(dirname "$0")/fake_sentinel.py" "$TMP/fake_$mode" "$mode" 127.0.0.1 "$S" &
+  RPID[fake_$mode]=$!
+done
+until_ 10 "the fake sentinels did not start" test -e "$TMP/fake_names" -a -e "$TMP/fake_silent" -a -e "$TMP/fake_garbage"
+FS=$(<"$TMP/fake_silent") FG=$(<"$TMP/fake_garbage") FN=$(<"$TMP/fake_names")
+start_node 4 "redis-sentinel://127.0.0.1:$FS,127.0.0.1:$FG,127.0.0.1:$FN/m"
+until_ 15 "node 4 did not refuse the server that is not a master" \
+  log_has 4 "is not the master of 'm' (ROLE: sentinel); asking Sentinel again with back-off"
+log_has 4 "sentinel 127.0.0.1:$FS: no answer in 1000 ms; asking the next sentinel" || fail "node 4: the silent sentinel not logged"
+log_has 4 "sentinel 127.0.0.1:$FG: an answer that is not ADDRESS PORT" || fail "node 4: the garbage answer not logged"
+python3 "$AUTHPY" refused "${NPORT[4]}" no-ids || fail "node 4 with no master"
+[[ $(metric_of 4 cport_cluster_not_master_total) -ge 1 ]] || fail "node 4: not_master not counted"
+[[ $(metric_of 4 cport_cluster_up) == 0 ]] || fail "node 4 is up"
+
+for i in 1 2 3 4; do
   kill -TERM "${NPID[$i]}"
   rc=0
   wait "${NPID[$i]}" || rc=$?

@@ -429,14 +429,13 @@ static void role_done(void *arg, redisReply *r, const char *err) {
     if (l->s)
       cp_session_disconnect(l->s, false);
     pthread_mutex_unlock(&l->mu);
+    bool named = e && e->type == REDIS_REPLY_STRING;
+    const char *role = named ? e->str : cl_redis_reply_kind(r); /* "slave", or "ERR ..." */
+    int rl = named ? (int)(e->len < 40 ? e->len : 40) : (int)strlen(role);
     if (!atomic_load(&N.stopping))
       nlog("%s connection: %s is not the master of '%s' (ROLE: %.*s); asking Sentinel again with "
            "back-off",
-           l->what, addr, N.url.master,
-           e && e->type == REDIS_REPLY_STRING ? (int)(e->len < 40 ? e->len : 40) : 5,
-           e && e->type == REDIS_REPLY_STRING ? e->str
-           : r->type == REDIS_REPLY_ERROR     ? r->str
-                                              : "?");
+           l->what, addr, N.url.master, rl, role);
   }
   freeReplyObject(r);
 }
