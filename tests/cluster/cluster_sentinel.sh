@@ -9,7 +9,9 @@
 #     way after it reach the other node once, in order, with the players connected throughout;
 #  3. a master name the sentinel does not know: a clear log line, ERR_UNAVAILABLE, ping served;
 #  4. sentinels that misbehave (tests/cluster/fake_sentinel.py): silent, an answer that is no
-#     address, one naming a server that is not a master (refused after ROLE, counted).
+#     address, one naming a server that is not a master (refused after ROLE, counted);
+#  5. a sentinel with its own password: CPORT_SENTINEL_PASSWORD right (up, a room shared) and
+#     wrong (logged, not up); no password in any log or /metrics.
 # Every process stopped at the end; every node exits 0 on SIGTERM.
 # Usage: cluster_sentinel.sh BIN_DIR BACKEND
 source "$(dirname "$0")/nodes_lib.sh" "$@"
@@ -122,7 +124,26 @@ python3 "$AUTHPY" refused "${NPORT[4]}" no-ids || fail "node 4 with no master"
 [[ $(metric_of 4 cport_cluster_not_master_total) -ge 1 ]] || fail "node 4: not_master not counted"
 [[ $(metric_of 4 cport_cluster_up) == 0 ]] || fail "node 4 is up"
 
-for i in 1 2 3 4; do
+# 5. a sentinel with a password of its own (CPORT_SENTINEL_PASSWORD; the fake names the real
+#    master): the right one - up, a room shared with node 1; a wrong one - logged, not up; the
+#    password in no output
+SPASS='sent:inel@pw'
+python3 "$(dirname "$0")/fake_sentinel.py" "$TMP/fake_auth" names 127.0.0.1 "$R" "$SPASS" &
+RPID[fake_auth]=$!
+until_ 10 "the fake sentinel did not start" test -e "$TMP/fake_auth"
+FA=$(<"$TMP/fake_auth")
+start_node 5 "redis-sentinel://127.0.0.1:$FA/m" CPORT_SENTINEL_PASSWORD="$SPASS"
+start_node 6 "redis-sentinel://127.0.0.1:$FA/m" CPORT_SENTINEL_PASSWORD=wrong-sentinel-pw
+wait_metric 5 cport_cluster_up 1
+python3 "$AUTHPY" share "${NPORT[5]}" "${NPORT[1]}" sentinel-auth || fail "node 5 (a sentinel's password) and node 1 share a room"
+until_ 10 "node 6 did not log the refused sentinel password" \
+  log_has 6 "sentinel 127.0.0.1:$FA: AUTH (CPORT_SENTINEL_PASSWORD) refused: WRONGPASS"
+[[ $(metric_of 6 cport_cluster_up) == 0 ]] || fail "node 6 is up with a wrong sentinel password"
+log_has 5 "sentinels with AUTH (CPORT_SENTINEL_PASSWORD)" || fail "node 5 does not say it uses AUTH"
+
+for i in 1 2 3 4 5 6; do
+  metrics_of "$i" >"$TMP/metrics$i.txt" || true
+  ! grep -qF -e "$SPASS" -e wrong-sentinel-pw "$TMP/node$i.log" "$TMP/metrics$i.txt" || fail "node $i shows a sentinel password"
   kill -TERM "${NPID[$i]}"
   rc=0
   wait "${NPID[$i]}" || rc=$?

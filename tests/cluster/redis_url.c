@@ -6,7 +6,8 @@
  * with its reason; the masked form never holds a byte of the password. And
  * the AUTH pieces of cl_redis (redis_conn.h): AUTH USER PASSWORD formatted
  * binary-safe, NOAUTH replies counted (cl_redis_noauth: how the node tells a
- * connection that is no longer authenticated). No backend, no Redis.
+ * connection that is no longer authenticated). The redis-sentinel:// form, and
+ * cl_redis's ROLE (both modes) and READONLY count. No backend, no Redis.
  */
 #include "common/test.h"
 
@@ -69,29 +70,71 @@ static void on_reply(void *arg, redisReply *r, const char *err) {
   freeReplyObject(r);
 }
 
+/* A new cl_redis (mode 1: subscriber) on the wire; it sends argv, which goes out as want. */
+static cl_redis *sent_as(int mode, int argc, const char **argv, const size_t *lens,
+                         const char *want, size_t want_len) {
+  cl_redis *c = cl_redis_create(mode ? CL_REDIS_SUBSCRIBER : CL_REDIS_COMMANDS, write_to_wire, NULL,
+                                NULL, NULL);
+  CHECK(c);
+  wire_len = 0;
+  CHECK_EQ(cl_redis_command(c, argc, argv, lens, on_reply, NULL), 0);
+  CHECK_EQ(wire_len, want_len);
+  CHECK(!memcmp(wire, want, wire_len));
+  return c;
+}
+
+/* in (one literal) fed to c: n replies in all since the last count reset, e of them errors. */
+#define FED(c, in, n, e)                                                                           \
+  do {                                                                                             \
+    CHECK_EQ(cl_redis_feed(c, in, sizeof in - 1), 0);                                              \
+    CHECK_EQ(replies, n);                                                                          \
+    CHECK_EQ(errors, e);                                                                           \
+  } while (0)
+
 /* AUTH with a user and a password holding a zero byte goes out whole; NOAUTH answers count. */
 static void auth_pieces(void) {
   for (int mode = 0; mode < 2; mode++) {
-    cl_redis *c = cl_redis_create(mode ? CL_REDIS_SUBSCRIBER : CL_REDIS_COMMANDS, write_to_wire,
-                                  NULL, NULL, NULL);
-    CHECK(c);
-    wire_len = 0;
     const char *argv[] = {"AUTH", "u:x", "p\0@"};
     size_t lens[] = {4, 3, 3};
-    CHECK_EQ(cl_redis_command(c, 3, argv, lens, on_reply, NULL), 0);
     static const char want[] = "*3\r\n$4\r\nAUTH\r\n$3\r\nu:x\r\n$3\r\np\0@\r\n";
-    CHECK_EQ(wire_len, sizeof want - 1);
-    CHECK(!memcmp(wire, want, wire_len));
+    cl_redis *c = sent_as(mode, 3, argv, lens, want, sizeof want - 1);
     const char *ping[] = {"PING"};
     size_t plen[] = {4};
     CHECK_EQ(cl_redis_command(c, 1, ping, plen, on_reply, NULL), 0);
     replies = errors = 0;
     static const char in[] = "-WRONGPASS invalid username-password pair\r\n"
                              "-NOAUTH Authentication required.\r\n";
-    CHECK_EQ(cl_redis_feed(c, in, sizeof in - 1), 0);
-    CHECK_EQ(replies, 2);
-    CHECK_EQ(errors, 2);
+    FED(c, in, 2, 2);
     CHECK_EQ(cl_redis_noauth(c), 1);
+    CHECK_EQ(cl_redis_readonly(c), 0);
+    cl_redis_destroy(c);
+  }
+}
+
+/* Sentinel's pieces of cl_redis: ROLE runs in both modes (the handshake of a subscriber
+ * connection too) and its array answer goes to its callback, not taken for a push; READONLY
+ * answers count (how the node tells a demoted master). */
+static void sentinel_pieces(void) {
+  for (int mode = 0; mode < 2; mode++) {
+    const char *role[] = {"ROLE"};
+    size_t rlen[] = {4};
+    static const char want[] = "*1\r\n$4\r\nROLE\r\n";
+    cl_redis *c = sent_as(mode, 1, role, rlen, want, sizeof want - 1);
+    replies = errors = 0;
+    static const char in[] = "*3\r\n$6\r\nmaster\r\n:0\r\n*0\r\n";
+    FED(c, in, 1, 0);
+    CHECK_EQ(cl_redis_pending(c), 0u);
+    if (!mode) {
+      const char *set[] = {"SET", "k", "v"};
+      size_t slen[] = {3, 1, 1};
+      CHECK_EQ(cl_redis_command(c, 3, set, slen, on_reply, NULL), 0);
+      CHECK_EQ(cl_redis_command(c, 3, set, slen, on_reply, NULL), 0);
+      static const char ro[] = "-READONLY You can't write against a read only replica.\r\n"
+                               "-READONLY You can't write against a read only replica.\r\n";
+      FED(c, ro, 3, 2);
+      CHECK_EQ(cl_redis_readonly(c), 2);
+      CHECK_EQ(cl_redis_noauth(c), 0);
+    }
     cl_redis_destroy(c);
   }
 }
@@ -229,6 +272,7 @@ int main(void) {
   masked_is("redis://:s3cret@", "redis://:***@");
   sentinel_urls();
   auth_pieces();
+  sentinel_pieces();
   printf("redis_url: PASS\n");
   return 0;
 }
