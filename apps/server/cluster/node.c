@@ -428,11 +428,15 @@ static void role_done(void *arg, redisReply *r, const char *err) {
     l->told = true;
     if (l->s)
       cp_session_disconnect(l->s, false);
+    uint64_t now = mono_ms(); /* logged as failed attempts are: the first, then every 5 s */
+    bool log = l->fails == 0 || now - l->fail_log_ms >= FAIL_LOG_MS;
+    if (log)
+      l->fail_log_ms = now;
     pthread_mutex_unlock(&l->mu);
     bool named = e && e->type == REDIS_REPLY_STRING;
     const char *role = named ? e->str : cl_redis_reply_kind(r); /* "slave", or "ERR ..." */
     int rl = named ? (int)(e->len < 40 ? e->len : 40) : (int)strlen(role);
-    if (!atomic_load(&N.stopping))
+    if (log && !atomic_load(&N.stopping))
       nlog("%s connection: %s is not the master of '%s' (ROLE: %.*s); asking Sentinel again with "
            "back-off",
            l->what, addr, N.url.master, rl, role);
@@ -912,8 +916,8 @@ static void sq_done(void *arg) {
   } else {
     atomic_fetch_add(&node_stats.sentinel_failures, 1);
     if (log && !stopping)
-      nlog("%s connection: sentinel %s: %s; %s", l->what, N.sshown[q->i],
-           q->why[0] ? q->why : "cannot connect", next ? "asking the next sentinel" : "");
+      nlog("%s connection: sentinel %s: %s%s", l->what, N.sshown[q->i],
+           q->why[0] ? q->why : "cannot connect", next ? "; asking the next sentinel" : "");
     if (!next && log && !stopping && l != &N.chk)
       nlog("%s connection: no sentinel named the master of '%s' (round %u); requests get "
            "ERR_UNAVAILABLE; asking again with back-off",
