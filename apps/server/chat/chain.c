@@ -7,24 +7,24 @@
 #define _GNU_SOURCE
 #include "chat.h"
 
-pthread_mutex_t players_mu = PTHREAD_MUTEX_INITIALIZER;
-struct player *players; /* every player (the cluster's drain), under players_mu */
+pthread_mutex_t chat__players_mu = PTHREAD_MUTEX_INITIALIZER;
+struct player *chat__players; /* every player (the cluster's drain), under players_mu */
 
-void player_free(struct player *p) {
+void chat__player_free(struct player *p) {
   struct item *it = p->head;
   while (it) {
     struct item *n = it->next;
     free(it);
     it = n;
   }
-  pthread_mutex_lock(&players_mu);
+  pthread_mutex_lock(&chat__players_mu);
   if (p->all_prev)
     p->all_prev->all_next = p->all_next;
   else
-    players = p->all_next;
+    chat__players = p->all_next;
   if (p->all_next)
     p->all_next->all_prev = p->all_prev;
-  pthread_mutex_unlock(&players_mu);
+  pthread_mutex_unlock(&chat__players_mu);
   pthread_mutex_destroy(&p->mu);
   cp_session_put(p->s);
   free(p);
@@ -32,7 +32,7 @@ void player_free(struct player *p) {
 
 /* Run the backlog until it is empty or a request suspends the chain. The
  * caller runs the chain (p->running). */
-void chain_resume(struct player *p) {
+void chat__chain_resume(struct player *p) {
   for (;;) {
     pthread_mutex_lock(&p->mu);
     struct item *it = p->head;
@@ -45,7 +45,7 @@ void chain_resume(struct player *p) {
     if (!p->head)
       p->tail = NULL;
     pthread_mutex_unlock(&p->mu);
-    int rc = handle(p, it->id, it->body, it->len);
+    int rc = chat__handle(p, it->id, it->body, it->len);
     free(it);
     if (rc == SUSPENDED)
       return;
@@ -59,8 +59,8 @@ static void submit(struct player *p, uint32_t id, const uint8_t *body, size_t le
   if (!p->running) {
     p->running = true;
     pthread_mutex_unlock(&p->mu);
-    if (handle(p, id, body, len) == DONE)
-      chain_resume(p);
+    if (chat__handle(p, id, body, len) == DONE)
+      chat__chain_resume(p);
     return;
   }
   struct item *it = malloc(sizeof *it + len);
@@ -79,7 +79,7 @@ static void submit(struct player *p, uint32_t id, const uint8_t *body, size_t le
         p->running = true;
       pthread_mutex_unlock(&p->mu);
       if (idle) {
-        handle(p, id, NULL, 0);
+        chat__handle(p, id, NULL, 0);
         return;
       }
       sched_yield();
@@ -108,12 +108,12 @@ void chat_on_connected(cp_session *s) {
   }
   pthread_mutex_init(&p->mu, NULL);
   p->s = cp_session_get(s);
-  pthread_mutex_lock(&players_mu);
-  p->all_next = players;
-  if (players)
-    players->all_prev = p;
-  players = p;
-  pthread_mutex_unlock(&players_mu);
+  pthread_mutex_lock(&chat__players_mu);
+  p->all_next = chat__players;
+  if (chat__players)
+    chat__players->all_prev = p;
+  chat__players = p;
+  pthread_mutex_unlock(&chat__players_mu);
   cp_session_peer(s, p->peer, sizeof p->peer);
   cp_session_set_user(s, p);
 }

@@ -182,41 +182,42 @@ struct room_job {
 #define CHAT_BATCH 4096 /* >= CHAT_LARGEST_SERVER_PACKET */
 
 /* rooms.c */
-struct room *room_find(const uint8_t *name, size_t len, bool create);
-struct room *room_ref(const uint8_t *name, size_t len);
-void room_unref(struct room *r);
-void job_unref(struct room *r);
-void send_error(cp_session *s, Chatw__ErrorCode code, const char *text);
-uint64_t now_us(clockid_t clk);
-void send_enter(cp_session *s, const struct name *room, uint32_t count, const struct member *me,
-                const struct member *others, size_t n, size_t skip);
-bool room_grow(struct room *r);
-bool post(struct room *r, void (*fn)(void *), struct player *p, struct room *next, bool final);
-void enter_failed(struct player *p, struct room *r);
-void job_enter(void *arg);
-void job_leave(void *arg);
-extern cp_service *service;
-extern struct chat_limits limits;
-extern pthread_mutex_t rooms_mu;
-extern struct room **table;
-extern size_t table_cap;
+struct room *chat__room_find(const uint8_t *name, size_t len, bool create);
+struct room *chat__room_ref(const uint8_t *name, size_t len);
+void chat__room_unref(struct room *r);
+void chat__job_unref(struct room *r);
+void chat__send_error(cp_session *s, Chatw__ErrorCode code, const char *text);
+uint64_t chat__now_us(clockid_t clk);
+void chat__send_enter(cp_session *s, const struct name *room, uint32_t count,
+                      const struct member *me, const struct member *others, size_t n, size_t skip);
+bool chat__room_grow(struct room *r);
+bool chat__post(struct room *r, void (*fn)(void *), struct player *p, struct room *next,
+                bool final);
+void chat__enter_failed(struct player *p, struct room *r);
+void chat__job_enter(void *arg);
+void chat__job_leave(void *arg);
+extern cp_service *chat__service;
+extern struct chat_limits chat__limits;
+extern pthread_mutex_t chat__rooms_mu;
+extern struct room **chat__table;
+extern size_t chat__table_cap;
 
 /* chats.c */
-uint64_t now_ms(void);
-void room_send_chats(cp_session **to, size_t n, cp_sendbuf *b, bool held);
-void room_flush_held(struct room *r, bool empty);
-void job_flush(void *arg);
-bool chat_append(cp_sendbuf *b, const ProtobufCMessage *m, size_t n);
-bool room_chat(struct room *r, const ProtobufCMessage *m);
+uint64_t chat__now_ms(void);
+void chat__room_send_chats(cp_session **to, size_t n, cp_sendbuf *b, bool held);
+void chat__room_flush_held(struct room *r, bool empty);
+void chat__job_flush(void *arg);
+bool chat__chat_append(cp_sendbuf *b, const ProtobufCMessage *m, size_t n);
+bool chat__room_chat(struct room *r, const ProtobufCMessage *m);
 
 /* chain.c */
-void player_free(struct player *p);
-void chain_resume(struct player *p);
-extern pthread_mutex_t players_mu;
-extern struct player *players;
+void chat__player_free(struct player *p);
+void chat__chain_resume(struct player *p);
+extern pthread_mutex_t chat__players_mu;
+extern struct player *chat__players;
 
 /* requests.c */
-int handle(struct player *p, uint32_t id, const uint8_t *body, size_t len);
+int chat__handle(struct player *p, uint32_t id, const uint8_t *body, size_t len);
 
 /* ---- cluster mode (--cluster) ---- */
 #ifdef CPORT_CLUSTER
@@ -262,30 +263,30 @@ struct cl_room {
  * name; a chat: the client's time (8) and the text; a leave: nothing. */
 #define EV_HEAD 17
 
-extern bool clustered; /* --cluster: rooms on Redis */
+extern bool chat__clustered; /* --cluster: rooms on Redis */
 
 /* cluster_delivery.c */
-void cl_room_free(struct room *r);
-void cl_room_unsubscribe(struct room *r);
-struct cl_room *cl_of(struct room *r);
-void cl_flush_held(struct room *r);
-void catch_up(struct room *r, size_t i, uint64_t off);
-void complete_leaves(struct room *r);
-void follow_message(struct room *r, uint64_t off, const char *epoch, size_t elen, const char *ev,
-                    size_t len);
-void on_cluster_message(const uint8_t *room, size_t room_len, const char *msg, size_t len);
-void room_new_epoch(struct room *r, const char *epoch, size_t elen);
-void on_sub_up(void);
+void chat__cl_room_free(struct room *r);
+void chat__cl_room_unsubscribe(struct room *r);
+struct cl_room *chat__cl_of(struct room *r);
+void chat__cl_flush_held(struct room *r);
+void chat__catch_up(struct room *r, size_t i, uint64_t off);
+void chat__complete_leaves(struct room *r);
+void chat__follow_message(struct room *r, uint64_t off, const char *epoch, size_t elen,
+                          const char *ev, size_t len);
+void chat__on_cluster_message(const uint8_t *room, size_t room_len, const char *msg, size_t len);
+void chat__room_new_epoch(struct room *r, const char *epoch, size_t elen);
+void chat__on_sub_up(void);
 
 /* cluster_requests.c */
-void unavailable(struct player *p, const char *what);
-void cl_join(struct player *p, struct room *r);
-void rejoin(struct room *r, size_t i, uint64_t resume);
-int cl_leave(struct player *p, struct room *next, bool final, bool close);
-bool cl_chat(struct player *p, const ProtobufCBinaryData *text, uint64_t client_time);
-void on_ids_ready(void);
-int cl_enter(struct player *p, const uint8_t *name, size_t len);
-extern struct player *id_waiters;
+void chat__unavailable(struct player *p, const char *what);
+void chat__cl_join(struct player *p, struct room *r);
+void chat__rejoin(struct room *r, size_t i, uint64_t resume);
+int chat__cl_leave(struct player *p, struct room *next, bool final, bool close);
+bool chat__cl_chat(struct player *p, const ProtobufCBinaryData *text, uint64_t client_time);
+void chat__on_ids_ready(void);
+int chat__cl_enter(struct player *p, const uint8_t *name, size_t len);
+extern struct player *chat__id_waiters;
 
 #endif
 

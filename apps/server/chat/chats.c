@@ -46,8 +46,8 @@ struct chat_job {
   cp_sendbuf *b; /* a reference, dropped by the job */
 };
 
-uint64_t now_ms(void) {
-  return now_us(CLOCK_MONOTONIC) / 1000u;
+uint64_t chat__now_ms(void) {
+  return chat__now_us(CLOCK_MONOTONIC) / 1000u;
 }
 
 /* /metrics: chat buffers sent to rooms, and of those the held ones */
@@ -59,7 +59,7 @@ void chat_buffer_stats(uint64_t *buffers, uint64_t *held) {
 }
 
 /* Room job: the chat buffer b (a reference, put) to the n sessions to. */
-void room_send_chats(cp_session **to, size_t n, cp_sendbuf *b, bool held) {
+void chat__room_send_chats(cp_session **to, size_t n, cp_sendbuf *b, bool held) {
   atomic_fetch_add_explicit(&chat_buffers, 1, memory_order_relaxed);
   if (held)
     atomic_fetch_add_explicit(&chat_held, 1, memory_order_relaxed);
@@ -73,9 +73,9 @@ static void job_chat(void *arg) {
   pthread_mutex_lock(&r->chat_mu);
   if (r->open == j->b)
     r->open = NULL; /* closed: its length is final from here on */
-  r->last_flush_ms = now_ms();
+  r->last_flush_ms = chat__now_ms();
   pthread_mutex_unlock(&r->chat_mu);
-  room_send_chats(r->sessions, r->n, j->b, false);
+  chat__room_send_chats(r->sessions, r->n, j->b, false);
   free(j);
 }
 
@@ -84,26 +84,26 @@ static void job_chat(void *arg) {
  * members left), the flush timer is cancelled too, so that nothing of the
  * room is pending when it goes: from the room's own queue, that also means
  * job_flush is not running. */
-void room_flush_held(struct room *r, bool empty) {
+void chat__room_flush_held(struct room *r, bool empty) {
 #ifdef CPORT_CLUSTER
-  if (clustered)
-    cl_flush_held(r); /* the cluster's held chats (the flush timer's job too) */
+  if (chat__clustered)
+    chat__cl_flush_held(r); /* the cluster's held chats (the flush timer's job too) */
 #endif
   pthread_mutex_lock(&r->chat_mu);
   cp_sendbuf *b = r->held;
   r->held = NULL;
   if (b)
-    r->last_flush_ms = now_ms();
+    r->last_flush_ms = chat__now_ms();
   pthread_mutex_unlock(&r->chat_mu);
   if (b)
-    room_send_chats(r->sessions, r->n, b, true);
+    chat__room_send_chats(r->sessions, r->n, b, true);
   if (empty)
     (void)cp_timer_cancel(&r->flush); /* -ENOENT: it was not pending */
 }
 
 /* Room job (the flush timer's): send the held chats. */
-void job_flush(void *arg) {
-  room_flush_held(arg, false);
+void chat__job_flush(void *arg) {
+  chat__room_flush_held(arg, false);
 }
 
 /* chat_mu held: post a job that sends b (a reference, the job's) to room r
@@ -125,7 +125,7 @@ static bool chat_post(struct room *r, cp_sendbuf *b) {
 }
 
 /* chat_mu held: append the packet m (n bytes) to b if it fits. */
-bool chat_append(cp_sendbuf *b, const ProtobufCMessage *m, size_t n) {
+bool chat__chat_append(cp_sendbuf *b, const ProtobufCMessage *m, size_t n) {
   size_t len = cp_sendbuf_len(b);
   if (len + n > cp_sendbuf_cap(b))
     return false;
@@ -135,12 +135,13 @@ bool chat_append(cp_sendbuf *b, const ProtobufCMessage *m, size_t n) {
 }
 
 /* Chain: send the S_CHAT m to room r (see above). false: out of memory. */
-bool room_chat(struct room *r, const ProtobufCMessage *m) {
+bool chat__room_chat(struct room *r, const ProtobufCMessage *m) {
   size_t n = CP_PACKET_HEADER + protobuf_c_message_get_packed_size(m);
   bool ok = true;
   pthread_mutex_lock(&r->chat_mu);
   assert(!(r->open && r->held)); /* see above: never both */
-  if ((r->open && chat_append(r->open, m, n)) || (r->held && chat_append(r->held, m, n)))
+  if ((r->open && chat__chat_append(r->open, m, n)) ||
+      (r->held && chat__chat_append(r->held, m, n)))
     goto out;
   if (r->held) { /* full: it goes first, at once (no chat job while one is held) */
     cp_sendbuf *h = r->held;
@@ -156,10 +157,10 @@ bool room_chat(struct room *r, const ProtobufCMessage *m) {
     goto out;
   }
   cp_sendbuf_set_len(b, wire_put_packet(cp_sendbuf_data(b), CHATW__PACKET_ID__S_CHAT, m));
-  unsigned w = limits.flush_ms;
+  unsigned w = chat__limits.flush_ms;
   int rc;
-  if (w && !r->open && now_ms() - r->last_flush_ms < w &&
-      ((rc = cp_timer_start(&r->flush, r->q, w, 0, job_flush, r)) == 0 || rc == CP_EBUSY)) {
+  if (w && !r->open && chat__now_ms() - r->last_flush_ms < w &&
+      ((rc = cp_timer_start(&r->flush, r->q, w, 0, chat__job_flush, r)) == 0 || rc == CP_EBUSY)) {
     r->held = b; /* CP_EBUSY: still pending from a held buffer that filled up */
     goto out;
   }

@@ -48,7 +48,7 @@ static uint64_t get64(const uint8_t *p) {
   return v;
 }
 
-void cl_room_free(struct room *r) {
+void chat__cl_room_free(struct room *r) {
   struct cl_room *c = r->cl;
   if (!c)
     return;
@@ -68,11 +68,11 @@ void cl_room_free(struct room *r) {
   r->cl = NULL;
 }
 
-void cl_room_unsubscribe(struct room *r) {
+void chat__cl_room_unsubscribe(struct room *r) {
   node_subscribe(r->name.b, r->name.len, false, NULL, NULL);
 }
 
-struct cl_room *cl_of(struct room *r) {
+struct cl_room *chat__cl_of(struct room *r) {
   if (!r->cl)
     r->cl = calloc(1, sizeof *r->cl);
   return r->cl;
@@ -134,7 +134,7 @@ static void bad_event(uint64_t off) {
 
 /* Room job, before anything else the room sends or any member goes: the
  * held chat events to the recipients they were held for (see send_event). */
-void cl_flush_held(struct room *r) {
+void chat__cl_flush_held(struct room *r) {
   struct cl_room *c = r->cl;
   if (!c || !c->held)
     return;
@@ -142,8 +142,8 @@ void cl_flush_held(struct room *r) {
   assert(c->held_n > 0 && c->held_n <= r->n);
   cp_sendbuf *b = c->held;
   c->held = NULL;
-  c->last_flush_ms = now_ms();
-  room_send_chats(c->held_to, c->held_n, b, true);
+  c->last_flush_ms = chat__now_ms();
+  chat__room_send_chats(c->held_to, c->held_n, b, true);
 }
 
 /* Room job: the chat event at off to the n sessions c->to, batched as the
@@ -161,11 +161,11 @@ static void send_chat_event(struct room *r, uint64_t off, const uint8_t *ev, siz
   }
   size_t sz = CP_PACKET_HEADER + protobuf_c_message_get_packed_size(&m.base);
   if (c->held && c->held_n == n && !memcmp(c->held_to, c->to, n * sizeof *c->to) &&
-      chat_append(c->held, &m.base, sz))
+      chat__chat_append(c->held, &m.base, sz))
     return;
-  cl_flush_held(r);
-  uint64_t now = now_ms();
-  unsigned w = limits.flush_ms;
+  chat__cl_flush_held(r);
+  uint64_t now = chat__now_ms();
+  unsigned w = chat__limits.flush_ms;
   bool hold = w && now - c->last_flush_ms < w;
   if (hold && c->held_cap < n) {
     cp_session **t = realloc(c->held_to, n * sizeof *t);
@@ -180,14 +180,15 @@ static void send_chat_event(struct room *r, uint64_t off, const uint8_t *ev, siz
     return; /* out of memory: see room_send */
   cp_sendbuf_set_len(b, wire_put_packet(cp_sendbuf_data(b), CHATW__PACKET_ID__S_CHAT, &m.base));
   int rc;
-  if (hold && ((rc = cp_timer_start(&r->flush, r->q, w, 0, job_flush, r)) == 0 || rc == CP_EBUSY)) {
+  if (hold &&
+      ((rc = cp_timer_start(&r->flush, r->q, w, 0, chat__job_flush, r)) == 0 || rc == CP_EBUSY)) {
     memcpy(c->held_to, c->to, n * sizeof *c->to); /* CP_EBUSY: pending from an earlier one */
     c->held_n = n;
     c->held = b;
     return;
   }
   c->last_flush_ms = now;
-  room_send_chats(c->to, n, b, false);
+  chat__room_send_chats(c->to, n, b, false);
 }
 
 /* Room job: event off to the members that get it (only: one member, or
@@ -197,7 +198,7 @@ static void send_event(struct room *r, uint64_t off, const char *ev, size_t len,
   struct cl_room *c = r->cl;
   bool chat = only == SIZE_MAX && len >= EV_HEAD && ev[0] == CL_OP_CHAT;
   if (!chat)
-    cl_flush_held(r);
+    chat__cl_flush_held(r);
   if (c->to_cap < r->n) {
     cp_session **t = realloc(c->to, r->n * sizeof *t);
     if (!t)
@@ -254,12 +255,12 @@ static void deliver(void *arg, uint64_t off, const char *ev, size_t len) {
                 "cport-server: cluster: player %" PRIu64 " was removed from a room by "
                 "another node (this node's heartbeat lapsed): it joins again\n",
                 id);
-        rejoin(r, k, off); /* it had every event before its removal */
+        chat__rejoin(r, k, off); /* it had every event before its removal */
       }
     }
   }
   if (len >= EV_HEAD) {
-    uint64_t pub = get64((const uint8_t *)ev + 9), now = now_us(CLOCK_REALTIME);
+    uint64_t pub = get64((const uint8_t *)ev + 9), now = chat__now_us(CLOCK_REALTIME);
     node_note_lag(now > pub ? now - pub : 0);
   }
   send_event(r, off, ev, len, SIZE_MAX);
@@ -307,7 +308,7 @@ struct catch_ctx {
 static void job_caught_up(void *arg) {
   struct catch_ctx *x = arg;
   struct room *r = x->r;
-  cl_flush_held(r);
+  chat__cl_flush_held(r);
   struct cl_room *c = r->cl;
   const redisReply *e = x->reply;
   for (size_t i = 0; c && i < r->n; i++) {
@@ -342,8 +343,8 @@ static void job_caught_up(void *arg) {
   if (x->reply)
     freeReplyObject(x->reply);
   free(x);
-  complete_leaves(r);
-  job_unref(r);
+  chat__complete_leaves(r);
+  chat__job_unref(r);
 }
 
 static void catch_reply(void *arg, redisReply *reply, const char *err) {
@@ -354,7 +355,7 @@ static void catch_reply(void *arg, redisReply *reply, const char *err) {
   if (cp_jobq_post(x->r->q, job_caught_up, x) != 0) {
     if (reply)
       freeReplyObject(reply);
-    job_unref(x->r);
+    chat__job_unref(x->r);
     free(x);
   }
 }
@@ -362,7 +363,7 @@ static void catch_reply(void *arg, redisReply *reply, const char *err) {
 /* Room job: member i joined at off: the events after off that the follower
  * already delivered go to it - from the history, or, if the history no
  * longer holds them all, from the stream (it is inactive until then). */
-void catch_up(struct room *r, size_t i, uint64_t off) {
+void chat__catch_up(struct room *r, size_t i, uint64_t off) {
   struct cl_room *c = r->cl;
   struct member *m = &r->members[i];
   m->joined = off;
@@ -379,11 +380,11 @@ void catch_up(struct room *r, size_t i, uint64_t off) {
   }
   *x = (struct catch_ctx){.r = r, .player = m->id, .from = off + 1, .gen = c->epochs};
   m->joined = UINT64_MAX;
-  pthread_mutex_lock(&rooms_mu);
+  pthread_mutex_lock(&chat__rooms_mu);
   r->jobrefs++;
-  pthread_mutex_unlock(&rooms_mu);
+  pthread_mutex_unlock(&chat__rooms_mu);
   if (node_xrange(r->name.b, r->name.len, off + 1, CL_FOLLOW_END, catch_reply, x) != 0) {
-    job_unref(r);
+    chat__job_unref(r);
     free(x);
     m->joined = off;
     replay(r, i);
@@ -392,7 +393,7 @@ void catch_up(struct room *r, size_t i, uint64_t off) {
 
 /* Room job: member i's leave is complete: S_LEAVE_ROOM, then its chain. */
 static void leave_complete(struct room *r, size_t i) {
-  cl_flush_held(r); /* its session may be among the recipients, and goes */
+  chat__cl_flush_held(r); /* its session may be among the recipients, and goes */
   struct member x = r->members[i];
   struct player *p = x.p;
   memmove(r->sessions + i, r->sessions + i + 1, (r->n - i - 1) * sizeof *r->sessions);
@@ -404,7 +405,7 @@ static void leave_complete(struct room *r, size_t i) {
   atomic_store(&p->leaving, false);
   /* The membership's reference first (the job's own keeps r): once a client
    * has S_LEAVE_ROOM of a room it emptied, it no longer counts (--max-rooms). */
-  room_unref(r);
+  chat__room_unref(r);
   if (x.close) {
     cp_session_disconnect(p->s, true); /* every earlier answer is queued */
   } else if (!x.final) {
@@ -413,14 +414,14 @@ static void leave_complete(struct room *r, size_t i) {
     wire_send(p->s, CHATW__PACKET_ID__S_LEAVE_ROOM, &m.base);
   }
   if (x.final)
-    player_free(p);
+    chat__player_free(p);
   else if (x.next)
-    cl_join(p, x.next);
+    chat__cl_join(p, x.next);
   else
-    chain_resume(p);
+    chat__chain_resume(p);
 }
 
-void complete_leaves(struct room *r) {
+void chat__complete_leaves(struct room *r) {
   for (size_t i = 0; i < r->n;) {
     const struct member *x = &r->members[i];
     if (x->answered && x->left &&
@@ -446,7 +447,7 @@ static void post_reply(struct range_ctx *x, redisReply *reply, cp_job_fn fn) {
   if (cp_jobq_post(x->r->q, fn, x) != 0) { /* stopping: the room goes with the service */
     if (reply)
       freeReplyObject(reply);
-    job_unref(x->r);
+    chat__job_unref(x->r);
     free(x);
   }
 }
@@ -454,7 +455,7 @@ static void post_reply(struct range_ctx *x, redisReply *reply, cp_job_fn fn) {
 static void job_range(void *arg) {
   struct range_ctx *x = arg;
   struct room *r = x->r;
-  cl_flush_held(r);
+  chat__cl_flush_held(r);
   struct cl_room *c = r->cl;
   uint64_t lost = c->f.st.gap_lost, nf = 0, nt = 0;
   cl_follow_result res = CL_FOLLOW_OK;
@@ -471,7 +472,7 @@ static void job_range(void *arg) {
     freeReplyObject(x->reply);
   free(x);
   follow_result(r, res, nf, nt);
-  job_unref(r);
+  chat__job_unref(r);
 }
 
 static void range_reply(void *arg, redisReply *reply, const char *err) {
@@ -489,23 +490,23 @@ static void follow_result(struct room *r, cl_follow_result res, uint64_t from, u
     struct range_ctx *x = malloc(sizeof *x);
     if (x) {
       *x = (struct range_ctx){.r = r, .from = from, .to = to, .gen = r->cl->epochs};
-      pthread_mutex_lock(&rooms_mu);
+      pthread_mutex_lock(&chat__rooms_mu);
       r->jobrefs++;
-      pthread_mutex_unlock(&rooms_mu);
+      pthread_mutex_unlock(&chat__rooms_mu);
       if (node_xrange(r->name.b, r->name.len, from, to, range_reply, x) != 0) {
         free(x);
-        job_unref(r);
+        chat__job_unref(r);
         uint64_t a, b;
         cl_follow_range(&r->cl->f, NULL, 0, 0, NULL, NULL, &a, &b); /* read again later */
       }
     }
   }
-  complete_leaves(r);
+  chat__complete_leaves(r);
 }
 
 /* Room job: one channel message to the follower. */
-void follow_message(struct room *r, uint64_t off, const char *epoch, size_t elen, const char *ev,
-                    size_t len) {
+void chat__follow_message(struct room *r, uint64_t off, const char *epoch, size_t elen,
+                          const char *ev, size_t len) {
   struct cl_room *c = r->cl;
   uint64_t from = 0, to = 0;
   if (!c->f.epoch_len) /* the state was gone: the first event of the new epoch names it */
@@ -515,7 +516,7 @@ void follow_message(struct room *r, uint64_t off, const char *epoch, size_t elen
   cl_follow_result res =
       cl_follow_message(&c->f, off, epoch, elen, ev, len, deliver, r, &from, &to);
   if (res == CL_FOLLOW_NEW_EPOCH) {
-    room_new_epoch(r, epoch, elen);
+    chat__room_new_epoch(r, epoch, elen);
     res = cl_follow_message(&c->f, off, epoch, elen, ev, len, deliver, r, &from, &to);
   }
   follow_result(r, res, from, to);
@@ -525,7 +526,7 @@ static void job_message(void *arg) {
   struct cl_msg *m = arg;
   struct room *r = (struct room *)m->next;
   m->next = NULL;
-  struct cl_room *c = cl_of(r);
+  struct cl_room *c = chat__cl_of(r);
   if (!c) {
     free(m);
   } else if (!c->started) {
@@ -540,14 +541,14 @@ static void job_message(void *arg) {
       free(m);
     }
   } else {
-    follow_message(r, m->off, m->epoch, m->elen, m->ev, m->len);
+    chat__follow_message(r, m->off, m->epoch, m->elen, m->ev, m->len);
     free(m);
   }
-  job_unref(r);
+  chat__job_unref(r);
 }
 
 /* Subscriber strand: a message of a room's channel, in arrival order. */
-void on_cluster_message(const uint8_t *room, size_t room_len, const char *msg, size_t len) {
+void chat__on_cluster_message(const uint8_t *room, size_t room_len, const char *msg, size_t len) {
   uint64_t off;
   const char *epoch, *ev;
   size_t elen, evlen;
@@ -560,13 +561,13 @@ void on_cluster_message(const uint8_t *room, size_t room_len, const char *msg, s
             len);
     return;
   }
-  struct room *r = room_find(room, room_len, false);
+  struct room *r = chat__room_find(room, room_len, false);
   if (!r)
     return; /* not followed (any more) */
   struct cl_msg *m = malloc(sizeof *m + evlen);
   if (!m) {
-    job_unref(r); /* nothing posted */
-    return;       /* a gap: read from the stream when the next message comes */
+    chat__job_unref(r); /* nothing posted */
+    return;             /* a gap: read from the stream when the next message comes */
   }
   m->next = (struct cl_msg *)r; /* the room, until the job runs */
   m->off = off;
@@ -576,14 +577,14 @@ void on_cluster_message(const uint8_t *room, size_t room_len, const char *msg, s
   memcpy(m->ev, ev, evlen);
   if (cp_jobq_post(r->q, job_message, m) != 0) {
     free(m);
-    job_unref(r);
+    chat__job_unref(r);
   }
 }
 
 /* Room job: the room's history in Redis is gone (a new epoch): follow the new
  * one from its start; the local members are members no longer, so each joins
  * again (inactive until its new join's offset: clients see nothing of it). */
-void room_new_epoch(struct room *r, const char *epoch, size_t elen) {
+void chat__room_new_epoch(struct room *r, const char *epoch, size_t elen) {
   struct cl_room *c = r->cl;
   c->epochs++;
   atomic_fetch_add(&node_stats.epoch_changes, 1);
@@ -602,7 +603,7 @@ void room_new_epoch(struct room *r, const char *epoch, size_t elen) {
       x->left = LEFT_NOW;
       continue;
     }
-    rejoin(r, i, 0); /* a member all along: it gets the new epoch's events from its start */
+    chat__rejoin(r, i, 0); /* a member all along: it gets the new epoch's events from its start */
   }
 }
 
@@ -610,7 +611,7 @@ void room_new_epoch(struct room *r, const char *epoch, size_t elen) {
 static void job_epoch(void *arg) {
   struct range_ctx *x = arg;
   struct room *r = x->r;
-  cl_flush_held(r);
+  chat__cl_flush_held(r);
   struct cl_room *c = r->cl;
   const redisReply *e = x->reply;
   if (c && c->started && e && x->gen == c->epochs &&
@@ -618,13 +619,13 @@ static void job_epoch(void *arg) {
     const char *ep = e->type == REDIS_REPLY_STRING ? e->str : "";
     size_t elen = e->type == REDIS_REPLY_STRING ? e->len : 0;
     if (elen < sizeof c->f.epoch && (elen != c->f.epoch_len || memcmp(ep, c->f.epoch, elen)))
-      room_new_epoch(r, ep, elen); /* nil: gone; the members' joins make the new one */
+      chat__room_new_epoch(r, ep, elen); /* nil: gone; the members' joins make the new one */
   }
   if (x->reply)
     freeReplyObject(x->reply);
   free(x);
-  complete_leaves(r);
-  job_unref(r);
+  chat__complete_leaves(r);
+  chat__job_unref(r);
 }
 
 static void epoch_reply(void *arg, redisReply *reply, const char *err) {
@@ -639,26 +640,26 @@ static void check_epoch(struct room *r) {
     return;
   x->r = r;
   x->gen = r->cl->epochs;
-  pthread_mutex_lock(&rooms_mu);
+  pthread_mutex_lock(&chat__rooms_mu);
   r->jobrefs++;
-  pthread_mutex_unlock(&rooms_mu);
+  pthread_mutex_unlock(&chat__rooms_mu);
   if (node_room_epoch(r->name.b, r->name.len, epoch_reply, x) != 0) {
-    job_unref(r);
+    chat__job_unref(r);
     free(x);
   }
 }
 
 static void job_resync(void *arg) {
   struct room *r = arg;
-  cl_flush_held(r);
-  struct cl_room *c = cl_of(r);
+  chat__cl_flush_held(r);
+  struct cl_room *c = chat__cl_of(r);
   if (c && c->started) {
     check_epoch(r); /* first: a lost state is seen before the stream is read */
     uint64_t from, to;
     cl_follow_result res = cl_follow_resync(&c->f, &from, &to);
     follow_result(r, res, from, to);
   }
-  job_unref(r);
+  chat__job_unref(r);
 }
 
 static void resubscribed(void *arg, redisReply *reply, const char *err) {
@@ -667,20 +668,20 @@ static void resubscribed(void *arg, redisReply *reply, const char *err) {
   if (reply)
     freeReplyObject(reply);
   if (cp_jobq_post(r->q, job_resync, r) != 0)
-    job_unref(r);
+    chat__job_unref(r);
 }
 
 /* Subscriber strand: the connection is back: every followed room is
  * subscribed again, then read from the stream from its last offset. */
-void on_sub_up(void) {
-  pthread_mutex_lock(&rooms_mu);
-  for (size_t i = 0; i < table_cap; i++)
-    for (struct room *r = table[i]; r; r = r->next) {
+void chat__on_sub_up(void) {
+  pthread_mutex_lock(&chat__rooms_mu);
+  for (size_t i = 0; i < chat__table_cap; i++)
+    for (struct room *r = chat__table[i]; r; r = r->next) {
       r->jobrefs++;
       if (node_subscribe(r->name.b, r->name.len, true, resubscribed, r) != 0)
         r->jobrefs--; /* not the last: the table's rooms are referenced */
     }
-  pthread_mutex_unlock(&rooms_mu);
+  pthread_mutex_unlock(&chat__rooms_mu);
 }
 
 #endif

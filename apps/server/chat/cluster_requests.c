@@ -9,7 +9,7 @@
 
 #ifdef CPORT_CLUSTER
 
-bool clustered; /* --cluster: rooms on Redis */
+bool chat__clustered; /* --cluster: rooms on Redis */
 
 static void put64(uint8_t *p, uint64_t v) {
   for (int i = 0; i < 8; i++)
@@ -19,15 +19,15 @@ static void put64(uint8_t *p, uint64_t v) {
 static size_t ev_head(uint8_t *out, char op, uint64_t player) {
   out[0] = (uint8_t)op;
   put64(out + 1, player);
-  put64(out + 9, now_us(CLOCK_REALTIME));
+  put64(out + 9, chat__now_us(CLOCK_REALTIME));
   return EV_HEAD;
 }
 
-void unavailable(struct player *p, const char *what) {
+void chat__unavailable(struct player *p, const char *what) {
   atomic_fetch_add(&node_stats.unavailable, 1);
   char text[96];
   snprintf(text, sizeof text, "the cluster is unavailable (%s)", what);
-  send_error(p->s, CHATW__ERROR_CODE__ERR_UNAVAILABLE, text);
+  chat__send_error(p->s, CHATW__ERROR_CODE__ERR_UNAVAILABLE, text);
 }
 
 /* ---- joins ---- */
@@ -50,19 +50,19 @@ struct join_ctx {
 static void job_joined(void *arg) {
   struct join_ctx *j = arg;
   struct room *r = j->r;
-  cl_flush_held(r);
+  chat__cl_flush_held(r);
   struct player *p = j->p;
-  struct cl_room *c = cl_of(r);
+  struct cl_room *c = chat__cl_of(r);
   if (j->rejoin) { /* after an epoch change: active again from its new join */
     if (c && !c->f.epoch_len)
       cl_follow_start(&c->f, j->epoch, j->elen, 0, 0);
     for (size_t i = 0; c && j->gen == c->epochs && i < r->n; i++)
       if (r->members[i].id == j->player && r->members[i].joined == UINT64_MAX) {
         /* (offset -1: a member there already, joined again twice: the same) */
-        catch_up(r, i, r->members[i].resume);
+        chat__catch_up(r, i, r->members[i].resume);
       }
     free(j);
-    job_unref(r);
+    chat__job_unref(r);
     return;
   }
   if (j->again) { /* the list again (a member here; in Redis too, unless swept: joined now) */
@@ -75,24 +75,24 @@ static void job_joined(void *arg) {
       for (size_t k = 0; k < j->n; k++)
         if (j->list[k].id == p->id)
           skip = k;
-      send_enter(p->s, &r->name, j->count, &r->members[i], j->list, j->n, skip);
+      chat__send_enter(p->s, &r->name, j->count, &r->members[i], j->list, j->n, skip);
     }
     free(j);
-    room_unref(r); /* the entry's: the membership keeps its own */
-    chain_resume(p);
+    chat__room_unref(r); /* the entry's: the membership keeps its own */
+    chat__chain_resume(p);
     return;
   }
-  bool grown = room_grow(r);
+  bool grown = chat__room_grow(r);
   if (!c || !grown) {
     /* Out of memory: in Redis it is a member; leave there again. */
     free(j);
-    enter_failed(p, r);
-    chain_resume(p);
+    chat__enter_failed(p, r);
+    chat__chain_resume(p);
     return;
   }
   if (!c->started || c->f.epoch_len != j->elen || memcmp(c->f.epoch, j->epoch, j->elen)) {
     if (c->started && c->f.epoch_len)
-      room_new_epoch(r, j->epoch, j->elen);
+      chat__room_new_epoch(r, j->epoch, j->elen);
     else if (c->started)
       cl_follow_start(&c->f, j->epoch, j->elen, 0, 0); /* the new epoch, named */
     else
@@ -103,7 +103,7 @@ static void job_joined(void *arg) {
     c->npre = 0;
     while (m) { /* what came before: those up to the join are duplicates */
       struct cl_msg *next = m->next;
-      follow_message(r, m->off, m->epoch, m->elen, m->ev, m->len);
+      chat__follow_message(r, m->off, m->epoch, m->elen, m->ev, m->len);
       free(m);
       m = next;
     }
@@ -116,10 +116,10 @@ static void job_joined(void *arg) {
   for (size_t k = 0; k < j->n; k++)
     if (j->list[k].id == p->id)
       skip = k;
-  send_enter(p->s, &r->name, j->count, &r->members[i], j->list, j->n, skip);
-  catch_up(r, i, (uint64_t)j->off);
+  chat__send_enter(p->s, &r->name, j->count, &r->members[i], j->list, j->n, skip);
+  chat__catch_up(r, i, (uint64_t)j->off);
   free(j);
-  chain_resume(p);
+  chat__chain_resume(p);
 }
 
 static void join_reply(void *arg, const cl_publish_result *res, const char *err) {
@@ -130,18 +130,18 @@ static void join_reply(void *arg, const cl_publish_result *res, const char *err)
       fprintf(stderr, "cport-server: cluster: a join failed: %s\n", err);
     }
     if (j->rejoin) { /* counted; it stays inactive until it enters again */
-      job_unref(j->r);
+      chat__job_unref(j->r);
       free(j);
       return;
     }
     struct player *p = j->p;
-    room_unref(j->r); /* nothing of it was posted */
+    chat__room_unref(j->r); /* nothing of it was posted */
     free(j);
     if (res)
-      send_error(p->s, CHATW__ERROR_CODE__ERR_UNAVAILABLE, "already in the room elsewhere");
+      chat__send_error(p->s, CHATW__ERROR_CODE__ERR_UNAVAILABLE, "already in the room elsewhere");
     else
-      unavailable(p, "joining");
-    chain_resume(p);
+      chat__unavailable(p, "joining");
+    chat__chain_resume(p);
     return;
   }
   size_t n = res->nmembers;
@@ -166,13 +166,13 @@ static void join_reply(void *arg, const cl_publish_result *res, const char *err)
   }
   if (cp_jobq_post(k->r->q, job_joined, k) != 0) {
     if (!k->rejoin)
-      unavailable(k->p, "stopping");
+      chat__unavailable(k->p, "stopping");
     if (k->rejoin)
-      job_unref(k->r);
+      chat__job_unref(k->r);
     else
-      room_unref(k->r);
+      chat__room_unref(k->r);
     if (!k->rejoin)
-      chain_resume(k->p);
+      chat__chain_resume(k->p);
     free(k);
   }
 }
@@ -203,29 +203,29 @@ static void subscribed(void *arg, redisReply *reply, const char *err) {
     if (!reply)
       fprintf(stderr, "cport-server: cluster: SUBSCRIBE failed: %s\n", err);
     struct player *p = j->p;
-    room_unref(j->r);
+    chat__room_unref(j->r);
     free(j);
-    unavailable(p, "joining");
-    chain_resume(p);
+    chat__unavailable(p, "joining");
+    chat__chain_resume(p);
   }
 }
 
 /* Chain: enter r (a reference): subscribe, then the join script; the chain
  * resumes after S_ENTER_ROOM (or the error). */
-void cl_join(struct player *p, struct room *r) {
+void chat__cl_join(struct player *p, struct room *r) {
   struct join_ctx *j = calloc(1, sizeof *j);
   if (!j) {
-    enter_failed(p, r);
-    chain_resume(p);
+    chat__enter_failed(p, r);
+    chat__chain_resume(p);
     return;
   }
   j->p = p;
   j->r = r;
   if (node_subscribe(r->name.b, r->name.len, true, subscribed, j) != 0) {
-    room_unref(r);
+    chat__room_unref(r);
     free(j);
-    unavailable(p, "joining");
-    chain_resume(p);
+    chat__unavailable(p, "joining");
+    chat__chain_resume(p);
   }
 }
 
@@ -234,7 +234,7 @@ void cl_join(struct player *p, struct room *r) {
  * before offset `resume` (of the epoch followed now); once its join is
  * done it gets those after it - the ones published before its join too (it
  * never left, for its client) - and is active again. */
-void rejoin(struct room *r, size_t i, uint64_t resume) {
+void chat__rejoin(struct room *r, size_t i, uint64_t resume) {
   struct member *x = &r->members[i];
   x->joined = UINT64_MAX;
   x->resume = resume;
@@ -245,11 +245,11 @@ void rejoin(struct room *r, size_t i, uint64_t resume) {
   j->rejoin = true;
   j->gen = r->cl->epochs;
   j->player = x->id;
-  pthread_mutex_lock(&rooms_mu);
+  pthread_mutex_lock(&chat__rooms_mu);
   r->jobrefs++;
-  pthread_mutex_unlock(&rooms_mu);
+  pthread_mutex_unlock(&chat__rooms_mu);
   if (join_send(j, x->id, &x->name) != 0) {
-    job_unref(r);
+    chat__job_unref(r);
     free(j);
   }
 }
@@ -266,10 +266,10 @@ struct leave_ctx {
 static void job_left(void *arg) {
   struct leave_ctx *l = arg;
   struct room *r = l->r;
-  cl_flush_held(r);
-  pthread_mutex_lock(&rooms_mu);
+  chat__cl_flush_held(r);
+  pthread_mutex_lock(&chat__rooms_mu);
   r->jobrefs++; /* the job's own: leave_complete puts the membership's */
-  pthread_mutex_unlock(&rooms_mu);
+  pthread_mutex_unlock(&chat__rooms_mu);
   for (size_t i = 0; i < r->n; i++) {
     struct member *x = &r->members[i];
     if (x->p != l->p)
@@ -283,8 +283,8 @@ static void job_left(void *arg) {
     break;
   }
   free(l);
-  complete_leaves(r);
-  job_unref(r);
+  chat__complete_leaves(r);
+  chat__job_unref(r);
 }
 
 static void leave_reply(void *arg, const cl_publish_result *res, const char *err) {
@@ -296,10 +296,10 @@ static void leave_reply(void *arg, const cl_publish_result *res, const char *err
       struct player *p = l->p;
       atomic_store(&p->leaving, false);
       if (l->next)
-        room_unref(l->next);
+        chat__room_unref(l->next);
       free(l);
-      unavailable(p, "leaving");
-      chain_resume(p);
+      chat__unavailable(p, "leaving");
+      chat__chain_resume(p);
       return;
     }
     l->off = 0; /* the session is over: leave locally, and in Redis once it is back */
@@ -314,12 +314,12 @@ static void leave_reply(void *arg, const cl_publish_result *res, const char *err
 
 /* Chain: leave p->room over Redis; then enter next (a reference) or, final,
  * free the player. The chain resumes after S_LEAVE_ROOM (or the error). */
-int cl_leave(struct player *p, struct room *next, bool final, bool close) {
+int chat__cl_leave(struct player *p, struct room *next, bool final, bool close) {
   struct leave_ctx *l = malloc(sizeof *l);
   if (!l) {
     if (next)
-      room_unref(next);
-    send_error(p->s, CHATW__ERROR_CODE__ERR_ROOM_FULL, "out of memory");
+      chat__room_unref(next);
+    chat__send_error(p->s, CHATW__ERROR_CODE__ERR_ROOM_FULL, "out of memory");
     return DONE;
   }
   *l = (struct leave_ctx){.p = p, .r = p->room, .next = next, .final = final, .close = close};
@@ -344,8 +344,8 @@ int cl_leave(struct player *p, struct room *next, bool final, bool close) {
     free(l);
     atomic_store(&p->leaving, false);
     if (next)
-      room_unref(next);
-    unavailable(p, "leaving");
+      chat__room_unref(next);
+    chat__unavailable(p, "leaving");
     return DONE;
   }
   return SUSPENDED;
@@ -365,7 +365,7 @@ static void chat_reply(void *arg, const cl_publish_result *res, const char *err)
   }
 }
 
-bool cl_chat(struct player *p, const ProtobufCBinaryData *text, uint64_t client_time) {
+bool chat__cl_chat(struct player *p, const ProtobufCBinaryData *text, uint64_t client_time) {
   uint8_t ev[EV_HEAD + 8 + CHAT_TEXT_MAX];
   size_t n = ev_head(ev, CL_OP_CHAT, p->id);
   put64(ev + n, client_time);
@@ -384,35 +384,35 @@ bool cl_chat(struct player *p, const ProtobufCBinaryData *text, uint64_t client_
 
 /* ---- ids, reconnects, drain ---- */
 
-struct player *id_waiters; /* under players_mu */
+struct player *chat__id_waiters; /* under players_mu */
 
-void on_ids_ready(void) {
+void chat__on_ids_ready(void) {
   for (;;) {
-    pthread_mutex_lock(&players_mu);
-    struct player *p = id_waiters;
+    pthread_mutex_lock(&chat__players_mu);
+    struct player *p = chat__id_waiters;
     uint64_t id = 0;
     if (p && node_take_id(&id))
-      id_waiters = p->id_wait;
+      chat__id_waiters = p->id_wait;
     else
       p = NULL;
-    pthread_mutex_unlock(&players_mu);
+    pthread_mutex_unlock(&chat__players_mu);
     if (!p)
       return;
     p->id = id;
     Chatw__SLogin r = CHATW__SLOGIN__INIT;
     r.player_id = p->id;
     wire_send(p->s, CHATW__PACKET_ID__S_LOGIN, &r.base);
-    chain_resume(p);
+    chat__chain_resume(p);
   }
 }
 
 /* Chain: C_ENTER_ROOM in cluster mode (the request's checks done). */
-int cl_enter(struct player *p, const uint8_t *name, size_t len) {
+int chat__cl_enter(struct player *p, const uint8_t *name, size_t len) {
   struct room *r;
   if (!node_available()) {
-    unavailable(p, "entering");
-  } else if (!(r = room_ref(name, len))) {
-    send_error(p->s, CHATW__ERROR_CODE__ERR_ROOM_FULL, "no more rooms");
+    chat__unavailable(p, "entering");
+  } else if (!(r = chat__room_ref(name, len))) {
+    chat__send_error(p->s, CHATW__ERROR_CODE__ERR_ROOM_FULL, "no more rooms");
   } else if (p->room == r) { /* already a member: S_ENTER_ROOM again, the list as of now */
     struct join_ctx *j = calloc(1, sizeof *j);
     if (j) {
@@ -421,27 +421,27 @@ int cl_enter(struct player *p, const uint8_t *name, size_t len) {
         return SUSPENDED;
       free(j);
     }
-    room_unref(r);
-    unavailable(p, "entering");
+    chat__room_unref(r);
+    chat__unavailable(p, "entering");
   } else if (p->room) { /* a switch: leave first, then enter */
-    return cl_leave(p, r, false, false);
+    return chat__cl_leave(p, r, false, false);
   } else {
-    cl_join(p, r);
+    chat__cl_join(p, r);
     return SUSPENDED;
   }
   return DONE;
 }
 
 void chat_cluster_drain(unsigned ms) {
-  pthread_mutex_lock(&players_mu);
+  pthread_mutex_lock(&chat__players_mu);
   size_t n = 0;
-  for (struct player *p = players; p; p = p->all_next)
+  for (struct player *p = chat__players; p; p = p->all_next)
     n++;
   cp_session **s = calloc(n ? n : 1, sizeof *s);
   n = 0;
-  for (struct player *p = players; s && p; p = p->all_next)
+  for (struct player *p = chat__players; s && p; p = p->all_next)
     s[n++] = cp_session_get(p->s);
-  pthread_mutex_unlock(&players_mu);
+  pthread_mutex_unlock(&chat__players_mu);
   for (size_t i = 0; i < n; i++) {
     cp_session_disconnect(s[i], false);
     cp_session_put(s[i]);
@@ -457,14 +457,16 @@ void chat_cluster_stop(void) {
 }
 
 void chat_cluster_metrics(FILE *f) {
-  if (clustered)
+  if (chat__clustered)
     node_metrics(f);
 }
 
 int chat_cluster_start(const char *url, const char *node, size_t len) {
-  clustered = true;
-  node_hooks h = {.message = on_cluster_message, .sub_up = on_sub_up, .ids_ready = on_ids_ready};
-  return node_start(service, url, node, len, &h);
+  chat__clustered = true;
+  node_hooks h = {.message = chat__on_cluster_message,
+                  .sub_up = chat__on_sub_up,
+                  .ids_ready = chat__on_ids_ready};
+  return node_start(chat__service, url, node, len, &h);
 }
 
 #else

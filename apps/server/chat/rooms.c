@@ -8,26 +8,26 @@
 #define _GNU_SOURCE
 #include "chat.h"
 
-cp_service *service;
-struct chat_limits limits;
-pthread_mutex_t rooms_mu = PTHREAD_MUTEX_INITIALIZER;
-struct room **table; /* hash buckets, under rooms_mu */
-size_t table_cap;
+cp_service *chat__service;
+struct chat_limits chat__limits;
+pthread_mutex_t chat__rooms_mu = PTHREAD_MUTEX_INITIALIZER;
+struct room **chat__table; /* hash buckets, under rooms_mu */
+size_t chat__table_cap;
 static size_t nrooms;
 
 void chat_init(cp_service *svc, const struct chat_limits *l) {
-  service = svc;
-  limits = *l;
-  if (!limits.max_rooms)
-    limits.max_rooms = CHAT_DEFAULT_MAX_ROOMS;
-  if (!limits.max_packet)
-    limits.max_packet = 16384;
+  chat__service = svc;
+  chat__limits = *l;
+  if (!chat__limits.max_rooms)
+    chat__limits.max_rooms = CHAT_DEFAULT_MAX_ROOMS;
+  if (!chat__limits.max_packet)
+    chat__limits.max_packet = 16384;
 }
 
 size_t chat_rooms(void) {
-  pthread_mutex_lock(&rooms_mu);
+  pthread_mutex_lock(&chat__rooms_mu);
   size_t n = nrooms;
-  pthread_mutex_unlock(&rooms_mu);
+  pthread_mutex_unlock(&chat__rooms_mu);
   return n;
 }
 
@@ -35,7 +35,7 @@ static void room_free(struct room *r) {
   assert(!r->held); /* sent by the last member's leave (room_flush_held) */
   cp_jobq_destroy(r->q);
 #ifdef CPORT_CLUSTER
-  cl_room_free(r);
+  chat__cl_room_free(r);
 #endif
   pthread_mutex_destroy(&r->chat_mu);
   free(r->sessions);
@@ -47,20 +47,20 @@ void chat_shutdown(void) {
   /* After cp_service_stop every player has left (their leave jobs ran before
    * their sessions could go), so every room is gone already; free whatever
    * out of memory may have stranded. */
-  pthread_mutex_lock(&rooms_mu);
-  for (size_t i = 0; i < table_cap; i++) {
-    while (table[i]) {
-      struct room *r = table[i];
-      table[i] = r->next;
+  pthread_mutex_lock(&chat__rooms_mu);
+  for (size_t i = 0; i < chat__table_cap; i++) {
+    while (chat__table[i]) {
+      struct room *r = chat__table[i];
+      chat__table[i] = r->next;
       room_free(r);
     }
   }
-  free(table);
-  table = NULL;
-  table_cap = nrooms = 0;
-  pthread_mutex_unlock(&rooms_mu);
+  free(chat__table);
+  chat__table = NULL;
+  chat__table_cap = nrooms = 0;
+  pthread_mutex_unlock(&chat__rooms_mu);
 #ifdef CPORT_CLUSTER
-  if (clustered)
+  if (chat__clustered)
     node_shutdown();
 #endif
 }
@@ -74,43 +74,44 @@ static uint64_t hash_bytes(const uint8_t *p, size_t n) {
 
 /* rooms_mu held: grow the table to keep chains short; false if out of memory. */
 static bool table_grow(void) {
-  if (nrooms < table_cap)
+  if (nrooms < chat__table_cap)
     return true;
-  size_t cap = table_cap ? table_cap * 2 : 64;
+  size_t cap = chat__table_cap ? chat__table_cap * 2 : 64;
   struct room **t = calloc(cap, sizeof *t);
   if (!t)
-    return table_cap != 0; /* longer chains, still correct */
-  for (size_t i = 0; i < table_cap; i++) {
-    while (table[i]) {
-      struct room *r = table[i];
-      table[i] = r->next;
+    return chat__table_cap != 0; /* longer chains, still correct */
+  for (size_t i = 0; i < chat__table_cap; i++) {
+    while (chat__table[i]) {
+      struct room *r = chat__table[i];
+      chat__table[i] = r->next;
       r->next = t[r->hash & (cap - 1)];
       t[r->hash & (cap - 1)] = r;
     }
   }
-  free(table);
-  table = t;
-  table_cap = cap;
+  free(chat__table);
+  chat__table = t;
+  chat__table_cap = cap;
   return true;
 }
 
 /* The live room of this name with a reference taken, created (if create) if
  * there is none and fewer than max_rooms are live. NULL: none, no more rooms
  * (or memory). */
-struct room *room_find(const uint8_t *name, size_t len, bool create) {
+struct room *chat__room_find(const uint8_t *name, size_t len, bool create) {
   uint64_t h = hash_bytes(name, len);
   struct room *r = NULL;
-  pthread_mutex_lock(&rooms_mu);
-  if (table_cap)
-    for (r = table[h & (table_cap - 1)]; r && !(r->hash == h && name_eq(&r->name, name, len));
-         r = r->next)
+  pthread_mutex_lock(&chat__rooms_mu);
+  if (chat__table_cap)
+    for (r = chat__table[h & (chat__table_cap - 1)];
+         r && !(r->hash == h && name_eq(&r->name, name, len)); r = r->next)
       ;
   if (r && create) {
     r->refs++;
   } else if (r) {
     r->jobrefs++; /* cluster: a job's, for a channel message */
-  } else if (create && nrooms < limits.max_rooms && table_grow() && (r = calloc(1, sizeof *r))) {
-    if (!(r->q = cp_jobq_create(service))) {
+  } else if (create && nrooms < chat__limits.max_rooms && table_grow() &&
+             (r = calloc(1, sizeof *r))) {
+    if (!(r->q = cp_jobq_create(chat__service))) {
       free(r);
       r = NULL;
     } else {
@@ -119,17 +120,17 @@ struct room *room_find(const uint8_t *name, size_t len, bool create) {
       r->refs = 1;
       r->name.len = (uint8_t)len;
       memcpy(r->name.b, name, len);
-      r->next = table[h & (table_cap - 1)];
-      table[h & (table_cap - 1)] = r;
+      r->next = chat__table[h & (chat__table_cap - 1)];
+      chat__table[h & (chat__table_cap - 1)] = r;
       nrooms++;
     }
   }
-  pthread_mutex_unlock(&rooms_mu);
+  pthread_mutex_unlock(&chat__rooms_mu);
   return r;
 }
 
-struct room *room_ref(const uint8_t *name, size_t len) {
-  return room_find(name, len, true);
+struct room *chat__room_ref(const uint8_t *name, size_t len) {
+  return chat__room_find(name, len, true);
 }
 
 /* Put a reference (job: a job's, cluster mode). The last of the members' and
@@ -138,51 +139,51 @@ struct room *room_ref(const uint8_t *name, size_t len) {
  * deletes it (see the header comment: no job of it is pending then; from one
  * of its own jobs is fine). */
 static void room_put(struct room *r, bool job) {
-  pthread_mutex_lock(&rooms_mu);
+  pthread_mutex_lock(&chat__rooms_mu);
   assert(job ? r->jobrefs > 0 : r->refs > 0);
   bool detach = job ? false : --r->refs == 0;
   if (job)
     r->jobrefs--;
   bool last = r->refs == 0 && r->jobrefs == 0;
   if (detach) {
-    struct room **pp = &table[r->hash & (table_cap - 1)];
+    struct room **pp = &chat__table[r->hash & (chat__table_cap - 1)];
     while (*pp != r)
       pp = &(*pp)->next;
     *pp = r->next;
     nrooms--;
 #ifdef CPORT_CLUSTER
     /* under rooms_mu: a room of this name made after it SUBSCRIBEs after this */
-    if (clustered)
-      cl_room_unsubscribe(r);
+    if (chat__clustered)
+      chat__cl_room_unsubscribe(r);
 #endif
   }
-  pthread_mutex_unlock(&rooms_mu);
+  pthread_mutex_unlock(&chat__rooms_mu);
   if (last) {
     assert(r->n == 0);
     room_free(r);
   }
 }
 
-void room_unref(struct room *r) {
+void chat__room_unref(struct room *r) {
   room_put(r, false);
 }
 
 #ifdef CPORT_CLUSTER
-void job_unref(struct room *r) {
+void chat__job_unref(struct room *r) {
   room_put(r, true);
 }
 #endif
 
 /* ---- sending ------------------------------------------------------------ */
 
-void send_error(cp_session *s, Chatw__ErrorCode code, const char *text) {
+void chat__send_error(cp_session *s, Chatw__ErrorCode code, const char *text) {
   Chatw__SError m = CHATW__SERROR__INIT;
   m.code = code;
   m.text = (ProtobufCBinaryData){.len = strlen(text), .data = (uint8_t *)text}; /* our own text */
   wire_send(s, CHATW__PACKET_ID__S_ERROR, &m.base);
 }
 
-uint64_t now_us(clockid_t clk) {
+uint64_t chat__now_us(clockid_t clk) {
   struct timespec ts;
   clock_gettime(clk, &ts);
   return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
@@ -190,8 +191,8 @@ uint64_t now_us(clockid_t clk) {
 
 /* S_ENTER_ROOM of room to s: `me` first, then others[0..n) but others[skip]
  * oldest first, as many as fit in max_packet (and CHAT_MEMBERS_LISTED). */
-void send_enter(cp_session *s, const struct name *room, uint32_t count, const struct member *me,
-                const struct member *others, size_t n, size_t skip) {
+void chat__send_enter(cp_session *s, const struct name *room, uint32_t count,
+                      const struct member *me, const struct member *others, size_t n, size_t skip) {
   Chatw__SEnterRoom m = CHATW__SENTER_ROOM__INIT;
   m.room = bin(room);
   m.member_count = count;
@@ -215,7 +216,7 @@ void send_enter(cp_session *s, const struct name *room, uint32_t count, const st
     const struct member *x = k == 0 ? me : &others[k - 1]; /* it, then everyone else in order */
     size_t msz = 1 + wire_varint_len(x->id) + 2 + x->name.len;
     size_t fsz = 1 + wire_varint_len(msz) + msz;
-    if (size + fsz > limits.max_packet)
+    if (size + fsz > chat__limits.max_packet)
       break; /* the first always fits: max_packet >= CHAT_LARGEST_SERVER_PACKET */
     size += fsz;
     chatw__member__init(&mem[listed]);
@@ -236,7 +237,7 @@ void send_enter(cp_session *s, const struct name *room, uint32_t count, const st
 
 /* Room job: S_ENTER_ROOM to member i. */
 static void send_member_list(struct room *r, size_t i) {
-  send_enter(r->sessions[i], &r->name, (uint32_t)r->n, &r->members[i], r->members, r->n, i);
+  chat__send_enter(r->sessions[i], &r->name, (uint32_t)r->n, &r->members[i], r->members, r->n, i);
 }
 
 /* Room job: send m to members [from, to). */
@@ -256,7 +257,7 @@ static void room_send(struct room *r, size_t from, size_t to, uint16_t id,
 }
 
 /* Room job: room for one more member; false if out of memory. */
-bool room_grow(struct room *r) {
+bool chat__room_grow(struct room *r) {
   if (r->n < r->cap)
     return true;
   size_t cap = r->cap ? r->cap * 2 : 8;
@@ -273,7 +274,8 @@ bool room_grow(struct room *r) {
 }
 
 /* Post a room job; false if that failed (out of memory). */
-bool post(struct room *r, void (*fn)(void *), struct player *p, struct room *next, bool final) {
+bool chat__post(struct room *r, void (*fn)(void *), struct player *p, struct room *next,
+                bool final) {
   struct room_job *j = malloc(sizeof *j);
   if (!j)
     return false;
@@ -285,28 +287,28 @@ bool post(struct room *r, void (*fn)(void *), struct player *p, struct room *nex
   return true;
 }
 
-void enter_failed(struct player *p, struct room *r) {
-  room_unref(r);
-  send_error(p->s, CHATW__ERROR_CODE__ERR_ROOM_FULL, "out of memory");
+void chat__enter_failed(struct player *p, struct room *r) {
+  chat__room_unref(r);
+  chat__send_error(p->s, CHATW__ERROR_CODE__ERR_ROOM_FULL, "out of memory");
 }
 
-void job_enter(void *arg) {
+void chat__job_enter(void *arg) {
   struct room_job *j = arg;
   struct player *p = j->p;
   struct room *r = j->r;
   free(j);
-  room_flush_held(r, false); /* the chats held so far are not the new member's */
-  if (p->room == r) {        /* already a member: the list again (the extra reference goes) */
+  chat__room_flush_held(r, false); /* the chats held so far are not the new member's */
+  if (p->room == r) {              /* already a member: the list again (the extra reference goes) */
     for (size_t i = 0; i < r->n; i++)
       if (r->sessions[i] == p->s)
         send_member_list(r, i);
-    room_unref(r);
-    chain_resume(p);
+    chat__room_unref(r);
+    chat__chain_resume(p);
     return;
   }
-  if (!room_grow(r)) {
-    enter_failed(p, r);
-    chain_resume(p);
+  if (!chat__room_grow(r)) {
+    chat__enter_failed(p, r);
+    chat__chain_resume(p);
     return;
   }
   r->sessions[r->n] = p->s;
@@ -321,10 +323,10 @@ void job_enter(void *arg) {
   joined.room = bin(&r->name);
   joined.member = &me;
   room_send(r, 0, r->n - 1, CHATW__PACKET_ID__S_MEMBER_JOINED, &joined.base);
-  chain_resume(p);
+  chat__chain_resume(p);
 }
 
-void job_leave(void *arg) {
+void chat__job_leave(void *arg) {
   struct room_job *j = arg;
   struct player *p = j->p;
   struct room *r = j->r, *next = j->next;
@@ -335,7 +337,7 @@ void job_leave(void *arg) {
   while (i < r->n && r->sessions[i] != p->s)
     i++;
   assert(i < r->n);
-  room_flush_held(r, r->n == 1); /* its chats and everyone's before it leaves */
+  chat__room_flush_held(r, r->n == 1); /* its chats and everyone's before it leaves */
   if (i < r->n) {
     memmove(r->sessions + i, r->sessions + i + 1, (r->n - i - 1) * sizeof *r->sessions);
     memmove(r->members + i, r->members + i + 1, (r->n - i - 1) * sizeof *r->members);
@@ -362,20 +364,20 @@ void job_leave(void *arg) {
   /* The membership's reference; may delete the room (and this queue). Before
    * the answer: once a client has S_LEAVE_ROOM of a room it emptied, the room
    * no longer counts against --max-rooms. */
-  room_unref(r);
+  chat__room_unref(r);
   if (answer) {
     cp_session_send(p->s, answer);
     cp_sendbuf_unref(answer);
   }
   if (final) {
-    player_free(p);
+    chat__player_free(p);
     return;
   }
   if (next) {
-    if (!post(next, job_enter, p, NULL, false))
-      enter_failed(p, next);
+    if (!chat__post(next, chat__job_enter, p, NULL, false))
+      chat__enter_failed(p, next);
     else
       return; /* job_enter resumes the chain */
   }
-  chain_resume(p);
+  chat__chain_resume(p);
 }
