@@ -126,9 +126,17 @@ struct room {
    * posted, appended while that job waits in the queue (see room_chat). */
   pthread_mutex_t chat_mu;
   cp_sendbuf *open; /* under chat_mu; NULL once its job took it */
-  /* --room-flush-ms: chats held back after a flush (see room_chat). Under
-   * chat_mu; held != NULL implies the flush timer is pending. */
+  /* --room-flush-ms: chats held back after a flush (chats.c), by the chain
+   * (room_chat) or, with --cluster, by the room's jobs (send_chat_event,
+   * cluster_delivery.c). Under chat_mu (with --cluster only the room's jobs
+   * touch it); held != NULL implies the flush timer is pending; one flush
+   * sends them (chat__room_flush_held). */
   cp_sendbuf *held;
+  /* held's recipients as when it started (cluster: the members that get its
+   * events), held_n of them; held_n 0: the members when it is flushed (one
+   * node: a membership change flushes first). Touched by the room's jobs. */
+  cp_session **held_to;
+  size_t held_n, held_cap;
   uint64_t last_flush_ms; /* when the room's chats last went out */
   cp_timer flush;         /* sends held on the room's queue (job_flush) */
 #ifdef CPORT_CLUSTER
@@ -251,12 +259,6 @@ struct cl_room {
   unsigned epochs;              /* room_new_epoch calls (an epoch check older than one is moot) */
   cp_session **to;              /* scratch: the recipients of one event */
   size_t to_cap;
-  /* --room-flush-ms: chat events held for the recipients they had (see
-   * send_event). held != NULL implies the room's flush timer is pending. */
-  cp_sendbuf *held;
-  cp_session **held_to; /* held's recipients, as when it started */
-  size_t held_n, held_cap;
-  uint64_t last_flush_ms; /* when the room's chats last went out */
 };
 
 /* Event bytes: op (1), player id (8), publish time us (8), then a join: the
@@ -269,7 +271,6 @@ extern bool chat__clustered; /* --cluster: rooms on Redis */
 void chat__cl_room_free(struct room *r);
 void chat__cl_room_unsubscribe(struct room *r);
 struct cl_room *chat__cl_of(struct room *r);
-void chat__cl_flush_held(struct room *r);
 void chat__catch_up(struct room *r, size_t i, uint64_t off);
 void chat__complete_leaves(struct room *r);
 void chat__follow_message(struct room *r, uint64_t off, const char *epoch, size_t elen,

@@ -79,24 +79,27 @@ static void job_chat(void *arg) {
   free(j);
 }
 
-/* Room job, before anything else the room does (see above): send the held
- * chats to the members they were held for. With empty (the room has no
- * members left), the flush timer is cancelled too, so that nothing of the
- * room is pending when it goes: from the room's own queue, that also means
- * job_flush is not running. */
+/* Room job, before anything else the room does (see above; with --cluster,
+ * cluster_delivery.c): send the held chats to the members they were held
+ * for - r->held_to if it names them (cluster), else the members. With empty
+ * (the room has no members left), the flush timer is cancelled too, so that
+ * nothing of the room is pending when it goes: from the room's own queue,
+ * that also means job_flush is not running. */
 void chat__room_flush_held(struct room *r, bool empty) {
-#ifdef CPORT_CLUSTER
-  if (chat__clustered)
-    chat__cl_flush_held(r); /* the cluster's held chats (the flush timer's job too) */
-#endif
   pthread_mutex_lock(&r->chat_mu);
   cp_sendbuf *b = r->held;
   r->held = NULL;
   if (b)
     r->last_flush_ms = chat__now_ms();
   pthread_mutex_unlock(&r->chat_mu);
-  if (b)
+  if (b && r->held_n) {
+    /* its recipients are members still: none goes before this (leave_complete) */
+    assert(r->held_n <= r->n);
+    chat__room_send_chats(r->held_to, r->held_n, b, true);
+    r->held_n = 0;
+  } else if (b) {
     chat__room_send_chats(r->sessions, r->n, b, true);
+  }
   if (empty)
     (void)cp_timer_cancel(&r->flush); /* -ENOENT: it was not pending */
 }

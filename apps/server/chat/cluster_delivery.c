@@ -33,9 +33,11 @@
  * recipients are appended; one with others, the flush timer (job_flush), and
  * anything else the room sends or does (any other event, a replay to one
  * member, every other job, a member's leave completing) send it first
- * (cl_flush_held). So each chat reaches exactly the members it would have at
- * once, in offset order, before anything after it; a member's session in the
- * snapshot is sent to before the member goes (its player with it).
+ * (chat__room_flush_held: the one flush, chats.c; the held chats and their
+ * recipients are the room's fields, struct room). So each chat reaches
+ * exactly the members it would have at once, in offset order, before
+ * anything after it; a member's session in the snapshot is sent to before
+ * the member goes (its player with it).
  *
  * Every job posted to a room holds a reference of the room (put last).
  */
@@ -61,9 +63,6 @@ void chat__cl_room_free(struct room *r) {
   for (size_t i = 0; i < CL_HIST; i++)
     free(c->hist[i].ev);
   free(c->to);
-  if (c->held) /* stranded by a stop (a room that empties sends it first) */
-    cp_sendbuf_unref(c->held);
-  free(c->held_to);
   free(c);
   r->cl = NULL;
 }
@@ -132,20 +131,6 @@ static void bad_event(uint64_t off) {
   fprintf(stderr, "cport-server: cluster: room event at offset %" PRIu64 " does not decode\n", off);
 }
 
-/* Room job, before anything else the room sends or any member goes: the
- * held chat events to the recipients they were held for (see send_event). */
-void chat__cl_flush_held(struct room *r) {
-  struct cl_room *c = r->cl;
-  if (!c || !c->held)
-    return;
-  /* its recipients are members still: none goes before this (leave_complete) */
-  assert(c->held_n > 0 && c->held_n <= r->n);
-  cp_sendbuf *b = c->held;
-  c->held = NULL;
-  c->last_flush_ms = chat__now_ms();
-  chat__room_send_chats(c->held_to, c->held_n, b, true);
-}
-
 /* Room job: the chat event at off to the n sessions c->to, batched as the
  * room's chats are without a cluster (room_chat): appended to the held buffer
  * if that has exactly these recipients (and room); else the held one goes
@@ -160,18 +145,18 @@ static void send_chat_event(struct room *r, uint64_t off, const uint8_t *ev, siz
     return;
   }
   size_t sz = CP_PACKET_HEADER + protobuf_c_message_get_packed_size(&m.base);
-  if (c->held && c->held_n == n && !memcmp(c->held_to, c->to, n * sizeof *c->to) &&
-      chat__chat_append(c->held, &m.base, sz))
+  if (r->held && r->held_n == n && !memcmp(r->held_to, c->to, n * sizeof *c->to) &&
+      chat__chat_append(r->held, &m.base, sz))
     return;
-  chat__cl_flush_held(r);
+  chat__room_flush_held(r, false);
   uint64_t now = chat__now_ms();
   unsigned w = chat__limits.flush_ms;
-  bool hold = w && now - c->last_flush_ms < w;
-  if (hold && c->held_cap < n) {
-    cp_session **t = realloc(c->held_to, n * sizeof *t);
+  bool hold = w && now - r->last_flush_ms < w;
+  if (hold && r->held_cap < n) {
+    cp_session **t = realloc(r->held_to, n * sizeof *t);
     if (t) {
-      c->held_to = t;
-      c->held_cap = n;
+      r->held_to = t;
+      r->held_cap = n;
     }
     hold = t != NULL; /* out of memory: at once */
   }
@@ -182,12 +167,12 @@ static void send_chat_event(struct room *r, uint64_t off, const uint8_t *ev, siz
   int rc;
   if (hold &&
       ((rc = cp_timer_start(&r->flush, r->q, w, 0, chat__job_flush, r)) == 0 || rc == CP_EBUSY)) {
-    memcpy(c->held_to, c->to, n * sizeof *c->to); /* CP_EBUSY: pending from an earlier one */
-    c->held_n = n;
-    c->held = b;
+    memcpy(r->held_to, c->to, n * sizeof *c->to); /* CP_EBUSY: pending from an earlier one */
+    r->held_n = n;
+    r->held = b;
     return;
   }
-  c->last_flush_ms = now;
+  r->last_flush_ms = now;
   chat__room_send_chats(c->to, n, b, false);
 }
 
@@ -198,7 +183,7 @@ static void send_event(struct room *r, uint64_t off, const char *ev, size_t len,
   struct cl_room *c = r->cl;
   bool chat = only == SIZE_MAX && len >= EV_HEAD && ev[0] == CL_OP_CHAT;
   if (!chat)
-    chat__cl_flush_held(r);
+    chat__room_flush_held(r, false);
   if (c->to_cap < r->n) {
     cp_session **t = realloc(c->to, r->n * sizeof *t);
     if (!t)
@@ -308,7 +293,7 @@ struct catch_ctx {
 static void job_caught_up(void *arg) {
   struct catch_ctx *x = arg;
   struct room *r = x->r;
-  chat__cl_flush_held(r);
+  chat__room_flush_held(r, false);
   struct cl_room *c = r->cl;
   const redisReply *e = x->reply;
   for (size_t i = 0; c && i < r->n; i++) {
@@ -393,7 +378,7 @@ void chat__catch_up(struct room *r, size_t i, uint64_t off) {
 
 /* Room job: member i's leave is complete: S_LEAVE_ROOM, then its chain. */
 static void leave_complete(struct room *r, size_t i) {
-  chat__cl_flush_held(r); /* its session may be among the recipients, and goes */
+  chat__room_flush_held(r, false); /* its session may be among the recipients, and goes */
   struct member x = r->members[i];
   struct player *p = x.p;
   memmove(r->sessions + i, r->sessions + i + 1, (r->n - i - 1) * sizeof *r->sessions);
@@ -455,7 +440,7 @@ static void post_reply(struct range_ctx *x, redisReply *reply, cp_job_fn fn) {
 static void job_range(void *arg) {
   struct range_ctx *x = arg;
   struct room *r = x->r;
-  chat__cl_flush_held(r);
+  chat__room_flush_held(r, false);
   struct cl_room *c = r->cl;
   uint64_t lost = c->f.st.gap_lost, nf = 0, nt = 0;
   cl_follow_result res = CL_FOLLOW_OK;
@@ -611,7 +596,7 @@ void chat__room_new_epoch(struct room *r, const char *epoch, size_t elen) {
 static void job_epoch(void *arg) {
   struct range_ctx *x = arg;
   struct room *r = x->r;
-  chat__cl_flush_held(r);
+  chat__room_flush_held(r, false);
   struct cl_room *c = r->cl;
   const redisReply *e = x->reply;
   if (c && c->started && e && x->gen == c->epochs &&
@@ -651,7 +636,7 @@ static void check_epoch(struct room *r) {
 
 static void job_resync(void *arg) {
   struct room *r = arg;
-  chat__cl_flush_held(r);
+  chat__room_flush_held(r, false);
   struct cl_room *c = chat__cl_of(r);
   if (c && c->started) {
     check_epoch(r); /* first: a lost state is seen before the stream is read */

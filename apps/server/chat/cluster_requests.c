@@ -50,7 +50,7 @@ struct join_ctx {
 static void job_joined(void *arg) {
   struct join_ctx *j = arg;
   struct room *r = j->r;
-  chat__cl_flush_held(r);
+  chat__room_flush_held(r, false);
   struct player *p = j->p;
   struct cl_room *c = chat__cl_of(r);
   if (j->rejoin) { /* after an epoch change: active again from its new join */
@@ -266,7 +266,7 @@ struct leave_ctx {
 static void job_left(void *arg) {
   struct leave_ctx *l = arg;
   struct room *r = l->r;
-  chat__cl_flush_held(r);
+  chat__room_flush_held(r, false);
   pthread_mutex_lock(&chat__rooms_mu);
   r->jobrefs++; /* the job's own: leave_complete puts the membership's */
   pthread_mutex_unlock(&chat__rooms_mu);

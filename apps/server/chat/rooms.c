@@ -32,7 +32,14 @@ size_t chat_rooms(void) {
 }
 
 static void room_free(struct room *r) {
+#ifdef CPORT_CLUSTER
+  assert(!r->held || chat__clustered); /* cluster: stranded by a stop */
+#else
   assert(!r->held); /* sent by the last member's leave (room_flush_held) */
+#endif
+  if (r->held) /* stranded by a stop (a room that empties sends it first) */
+    cp_sendbuf_unref(r->held);
+  free(r->held_to);
   cp_jobq_destroy(r->q);
 #ifdef CPORT_CLUSTER
   chat__cl_room_free(r);
