@@ -193,7 +193,13 @@ struct room_job {
 struct room *chat__room_find(const uint8_t *name, size_t len, bool create);
 struct room *chat__room_ref(const uint8_t *name, size_t len);
 void chat__room_unref(struct room *r);
+/* cluster mode: a job's reference of r (a job, or a Redis reply on its way to
+ * the room's queue), taken by a holder of a reference; put by the job. */
+void chat__job_ref(struct room *r);
 void chat__job_unref(struct room *r);
+/* cluster mode: fn(r) for each live room, a job's reference of it taken,
+ * under the table's lock; fn returns whether it kept the reference. */
+void chat__rooms_each(bool (*fn)(struct room *r));
 void chat__send_error(cp_session *s, Chatw__ErrorCode code, const char *text);
 uint64_t chat__now_us(clockid_t clk);
 void chat__send_enter(cp_session *s, const struct name *room, uint32_t count,
@@ -206,9 +212,6 @@ void chat__job_enter(void *arg);
 void chat__job_leave(void *arg);
 extern cp_service *chat__service;
 extern struct chat_limits chat__limits;
-extern pthread_mutex_t chat__rooms_mu;
-extern struct room **chat__table;
-extern size_t chat__table_cap;
 
 /* chats.c */
 uint64_t chat__now_ms(void);

@@ -365,9 +365,7 @@ void chat__catch_up(struct room *r, size_t i, uint64_t off) {
   }
   *x = (struct catch_ctx){.r = r, .player = m->id, .from = off + 1, .gen = c->epochs};
   m->joined = UINT64_MAX;
-  pthread_mutex_lock(&chat__rooms_mu);
-  r->jobrefs++;
-  pthread_mutex_unlock(&chat__rooms_mu);
+  chat__job_ref(r);
   if (node_xrange(r->name.b, r->name.len, off + 1, CL_FOLLOW_END, catch_reply, x) != 0) {
     chat__job_unref(r);
     free(x);
@@ -475,9 +473,7 @@ static void follow_result(struct room *r, cl_follow_result res, uint64_t from, u
     struct range_ctx *x = malloc(sizeof *x);
     if (x) {
       *x = (struct range_ctx){.r = r, .from = from, .to = to, .gen = r->cl->epochs};
-      pthread_mutex_lock(&chat__rooms_mu);
-      r->jobrefs++;
-      pthread_mutex_unlock(&chat__rooms_mu);
+      chat__job_ref(r);
       if (node_xrange(r->name.b, r->name.len, from, to, range_reply, x) != 0) {
         free(x);
         chat__job_unref(r);
@@ -625,9 +621,7 @@ static void check_epoch(struct room *r) {
     return;
   x->r = r;
   x->gen = r->cl->epochs;
-  pthread_mutex_lock(&chat__rooms_mu);
-  r->jobrefs++;
-  pthread_mutex_unlock(&chat__rooms_mu);
+  chat__job_ref(r);
   if (node_room_epoch(r->name.b, r->name.len, epoch_reply, x) != 0) {
     chat__job_unref(r);
     free(x);
@@ -658,15 +652,12 @@ static void resubscribed(void *arg, redisReply *reply, const char *err) {
 
 /* Subscriber strand: the connection is back: every followed room is
  * subscribed again, then read from the stream from its last offset. */
+static bool resubscribe(struct room *r) {
+  return node_subscribe(r->name.b, r->name.len, true, resubscribed, r) == 0;
+}
+
 void chat__on_sub_up(void) {
-  pthread_mutex_lock(&chat__rooms_mu);
-  for (size_t i = 0; i < chat__table_cap; i++)
-    for (struct room *r = chat__table[i]; r; r = r->next) {
-      r->jobrefs++;
-      if (node_subscribe(r->name.b, r->name.len, true, resubscribed, r) != 0)
-        r->jobrefs--; /* not the last: the table's rooms are referenced */
-    }
-  pthread_mutex_unlock(&chat__rooms_mu);
+  chat__rooms_each(resubscribe);
 }
 
 #endif

@@ -245,9 +245,7 @@ void chat__rejoin(struct room *r, size_t i, uint64_t resume) {
   j->rejoin = true;
   j->gen = r->cl->epochs;
   j->player = x->id;
-  pthread_mutex_lock(&chat__rooms_mu);
-  r->jobrefs++;
-  pthread_mutex_unlock(&chat__rooms_mu);
+  chat__job_ref(r);
   if (join_send(j, x->id, &x->name) != 0) {
     chat__job_unref(r);
     free(j);
@@ -267,9 +265,7 @@ static void job_left(void *arg) {
   struct leave_ctx *l = arg;
   struct room *r = l->r;
   chat__room_flush_held(r, false);
-  pthread_mutex_lock(&chat__rooms_mu);
-  r->jobrefs++; /* the job's own: leave_complete puts the membership's */
-  pthread_mutex_unlock(&chat__rooms_mu);
+  chat__job_ref(r); /* the job's own: leave_complete puts the membership's */
   for (size_t i = 0; i < r->n; i++) {
     struct member *x = &r->members[i];
     if (x->p != l->p)

@@ -10,9 +10,9 @@
 
 cp_service *chat__service;
 struct chat_limits chat__limits;
-pthread_mutex_t chat__rooms_mu = PTHREAD_MUTEX_INITIALIZER;
-struct room **chat__table; /* hash buckets, under rooms_mu */
-size_t chat__table_cap;
+static pthread_mutex_t rooms_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct room **table; /* hash buckets, under rooms_mu */
+static size_t table_cap;
 static size_t nrooms;
 
 void chat_init(cp_service *svc, const struct chat_limits *l) {
@@ -25,9 +25,9 @@ void chat_init(cp_service *svc, const struct chat_limits *l) {
 }
 
 size_t chat_rooms(void) {
-  pthread_mutex_lock(&chat__rooms_mu);
+  pthread_mutex_lock(&rooms_mu);
   size_t n = nrooms;
-  pthread_mutex_unlock(&chat__rooms_mu);
+  pthread_mutex_unlock(&rooms_mu);
   return n;
 }
 
@@ -54,18 +54,18 @@ void chat_shutdown(void) {
   /* After cp_service_stop every player has left (their leave jobs ran before
    * their sessions could go), so every room is gone already; free whatever
    * out of memory may have stranded. */
-  pthread_mutex_lock(&chat__rooms_mu);
-  for (size_t i = 0; i < chat__table_cap; i++) {
-    while (chat__table[i]) {
-      struct room *r = chat__table[i];
-      chat__table[i] = r->next;
+  pthread_mutex_lock(&rooms_mu);
+  for (size_t i = 0; i < table_cap; i++) {
+    while (table[i]) {
+      struct room *r = table[i];
+      table[i] = r->next;
       room_free(r);
     }
   }
-  free(chat__table);
-  chat__table = NULL;
-  chat__table_cap = nrooms = 0;
-  pthread_mutex_unlock(&chat__rooms_mu);
+  free(table);
+  table = NULL;
+  table_cap = nrooms = 0;
+  pthread_mutex_unlock(&rooms_mu);
 #ifdef CPORT_CLUSTER
   if (chat__clustered)
     node_shutdown();
@@ -81,23 +81,23 @@ static uint64_t hash_bytes(const uint8_t *p, size_t n) {
 
 /* rooms_mu held: grow the table to keep chains short; false if out of memory. */
 static bool table_grow(void) {
-  if (nrooms < chat__table_cap)
+  if (nrooms < table_cap)
     return true;
-  size_t cap = chat__table_cap ? chat__table_cap * 2 : 64;
+  size_t cap = table_cap ? table_cap * 2 : 64;
   struct room **t = calloc(cap, sizeof *t);
   if (!t)
-    return chat__table_cap != 0; /* longer chains, still correct */
-  for (size_t i = 0; i < chat__table_cap; i++) {
-    while (chat__table[i]) {
-      struct room *r = chat__table[i];
-      chat__table[i] = r->next;
+    return table_cap != 0; /* longer chains, still correct */
+  for (size_t i = 0; i < table_cap; i++) {
+    while (table[i]) {
+      struct room *r = table[i];
+      table[i] = r->next;
       r->next = t[r->hash & (cap - 1)];
       t[r->hash & (cap - 1)] = r;
     }
   }
-  free(chat__table);
-  chat__table = t;
-  chat__table_cap = cap;
+  free(table);
+  table = t;
+  table_cap = cap;
   return true;
 }
 
@@ -107,10 +107,10 @@ static bool table_grow(void) {
 struct room *chat__room_find(const uint8_t *name, size_t len, bool create) {
   uint64_t h = hash_bytes(name, len);
   struct room *r = NULL;
-  pthread_mutex_lock(&chat__rooms_mu);
-  if (chat__table_cap)
-    for (r = chat__table[h & (chat__table_cap - 1)];
-         r && !(r->hash == h && name_eq(&r->name, name, len)); r = r->next)
+  pthread_mutex_lock(&rooms_mu);
+  if (table_cap)
+    for (r = table[h & (table_cap - 1)]; r && !(r->hash == h && name_eq(&r->name, name, len));
+         r = r->next)
       ;
   if (r && create) {
     r->refs++;
@@ -127,12 +127,12 @@ struct room *chat__room_find(const uint8_t *name, size_t len, bool create) {
       r->refs = 1;
       r->name.len = (uint8_t)len;
       memcpy(r->name.b, name, len);
-      r->next = chat__table[h & (chat__table_cap - 1)];
-      chat__table[h & (chat__table_cap - 1)] = r;
+      r->next = table[h & (table_cap - 1)];
+      table[h & (table_cap - 1)] = r;
       nrooms++;
     }
   }
-  pthread_mutex_unlock(&chat__rooms_mu);
+  pthread_mutex_unlock(&rooms_mu);
   return r;
 }
 
@@ -146,14 +146,14 @@ struct room *chat__room_ref(const uint8_t *name, size_t len) {
  * deletes it (see the header comment: no job of it is pending then; from one
  * of its own jobs is fine). */
 static void room_put(struct room *r, bool job) {
-  pthread_mutex_lock(&chat__rooms_mu);
+  pthread_mutex_lock(&rooms_mu);
   assert(job ? r->jobrefs > 0 : r->refs > 0);
   bool detach = job ? false : --r->refs == 0;
   if (job)
     r->jobrefs--;
   bool last = r->refs == 0 && r->jobrefs == 0;
   if (detach) {
-    struct room **pp = &chat__table[r->hash & (chat__table_cap - 1)];
+    struct room **pp = &table[r->hash & (table_cap - 1)];
     while (*pp != r)
       pp = &(*pp)->next;
     *pp = r->next;
@@ -164,7 +164,7 @@ static void room_put(struct room *r, bool job) {
       chat__cl_room_unsubscribe(r);
 #endif
   }
-  pthread_mutex_unlock(&chat__rooms_mu);
+  pthread_mutex_unlock(&rooms_mu);
   if (last) {
     assert(r->n == 0);
     room_free(r);
@@ -176,8 +176,25 @@ void chat__room_unref(struct room *r) {
 }
 
 #ifdef CPORT_CLUSTER
+void chat__job_ref(struct room *r) {
+  pthread_mutex_lock(&rooms_mu);
+  r->jobrefs++;
+  pthread_mutex_unlock(&rooms_mu);
+}
+
 void chat__job_unref(struct room *r) {
   room_put(r, true);
+}
+
+void chat__rooms_each(bool (*fn)(struct room *r)) {
+  pthread_mutex_lock(&rooms_mu);
+  for (size_t i = 0; i < table_cap; i++)
+    for (struct room *r = table[i]; r; r = r->next) {
+      r->jobrefs++;
+      if (!fn(r))
+        r->jobrefs--; /* not the last: the table's rooms are referenced */
+    }
+  pthread_mutex_unlock(&rooms_mu);
 }
 #endif
 
