@@ -190,8 +190,13 @@ struct room_job {
 #define CHAT_BATCH 4096 /* >= CHAT_LARGEST_SERVER_PACKET */
 
 /* rooms.c */
+/* The live room of this name with a reference taken: create, a member's or
+ * entry's (made if there is none and --max-rooms allows), else a job's (a
+ * channel message, cluster). NULL: none, no more rooms, or memory. Any thread. */
 struct room *chat__room_find(const uint8_t *name, size_t len, bool create);
+/* chat__room_find(create): an entry's reference. */
 struct room *chat__room_ref(const uint8_t *name, size_t len);
+/* Put a member's or entry's reference (see rooms.c's room_put). */
 void chat__room_unref(struct room *r);
 /* cluster mode: a job's reference of r (a job, or a Redis reply on its way to
  * the room's queue), taken by a holder of a reference; put by the job. */
@@ -200,34 +205,60 @@ void chat__job_unref(struct room *r);
 /* cluster mode: fn(r) for each live room, a job's reference of it taken,
  * under the table's lock; fn returns whether it kept the reference. */
 void chat__rooms_each(bool (*fn)(struct room *r));
+/* S_ERROR with our own text (a C string) to s. Any thread. */
 void chat__send_error(cp_session *s, Chatw__ErrorCode code, const char *text);
+/* clk now, in microseconds. */
 uint64_t chat__now_us(clockid_t clk);
+/* Room job: S_ENTER_ROOM of room to s: me first, then others but
+ * others[skip], oldest first, as many as fit in max_packet. */
 void chat__send_enter(cp_session *s, const struct name *room, uint32_t count,
                       const struct member *me, const struct member *others, size_t n, size_t skip);
+/* Room job: room for one more member; false if out of memory. */
 bool chat__room_grow(struct room *r);
+/* Chain: post the room job fn (a struct room_job); false if out of memory. */
 bool chat__post(struct room *r, void (*fn)(void *), struct player *p, struct room *next,
                 bool final);
+/* An entry that could not be made: its reference put, S_ERROR to p. */
 void chat__enter_failed(struct player *p, struct room *r);
+/* Room jobs without --cluster (struct room_job): enter; leave, then enter
+ * next or, final, free the player. Each resumes the chain. */
 void chat__job_enter(void *arg);
 void chat__job_leave(void *arg);
+/* what chat_init was given (read only after it) */
 extern cp_service *chat__service;
 extern struct chat_limits chat__limits;
 
 /* chats.c */
+/* CLOCK_MONOTONIC now, in milliseconds. */
 uint64_t chat__now_ms(void);
+/* Room job: the chat buffer b (a reference, put) to the n sessions to,
+ * counted for /metrics (held: it was held by --room-flush-ms). */
 void chat__room_send_chats(cp_session **to, size_t n, cp_sendbuf *b, bool held);
+/* Room job, before anything else the room does: the held chats go out, to
+ * the recipients they were held for (one flush for both modes); empty (no
+ * members left): the flush timer is cancelled too. */
 void chat__room_flush_held(struct room *r, bool empty);
+/* Room job (the flush timer's): chat__room_flush_held(arg, false). */
 void chat__job_flush(void *arg);
+/* Append the S_CHAT m (n bytes, header included) to b if it fits. */
 bool chat__chat_append(cp_sendbuf *b, const ProtobufCMessage *m, size_t n);
+/* Chain: the S_CHAT m to room r, batched (chats.c); false: out of memory. */
 bool chat__room_chat(struct room *r, const ProtobufCMessage *m);
 
 /* chain.c */
+/* Free p (its backlog, its session reference; out of the list of players).
+ * The runner of its last request. */
 void chat__player_free(struct player *p);
+/* Run p's backlog until it is empty or a request suspends the chain; the
+ * caller runs the chain. */
 void chat__chain_resume(struct player *p);
+/* every player (the drain, the id waiters), under chat__players_mu */
 extern pthread_mutex_t chat__players_mu;
 extern struct player *chat__players;
 
 /* requests.c */
+/* Chain: one request, or ITEM_DISCONNECT / ITEM_BAD_HEADER: DONE, or
+ * SUSPENDED (a room job or a reply resumes the chain). */
 int chat__handle(struct player *p, uint32_t id, const uint8_t *body, size_t len);
 
 /* ---- cluster mode (--cluster) ---- */
@@ -271,24 +302,46 @@ struct cl_room {
 extern bool chat__clustered; /* --cluster: rooms on Redis */
 
 /* cluster_delivery.c */
+/* The room's follower state, freed with the room. */
 void chat__cl_room_free(struct room *r);
+/* Under the table's lock: the room's channel unsubscribed (it left the table). */
 void chat__cl_room_unsubscribe(struct room *r);
+/* Room job: the room's follower state, made at first use; NULL: out of memory. */
 struct cl_room *chat__cl_of(struct room *r);
+/* Room job: member i joined at off: the events after off that the follower
+ * already delivered go to it (from the history, or read from the stream). */
 void chat__catch_up(struct room *r, size_t i, uint64_t off);
+/* Room job: every leave the follower has passed completes. */
 void chat__complete_leaves(struct room *r);
+/* Room job: one channel message to the room's follower. */
 void chat__follow_message(struct room *r, uint64_t off, const char *epoch, size_t elen,
                           const char *ev, size_t len);
+/* Subscriber strand (node hook): a message of a room's channel. */
 void chat__on_cluster_message(const uint8_t *room, size_t room_len, const char *msg, size_t len);
+/* Room job: the room's state in Redis was lost (a new epoch): follow it
+ * from its start; the local members join again. */
 void chat__room_new_epoch(struct room *r, const char *epoch, size_t elen);
+/* Subscriber strand (node hook): every room subscribed again, then read. */
 void chat__on_sub_up(void);
 
 /* cluster_requests.c */
+/* S_ERROR ERR_UNAVAILABLE to p (what: the request), counted. */
 void chat__unavailable(struct player *p, const char *what);
+/* Chain: enter r (a reference) over Redis; the chain resumes after
+ * S_ENTER_ROOM or the error. */
 void chat__cl_join(struct player *p, struct room *r);
+/* Room job: member i is no member in Redis any more: it joins again, and is
+ * active again from its new join (it had the events before resume). */
 void chat__rejoin(struct room *r, size_t i, uint64_t resume);
+/* Chain: leave p->room over Redis, then enter next (a reference) or, final,
+ * free the player; close: close the session instead of S_LEAVE_ROOM. */
 int chat__cl_leave(struct player *p, struct room *next, bool final, bool close);
+/* Chain: publish p's chat to its room; false if it was not sent. */
 bool chat__cl_chat(struct player *p, const ProtobufCBinaryData *text, uint64_t client_time);
+/* A block of player ids came (node hook; any thread): the players waiting
+ * for one (chat__id_waiters, under chat__players_mu) log in. */
 void chat__on_ids_ready(void);
+/* Chain: C_ENTER_ROOM with --cluster (the request's checks done). */
 int chat__cl_enter(struct player *p, const uint8_t *name, size_t len);
 extern struct player *chat__id_waiters;
 
