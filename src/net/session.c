@@ -117,7 +117,7 @@ __attribute__((noinline)) static void session_free(cp_session *s) {
   if (q) {
     for (uint32_t i = 0; i < q->len; i++)
       cp_sendbuf_unref(q->ring[ring_at(q, q->head + i)]);
-    atomic_fetch_sub(&svc->st.queued_bytes, q->queued_bytes);
+    ctr_queued_out(svc, q->queued_bytes);
     mem_free(q->ring);
     mem_free(q->iov);
     cp__frame_reset(&q->part);
@@ -589,7 +589,7 @@ static void finish_close(cp_session *s) {
       cp_sendbuf *b = q->ring[last];
       q->len--;
       q->queued_bytes -= cp_sendbuf_len(b);
-      atomic_fetch_sub(&svc->st.queued_bytes, cp_sendbuf_len(b));
+      ctr_queued_out(svc, cp_sendbuf_len(b));
       drop[n++] = b;
     }
     if (q) {
@@ -706,7 +706,7 @@ static void consume(cp_session *s, const uint8_t *p, size_t n) {
     r = keep_part(s, q, part, r);
   if (delivered) {
     cp_service *svc = s->cf->svc;
-    stat_add(&svc->st.packets_in, delivered);
+    ctr_add(svc, CTR_PACKETS_IN, delivered);
     atomic_store_explicit(&s->last_active, service_clock(svc), memory_order_relaxed);
   }
   delivered = outer;
@@ -767,14 +767,14 @@ static void connected(cp_session *s, int32_t res) {
 /* Strand: n bytes came (a pooled buffer, given back here). */
 static void received(cp_session *s, void *buf, size_t n) {
   cp_service *svc = s->cf->svc;
-  stat_add(&svc->st.bytes_in, n);
+  ctr_add(svc, CTR_BYTES_IN, n);
   bool sending = false;
   /* draining: the bytes are dropped; receiving goes on only to see the peer go */
   if (!atomic_load(&s->closing) && !session_draining(s)) {
     cork(s);
     const struct cp__sconf *cf = s->cf;
     if (cf->raw) {
-      stat_add(&svc->st.packets_in, 1);
+      ctr_add(svc, CTR_PACKETS_IN, 1);
       atomic_store_explicit(&s->last_active, service_clock(svc), memory_order_relaxed);
       if (cf->cb.on_raw)
         cf->cb.on_raw(s, buf, n);
@@ -865,7 +865,7 @@ static int start_send(cp_session *s) {
   struct sendq *q = s->sq;
   cp_buf *v = q->inflight == 1 ? &q->one : q->iov;
   cp_service *svc = s->cf->svc;
-  stat_add(&svc->st.sends, 1);
+  ctr_add(svc, CTR_SENDS, 1);
   return cp_port_send(svc->port, s->fd, &q->op, v, (int)q->inflight);
 }
 
@@ -999,15 +999,15 @@ int cp_session_send(cp_session *s, cp_sendbuf *b) {
   if (!len)
     return CP_EINVAL;
   cp_service *svc = s->cf->svc;
-  /* raised before the queue holds it, so that the send's release never takes the gauge
-   * below zero */
-  atomic_fetch_add(&svc->st.queued_bytes, len);
+  /* counted in before the queue holds it, so that the send's release (on
+   * whichever thread) always comes after (struct cp__ctr) */
+  ctr_add(svc, CTR_Q_IN, len);
   int rc = send_queued(s, cp_sendbuf_ref(b), len);
   if (rc) {
-    atomic_fetch_sub(&svc->st.queued_bytes, len);
+    ctr_queued_out(svc, len);
     cp_sendbuf_unref(b); /* not the last: the caller holds one */
   } else {
-    stat_add(&svc->st.packets_out, 1);
+    ctr_add(svc, CTR_PACKETS_OUT, 1);
   }
   return rc;
 }
@@ -1020,7 +1020,7 @@ int cp_session_send_copy(cp_session *s, const void *data, size_t len) {
   if (!s || !data || !len)
     return CP_EINVAL;
   cp_service *svc = s->cf->svc;
-  atomic_fetch_add(&svc->st.queued_bytes, len); /* as in cp_session_send */
+  ctr_add(svc, CTR_Q_IN, len); /* as in cp_session_send */
   cp_sendbuf *fresh = NULL;
   int rc = 0;
   for (;;) {
@@ -1056,9 +1056,9 @@ int cp_session_send_copy(cp_session *s, const void *data, size_t len) {
   }
   cp_sendbuf_unref(fresh); /* not needed after all, or the send failed */
   if (rc)
-    atomic_fetch_sub(&svc->st.queued_bytes, len);
+    ctr_queued_out(svc, len);
   else
-    stat_add(&svc->st.packets_out, 1);
+    ctr_add(svc, CTR_PACKETS_OUT, 1);
   return rc;
 }
 
@@ -1066,8 +1066,8 @@ int cp_session_send_copy(cp_session *s, const void *data, size_t len) {
  * queued_bytes in advance, `done` of them took the packet. */
 static void many_counted(cp_service *svc, size_t len, size_t pre, size_t done) {
   if (pre > done)
-    atomic_fetch_sub(&svc->st.queued_bytes, (pre - done) * len);
-  stat_add(&svc->st.packets_out, done);
+    ctr_queued_out(svc, (pre - done) * len);
+  ctr_add(svc, CTR_PACKETS_OUT, done);
 }
 
 /* A broadcast (a chat to a room of 2,000) is this loop: per session only its
@@ -1102,7 +1102,7 @@ size_t cp_session_send_many(cp_session *const *v, size_t n, cp_sendbuf *b) {
       svc = cf->svc;
       pre = n - i;
       done = 0;
-      atomic_fetch_add(&svc->st.queued_bytes, pre * len);
+      ctr_add(svc, CTR_Q_IN, pre * len);
     }
     int rc = send_queued(s, b, len);
     if (rc == 0) {
@@ -1167,7 +1167,7 @@ static size_t release_sent(cp_session *s, enum send_next *next, bool failed, cp_
   cp__spin_lock(&s->send_lock);
   size_t bytes = q->inflight_bytes;
   q->queued_bytes -= bytes;
-  atomic_fetch_sub(&s->cf->svc->st.queued_bytes, bytes);
+  ctr_queued_out(s->cf->svc, bytes);
   uint32_t k = q->inflight;
   q->inflight = 0;
   q->inflight_bytes = 0;
@@ -1222,7 +1222,7 @@ static void handle_send(cp_session *s) {
   bool with_cb = on_sent != NULL;
   size_t bytes = release_sent(s, with_cb ? NULL : &next, res < 0, &why);
   if (res >= 0) {
-    stat_add(&svc->st.bytes_out, bytes); /* they left, closing or not */
+    ctr_add(svc, CTR_BYTES_OUT, bytes); /* they left, closing or not */
     if (with_cb && !atomic_load(&s->closing))
       on_sent(s, bytes);
   }
