@@ -98,6 +98,7 @@ void chat__room_flush_held(struct room *r, bool empty) {
     chat__room_send_chats(r->held_to, r->held_n, b, true);
     r->held_n = 0;
   } else if (b) {
+    assert(!chat__clustered); /* a cluster room's held buffer always has its recipients */
     chat__room_send_chats(r->sessions, r->n, b, true);
   }
   if (empty)

@@ -197,9 +197,15 @@ static int join_send(struct join_ctx *j, uint64_t id, const struct name *name) {
 
 static void subscribed(void *arg, redisReply *reply, const char *err) {
   struct join_ctx *j = arg;
+  bool refused = reply && reply->type == REDIS_REPLY_ERROR; /* e.g. an ACL without the channel */
+  if (refused) {
+    atomic_fetch_add(&node_stats.redis_errors, 1);
+    fprintf(stderr, "cport-server: cluster: SUBSCRIBE refused: %.*s\n",
+            (int)(reply->len < 200 ? reply->len : 200), reply->str);
+  }
   if (reply)
     freeReplyObject(reply);
-  if (!reply || join_send(j, j->p->id, &j->p->name) != 0) {
+  if (!reply || refused || join_send(j, j->p->id, &j->p->name) != 0) {
     if (!reply)
       fprintf(stderr, "cport-server: cluster: SUBSCRIBE failed: %s\n", err);
     struct player *p = j->p;
