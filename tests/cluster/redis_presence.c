@@ -279,7 +279,7 @@ int main(void) {
   enum { MANY = 130 };
   rc_conn *many = rc_open(redis_port, CL_REDIS_SUBSCRIBER, NULL, NULL);
   CHECK(many);
-  char sn[MANY][8];
+  char sn[MANY][16];
   for (int i = 0; i < MANY; i++) {
     snprintf(sn[i], sizeof sn[i], "s%03d", i);
     char ch[CL_ALIVE_CHANNEL_MAX], err[200];
