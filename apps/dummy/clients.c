@@ -289,9 +289,12 @@ int setup_clients(void) {
     pthread_spin_init(&clients[i].lock, PTHREAD_PROCESS_PRIVATE);
     clients[i].base = room_base(&clients[i]);
     clients[i].nmem = room_members(clients[i].base);
+    if (cfg.mode == MODE_CHAT && i == clients[i].base) /* the room's want table (dummy.h) */
+      clients[i].want = calloc((size_t)clients[i].nmem * clients[i].nmem, sizeof(uint32_t));
+    else if (cfg.mode == MODE_CHAT)
+      clients[i].want = clients[clients[i].base].want + (i - clients[i].base);
     if (cfg.mode == MODE_CHAT &&
-        (!(clients[i].want = calloc(cfg.room_size, sizeof(uint32_t))) ||
-         !(clients[i].seen = calloc(cfg.room_size, sizeof(struct seen))) ||
+        (!clients[i].want || !(clients[i].seen = calloc(cfg.room_size, sizeof(struct seen))) ||
          !(clients[i].mpid = calloc(2 * (size_t)cfg.room_size, sizeof(uint64_t))) ||
          (cfg.churn > 0 && !(clients[i].fence = calloc(cfg.room_size, 1))))) {
       fprintf(stderr, "cport-dummy: out of memory\n");
