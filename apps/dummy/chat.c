@@ -117,7 +117,8 @@ static bool bytes_eq(ProtobufCBinaryData b, const char *s) {
 /* Whether p[0..n) is the name of c's room; lo: where the packet starts (readable from there
  * on). Once per delivery: a name of 1 to 8 bytes with 8 bytes of the packet ending where it
  * ends (S_CHAT: the room comes last) is compared as one word, anything else byte by byte. */
-static bool is_my_room(const struct client *c, const uint8_t *p, size_t n, const uint8_t *lo) {
+static inline bool is_my_room(const struct client *c, const uint8_t *p, size_t n,
+                              const uint8_t *lo) {
   if (n != c->room_len)
     return false;
   if (n >= 1 && n <= 8 && p + n - lo >= 8) {
