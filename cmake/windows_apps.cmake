@@ -17,10 +17,10 @@ target_link_libraries(chat_proto PUBLIC ${CPORT_WIN_DEPS}/lib/libprotobuf-c.a)
 
 # mingw's C99 printf (%zu, %llu) instead of msvcrt's.
 set(CPORT_WIN_APP_DEFS __USE_MINGW_ANSI_STDIO=1)
-set(CPORT_WIN_APP_SOURCES apps/server/chat.c apps/server/log.c apps/server/metrics.c)
+include(${CMAKE_SOURCE_DIR}/cmake/server_sources.cmake) # CPORT_SERVER_SOURCES
 set(CPORT_WIN_EXAMPLES broadcast chat_relay packet_echo)
 
-add_library(cport_server_parts STATIC ${CPORT_WIN_APP_SOURCES})
+add_library(cport_server_parts STATIC ${CPORT_SERVER_SOURCES})
 target_compile_definitions(cport_server_parts PRIVATE ${CPORT_WIN_APP_DEFS})
 target_link_libraries(cport_server_parts PUBLIC cport_static chat_proto)
 add_executable(cport-server apps/server/main.c)

@@ -343,17 +343,36 @@ static inline bool cli_redis_url_parse(const char *s, cli_redis_url *u, const ch
   return cli_hostport_parse(hp, u->host, &u->ipv6, &u->port, why);
 }
 
-/* s for logs: PASSWORD (what follows the first ':' of the USER:PASSWORD before the last '@')
- * replaced by "***"; always NUL-terminated, cut to size. For any string, parsed or not. */
+/* s for logs, with anything that may be a password replaced by "***"; always NUL-terminated,
+ * cut to size. For any string, parsed or not:
+ * - before the last '@': USER:PASSWORD shows as USER:***, a lone USER as *** (redis-cli takes
+ *   redis://SECRET@HOST for a password);
+ * - no '@': shown only if it reads HOST or HOST:PORT with digits after the last ':' and no
+ *   other ':' outside [brackets] (redis://:SECRET, a forgotten HOST, would show the secret). */
 static inline void cli_redis_url_masked(const char *s, char *out, size_t size) {
   const char *a = strstr(s, "://"), *at;
   a = a ? a + 3 : s;
   at = strrchr(a, '@');
-  const char *colon = at ? memchr(a, ':', (size_t)(at - a)) : NULL;
-  if (!colon)
+  if (at) {
+    const char *colon = memchr(a, ':', (size_t)(at - a));
+    if (colon)
+      snprintf(out, size, "%.*s:***%s", (int)(colon - s), s, at);
+    else
+      snprintf(out, size, "%.*s***%s", (int)(a - s), s, at);
+    return;
+  }
+  const char *hp = a, *last = strrchr(a, ':');
+  if (*hp == '[') {
+    const char *end = strchr(hp, ']');
+    hp = end ? end + 1 : hp + strlen(hp);
+    last = strrchr(hp, ':');
+  }
+  bool plain = !last || (memchr(hp, ':', (size_t)(last - hp)) == NULL &&
+                         strspn(last + 1, "0123456789") == strlen(last + 1));
+  if (plain)
     snprintf(out, size, "%s", s);
   else
-    snprintf(out, size, "%.*s:***%s", (int)(colon - s), s, at);
+    snprintf(out, size, "%.*s***", (int)(a - s), s);
 }
 
 #endif

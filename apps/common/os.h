@@ -1,8 +1,9 @@
 /*
  * os.h - the few operating-system services the programs need that cport does not offer (a
  * library user would not need them from a network library): a monotonic clock, the process's
- * CPU time, the CPU count, raising the descriptor limit, a sleep. Header-only; the one
- * #ifdef _WIN32 of apps/ is here. Stop requests are cport's own (cport/stop.h).
+ * CPU time, the CPU count, raising the descriptor limit, a sleep, getaddrinfo's header.
+ * Header-only; the one #ifdef _WIN32 of apps/ is here. Stop requests are cport's own
+ * (cport/stop.h).
  */
 #ifndef CPORT_APPS_OS_H
 #define CPORT_APPS_OS_H
@@ -20,6 +21,7 @@
 #include "proc_cpu.h"
 
 #include <errno.h>
+#include <netdb.h> /* getaddrinfo (Windows: ws2tcpip.h, through cport.h) */
 #include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>

@@ -44,9 +44,10 @@ static void entered(struct client *c) {
     pthread_spin_lock(&a->lock);
     uint64_t sent = a->sent;
     pthread_spin_unlock(&a->lock);
-    if (c->want[j]) /* the last one the previous connection saw */
-      c->seen[j].last = c->want[j] - 1;
-    c->want[j] = 0;
+    uint32_t *w = want_of(c, j);
+    if (*w) /* the last one the previous connection saw */
+      c->seen[j].last = *w - 1;
+    *w = 0;
     c->seen[j].floor = (uint32_t)sent;
     have += sent;
   }
@@ -79,7 +80,8 @@ static void fence_start(struct client *c) {
     pthread_spin_lock(&a->lock);
     uint64_t sent = a->sent; /* a chat of a that reached the room was counted here */
     pthread_spin_unlock(&a->lock);
-    c->fence[j] = (c->want[j] ? c->want[j] - 1 : c->seen[j].floor) < sent;
+    uint32_t w = *want_of(c, j);
+    c->fence[j] = (w ? w - 1 : c->seen[j].floor) < sent;
     c->fence_left += c->fence[j];
   }
   pthread_spin_lock(&c->lock);
@@ -112,11 +114,23 @@ static bool bytes_eq(ProtobufCBinaryData b, const char *s) {
   return b.len == n && !memcmp(b.data, s, n);
 }
 
-/* Whether p[0..n) is the name of c's room. */
-static bool is_my_room(const struct client *c, const uint8_t *p, size_t n) {
+/* Whether p[0..n) is the name of c's room; lo: where the packet starts (readable from there
+ * on). Once per delivery: a name of 1 to 8 bytes with 8 bytes of the packet ending where it
+ * ends (S_CHAT: the room comes last) is compared as one word, anything else byte by byte. */
+static inline bool is_my_room(const struct client *c, const uint8_t *p, size_t n,
+                              const uint8_t *lo) {
   if (n != c->room_len)
     return false;
-  for (size_t i = 0; i < n; i++) /* a few bytes, once per delivery: no call */
+  if (n >= 1 && n <= 8 && p + n - lo >= 8) {
+    uint64_t got, mine; /* little-endian: the first byte lowest */
+    memcpy(&got, p + n - 8, 8);
+    memcpy(&mine, c->room, 8); /* (room[] holds 23 bytes) */
+    got >>= (8 - n) * 8;
+    if (n < 8)
+      mine &= (1ull << (n * 8)) - 1;
+    return got == mine;
+  }
+  for (size_t i = 0; i < n; i++) /* a few bytes: no call */
     if (p[i] != (uint8_t)c->room[i])
       return false;
   return true;
@@ -190,11 +204,12 @@ static void presence_start(struct client *c, const Chatw__SEnterRoom *m) {
   atomic_store_explicit(&c->mcount_seen, c->mcount, memory_order_relaxed);
 }
 
-static void on_joined(struct client *c, const struct wire_smember_joined *m) {
+/* lo: where the packet starts (is_my_room). */
+static void on_joined(struct client *c, const struct wire_smember_joined *m, const uint8_t *lo) {
   unsigned base = room_base(c), n = room_members(base);
   unsigned i = m->has_member ? member_client(m->member.name.data, m->member.name.len) : UINT_MAX;
   atomic_fetch_add_explicit(&n_joined, 1, memory_order_relaxed);
-  if (!is_my_room(c, m->room.data, m->room.len) || i == UINT_MAX || i < base || i >= base + n) {
+  if (!is_my_room(c, m->room.data, m->room.len, lo) || i == UINT_MAX || i < base || i >= base + n) {
     dummy_error("client %u: S_MEMBER_JOINED of another room or player", c->idx);
     return;
   }
@@ -220,10 +235,10 @@ static void on_joined(struct client *c, const struct wire_smember_joined *m) {
   atomic_store_explicit(&c->mcount_seen, c->mcount, memory_order_relaxed);
 }
 
-static void on_left(struct client *c, const struct wire_smember_left *m) {
+static void on_left(struct client *c, const struct wire_smember_left *m, const uint8_t *lo) {
   unsigned base = room_base(c), n = room_members(base);
   atomic_fetch_add_explicit(&n_left, 1, memory_order_relaxed);
-  if (!is_my_room(c, m->room.data, m->room.len) || m->player_id == c->player_id) {
+  if (!is_my_room(c, m->room.data, m->room.len, lo) || m->player_id == c->player_id) {
     dummy_error("client %u: S_MEMBER_LEFT of another room, or of me", c->idx);
     return;
   }
@@ -265,11 +280,12 @@ static uint64_t chat_unexpected(struct client *c, unsigned j, uint64_t seq, uint
   return e->floor;
 }
 
-/* S_CHAT m, which arrived at arrival µs. */
-static void on_chat(struct client *c, const struct wire_schat *m, uint64_t arrival) {
+/* S_CHAT m, which arrived at arrival µs; lo: where the packet starts (is_my_room). */
+static void on_chat(struct client *c, const struct wire_schat *m, uint64_t arrival,
+                    const uint8_t *lo) {
   uint64_t from, seq, pid;
   const uint8_t *t = m->text.data, *tend = t + m->text.len;
-  if (!is_my_room(c, m->room.data, m->room.len)) {
+  if (!is_my_room(c, m->room.data, m->room.len, lo)) {
     dummy_error("client %u: S_CHAT names room '%.*s', not its room", c->idx,
                 (int)(m->room.len < 40 ? m->room.len : 40), (const char *)m->room.data);
     return;
@@ -288,9 +304,9 @@ static void on_chat(struct client *c, const struct wire_schat *m, uint64_t arriv
     dummy_error("client %u: chat %" PRIu64 " of client %" PRIu64 " carries player id %" PRIu64
                 ", its sender is %" PRIu64,
                 c->idx, seq, from, m->player_id, pid);
-  uint32_t want = c->want[j];
+  uint32_t *w = want_of(c, j), want = *w;
   uint64_t before = seq == want ? seq - 1 : chat_unexpected(c, j, seq, want);
-  c->want[j] = (uint32_t)seq + 1;
+  *w = (uint32_t)seq + 1;
   order_add(&c->order, order_key(from, seq));
   /* modulo 2^64: have goes down when the first chat is older than the floor */
   /* (the strand is its only writer: no locked add) */
@@ -448,7 +464,7 @@ void on_packet(cp_session *s, const cp_packet *pkt) {
   }
   case CHAT__PACKET_ID__S_ENTER_ROOM: {
     Chatw__SEnterRoom *m = chatw__senter_room__unpack(NULL, pkt->body_len, pkt->body);
-    if (!m || !is_my_room(c, m->room.data, m->room.len)) {
+    if (!m || !is_my_room(c, m->room.data, m->room.len, m->room.data)) {
       dummy_error("client %u: S_ENTER_ROOM does not decode or is not of its room", c->idx);
       chatw__senter_room__free_unpacked(m, NULL);
       return;
@@ -469,7 +485,7 @@ void on_packet(cp_session *s, const cp_packet *pkt) {
       dummy_error("client %u: S_MEMBER_JOINED %s", c->idx,
                   ok ? "before S_ENTER_ROOM" : "does not decode");
     else
-      on_joined(c, &m);
+      on_joined(c, &m, pkt->body);
     break;
   }
   case CHAT__PACKET_ID__S_MEMBER_LEFT: {
@@ -479,7 +495,7 @@ void on_packet(cp_session *s, const cp_packet *pkt) {
       dummy_error("client %u: S_MEMBER_LEFT %s", c->idx,
                   ok ? "before S_ENTER_ROOM" : "does not decode");
     else
-      on_left(c, &m);
+      on_left(c, &m, pkt->body);
     break;
   }
   case CHAT__PACKET_ID__S_PONG: {
@@ -500,7 +516,7 @@ void on_packet(cp_session *s, const cp_packet *pkt) {
       dummy_error("client %u: S_CHAT does not decode", c->idx);
       return;
     }
-    on_chat(c, &m, arrival_us(s, pkt));
+    on_chat(c, &m, arrival_us(s, pkt), pkt->body);
     break;
   }
   case CHAT__PACKET_ID__S_ERROR: {

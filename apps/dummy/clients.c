@@ -275,6 +275,22 @@ int setup_servers(void) {
 }
 
 /* clients[]: 0, or 1 out of memory (said so). */
+/* Chat: c's place in its room's want table (dummy.h), which its room's first client
+ * allocates: a region of G x (room size rounded up to 16) entries per G = --want-group
+ * members, line-aligned, member k of a region at offset k, sender j at j * G. */
+static int want_table(struct client *c) {
+  size_t k = c->idx - c->base, pad = (c->nmem + 15u) / 16 * 16, g = cfg.want_group;
+  if (k == 0) {
+    size_t bytes = (c->nmem + g - 1) / g * g * pad * sizeof(uint32_t); /* a multiple of 64 */
+    if (!(c->want = aligned_alloc(64, bytes)))
+      return -1;
+    memset(c->want, 0, bytes);
+    return 0;
+  }
+  c->want = clients[c->base].want + k / g * g * pad + k % g;
+  return 0;
+}
+
 int setup_clients(void) {
   clients = calloc(cfg.clients, sizeof *clients);
   if (!clients) {
@@ -290,7 +306,7 @@ int setup_clients(void) {
     clients[i].base = room_base(&clients[i]);
     clients[i].nmem = room_members(clients[i].base);
     if (cfg.mode == MODE_CHAT &&
-        (!(clients[i].want = calloc(cfg.room_size, sizeof(uint32_t))) ||
+        (want_table(&clients[i]) != 0 ||
          !(clients[i].seen = calloc(cfg.room_size, sizeof(struct seen))) ||
          !(clients[i].mpid = calloc(2 * (size_t)cfg.room_size, sizeof(uint64_t))) ||
          (cfg.churn > 0 && !(clients[i].fence = calloc(cfg.room_size, 1))))) {

@@ -41,6 +41,13 @@ struct config {
   } addr[SERVERS_MAX]; /* --servers (else --host, --port) */
   unsigned n_addr;
   bool spread_rooms; /* --spread rooms: a room's clients all on one server */
+  /* --want-group: the members that share the cache lines of their entries in the want table
+   * (1, 2, 4, 8 or 16). A room's flush brings the same few senders' chats to every member in
+   * turn, so a line shared by more members could take fewer misses per delivery; but a member
+   * that lags receives many senders' chats at once, on a line each when 16 share, and the
+   * two receiving threads write lines they share. 1 (a row per member) measured best here
+   * (docs/performance.md, chat, round 6); the others stay to be measured on a quiet machine. */
+  unsigned want_group;
 };
 extern struct config cfg; /* parse fills it */
 
@@ -82,9 +89,11 @@ struct client {
   /* chat */
   uint64_t player_id;  /* under lock */
   unsigned base, nmem; /* my room: its first client, how many clients it has */
-  /* Per member of my room (strand only), by index in the room: the sequence number of its
-   * chat expected next on this connection, 0 if none came on it yet. The one piece of state
-   * a delivery touches per sender: 4 bytes, 16 senders to a cache line. */
+  /* Per member j of my room (strand only): the sequence number of its chat expected next on
+   * this connection, 0 if none came on it yet - at want[j * G] (want_of). The one
+   * piece of state a delivery touches per sender, in one table per room (setup_clients; the
+   * room's first client owns it) tiled by G = --want-group members: a cache line holds 16
+   * entries, G consecutive members x 16 / G consecutive senders. */
   uint32_t *want;
   struct seen *seen;     /* per member of my room: the rest (strand only) */
   struct order order;    /* the one-order check (strand only) */
@@ -140,6 +149,11 @@ extern _Atomic uint64_t n_churn_out, n_reconnects, n_reconnect_failures, n_churn
 
 static inline uint64_t now_ns(void) {
   return os_now_ns();
+}
+
+/* Chat: where c keeps the sequence number it expects next of member j (struct client.want). */
+static inline uint32_t *want_of(const struct client *c, unsigned j) {
+  return &c->want[(size_t)j * cfg.want_group];
 }
 
 /* Chat: the first client of c's room, and how many the room has. */

@@ -120,24 +120,38 @@ static void usage(FILE *f) {
          "  --spread clients|rooms    with --servers: round-robin over the clients (default:\n"
          "                            rooms span the servers) or over the rooms (each room on\n"
          "                            one server: for servers that share nothing)\n"
+         "  --want-group N            chat: members whose state of a sender shares a cache\n"
+         "                            line, 1 2 4 8 or 16 (default 1; a measuring knob, see\n"
+         "                            docs/performance.md)\n"
          "  --json                    final report as one JSON object on stdout\n"
          "  --quiet                   no progress line\n");
 }
 
 /* ---- parse ----------------------------------------------------------- */
 
-static const struct option long_opts[] = {
-    {"host", 1, 0, 'h'},          {"port", 1, 0, 'p'},
-    {"clients", 1, 0, 'c'},       {"mode", 1, 0, 'm'},
-    {"size", 1, 0, 's'},          {"depth", 1, 0, 'd'},
-    {"rate", 1, 0, 'r'},          {"duration", 1, 0, 'D'},
-    {"room-size", 1, 0, 'R'},     {"threads", 1, 0, 't'},
-    {"backend", 1, 0, 'b'},       {"connect-timeout", 1, 0, 'T'},
-    {"json", 0, 0, 'j'},          {"quiet", 0, 0, 'q'},
-    {"churn", 1, 0, 'C'},         {"pipeline", 0, 0, 'P'},
-    {"ping-interval", 1, 0, 'I'}, {"server-pid", 1, 0, 'S'},
-    {"servers", 1, 0, 'L'},       {"spread", 1, 0, 'Y'},
-    {"help", 0, 0, 'H'},          {0, 0, 0, 0}};
+static const struct option long_opts[] = {{"host", 1, 0, 'h'},
+                                          {"port", 1, 0, 'p'},
+                                          {"clients", 1, 0, 'c'},
+                                          {"mode", 1, 0, 'm'},
+                                          {"size", 1, 0, 's'},
+                                          {"depth", 1, 0, 'd'},
+                                          {"rate", 1, 0, 'r'},
+                                          {"duration", 1, 0, 'D'},
+                                          {"room-size", 1, 0, 'R'},
+                                          {"threads", 1, 0, 't'},
+                                          {"backend", 1, 0, 'b'},
+                                          {"connect-timeout", 1, 0, 'T'},
+                                          {"json", 0, 0, 'j'},
+                                          {"quiet", 0, 0, 'q'},
+                                          {"churn", 1, 0, 'C'},
+                                          {"pipeline", 0, 0, 'P'},
+                                          {"ping-interval", 1, 0, 'I'},
+                                          {"server-pid", 1, 0, 'S'},
+                                          {"servers", 1, 0, 'L'},
+                                          {"spread", 1, 0, 'Y'},
+                                          {"want-group", 1, 0, 'W'},
+                                          {"help", 0, 0, 'H'},
+                                          {0, 0, 0, 0}};
 
 static enum cli_status bad(const char *flag, const char *v, const char *detail) {
   return cli_bad_value("cport-dummy", flag, v, detail);
@@ -268,6 +282,10 @@ static enum cli_status parse_option(int ch, const char *v, struct config *o, str
       return bad("spread", v, " (clients, rooms)");
     o->spread_rooms = m == 1;
     return CLI_RUN;
+  case 'W':
+    if (!cli_unsigned(v, 1, 16, &o->want_group) || (o->want_group & (o->want_group - 1)))
+      return bad("want-group", v, " (1, 2, 4, 8 or 16)");
+    return CLI_RUN;
   case 'j':
     o->json = true;
     return CLI_RUN;
@@ -298,7 +316,8 @@ static enum cli_status parse(int argc, char **argv, struct config *o) {
                        .connect_timeout_ms = 10000,
                        .mode = MODE_CHAT,
                        .backend = CP_BACKEND_AUTO,
-                       .ping_ms = 1000};
+                       .ping_ms = 1000,
+                       .want_group = 1};
   struct given g = {0};
   int ch;
   opterr = 0;
@@ -666,7 +685,8 @@ static int report(const struct result *r) {
 
 static void cleanup(void) {
   for (unsigned i = 0; i < cfg.clients; i++) {
-    free(clients[i].want);
+    if (i == clients[i].base) /* the room's table (dummy.h) */
+      free(clients[i].want);
     free(clients[i].seen);
     order_free(&clients[i].order);
     free(clients[i].fence);

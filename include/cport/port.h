@@ -177,7 +177,11 @@ CP_API int cp_backend_from_name(const char *name, cp_backend *out);
  * replaces its key. The port makes the socket nonblocking (as IOCP users
  * never do it themselves, they need not: a blocking socket works the same,
  * on every backend); it stays nonblocking after disassociation. The caller
- * keeps owning sock. Returns 0, CP_EINVAL for a NULL port, CP_EBADF for a
+ * keeps owning sock, and disassociates it before closing it: with io_uring's
+ * registered files (CPORT_URING_FIXED=1) the port holds the socket in the
+ * ring's file table, and a socket closed while associated stays open (the
+ * peer sees no FIN) until its number is associated again or the port is
+ * destroyed. Returns 0, CP_EINVAL for a NULL port, CP_EBADF for a
  * socket that is not open, CP_ENOTSOCK for a descriptor that is not a socket
  * (or cannot be polled), CP_ESHUTDOWN after close, CP_ENOMEM. Any thread.
  */
@@ -186,7 +190,9 @@ CP_API int cp_port_associate(cp_port *port, cp_socket_t sock, void *key);
 /*
  * Forget sock: every op still pending on it completes with CP_ECANCELED (or
  * with its result, if it finished first). Afterwards sock may be closed at
- * once, and the same number may be associated again. Returns 0, CP_EINVAL for
+ * once (the port lets go of it; an op not yet completed holds it until its
+ * completion, as the kernel does), and the same number may be associated
+ * again. Always disassociate before close. Returns 0, CP_EINVAL for
  * a NULL port, or CP_EBADF if sock was not associated. Any thread.
  */
 CP_API int cp_port_disassociate(cp_port *port, cp_socket_t sock);

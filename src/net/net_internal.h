@@ -84,6 +84,12 @@ enum {
   SF_LINGER = 64,          /* graceful disconnect done: our FIN sent, reading to the peer's */
   SF_FINISHED = 128,       /* finish_close ran (once) */
   SF_PART = 256,           /* sq->part holds an incomplete packet (sq exists) */
+  /* Bits 9-10: the op references the strand's run holds (session.c, "the
+   * strand"): of ops whose completions it handled, not yet handed to an op
+   * it started nor put (at most 2: a session has one receive-side and one
+   * send-side op). */
+  SF_BANK_ONE = 512,
+  SF_BANK = 3 * SF_BANK_ONE,
 };
 
 /* Kept small on purpose: an idle connection costs this (from the service's
@@ -215,16 +221,42 @@ struct cp__listener {
   bool stopped;              /* under mu: cp__listener_stop ran; no accept starts */
 };
 
-/* The counters (cp_service_stats): each module adds to the ones of its own
- * events with stat_add; only cp_service_get_stats reads them. */
+/* The counters (cp_service_stats) of per-session events: each module adds to
+ * the ones of its own events with stat_add; only cp_service_get_stats reads
+ * them. The per-message ones are in struct cp__ctr. */
 struct cp__stats {
   _Atomic uint64_t accepts, refused, connects, connect_failures, accept_errors;
-  _Atomic uint64_t bytes_in, bytes_out, packets_in, packets_out, sends;
   _Atomic uint64_t disc[CP_REASON_COUNT];
   _Atomic uint64_t sessions;                    /* announced, not yet ended */
   _Atomic uint64_t outbound, outbound_failures; /* cp_service_connect_to's */
-  _Atomic uint64_t queued_bytes;                /* all sessions' send queues (a gauge) */
 };
+
+/* The per-message counters (issue 13): a block per worker, a cache line of
+ * its own, written by that worker alone with a plain load and store (no
+ * locked instruction, no line shared with another worker), and one shared
+ * block for every other thread (an application thread's cp_session_send, a
+ * worker of another service), added to atomically. cp_service_get_stats sums
+ * the blocks. The queued-bytes gauge is two counts that only grow, the bytes
+ * that went into send queues (CTR_Q_IN) and those that left them
+ * (CTR_Q_OUT): a byte leaves after it went in (the send lock orders the two,
+ * on whichever threads), the leaving is stored with release, and the reader
+ * sums every CTR_Q_OUT (acquire) before any CTR_Q_IN, so it never sees more
+ * bytes leave than go in: +n on one worker and -n on another sum to 0. */
+enum {
+  CTR_BYTES_IN,
+  CTR_BYTES_OUT,
+  CTR_PACKETS_IN,
+  CTR_PACKETS_OUT,
+  CTR_SENDS,
+  CTR_Q_IN,
+  CTR_Q_OUT,
+  CTR_COUNT
+};
+struct cp__ctr {
+  _Alignas(64) _Atomic uint64_t v[CTR_COUNT];
+  cp_service *svc; /* whose block it is (set at creation, never changed) */
+};
+_Static_assert(sizeof(struct cp__ctr) == 64, "a counter block is one cache line");
 
 /* The service (service.c): options, port, workers, start and stop. Its parts
  * belong to their modules, which alone write them. */
@@ -258,6 +290,9 @@ struct cp_service {
   cp_jobq *sysq;                   /* the service's own jobs: idle scans, accept back-off, linger */
   cp_timer idle_timer;             /* service.c: the idle scan, every idle_timeout_ms / 4 */
   struct cp__stats st;             /* every module adds; cp_service_get_stats reads */
+  struct cp__ctr *ctr;             /* o.threads workers' blocks, then the shared one */
+  struct cp__ctr *ctr_shared;      /* &ctr[o.threads] */
+  void *ctr_mem;                   /* what was allocated for ctr (aligned inside it) */
 };
 
 /* The workers are on their way out: nothing posted now would run. */
@@ -282,6 +317,46 @@ static inline struct cp__registry *session_reg(cp_session *s) {
 static inline void stat_add(_Atomic uint64_t *c, uint64_t v) {
   atomic_fetch_add_explicit(c, v, memory_order_relaxed);
 }
+
+/* The counter block of the service whose worker this thread is (set by the
+ * workers), or NULL. */
+extern _Thread_local struct cp__ctr *cp__net_ctr;
+
+/* This thread's own block of svc (it is one of svc's workers), or NULL. */
+static inline struct cp__ctr *ctr_mine(const cp_service *svc) {
+  struct cp__ctr *c = cp__net_ctr;
+  return c && c->svc == svc ? c : NULL;
+}
+/* Add v to counter `which` (CTR_*) of a block no other thread writes (a
+ * worker's own, or a strand run's private one). `order` is
+ * memory_order_release for CTR_Q_OUT (see struct cp__ctr), relaxed for the
+ * others. */
+static inline void ctr_bump(struct cp__ctr *c, unsigned which, uint64_t v, memory_order order) {
+  _Atomic uint64_t *p = &c->v[which];
+  atomic_store_explicit(p, atomic_load_explicit(p, memory_order_relaxed) + v, order);
+}
+/* Add v to counter `which` of svc: in mine (ctr_mine), or else in the
+ * shared block. */
+static inline void ctr_add_to(cp_service *svc, struct cp__ctr *mine, unsigned which, uint64_t v,
+                              memory_order order) {
+  if (mine)
+    ctr_bump(mine, which, v, order);
+  else
+    atomic_fetch_add_explicit(&svc->ctr_shared->v[which], v, order);
+}
+static inline void ctr_add(cp_service *svc, unsigned which, uint64_t v) {
+  assert(which != CTR_Q_OUT); /* ctr_queued_out: it must be a release */
+  ctr_add_to(svc, ctr_mine(svc), which, v, memory_order_relaxed);
+}
+/* n bytes left svc's send queues (sent, dropped, or never queued after all). */
+static inline void ctr_queued_out(cp_service *svc, uint64_t n) {
+  ctr_add_to(svc, ctr_mine(svc), CTR_Q_OUT, n, memory_order_release);
+}
+/* service.c: add a strand run's private block (one made on a thread that is
+ * not svc's worker) to the shared one. */
+void cp__ctr_flush(cp_service *svc, const struct cp__ctr *priv);
+/* service.c: the bytes in svc's send queues now (the gauge, summed). */
+uint64_t cp__ctr_queued(const cp_service *svc);
 
 uint64_t cp__net_now_ms(void); /* timers.c: the engine's one clock (ms, monotonic) */
 /* Now, in the 32-bit clock of session activity times. */

@@ -35,7 +35,47 @@ static void service_free(cp_service *svc) {
   cp__cond_destroy(&svc->gate_cv);
   cp__mutex_destroy(&svc->gate_mu);
   cp__listener_fini(svc);
+  mem_free(svc->ctr_mem);
   mem_free(svc);
+}
+
+/* The counter blocks (struct cp__ctr): one per worker, then the shared one,
+ * each on a cache line of its own. false if out of memory. */
+static bool ctr_init(cp_service *svc) {
+  size_t line = sizeof(struct cp__ctr), n = (size_t)svc->o.threads + 1;
+  svc->ctr_mem = mem_calloc(1, n * line + line - 1);
+  if (!svc->ctr_mem)
+    return false;
+  uintptr_t at = ((uintptr_t)svc->ctr_mem + line - 1) & ~(uintptr_t)(line - 1);
+  svc->ctr = (struct cp__ctr *)at;
+  for (size_t i = 0; i < n; i++)
+    svc->ctr[i].svc = svc;
+  svc->ctr_shared = &svc->ctr[n - 1];
+  return true;
+}
+
+/* Counter `which` summed over the blocks. */
+static uint64_t ctr_sum(const cp_service *svc, unsigned which, memory_order order) {
+  uint64_t sum = 0;
+  for (unsigned i = 0; i <= svc->o.threads; i++)
+    sum += atomic_load_explicit(&svc->ctr[i].v[which], order);
+  return sum;
+}
+
+void cp__ctr_flush(cp_service *svc, const struct cp__ctr *priv) {
+  for (unsigned i = 0; i < CTR_COUNT; i++) {
+    uint64_t v = atomic_load_explicit(&priv->v[i], memory_order_relaxed);
+    if (v) /* release: CTR_Q_OUT's (struct cp__ctr); later than the run's is safe */
+      atomic_fetch_add_explicit(&svc->ctr_shared->v[i], v, memory_order_release);
+  }
+}
+
+uint64_t cp__ctr_queued(const cp_service *svc) {
+  /* out first, with acquire: every byte seen leaving is seen going in (struct cp__ctr) */
+  uint64_t out = ctr_sum(svc, CTR_Q_OUT, memory_order_acquire);
+  uint64_t in = ctr_sum(svc, CTR_Q_IN, memory_order_relaxed);
+  assert(in >= out);
+  return in - out;
 }
 
 int cp_service_create(cp_service **out, const cp_service_options *opts) {
@@ -79,10 +119,15 @@ int cp_service_create(cp_service **out, const cp_service_options *opts) {
     return rc;
   }
   o->host = NULL; /* not kept: the caller's string may go */
+  if (!ctr_init(svc)) {
+    mem_free(svc);
+    return CP_ENOMEM;
+  }
   if (!o->port_opts.concurrency)
     o->port_opts.concurrency = o->threads;
   rc = cp_port_create(&svc->port, &o->port_opts);
   if (rc) {
+    mem_free(svc->ctr_mem);
     mem_free(svc);
     return rc;
   }
@@ -107,6 +152,7 @@ int cp_service_create(cp_service **out, const cp_service_options *opts) {
 }
 
 _Thread_local cp_service *cp__net_worker_of;
+_Thread_local struct cp__ctr *cp__net_ctr;
 
 enum { GATE_WAIT = 0, GATE_GO, GATE_ABORT };
 
@@ -117,9 +163,12 @@ static void gate_set(cp_service *svc, int state) {
   cp__mutex_unlock(&svc->gate_mu);
 }
 
+/* arg: the worker's counter block (its own; it names the service). */
 static void worker(void *arg) {
-  cp_service *svc = arg;
+  struct cp__ctr *ctr = arg;
+  cp_service *svc = ctr->svc;
   cp__net_worker_of = svc;
+  cp__net_ctr = ctr;
   cp__mutex_lock(&svc->gate_mu);
   while (svc->gate == GATE_WAIT)
     cp__cond_wait(&svc->gate_cv, &svc->gate_mu);
@@ -348,7 +397,7 @@ static int start_prepare(cp_service *svc, struct start_undo *u) {
     u->idle_timer = true;
   }
   for (unsigned i = 0; i < svc->o.threads; i++) {
-    if ((rc = cp__thread_create(&svc->workers[i], worker, svc)))
+    if ((rc = cp__thread_create(&svc->workers[i], worker, &svc->ctr[i])))
       return rc;
     svc->nworkers++;
   }
@@ -427,7 +476,7 @@ void cp_service_stop(cp_service *svc, unsigned drain_ms) {
   cp__listener_stop(svc);
   /* Let queued sends go out, up to drain_ms. */
   uint64_t until = cp__net_now_ms() + drain_ms;
-  while (atomic_load(&svc->st.queued_bytes) && cp__net_now_ms() < until)
+  while (cp__ctr_queued(svc) && cp__net_now_ms() < until)
     sleep_ms(2);
   /* The players first; the outbound links (a database, Redis) stay up
    * until every inbound on_disconnected has returned, so those may still
@@ -479,12 +528,12 @@ void cp_service_get_stats(const cp_service *svc, cp_service_stats *o) {
   o->connects = LD(connects);
   o->connect_failures = LD(connect_failures);
   o->accept_errors = LD(accept_errors);
-  o->bytes_in = LD(bytes_in);
-  o->bytes_out = LD(bytes_out);
-  o->packets_in = LD(packets_in);
-  o->packets_out = LD(packets_out);
-  o->sends = LD(sends);
-  o->send_queue_bytes = LD(queued_bytes);
+  o->bytes_in = ctr_sum(svc, CTR_BYTES_IN, memory_order_relaxed);
+  o->bytes_out = ctr_sum(svc, CTR_BYTES_OUT, memory_order_relaxed);
+  o->packets_in = ctr_sum(svc, CTR_PACKETS_IN, memory_order_relaxed);
+  o->packets_out = ctr_sum(svc, CTR_PACKETS_OUT, memory_order_relaxed);
+  o->sends = ctr_sum(svc, CTR_SENDS, memory_order_relaxed);
+  o->send_queue_bytes = cp__ctr_queued(svc);
   o->outbound = LD(outbound);
   o->outbound_failures = LD(outbound_failures);
 #undef LD

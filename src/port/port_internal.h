@@ -187,7 +187,8 @@ struct fdent {
   cp__spin lock; /* key/associated writes; epoll: the queues and the I/O attempts */
   union {        /* one backend per port: each has its own three bytes */
     struct __attribute__((packed)) {
-      uint8_t busy;        /* FDE_RD_BUSY / FDE_WR_BUSY: that side has an op with the kernel */
+      uint8_t busy;        /* FDE_RD_BUSY / FDE_WR_BUSY: that side has an op with the kernel;
+                              FDE_FIXED: the fd is in the ring's registered file table */
       uint16_t kernel_ops; /* ops of this fd with the kernel (at most UINT16_MAX) */
     } ur;                  /* uring, guarded by its lock */
     uint8_t starved[3];    /* epoll, guarded by its lock: the starved list's link, 24 bits
@@ -200,6 +201,7 @@ enum {
   FDE_GEN_STEP = 2u, /* fdent.gen: one cancel generation */
   FDE_RD_BUSY = 1u,  /* fdent.ur.busy */
   FDE_WR_BUSY = 2u,
+  FDE_FIXED = 4u, /* fdent.ur.busy: registered file slot fd holds this fd (uring.c) */
 };
 
 /* An idle connection costs its fd entry (and the engine's session with its

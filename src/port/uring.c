@@ -28,6 +28,23 @@
  * kernel and remove queued or starved ops in user space. A cancel that races
  * a partial send's resubmission is caught by the fd's generation number, or
  * the op's cancel flag, which every resubmission checks.
+ *
+ * Registered files (opt-in: CPORT_URING_FIXED=1; off by default because of
+ * the catch below). The ring has a sparse file table with a slot per fd
+ * number below the fd limit (RLIMIT_NOFILE when the port is made, at most the
+ * port's fd table). cp_port_associate puts the socket in slot fd, and every
+ * SQE on it then carries IOSQE_FIXED_FILE with index fd: the kernel skips the
+ * fget/fput each SQE otherwise pays. cp_port_disassociate empties the slot
+ * after its cancel (by plain fd: it matches ops by file, fixed or not, and the
+ * fd is still open). A slot holds a reference to the file, so a socket closed
+ * WITHOUT disassociating stays open (no FIN) until its number is associated
+ * again or the port is destroyed - the contract is disassociate, then close,
+ * but a socket closed behind the port's back then still takes ops (they do not
+ * fail with EBADF, as port.test_bad_input wants and IOCP does). An op with the
+ * kernel keeps its file either way. Fds at or above the table's size, a
+ * kernel without sparse tables (before 5.19), a failed update, or the
+ * variable unset: plain fds. The ring's fd is close-on-exec, so an exec'd
+ * child holds no slot; a forked child shares the ring and its table.
  */
 #define _GNU_SOURCE
 #include "port/port_internal.h"
@@ -39,6 +56,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 
 #define OPF_CANCEL 0x100 /* in op->how: cancel requested while with the kernel */
 #define RELEASED_NONE UINT32_MAX
@@ -61,6 +79,7 @@ struct uring {
   uint64_t inflight;     /* ops with the kernel */
   struct opq starved;    /* pooled recvs that found the buffer ring empty */
   _Atomic bool sq_dirty; /* SQEs wait for the poller's next io_uring_enter */
+  unsigned nfixed;       /* registered file slots (fds below it use them); 0: none */
 #ifndef NDEBUG
   bool locked; /* lock is held (for asserts; only its holder reads it true) */
 #endif
@@ -152,6 +171,22 @@ static int uring_probe(void) {
   return rc;
 }
 
+/* The registered file table: how many slots (0: none, plain fds). Sized to
+ * the fd limit, capped by the port's fd table (and so the kernel's
+ * IORING_MAX_FIXED_FILES); below the limit, liburing would raise it. */
+static unsigned fixed_init(struct io_uring *ring) {
+  const char *env = getenv("CPORT_URING_FIXED");
+  if (!env || *env != '1')
+    return 0;
+  unsigned n = FDT_CHUNK * FDT_CHUNKS;
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < n)
+    n = (unsigned)rl.rlim_cur;
+  if (n == 0 || io_uring_register_files_sparse(ring, n) < 0)
+    return 0;
+  return n;
+}
+
 static int uring_init(cp_port *p) {
   struct uring *u = mem_calloc(1, sizeof *u);
   if (!u)
@@ -161,6 +196,7 @@ static int uring_init(cp_port *p) {
     mem_free(u);
     return rc;
   }
+  u->nfixed = fixed_init(&u->ring);
   uint32_t n = p->bufs.count;
   u->br_len = (sizeof(struct io_uring_buf) * n + 4095) & ~(size_t)4095;
   void *m = mmap(NULL, u->br_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -236,7 +272,7 @@ static bool uring_has_work(cp_port *p) {
   return atomic_load_explicit(&U(p)->sq_dirty, memory_order_relaxed);
 }
 
-static void prep(cp_port *p, struct op *o, struct io_uring_sqe *sqe) {
+static void prep(cp_port *p, struct op *o, struct io_uring_sqe *sqe, bool fixed) {
   switch (o->kind) {
   case CP_OP_ACCEPT:
     io_uring_prep_accept(sqe, o->fd, o->u.accept.addr, o->u.accept.addrlen,
@@ -274,6 +310,8 @@ static void prep(cp_port *p, struct op *o, struct io_uring_sqe *sqe) {
     io_uring_prep_timeout(sqe, (struct __kernel_timespec *)(void *)&o->u.timer.ts, 0, 0);
     break;
   }
+  if (fixed)
+    sqe->flags |= IOSQE_FIXED_FILE; /* sqe->fd: the slot, numbered as the fd */
   io_uring_sqe_set_data(sqe, o);
 }
 
@@ -290,11 +328,11 @@ static int submit_op(cp_port *p, struct op *o) {
   struct io_uring_sqe *sqe = get_sqe(p);
   if (!sqe)
     return CP_EBUSY;
-  prep(p, o, sqe);
+  struct fdent *e = o->fd >= 0 ? cp__fdtable_get(&p->fds, o->fd) : NULL;
+  prep(p, o, sqe, e && (e->ur.busy & FDE_FIXED));
   o->state = OPS_INFLIGHT;
   U(p)->inflight++;
-  if (o->fd >= 0) {
-    struct fdent *e = cp__fdtable_get(&p->fds, o->fd);
+  if (e) {
     assert(e->ur.kernel_ops < UINT16_MAX); /* uring_start keeps room (KOPS_MAX) */
     e->ur.kernel_ops++;
   }
@@ -604,7 +642,6 @@ static void uring_wake(cp_port *p) {
 /* ---- cancel --------------------------------------------------------- */
 
 static int uring_cancel_fd(cp_port *p, int fd, struct fdent *e, bool forget) {
-  (void)forget;
   struct uring *u = U(p);
   struct sink s;
   cp__sink_init(&s, NULL, 0);
@@ -644,7 +681,17 @@ static int uring_cancel_fd(cp_port *p, int fd, struct fdent *e, bool forget) {
   } else {
     rc = CP_EBUSY;
   }
+  /* Disassociated: no op starts on fd any more (its generation moved on), so
+   * its registered slot goes; ops with the kernel keep their file. */
+  bool unfix = forget && (e->ur.busy & FDE_FIXED);
+  if (unfix)
+    e->ur.busy &= (uint8_t)~FDE_FIXED;
   uunlock(u);
+  if (unfix) {
+    int none = -1;
+    io_uring_register_files_update(&u->ring, (unsigned)fd, &none, 1);
+    cp__count_syscall(p);
+  }
   cp__sink_flush(p, &s);
   return rc;
 }
@@ -685,10 +732,23 @@ static int uring_cancel_op(cp_port *p, struct op *o) {
   return rc;
 }
 
+/* Put fd in its registered slot. Always updated, even if FDE_FIXED is still
+ * set: a caller that closed the fd without disassociating left its old file
+ * in the slot, and this number is now another socket. No op of fd starts
+ * before this returns (begin() needs the associated bit), so the syscall
+ * runs without the lock. If it fails, fd stays on plain SQEs. */
 static int uring_associate(cp_port *p, int fd, struct fdent *e) {
-  (void)p;
-  (void)fd;
-  (void)e;
+  struct uring *u = U(p);
+  if (fd < 0 || (unsigned)fd >= u->nfixed)
+    return 0;
+  bool ok = io_uring_register_files_update(&u->ring, (unsigned)fd, &fd, 1) == 1;
+  cp__count_syscall(p);
+  ulock(u);
+  if (ok)
+    e->ur.busy |= FDE_FIXED;
+  else
+    e->ur.busy &= (uint8_t)~FDE_FIXED;
+  uunlock(u);
   return 0;
 }
 
@@ -757,6 +817,11 @@ static void uring_destroy(cp_port *p) {
   }
   for (struct op *o; (o = opq_pop(&u->starved));)
     o->state = OPS_DONE;
+  /* Let go of the sockets still in slots now (the ring's own teardown would,
+   * later, on a kernel worker). Only with nothing in flight: unregistering
+   * waits for the ops that use the table. */
+  if (u->nfixed && !u->inflight)
+    io_uring_unregister_files(&u->ring);
   io_uring_unregister_buf_ring(&u->ring, BGID);
   munmap(u->br, u->br_len);
   io_uring_queue_exit(&u->ring);

@@ -12,6 +12,7 @@
 #     cport_cluster_auth_failures_total counted, the node serves (ping), login
 #     refused with ERR_UNAVAILABLE (no ids), the attempts on Redis's side
 #     bounded over 3 s (back-off, not a tight loop);
+#  2b. an ACL user without channels: its liveness SUBSCRIBE refused, logged, counted;
 #  3. the password changed under a node that was up (CONFIG SET requirepass,
 #     CLIENT KILL): WRONGPASS logged, S_ENTER_ROOM gets ERR_UNAVAILABLE, and
 #     once the password is back the node is up again;
@@ -24,10 +25,12 @@ PASS='pw:with@all%sorts of'          # requirepass
 PASS_URL='pw%3Awith%40all%25sorts%20of' # the same, percent-encoded
 UPASS='acl@pa:ss'                     # the ACL user's
 UPASS_URL='acl%40pa%3Ass'
-SECRETS=("$PASS" "$PASS_URL" "$UPASS" "$UPASS_URL" wrong-secret-42 "x@ss" "$(printf 'z%.0s' {1..300})")
+SECRETS=("$PASS" "$PASS_URL" "$UPASS" "$UPASS_URL" wrong-secret-42 "x@ss" "$(printf 'z%.0s' {1..300})"
+  lonesecret-7 colonsecret-8)
 
 # no_secret FILE WHAT: none of the passwords is in FILE.
 no_secret() {
+  [[ -s $1 ]] || fail "$2: nothing to check (empty)"
   for s in "${SECRETS[@]}"; do
     ! grep -qF -- "$s" "$1" || fail "$2 shows a password"
   done
@@ -45,6 +48,8 @@ bad_url() { # bad_url URL EXPECTED [env...]
   no_secret "$TMP/bad.out" "the error for '$url'"
 }
 bad_url 'redis://:@' "an empty PASSWORD"
+bad_url 'redis://lonesecret-7@127.0.0.1:6379' "USER needs a PASSWORD" # redis-cli's password form
+bad_url 'redis://:colonsecret-8' "missing HOST"
 bad_url 'redis://:x@ss@' "missing HOST"
 bad_url 'redis://127.0.0.1' "missing :PORT"
 bad_url 'redis://127.0.0.1:' "missing PORT"
@@ -109,6 +114,16 @@ for i in 5 6 7; do
   stop_node "$i"
 done
 for i in 1 2 3 4; do [[ $(metric_of "$i" cport_cluster_auth_failures_total) == 0 ]] || fail "node $i: auth failures"; done
+
+# 2b. an ACL user without channels (Redis 7's acl-pubsub-default): its liveness SUBSCRIBE is
+#     refused - logged with Redis's text and the hint, counted, never taken for up
+[[ $(rcli "$PASS" ACL SETUSER nochan on ">$UPASS" '~*' resetchannels '+@all') == OK ]] || fail "ACL SETUSER nochan"
+start_node 8 "redis://nochan:$UPASS_URL@127.0.0.1:$R"
+for _ in $(seq 400); do grep -q "liveness channel: NOPERM" "$TMP/node8.log" && break; sleep 0.05; done
+grep -q "liveness channel: NOPERM.*an ACL user needs the channels cport:\*" "$TMP/node8.log" ||
+  { cat "$TMP/node8.log" >&2; fail "node 8: a refused liveness SUBSCRIBE was not logged"; }
+(($(metric_of 8 cport_cluster_redis_errors_total) >= 1)) || fail "node 8: the refused SUBSCRIBE was not counted"
+stop_node 8
 
 # 3. the password changed under node 1 (and 2): refused on reconnect, ERR_UNAVAILABLE; back once restored
 rcli "$PASS" CONFIG SET requirepass "x@ss" >/dev/null

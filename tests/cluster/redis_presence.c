@@ -275,6 +275,39 @@ int main(void) {
   CHECK_EQ(clean("D", 1, &published), 1);
   CHECK_EQ(published, 1);
 
+  /* a dead node behind more spared ones than a page of the claim script (128): found */
+  enum { MANY = 130 };
+  rc_conn *many = rc_open(redis_port, CL_REDIS_SUBSCRIBER, NULL, NULL);
+  CHECK(many);
+  char sn[MANY][16];
+  for (int i = 0; i < MANY; i++) {
+    snprintf(sn[i], sizeof sn[i], "s%03d", i);
+    char ch[CL_ALIVE_CHANNEL_MAX], err[200];
+    size_t n = cl_node_alive_channel(ch, sn[i], 4);
+    redisReply *r =
+        rc_cmd_bin(many, 2, (const char *[]){"SUBSCRIBE", ch}, (size_t[]){9, n}, err, sizeof err);
+    CHECK(r && r->type == REDIS_REPLY_ARRAY);
+    freeReplyObject(r);
+    heartbeat(sn[i], 4, 1);
+  }
+  usleep(20000);
+  heartbeat("E", 1, 1); /* past its deadline after all of them: last in the zset */
+  claim_until("E", 1, 5000);
+  CHECK_EQ(n_spared, MANY);
+  rc_close(many);
+  /* their connection gone: every one claimed once (10 per claim at most) */
+  int claimed = 0;
+  while (claimed < MANY) {
+    size_t n = claim(names, lens, 60000);
+    for (size_t i = 0; i < n; i++)
+      CHECK(lens[i] == 4 && names[i][0] == 's');
+    claimed += (int)n;
+    if (!n)
+      usleep(20000); /* Redis has not seen the connection close yet */
+  }
+  CHECK_EQ(claimed, MANY);
+  CHECK_EQ(claim(names, lens, 5000), 0);
+
   /* index entries that do not decode */
   static const struct {
     const char *s;

@@ -266,7 +266,14 @@ int main(void) {
   masked_is("redis://h:1", "redis://h:1");
   masked_is("redis://:s3cret@h:1", "redis://:***@h:1");
   masked_is("redis://cport:p:a@s@s@h:1", "redis://cport:***@h:1");
-  masked_is("redis://cport@h:1", "redis://cport@h:1");
+  masked_is("redis://cport@h:1", "redis://***@h:1"); /* redis-cli: a lone one is a password */
+  masked_is("redis://s3cret@h:1", "redis://***@h:1");
+  masked_is("redis://:s3cret", "redis://***"); /* no '@', not HOST:PORT: a forgotten HOST */
+  masked_is("redis://s3:cret", "redis://***");
+  masked_is("redis://h", "redis://h");
+  masked_is("redis://h:", "redis://h:");
+  masked_is("redis://[::1]:6379", "redis://[::1]:6379");
+  masked_is("redis://[::1]:x", "redis://***");
   masked_is("rediss://u:s3cret@h:1", "rediss://u:***@h:1");
   masked_is("redis:/u:s3cret@h:1", "redis:***@h:1"); /* not a URL: masked all the same */
   masked_is("redis://:s3cret@", "redis://:***@");

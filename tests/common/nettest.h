@@ -76,13 +76,8 @@ static inline cp_service *nt_server(cp_service_options o, struct sockaddr_in *ad
  * listening, kept open (in *fd) so nobody else takes the port. Connects to
  * it are refused. */
 static inline uint16_t nt_unlistened_port(int *fd) {
-  int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  CHECK(s >= 0);
-  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-  CHECK_EQ(bind(s, (struct sockaddr *)&a, sizeof a), 0);
-  socklen_t len = sizeof a;
-  CHECK_EQ(getsockname(s, (struct sockaddr *)&a, &len), 0);
-  *fd = s;
+  struct sockaddr_in a;
+  *fd = test_unlistened(&a);
   return ntohs(a.sin_port);
 }
 

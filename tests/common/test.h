@@ -483,6 +483,21 @@ static inline void test_begin(const char *name, unsigned seconds) {
   fprintf(stderr, "%s (CPORT_BACKEND=%s)\n", name, b ? b : "unset");
 }
 
+/* A loopback address where nothing listens, and stays so: a socket bound to it, not
+ * listening, returned (close it after). A connect there is refused. (A listener's port, once
+ * closed, may be taken by any other process's listener meanwhile: ctest runs tests in
+ * parallel.) */
+static inline int test_unlistened(struct sockaddr_in *addr) {
+  int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  CHECK(s >= 0);
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+  CHECK_EQ(bind(s, (struct sockaddr *)&a, sizeof a), 0);
+  socklen_t len = sizeof a;
+  CHECK_EQ(getsockname(s, (struct sockaddr *)&a, &len), 0);
+  *addr = a;
+  return s;
+}
+
 /* A loopback listener on a free port (nonblocking). */
 static inline int test_listener(struct sockaddr_in *addr) {
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);

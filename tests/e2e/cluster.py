@@ -22,7 +22,7 @@ docs/cluster.md), checked exactly from the clients' side.
                                             down (the shell kills it at DOWN, starts it at
                                             GONE): node 1's player gets its S_MEMBER_LEFT
                                             once Redis is back (the leave re-sent)
-  cluster.py slow P1 P2 P3:PID3           - node 3 stopped (SIGSTOP) does not hold up nodes
+  cluster.py slow P1 P2 P3:PID3 [M1,M2]   - node 3 stopped (SIGSTOP) does not hold up nodes
                                             1 and 2; it catches up once continued
   cluster.py unavailable PORT             - a node with no Redis answers pings, and logins
                                             with ERR_UNAVAILABLE
@@ -407,7 +407,7 @@ def nodes_run(args):
           f"{t_kill:.2f} s)")
 
 
-def slow_run(p1, p2, spec3):
+def slow_run(p1, p2, spec3, mports=None):
     """node 3 stopped (SIGSTOP: it reads nothing from Redis) for 5 s while nodes 1 and 2
     chat: they get every chat meanwhile; node 3, past its heartbeat deadline but connected,
     is not taken for dead (nobody gets S_MEMBER_LEFT); once it goes on, its player gets
@@ -435,6 +435,12 @@ def slow_run(p1, p2, spec3):
         rest = 5.0 - (time.monotonic() - stopped)
         if rest > 0:
             pump_for(fast, rest)
+        if mports:  # and until node 1 or 2 counted it spared (a claim tick; bounded)
+            spared = lambda: sum(metric(m, "cport_cluster_spared_nodes_total") or 0 for m in mports)
+            end = time.monotonic() + 20
+            while not spared():
+                ok(time.monotonic() < end, "node 3 never counted as spared by node 1 or 2")
+                pump_for(fast, 0.2)
     finally:
         os.kill(pid3, signal.SIGCONT)
     pump_until(players, lambda: len(chats_of(players[2])) >= 200, 60, "node 3 catching up")
@@ -525,7 +531,8 @@ if __name__ == "__main__":
     elif what == "chat":
         chat_run(sys.argv[2:])
     elif what == "slow":
-        slow_run(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4])
+        slow_run(int(sys.argv[2]), int(sys.argv[3]), sys.argv[4],
+                 [int(x) for x in sys.argv[5].split(",")] if len(sys.argv) > 5 else None)
     elif what == "unavailable":
         unavailable_run(int(sys.argv[2]))
     elif what == "outage":

@@ -107,7 +107,8 @@ for i in 1 2 3; do
 done
 
 # 2b. a node that reads nothing from Redis (SIGSTOP) does not hold up the others
-python3 "$CL" slow "${NPORT[1]}" "${NPORT[2]}" "${NPORT[3]}:${NPID[3]}" || fail "a stopped node held up the others"
+python3 "$CL" slow "${NPORT[1]}" "${NPORT[2]}" "${NPORT[3]}:${NPID[3]}" "${NMPORT[1]},${NMPORT[2]}" ||
+  fail "a stopped node held up the others"
 s1=$(metric_of 1 cport_cluster_spared_nodes_total) s2=$(metric_of 2 cport_cluster_spared_nodes_total)
 [[ $s1 != - && $s2 != - ]] && ((s1 + s2 >= 1)) ||
   fail "node 3, stopped past its heartbeat deadline, was not counted as spared ($s1, $s2)"

@@ -1,5 +1,5 @@
 /*
- * fuzz_chat.c - fuzzing cport-server's chat handlers (apps/server/chat.c)
+ * fuzz_chat.c - fuzzing cport-server's chat handlers (apps/server/chat/)
  * through the real engine.
  *
  * The handlers take sessions only the engine makes, so the target runs the

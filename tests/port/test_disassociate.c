@@ -19,6 +19,12 @@ int main(void) {
   CHECK_EQ(c.result, CP_ECANCELED);
   int num = srv;
   close(srv);
+  /* Disassociated, then closed: the socket is gone (io_uring's registered
+   * file slot let go of it), so the peer reads the FIN. */
+  struct pollfd pf = {.fd = cli, .events = POLLIN};
+  CHECK_EQ(poll(&pf, 1, 10000), 1);
+  char eof;
+  CHECK_EQ(recv(cli, &eof, 1, 0), 0);
   close(cli);
   int cli2, srv2;
   test_pair(lfd, &addr, &cli2, &srv2);

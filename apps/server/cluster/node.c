@@ -41,6 +41,7 @@
 #include "node.h"
 
 #include "../../common/cli.h"
+#include "../../common/os.h"
 #include "../../common/printf_attr.h"
 #include "presence.h"
 #include "room_keys.h"
@@ -48,9 +49,6 @@
 #include <assert.h>
 #include <errno.h>
 #include <inttypes.h>
-#ifndef _WIN32
-#include <netdb.h> /* getaddrinfo (Windows: ws2tcpip.h, through cport.h) */
-#endif
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -305,16 +303,21 @@ static void scripts_loaded(void *arg, const char *err) {
  * (presence.h). Nothing is published on it. */
 static void alive_subscribed(void *arg, redisReply *r, const char *err) {
   struct link *l = arg;
-  if (r)
-    freeReplyObject(r);
-  if (r || atomic_load(&N.stopping))
-    return;
-  atomic_fetch_add(&node_stats.redis_errors, 1);
-  nlog("subscribing to this node's liveness channel: %s; reconnecting", err);
-  pthread_mutex_lock(&l->mu);
-  if (l->s)
-    cp_session_disconnect(l->s, false);
-  pthread_mutex_unlock(&l->mu);
+  (void)err;
+  if (!r)
+    return; /* the connection went: its loss is logged, and its reconnect subscribes again */
+  if (r->type == REDIS_REPLY_ERROR && !atomic_load(&N.stopping)) {
+    /* e.g. an ACL user without the channel: refused, as an AUTH would be */
+    atomic_fetch_add(&node_stats.redis_errors, 1);
+    nlog("subscribing to this node's liveness channel: %.*s (an ACL user needs the channels "
+         "cport:*, e.g. &cport:*); reconnecting with back-off",
+         (int)(r->len < 200 ? r->len : 200), r->str);
+    pthread_mutex_lock(&l->mu);
+    if (l->s)
+      cp_session_disconnect(l->s, false);
+    pthread_mutex_unlock(&l->mu);
+  }
+  freeReplyObject(r);
 }
 
 static void alive_subscribe(struct link *l) {
@@ -325,13 +328,13 @@ static void alive_subscribe(struct link *l) {
   pthread_mutex_lock(&l->mu);
   int rc = l->r ? cl_redis_command(l->r, 2, argv, lens, alive_subscribed, l) : -ENOTCONN;
   pthread_mutex_unlock(&l->mu);
-  if (rc)
-    alive_subscribed(l, NULL, "the connection is down");
+  (void)rc; /* not sent: the connection is down, and its reconnect subscribes again */
 }
 
 /* The handshake was accepted: the connection is up. */
 static void link_up(struct link *l) {
   pthread_mutex_lock(&l->mu);
+  assert(!l->r); /* one connection at a time: the last one's state is gone */
   cl_redis *r = l->hs;
   char addr[80];
   snprintf(addr, sizeof addr, "%s", link_addr(l));
@@ -391,6 +394,26 @@ static const char *auth_hint(const char *e, size_t len) {
 /* A refused handshake (the first one, or a NOAUTH later on a connection that was up): counted,
  * logged (rate-limited as failed attempts are), the connection closed; on_disconnected then
  * retries with the back-off. */
+/* Redis's error text e (len bytes) for a log line into out (NUL-terminated, at most 200
+ * bytes of e), each occurrence of the password replaced by "***": a server or proxy that
+ * echoes the command's arguments must not put it in the log. */
+static void error_shown(const char *e, size_t len, char *out, size_t size) {
+  const uint8_t *pw = N.url.pass;
+  size_t pl = N.url.has_pass ? N.url.pass_len : 0, o = 0;
+  assert(size > 4);
+  len = len < 200 ? len : 200;
+  for (size_t i = 0; i < len && o + 4 < size;) {
+    if (pl && len - i >= pl && memcmp(e + i, pw, pl) == 0) {
+      memcpy(out + o, "***", 3);
+      o += 3;
+      i += pl;
+    } else {
+      out[o++] = e[i++];
+    }
+  }
+  out[o] = 0;
+}
+
 static void auth_refused(struct link *l, const char *e, size_t len) {
   atomic_fetch_add(&node_stats.auth_failures, 1);
   pthread_mutex_lock(&l->mu);
@@ -403,10 +426,13 @@ static void auth_refused(struct link *l, const char *e, size_t len) {
   if (l->s)
     cp_session_disconnect(l->s, false);
   pthread_mutex_unlock(&l->mu);
-  if (log && !atomic_load(&N.stopping))
-    nlog("%s connection to redis %s: authentication refused (attempt %u): %.*s - %s; "
+  if (log && !atomic_load(&N.stopping)) {
+    char shown[256];
+    error_shown(e, len, shown, sizeof shown);
+    nlog("%s connection to redis %s: authentication refused (attempt %u): %s - %s; "
          "reconnecting with back-off",
-         l->what, N.where, n, (int)(len < 200 ? len : 200), e, auth_hint(e, len));
+         l->what, N.where, n, shown, auth_hint(e, len));
+  }
 }
 
 /* Sentinel: ROLE's answer. Anything but a master is refused: counted, logged, the connection
@@ -517,10 +543,14 @@ static void on_connected(cp_session *s) {
   l->hs_deadline_ms = mono_ms() + HANDSHAKE_TIMEOUT_MS;
   int rc = handshake(l);
   pthread_mutex_unlock(&l->mu);
-  if (rc)
+  if (rc) {
     cp_session_disconnect(s, false);
-  else
-    cp_jobq_post_after(N.q, HANDSHAKE_TIMEOUT_MS, handshake_timeout, l);
+  } else if (cp_jobq_post_after(N.q, HANDSHAKE_TIMEOUT_MS, handshake_timeout, l) != 0) {
+    /* no deadline for this handshake: do not wait without one */
+    atomic_fetch_add(&node_stats.redis_errors, 1);
+    nlog("%s connection: could not arm the handshake's timeout; reconnecting", l->what);
+    cp_session_disconnect(s, false);
+  }
 }
 
 static void on_raw(cp_session *s, const void *data, size_t len) {
@@ -1299,15 +1329,14 @@ static void sweep_members(void *arg, redisReply *r, const char *err) {
  * connection is open): (name, ms past the deadline) pairs. Counted; logged
  * at most every 10 s. */
 static void spared(const redisReply *a) {
-  static uint64_t logged_ms; /* the node's queue: one tick at a time */
+  static _Atomic uint64_t logged_ms; /* claimed() runs on the command connection's strand */
   for (size_t i = 0; i + 1 < a->elements; i += 2) {
     const redisReply *name = a->element[i], *over = a->element[i + 1];
     if (name->type != REDIS_REPLY_STRING || over->type != REDIS_REPLY_INTEGER)
       continue;
     atomic_fetch_add(&node_stats.spared_nodes, 1);
-    uint64_t now = mono_ms();
-    if (now - logged_ms >= 10000) {
-      logged_ms = now;
+    uint64_t now = mono_ms(), last = atomic_load(&logged_ms);
+    if (now - last >= 10000 && atomic_compare_exchange_strong(&logged_ms, &last, now)) {
       nlog("node '%.*s' is %lld ms past its heartbeat deadline but still connected to Redis: "
            "not taken for dead (for up to %u ms)",
            (int)(name->len < 200 ? name->len : 200), name->str, over->integer, SWEEP_GRACE_MS);
@@ -1514,7 +1543,8 @@ static int configure(const char *url) {
     return CP_EINVAL;
   }
   const char *env = getenv("CPORT_CLUSTER_PASSWORD");
-  if (!N.url.has_pass && env && *env) {
+  bool from_env = !N.url.has_pass && env && *env;
+  if (from_env) {
     size_t n = strlen(env);
     if (n > sizeof N.url.pass) {
       start_error("CPORT_CLUSTER_PASSWORD is longer than %zu bytes", sizeof N.url.pass);
@@ -1539,7 +1569,7 @@ static int configure(const char *url) {
     at += (unsigned)snprintf(list + at, sizeof list - at, "%s%s", i ? ", " : "", N.addr[i]);
   nlog("redis %s (%s; %s%s), addresses kept from now: %s", N.shown,
        N.url.has_pass ? "AUTH" : "no password", N.url.has_user ? "ACL user" : "default user",
-       N.url.has_pass && !strstr(N.shown, "***") ? ", password from CPORT_CLUSTER_PASSWORD" : "",
+       from_env ? ", password from CPORT_CLUSTER_PASSWORD" : "",
        list);
   return 0;
 }
