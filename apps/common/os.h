@@ -16,6 +16,7 @@
 #ifndef WIN32_LEAN_AND_MEAN
 #define WIN32_LEAN_AND_MEAN
 #endif
+#include <malloc.h> /* _aligned_malloc */
 #include <windows.h>
 #else
 #include "proc_cpu.h"
@@ -115,6 +116,25 @@ static inline void os_sleep_ms(unsigned ms) {
   struct timespec ts = {.tv_sec = ms / 1000, .tv_nsec = (long)(ms % 1000) * 1000000};
   while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
   }
+#endif
+}
+
+/* size bytes aligned to align (a power of two; size a multiple of it), or NULL. Freed with
+ * os_aligned_free only (Windows' C runtime has no aligned_alloc: _aligned_malloc, whose
+ * blocks free() must not see). */
+static inline void *os_aligned_alloc(size_t align, size_t size) {
+#ifdef _WIN32
+  return _aligned_malloc(size, align);
+#else
+  return aligned_alloc(align, size);
+#endif
+}
+
+static inline void os_aligned_free(void *p) {
+#ifdef _WIN32
+  _aligned_free(p);
+#else
+  free(p);
 #endif
 }
 

@@ -282,7 +282,7 @@ static int want_table(struct client *c) {
   size_t k = c->idx - c->base, pad = (c->nmem + 15u) / 16 * 16, g = cfg.want_group;
   if (k == 0) {
     size_t bytes = (c->nmem + g - 1) / g * g * pad * sizeof(uint32_t); /* a multiple of 64 */
-    if (!(c->want = aligned_alloc(64, bytes)))
+    if (!(c->want = os_aligned_alloc(64, bytes)))
       return -1;
     memset(c->want, 0, bytes);
     return 0;

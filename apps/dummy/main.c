@@ -686,7 +686,7 @@ static int report(const struct result *r) {
 static void cleanup(void) {
   for (unsigned i = 0; i < cfg.clients; i++) {
     if (i == clients[i].base) /* the room's table (dummy.h) */
-      free(clients[i].want);
+      os_aligned_free(clients[i].want);
     free(clients[i].seen);
     order_free(&clients[i].order);
     free(clients[i].fence);
