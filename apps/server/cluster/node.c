@@ -184,7 +184,23 @@ static void nlog(const char *fmt, ...) {
   va_end(ap);
 }
 
+/* A line logged at most every 10 s (any thread): true for the caller that takes the turn. */
+static bool log_due(_Atomic uint64_t *last_ms, uint64_t now) {
+  uint64_t last = atomic_load(last_ms);
+  return now - last >= 10000 && atomic_compare_exchange_strong(last_ms, &last, now);
+}
+
 /* ---- links -------------------------------------------------------------- */
+
+/* A failed attempt's line (under l->mu): the first one (`first`), then at most one per
+ * FAIL_LOG_MS. */
+static bool fail_log_due(struct link *l, bool first) {
+  uint64_t now = mono_ms();
+  bool due = first || now - l->fail_log_ms >= FAIL_LOG_MS;
+  if (due)
+    l->fail_log_ms = now;
+  return due;
+}
 
 static struct link *link_of(cp_session *s) {
   return cp_session_user(s); /* set before the connect */
@@ -419,10 +435,7 @@ static void auth_refused(struct link *l, const char *e, size_t len) {
   pthread_mutex_lock(&l->mu);
   l->told = true;
   unsigned n = l->fails + 1;
-  uint64_t now = mono_ms();
-  bool log = n == 1 || now - l->fail_log_ms >= FAIL_LOG_MS;
-  if (log)
-    l->fail_log_ms = now;
+  bool log = fail_log_due(l, n == 1);
   if (l->s)
     cp_session_disconnect(l->s, false);
   pthread_mutex_unlock(&l->mu);
@@ -454,10 +467,7 @@ static void role_done(void *arg, redisReply *r, const char *err) {
     l->told = true;
     if (l->s)
       cp_session_disconnect(l->s, false);
-    uint64_t now = mono_ms(); /* logged as failed attempts are: the first, then every 5 s */
-    bool log = l->fails == 0 || now - l->fail_log_ms >= FAIL_LOG_MS;
-    if (log)
-      l->fail_log_ms = now;
+    bool log = fail_log_due(l, l->fails == 0); /* logged as failed attempts are */
     pthread_mutex_unlock(&l->mu);
     bool named = e && e->type == REDIS_REPLY_STRING;
     const char *role = named ? e->str : cl_redis_reply_kind(r); /* "slave", or "ERR ..." */
@@ -678,11 +688,7 @@ static void on_disconnected(cp_session *s, cp_reason why) {
   unsigned fails = 0;
   if (!was_up) {
     fails = ++l->fails;
-    uint64_t now = mono_ms();
-    if (!told && (fails == 1 || now - l->fail_log_ms >= FAIL_LOG_MS)) {
-      log = true;
-      l->fail_log_ms = now;
-    }
+    log = !told && fail_log_due(l, fails == 1);
   }
   pthread_mutex_unlock(&l->mu);
   if (r) {
@@ -1158,8 +1164,7 @@ static void hb_done(void *arg, const char *err) {
   uint64_t now = mono_ms(), rtt = now - (uint64_t)(uintptr_t)arg;
   if (!err && rtt > HEARTBEAT_SLOW_MS) {
     atomic_fetch_add(&node_stats.heartbeats_slow, 1);
-    uint64_t last = atomic_load(&logged_ms);
-    if (now - last >= 10000 && atomic_compare_exchange_strong(&logged_ms, &last, now))
+    if (log_due(&logged_ms, now))
       nlog("a heartbeat took %" PRIu64 " ms (deadline %u ms; a node past it is swept only once "
            "its subscriber connection is gone, or %u ms later)",
            rtt, HEARTBEAT_TTL_MS, SWEEP_GRACE_MS);
@@ -1335,8 +1340,7 @@ static void spared(const redisReply *a) {
     if (name->type != REDIS_REPLY_STRING || over->type != REDIS_REPLY_INTEGER)
       continue;
     atomic_fetch_add(&node_stats.spared_nodes, 1);
-    uint64_t now = mono_ms(), last = atomic_load(&logged_ms);
-    if (now - last >= 10000 && atomic_compare_exchange_strong(&logged_ms, &last, now)) {
+    if (log_due(&logged_ms, mono_ms())) {
       nlog("node '%.*s' is %lld ms past its heartbeat deadline but still connected to Redis: "
            "not taken for dead (for up to %u ms)",
            (int)(name->len < 200 ? name->len : 200), name->str, over->integer, SWEEP_GRACE_MS);
@@ -1569,8 +1573,7 @@ static int configure(const char *url) {
     at += (unsigned)snprintf(list + at, sizeof list - at, "%s%s", i ? ", " : "", N.addr[i]);
   nlog("redis %s (%s; %s%s), addresses kept from now: %s", N.shown,
        N.url.has_pass ? "AUTH" : "no password", N.url.has_user ? "ACL user" : "default user",
-       from_env ? ", password from CPORT_CLUSTER_PASSWORD" : "",
-       list);
+       from_env ? ", password from CPORT_CLUSTER_PASSWORD" : "", list);
   return 0;
 }
 
