@@ -240,8 +240,7 @@ static void ref_for_op(cp_session *s) {
  * only this thread writes: the worker's own, or strand_loop_apart's).
  * Returns the references the run banked, for the caller to put now that the
  * strand is let go. */
-static inline __attribute__((always_inline)) uint32_t strand_loop_body(cp_session *s, uint32_t bits,
-                                                                       struct cp__ctr *c) {
+static uint32_t strand_loop(cp_session *s, uint32_t bits, struct cp__ctr *c) {
   STRAND_BEGIN(s);
   for (;;) {
     if (bits)
@@ -249,12 +248,9 @@ static inline __attribute__((always_inline)) uint32_t strand_loop_body(cp_sessio
     /* Let go with one CAS: the usual case is that no new bit came meanwhile
      * (a fetch_and first to find nothing would be one more atomic RMW). The
      * bank is emptied before: once the strand is let go, another run may
-     * own the flags. (Usually it is empty: the references went to ops.) */
-    uint32_t banked = 0;
-    if (__builtin_expect((s->flags & SF_BANK) != 0, 0)) {
-      banked = (s->flags & SF_BANK) / SF_BANK_ONE;
-      s->flags &= (uint16_t)~SF_BANK;
-    }
+     * own the flags. */
+    uint32_t banked = (s->flags & SF_BANK) / SF_BANK_ONE;
+    s->flags &= (uint16_t)~SF_BANK;
     uint8_t expect = ST_RUN;
     if (atomic_compare_exchange_strong_explicit(&s->strand, &expect, 0, memory_order_acq_rel,
                                                 memory_order_acquire)) {
@@ -264,13 +260,6 @@ static inline __attribute__((always_inline)) uint32_t strand_loop_body(cp_sessio
     s->flags = (uint16_t)(s->flags + banked * SF_BANK_ONE); /* still ours */
     bits = atomic_fetch_and_explicit(&s->strand, (uint8_t)ST_RUN, memory_order_acq_rel) & ~ST_RUN;
   }
-}
-
-/* strand_loop_body, out of line for all but the completions' entry
- * (strand_run_held), which has it inline. */
-__attribute__((noinline)) static uint32_t strand_loop(cp_session *s, uint32_t bits,
-                                                      struct cp__ctr *c) {
-  return strand_loop_body(s, bits, c);
 }
 
 /* strand_loop on a thread that is not one of the service's workers (its
@@ -322,7 +311,7 @@ static void strand_run_held(cp_session *s, uint32_t bits) {
     strand_hand_over(s, bits);
     return;
   }
-  uint32_t banked = strand_loop_body(s, bits, c);
+  uint32_t banked = strand_loop(s, bits, c);
   if (banked)
     session_put_n(s, banked);
 }
@@ -1013,13 +1002,6 @@ static void send_start(cp_session *s) {
   }
 }
 
-/* send_start from any thread (not the strand's bank or counter block). */
-__attribute__((noinline)) static void send_start_any(cp_session *s) {
-  cp_session_get(s);
-  ctr_add(s->cf->svc, CTR_SENDS, 1);
-  send_start(s);
-}
-
 /* Strand: while one receive is framed, the replies its packets produce are
  * queued and go out together in one gathered send when it is done (cork),
  * instead of the first going alone and the rest after it. */
@@ -1099,8 +1081,11 @@ static void sq_queued_unlock(cp_session *s, struct sendq *q, size_t len) {
   if (start)
     build_batch(s, q);
   cp__spin_unlock(&s->send_lock);
-  if (start)
-    send_start_any(s);
+  if (start) {
+    cp_session_get(s);
+    ctr_add(s->cf->svc, CTR_SENDS, 1);
+    send_start(s);
+  }
 }
 
 static int send_queued(cp_session *s, cp_sendbuf *b, size_t len) {
