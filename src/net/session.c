@@ -214,9 +214,9 @@ const char *cp_session_peer(const cp_session *s, char *buf, size_t len) {
 
 /* ---- the strand ------------------------------------------------------ */
 
-static void process(cp_session *s, uint32_t bits, struct cp__ctr *c);
+static void process(cp_session *s, uint32_t bits);
 static void cork(cp_session *s);
-static bool uncork(cp_session *s, struct cp__ctr *c);
+static bool uncork(cp_session *s);
 
 /* Strand: an op's reference, its completion handled, kept for this run. */
 static void ref_bank(cp_session *s) {
@@ -236,15 +236,13 @@ static void ref_for_op(cp_session *s) {
 }
 
 /* The caller owns the strand (ST_RUN), `bits` taken already (0: none): run
- * it until it can let go, counting the per-message counters in c (a block
- * only this thread writes: the worker's own, or strand_loop_apart's).
- * Returns the references the run banked, for the caller to put now that the
- * strand is let go. */
-static uint32_t strand_loop(cp_session *s, uint32_t bits, struct cp__ctr *c) {
+ * it until it can let go. Returns the references the run banked, for the
+ * caller to put now that the strand is let go. */
+static uint32_t strand_loop(cp_session *s, uint32_t bits) {
   STRAND_BEGIN(s);
   for (;;) {
     if (bits)
-      process(s, bits, c);
+      process(s, bits);
     /* Let go with one CAS: the usual case is that no new bit came meanwhile
      * (a fetch_and first to find nothing would be one more atomic RMW). The
      * bank is emptied before: once the strand is let go, another run may
@@ -262,88 +260,59 @@ static uint32_t strand_loop(cp_session *s, uint32_t bits, struct cp__ctr *c) {
   }
 }
 
-/* strand_loop on a thread that is not one of the service's workers (its
- * port could not take the post): the counters go to a block of the run's
- * own, added to the shared one at the end. */
-__attribute__((noinline)) static uint32_t strand_loop_apart(cp_session *s, uint32_t bits) {
-  cp_service *svc = s->cf->svc;
-  struct cp__ctr mine = {.svc = svc};
-  uint32_t banked = strand_loop(s, bits, &mine);
-  cp__ctr_flush(svc, &mine);
-  return banked;
-}
-
-/* strand_run on a thread that is not one of the service's workers: hand
- * the strand to one with a posted completion, or run it here if the port
- * cannot take the post. */
-__attribute__((noinline)) static void strand_hand_over(cp_session *s, uint32_t bits) {
-  cp_session_get(s); /* the posted run's own: it travels with the post */
-  if (bits)
-    atomic_fetch_or_explicit(&s->strand, (uint8_t)bits, memory_order_release); /* its to take */
-  if (cp_port_post(s->cf->svc->port, s, NULL, NET_POST_STRAND) == 0)
-    return;
-  /* no post: run it here; the post's reference is the runner's own, and our
-   * bits are in the word */
-  session_put_n(s, strand_loop_apart(s, 0) + 1);
-}
-
 /* The caller owns the strand (ST_RUN), `bits` taken from the word already:
- * run it to the end, with a reference of its own (events may drop the
- * others). Callbacks run only on the service's workers, so a thread of the
- * application (one that calls cp_session_disconnect, or cp_service_stop)
- * hands the strand to a worker with a posted completion instead of running
- * callbacks itself - it may hold locks its callbacks take. */
-static void strand_run(cp_session *s, uint32_t bits) {
-  struct cp__ctr *c = ctr_mine(s->cf->svc); /* NULL: not a worker of the service */
-  if (__builtin_expect(!c, 0)) {
-    strand_hand_over(s, bits);
-    return;
+ * run it to the end. held: the caller is a completion, and its op's
+ * reference goes to this run (see the top of the file), which then needs
+ * none of its own. Callbacks run only on the service's workers, so a thread
+ * of the application (one that calls cp_session_disconnect, or
+ * cp_service_stop) hands the strand to a worker with a posted completion
+ * instead of running callbacks itself - it may hold locks its callbacks
+ * take. */
+static void strand_run(cp_session *s, uint32_t bits, bool held) {
+  cp_service *svc = s->cf->svc;
+  if (cp__net_worker_of != svc) {
+    cp_session_get(s); /* the posted run's own: it travels with the post */
+    if (bits)
+      atomic_fetch_or_explicit(&s->strand, (uint8_t)bits, memory_order_release); /* its to take */
+    if (cp_port_post(svc->port, s, NULL, NET_POST_STRAND) == 0)
+      return;
+    cp_session_put(s); /* never the last: the caller's covers the events */
+    bits = 0;          /* in the word now */
   }
-  cp_session_get(s);
-  session_put_n(s, strand_loop(s, bits, c) + 1);
-}
-
-/* strand_run for a completion: its op's reference goes to this run (see the
- * top of the file), which then needs none of its own. */
-static void strand_run_held(cp_session *s, uint32_t bits) {
-  struct cp__ctr *c = ctr_mine(s->cf->svc);
-  if (__builtin_expect(!c, 0)) {
-    strand_hand_over(s, bits);
-    return;
+  if (held) {
+    session_put_n(s, strand_loop(s, bits));
+  } else {
+    cp_session_get(s); /* the runner's own reference: events may drop the others */
+    session_put_n(s, strand_loop(s, bits) + 1);
   }
-  uint32_t banked = strand_loop(s, bits, c);
-  if (banked)
-    session_put_n(s, banked);
 }
 
 void cp__session_on_strand_post(cp_session *s) {
   uint32_t bits =
       atomic_fetch_and_explicit(&s->strand, (uint8_t)ST_RUN, memory_order_acq_rel) & ~ST_RUN;
-  struct cp__ctr *c = ctr_mine(s->cf->svc); /* a worker's, as posts run on them */
-  uint32_t banked = c ? strand_loop(s, bits, c) : strand_loop_apart(s, bits);
-  session_put_n(s, banked + 1); /* and the post's reference */
-}
-
-/* Queue events for s: true if this thread is to run them (ST_RUN was
- * clear), with *bits the ones to handle first (0: they are in the word);
- * false if another thread runs the strand and will see them. */
-static inline bool strand_take(cp_session *s, uint32_t *bits) {
-  uint8_t expect = 0;
-  if (atomic_compare_exchange_strong_explicit(&s->strand, &expect, (uint8_t)ST_RUN,
-                                              memory_order_acq_rel, memory_order_relaxed))
-    return true;           /* ours to run, bits and all */
-  assert(expect & ST_RUN); /* not 0: a run has it (the word is 0 without ST_RUN) */
-  uint32_t old =
-      atomic_fetch_or_explicit(&s->strand, (uint8_t)(*bits | ST_RUN), memory_order_acq_rel);
-  *bits = 0;
-  return !(old & ST_RUN); /* it let go meanwhile: ours, our bits in the word */
+  session_put_n(s, strand_loop(s, bits) + 1); /* and the post's reference */
 }
 
 /* Queue events for s; run them here unless another thread already is. The
- * caller holds a reference that covers the events, kept until this returns. */
+ * caller holds a reference that covers the events: held, an op's that goes
+ * with them (a completion); else its own, kept until this returns. */
+static void strand_signal_ref(cp_session *s, uint32_t bits, bool held) {
+  uint8_t expect = 0;
+  if (atomic_compare_exchange_strong_explicit(&s->strand, &expect, (uint8_t)ST_RUN,
+                                              memory_order_acq_rel, memory_order_relaxed)) {
+    strand_run(s, bits, held); /* ours to run, bits and all */
+    return;
+  }
+  assert(expect & ST_RUN); /* not 0: a run has it (the word is 0 without ST_RUN) */
+  uint32_t old =
+      atomic_fetch_or_explicit(&s->strand, (uint8_t)(bits | ST_RUN), memory_order_acq_rel);
+  if (old & ST_RUN)
+    return;
+  strand_run(s, 0, held); /* it let go meanwhile: ours, our bits in the word */
+}
+
 static void strand_signal(cp_session *s, uint32_t bits) {
-  if (strand_take(s, &bits))
-    strand_run(s, bits);
+  strand_signal_ref(s, bits, false);
 }
 
 /* ---- creation -------------------------------------------------------- */
@@ -482,7 +451,7 @@ void cp__session_start(cp_session *s, bool admitted) {
     announce(s);
   }
   STRAND_END();
-  strand_run(s, 0); /* events that came while we held the strand */
+  strand_run(s, 0, false); /* events that came while we held the strand */
 }
 
 int cp__session_connect(cp_session *s, const struct sockaddr *addr, socklen_t len) {
@@ -510,7 +479,7 @@ int cp__session_connect(cp_session *s, const struct sockaddr *addr, socklen_t le
     cp__session_close(s, CP_REASON_CONNECT_FAILED);
   }
   STRAND_END();
-  strand_run(s, 0);
+  strand_run(s, 0, false);
   return rc;
 }
 
@@ -797,7 +766,7 @@ static frame_status keep_part(cp_session *s, struct sendq *q, struct frame_part 
  * this receive: one clock read and one shared counter add per receive, not
  * per packet (a chat client gets dozens in one). A callback may consume
  * another session's bytes on this thread meanwhile: the count is saved. */
-static void consume(cp_session *s, const uint8_t *p, size_t n, struct cp__ctr *c) {
+static void consume(cp_session *s, const uint8_t *p, size_t n) {
   uint32_t outer = delivered;
   delivered = 0;
   /* The incomplete packet is in the sendq, read only when SF_PART says
@@ -810,7 +779,7 @@ static void consume(cp_session *s, const uint8_t *p, size_t n, struct cp__ctr *c
     r = keep_part(s, q, part, r);
   if (delivered) {
     cp_service *svc = s->cf->svc;
-    ctr_bump(c, CTR_PACKETS_IN, delivered, memory_order_relaxed);
+    ctr_add(svc, CTR_PACKETS_IN, delivered);
     atomic_store_explicit(&s->last_active, service_clock(svc), memory_order_relaxed);
   }
   delivered = outer;
@@ -869,23 +838,23 @@ static void connected(cp_session *s, int32_t res) {
 }
 
 /* Strand: n bytes came (a pooled buffer, given back here). */
-static void received(cp_session *s, void *buf, size_t n, struct cp__ctr *c) {
+static void received(cp_session *s, void *buf, size_t n) {
   cp_service *svc = s->cf->svc;
-  ctr_bump(c, CTR_BYTES_IN, n, memory_order_relaxed);
+  ctr_add(svc, CTR_BYTES_IN, n);
   bool sending = false;
   /* draining: the bytes are dropped; receiving goes on only to see the peer go */
   if (!atomic_load(&s->closing) && !session_draining(s)) {
     cork(s);
     const struct cp__sconf *cf = s->cf;
     if (cf->raw) {
-      ctr_bump(c, CTR_PACKETS_IN, 1, memory_order_relaxed);
+      ctr_add(svc, CTR_PACKETS_IN, 1);
       atomic_store_explicit(&s->last_active, service_clock(svc), memory_order_relaxed);
       if (cf->cb.on_raw)
         cf->cb.on_raw(s, buf, n);
     } else {
-      consume(s, buf, n, c);
+      consume(s, buf, n);
     }
-    sending = uncork(s, c);
+    sending = uncork(s);
   }
   cp_port_buf_release(svc->port, buf);
   /* Read after write: if a send is in flight (typically the reply to what
@@ -917,7 +886,7 @@ static void peer_finished(cp_session *s) {
     cp__session_close(s, s->flags & SF_LINGER ? linger_reason(s) : CP_REASON_PEER_CLOSED);
 }
 
-static void handle_recv(cp_session *s, struct cp__ctr *c) {
+static void handle_recv(cp_session *s) {
   ref_bank(s); /* the op's reference: to the next op, or put at the run's end */
   struct recv_stash st;
   memcpy(&st, &s->rio, sizeof st); /* cp__session_on_completion's */
@@ -926,7 +895,7 @@ static void handle_recv(cp_session *s, struct cp__ctr *c) {
   if (s->flags & SF_CONNECTING)
     connected(s, res);
   else if (res > 0)
-    received(s, buf, (size_t)res, c);
+    received(s, buf, (size_t)res);
   else if (res == 0 && !atomic_load(&s->closing))
     peer_finished(s);
   else /* an error, or the end of a session already closing */
@@ -965,11 +934,12 @@ static void build_batch(cp_session *s, struct sendq *q) {
   q->busy = true;
 }
 
-/* The caller counts it (CTR_SENDS). */
 static int start_send(cp_session *s) {
   struct sendq *q = s->sq;
   cp_buf *v = q->inflight == 1 ? &q->one : q->iov;
-  return cp_port_send(s->cf->svc->port, s->fd, &q->op, v, (int)q->inflight);
+  cp_service *svc = s->cf->svc;
+  ctr_add(svc, CTR_SENDS, 1);
+  return cp_port_send(svc->port, s->fd, &q->op, v, (int)q->inflight);
 }
 
 static bool ring_push(cp_session *s, struct sendq *q, cp_sendbuf *b) {
@@ -992,9 +962,13 @@ static bool ring_push(cp_session *s, struct sendq *q, cp_sendbuf *b) {
   return true;
 }
 
-/* Start the batch just built (q->busy set under the lock), counted, with
- * a reference the caller took for it. */
-static void send_start(cp_session *s) {
+/* Start the batch just built (q->busy set under the lock). strand: the
+ * caller runs s's strand (its op reference may come from the bank). */
+static void send_now(cp_session *s, bool strand) {
+  if (strand)
+    ref_for_op(s);
+  else
+    cp_session_get(s);
   int rc = start_send(s);
   if (rc) {
     s->sq->res = rc;
@@ -1016,7 +990,7 @@ static void cork(cp_session *s) {
 }
 
 /* Returns whether a send is in flight afterwards (for read after write). */
-static bool uncork(cp_session *s, struct cp__ctr *c) {
+static bool uncork(cp_session *s) {
   ASSERT_STRAND(s);
   struct sendq *q = s->sq;
   if (!q)
@@ -1028,11 +1002,8 @@ static bool uncork(cp_session *s, struct cp__ctr *c) {
     build_batch(s, q);
   bool busy = q->busy;
   cp__spin_unlock(&s->send_lock);
-  if (start) {
-    ref_for_op(s);
-    ctr_bump(c, CTR_SENDS, 1, memory_order_relaxed);
-    send_start(s);
-  }
+  if (start)
+    send_now(s, true);
   return busy;
 }
 
@@ -1081,11 +1052,8 @@ static void sq_queued_unlock(cp_session *s, struct sendq *q, size_t len) {
   if (start)
     build_batch(s, q);
   cp__spin_unlock(&s->send_lock);
-  if (start) {
-    cp_session_get(s);
-    ctr_add(s->cf->svc, CTR_SENDS, 1);
-    send_start(s);
-  }
+  if (start)
+    send_now(s, false);
 }
 
 static int send_queued(cp_session *s, cp_sendbuf *b, size_t len) {
@@ -1110,14 +1078,13 @@ int cp_session_send(cp_session *s, cp_sendbuf *b) {
   cp_service *svc = s->cf->svc;
   /* counted in before the queue holds it, so that the send's release (on
    * whichever thread) always comes after (struct cp__ctr) */
-  struct cp__ctr *mine = ctr_mine(svc);
-  ctr_add_to(svc, mine, CTR_Q_IN, len, memory_order_relaxed);
+  ctr_add(svc, CTR_Q_IN, len);
   int rc = send_queued(s, cp_sendbuf_ref(b), len);
   if (rc) {
-    ctr_add_to(svc, mine, CTR_Q_OUT, len, memory_order_release);
+    ctr_queued_out(svc, len);
     cp_sendbuf_unref(b); /* not the last: the caller holds one */
   } else {
-    ctr_add_to(svc, mine, CTR_PACKETS_OUT, 1, memory_order_relaxed);
+    ctr_add(svc, CTR_PACKETS_OUT, 1);
   }
   return rc;
 }
@@ -1130,8 +1097,7 @@ int cp_session_send_copy(cp_session *s, const void *data, size_t len) {
   if (!s || !data || !len)
     return CP_EINVAL;
   cp_service *svc = s->cf->svc;
-  struct cp__ctr *mine = ctr_mine(svc);
-  ctr_add_to(svc, mine, CTR_Q_IN, len, memory_order_relaxed); /* as in cp_session_send */
+  ctr_add(svc, CTR_Q_IN, len); /* as in cp_session_send */
   cp_sendbuf *fresh = NULL;
   int rc = 0;
   for (;;) {
@@ -1167,9 +1133,9 @@ int cp_session_send_copy(cp_session *s, const void *data, size_t len) {
   }
   cp_sendbuf_unref(fresh); /* not needed after all, or the send failed */
   if (rc)
-    ctr_add_to(svc, mine, CTR_Q_OUT, len, memory_order_release);
+    ctr_queued_out(svc, len);
   else
-    ctr_add_to(svc, mine, CTR_PACKETS_OUT, 1, memory_order_relaxed);
+    ctr_add(svc, CTR_PACKETS_OUT, 1);
   return rc;
 }
 
@@ -1271,15 +1237,14 @@ static enum send_next decide_next(cp_session *s, bool failed, cp_reason *why) {
  * it also decides what comes next (decide_next) in the same critical
  * section as the last chunk: one lock round trip for a send of up to 64
  * buffers. */
-static size_t release_sent(cp_session *s, enum send_next *next, bool failed, cp_reason *why,
-                           struct cp__ctr *c) {
+static size_t release_sent(cp_session *s, enum send_next *next, bool failed, cp_reason *why) {
   ASSERT_STRAND(s);
   struct sendq *q = s->sq;
   cp_sendbuf *done[64];
   cp__spin_lock(&s->send_lock);
   size_t bytes = q->inflight_bytes;
   q->queued_bytes -= bytes;
-  ctr_bump(c, CTR_Q_OUT, bytes, memory_order_release); /* struct cp__ctr */
+  ctr_queued_out(s->cf->svc, bytes);
   uint32_t k = q->inflight;
   q->inflight = 0;
   q->inflight_bytes = 0;
@@ -1312,9 +1277,8 @@ static enum send_next next_send(cp_session *s, bool failed, cp_reason *why) {
 }
 
 /* Strand: start the batch next_send built. */
-static void send_again(cp_session *s, struct cp__ctr *c) {
+static void send_again(cp_session *s) {
   ref_for_op(s);
-  ctr_bump(c, CTR_SENDS, 1, memory_order_relaxed);
   if (start_send(s) == 0)
     return;
   ref_bank(s);
@@ -1324,8 +1288,9 @@ static void send_again(cp_session *s, struct cp__ctr *c) {
   cp__session_close(s, CP_REASON_ERROR);
 }
 
-static void handle_send(cp_session *s, struct cp__ctr *c) {
+static void handle_send(cp_session *s) {
   ref_bank(s); /* the op's reference: to the next op, or put at the run's end */
+  cp_service *svc = s->cf->svc;
   int32_t res = s->sq->res;
   cp_reason why = CP_REASON_LOCAL;
   enum send_next next = SN_IDLE;
@@ -1333,9 +1298,9 @@ static void handle_send(cp_session *s, struct cp__ctr *c) {
    * both in one lock round trip. With it, decide after it (it may send). */
   void (*on_sent)(cp_session *, size_t) = s->cf->cb.on_sent;
   bool with_cb = on_sent != NULL;
-  size_t bytes = release_sent(s, with_cb ? NULL : &next, res < 0, &why, c);
+  size_t bytes = release_sent(s, with_cb ? NULL : &next, res < 0, &why);
   if (res >= 0) {
-    ctr_bump(c, CTR_BYTES_OUT, bytes, memory_order_relaxed); /* they left, closing or not */
+    ctr_add(svc, CTR_BYTES_OUT, bytes); /* they left, closing or not */
     if (with_cb && !atomic_load(&s->closing))
       on_sent(s, bytes);
   }
@@ -1354,17 +1319,17 @@ static void handle_send(cp_session *s, struct cp__ctr *c) {
     post_recv(s); /* not if closing */
   }
   if (next == SN_AGAIN)
-    send_again(s, c);
+    send_again(s);
 }
 
 /* ---- dispatch -------------------------------------------------------- */
 
-static void process(cp_session *s, uint32_t bits, struct cp__ctr *c) {
+static void process(cp_session *s, uint32_t bits) {
   ASSERT_STRAND(s);
   if (bits & ST_RECV)
-    handle_recv(s, c);
+    handle_recv(s);
   if (bits & ST_SEND)
-    handle_send(s, c);
+    handle_send(s);
   if (bits & ST_LINGER)
     linger_idle(s);
   if (bits & ST_TICK)
@@ -1376,17 +1341,13 @@ static void process(cp_session *s, uint32_t bits, struct cp__ctr *c) {
 void cp__session_on_completion(cp_session *s, const cp_completion *c) {
   if (c->kind == CP_OP_SEND) {
     s->sq->res = c->result < INT32_MIN ? INT32_MIN : (int32_t)c->result;
-    uint32_t bits = ST_SEND; /* with the op's reference */
-    if (strand_take(s, &bits))
-      strand_run_held(s, bits);
+    strand_signal_ref(s, ST_SEND, true);
   } else {
     /* The op is ours until the strand starts the next recv: keep the result in it. */
     struct recv_stash st = {.buf = c->buf,
                             .res = c->result > INT32_MAX ? INT32_MAX : (int32_t)c->result};
     memcpy(&s->rio, &st, sizeof st);
-    uint32_t bits = ST_RECV; /* with the op's reference */
-    if (strand_take(s, &bits))
-      strand_run_held(s, bits);
+    strand_signal_ref(s, ST_RECV, true);
   }
 }
 
