@@ -84,12 +84,6 @@ enum {
   SF_LINGER = 64,          /* graceful disconnect done: our FIN sent, reading to the peer's */
   SF_FINISHED = 128,       /* finish_close ran (once) */
   SF_PART = 256,           /* sq->part holds an incomplete packet (sq exists) */
-  /* Bits 9-10: the op references the strand's run holds (session.c, "the
-   * strand"): of ops whose completions it handled, not yet handed to an op
-   * it started nor put (at most 2: a session has one receive-side and one
-   * send-side op). */
-  SF_BANK_ONE = 512,
-  SF_BANK = 3 * SF_BANK_ONE,
 };
 
 /* Kept small on purpose: an idle connection costs this (from the service's

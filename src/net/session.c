@@ -3,7 +3,7 @@
  * gathered sends, and the one way a session ends.
  *
  * References: the registry holds one while the session is registered, every
- * op in flight holds one, a strand's run holds one (below), and the
+ * op in flight holds one, the thread running the strand holds one, and the
  * application may hold more. The last cp_session_put closes the fd and frees.
  *
  * The strand (see net.h): `strand` is a word of pending-event bits plus ST_RUN.
@@ -11,20 +11,6 @@
  * handles bits until it can swap ST_RUN back to 0 with nothing pending; a
  * thread that finds ST_RUN set just leaves its bit for the runner. Results
  * are stored in the session before the bit is set (release/acquire pairs).
- * With ST_RUN clear the word is 0 (bits are only set with ST_RUN, and the
- * run lets go only with none pending), so a thread that finds it 0 takes it
- * with one CAS to ST_RUN and handles its own event at once, without setting
- * its bit and taking it back.
- *
- * A run's reference. An op's reference goes, with its completion, to the
- * run that handles it, which keeps it in the session's bank (SF_BANK, strand
- * only) and either hands it to the next op it starts (the receive after a
- * send, the send after a receive: no get, no put) or puts it once the run
- * has let the strand go. So a run started by a completion is kept alive by
- * that completion's op reference, and takes none of its own: while it holds
- * the strand, every op reference is either banked or with an op in flight,
- * whose completion only a run can handle - this one. Other runs (a close, a
- * timer, a post from the application's thread) take a reference of their own.
  */
 #define _GNU_SOURCE
 #include "net/net_internal.h"
@@ -155,16 +141,6 @@ void cp_session_put(cp_session *s) {
     session_free(s);
 }
 
-/* Put n references at once (none: nothing is touched). */
-static void session_put_n(cp_session *s, uint32_t n) {
-  if (!n)
-    return;
-  uint32_t was = atomic_fetch_sub_explicit(&s->refs, n, memory_order_acq_rel);
-  assert(was >= n); /* never below zero */
-  if (was == n)
-    session_free(s);
-}
-
 /* The registry (registry.h) holds sessions through these. */
 static void *reg_ref(void *s) {
   return cp_session_get(s);
@@ -218,101 +194,52 @@ static void process(cp_session *s, uint32_t bits);
 static void cork(cp_session *s);
 static bool uncork(cp_session *s);
 
-/* Strand: an op's reference, its completion handled, kept for this run. */
-static void ref_bank(cp_session *s) {
-  ASSERT_STRAND(s);
-  assert((s->flags & SF_BANK) < 2 * SF_BANK_ONE); /* one receive-side, one send-side op */
-  s->flags = (uint16_t)(s->flags + SF_BANK_ONE);
-}
-
-/* Strand: a reference for an op about to start - a banked one if the run
- * holds one, else a new one. A start that fails gives it back (ref_bank). */
-static void ref_for_op(cp_session *s) {
-  ASSERT_STRAND(s);
-  if (s->flags & SF_BANK)
-    s->flags = (uint16_t)(s->flags - SF_BANK_ONE);
-  else
-    cp_session_get(s);
-}
-
-/* The caller owns the strand (ST_RUN), `bits` taken already (0: none): run
- * it until it can let go. Returns the references the run banked, for the
- * caller to put now that the strand is let go. */
-static uint32_t strand_loop(cp_session *s, uint32_t bits) {
+static void strand_loop(cp_session *s) {
   STRAND_BEGIN(s);
   for (;;) {
+    uint32_t bits =
+        atomic_fetch_and_explicit(&s->strand, (uint8_t)ST_RUN, memory_order_acq_rel) & ~ST_RUN;
+    /* After processing, try to let go at once: the usual case is that no
+     * new bit came meanwhile, and one CAS then ends the run (a second
+     * fetch_and to find nothing would be one more atomic RMW per event). */
     if (bits)
       process(s, bits);
-    /* Let go with one CAS: the usual case is that no new bit came meanwhile
-     * (a fetch_and first to find nothing would be one more atomic RMW). The
-     * bank is emptied before: once the strand is let go, another run may
-     * own the flags. */
-    uint32_t banked = (s->flags & SF_BANK) / SF_BANK_ONE;
-    s->flags &= (uint16_t)~SF_BANK;
     uint8_t expect = ST_RUN;
     if (atomic_compare_exchange_strong_explicit(&s->strand, &expect, 0, memory_order_acq_rel,
                                                 memory_order_acquire)) {
       STRAND_END();
-      return banked;
+      return;
     }
-    s->flags = (uint16_t)(s->flags + banked * SF_BANK_ONE); /* still ours */
-    bits = atomic_fetch_and_explicit(&s->strand, (uint8_t)ST_RUN, memory_order_acq_rel) & ~ST_RUN;
   }
 }
 
-/* The caller owns the strand (ST_RUN), `bits` taken from the word already:
- * run it to the end. held: the caller is a completion, and its op's
- * reference goes to this run (see the top of the file), which then needs
- * none of its own. Callbacks run only on the service's workers, so a thread
- * of the application (one that calls cp_session_disconnect, or
- * cp_service_stop) hands the strand to a worker with a posted completion
- * instead of running callbacks itself - it may hold locks its callbacks
- * take. */
-static void strand_run(cp_session *s, uint32_t bits, bool held) {
+/* The caller owns the strand (ST_RUN): run it to the end. Callbacks run
+ * only on the service's workers, so a thread of the application (one that
+ * calls cp_session_disconnect, or cp_service_stop) hands the strand to a
+ * worker with a posted completion instead of running callbacks itself - it
+ * may hold locks its callbacks take. */
+static void strand_run(cp_session *s) {
+  cp_session_get(s); /* the runner's own reference: events may drop the others */
   cp_service *svc = s->cf->svc;
-  if (cp__net_worker_of != svc) {
-    cp_session_get(s); /* the posted run's own: it travels with the post */
-    if (bits)
-      atomic_fetch_or_explicit(&s->strand, (uint8_t)bits, memory_order_release); /* its to take */
-    if (cp_port_post(svc->port, s, NULL, NET_POST_STRAND) == 0)
-      return;
-    cp_session_put(s); /* never the last: the caller's covers the events */
-    bits = 0;          /* in the word now */
-  }
-  if (held) {
-    session_put_n(s, strand_loop(s, bits));
-  } else {
-    cp_session_get(s); /* the runner's own reference: events may drop the others */
-    session_put_n(s, strand_loop(s, bits) + 1);
-  }
+  if (cp__net_worker_of != svc && cp_port_post(svc->port, s, NULL, NET_POST_STRAND) == 0)
+    return; /* the reference travels with the post */
+  strand_loop(s);
+  cp_session_put(s);
 }
 
 void cp__session_on_strand_post(cp_session *s) {
-  uint32_t bits =
-      atomic_fetch_and_explicit(&s->strand, (uint8_t)ST_RUN, memory_order_acq_rel) & ~ST_RUN;
-  session_put_n(s, strand_loop(s, bits) + 1); /* and the post's reference */
+  strand_loop(s);
+  cp_session_put(s);
 }
 
 /* Queue events for s; run them here unless another thread already is. The
- * caller holds a reference that covers the events: held, an op's that goes
- * with them (a completion); else its own, kept until this returns. */
-static void strand_signal_ref(cp_session *s, uint32_t bits, bool held) {
-  uint8_t expect = 0;
-  if (atomic_compare_exchange_strong_explicit(&s->strand, &expect, (uint8_t)ST_RUN,
-                                              memory_order_acq_rel, memory_order_relaxed)) {
-    strand_run(s, bits, held); /* ours to run, bits and all */
-    return;
-  }
-  assert(expect & ST_RUN); /* not 0: a run has it (the word is 0 without ST_RUN) */
+ * caller holds a reference that covers the events (an op's, or its own). */
+static void strand_signal(cp_session *s, uint32_t bits) {
   uint32_t old =
       atomic_fetch_or_explicit(&s->strand, (uint8_t)(bits | ST_RUN), memory_order_acq_rel);
   if (old & ST_RUN)
     return;
-  strand_run(s, 0, held); /* it let go meanwhile: ours, our bits in the word */
-}
-
-static void strand_signal(cp_session *s, uint32_t bits) {
-  strand_signal_ref(s, bits, false);
+  strand_run(s);
 }
 
 /* ---- creation -------------------------------------------------------- */
@@ -416,10 +343,10 @@ static void post_recv(cp_session *s) {
   ASSERT_STRAND(s);
   if (atomic_load(&s->closing) || (s->flags & SF_EOF))
     return;
-  ref_for_op(s);
+  cp_session_get(s);
   int rc = cp_port_recv_pooled(s->cf->svc->port, s->fd, &s->rio);
   if (rc) {
-    ref_bank(s);
+    cp_session_put(s);
     cp__session_close(s, CP_REASON_ERROR);
   }
 }
@@ -451,7 +378,7 @@ void cp__session_start(cp_session *s, bool admitted) {
     announce(s);
   }
   STRAND_END();
-  strand_run(s, 0, false); /* events that came while we held the strand */
+  strand_run(s); /* events that came while we held the strand */
 }
 
 int cp__session_connect(cp_session *s, const struct sockaddr *addr, socklen_t len) {
@@ -479,7 +406,7 @@ int cp__session_connect(cp_session *s, const struct sockaddr *addr, socklen_t le
     cp__session_close(s, CP_REASON_CONNECT_FAILED);
   }
   STRAND_END();
-  strand_run(s, 0, false);
+  strand_run(s);
   return rc;
 }
 
@@ -887,7 +814,6 @@ static void peer_finished(cp_session *s) {
 }
 
 static void handle_recv(cp_session *s) {
-  ref_bank(s); /* the op's reference: to the next op, or put at the run's end */
   struct recv_stash st;
   memcpy(&st, &s->rio, sizeof st); /* cp__session_on_completion's */
   int32_t res = st.res;
@@ -900,6 +826,7 @@ static void handle_recv(cp_session *s) {
     peer_finished(s);
   else /* an error, or the end of a session already closing */
     cp__session_close(s, s->flags & SF_LINGER ? linger_reason(s) : reason_of(res));
+  cp_session_put(s); /* the op's reference */
 }
 
 /* ---- sending --------------------------------------------------------- */
@@ -962,13 +889,9 @@ static bool ring_push(cp_session *s, struct sendq *q, cp_sendbuf *b) {
   return true;
 }
 
-/* Start the batch just built (q->busy set under the lock). strand: the
- * caller runs s's strand (its op reference may come from the bank). */
-static void send_now(cp_session *s, bool strand) {
-  if (strand)
-    ref_for_op(s);
-  else
-    cp_session_get(s);
+/* Start the batch just built (q->busy set under the lock). */
+static void send_now(cp_session *s) {
+  cp_session_get(s);
   int rc = start_send(s);
   if (rc) {
     s->sq->res = rc;
@@ -1003,7 +926,7 @@ static bool uncork(cp_session *s) {
   bool busy = q->busy;
   cp__spin_unlock(&s->send_lock);
   if (start)
-    send_now(s, true);
+    send_now(s);
   return busy;
 }
 
@@ -1053,7 +976,7 @@ static void sq_queued_unlock(cp_session *s, struct sendq *q, size_t len) {
     build_batch(s, q);
   cp__spin_unlock(&s->send_lock);
   if (start)
-    send_now(s, false);
+    send_now(s);
 }
 
 static int send_queued(cp_session *s, cp_sendbuf *b, size_t len) {
@@ -1276,20 +1199,19 @@ static enum send_next next_send(cp_session *s, bool failed, cp_reason *why) {
   return next;
 }
 
-/* Strand: start the batch next_send built. */
-static void send_again(cp_session *s) {
-  ref_for_op(s);
+/* Strand: start the batch next_send built; the op's reference carries over.
+ * Returns whether the reference went with it. */
+static bool send_again(cp_session *s) {
   if (start_send(s) == 0)
-    return;
-  ref_bank(s);
+    return true;
   cp__spin_lock(&s->send_lock);
   s->sq->busy = false;
   cp__spin_unlock(&s->send_lock);
   cp__session_close(s, CP_REASON_ERROR);
+  return false;
 }
 
 static void handle_send(cp_session *s) {
-  ref_bank(s); /* the op's reference: to the next op, or put at the run's end */
   cp_service *svc = s->cf->svc;
   int32_t res = s->sq->res;
   cp_reason why = CP_REASON_LOCAL;
@@ -1318,8 +1240,9 @@ static void handle_send(cp_session *s) {
     s->flags &= (uint16_t)~SF_RECV_AFTER_SEND;
     post_recv(s); /* not if closing */
   }
-  if (next == SN_AGAIN)
-    send_again(s);
+  if (next == SN_AGAIN && send_again(s))
+    return;
+  cp_session_put(s); /* the op's reference */
 }
 
 /* ---- dispatch -------------------------------------------------------- */
@@ -1341,13 +1264,13 @@ static void process(cp_session *s, uint32_t bits) {
 void cp__session_on_completion(cp_session *s, const cp_completion *c) {
   if (c->kind == CP_OP_SEND) {
     s->sq->res = c->result < INT32_MIN ? INT32_MIN : (int32_t)c->result;
-    strand_signal_ref(s, ST_SEND, true);
+    strand_signal(s, ST_SEND);
   } else {
     /* The op is ours until the strand starts the next recv: keep the result in it. */
     struct recv_stash st = {.buf = c->buf,
                             .res = c->result > INT32_MAX ? INT32_MAX : (int32_t)c->result};
     memcpy(&s->rio, &st, sizeof st);
-    strand_signal_ref(s, ST_RECV, true);
+    strand_signal(s, ST_RECV);
   }
 }
 
