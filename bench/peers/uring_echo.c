@@ -17,6 +17,13 @@
  *
  *   uring_echo [--host 127.0.0.1] [--port 7777]
  *
+ * Two variables take features away, to measure what each is worth (bench/run-port's
+ * uring_echo/coop and uring_echo/oneshot):
+ *   URING_ECHO_SETUP=coop    COOP_TASKRUN instead of SINGLE_ISSUER + DEFER_TASKRUN (what a ring
+ *                            that several threads submit to and reap from can have; cport's)
+ *   URING_ECHO_RECV=oneshot  a one-shot receive (buffer select) per message, posted when the
+ *                            reply's send has completed (read after write, as cport's engine)
+ *
  * SIGINT/SIGTERM stop it. Nothing is printed on the hot path.
  */
 #ifndef _GNU_SOURCE
@@ -67,6 +74,8 @@ static char *bufs;
 static int lfd;
 static volatile sig_atomic_t stop;
 static struct conn *starved; /* connections whose multishot recv ended for want of buffers */
+static int oneshot;          /* URING_ECHO_RECV=oneshot */
+static int first_coop;       /* URING_ECHO_SETUP=coop */
 
 static void on_signal(int sig) {
   (void)sig;
@@ -100,7 +109,10 @@ static void arm_accept(void) {
 
 static void arm_recv(struct conn *c) {
   struct io_uring_sqe *sqe = sqe_get();
-  io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
+  if (oneshot)
+    io_uring_prep_recv(sqe, c->fd, NULL, BUFSZ, 0);
+  else
+    io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
   sqe->flags |= IOSQE_BUFFER_SELECT;
   sqe->buf_group = BGID;
   io_uring_sqe_set_data64(sqe, tag(c, T_RECV));
@@ -163,8 +175,9 @@ static void on_recv(struct conn *c, struct io_uring_cqe *cqe) {
       c->pend_len += (size_t)res;
       buf_return(bid);
     }
-    if (!c->recv_armed && !c->dead)
-      arm_recv(c); /* the kernel ended the multishot (e.g. CQ overflow): arm it again */
+    if (!c->recv_armed && !c->dead && !(oneshot && c->sending))
+      arm_recv(c); /* the kernel ended the multishot (e.g. CQ overflow): arm it again;
+                    * one-shot: the next receive goes after the reply's send */
     conn_maybe_free(c);
     return;
   }
@@ -216,6 +229,8 @@ static void on_send(struct conn *c, int res) {
   }
   free(c->out_heap);
   c->out_heap = NULL;
+  if (oneshot && !c->dead && !c->recv_armed && !c->in_starved)
+    arm_recv(c); /* read after write */
   conn_maybe_free(c);
 }
 
@@ -236,19 +251,24 @@ static void on_accept(struct io_uring_cqe *cqe) {
   arm_recv(c);
 }
 
+static const char *ring_kind = "plain"; /* the setup ring_setup got */
+
 static int ring_setup(void) {
   static const unsigned tries[] = {IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
                                        IORING_SETUP_SUBMIT_ALL,
                                    IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SUBMIT_ALL, 0};
+  size_t first = first_coop ? 1 : 0;
   int rc = -EINVAL;
-  for (size_t i = 0; i < sizeof tries / sizeof tries[0]; i++) {
+  for (size_t i = first; i < sizeof tries / sizeof tries[0]; i++) {
     struct io_uring_params prm;
     memset(&prm, 0, sizeof prm);
     prm.flags = tries[i] | IORING_SETUP_CQSIZE;
     prm.cq_entries = 65536;
     rc = io_uring_queue_init_params(4096, &ring, &prm);
-    if (rc == 0)
+    if (rc == 0) {
+      ring_kind = i == 0 ? "SINGLE_ISSUER+DEFER_TASKRUN" : i == 1 ? "COOP_TASKRUN" : "plain";
       break;
+    }
   }
   if (rc)
     return rc;
@@ -277,11 +297,21 @@ static int ring_setup(void) {
 
 int main(int argc, char **argv) {
   lfd = peer_listen(argc, argv, "uring_echo", 0);
+  const char *recv_mode = getenv("URING_ECHO_RECV");
+  oneshot = recv_mode && strcmp(recv_mode, "oneshot") == 0;
+  const char *setup = getenv("URING_ECHO_SETUP");
+  first_coop = setup && strcmp(setup, "coop") == 0;
   int rc = ring_setup();
   if (rc) {
     fprintf(stderr, "uring_echo: io_uring setup: %s\n", strerror(-rc));
     return 1;
   }
+
+  /* bench/run-port checks the variant it asked for ("backend coop", "backend oneshot"). */
+  const char *variant =
+      first_coop ? (oneshot ? "coop-oneshot" : "coop") : (oneshot ? "oneshot" : "default");
+  fprintf(stderr, "uring_echo: backend %s (ring: %s; receive: %s)\n", variant, ring_kind,
+          oneshot ? "one-shot, after the send" : "multishot");
 
   struct sigaction sact = {.sa_handler = on_signal};
   sigemptyset(&sact.sa_mask);
