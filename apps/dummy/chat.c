@@ -7,6 +7,7 @@
 #include "../common/wire_decode.h"
 #include "chat_text.h"
 #include "dummy.h"
+#include "pid_index.h"
 
 #include <assert.h>
 #include <inttypes.h>
@@ -175,42 +176,17 @@ static unsigned member_client(const uint8_t *name, size_t len) {
   return v < cfg.clients ? v : UINT_MAX;
 }
 
-/* The presence index (dummy.h, strand only): where player id pid belongs in it (Fibonacci
- * hashing: the top bits of a multiple, so consecutive ids spread). */
-static size_t pidx_home(uint64_t pid) {
-  return (size_t)((pid * 0x9E3779B97F4A7C15ull) >> (64 - presence_bits));
-}
-
-/* Index c->mpid[slot], a player id not 0. */
+/* The presence index (dummy.h, pid_index.h; strand only): index c->mpid[slot], a player id
+ * not 0. */
 static void pidx_add(struct client *c, unsigned slot) {
-  size_t mask = ((size_t)1 << presence_bits) - 1, i = pidx_home(c->mpid[slot]);
-  uint32_t *ix = presence_index(c);
   assert(c->mpid[slot] != 0 && slot < 2 * c->nmem);
-  while (ix[i]) /* never full: more entries than slots */
-    i = (i + 1) & mask;
-  ix[i] = slot + 1;
+  pid_index_add(presence_index(c), presence_bits, c->mpid, slot);
 }
 
 /* The slot of c->mpid holding player id pid, taken out of the index (the caller clears it);
- * UINT_MAX if none does. Linear probing, so a removal moves the entries after it in its run
- * that would no longer be found into the hole (no tombstones: the table never fills up). */
+ * UINT_MAX if none does. */
 static unsigned pidx_take(struct client *c, uint64_t pid) {
-  size_t mask = ((size_t)1 << presence_bits) - 1, i = pidx_home(pid);
-  uint32_t *ix = presence_index(c);
-  while (ix[i] && c->mpid[ix[i] - 1] != pid)
-    i = (i + 1) & mask;
-  if (!ix[i])
-    return UINT_MAX;
-  unsigned slot = ix[i] - 1;
-  for (size_t j = (i + 1) & mask; ix[j]; j = (j + 1) & mask) {
-    size_t k = pidx_home(c->mpid[ix[j] - 1]); /* ix[j]'s home: it stays if in (i, j] */
-    if (i <= j ? (i < k && k <= j) : (i < k || k <= j))
-      continue;
-    ix[i] = ix[j];
-    i = j;
-  }
-  ix[i] = 0;
-  return slot;
+  return pid_index_take(presence_index(c), presence_bits, c->mpid, pid);
 }
 
 /* S_ENTER_ROOM of my room (strand): start the presence count. */

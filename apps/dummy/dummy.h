@@ -2,8 +2,9 @@
  * dummy.h - the parts of cport-dummy (main.c: flags, the run, the report; clients.c: the
  * servers and the clients' connections, pacing and churn; echo.c, chat.c: the modes and
  * their checks; stats.c: what the receiving threads measure; order.c: the one-order check
- * of a room's chats; chat_text.h: the numbers in a chat text). The program's behaviour is
- * described at the top of main.c.
+ * of a room's chats; chat_text.h: the numbers in a chat text; pid_index.h: a member's
+ * presence table indexed by player id). The program's behaviour is described at the top of
+ * main.c.
  */
 #ifndef CPORT_APPS_DUMMY_H
 #define CPORT_APPS_DUMMY_H
@@ -165,9 +166,9 @@ static inline unsigned room_members(unsigned base) {
   return cfg.clients - base < cfg.room_size ? cfg.clients - base : cfg.room_size;
 }
 
-/* Chat, presence: the index of c->mpid by player id, just after the 2 x room-size player ids
- * in mpid's allocation - an open-addressing table of 2^presence_bits entries (setup_clients:
- * more than the 2 x --room-size members it can hold), each 0 (empty) or a slot of mpid + 1. */
+/* Chat, presence: the index of c->mpid by player id (pid_index.h), just after the 2 x
+ * room-size player ids in mpid's allocation - 2^presence_bits entries (setup_clients: more
+ * than the 2 x --room-size slots of mpid). */
 extern unsigned presence_bits;
 static inline size_t presence_bytes(void) {
   return 2 * (size_t)cfg.room_size * sizeof(uint64_t) +
