@@ -7,7 +7,9 @@
 #include "../common/wire_decode.h"
 #include "chat_text.h"
 #include "dummy.h"
+#include "pid_index.h"
 
+#include <assert.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -174,10 +176,23 @@ static unsigned member_client(const uint8_t *name, size_t len) {
   return v < cfg.clients ? v : UINT_MAX;
 }
 
+/* The presence index (dummy.h, pid_index.h; strand only): index c->mpid[slot], a player id
+ * not 0. */
+static void pidx_add(struct client *c, unsigned slot) {
+  assert(c->mpid[slot] != 0 && slot < 2 * c->nmem);
+  pid_index_add(presence_index(c), presence_bits, c->mpid, slot);
+}
+
+/* The slot of c->mpid holding player id pid, taken out of the index (the caller clears it);
+ * UINT_MAX if none does. */
+static unsigned pidx_take(struct client *c, uint64_t pid) {
+  return pid_index_take(presence_index(c), presence_bits, c->mpid, pid);
+}
+
 /* S_ENTER_ROOM of my room (strand): start the presence count. */
 static void presence_start(struct client *c, const Chatw__SEnterRoom *m) {
   unsigned base = room_base(c), n = room_members(base);
-  memset(c->mpid, 0, 2 * n * sizeof *c->mpid);
+  memset(c->mpid, 0, presence_bytes()); /* and the index */
   c->mcount = m->member_count;
   c->mknown = 0;
   atomic_store_explicit(&c->mcount_seen, c->mcount, memory_order_relaxed);
@@ -198,7 +213,8 @@ static void presence_start(struct client *c, const Chatw__SEnterRoom *m) {
                   c->idx);
       return;
     }
-    c->mpid[slot] = m->members[k]->player_id;
+    if ((c->mpid[slot] = m->members[k]->player_id))
+      pidx_add(c, slot);
     c->mknown++;
   }
   atomic_store_explicit(&c->mcount_seen, c->mcount, memory_order_relaxed);
@@ -229,27 +245,27 @@ static void on_joined(struct client *c, const struct wire_smember_joined *m, con
                   ", not %" PRIu64,
                   c->idx, i, m->member.player_id, pid);
   }
-  c->mpid[slot] = m->member.player_id;
+  if ((c->mpid[slot] = m->member.player_id))
+    pidx_add(c, slot);
   c->mcount++;
   c->mknown++;
   atomic_store_explicit(&c->mcount_seen, c->mcount, memory_order_relaxed);
 }
 
 static void on_left(struct client *c, const struct wire_smember_left *m, const uint8_t *lo) {
-  unsigned base = room_base(c), n = room_members(base);
   atomic_fetch_add_explicit(&n_left, 1, memory_order_relaxed);
   if (!is_my_room(c, m->room.data, m->room.len, lo) || m->player_id == c->player_id) {
     dummy_error("client %u: S_MEMBER_LEFT of another room, or of me", c->idx);
     return;
   }
-  for (unsigned j = 0; j < 2 * n; j++)
-    if (c->mpid[j] == m->player_id) {
-      c->mpid[j] = 0;
-      c->mknown--;
-      c->mcount--;
-      atomic_store_explicit(&c->mcount_seen, c->mcount, memory_order_relaxed);
-      return;
-    }
+  unsigned slot = pidx_take(c, m->player_id); /* not a scan of the room: N^2 of these */
+  if (slot != UINT_MAX) {
+    c->mpid[slot] = 0;
+    c->mknown--;
+    c->mcount--;
+    atomic_store_explicit(&c->mcount_seen, c->mcount, memory_order_relaxed);
+    return;
+  }
   if (c->mcount > c->mknown) /* one of those S_ENTER_ROOM did not list */
     atomic_store_explicit(&c->mcount_seen, --c->mcount, memory_order_relaxed);
   else

@@ -291,7 +291,11 @@ static int want_table(struct client *c) {
   return 0;
 }
 
+unsigned presence_bits;
+
 int setup_clients(void) {
+  for (presence_bits = 1; (size_t)1 << presence_bits <= 2 * (size_t)cfg.room_size;)
+    presence_bits++;
   clients = calloc(cfg.clients, sizeof *clients);
   if (!clients) {
     fprintf(stderr, "cport-dummy: out of memory\n");
@@ -308,7 +312,7 @@ int setup_clients(void) {
     if (cfg.mode == MODE_CHAT &&
         (want_table(&clients[i]) != 0 ||
          !(clients[i].seen = calloc(cfg.room_size, sizeof(struct seen))) ||
-         !(clients[i].mpid = calloc(2 * (size_t)cfg.room_size, sizeof(uint64_t))) ||
+         !(clients[i].mpid = calloc(1, presence_bytes())) ||
          (cfg.churn > 0 && !(clients[i].fence = calloc(cfg.room_size, 1))))) {
       fprintf(stderr, "cport-dummy: out of memory\n");
       return 1;

@@ -2,8 +2,9 @@
  * dummy.h - the parts of cport-dummy (main.c: flags, the run, the report; clients.c: the
  * servers and the clients' connections, pacing and churn; echo.c, chat.c: the modes and
  * their checks; stats.c: what the receiving threads measure; order.c: the one-order check
- * of a room's chats; chat_text.h: the numbers in a chat text). The program's behaviour is
- * described at the top of main.c.
+ * of a room's chats; chat_text.h: the numbers in a chat text; pid_index.h: a member's
+ * presence table indexed by player id). The program's behaviour is described at the top of
+ * main.c.
  */
 #ifndef CPORT_APPS_DUMMY_H
 #define CPORT_APPS_DUMMY_H
@@ -110,7 +111,8 @@ struct client {
    * index in the room, 0: not known to be in; a second slot at index + room size,
    * for churn: a client's new connection may enter before its old one has left),
    * how many members the room has, and how many of them I know (the rest were
-   * not listed in S_ENTER_ROOM) */
+   * not listed in S_ENTER_ROOM). The same allocation goes on with an index of mpid by
+   * player id (presence_index), so that an S_MEMBER_LEFT finds its member at once. */
   uint64_t *mpid;
   unsigned mcount, mknown;
   _Atomic unsigned mcount_seen; /* mcount, for the main thread's final check */
@@ -162,6 +164,18 @@ static inline unsigned room_base(const struct client *c) {
 }
 static inline unsigned room_members(unsigned base) {
   return cfg.clients - base < cfg.room_size ? cfg.clients - base : cfg.room_size;
+}
+
+/* Chat, presence: the index of c->mpid by player id (pid_index.h), just after the 2 x
+ * room-size player ids in mpid's allocation - 2^presence_bits entries (setup_clients: more
+ * than the 2 x --room-size slots of mpid). */
+extern unsigned presence_bits;
+static inline size_t presence_bytes(void) {
+  return 2 * (size_t)cfg.room_size * sizeof(uint64_t) +
+         ((size_t)1 << presence_bits) * sizeof(uint32_t);
+}
+static inline uint32_t *presence_index(const struct client *c) {
+  return (uint32_t *)(c->mpid + 2 * (size_t)cfg.room_size);
 }
 
 /* stats.c: what the receiving threads measure (a shard per thread), and the error count */

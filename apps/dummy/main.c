@@ -475,7 +475,7 @@ static void check_presence(void) {
 }
 
 /* Let what is in flight come back (and the clients that are leaving come back too), check
- * nothing is missing, stop the service. */
+ * nothing is missing (the caller then stops the services). */
 static void settle(bool stop_now, bool tty) {
   uint64_t wait_until = now_ns() + 10000000000ull, left = 0, away = 0;
   while (!stop_now && ((left = outstanding(&away)) || away) && now_ns() < wait_until) {
@@ -496,7 +496,6 @@ static void settle(bool stop_now, bool tty) {
     for (unsigned i = 0; i < cfg.clients; i++)
       clients[i].up_at_end = atomic_load(&clients[i].state) == CS_UP;
   atomic_store(&churning, false);
-  stop_services();
 }
 
 static struct order_result order_total;
@@ -540,6 +539,7 @@ struct result {
   double secs;
   uint64_t msgs, bytes;
   double cpu_s, server_cpu_s; /* CPU time over the window (user + system); server: < 0 unknown */
+  double teardown_s; /* stopping the services, once settled (chat: with what S_MEMBER_LEFT come) */
 };
 
 /* The CPU time of the --server-pid processes, summed; -1 if none or one is unreadable. */
@@ -572,6 +572,9 @@ static int run(struct result *r) {
   r->secs = (double)(stop_t - start) / 1e9;
   recv_totals(&r->msgs, &r->bytes, NULL);
   settle(stop_now, tty);
+  uint64_t teardown_t = now_ns();
+  stop_services();
+  r->teardown_s = (double)(now_ns() - teardown_t) / 1e9;
   if (cfg.mode == MODE_CHAT)
     check_order();
   return 0;
@@ -611,7 +614,8 @@ static void report_json(const struct result *r, const struct quantiles *q,
          ",\"reconnect_failures\":%" PRIu64 ",\"connect_failures\":%" PRIu64 ",\"pings\":%" PRIu64
          ",\"pongs\":%" PRIu64 ",\"ping_p50_ms\":%.3f,\"ping_p99_ms\":%.3f,"
          "\"ping_max_ms\":%.3f,\"member_joined\":%" PRIu64 ",\"member_left\":%" PRIu64
-         ",\"pipelined_scripts\":%" PRIu64 ",\"cpu_us_per_msg\":%.3f,\"server_cpu_us_per_msg\":%.3f"
+         ",\"pipelined_scripts\":%" PRIu64
+         ",\"cpu_us_per_msg\":%.3f,\"server_cpu_us_per_msg\":%.3f,\"teardown_s\":%.3f"
          ",\"servers\":%u,\"spread\":\"%s\",\"rooms_across_servers\":%u"
          ",\"order_checkpoints\":%" PRIu64 ",\"order_records\":%" PRIu64 ",\"order_chats\":%" PRIu64
          ",\"order_mismatches\":%" PRIu64 ",\"errors\":%" PRIu64 "}\n",
@@ -622,8 +626,8 @@ static void report_json(const struct result *r, const struct quantiles *q,
          atomic_load(&n_reconnects), atomic_load(&n_reconnect_failures), connect_failures,
          atomic_load(&n_pings), atomic_load(&n_pongs), q->r50, q->r99, q->rmax,
          atomic_load(&n_joined), atomic_load(&n_left), atomic_load(&n_scripts),
-         per_msg_us(r->cpu_s, r->msgs), per_msg_us(r->server_cpu_s, r->msgs), n_servers,
-         spread_names[cfg.spread_rooms], rooms_across_servers(), order_total.checkpoints,
+         per_msg_us(r->cpu_s, r->msgs), per_msg_us(r->server_cpu_s, r->msgs), r->teardown_s,
+         n_servers, spread_names[cfg.spread_rooms], rooms_across_servers(), order_total.checkpoints,
          order_total.records, order_total.chats, order_total.mismatches, errors);
 }
 
@@ -658,6 +662,7 @@ static void report_text(const struct result *r, const struct quantiles *q, uint6
       printf("  pipelined  %" PRIu64 " first writes answered in request order\n",
              atomic_load(&n_scripts));
   }
+  printf("  teardown   %.3f s (stopping the services, after the run)\n", r->teardown_s);
   printf("  verified   %s\n", errors ? "NO" : "every byte, in order, nothing lost or duplicated");
   printf("  errors     %" PRIu64 "\n", errors);
 }

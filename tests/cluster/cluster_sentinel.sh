@@ -11,7 +11,9 @@
 #  4. sentinels that misbehave (tests/cluster/fake_sentinel.py): silent, an answer that is no
 #     address, one naming a server that is not a master (refused after ROLE, counted);
 #  5. a sentinel with its own password: CPORT_SENTINEL_PASSWORD right (up, a room shared) and
-#     wrong (logged, not up); no password in any log or /metrics.
+#     wrong (logged, not up); no password in any log or /metrics;
+#  6. the same on a real sentinel with requirepass (right: up; wrong: WRONGPASS logged, not up),
+#     and a wrong one refused by a sentinel that quotes it back: logged as ***, never shown.
 # Every process stopped at the end; every node exits 0 on SIGTERM.
 # Usage: cluster_sentinel.sh BIN_DIR BACKEND
 source "$(dirname "$0")/nodes_lib.sh" "$@"
@@ -24,15 +26,17 @@ declare -A RPID
 trap 'for i in "${!NPID[@]}"; do kill -KILL "${NPID[$i]}" 2>/dev/null || true; done
       for i in "${!RPID[@]}"; do kill -KILL "${RPID[$i]}" 2>/dev/null || true; done; cleanup' EXIT
 # spawn NAME PORT ARGS...: a redis-server in $TMP/NAME, up (answers PING) within 10 s.
+# (SPAWN_PASS: the password it requires)
 spawn() {
-  local name=$1 port=$2
+  local name=$1 port=$2 auth=()
   shift 2
+  [[ -n ${SPAWN_PASS:-} ]] && auth=(--no-auth-warning -a "$SPAWN_PASS")
   mkdir -p "$TMP/$name"
   "$REDIS_SERVER" "$@" --port "$port" --bind 127.0.0.1 --dir "$TMP/$name" \
     --logfile "$TMP/$name/redis.log" --daemonize no --save "" --appendonly no &
   RPID[$name]=$!
   for _ in $(seq 500); do
-    [[ $(timeout 2 redis-cli -p "$port" PING 2>/dev/null) == PONG ]] && return 0
+    [[ $(timeout 2 redis-cli "${auth[@]}" -p "$port" PING 2>/dev/null) == PONG ]] && return 0
     kill -0 "${RPID[$name]}" 2>/dev/null || break
     sleep 0.02
   done
@@ -146,9 +150,36 @@ until_ 10 "node 6 did not log the refused sentinel password" \
 [[ $(metric_of 6 cport_cluster_up) == 0 ]] || fail "node 6 is up with a wrong sentinel password"
 log_has 5 "sentinels with AUTH (CPORT_SENTINEL_PASSWORD)" || fail "node 5 does not say it uses AUTH"
 
-for i in 1 2 3 4 5 6; do
+# 6. a real sentinel with requirepass (monitoring the master of now): the right password - up;
+#    a wrong one - WRONGPASS logged, not up. Then a sentinel that quotes the wrong password back
+#    in its refusal: the log line has the refusal with *** where the password was.
+S2=$(free_port) RSPASS='real-sentinel:pw@9' ECHOED='echoed-sentinel-pw'
+mkdir -p "$TMP/sentinel2"
+cat >"$TMP/sentinel2/sentinel.conf" <<CONF
+sentinel monitor m 127.0.0.1 $R 1
+requirepass "$RSPASS"
+CONF
+SPAWN_PASS=$RSPASS spawn sentinel2 "$S2" "$TMP/sentinel2/sentinel.conf" --sentinel
+python3 "$(dirname "$0")/fake_sentinel.py" "$TMP/fake_echoes" echoes 127.0.0.1 "$R" "$SPASS" &
+RPID[fake_echoes]=$!
+until_ 10 "the echoing fake sentinel did not start" test -e "$TMP/fake_echoes"
+FE=$(<"$TMP/fake_echoes")
+start_node 7 "redis-sentinel://127.0.0.1:$S2/m" CPORT_SENTINEL_PASSWORD="$RSPASS"
+start_node 8 "redis-sentinel://127.0.0.1:$S2/m" CPORT_SENTINEL_PASSWORD=wrong-real-sentinel-pw
+start_node 9 "redis-sentinel://127.0.0.1:$FE/m" CPORT_SENTINEL_PASSWORD="$ECHOED"
+wait_metric 7 cport_cluster_up 1
+until_ 10 "node 8 did not log the refused password of a real sentinel" \
+  log_has 8 "sentinel 127.0.0.1:$S2: AUTH (CPORT_SENTINEL_PASSWORD) refused: WRONGPASS"
+until_ 10 "node 9 did not log the refusal that quotes its password, masked" \
+  log_has 9 "sentinel 127.0.0.1:$FE: AUTH (CPORT_SENTINEL_PASSWORD) refused: WRONGPASS invalid username-password pair '***' (***)"
+for i in 8 9; do
+  [[ $(metric_of "$i" cport_cluster_up) == 0 ]] || fail "node $i is up with a wrong sentinel password"
+done
+
+for i in 1 2 3 4 5 6 7 8 9; do
   metrics_of "$i" >"$TMP/metrics$i.txt" || true
-  ! grep -qF -e "$SPASS" -e wrong-sentinel-pw "$TMP/node$i.log" "$TMP/metrics$i.txt" || fail "node $i shows a sentinel password"
+  ! grep -qF -e "$SPASS" -e wrong-sentinel-pw -e "$RSPASS" -e wrong-real-sentinel-pw -e "$ECHOED" \
+    "$TMP/node$i.log" "$TMP/metrics$i.txt" || fail "node $i shows a sentinel password"
   kill -TERM "${NPID[$i]}"
   rc=0
   wait "${NPID[$i]}" || rc=$?

@@ -5,7 +5,9 @@
       (written to PORTFILE), until killed. MODE: "silent" accepts and never answers; "garbage"
       answers every command with +hello (not ADDRESS PORT); "names" answers every command with
       ADDR PORT - with PASS, only after AUTH PASS (+OK; another password: -WRONGPASS; none:
-      -NOAUTH), as a sentinel with requirepass does.
+      -NOAUTH), as a sentinel with requirepass does; "echoes" is "names" whose refusals quote
+      the password they were given (as a proxy that echoes a command's arguments might), and
+      its answer to anything after a refused AUTH too.
 """
 import os, socket, sys, threading
 
@@ -31,7 +33,7 @@ def commands(buf):
 
 
 def serve(c, mode, answer, password):
-    authed, buf = password is None, b""
+    authed, buf, tried = password is None, b"", b""
     with c:
         while True:
             d = c.recv(4096)
@@ -44,10 +46,12 @@ def serve(c, mode, answer, password):
                 if mode == "garbage":
                     c.sendall(b"+hello\r\n")
                 elif args[0].upper() == b"AUTH":
-                    authed = args[-1] == password
-                    c.sendall(b"+OK\r\n" if authed else b"-WRONGPASS invalid username-password pair\r\n")
+                    authed, tried = args[-1] == password, args[-1]
+                    quoted = b" '%s' (%s)" % (tried, tried) if mode == "echoes" else b""
+                    c.sendall(b"+OK\r\n" if authed else b"-WRONGPASS invalid username-password pair%s\r\n" % quoted)
                 elif not authed:
-                    c.sendall(b"-NOAUTH Authentication required.\r\n")
+                    quoted = b" after AUTH '%s'" % tried if mode == "echoes" and tried else b""
+                    c.sendall(b"-NOAUTH Authentication required%s.\r\n" % quoted)
                 else:
                     c.sendall(answer)
 
@@ -55,7 +59,7 @@ def serve(c, mode, answer, password):
 def main():
     portfile, mode = sys.argv[1], sys.argv[2]
     answer, password = b"", None
-    if mode == "names":
+    if mode in ("names", "echoes"):
         a, p = sys.argv[3].encode(), sys.argv[4].encode()
         answer = b"*2\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(a), a, len(p), p)
         if len(sys.argv) > 5:

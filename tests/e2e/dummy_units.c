@@ -6,11 +6,15 @@
  *    fields near the end of the text), and on random texts from a fixed seed;
  *  - apps/dummy/order.c: members that receive a room's chats in one order agree (whole
  *    windows, and members joining and leaving at different times); one member that gets
- *    two chats swapped, in any part of the stream, is found, and so is one that lost a chat.
+ *    two chats swapped, in any part of the stream, is found, and so is one that lost a chat;
+ *  - apps/dummy/pid_index.h: random adds and removals (rooms of 1 to 64 slots x 2, ids that
+ *    collide and wrap around the index's end, ids not in it) give what a scan of the table
+ *    gives, and the index holds exactly the table's non-zero ids.
  * Exit 0 on success.
  */
 #include "../../apps/dummy/chat_text.h"
 #include "../../apps/dummy/order.h"
+#include "../../apps/dummy/pid_index.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -216,9 +220,62 @@ static void test_order(void) {
   }
 }
 
+/* The slot of ids[0..n) holding id, by a scan; UINT_MAX if none. */
+static unsigned scan_slot(const uint64_t *ids, unsigned n, uint64_t id) {
+  for (unsigned j = 0; j < n; j++)
+    if (ids[j] == id)
+      return j;
+  return UINT_MAX;
+}
+
+static void test_pid_index(void) {
+  uint64_t x = 0x2545F4914F6CDD1Dull; /* xorshift64, a fixed seed */
+#define NEXT() (x ^= x << 13, x ^= x >> 7, x ^= x << 17)
+  for (unsigned room = 1; room <= 64; room++) {
+    unsigned n = 2 * room, bits = 1, bad = 0;
+    while ((1u << bits) <= n)
+      bits++;
+    uint64_t ids[128] = {0};
+    uint32_t ix[256] = {0};
+    for (unsigned op = 0; op < 4000 && !bad; op++) {
+      unsigned slot = (unsigned)(NEXT() % n);
+      /* ids from a small range (3 x room, so adds and removals of the same id recur), some
+       * spread over the 64 bits: runs that collide and wrap around the index's end */
+      uint64_t id = NEXT() % 4 ? 1 + NEXT() % (3 * room) : NEXT() | 1;
+      if (!ids[slot] && scan_slot(ids, n, id) == UINT_MAX) {
+        ids[slot] = id;
+        pid_index_add(ix, bits, ids, slot);
+      } else if (ids[slot]) {
+        unsigned got = pid_index_take(ix, bits, ids, ids[slot]);
+        bad += got != slot;
+        CHECK(got == slot, "room %u, op %u: took slot %u, not %u", room, op, got, slot);
+        ids[slot] = 0;
+      }
+      uint64_t absent = NEXT() | 1;
+      if (scan_slot(ids, n, absent) == UINT_MAX)
+        CHECK(pid_index_take(ix, bits, ids, absent) == UINT_MAX, "room %u: an absent id found",
+              room);
+    }
+    /* every id found where it is (take, then add back); the index holds nothing else */
+    unsigned held = 0, filled = 0;
+    for (unsigned j = 0; j < n; j++)
+      if (ids[j]) {
+        filled++;
+        unsigned got = pid_index_take(ix, bits, ids, ids[j]);
+        CHECK(got == j, "room %u: id of slot %u found at %u", room, j, got);
+        pid_index_add(ix, bits, ids, j);
+      }
+    for (unsigned i = 0; i < 1u << bits; i++)
+      held += ix[i] != 0;
+    CHECK(held == filled, "room %u: %u entries for %u ids", room, held, filled);
+  }
+#undef NEXT
+}
+
 int main(void) {
   test_parse();
   test_order();
+  test_pid_index();
   printf("dummy_units: %lu cases, %d failed\n", cases, failures);
   return failures ? 1 : 0;
 }

@@ -407,22 +407,22 @@ static const char *auth_hint(const char *e, size_t len) {
   return "Redis refused the connection's first command";
 }
 
-/* A refused handshake (the first one, or a NOAUTH later on a connection that was up): counted,
- * logged (rate-limited as failed attempts are), the connection closed; on_disconnected then
- * retries with the back-off. */
-/* Redis's error text e (len bytes) for a log line into out (NUL-terminated, at most 200
- * bytes of e), each occurrence of the password replaced by "***": a server or proxy that
- * echoes the command's arguments must not put it in the log. */
-static void error_shown(const char *e, size_t len, char *out, size_t size) {
-  const uint8_t *pw = N.url.pass;
-  size_t pl = N.url.has_pass ? N.url.pass_len : 0, o = 0;
+/* A server's text e (len bytes) for a log line into out (NUL-terminated, at most 200 bytes of
+ * e), each occurrence of one of the n passwords pw (pl bytes each; 0: none) replaced by "***" -
+ * one that runs past the 200 bytes too, not its first bytes shown: a server or proxy that
+ * echoes the command's arguments must not put one in the log. */
+static void text_masked(const char *e, size_t len, const uint8_t *const *pw, const size_t *pl,
+                        size_t n, char *out, size_t size) {
+  size_t o = 0, shown = len < 200 ? len : 200; /* a password that starts in it: all matched */
   assert(size > 4);
-  len = len < 200 ? len : 200;
-  for (size_t i = 0; i < len && o + 4 < size;) {
-    if (pl && len - i >= pl && memcmp(e + i, pw, pl) == 0) {
+  for (size_t i = 0; i < shown && o + 4 < size;) {
+    size_t k = 0;
+    while (k < n && !(pl[k] && len - i >= pl[k] && memcmp(e + i, pw[k], pl[k]) == 0))
+      k++;
+    if (k < n) {
       memcpy(out + o, "***", 3);
       o += 3;
-      i += pl;
+      i += pl[k];
     } else {
       out[o++] = e[i++];
     }
@@ -430,6 +430,24 @@ static void error_shown(const char *e, size_t len, char *out, size_t size) {
   out[o] = 0;
 }
 
+/* Redis's error text e (len bytes) for a log line (text_masked): Redis's password masked. */
+static void error_shown(const char *e, size_t len, char *out, size_t size) {
+  const uint8_t *pw[] = {N.url.pass};
+  size_t pl[] = {N.url.has_pass ? N.url.pass_len : 0};
+  text_masked(e, len, pw, pl, 1, out, size);
+}
+
+/* A sentinel's error text e (len bytes) for a log line (text_masked): the sentinels' password
+ * (CPORT_SENTINEL_PASSWORD) masked, and Redis's too. */
+static void sentinel_error_shown(const char *e, size_t len, char *out, size_t size) {
+  const uint8_t *pw[] = {N.spass, N.url.pass};
+  size_t pl[] = {N.spass_len, N.url.has_pass ? N.url.pass_len : 0};
+  text_masked(e, len, pw, pl, 2, out, size);
+}
+
+/* A refused handshake (the first one, or a NOAUTH later on a connection that was up): counted,
+ * logged (rate-limited as failed attempts are), the connection closed; on_disconnected then
+ * retries with the back-off. */
 static void auth_refused(struct link *l, const char *e, size_t len) {
   atomic_fetch_add(&node_stats.auth_failures, 1);
   pthread_mutex_lock(&l->mu);
@@ -799,9 +817,10 @@ static void sq_auth(void *arg, redisReply *r, const char *err) {
   struct squery *q = arg;
   (void)err;
   if (r && r->type == REDIS_REPLY_ERROR) {
+    char shown[128];
+    sentinel_error_shown(r->str, r->len, shown, sizeof shown);
     pthread_mutex_lock(&q->l->mu);
-    snprintf(q->why, sizeof q->why, "AUTH (CPORT_SENTINEL_PASSWORD) refused: %.*s",
-             (int)(r->len < 120 ? r->len : 120), r->str);
+    snprintf(q->why, sizeof q->why, "AUTH (CPORT_SENTINEL_PASSWORD) refused: %s", shown);
     pthread_mutex_unlock(&q->l->mu);
   }
   if (r)
@@ -821,7 +840,7 @@ static void sq_reply(void *arg, redisReply *r, const char *err) {
   else if (r->type == REDIS_REPLY_NIL)
     snprintf(q->why, sizeof q->why, "knows no master named '%s'", N.url.master);
   else if (r->type == REDIS_REPLY_ERROR)
-    snprintf(q->why, sizeof q->why, "%.*s", (int)(r->len < 120 ? r->len : 120), r->str);
+    sentinel_error_shown(r->str, r->len, q->why, 128);
   else
     snprintf(q->why, sizeof q->why, "an answer that is not ADDRESS PORT (%s)",
              cl_redis_reply_kind(r));
