@@ -86,8 +86,9 @@ enum {
   SF_PART = 256,           /* sq->part holds an incomplete packet (sq exists) */
   /* Bits 9-10: the op references the strand's run holds (session.c, "the
    * strand"): of ops whose completions it handled, not yet handed to an op
-   * it started nor put (at most 2: a session has one receive-side and one
-   * send-side op). */
+   * it started nor put. At most 2 (what a run hands on: a receive and a
+   * send); a run may be given more - sends started outside the strand take
+   * references of their own - and puts those at once (ref_bank). */
   SF_BANK_ONE = 512,
   SF_BANK = 3 * SF_BANK_ONE,
 };
