@@ -84,6 +84,13 @@ enum {
   SF_LINGER = 64,          /* graceful disconnect done: our FIN sent, reading to the peer's */
   SF_FINISHED = 128,       /* finish_close ran (once) */
   SF_PART = 256,           /* sq->part holds an incomplete packet (sq exists) */
+  /* Bits 9-10: the op references the strand's run holds (session.c, "the
+   * strand"): of ops whose completions it handled, not yet handed to an op
+   * it started nor put. At most 2 (what a run hands on: a receive and a
+   * send); a run may be given more - sends started outside the strand take
+   * references of their own - and puts those at once (ref_bank). */
+  SF_BANK_ONE = 512,
+  SF_BANK = 3 * SF_BANK_ONE,
 };
 
 /* Kept small on purpose: an idle connection costs this (from the service's
@@ -316,26 +323,39 @@ static inline void stat_add(_Atomic uint64_t *c, uint64_t v) {
  * workers), or NULL. */
 extern _Thread_local struct cp__ctr *cp__net_ctr;
 
-/* Add v to counter `which` (CTR_*) of svc: in this worker's own block, or
- * else in the shared one. `order` is memory_order_release for CTR_Q_OUT (see
- * struct cp__ctr), relaxed for the others. */
-static inline void ctr_add_order(cp_service *svc, unsigned which, uint64_t v, memory_order order) {
+/* This thread's own block of svc (it is one of svc's workers), or NULL. */
+static inline struct cp__ctr *ctr_mine(const cp_service *svc) {
   struct cp__ctr *c = cp__net_ctr;
-  if (c && c->svc == svc) {
-    _Atomic uint64_t *p = &c->v[which];
-    atomic_store_explicit(p, atomic_load_explicit(p, memory_order_relaxed) + v, order);
-  } else {
+  return c && c->svc == svc ? c : NULL;
+}
+/* Add v to counter `which` (CTR_*) of a block no other thread writes (a
+ * worker's own, or a strand run's private one). `order` is
+ * memory_order_release for CTR_Q_OUT (see struct cp__ctr), relaxed for the
+ * others. */
+static inline void ctr_bump(struct cp__ctr *c, unsigned which, uint64_t v, memory_order order) {
+  _Atomic uint64_t *p = &c->v[which];
+  atomic_store_explicit(p, atomic_load_explicit(p, memory_order_relaxed) + v, order);
+}
+/* Add v to counter `which` of svc: in mine (ctr_mine), or else in the
+ * shared block. */
+static inline void ctr_add_to(cp_service *svc, struct cp__ctr *mine, unsigned which, uint64_t v,
+                              memory_order order) {
+  if (mine)
+    ctr_bump(mine, which, v, order);
+  else
     atomic_fetch_add_explicit(&svc->ctr_shared->v[which], v, order);
-  }
 }
 static inline void ctr_add(cp_service *svc, unsigned which, uint64_t v) {
   assert(which != CTR_Q_OUT); /* ctr_queued_out: it must be a release */
-  ctr_add_order(svc, which, v, memory_order_relaxed);
+  ctr_add_to(svc, ctr_mine(svc), which, v, memory_order_relaxed);
 }
 /* n bytes left svc's send queues (sent, dropped, or never queued after all). */
 static inline void ctr_queued_out(cp_service *svc, uint64_t n) {
-  ctr_add_order(svc, CTR_Q_OUT, n, memory_order_release);
+  ctr_add_to(svc, ctr_mine(svc), CTR_Q_OUT, n, memory_order_release);
 }
+/* service.c: add a strand run's private block (one made on a thread that is
+ * not svc's worker) to the shared one. */
+void cp__ctr_flush(cp_service *svc, const struct cp__ctr *priv);
 /* service.c: the bytes in svc's send queues now (the gauge, summed). */
 uint64_t cp__ctr_queued(const cp_service *svc);
 

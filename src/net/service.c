@@ -62,6 +62,14 @@ static uint64_t ctr_sum(const cp_service *svc, unsigned which, memory_order orde
   return sum;
 }
 
+void cp__ctr_flush(cp_service *svc, const struct cp__ctr *priv) {
+  for (unsigned i = 0; i < CTR_COUNT; i++) {
+    uint64_t v = atomic_load_explicit(&priv->v[i], memory_order_relaxed);
+    if (v) /* release: CTR_Q_OUT's (struct cp__ctr); later than the run's is safe */
+      atomic_fetch_add_explicit(&svc->ctr_shared->v[i], v, memory_order_release);
+  }
+}
+
 uint64_t cp__ctr_queued(const cp_service *svc) {
   /* out first, with acquire: every byte seen leaving is seen going in (struct cp__ctr) */
   uint64_t out = ctr_sum(svc, CTR_Q_OUT, memory_order_acquire);

@@ -3,7 +3,7 @@
  * gathered sends, and the one way a session ends.
  *
  * References: the registry holds one while the session is registered, every
- * op in flight holds one, the thread running the strand holds one, and the
+ * op in flight holds one, a strand's run holds one (below), and the
  * application may hold more. The last cp_session_put closes the fd and frees.
  *
  * The strand (see net.h): `strand` is a word of pending-event bits plus ST_RUN.
@@ -11,6 +11,38 @@
  * handles bits until it can swap ST_RUN back to 0 with nothing pending; a
  * thread that finds ST_RUN set just leaves its bit for the runner. Results
  * are stored in the session before the bit is set (release/acquire pairs).
+ * With ST_RUN clear the word is 0 (bits are only set with ST_RUN, and the
+ * run lets go only with none pending), so a thread that finds it 0 takes it
+ * with one CAS to ST_RUN and handles its own event at once, without setting
+ * its bit and taking it back.
+ *
+ * A run's reference. An op's reference goes, with its completion, to the
+ * run that handles it, which keeps it in the session's bank (SF_BANK, strand
+ * only) and either hands it to the next op it starts (the receive after a
+ * send, the send after a receive: no get, no put) or puts it once the run
+ * has let the strand go. So a run started by a completion is kept alive by
+ * that completion's op reference, and takes none of its own: while it holds
+ * the strand, every op reference is either banked or with an op in flight,
+ * whose completion only a run can handle - this one. Other runs (a close, a
+ * timer, a post from the application's thread) take a reference of their own.
+ *
+ * The bank holds at most two, and a reference that finds it full is put at
+ * once (ref_bank). Two is what a run hands on - the receive's and the send's
+ * - but not a bound on what it is given: a send started outside the strand
+ * (cp_session_send from the application, a job or a timer, another session's
+ * callback - a chat room's broadcast) cannot reach the strand-only bank and
+ * takes a reference of its own, and a run handles every completion that
+ * comes before it lets go. A run that banks a send's reference and has no op
+ * to give it to (the receive is in flight already, nothing more is queued,
+ * or the session is held, draining or closing) keeps it while it runs, and
+ * each such outside send it sees complete brings one more: without bound
+ * while completions keep coming before its let-go CAS. (fuzz_chat's case: a
+ * run kept going by a client's ping-pong carried one such reference, then
+ * handled a receive - whose reply could not start, another worker's
+ * broadcast being in flight - and that broadcast's send: a third.)
+ * test_net_strand_refs has one run handle six sends started outside it.
+ * The put is never the last: the two banked references stay with the run
+ * until it hands them to ops or lets go.
  */
 #define _GNU_SOURCE
 #include "net/net_internal.h"
@@ -141,6 +173,16 @@ void cp_session_put(cp_session *s) {
     session_free(s);
 }
 
+/* Put n references at once (none: nothing is touched). */
+static void session_put_n(cp_session *s, uint32_t n) {
+  if (!n)
+    return;
+  uint32_t was = atomic_fetch_sub_explicit(&s->refs, n, memory_order_acq_rel);
+  assert(was >= n); /* never below zero */
+  if (was == n)
+    session_free(s);
+}
+
 /* The registry (registry.h) holds sessions through these. */
 static void *reg_ref(void *s) {
   return cp_session_get(s);
@@ -190,56 +232,161 @@ const char *cp_session_peer(const cp_session *s, char *buf, size_t len) {
 
 /* ---- the strand ------------------------------------------------------ */
 
-static void process(cp_session *s, uint32_t bits);
+static void process(cp_session *s, uint32_t bits, struct cp__ctr *c);
 static void cork(cp_session *s);
-static bool uncork(cp_session *s);
+static bool uncork(cp_session *s, struct cp__ctr *c);
 
-static void strand_loop(cp_session *s) {
+/* Strand: a reference for a full bank, put at once (see the top of the
+ * file). Never the last: the two banked ones are still counted. */
+__attribute__((noinline)) static void ref_bank_full(cp_session *s) {
+  ASSERT_STRAND(s);
+  uint32_t was = atomic_fetch_sub_explicit(&s->refs, 1, memory_order_release);
+  assert(was > 2); /* this one and the two banked */
+  (void)was;
+}
+
+/* Strand: an op's reference, its completion handled, kept for this run -
+ * or put at once if the run keeps two already (see the top of the file). */
+static void ref_bank(cp_session *s) {
+  ASSERT_STRAND(s);
+  if (__builtin_expect((s->flags & SF_BANK) == 2 * SF_BANK_ONE, 0)) {
+    ref_bank_full(s);
+    return;
+  }
+  assert((s->flags & SF_BANK) < 2 * SF_BANK_ONE); /* two at most: the field holds 3 */
+  s->flags = (uint16_t)(s->flags + SF_BANK_ONE);
+}
+
+/* Strand: a reference for an op about to start - a banked one if the run
+ * holds one, else a new one. A start that fails gives it back (ref_bank). */
+static void ref_for_op(cp_session *s) {
+  ASSERT_STRAND(s);
+  if (s->flags & SF_BANK)
+    s->flags = (uint16_t)(s->flags - SF_BANK_ONE);
+  else
+    cp_session_get(s);
+}
+
+/* The caller owns the strand (ST_RUN), `bits` taken already (0: none): run
+ * it until it can let go, counting the per-message counters in c (a block
+ * only this thread writes: the worker's own, or strand_loop_apart's).
+ * Returns the references the run banked, for the caller to put now that the
+ * strand is let go. */
+static inline __attribute__((always_inline)) uint32_t strand_loop_body(cp_session *s, uint32_t bits,
+                                                                       struct cp__ctr *c) {
   STRAND_BEGIN(s);
   for (;;) {
-    uint32_t bits =
-        atomic_fetch_and_explicit(&s->strand, (uint8_t)ST_RUN, memory_order_acq_rel) & ~ST_RUN;
-    /* After processing, try to let go at once: the usual case is that no
-     * new bit came meanwhile, and one CAS then ends the run (a second
-     * fetch_and to find nothing would be one more atomic RMW per event). */
     if (bits)
-      process(s, bits);
+      process(s, bits, c);
+    /* Let go with one CAS: the usual case is that no new bit came meanwhile
+     * (a fetch_and first to find nothing would be one more atomic RMW). The
+     * bank is emptied before: once the strand is let go, another run may
+     * own the flags. (Usually it is empty: the references went to ops.) */
+    uint32_t banked = 0;
+    if (__builtin_expect((s->flags & SF_BANK) != 0, 0)) {
+      banked = (s->flags & SF_BANK) / SF_BANK_ONE;
+      s->flags &= (uint16_t)~SF_BANK;
+    }
     uint8_t expect = ST_RUN;
     if (atomic_compare_exchange_strong_explicit(&s->strand, &expect, 0, memory_order_acq_rel,
                                                 memory_order_acquire)) {
       STRAND_END();
-      return;
+      return banked;
     }
+    s->flags = (uint16_t)(s->flags + banked * SF_BANK_ONE); /* still ours */
+    bits = atomic_fetch_and_explicit(&s->strand, (uint8_t)ST_RUN, memory_order_acq_rel) & ~ST_RUN;
   }
 }
 
-/* The caller owns the strand (ST_RUN): run it to the end. Callbacks run
- * only on the service's workers, so a thread of the application (one that
- * calls cp_session_disconnect, or cp_service_stop) hands the strand to a
- * worker with a posted completion instead of running callbacks itself - it
- * may hold locks its callbacks take. */
-static void strand_run(cp_session *s) {
-  cp_session_get(s); /* the runner's own reference: events may drop the others */
+/* strand_loop_body, out of line for all but the completions' entry
+ * (strand_run_held), which has it inline. */
+__attribute__((noinline)) static uint32_t strand_loop(cp_session *s, uint32_t bits,
+                                                      struct cp__ctr *c) {
+  return strand_loop_body(s, bits, c);
+}
+
+/* strand_loop on a thread that is not one of the service's workers (its
+ * port could not take the post): the counters go to a block of the run's
+ * own, added to the shared one at the end. */
+__attribute__((noinline)) static uint32_t strand_loop_apart(cp_session *s, uint32_t bits) {
   cp_service *svc = s->cf->svc;
-  if (cp__net_worker_of != svc && cp_port_post(svc->port, s, NULL, NET_POST_STRAND) == 0)
-    return; /* the reference travels with the post */
-  strand_loop(s);
-  cp_session_put(s);
+  struct cp__ctr mine = {.svc = svc};
+  uint32_t banked = strand_loop(s, bits, &mine);
+  cp__ctr_flush(svc, &mine);
+  return banked;
+}
+
+/* strand_run on a thread that is not one of the service's workers: hand
+ * the strand to one with a posted completion, or run it here if the port
+ * cannot take the post. */
+__attribute__((noinline)) static void strand_hand_over(cp_session *s, uint32_t bits) {
+  cp_session_get(s); /* the posted run's own: it travels with the post */
+  if (bits)
+    atomic_fetch_or_explicit(&s->strand, (uint8_t)bits, memory_order_release); /* its to take */
+  if (cp_port_post(s->cf->svc->port, s, NULL, NET_POST_STRAND) == 0)
+    return;
+  /* no post: run it here; the post's reference is the runner's own, and our
+   * bits are in the word */
+  session_put_n(s, strand_loop_apart(s, 0) + 1);
+}
+
+/* The caller owns the strand (ST_RUN), `bits` taken from the word already:
+ * run it to the end, with a reference of its own (events may drop the
+ * others). Callbacks run only on the service's workers, so a thread of the
+ * application (one that calls cp_session_disconnect, or cp_service_stop)
+ * hands the strand to a worker with a posted completion instead of running
+ * callbacks itself - it may hold locks its callbacks take. */
+static void strand_run(cp_session *s, uint32_t bits) {
+  struct cp__ctr *c = ctr_mine(s->cf->svc); /* NULL: not a worker of the service */
+  if (__builtin_expect(!c, 0)) {
+    strand_hand_over(s, bits);
+    return;
+  }
+  cp_session_get(s);
+  session_put_n(s, strand_loop(s, bits, c) + 1);
+}
+
+/* strand_run for a completion: its op's reference goes to this run (see the
+ * top of the file), which then needs none of its own. */
+static void strand_run_held(cp_session *s, uint32_t bits) {
+  struct cp__ctr *c = ctr_mine(s->cf->svc);
+  if (__builtin_expect(!c, 0)) {
+    strand_hand_over(s, bits);
+    return;
+  }
+  uint32_t banked = strand_loop_body(s, bits, c);
+  if (banked)
+    session_put_n(s, banked);
 }
 
 void cp__session_on_strand_post(cp_session *s) {
-  strand_loop(s);
-  cp_session_put(s);
+  uint32_t bits =
+      atomic_fetch_and_explicit(&s->strand, (uint8_t)ST_RUN, memory_order_acq_rel) & ~ST_RUN;
+  struct cp__ctr *c = ctr_mine(s->cf->svc); /* a worker's, as posts run on them */
+  uint32_t banked = c ? strand_loop(s, bits, c) : strand_loop_apart(s, bits);
+  session_put_n(s, banked + 1); /* and the post's reference */
+}
+
+/* Queue events for s: true if this thread is to run them (ST_RUN was
+ * clear), with *bits the ones to handle first (0: they are in the word);
+ * false if another thread runs the strand and will see them. */
+static inline bool strand_take(cp_session *s, uint32_t *bits) {
+  uint8_t expect = 0;
+  if (atomic_compare_exchange_strong_explicit(&s->strand, &expect, (uint8_t)ST_RUN,
+                                              memory_order_acq_rel, memory_order_relaxed))
+    return true;           /* ours to run, bits and all */
+  assert(expect & ST_RUN); /* not 0: a run has it (the word is 0 without ST_RUN) */
+  uint32_t old =
+      atomic_fetch_or_explicit(&s->strand, (uint8_t)(*bits | ST_RUN), memory_order_acq_rel);
+  *bits = 0;
+  return !(old & ST_RUN); /* it let go meanwhile: ours, our bits in the word */
 }
 
 /* Queue events for s; run them here unless another thread already is. The
- * caller holds a reference that covers the events (an op's, or its own). */
+ * caller holds a reference that covers the events, kept until this returns. */
 static void strand_signal(cp_session *s, uint32_t bits) {
-  uint32_t old =
-      atomic_fetch_or_explicit(&s->strand, (uint8_t)(bits | ST_RUN), memory_order_acq_rel);
-  if (old & ST_RUN)
-    return;
-  strand_run(s);
+  if (strand_take(s, &bits))
+    strand_run(s, bits);
 }
 
 /* ---- creation -------------------------------------------------------- */
@@ -343,10 +490,10 @@ static void post_recv(cp_session *s) {
   ASSERT_STRAND(s);
   if (atomic_load(&s->closing) || (s->flags & SF_EOF))
     return;
-  cp_session_get(s);
+  ref_for_op(s);
   int rc = cp_port_recv_pooled(s->cf->svc->port, s->fd, &s->rio);
   if (rc) {
-    cp_session_put(s);
+    ref_bank(s);
     cp__session_close(s, CP_REASON_ERROR);
   }
 }
@@ -378,7 +525,7 @@ void cp__session_start(cp_session *s, bool admitted) {
     announce(s);
   }
   STRAND_END();
-  strand_run(s); /* events that came while we held the strand */
+  strand_run(s, 0); /* events that came while we held the strand */
 }
 
 int cp__session_connect(cp_session *s, const struct sockaddr *addr, socklen_t len) {
@@ -406,7 +553,7 @@ int cp__session_connect(cp_session *s, const struct sockaddr *addr, socklen_t le
     cp__session_close(s, CP_REASON_CONNECT_FAILED);
   }
   STRAND_END();
-  strand_run(s);
+  strand_run(s, 0);
   return rc;
 }
 
@@ -693,7 +840,7 @@ static frame_status keep_part(cp_session *s, struct sendq *q, struct frame_part 
  * this receive: one clock read and one shared counter add per receive, not
  * per packet (a chat client gets dozens in one). A callback may consume
  * another session's bytes on this thread meanwhile: the count is saved. */
-static void consume(cp_session *s, const uint8_t *p, size_t n) {
+static void consume(cp_session *s, const uint8_t *p, size_t n, struct cp__ctr *c) {
   uint32_t outer = delivered;
   delivered = 0;
   /* The incomplete packet is in the sendq, read only when SF_PART says
@@ -706,7 +853,7 @@ static void consume(cp_session *s, const uint8_t *p, size_t n) {
     r = keep_part(s, q, part, r);
   if (delivered) {
     cp_service *svc = s->cf->svc;
-    ctr_add(svc, CTR_PACKETS_IN, delivered);
+    ctr_bump(c, CTR_PACKETS_IN, delivered, memory_order_relaxed);
     atomic_store_explicit(&s->last_active, service_clock(svc), memory_order_relaxed);
   }
   delivered = outer;
@@ -765,23 +912,23 @@ static void connected(cp_session *s, int32_t res) {
 }
 
 /* Strand: n bytes came (a pooled buffer, given back here). */
-static void received(cp_session *s, void *buf, size_t n) {
+static void received(cp_session *s, void *buf, size_t n, struct cp__ctr *c) {
   cp_service *svc = s->cf->svc;
-  ctr_add(svc, CTR_BYTES_IN, n);
+  ctr_bump(c, CTR_BYTES_IN, n, memory_order_relaxed);
   bool sending = false;
   /* draining: the bytes are dropped; receiving goes on only to see the peer go */
   if (!atomic_load(&s->closing) && !session_draining(s)) {
     cork(s);
     const struct cp__sconf *cf = s->cf;
     if (cf->raw) {
-      ctr_add(svc, CTR_PACKETS_IN, 1);
+      ctr_bump(c, CTR_PACKETS_IN, 1, memory_order_relaxed);
       atomic_store_explicit(&s->last_active, service_clock(svc), memory_order_relaxed);
       if (cf->cb.on_raw)
         cf->cb.on_raw(s, buf, n);
     } else {
-      consume(s, buf, n);
+      consume(s, buf, n, c);
     }
-    sending = uncork(s);
+    sending = uncork(s, c);
   }
   cp_port_buf_release(svc->port, buf);
   /* Read after write: if a send is in flight (typically the reply to what
@@ -813,7 +960,8 @@ static void peer_finished(cp_session *s) {
     cp__session_close(s, s->flags & SF_LINGER ? linger_reason(s) : CP_REASON_PEER_CLOSED);
 }
 
-static void handle_recv(cp_session *s) {
+static void handle_recv(cp_session *s, struct cp__ctr *c) {
+  ref_bank(s); /* the op's reference: to the next op, or put at the run's end */
   struct recv_stash st;
   memcpy(&st, &s->rio, sizeof st); /* cp__session_on_completion's */
   int32_t res = st.res;
@@ -821,12 +969,11 @@ static void handle_recv(cp_session *s) {
   if (s->flags & SF_CONNECTING)
     connected(s, res);
   else if (res > 0)
-    received(s, buf, (size_t)res);
+    received(s, buf, (size_t)res, c);
   else if (res == 0 && !atomic_load(&s->closing))
     peer_finished(s);
   else /* an error, or the end of a session already closing */
     cp__session_close(s, s->flags & SF_LINGER ? linger_reason(s) : reason_of(res));
-  cp_session_put(s); /* the op's reference */
 }
 
 /* ---- sending --------------------------------------------------------- */
@@ -861,12 +1008,11 @@ static void build_batch(cp_session *s, struct sendq *q) {
   q->busy = true;
 }
 
+/* The caller counts it (CTR_SENDS). */
 static int start_send(cp_session *s) {
   struct sendq *q = s->sq;
   cp_buf *v = q->inflight == 1 ? &q->one : q->iov;
-  cp_service *svc = s->cf->svc;
-  ctr_add(svc, CTR_SENDS, 1);
-  return cp_port_send(svc->port, s->fd, &q->op, v, (int)q->inflight);
+  return cp_port_send(s->cf->svc->port, s->fd, &q->op, v, (int)q->inflight);
 }
 
 static bool ring_push(cp_session *s, struct sendq *q, cp_sendbuf *b) {
@@ -889,14 +1035,21 @@ static bool ring_push(cp_session *s, struct sendq *q, cp_sendbuf *b) {
   return true;
 }
 
-/* Start the batch just built (q->busy set under the lock). */
-static void send_now(cp_session *s) {
-  cp_session_get(s);
+/* Start the batch just built (q->busy set under the lock), counted, with
+ * a reference the caller took for it. */
+static void send_start(cp_session *s) {
   int rc = start_send(s);
   if (rc) {
     s->sq->res = rc;
     strand_signal(s, ST_SEND); /* handled like a failed send */
   }
+}
+
+/* send_start from any thread (not the strand's bank or counter block). */
+__attribute__((noinline)) static void send_start_any(cp_session *s) {
+  cp_session_get(s);
+  ctr_add(s->cf->svc, CTR_SENDS, 1);
+  send_start(s);
 }
 
 /* Strand: while one receive is framed, the replies its packets produce are
@@ -913,7 +1066,7 @@ static void cork(cp_session *s) {
 }
 
 /* Returns whether a send is in flight afterwards (for read after write). */
-static bool uncork(cp_session *s) {
+static bool uncork(cp_session *s, struct cp__ctr *c) {
   ASSERT_STRAND(s);
   struct sendq *q = s->sq;
   if (!q)
@@ -925,8 +1078,11 @@ static bool uncork(cp_session *s) {
     build_batch(s, q);
   bool busy = q->busy;
   cp__spin_unlock(&s->send_lock);
-  if (start)
-    send_now(s);
+  if (start) {
+    ref_for_op(s);
+    ctr_bump(c, CTR_SENDS, 1, memory_order_relaxed);
+    send_start(s);
+  }
   return busy;
 }
 
@@ -976,7 +1132,7 @@ static void sq_queued_unlock(cp_session *s, struct sendq *q, size_t len) {
     build_batch(s, q);
   cp__spin_unlock(&s->send_lock);
   if (start)
-    send_now(s);
+    send_start_any(s);
 }
 
 static int send_queued(cp_session *s, cp_sendbuf *b, size_t len) {
@@ -1001,13 +1157,14 @@ int cp_session_send(cp_session *s, cp_sendbuf *b) {
   cp_service *svc = s->cf->svc;
   /* counted in before the queue holds it, so that the send's release (on
    * whichever thread) always comes after (struct cp__ctr) */
-  ctr_add(svc, CTR_Q_IN, len);
+  struct cp__ctr *mine = ctr_mine(svc);
+  ctr_add_to(svc, mine, CTR_Q_IN, len, memory_order_relaxed);
   int rc = send_queued(s, cp_sendbuf_ref(b), len);
   if (rc) {
-    ctr_queued_out(svc, len);
+    ctr_add_to(svc, mine, CTR_Q_OUT, len, memory_order_release);
     cp_sendbuf_unref(b); /* not the last: the caller holds one */
   } else {
-    ctr_add(svc, CTR_PACKETS_OUT, 1);
+    ctr_add_to(svc, mine, CTR_PACKETS_OUT, 1, memory_order_relaxed);
   }
   return rc;
 }
@@ -1020,7 +1177,8 @@ int cp_session_send_copy(cp_session *s, const void *data, size_t len) {
   if (!s || !data || !len)
     return CP_EINVAL;
   cp_service *svc = s->cf->svc;
-  ctr_add(svc, CTR_Q_IN, len); /* as in cp_session_send */
+  struct cp__ctr *mine = ctr_mine(svc);
+  ctr_add_to(svc, mine, CTR_Q_IN, len, memory_order_relaxed); /* as in cp_session_send */
   cp_sendbuf *fresh = NULL;
   int rc = 0;
   for (;;) {
@@ -1056,9 +1214,9 @@ int cp_session_send_copy(cp_session *s, const void *data, size_t len) {
   }
   cp_sendbuf_unref(fresh); /* not needed after all, or the send failed */
   if (rc)
-    ctr_queued_out(svc, len);
+    ctr_add_to(svc, mine, CTR_Q_OUT, len, memory_order_release);
   else
-    ctr_add(svc, CTR_PACKETS_OUT, 1);
+    ctr_add_to(svc, mine, CTR_PACKETS_OUT, 1, memory_order_relaxed);
   return rc;
 }
 
@@ -1160,14 +1318,15 @@ static enum send_next decide_next(cp_session *s, bool failed, cp_reason *why) {
  * it also decides what comes next (decide_next) in the same critical
  * section as the last chunk: one lock round trip for a send of up to 64
  * buffers. */
-static size_t release_sent(cp_session *s, enum send_next *next, bool failed, cp_reason *why) {
+static size_t release_sent(cp_session *s, enum send_next *next, bool failed, cp_reason *why,
+                           struct cp__ctr *c) {
   ASSERT_STRAND(s);
   struct sendq *q = s->sq;
   cp_sendbuf *done[64];
   cp__spin_lock(&s->send_lock);
   size_t bytes = q->inflight_bytes;
   q->queued_bytes -= bytes;
-  ctr_queued_out(s->cf->svc, bytes);
+  ctr_bump(c, CTR_Q_OUT, bytes, memory_order_release); /* struct cp__ctr */
   uint32_t k = q->inflight;
   q->inflight = 0;
   q->inflight_bytes = 0;
@@ -1199,20 +1358,21 @@ static enum send_next next_send(cp_session *s, bool failed, cp_reason *why) {
   return next;
 }
 
-/* Strand: start the batch next_send built; the op's reference carries over.
- * Returns whether the reference went with it. */
-static bool send_again(cp_session *s) {
+/* Strand: start the batch next_send built. */
+static void send_again(cp_session *s, struct cp__ctr *c) {
+  ref_for_op(s);
+  ctr_bump(c, CTR_SENDS, 1, memory_order_relaxed);
   if (start_send(s) == 0)
-    return true;
+    return;
+  ref_bank(s);
   cp__spin_lock(&s->send_lock);
   s->sq->busy = false;
   cp__spin_unlock(&s->send_lock);
   cp__session_close(s, CP_REASON_ERROR);
-  return false;
 }
 
-static void handle_send(cp_session *s) {
-  cp_service *svc = s->cf->svc;
+static void handle_send(cp_session *s, struct cp__ctr *c) {
+  ref_bank(s); /* the op's reference: to the next op, or put at the run's end */
   int32_t res = s->sq->res;
   cp_reason why = CP_REASON_LOCAL;
   enum send_next next = SN_IDLE;
@@ -1220,9 +1380,9 @@ static void handle_send(cp_session *s) {
    * both in one lock round trip. With it, decide after it (it may send). */
   void (*on_sent)(cp_session *, size_t) = s->cf->cb.on_sent;
   bool with_cb = on_sent != NULL;
-  size_t bytes = release_sent(s, with_cb ? NULL : &next, res < 0, &why);
+  size_t bytes = release_sent(s, with_cb ? NULL : &next, res < 0, &why, c);
   if (res >= 0) {
-    ctr_add(svc, CTR_BYTES_OUT, bytes); /* they left, closing or not */
+    ctr_bump(c, CTR_BYTES_OUT, bytes, memory_order_relaxed); /* they left, closing or not */
     if (with_cb && !atomic_load(&s->closing))
       on_sent(s, bytes);
   }
@@ -1240,19 +1400,18 @@ static void handle_send(cp_session *s) {
     s->flags &= (uint16_t)~SF_RECV_AFTER_SEND;
     post_recv(s); /* not if closing */
   }
-  if (next == SN_AGAIN && send_again(s))
-    return;
-  cp_session_put(s); /* the op's reference */
+  if (next == SN_AGAIN)
+    send_again(s, c);
 }
 
 /* ---- dispatch -------------------------------------------------------- */
 
-static void process(cp_session *s, uint32_t bits) {
+static void process(cp_session *s, uint32_t bits, struct cp__ctr *c) {
   ASSERT_STRAND(s);
   if (bits & ST_RECV)
-    handle_recv(s);
+    handle_recv(s, c);
   if (bits & ST_SEND)
-    handle_send(s);
+    handle_send(s, c);
   if (bits & ST_LINGER)
     linger_idle(s);
   if (bits & ST_TICK)
@@ -1264,13 +1423,17 @@ static void process(cp_session *s, uint32_t bits) {
 void cp__session_on_completion(cp_session *s, const cp_completion *c) {
   if (c->kind == CP_OP_SEND) {
     s->sq->res = c->result < INT32_MIN ? INT32_MIN : (int32_t)c->result;
-    strand_signal(s, ST_SEND);
+    uint32_t bits = ST_SEND; /* with the op's reference */
+    if (strand_take(s, &bits))
+      strand_run_held(s, bits);
   } else {
     /* The op is ours until the strand starts the next recv: keep the result in it. */
     struct recv_stash st = {.buf = c->buf,
                             .res = c->result > INT32_MAX ? INT32_MAX : (int32_t)c->result};
     memcpy(&s->rio, &st, sizeof st);
-    strand_signal(s, ST_RECV);
+    uint32_t bits = ST_RECV; /* with the op's reference */
+    if (strand_take(s, &bits))
+      strand_run_held(s, bits);
   }
 }
 

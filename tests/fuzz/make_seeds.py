@@ -106,6 +106,14 @@ CHAT = {
     "tail_incomplete": login(0, b"ann") + raw(0, pkt(1, b"\x0a\x03bob")[:7]),
     "raw_enter_unbounded": login(0, b"ann") + raw(0, pkt(3, b"\x0a\x05lobby")) + chat(0, b"hi"),
     "error_then_garbage": body(0, 12, b"") + raw(0, b"\x00\x00\x00\x00" * 4),
+    # fuzz_chat's own find (issue 13, "one reference per completion"): a strand run that banked
+    # a third reference (a receive and another worker's broadcast send, one banked already)
+    "refbank_third_reference": bytes.fromhex(
+        "0003610000000000000000000000000000000000000000000000000000000000000000000000000000000000"
+        "0000000000000000000003000000000000000000000000000000000000000000000000000000000000000000"
+        "000000000000000003202d0000006e6e0103626f6202040226040400696e2061050400696effffffffffffff"
+        "ffffffffffff206202260408006e6f7720696e20620000feffff7f000000000a0362"
+    ),
 }
 
 
