@@ -59,6 +59,26 @@ stop_server() {
 
 server_alive() { kill -0 "$SRV_PID" 2>/dev/null || fail "server died"; }
 
+# metric_at METRICS_PORT NAME: the value of an unlabelled metric of a server's /metrics.
+metric_at() {
+  python3 -c "import socket; s=socket.create_connection(('127.0.0.1',$1)); s.sendall(b'GET /metrics HTTP/1.0\r\n\r\n'); d=b''
+while True:
+  x=s.recv(65536)
+  if not x: break
+  d+=x
+print([l.split()[1] for l in d.decode().splitlines() if l.startswith('$2 ')][0])"
+}
+# wait_metric_at METRICS_PORT NAME VALUE: until it reads VALUE (20 s at most, then fail).
+wait_metric_at() {
+  local v=
+  for _ in $(seq 400); do
+    v=$(metric_at "$1" "$2")
+    [[ $v == "$3" ]] && return 0
+    sleep 0.05
+  done
+  fail "$2 is $v, expected $3 (server with metrics on port $1)"
+}
+
 # run_dummy ARGS...: run cport-dummy against the server, fail unless it verifies.
 run_dummy() {
   local rc=0

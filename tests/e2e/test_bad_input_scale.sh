@@ -28,23 +28,8 @@ stop_server
 # six rounds on a quiet machine grew 3% in all).
 MALLOC_ARENA_MAX=1 start_server chat
 
-metric() {
-  python3 -c "import socket; s=socket.create_connection(('127.0.0.1',$METRICS_PORT)); s.sendall(b'GET /metrics HTTP/1.0\r\n\r\n'); d=b''
-while True:
-  x=s.recv(65536)
-  if not x: break
-  d+=x
-print([l.split()[1] for l in d.decode().splitlines() if l.startswith('$1 ')][0])"
-}
-wait_metric() { # NAME VALUE
-  local v=
-  for _ in $(seq 400); do
-    v=$(metric "$1")
-    [[ $v == "$2" ]] && return 0
-    sleep 0.05
-  done
-  fail "$1 is $v, expected $2"
-}
+metric() { metric_at "$METRICS_PORT" "$1"; }
+wait_metric() { wait_metric_at "$METRICS_PORT" "$1" "$2"; } # NAME VALUE
 rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$SRV_PID/status"; }
 
 mkfifo "$TMP/by.in"

@@ -13,12 +13,23 @@ cleanup() {
   for p in "${PIDS[@]}" "$SRV_PID"; do [[ -n $p ]] && kill -KILL "$p" 2>/dev/null || true; done
   rm -rf "$TMP"
 }
-start_three() { # MODE: three servers; LIST="127.0.0.1:P1,..."
-  LIST="" PIDS=()
+start_three() { # MODE: three servers; LIST="127.0.0.1:P1,...", MPORTS: their metrics ports
+  LIST="" PIDS=() MPORTS=()
   for _ in 1 2 3; do
     start_server "$1"
     PIDS+=("$SRV_PID")
+    MPORTS+=("$METRICS_PORT")
     LIST+="${LIST:+,}127.0.0.1:$PORT"
+  done
+}
+# Until every server has seen the last run's players go: its rooms gone, no session left.
+# (A server handles the disconnects after the dummy exits; the next run's S_ENTER_ROOM must
+# not list the last run's players - seen on a loaded machine.)
+settle_three() {
+  local m
+  for m in "${MPORTS[@]}"; do
+    wait_metric_at "$m" cport_sessions 0
+    wait_metric_at "$m" cport_rooms 0
   done
 }
 stop_three() {
@@ -43,6 +54,7 @@ expect '"order_mismatches":0,"errors":0}'
 chats=$(sed -n 's/.*"order_chats":\([0-9]*\).*/\1/p' "$TMP/dummy.out")
 sent=$(sed -n 's/.*"sent":\([0-9]*\).*/\1/p' "$TMP/dummy.out")
 ((chats == sent * 25)) || fail "order check covered $chats deliveries, expected $((sent * 25))"
+settle_three
 
 run_dummy --mode chat --servers "$LIST" --spread rooms --clients 90 --room-size 15 --rate 10 \
   --duration 2 --churn 10 --json
