@@ -111,7 +111,7 @@ struct msfd {          /* per fd that armed a multishot (12 bytes) */
 
 struct uring;
 static struct msfd *msfd_get(struct uring *u, int fd, bool make);
-static void ms_pump(cp_port *p, struct sink *s, int fd, struct fdent *e);
+static void ms_pump(cp_port *p, struct sink *s, int fd, struct fdent *e, struct msfd *m);
 static void ms_unpark(cp_port *p, struct sink *s, struct op *o, struct fdent *e);
 static void ms_settle(cp_port *p, struct sink *s);
 
@@ -463,16 +463,19 @@ static int uring_start(cp_port *p, struct op *o, struct fdent *e) {
     rc = CP_ESHUTDOWN;
   } else if (u->ms && (o->kind == CP_OP_RECV || o->kind == CP_OP_RECV_POOLED)) {
     /* Waits in the fd's queue for the multishot's data (ms_pump). */
-    if (o->kind == CP_OP_RECV_POOLED && !msfd_get(u, o->fd, true)) {
+    struct msfd *m = msfd_get(u, o->fd, o->kind == CP_OP_RECV_POOLED);
+    if (o->kind == CP_OP_RECV_POOLED && !m) {
       rc = CP_ENOMEM;
     } else {
       struct sink s;
       cp__sink_init(&s, NULL, 0);
+      unsigned sqes = u->ring.sq.sqe_tail;
       o->state = OPS_QUEUED;
       opq_push(&e->q, o);
-      ms_pump(p, &s, o->fd, e);
+      ms_pump(p, &s, o->fd, e, m);
       ms_settle(p, &s);
-      submit_if_poller_sleeps(p);
+      if (u->ring.sq.sqe_tail != sqes)
+        submit_if_poller_sleeps(p); /* armed, cancelled or submitted something */
       uunlock(u);
       cp__sink_flush(p, &s); /* completed at once: through the ready ring */
       return 0;
@@ -519,7 +522,7 @@ static void side_next(cp_port *p, struct sink *s, int fd, bool read_side) {
     return;
   if (read_side && U(p)->ms) {
     e->ur.busy &= (uint8_t) ~(FDE_RD_BUSY | FDE_MS_PARKED);
-    ms_pump(p, s, fd, e);
+    ms_pump(p, s, fd, e, msfd_get(U(p), fd, false));
     return;
   }
   uint8_t busy = read_side ? FDE_RD_BUSY : FDE_WR_BUSY;
@@ -721,10 +724,9 @@ static void ms_deliver(cp_port *p, struct sink *s, struct op *o, struct msfd *m)
 /* Serve the fd's waiting read ops, in order, from what was kept; arm the
  * multishot for a pooled receive left waiting, or (after it ended) hand a
  * plain receive to the kernel. */
-static void ms_pump(cp_port *p, struct sink *s, int fd, struct fdent *e) {
-  struct uring *u = U(p);
-  assert_locked(u);
-  struct msfd *m = msfd_get(u, fd, false);
+static void ms_pump(cp_port *p, struct sink *s, int fd, struct fdent *e, struct msfd *m) {
+  assert_locked(U(p));
+  assert(m == msfd_get(U(p), fd, false));
   for (;;) {
     if (e->ur.busy & (FDE_RD_BUSY | FDE_MS_PARKED))
       return; /* the oldest read op is with the kernel or parked */
@@ -780,7 +782,7 @@ static void ms_unpark(cp_port *p, struct sink *s, struct op *o, struct fdent *e)
     o->next = o;
     e->q.tail = o;
   }
-  ms_pump(p, s, o->fd, e);
+  ms_pump(p, s, o->fd, e, msfd_get(U(p), o->fd, false));
 }
 
 /* A CQE of fd's multishot recv. */
@@ -841,7 +843,7 @@ static void ms_cqe(cp_port *p, struct sink *s, int fd, struct io_uring_cqe *cqe)
       e->ur.busy |= FDE_MS_END;
     }
   }
-  ms_pump(p, s, fd, e);
+  ms_pump(p, s, fd, e, m);
 }
 
 /* A pooled receive came back: hand out its buffer, or park it if the pool
