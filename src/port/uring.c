@@ -90,12 +90,13 @@
 #define MS_TAG 1u /* user_data low bit (ops are aligned): a multishot recv, fd << 1 */
 #define MS_QMAX 4 /* arrivals kept per fd before its multishot is cancelled */
 #define MS_NONE UINT32_MAX
-enum {                      /* fdent.ur.busy bits beside FDE_RD_BUSY / WR_BUSY / FIXED */
-       FDE_MS_ARMED = 8u,   /* a multishot recv of this fd is with the kernel */
-       FDE_MS_CANCEL = 16u, /* ... and its cancel was sent */
-       FDE_MS_DRAIN = 32u,  /* ... and its CQEs are stale (cancel_fd): drop them */
-       FDE_MS_PARKED = 64u, /* the fd's oldest receive waits on the starved list */
-       FDE_MS_END = 128u,   /* msfd.end (EOF or error) follows the kept data */
+/* fdent.ur.busy bits beside FDE_RD_BUSY / WR_BUSY / FIXED (the entry stays 24 bytes). */
+enum {
+  FDE_MS_ARMED = 8u,   /* a multishot recv of this fd is with the kernel */
+  FDE_MS_CANCEL = 16u, /* ... and its cancel was sent */
+  FDE_MS_DRAIN = 32u,  /* ... and its CQEs are stale (cancel_fd): drop them */
+  FDE_MS_PARKED = 64u, /* the fd's oldest receive waits on the starved list */
+  FDE_MS_END = 128u,   /* msfd.end (EOF or error) follows the kept data */
 };
 _Static_assert(((FDE_RD_BUSY | FDE_WR_BUSY | FDE_FIXED) & 0xf8u) == 0, "busy bits overlap");
 
@@ -108,6 +109,7 @@ struct msfd {          /* per fd that armed a multishot (12 bytes) */
   int16_t end;         /* with FDE_MS_END: 0 (EOF) or -errno */
   uint16_t n;          /* kept buffers */
 };
+_Static_assert(sizeof(struct msfd) == 12, "12 bytes per fd that uses multishot");
 
 struct uring;
 static struct msfd *msfd_get(struct uring *u, int fd, bool make);
