@@ -1040,6 +1040,14 @@ static void uring_wake(cp_port *p) {
 
 /* ---- cancel --------------------------------------------------------- */
 
+/* A cancel may start ops (lock held): the next queued op of a side, or a
+ * multishot re-armed for a receive a freed buffer unparked. If SQEs were
+ * left unsubmitted, hand them over like any start does. */
+static void submit_left(cp_port *p) {
+  if (io_uring_sq_ready(&U(p)->ring))
+    submit_if_poller_sleeps(p);
+}
+
 static int uring_cancel_fd(cp_port *p, int fd, struct fdent *e, bool forget) {
   struct uring *u = U(p);
   struct sink s;
@@ -1099,6 +1107,7 @@ static int uring_cancel_fd(cp_port *p, int fd, struct fdent *e, bool forget) {
   bool unfix = forget && (e->ur.busy & FDE_FIXED);
   if (unfix)
     e->ur.busy &= (uint8_t)~FDE_FIXED;
+  submit_left(p);
   uunlock(u);
   if (unfix) {
     int none = -1;
@@ -1140,6 +1149,7 @@ static int uring_cancel_op(cp_port *p, struct op *o) {
   } else {
     rc = CP_ENOENT;
   }
+  submit_left(p);
   uunlock(u);
   cp__sink_flush(p, &s);
   return rc;
