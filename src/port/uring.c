@@ -45,6 +45,28 @@
  * kernel without sparse tables (before 5.19), a failed update, or the
  * variable unset: plain fds. The ring's fd is close-on-exec, so an exec'd
  * child holds no slot; a forked child shares the ring and its table.
+ *
+ * Multishot receive (opt-in: CPORT_URING_MULTISHOT=1, read at port creation;
+ * probed at init, kernel 6.0 or later; off if the probe or the first arm
+ * fails with EINVAL). Pooled receives then never go to the kernel one by
+ * one: they wait in the fd's queue, and the first one arms a single multishot
+ * recv (user_data: the fd, tagged MS_TAG) that stays armed. Each CQE with
+ * data completes the oldest waiting receive of the fd with its buffer, or,
+ * with none waiting, is kept in a per-fd FIFO linked through per-buffer
+ * metadata (struct msbuf, one per pool buffer; the fd's head/tail in a
+ * struct msfd, 12 bytes, in chunks allocated only for fds that use it). At
+ * MS_QMAX kept buffers the multishot is cancelled: the socket's own buffer
+ * then holds the rest (backpressure); the next receive that finds the FIFO
+ * empty arms it again. A receive started while buffers wait completes at
+ * once through the ready ring. End of stream and errors are kept after the
+ * data before them (FDE_MS_END) and delivered once. -ENOBUFS ends the
+ * multishot: the oldest receive is parked on the starved list (FDE_MS_PARKED)
+ * and re-arms it when a buffer comes back. A plain (caller-buffer) receive
+ * first takes what is kept (copied), then has the multishot cancelled and
+ * goes to the kernel alone. Cancel and disassociate drop the kept buffers
+ * (back to the pool) and the CQEs of the multishot until its last
+ * (FDE_MS_DRAIN); a new multishot on the fd waits for that last CQE, so a
+ * tag never means two requests.
  */
 #define _GNU_SOURCE
 #include "port/port_internal.h"
@@ -57,10 +79,43 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #define OPF_CANCEL 0x100 /* in op->how: cancel requested while with the kernel */
 #define RELEASED_NONE UINT32_MAX
 #define BGID 0
+
+/* Multishot receive (see the header). */
+#define MS_TAG 1u /* user_data low bit (ops are aligned): a multishot recv, fd << 1 */
+#define MS_QMAX 4 /* arrivals kept per fd before its multishot is cancelled */
+#define MS_NONE UINT32_MAX
+/* fdent.ur.busy bits beside FDE_RD_BUSY / WR_BUSY / FIXED (the entry stays 24 bytes). */
+enum {
+  FDE_MS_ARMED = 8u,   /* a multishot recv of this fd is with the kernel */
+  FDE_MS_CANCEL = 16u, /* ... and its cancel was sent */
+  FDE_MS_DRAIN = 32u,  /* ... and its CQEs are stale (cancel_fd): drop them */
+  FDE_MS_PARKED = 64u, /* the fd's oldest receive waits on the starved list */
+  FDE_MS_END = 128u,   /* msfd.end (EOF or error) follows the kept data */
+};
+_Static_assert(((FDE_RD_BUSY | FDE_WR_BUSY | FDE_FIXED) & 0xf8u) == 0, "busy bits overlap");
+
+struct msbuf { /* per pool buffer: the kept arrivals' FIFO */
+  uint32_t next;
+  uint32_t len;
+};
+struct msfd {          /* per fd that armed a multishot (12 bytes) */
+  uint32_t head, tail; /* kept buffers, oldest first (MS_NONE: none) */
+  int16_t end;         /* with FDE_MS_END: 0 (EOF) or -errno */
+  uint16_t n;          /* kept buffers */
+};
+_Static_assert(sizeof(struct msfd) == 12, "12 bytes per fd that uses multishot");
+
+struct uring;
+static struct msfd *msfd_get(struct uring *u, int fd, bool make);
+static void ms_pump(cp_port *p, struct sink *s, int fd, struct fdent *e, struct msfd *m);
+static void ms_unpark(cp_port *p, struct sink *s, struct op *o, struct fdent *e);
+static void ms_settle(cp_port *p, struct sink *s);
 
 struct uring {
   struct io_uring ring;
@@ -80,6 +135,11 @@ struct uring {
   struct opq starved;    /* pooled recvs that found the buffer ring empty */
   _Atomic bool sq_dirty; /* SQEs wait for the poller's next io_uring_enter */
   unsigned nfixed;       /* registered file slots (fds below it use them); 0: none */
+  bool ms;               /* multishot receive in use (CPORT_URING_MULTISHOT=1, probed) */
+  bool ms_seen;          /* a multishot delivered data (an EINVAL after it is no fallback) */
+  bool give_pending;     /* buffers went back to the ring: parked receives may go */
+  struct msbuf *msb;     /* p->bufs.count entries, or NULL (multishot off at init) */
+  struct msfd **msc;     /* FDT_CHUNKS chunk pointers of FDT_CHUNK entries, made on use */
 #ifndef NDEBUG
   bool locked; /* lock is held (for asserts; only its holder reads it true) */
 #endif
@@ -187,6 +247,63 @@ static unsigned fixed_init(struct io_uring *ring) {
   return n;
 }
 
+/* Does this kernel take a multishot recv (6.0)? One is armed on an idle
+ * socket pair and cancelled: -ECANCELED if it was taken, -EINVAL if not.
+ * Runs on the port's ring before anything else uses it. */
+static bool ms_probe(struct io_uring *ring) {
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv))
+    return false;
+  bool ok = false;
+  struct io_uring_sqe *sqe = io_uring_get_sqe(ring);
+  struct io_uring_sqe *can = sqe ? io_uring_get_sqe(ring) : NULL;
+  if (can) {
+    io_uring_prep_recv_multishot(sqe, sv[0], NULL, 0, 0);
+    sqe->flags |= IOSQE_BUFFER_SELECT;
+    sqe->buf_group = BGID;
+    io_uring_sqe_set_data64(sqe, 1);
+    io_uring_prep_cancel64(can, 1, 0);
+    io_uring_sqe_set_data64(can, 2);
+    int want = io_uring_submit(ring);
+    for (int got = 0; got < want;) {
+      struct io_uring_cqe *cqe;
+      struct __kernel_timespec ts = {.tv_sec = 2, .tv_nsec = 0};
+      int rc = io_uring_wait_cqe_timeout(ring, &cqe, &ts);
+      if (rc == -EINTR)
+        continue;
+      if (rc)
+        break;
+      if (cqe->user_data == 1 && !(cqe->flags & IORING_CQE_F_MORE)) {
+        ok = cqe->res == -ECANCELED;
+        got++;
+      } else if (cqe->user_data == 2) {
+        got++;
+      }
+      io_uring_cqe_seen(ring, cqe);
+    }
+  }
+  close(sv[0]);
+  close(sv[1]);
+  return ok;
+}
+
+/* Multishot receive wanted, the kernel has it, and its tables made. */
+static void ms_init(cp_port *p, struct uring *u) {
+  const char *env = getenv("CPORT_URING_MULTISHOT");
+  if (!env || *env != '1' || !ms_probe(&u->ring))
+    return;
+  u->msb = mem_calloc(p->bufs.count, sizeof *u->msb);
+  u->msc = mem_calloc(FDT_CHUNKS, sizeof *u->msc);
+  if (!u->msb || !u->msc) {
+    mem_free(u->msb);
+    mem_free(u->msc);
+    u->msb = NULL;
+    u->msc = NULL;
+    return;
+  }
+  u->ms = true;
+}
+
 static int uring_init(cp_port *p) {
   struct uring *u = mem_calloc(1, sizeof *u);
   if (!u)
@@ -219,6 +336,7 @@ static int uring_init(cp_port *p) {
     io_uring_buf_ring_add(u->br, bufpool_addr(&p->bufs, i), p->bufs.size, (unsigned short)i,
                           (int)u->br_mask, (int)i);
   io_uring_buf_ring_advance(u->br, (int)n);
+  ms_init(p, u);
   cp__mutex_init(&u->lock);
   atomic_init(&u->released, RELEASED_NONE);
   atomic_init(&u->starving, false);
@@ -345,6 +463,25 @@ static int uring_start(cp_port *p, struct op *o, struct fdent *e) {
   ulock(u);
   if (atomic_load(&p->closed)) {
     rc = CP_ESHUTDOWN;
+  } else if (u->ms && (o->kind == CP_OP_RECV || o->kind == CP_OP_RECV_POOLED)) {
+    /* Waits in the fd's queue for the multishot's data (ms_pump). */
+    struct msfd *m = msfd_get(u, o->fd, o->kind == CP_OP_RECV_POOLED);
+    if (o->kind == CP_OP_RECV_POOLED && !m) {
+      rc = CP_ENOMEM;
+    } else {
+      struct sink s;
+      cp__sink_init(&s, NULL, 0);
+      unsigned sqes = u->ring.sq.sqe_tail;
+      o->state = OPS_QUEUED;
+      opq_push(&e->q, o);
+      ms_pump(p, &s, o->fd, e, m);
+      ms_settle(p, &s);
+      if (u->ring.sq.sqe_tail != sqes)
+        submit_if_poller_sleeps(p); /* armed, cancelled or submitted something */
+      uunlock(u);
+      cp__sink_flush(p, &s); /* completed at once: through the ready ring */
+      return 0;
+    }
   } else if (o->kind == CP_OP_RECV || o->kind == CP_OP_RECV_POOLED) {
     if (e->ur.busy & FDE_RD_BUSY) {
       o->state = OPS_QUEUED;
@@ -385,6 +522,11 @@ static void side_next(cp_port *p, struct sink *s, int fd, bool read_side) {
   struct fdent *e = cp__fdtable_get(&p->fds, fd);
   if (!e)
     return;
+  if (read_side && U(p)->ms) {
+    e->ur.busy &= (uint8_t) ~(FDE_RD_BUSY | FDE_MS_PARKED);
+    ms_pump(p, s, fd, e, msfd_get(U(p), fd, false));
+    return;
+  }
   uint8_t busy = read_side ? FDE_RD_BUSY : FDE_WR_BUSY;
   struct op *o;
   while ((o = opq_side_pop(&e->q, read_side))) {
@@ -438,20 +580,272 @@ static void starved_note(struct uring *u) {
 static void feed_starved(cp_port *p, struct sink *s) {
   assert_locked(U(p));
   struct uring *u = U(p);
-  take_released(p);
-  uint32_t room = p->bufs.count - u->bufs_out;
-  struct op *o;
-  while (room && (o = opq_pop(&u->starved))) {
-    int fd = o->fd;
-    int rc = cancelled(p, o) ? CP_ECANCELED : submit_op(p, o);
-    if (rc) {
-      cp__sink_put(p, s, o, rc, NULL);
-      side_next(p, s, fd, true);
-    } else {
-      room--;
+  do {
+    u->give_pending = false;
+    take_released(p);
+    uint32_t room = p->bufs.count - u->bufs_out;
+    struct op *o;
+    while (room && (o = opq_pop(&u->starved))) {
+      int fd = o->fd;
+      struct fdent *e = cp__fdtable_get(&p->fds, fd);
+      if (e && (e->ur.busy & FDE_MS_PARKED)) {
+        ms_unpark(p, s, o, e); /* its multishot goes again */
+        room--;
+        continue;
+      }
+      int rc = cancelled(p, o) ? CP_ECANCELED : submit_op(p, o);
+      if (rc) {
+        cp__sink_put(p, s, o, rc, NULL);
+        side_next(p, s, fd, true);
+      } else {
+        room--;
+      }
+    }
+  } while (u->give_pending && opq_head(&u->starved));
+  u->give_pending = false;
+  starved_note(u);
+}
+
+/* ---- multishot receive (lock held; see the header) ------------------ */
+
+static inline uint64_t ms_tag(int fd) {
+  return ((uint64_t)(unsigned)fd << 1) | MS_TAG;
+}
+
+/* The fd's kept-arrival FIFO, made if asked (NULL: none, or no memory). */
+static struct msfd *msfd_get(struct uring *u, int fd, bool make) {
+  assert_locked(u);
+  if (fd < 0 || (unsigned)fd >= FDT_CHUNK * FDT_CHUNKS || !u->msc)
+    return NULL;
+  struct msfd **c = &u->msc[(unsigned)fd >> FDT_CHUNK_BITS];
+  if (!*c && make) {
+    *c = mem_alloc(FDT_CHUNK * sizeof **c);
+    if (*c)
+      for (unsigned i = 0; i < FDT_CHUNK; i++)
+        (*c)[i] = (struct msfd){MS_NONE, MS_NONE, 0, 0};
+  }
+  return *c ? &(*c)[(unsigned)fd & (FDT_CHUNK - 1)] : NULL;
+}
+
+/* A buffer the kernel filled goes back to it unread. */
+static void ms_give(cp_port *p, uint32_t bid) {
+  struct uring *u = U(p);
+  give_buffer(p, bid);
+  assert(u->bufs_out > 0);
+  u->bufs_out--;
+  u->give_pending = true;
+}
+
+/* Buffers went back to the ring: re-arm parked receives. */
+static void ms_settle(cp_port *p, struct sink *s) {
+  struct uring *u = U(p);
+  if (!u->give_pending)
+    return;
+  if (opq_head(&u->starved))
+    feed_starved(p, s);
+  u->give_pending = false;
+}
+
+/* Drop what the fd kept (cancel): the buffers back to the pool, no end. */
+static void ms_forget(cp_port *p, struct msfd *m, struct fdent *e) {
+  struct uring *u = U(p);
+  while (m->head != MS_NONE) {
+    uint32_t bid = m->head;
+    m->head = u->msb[bid].next;
+    ms_give(p, bid);
+  }
+  m->tail = MS_NONE;
+  m->n = 0;
+  e->ur.busy &= (uint8_t)~FDE_MS_END;
+}
+
+static int ms_arm(cp_port *p, struct fdent *e, int fd) {
+  struct uring *u = U(p);
+  struct io_uring_sqe *sqe = get_sqe(p);
+  if (!sqe)
+    return CP_EBUSY;
+  io_uring_prep_recv_multishot(sqe, fd, NULL, 0, 0);
+  sqe->flags |= IOSQE_BUFFER_SELECT;
+  sqe->buf_group = BGID;
+  if (e->ur.busy & FDE_FIXED)
+    sqe->flags |= IOSQE_FIXED_FILE;
+  io_uring_sqe_set_data64(sqe, ms_tag(fd));
+  e->ur.busy |= FDE_MS_ARMED;
+  assert(e->ur.kernel_ops < UINT16_MAX);
+  e->ur.kernel_ops++;
+  u->inflight++;
+  return 0;
+}
+
+/* Ask the kernel to end the fd's multishot (once). */
+static void ms_cancel(cp_port *p, struct fdent *e, int fd) {
+  if ((e->ur.busy & (FDE_MS_ARMED | FDE_MS_CANCEL)) != FDE_MS_ARMED)
+    return;
+  struct io_uring_sqe *sqe = get_sqe(p);
+  if (!sqe)
+    return; /* tried again at the next arrival */
+  io_uring_prep_cancel64(sqe, ms_tag(fd), 0);
+  io_uring_sqe_set_data(sqe, NULL);
+  e->ur.busy |= FDE_MS_CANCEL;
+}
+
+/* Complete o (the fd's oldest read op, unlinked) with the oldest kept
+ * buffer: a pooled receive takes it whole; a plain one copies what fits. */
+static void ms_deliver(cp_port *p, struct sink *s, struct op *o, struct msfd *m) {
+  struct uring *u = U(p);
+  uint32_t bid = m->head;
+  struct msbuf *b = &u->msb[bid];
+  char *data = bufpool_addr(&p->bufs, bid);
+  size_t took = b->len;
+  if (o->kind == CP_OP_RECV) {
+    took = 0;
+    for (size_t i = 0; i < o->u.msg.msg_iovlen && took < b->len; i++) {
+      struct iovec *v = &o->u.msg.msg_iov[i];
+      size_t n = v->iov_len < b->len - took ? v->iov_len : b->len - took;
+      memcpy(v->iov_base, data + took, n);
+      took += n;
+    }
+    if (took < b->len) { /* the rest stays first, at the buffer's start */
+      memmove(data, data + took, b->len - took);
+      b->len -= (uint32_t)took;
+      cp__sink_put(p, s, o, (int64_t)took, NULL);
+      return;
     }
   }
-  starved_note(u);
+  m->head = b->next;
+  if (m->head == MS_NONE)
+    m->tail = MS_NONE;
+  m->n--;
+  if (o->kind == CP_OP_RECV) {
+    ms_give(p, bid);
+    data = NULL;
+  }
+  cp__sink_put(p, s, o, (int64_t)took, data);
+}
+
+/* Serve the fd's waiting read ops, in order, from what was kept; arm the
+ * multishot for a pooled receive left waiting, or (after it ended) hand a
+ * plain receive to the kernel. */
+static void ms_pump(cp_port *p, struct sink *s, int fd, struct fdent *e, struct msfd *m) {
+  assert_locked(U(p));
+  assert(m == msfd_get(U(p), fd, false));
+  for (;;) {
+    if (e->ur.busy & (FDE_RD_BUSY | FDE_MS_PARKED))
+      return; /* the oldest read op is with the kernel or parked */
+    struct op *pv, *o = opq_side_head(&e->q, true, &pv);
+    if (!o)
+      return;
+    int64_t res;
+    if (cancelled(p, o)) {
+      res = CP_ECANCELED;
+    } else if (m && m->head != MS_NONE) {
+      opq_unlink(&e->q, pv, o);
+      ms_deliver(p, s, o, m);
+      continue;
+    } else if (m && (e->ur.busy & FDE_MS_END)) {
+      e->ur.busy &= (uint8_t)~FDE_MS_END;
+      res = m->end;
+    } else if (o->kind == CP_OP_RECV_POOLED) {
+      if (e->ur.busy & FDE_MS_ARMED)
+        return; /* waits for the next arrival */
+      int rc = ms_arm(p, e, fd);
+      if (!rc)
+        return;
+      res = rc;
+    } else {
+      /* A plain receive: alone with the kernel, once the multishot ended. */
+      if (e->ur.busy & FDE_MS_ARMED) {
+        ms_cancel(p, e, fd);
+        return;
+      }
+      opq_unlink(&e->q, pv, o);
+      int rc = submit_op(p, o);
+      if (!rc) {
+        e->ur.busy |= FDE_RD_BUSY;
+        return;
+      }
+      cp__sink_put(p, s, o, rc, NULL);
+      continue;
+    }
+    opq_unlink(&e->q, pv, o);
+    cp__sink_put(p, s, o, res, NULL);
+  }
+}
+
+/* A receive parked for want of a buffer goes first in its fd's queue again
+ * and re-arms the multishot. */
+static void ms_unpark(cp_port *p, struct sink *s, struct op *o, struct fdent *e) {
+  e->ur.busy &= (uint8_t)~FDE_MS_PARKED;
+  o->state = OPS_QUEUED;
+  if (e->q.tail) { /* in front: it is the fd's oldest read op */
+    o->next = e->q.tail->next;
+    e->q.tail->next = o;
+  } else {
+    o->next = o;
+    e->q.tail = o;
+  }
+  ms_pump(p, s, o->fd, e, msfd_get(U(p), o->fd, false));
+}
+
+/* A CQE of fd's multishot recv. */
+static void ms_cqe(cp_port *p, struct sink *s, int fd, struct io_uring_cqe *cqe) {
+  struct uring *u = U(p);
+  struct fdent *e = cp__fdtable_get(&p->fds, fd);
+  struct msfd *m = msfd_get(u, fd, false);
+  assert(e && m && (e->ur.busy & FDE_MS_ARMED));
+  int res = cqe->res;
+  bool drop = e->ur.busy & FDE_MS_DRAIN;
+  if (cqe->flags & IORING_CQE_F_BUFFER) {
+    uint32_t bid = cqe->flags >> IORING_CQE_BUFFER_SHIFT;
+    if (res > 0 && !drop) {
+      u->ms_seen = true;
+      u->bufs_out++;
+      u->msb[bid] = (struct msbuf){MS_NONE, (uint32_t)res};
+      if (m->tail == MS_NONE)
+        m->head = bid;
+      else
+        u->msb[m->tail].next = bid;
+      m->tail = bid;
+      m->n++;
+    } else {
+      give_buffer(p, bid);
+    }
+  }
+  if (cqe->flags & IORING_CQE_F_MORE) {
+    if (m->n >= MS_QMAX)
+      ms_cancel(p, e, fd); /* enough kept: the socket holds the rest */
+  } else {
+    /* The multishot ended. */
+    e->ur.busy &= (uint8_t) ~(FDE_MS_ARMED | FDE_MS_CANCEL | FDE_MS_DRAIN);
+    assert(e->ur.kernel_ops > 0 && u->inflight > 0);
+    e->ur.kernel_ops--;
+    u->inflight--;
+    if (drop || res > 0 || res == -ECANCELED) {
+      /* stale, or ended with data (re-armed on demand), or cancelled by us */
+    } else if (res == -EINVAL && !u->ms_seen) {
+      u->ms = false; /* the kernel refuses it: one-shot receives from now on */
+      side_next(p, s, fd, true);
+      return;
+    } else if (res == -ENOBUFS) {
+      struct op *pv, *o = opq_side_head(&e->q, true, &pv);
+      if (o && o->kind == CP_OP_RECV_POOLED && m->head == MS_NONE &&
+          !(e->ur.busy & (FDE_MS_END | FDE_RD_BUSY)) && !cancelled(p, o)) {
+        /* The pool ran dry: park the oldest receive until a buffer is back. */
+        opq_unlink(&e->q, pv, o);
+        atomic_fetch_add_explicit(&p->n_buf_waits, 1, memory_order_relaxed);
+        o->state = OPS_STARVED;
+        opq_push(&u->starved, o);
+        e->ur.busy |= FDE_MS_PARKED;
+        starved_note(u);
+        feed_starved(p, s);
+        return;
+      }
+    } else {
+      m->end = (int16_t)(res < INT16_MIN ? CP_EIO : res); /* EOF (0) or an error */
+      e->ur.busy |= FDE_MS_END;
+    }
+  }
+  ms_pump(p, s, fd, e, m);
 }
 
 /* A pooled receive came back: hand out its buffer, or park it if the pool
@@ -512,6 +906,10 @@ static void cqe_send(cp_port *p, struct sink *s, struct op *o, int res) {
 static void handle_cqe(cp_port *p, struct sink *s, struct io_uring_cqe *cqe) {
   struct uring *u = U(p);
   assert_locked(u);
+  if (cqe->user_data & MS_TAG) {
+    ms_cqe(p, s, (int)(cqe->user_data >> 1), cqe);
+    return;
+  }
   struct op *o = io_uring_cqe_get_data(cqe);
   if (!o)
     return; /* internal: cancel or wake-up */
@@ -566,6 +964,7 @@ static void reap(cp_port *p, struct sink *s) {
     take_released(p);
     for (unsigned i = 0; i < got; i++)
       handle_cqe(p, s, cqes[i]);
+    ms_settle(p, s);
     uunlock(u);
     io_uring_cq_advance(&u->ring, got);
   }
@@ -641,6 +1040,14 @@ static void uring_wake(cp_port *p) {
 
 /* ---- cancel --------------------------------------------------------- */
 
+/* A cancel may start ops (lock held): the next queued op of a side, or a
+ * multishot re-armed for a receive a freed buffer unparked. If SQEs were
+ * left unsubmitted, hand them over like any start does. */
+static void submit_left(cp_port *p) {
+  if (io_uring_sq_ready(&U(p)->ring))
+    submit_if_poller_sleeps(p);
+}
+
 static int uring_cancel_fd(cp_port *p, int fd, struct fdent *e, bool forget) {
   struct uring *u = U(p);
   struct sink s;
@@ -664,7 +1071,21 @@ static int uring_cancel_fd(cp_port *p, int fd, struct fdent *e, bool forget) {
   if (was_starved) {
     while ((o = opq_side_pop(&e->q, true)))
       cp__sink_put(p, &s, o, CP_ECANCELED, NULL);
-    e->ur.busy &= (uint8_t)~FDE_RD_BUSY;
+    e->ur.busy &= (uint8_t) ~(FDE_RD_BUSY | FDE_MS_PARKED);
+  }
+  if (u->msb) {
+    /* Multishot: what was kept goes back to the pool, the multishot's CQEs
+     * until its last are stale, and the receives waiting for its data (not
+     * behind a plain one with the kernel) end now. */
+    struct msfd *m = msfd_get(u, fd, false);
+    if (m)
+      ms_forget(p, m, e);
+    if (e->ur.busy & FDE_MS_ARMED)
+      e->ur.busy |= FDE_MS_DRAIN;
+    if (!(e->ur.busy & FDE_RD_BUSY))
+      while ((o = opq_side_pop(&e->q, true)))
+        cp__sink_put(p, &s, o, CP_ECANCELED, NULL);
+    ms_settle(p, &s);
   }
   /* Ops queued behind one that is with the kernel stay queued: when it
    * completes, side_next finds them cancelled (the fd's generation moved
@@ -686,6 +1107,7 @@ static int uring_cancel_fd(cp_port *p, int fd, struct fdent *e, bool forget) {
   bool unfix = forget && (e->ur.busy & FDE_FIXED);
   if (unfix)
     e->ur.busy &= (uint8_t)~FDE_FIXED;
+  submit_left(p);
   uunlock(u);
   if (unfix) {
     int none = -1;
@@ -727,6 +1149,7 @@ static int uring_cancel_op(cp_port *p, struct op *o) {
   } else {
     rc = CP_ENOENT;
   }
+  submit_left(p);
   uunlock(u);
   cp__sink_flush(p, &s);
   return rc;
@@ -808,7 +1231,10 @@ static void uring_destroy(cp_port *p) {
     if (rc < 0)
       continue;
     struct op *o = io_uring_cqe_get_data(cqe);
-    if (o) {
+    if (cqe->user_data & MS_TAG) {
+      if (!(cqe->flags & IORING_CQE_F_MORE))
+        u->inflight--; /* a multishot's last */
+    } else if (o) {
       u->inflight--;
       cp__op_free_rest(o);
       o->state = OPS_DONE;
@@ -822,6 +1248,11 @@ static void uring_destroy(cp_port *p) {
    * waits for the ops that use the table. */
   if (u->nfixed && !u->inflight)
     io_uring_unregister_files(&u->ring);
+  if (u->msc)
+    for (unsigned i = 0; i < FDT_CHUNKS; i++)
+      mem_free(u->msc[i]);
+  mem_free(u->msc);
+  mem_free(u->msb);
   io_uring_unregister_buf_ring(&u->ring, BGID);
   munmap(u->br, u->br_len);
   io_uring_queue_exit(&u->ring);
