@@ -79,7 +79,8 @@ target_link_options(win_skip PRIVATE -static)
 # statically (the tests' own threads). Registered as port.<test>.iocp and net.<test>.iocp.
 set(CPORT_WIN_PORT_TESTS test_accept_many test_backend_forced test_bad_input test_blocking_socket test_ops test_cancel_many test_close_pending test_concurrency
     test_disassociate test_idle_pooled test_pingpong_mt test_platform test_post_fairness
-    test_order_ready_poll test_post_mt test_readme_port test_recv_eof test_send_after_fin test_send_concurrent
+    test_order_ready_poll test_pooled_arrivals test_post_mt test_readme_port test_recv_eof test_send_after_fin
+    test_send_concurrent
     test_send_large test_send_order test_socket_api
     test_wait_timeout)
 set(CPORT_WIN_NET_TESTS ${CPORT_WIN_NET_TESTS_OVERRIDE})
