@@ -54,8 +54,9 @@ static void entered(struct client *c) {
     have += sent;
   }
   atomic_store(&c->have, have);
-  /* before any chat is sent (the run starts once everyone entered), the whole stream is mine */
-  order_start(&c->order, !atomic_load(&sending));
+  /* no chat of the room sent yet: the whole stream is mine (not !sending: a churn reconnect
+   * that enters once sending stopped missed the chats of the run) */
+  order_start(&c->order, have);
   pthread_spin_lock(&c->lock);
   atomic_store(&c->state, CS_UP);
   pthread_spin_unlock(&c->lock);

@@ -31,11 +31,11 @@ void order_mark(struct order *o, uint64_t key) {
   o->marker = key;
 }
 
-void order_start(struct order *o, bool head) {
+void order_start(struct order *o, uint64_t sent) {
   o->hash = ORDER_SEED;
   o->count = 0;
   o->complete = false;
-  o->head = head;
+  o->head = sent == 0;
 }
 
 void order_end(struct order *o) {

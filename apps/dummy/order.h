@@ -76,9 +76,12 @@ static inline void order_add(struct order *o, uint64_t key) {
     order_mark(o, key);
 }
 
-/* A new connection entered the room; head: before any chat was sent. Drops the segment in
- * progress (a member that left saw it only in part). */
-void order_start(struct order *o, bool head);
+/* A new connection entered the room; sent: the room's chats sent before its enter (counted
+ * under each sender's send lock once S_ENTER_ROOM came, so every later chat reaches the room
+ * after the enter). Only 0 makes the connection the head of the stream - not "the run has not
+ * started": a churn reconnect that enters after the run (while the dummy settles) missed the
+ * head too. Drops the segment in progress (a member that left saw it only in part). */
+void order_start(struct order *o, uint64_t sent);
 
 /* The run is over and this member has every chat it was due: record the tail. */
 void order_end(struct order *o);
