@@ -99,6 +99,17 @@ static inline void opq_push(struct opq *q, struct op *o) {
   q->tail = o;
 }
 
+/* o becomes the head (the oldest): a parked op going back in front. */
+static inline void opq_push_front(struct opq *q, struct op *o) {
+  if (q->tail) {
+    o->next = q->tail->next;
+    q->tail->next = o;
+  } else {
+    o->next = o;
+    q->tail = o;
+  }
+}
+
 static inline struct op *opq_pop(struct opq *q) {
   struct op *h = opq_head(q);
   if (!h)

@@ -777,13 +777,7 @@ static void ms_pump(cp_port *p, struct sink *s, int fd, struct fdent *e, struct 
 static void ms_unpark(cp_port *p, struct sink *s, struct op *o, struct fdent *e) {
   e->ur.busy &= (uint8_t)~FDE_MS_PARKED;
   o->state = OPS_QUEUED;
-  if (e->q.tail) { /* in front: it is the fd's oldest read op */
-    o->next = e->q.tail->next;
-    e->q.tail->next = o;
-  } else {
-    o->next = o;
-    e->q.tail = o;
-  }
+  opq_push_front(&e->q, o); /* in front: it is the fd's oldest read op */
   ms_pump(p, s, o->fd, e, msfd_get(U(p), o->fd, false));
 }
 

@@ -840,7 +840,7 @@ static void sq_reply(void *arg, redisReply *r, const char *err) {
   else if (r->type == REDIS_REPLY_NIL)
     snprintf(q->why, sizeof q->why, "knows no master named '%s'", N.url.master);
   else if (r->type == REDIS_REPLY_ERROR)
-    sentinel_error_shown(r->str, r->len, q->why, 128);
+    sentinel_error_shown(r->str, r->len, q->why, sizeof q->why);
   else
     snprintf(q->why, sizeof q->why, "an answer that is not ADDRESS PORT (%s)",
              cl_redis_reply_kind(r));
