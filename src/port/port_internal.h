@@ -89,25 +89,20 @@ static inline struct op *opq_head(const struct opq *q) {
   return q->tail ? q->tail->next : NULL;
 }
 
-static inline void opq_push(struct opq *q, struct op *o) {
-  if (q->tail) {
-    o->next = q->tail->next;
-    q->tail->next = o;
-  } else {
-    o->next = o;
-  }
-  q->tail = o;
-}
-
 /* o becomes the head (the oldest): a parked op going back in front. */
 static inline void opq_push_front(struct opq *q, struct op *o) {
   if (q->tail) {
-    o->next = q->tail->next;
+    o->next = q->tail->next; /* after the tail: the head of a circular list */
     q->tail->next = o;
   } else {
     o->next = o;
     q->tail = o;
   }
+}
+
+static inline void opq_push(struct opq *q, struct op *o) {
+  opq_push_front(q, o);
+  q->tail = o; /* the head just inserted becomes the tail instead */
 }
 
 static inline struct op *opq_pop(struct opq *q) {
