@@ -123,7 +123,26 @@ typedef struct cp_port_options {
   unsigned buf_count;   /* pooled receive buffers, rounded up to a power of two; default 4096
                          * (memory is touched only as buffers are used) */
   unsigned buf_size;    /* bytes per pooled buffer; default 4096 */
+  unsigned flags;       /* CP_PORT_* below; default 0 */
 } cp_port_options;
+
+/*
+ * cp_port_options.flags: CP_PORT_ONE_WAITER. The caller promises that one
+ * thread - the first to call cp_port_wait() - is the only one that ever waits
+ * on the port; a wait from any other thread returns CP_EINVAL (on every
+ * backend). Ops may still be started, cancelled and posted from any thread.
+ * On io_uring the ring then takes SINGLE_ISSUER + DEFER_TASKRUN (Linux 6.1;
+ * probed, CPORT_URING_DEFER=0 turns it off): only the waiting thread enters
+ * the kernel, and the work of finished ops runs in its wait, as one batch,
+ * instead of interrupting it. Registered files (CPORT_URING_FIXED) are off on
+ * such a ring. Close it while that thread waits or before its next wait (it
+ * cancels what is in flight and waits for the kernel to let go before it
+ * returns CP_PORT_CLOSED), or destroy it on that thread; a port destroyed on
+ * another thread with ops still in flight keeps its buffer pool (leaked, and
+ * logged) rather than free memory the kernel may still write. cp_service
+ * sets it when it has one worker thread.
+ */
+#define CP_PORT_ONE_WAITER 1u
 
 /* Returned by cp_port_wait() once the port is closed. */
 #define CP_PORT_CLOSED CP_ESHUTDOWN
@@ -298,8 +317,9 @@ CP_API int cp_port_cancel_op(cp_port *port, cp_op *op);
  * Wait for completions (GetQueuedCompletionStatusEx): fills out[0..max-1] and
  * returns how many (>= 1), 0 if timeout_ms passed first (-1 waits forever, 0
  * only polls), CP_PORT_CLOSED once the port is closed, CP_EINVAL for a NULL
- * port or out, or max < 1. Any number of threads may wait on one port; each completion
- * goes to exactly one of them. At most `concurrency` threads are released at
+ * port or out, or max < 1 (and, on a CP_PORT_ONE_WAITER port, for a thread
+ * other than its waiter). Any number of threads may wait on one port; each
+ * completion goes to exactly one of them. At most `concurrency` threads are released at
  * once: a thread counts as running from the moment it returns with
  * completions until it calls cp_port_wait() on this port again. Unlike IOCP,
  * a running thread that blocks (a database call, a lock) keeps its slot:

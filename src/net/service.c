@@ -125,6 +125,10 @@ int cp_service_create(cp_service **out, const cp_service_options *opts) {
   }
   if (!o->port_opts.concurrency)
     o->port_opts.concurrency = o->threads;
+  /* One worker is the port's only waiter (the service never waits on it
+   * elsewhere): on io_uring that is a SINGLE_ISSUER + DEFER_TASKRUN ring. */
+  if (o->threads == 1)
+    o->port_opts.flags |= CP_PORT_ONE_WAITER;
   rc = cp_port_create(&svc->port, &o->port_opts);
   if (rc) {
     mem_free(svc->ctr_mem);

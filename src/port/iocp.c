@@ -180,7 +180,9 @@ struct post {
 struct cp_port {
   HANDLE iocp;
   unsigned concurrency;
-  uint64_t id; /* unique, so thread-local slots never confuse ports */
+  bool one_waiter;      /* CP_PORT_ONE_WAITER */
+  _Atomic DWORD waiter; /* one_waiter: the thread that waits (0 until it first does) */
+  uint64_t id;          /* unique, so thread-local slots never confuse ports */
   _Atomic bool closed;
   /* The concurrency cap as port.h states it: a thread holds one of `concurrency` slots from
    * the moment cp_port_wait returns it completions until it calls cp_port_wait again, blocked
@@ -660,7 +662,8 @@ int cp_port_create(cp_port **out, const cp_port_options *opts) {
     o.buf_count = 4096;
   if (!o.buf_size)
     o.buf_size = 4096;
-  if (o.queue_depth > 32768 || o.buf_count > 32768 || o.buf_size > (1u << 24))
+  if (o.queue_depth > 32768 || o.buf_count > 32768 || o.buf_size > (1u << 24) ||
+      (o.flags & ~CP_PORT_ONE_WAITER))
     return CP_EINVAL;
   uint32_t count = 1;
   while (count < o.buf_count)
@@ -688,6 +691,7 @@ int cp_port_create(cp_port **out, const cp_port_options *opts) {
   InitializeSRWLock(&p->rmu);
   p->buf_count = count;
   p->buf_size = o.buf_size;
+  p->one_waiter = (o.flags & CP_PORT_ONE_WAITER) != 0;
   p->slab_len = (size_t)count * o.buf_size;
   /* Committed but untouched pages cost no memory until a buffer is first written. */
   p->slab = VirtualAlloc(NULL, p->slab_len, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE);
@@ -1587,6 +1591,13 @@ static void slot_keep(cp_port *p) {
 int cp_port_wait(cp_port *p, cp_completion *out, int max, int timeout_ms) {
   if (!p || !out || max < 1)
     return CP_EINVAL;
+  if (p->one_waiter) {
+    /* CP_PORT_ONE_WAITER: the first thread to wait is the only one that may
+     * (the rule is kept on every backend; IOCP itself needs no such promise). */
+    DWORD me = GetCurrentThreadId(), none = 0;
+    if (!atomic_compare_exchange_strong(&p->waiter, &none, me) && none != me)
+      return CP_EINVAL;
+  }
   if (slot_held_drop(p)) /* back in wait: this thread no longer runs */
     ReleaseSemaphore(p->slots, 1, NULL);
   if (atomic_load(&p->closed))

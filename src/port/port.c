@@ -41,6 +41,12 @@ static _Atomic uint64_t next_port_id = 1;
 /* Waits served from the ready ring in a row before one polls the kernel. */
 #define READY_STREAK_MAX 8
 
+/* An address unique to each running thread (its thread-local anchor). */
+uintptr_t cp__thread_token(void) {
+  static _Thread_local char anchor;
+  return (uintptr_t)&anchor;
+}
+
 /* ---- thread-local concurrency slots ---------------------------------- */
 
 /* Ids of the ports on which this thread currently counts as running. Ids are
@@ -145,7 +151,8 @@ int cp_port_create(cp_port **out, const cp_port_options *opts) {
     o.buf_count = DEFAULT_BUF_COUNT;
   if (!o.buf_size)
     o.buf_size = DEFAULT_BUF_SIZE;
-  if (o.queue_depth > 32768 || o.buf_count > MAX_BUF_COUNT || o.buf_size > (1u << 24))
+  if (o.queue_depth > 32768 || o.buf_count > MAX_BUF_COUNT || o.buf_size > (1u << 24) ||
+      (o.flags & ~CP_PORT_ONE_WAITER))
     return CP_EINVAL;
 
   const struct backend *be;
@@ -162,6 +169,7 @@ int cp_port_create(cp_port **out, const cp_port_options *opts) {
   p->id = atomic_fetch_add(&next_port_id, 1);
   p->queue_depth = o.queue_depth;
   p->concurrency = o.concurrency;
+  p->one_waiter = (o.flags & CP_PORT_ONE_WAITER) != 0;
   p->ready_cap = 2 * round_pow2(o.queue_depth);
   p->ready = mem_alloc(p->ready_cap * sizeof *p->ready);
   if (!p->ready) {
@@ -207,7 +215,8 @@ void cp_port_destroy(cp_port *p) {
     return;
   cp_port_close(p);
   p->be->destroy(p);
-  cp__bufpool_free(&p->bufs);
+  if (!p->keep_bufs)
+    cp__bufpool_free(&p->bufs);
   cp__fdtable_free(&p->fds);
   cp__cond_destroy(&p->cv);
   cp__mutex_destroy(&p->mu);
@@ -664,6 +673,15 @@ int cp_port_wait(cp_port *p, cp_completion *out, int max, int timeout_ms) {
   uint64_t deadline = timeout_ms > 0 ? cp__now_ns() + (uint64_t)timeout_ms * 1000000ull : 0;
   int n = 0;
   cp__mutex_lock(&p->mu);
+  if (p->one_waiter) {
+    uintptr_t me = cp__thread_token();
+    if (!p->waiter) {
+      p->waiter = me;
+    } else if (p->waiter != me) {
+      cp__mutex_unlock(&p->mu);
+      return CP_EINVAL;
+    }
+  }
   if (slot_take_back(p)) {
     p->active--;
     if (p->waiters)
@@ -671,6 +689,14 @@ int cp_port_wait(cp_port *p, cp_completion *out, int max, int timeout_ms) {
   }
   for (;;) {
     if (atomic_load(&p->closed)) {
+      if (p->one_waiter && !p->drained && p->be->drain) {
+        /* The one thread that may enter the kernel lets go of what is in
+         * flight now, so cp_port_destroy may run on any thread. */
+        p->drained = true;
+        cp__mutex_unlock(&p->mu);
+        p->be->drain(p);
+        cp__mutex_lock(&p->mu);
+      }
       n = CP_PORT_CLOSED;
       break;
     }

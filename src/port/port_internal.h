@@ -274,6 +274,8 @@ struct cp_port {
   struct bufpool bufs;
   unsigned queue_depth;
   unsigned concurrency;
+  bool one_waiter; /* CP_PORT_ONE_WAITER */
+  bool keep_bufs;  /* destroy: the kernel may still write the pool; do not free it */
 
   /* Everything below up to the counters is guarded by mu. */
   cp__mutex mu;
@@ -284,6 +286,8 @@ struct cp_port {
   unsigned waiters;                   /* threads blocked on cv */
   unsigned active;                    /* threads released and not back in cp_port_wait */
   bool polling;                       /* a thread holds the poller role */
+  bool drained;                       /* one_waiter: closed, and be->drain has run */
+  uintptr_t waiter;                   /* one_waiter: the waiting thread's cp__thread_token */
   uint32_t ready_streak;              /* waits served from the ready ring since the last poll */
   _Atomic bool in_kernel;             /* the poller is (about to be) blocked in the kernel */
   _Atomic bool closed;
@@ -313,6 +317,10 @@ struct backend {
   /* Make a poller that is blocked in the kernel return soon. */
   void (*wake)(cp_port *p);
   void (*buf_release)(cp_port *p, uint32_t idx);
+  /* Optional, for CP_PORT_ONE_WAITER: the port is closed and its waiting
+   * thread (the only one that may enter the kernel) is here: cancel and reap
+   * everything in flight, as destroy would, so destroy may run elsewhere. */
+  void (*drain)(cp_port *p);
   /* Optional: is kernel-side work waiting for a poll (ops not yet handed to
    * the kernel)? Read without the port lock; a hint. */
   bool (*has_work)(cp_port *p);
@@ -336,6 +344,9 @@ bool cp__port_queue(cp_port *p, const cp_completion *c, int n);
  * waiting in the ready ring? (One queued before in_kernel went up did not
  * wake it; one queued after does.) Takes p->mu. */
 bool cp__port_has_ready(cp_port *p);
+
+/* An address unique to each running thread (who is the one waiter). */
+uintptr_t cp__thread_token(void);
 
 /* Count one kernel entry made by the port (cp_port_stats.syscalls). */
 static inline void cp__count_syscall(cp_port *p) {
