@@ -145,7 +145,8 @@ typedef struct cp_service_options {
                                    IPv4 or IPv6 literal; default "127.0.0.1" */
   uint16_t port;                /* server: 0 picks a free port (see cp_service_port) */
   cp_port_options port_opts;    /* backend, queue sizes, receive buffer pool */
-  unsigned threads;             /* workers; default: CPU count */
+  unsigned threads;             /* workers; default: CPU count. With 1, the port is made
+                                   CP_PORT_ONE_WAITER (cport/port.h). */
   unsigned accepts;             /* server: accepts kept posted; default 64 */
   unsigned backlog;             /* server: listen backlog; default 4096 */
   unsigned max_sessions;        /* server: refuse connections above this; default unlimited */

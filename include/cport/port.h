@@ -248,12 +248,14 @@ CP_API int cp_port_recv(cp_port *port, cp_socket_t sock, cp_op *op, const cp_buf
  * so an idle connection holds no memory. The completion's buf holds result
  * bytes; the caller owns it until cp_port_buf_release(). When the pool is
  * empty the op waits (it is not lost) until a buffer is released.
- * CPORT_URING_MULTISHOT=1 in the environment when the port is made (io_uring,
- * kernel 6.0 or later; otherwise ignored): the first pooled receive on a
- * socket arms one multishot receive that stays armed, and data that arrives
- * while no receive is started waits in up to 4 pool buffers per socket (the
- * socket holds the rest); the completions are the same, but cp_port_cancel()
- * or cp_port_disassociate() drops that data (the buffers go back to the pool).
+ * On io_uring (kernel 6.0 or later; CPORT_URING_MULTISHOT=0 in the
+ * environment when the port is made turns it off) the first pooled receive
+ * on a socket arms one multishot receive that stays armed, and data that
+ * arrives while no receive is started waits in up to 4 pool buffers per
+ * socket (the socket holds the rest). The completions are the same as
+ * without it, cp_port_cancel() included (what was taken in goes to the next
+ * receive); cp_port_disassociate() drops that data (the buffers go back to
+ * the pool), where without it the data would stay in the socket.
  */
 CP_API int cp_port_recv_pooled(cp_port *port, cp_socket_t sock, cp_op *op);
 

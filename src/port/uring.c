@@ -46,15 +46,15 @@
  * variable unset: plain fds. The ring's fd is close-on-exec, so an exec'd
  * child holds no slot; a forked child shares the ring and its table.
  *
- * Multishot receive (opt-in: CPORT_URING_MULTISHOT=1, read at port creation;
- * probed at init, kernel 6.0 or later; off if the probe or the first arm
- * fails with EINVAL). Pooled receives then never go to the kernel one by
+ * Multishot receive (on unless CPORT_URING_MULTISHOT=0, read at port
+ * creation; probed at init, kernel 6.0 or later; off if the probe or the
+ * first arm fails with EINVAL). Pooled receives then never go to the kernel one by
  * one: they wait in the fd's queue, and the first one arms a single multishot
  * recv (user_data: the fd, tagged MS_TAG) that stays armed. Each CQE with
  * data completes the oldest waiting receive of the fd with its buffer, or,
  * with none waiting, is kept in a per-fd FIFO linked through per-buffer
  * metadata (struct msbuf, one per pool buffer; the fd's head/tail in a
- * struct msfd, 12 bytes, in chunks allocated only for fds that use it). At
+ * struct msfd, 6 bytes, in chunks allocated only for fds that use it). At
  * MS_QMAX kept buffers the multishot is cancelled: the socket's own buffer
  * then holds the rest (backpressure); the next receive that finds the FIFO
  * empty arms it again. A receive started while buffers wait completes at
@@ -63,10 +63,12 @@
  * multishot: the oldest receive is parked on the starved list (FDE_MS_PARKED)
  * and re-arms it when a buffer comes back. A plain (caller-buffer) receive
  * first takes what is kept (copied), then has the multishot cancelled and
- * goes to the kernel alone. Cancel and disassociate drop the kept buffers
- * (back to the pool) and the CQEs of the multishot until its last
- * (FDE_MS_DRAIN); a new multishot on the fd waits for that last CQE, so a
- * tag never means two requests.
+ * goes to the kernel alone. A cancel ends the waiting receives and the
+ * multishot, and keeps what was taken in (and what the multishot's CQEs
+ * bring until its last) for the next receive, as the socket would have kept
+ * it. Disassociate drops the kept buffers (back to the pool) and those CQEs
+ * (FDE_MS_DRAIN). A new multishot on the fd waits for the old one's last
+ * CQE, so a tag never means two requests.
  *
  * One waiter (CP_PORT_ONE_WAITER; CPORT_URING_DEFER=0 turns it off). The
  * ring is made with SINGLE_ISSUER + DEFER_TASKRUN, disabled, and the waiting
@@ -77,7 +79,9 @@
  * submit (the poller sleeps in the kernel) they write `wake_fd`, on which the
  * owner keeps a multishot poll armed, and the owner submits at its next
  * enter. An SQ that is full for another thread makes that thread wait for the
- * owner (uring_start) or fail with CP_EBUSY. A closed port is drained by its
+ * owner (uring_start, the cancels) or fail with CP_EBUSY after 2 s. A buffer
+ * released by another thread while receives starve is fed to them by the
+ * owner (feed_owed), which alone can count on an SQE. A closed port is drained by its
  * owner in cp_port_wait (uring_drain), so destroy may run on any thread.
  * Registered files are off (their updates are io_uring_register calls, which
  * the kernel then takes from the owner only).
@@ -109,7 +113,7 @@
 #define MS_TAG 1u  /* user_data low bit (ops are aligned): a multishot recv, fd << 1 */
 #define WAKE_UD 2u /* user_data of the one-waiter ring's poll on wake_fd (never an op: aligned) */
 #define MS_QMAX 4  /* arrivals kept per fd before its multishot is cancelled */
-#define MS_NONE UINT32_MAX
+#define MS_NONE 0xFFFFu /* no buffer (pool indexes are below MAX_BUF_COUNT, 32768) */
 /* fdent.ur.busy bits beside FDE_RD_BUSY / WR_BUSY / FIXED (the entry stays 24 bytes). */
 enum {
   FDE_MS_ARMED = 8u,   /* a multishot recv of this fd is with the kernel */
@@ -124,12 +128,11 @@ struct msbuf { /* per pool buffer: the kept arrivals' FIFO */
   uint32_t next;
   uint32_t len;
 };
-struct msfd {          /* per fd that armed a multishot (12 bytes) */
-  uint32_t head, tail; /* kept buffers, oldest first (MS_NONE: none) */
+struct msfd {          /* per fd that armed a multishot (6 bytes: an idle connection pays them) */
+  uint16_t head, tail; /* kept buffers, oldest first (MS_NONE: none) */
   int16_t end;         /* with FDE_MS_END: 0 (EOF) or -errno */
-  uint16_t n;          /* kept buffers */
 };
-_Static_assert(sizeof(struct msfd) == 12, "12 bytes per fd that uses multishot");
+_Static_assert(sizeof(struct msfd) == 6, "6 bytes per fd that uses multishot");
 
 struct uring;
 static struct msfd *msfd_get(struct uring *u, int fd, bool make);
@@ -150,22 +153,23 @@ struct uring {
    * the lock it takes anyway (reap, and before it enters the kernel), so a
    * release costs one CAS instead of a lock round trip. */
   _Atomic uint32_t released;
-  _Atomic bool starving; /* starved is not empty (written under lock) */
-  uint64_t inflight;     /* ops with the kernel */
-  struct opq starved;    /* pooled recvs that found the buffer ring empty */
-  _Atomic bool sq_dirty; /* SQEs wait for the poller's next io_uring_enter */
-  unsigned nfixed;       /* registered file slots (fds below it use them); 0: none */
-  bool ms;               /* multishot receive in use (CPORT_URING_MULTISHOT=1, probed) */
-  bool ms_seen;          /* a multishot delivered data (an EINVAL after it is no fallback) */
-  bool give_pending;     /* buffers went back to the ring: parked receives may go */
-  struct msbuf *msb;     /* p->bufs.count entries, or NULL (multishot off at init) */
-  struct msfd **msc;     /* FDT_CHUNKS chunk pointers of FDT_CHUNK entries, made on use */
-  bool single;           /* one waiter: SINGLE_ISSUER + DEFER_TASKRUN, only `owner` enters */
-  bool enabled;          /* single: the owner enabled the ring (its first poll) */
-  bool wake_armed;       /* single: the multishot poll on wake_fd is with the kernel */
-  bool drained;          /* single: closed, and the owner let go of everything */
-  int wake_fd;           /* single: an eventfd other threads write to wake the owner; else -1 */
-  uintptr_t owner;       /* single: the owner's cp__thread_token (set once, under lock) */
+  _Atomic bool starving;  /* starved is not empty (written under lock) */
+  uint64_t inflight;      /* ops with the kernel */
+  struct opq starved;     /* pooled recvs that found the buffer ring empty */
+  _Atomic bool sq_dirty;  /* SQEs wait for the poller's next io_uring_enter */
+  unsigned nfixed;        /* registered file slots (fds below it use them); 0: none */
+  bool ms;                /* multishot receive in use (not CPORT_URING_MULTISHOT=0; probed) */
+  bool ms_seen;           /* a multishot delivered data (an EINVAL after it is no fallback) */
+  bool give_pending;      /* buffers went back to the ring: parked receives may go */
+  struct msbuf *msb;      /* p->bufs.count entries, or NULL (multishot off at init) */
+  struct msfd **msc;      /* FDT_CHUNKS chunk pointers of FDT_CHUNK entries, made on use */
+  bool single;            /* one waiter: SINGLE_ISSUER + DEFER_TASKRUN, only `owner` enters */
+  bool enabled;           /* single: the owner enabled the ring (its first poll) */
+  bool wake_armed;        /* single: the multishot poll on wake_fd is with the kernel */
+  bool drained;           /* single: closed, and the owner let go of everything */
+  _Atomic bool feed_owed; /* single: a buffer came back while receives starve; the owner feeds */
+  int wake_fd;            /* single: an eventfd other threads write to wake the owner; else -1 */
+  uintptr_t owner;        /* single: the owner's cp__thread_token (set once, under lock) */
 #ifndef NDEBUG
   bool locked; /* lock is held (for asserts; only its holder reads it true) */
 #endif
@@ -359,8 +363,9 @@ static bool ms_probe(void) {
 /* Multishot receive wanted, the kernel has it, and its tables made. */
 static void ms_init(cp_port *p, struct uring *u) {
   const char *env = getenv("CPORT_URING_MULTISHOT");
-  if (!env || *env != '1' || !ms_probe())
+  if ((env && *env == '0') || !ms_probe())
     return;
+  assert(p->bufs.count < MS_NONE); /* msfd holds pool indexes in 16 bits */
   u->msb = mem_calloc(p->bufs.count, sizeof *u->msb);
   u->msc = mem_calloc(FDT_CHUNKS, sizeof *u->msc);
   if (!u->msb || !u->msc) {
@@ -421,6 +426,7 @@ static int uring_init(cp_port *p) {
   cp__mutex_init(&u->lock);
   atomic_init(&u->released, RELEASED_NONE);
   atomic_init(&u->starving, false);
+  atomic_init(&u->feed_owed, false);
   p->be_data = u;
   return 0;
 fail_map:
@@ -759,9 +765,18 @@ static struct msfd *msfd_get(struct uring *u, int fd, bool make) {
     *c = mem_alloc(FDT_CHUNK * sizeof **c);
     if (*c)
       for (unsigned i = 0; i < FDT_CHUNK; i++)
-        (*c)[i] = (struct msfd){MS_NONE, MS_NONE, 0, 0};
+        (*c)[i] = (struct msfd){MS_NONE, MS_NONE, 0};
   }
   return *c ? &(*c)[(unsigned)fd & (FDT_CHUNK - 1)] : NULL;
+}
+
+/* Does the fd keep MS_QMAX buffers or more? (No count is kept, to keep the
+ * per-fd entry at 6 bytes: the FIFO is walked, at most MS_QMAX steps.) */
+static bool ms_full(struct uring *u, const struct msfd *m) {
+  unsigned n = 0;
+  for (uint32_t b = m->head; b != MS_NONE && n < MS_QMAX; b = u->msb[b].next)
+    n++;
+  return n >= MS_QMAX;
 }
 
 /* A buffer the kernel filled goes back to it unread. */
@@ -788,11 +803,10 @@ static void ms_forget(cp_port *p, struct msfd *m, struct fdent *e) {
   struct uring *u = U(p);
   while (m->head != MS_NONE) {
     uint32_t bid = m->head;
-    m->head = u->msb[bid].next;
+    m->head = (uint16_t)u->msb[bid].next;
     ms_give(p, bid);
   }
   m->tail = MS_NONE;
-  m->n = 0;
   e->ur.busy &= (uint8_t)~FDE_MS_END;
 }
 
@@ -849,10 +863,10 @@ static void ms_deliver(cp_port *p, struct sink *s, struct op *o, struct msfd *m)
       return;
     }
   }
-  m->head = b->next;
+  m->head = (uint16_t)b->next;
   if (m->head == MS_NONE)
     m->tail = MS_NONE;
-  m->n--;
+
   if (o->kind == CP_OP_RECV) {
     ms_give(p, bid);
     data = NULL;
@@ -933,17 +947,17 @@ static void ms_cqe(cp_port *p, struct sink *s, int fd, struct io_uring_cqe *cqe)
       u->bufs_out++;
       u->msb[bid] = (struct msbuf){MS_NONE, (uint32_t)res};
       if (m->tail == MS_NONE)
-        m->head = bid;
+        m->head = (uint16_t)bid;
       else
         u->msb[m->tail].next = bid;
-      m->tail = bid;
-      m->n++;
+      m->tail = (uint16_t)bid;
+
     } else {
       give_buffer(p, bid);
     }
   }
   if (cqe->flags & IORING_CQE_F_MORE) {
-    if (m->n >= MS_QMAX)
+    if (ms_full(u, m))
       ms_cancel(p, e, fd); /* enough kept: the socket holds the rest */
   } else {
     /* The multishot ended. */
@@ -1147,6 +1161,12 @@ static int uring_poll(cp_port *p, cp_completion *out, int max, int timeout_ms) {
   assert(!u->single || u->owner == cp__thread_token()); /* port.c lets one thread wait */
   struct sink s;
   cp__sink_init(&s, out, max);
+  if (u->single && atomic_load(&u->feed_owed)) {
+    ulock(u);
+    atomic_store(&u->feed_owed, false);
+    feed_starved(p, &s);
+    uunlock(u);
+  }
   reap(p, &s);
   if (s.n == 0 && s.nspill == 0) {
     ulock(u);
@@ -1177,7 +1197,8 @@ static int uring_poll(cp_port *p, cp_completion *out, int max, int timeout_ms) {
      * (cp_port_close's) may have been reaped above and dropped as internal -
      * close set `closed` before it woke, so that is checked here (this was
      * the lost wake-up after close: the poller slept until its timeout). */
-    bool ready = timeout_ms != 0 && (atomic_load(&p->closed) || cp__port_has_ready(p));
+    bool ready = timeout_ms != 0 &&
+                 (atomic_load(&p->closed) || atomic_load(&u->feed_owed) || cp__port_has_ready(p));
     int rc = io_uring_enter2((unsigned)u->ring.ring_fd, to_submit, timeout_ms == 0 || ready ? 0 : 1,
                              flags, argp, argsz);
     cp__count_syscall(p);
@@ -1238,6 +1259,8 @@ static int uring_cancel_fd(cp_port *p, int fd, struct fdent *e, bool forget) {
   struct sink s;
   cp__sink_init(&s, NULL, 0);
   ulock(u);
+  if (u->single && io_uring_sq_space_left(&u->ring) < 4 && !may_enter(p))
+    sq_wait(p);
   /* A starved pooled recv is this fd's oldest read-side op: end it first,
    * then what is queued behind it. */
   struct opq keep = {NULL};
@@ -1259,13 +1282,16 @@ static int uring_cancel_fd(cp_port *p, int fd, struct fdent *e, bool forget) {
     e->ur.busy &= (uint8_t) ~(FDE_RD_BUSY | FDE_MS_PARKED);
   }
   if (u->msb) {
-    /* Multishot: what was kept goes back to the pool, the multishot's CQEs
-     * until its last are stale, and the receives waiting for its data (not
-     * behind a plain one with the kernel) end now. */
+    /* Multishot: the receives waiting for its data (not behind a plain one
+     * with the kernel) end now. What it took in stays for the next receive,
+     * as it would have stayed in the socket, and so does what its CQEs bring
+     * until its last (the cancel by fd below ends it too) - unless the fd is
+     * disassociated: then the kept buffers go back to the pool and those
+     * CQEs are stale. */
     struct msfd *m = msfd_get(u, fd, false);
-    if (m)
+    if (forget && m)
       ms_forget(p, m, e);
-    if (e->ur.busy & FDE_MS_ARMED)
+    if (forget && (e->ur.busy & FDE_MS_ARMED))
       e->ur.busy |= FDE_MS_DRAIN;
     if (!(e->ur.busy & FDE_RD_BUSY))
       while ((o = opq_side_pop(&e->q, true)))
@@ -1308,6 +1334,8 @@ static int uring_cancel_op(cp_port *p, struct op *o) {
   cp__sink_init(&s, NULL, 0);
   int rc = 0;
   ulock(u);
+  if (u->single && io_uring_sq_space_left(&u->ring) < 4 && !may_enter(p))
+    sq_wait(p);
   struct fdent *e = o->fd >= 0 ? cp__fdtable_get(&p->fds, o->fd) : NULL;
   if (o->state == OPS_QUEUED && e && opq_remove(&e->q, o)) {
     cp__sink_put(p, &s, o, CP_ECANCELED, NULL);
@@ -1375,6 +1403,15 @@ static void uring_buf_release(cp_port *p, uint32_t idx) {
   struct sink s;
   cp__sink_init(&s, NULL, 0);
   ulock(u);
+  if (u->single && !may_enter(p)) {
+    /* Feeding may need SQEs, which only the owner can be sure to get: it
+     * feeds at its next poll (and does not block before). */
+    atomic_store(&u->feed_owed, true);
+    if (atomic_load(&p->in_kernel))
+      wake_owner(p);
+    uunlock(u);
+    return;
+  }
   feed_starved(p, &s);
   submit_if_poller_sleeps(p);
   uunlock(u);

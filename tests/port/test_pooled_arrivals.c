@@ -1,11 +1,12 @@
 /* Pooled receives and data that arrives while none is started: with io_uring's
- * multishot receive (CPORT_URING_MULTISHOT=1) the port keeps such arrivals in
+ * multishot receive (on unless CPORT_URING_MULTISHOT=0) the port keeps such arrivals in
  * pool buffers, a few per socket, and lets the socket hold the rest; on every
  * backend the caller sees the same thing. Every byte arrives once and in
  * order (compared), whether it came before the first receive, between
  * receives, or past what the port keeps; end of stream comes after the data
- * before it; a cancel with nothing started completes nothing and leaves the
- * pool whole (all its buffers can be held at once, one more waits). */
+ * before it; a cancel with nothing started completes nothing and keeps the
+ * data for the next receive; a disassociate leaves the pool whole (all its
+ * buffers can be held at once, one more waits). */
 #include "common/test.h"
 
 #define BUFS 8
@@ -123,13 +124,20 @@ int main(void) {
   close_conn(p, &c[1]);
 
   /* 4. Cancel while arrivals wait: nothing was started, so nothing
-   * completes, and the pool gets back whatever held them. */
+   * completes, and the data stays for the next receive, as it would in the
+   * socket (every byte, in order, once). Then arrivals nobody received and a
+   * disassociate: the pool gets back whatever held them (checked below: the
+   * whole pool can be held at once). */
   open_conn(p, lfd, &addr, &c[2]);
   client_send(&c[2], 10);
   recv_sent(p, &c[2]);
   send_apart(p, &c[2], 4);
   CHECK_EQ(cp_port_cancel(p, c[2].srv), 0);
   settle(p);
+  send_apart(p, &c[2], 2);
+  recv_sent(p, &c[2]);
+  CHECK_EQ(c[2].nrecv, (size_t)10 + 6 * CHUNK);
+  send_apart(p, &c[2], 4);
   close_conn(p, &c[2]);
 
   /* The whole pool: BUFS receives hold a buffer each at the same time... */
