@@ -78,7 +78,7 @@ target_link_options(win_skip PRIVATE -static)
 # Linux: tests/common/test.h gives them Winsock under POSIX's names. winpthreads is linked
 # statically (the tests' own threads). Registered as port.<test>.iocp and net.<test>.iocp.
 set(CPORT_WIN_PORT_TESTS test_accept_many test_backend_forced test_bad_input test_blocking_socket test_ops test_cancel_many test_close_pending test_concurrency
-    test_disassociate test_idle_pooled test_pingpong_mt test_platform test_post_fairness
+    test_disassociate test_idle_pooled test_one_waiter test_pingpong_mt test_platform test_post_fairness
     test_order_ready_poll test_pooled_arrivals test_post_mt test_readme_port test_recv_eof test_send_after_fin
     test_send_concurrent
     test_send_large test_send_order test_socket_api
