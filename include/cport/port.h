@@ -135,12 +135,17 @@ typedef struct cp_port_options {
  * probed, CPORT_URING_DEFER=0 turns it off): only the waiting thread enters
  * the kernel, and the work of finished ops runs in its wait, as one batch,
  * instead of interrupting it. Registered files (CPORT_URING_FIXED) are off on
- * such a ring. Close it while that thread waits or before its next wait (it
- * cancels what is in flight and waits for the kernel to let go before it
- * returns CP_PORT_CLOSED), or destroy it on that thread; a port destroyed on
- * another thread with ops still in flight keeps its buffer pool (leaked, and
- * logged) rather than free memory the kernel may still write. cp_service
- * sets it when it has one worker thread.
+ * such a ring. Another thread's ops reach the kernel when the waiting thread
+ * next polls: one that finds the submission queue (queue_depth) full waits
+ * for it, up to 2 s, then fails with CP_EBUSY (at once if no thread has
+ * waited yet: start at most queue_depth ops before the first wait). Close
+ * the port while that thread waits or before its next wait (it cancels what
+ * is in flight and waits for the kernel to let go before it returns
+ * CP_PORT_CLOSED), or destroy it on that thread. Destroyed on another thread
+ * with ops in flight that were never drained, the kernel may still write
+ * the caller's buffers and cp_ops after cp_port_destroy() returns; the port
+ * keeps its own buffer pool then (leaked, and logged). cp_service sets the
+ * flag when it has one worker thread.
  */
 #define CP_PORT_ONE_WAITER 1u
 
@@ -200,7 +205,10 @@ CP_API int cp_backend_from_name(const char *name, cp_backend *out);
  * registered files (CPORT_URING_FIXED=1) the port holds the socket in the
  * ring's file table, and a socket closed while associated stays open (the
  * peer sees no FIN) until its number is associated again or the port is
- * destroyed. Returns 0, CP_EINVAL for a NULL port, CP_EBADF for a
+ * destroyed; on io_uring an armed multishot receive (the default) holds it
+ * too, until its peer sends or closes, and what it then receives may reach
+ * the receives of a socket that reuses the number. Returns 0, CP_EINVAL for
+ * a NULL port, CP_EBADF for a
  * socket that is not open, CP_ENOTSOCK for a descriptor that is not a socket
  * (or cannot be polled), CP_ESHUTDOWN after close, CP_ENOMEM. Any thread.
  */

@@ -287,9 +287,9 @@ struct cp_port {
   unsigned active;                    /* threads released and not back in cp_port_wait */
   bool polling;                       /* a thread holds the poller role */
   bool drained;                       /* one_waiter: closed, and be->drain has run */
-  uintptr_t waiter;                   /* one_waiter: the waiting thread's cp__thread_token */
-  uint32_t ready_streak;              /* waits served from the ready ring since the last poll */
-  _Atomic bool in_kernel;             /* the poller is (about to be) blocked in the kernel */
+  _Atomic uintptr_t waiter; /* one_waiter: the waiting thread's cp__thread_token (set once) */
+  uint32_t ready_streak;    /* waits served from the ready ring since the last poll */
+  _Atomic bool in_kernel;   /* the poller is (about to be) blocked in the kernel */
   _Atomic bool closed;
 
   _Atomic uint64_t n_started, n_completed, n_syscalls, n_buf_waits;
@@ -345,7 +345,7 @@ bool cp__port_queue(cp_port *p, const cp_completion *c, int n);
  * wake it; one queued after does.) Takes p->mu. */
 bool cp__port_has_ready(cp_port *p);
 
-/* An address unique to each running thread (who is the one waiter). */
+/* A number unique to each thread, never reused (who is the one waiter). */
 uintptr_t cp__thread_token(void);
 
 /* Count one kernel entry made by the port (cp_port_stats.syscalls). */

@@ -503,10 +503,11 @@ static void submit_if_poller_sleeps(cp_port *p) {
 /* Hand the SQ to the kernel now (a cancel: lock held), or, on a one-waiter
  * ring, as soon as its owner can. */
 static void submit_now(cp_port *p) {
-  if (U(p)->single) {
+  if (!may_enter(p)) {
     submit_if_poller_sleeps(p);
     return;
   }
+  sq_publish(&U(p)->ring);
   io_uring_submit(&U(p)->ring);
   cp__count_syscall(p);
 }
@@ -588,6 +589,8 @@ static int submit_op(cp_port *p, struct op *o) {
  * was looked at under the lock, since this lets go of it. */
 static void sq_wait(cp_port *p) {
   struct uring *u = U(p);
+  if (!atomic_load(&p->waiter))
+    return; /* nobody has waited yet: nothing would empty the SQ (CP_EBUSY if it is full) */
   uint64_t until = cp__now_ns() + 2000000000ull;
   while (io_uring_sq_space_left(&u->ring) < 4 && !atomic_load(&p->closed) && cp__now_ns() < until) {
     if (atomic_load(&p->in_kernel))
@@ -595,6 +598,20 @@ static void sq_wait(cp_port *p) {
     uunlock(u);
     cp__thread_yield();
     ulock(u);
+  }
+}
+
+/* Another thread than a one-waiter ring's owner, without the lock: wait
+ * until the kernel has taken the SQEs filled before index `upto` (the owner
+ * submits them), up to 2 s or the port's close. */
+static void sq_consumed_wait(cp_port *p, unsigned upto) {
+  struct uring *u = U(p);
+  uint64_t until = cp__now_ns() + 2000000000ull;
+  while ((int)(upto - io_uring_smp_load_acquire(u->ring.sq.khead)) > 0 &&
+         !atomic_load(&p->closed) && cp__now_ns() < until) {
+    if (atomic_load(&p->in_kernel))
+      wake_owner(p);
+    cp__thread_yield();
   }
 }
 
@@ -749,6 +766,20 @@ static void feed_starved(cp_port *p, struct sink *s) {
   starved_note(u);
 }
 
+/* Feed the parked receives now, or on a one-waiter ring from a thread that
+ * may not enter it, let the owner do it at its next poll: feeding may take
+ * more SQEs than such a thread can count on (lock held). */
+static void feed_later_or_now(cp_port *p, struct sink *s) {
+  struct uring *u = U(p);
+  if (u->single && !may_enter(p)) {
+    atomic_store(&u->feed_owed, true);
+    if (atomic_load(&p->in_kernel))
+      wake_owner(p);
+    return;
+  }
+  feed_starved(p, s);
+}
+
 /* ---- multishot receive (lock held; see the header) ------------------ */
 
 static inline uint64_t ms_tag(int fd) {
@@ -794,7 +825,7 @@ static void ms_settle(cp_port *p, struct sink *s) {
   if (!u->give_pending)
     return;
   if (opq_head(&u->starved))
-    feed_starved(p, s);
+    feed_later_or_now(p, s);
   u->give_pending = false;
 }
 
@@ -1203,6 +1234,8 @@ static int uring_poll(cp_port *p, cp_completion *out, int max, int timeout_ms) {
                              flags, argp, argsz);
     cp__count_syscall(p);
     atomic_store(&p->in_kernel, false);
+    if (rc == -EEXIST) /* a one-waiter ring entered by another thread: the caller's error */
+      return CP_EINVAL;
     (void)rc; /* -ETIME, -EINTR, -EBUSY: whatever is in the CQ is reaped below */
     reap(p, &s);
   } else if (atomic_load_explicit(&u->sq_dirty, memory_order_relaxed)) {
@@ -1302,12 +1335,23 @@ static int uring_cancel_fd(cp_port *p, int fd, struct fdent *e, bool forget) {
    * completes, side_next finds them cancelled (the fd's generation moved
    * on) and ends them after it, so one side's ops still complete in order. */
   int rc = 0;
+  /* The multishot by its tag as well: that needs no fd, so it is ended even
+   * if the caller closes fd before the cancel by fd runs. */
+  if (u->msb && (e->ur.busy & FDE_MS_ARMED))
+    ms_cancel(p, e, fd);
   struct io_uring_sqe *sqe = e->ur.kernel_ops ? get_sqe(p) : NULL;
+  bool await = false; /* until the owner has handed the cancel to the kernel */
+  unsigned sent = 0;
   if (!e->ur.kernel_ops) {
     /* nothing with the kernel: no cancel to send */
   } else if (sqe) {
     io_uring_prep_cancel_fd(sqe, fd, IORING_ASYNC_CANCEL_ALL);
     io_uring_sqe_set_data(sqe, NULL);
+    /* The kernel looks fd up when it runs the cancel. A disassociated fd may
+     * be closed as soon as this returns, so on a one-waiter ring another
+     * thread waits for the owner to submit it. */
+    await = forget && !may_enter(p);
+    sent = u->ring.sq.sqe_tail;
     submit_now(p);
   } else {
     rc = CP_EBUSY;
@@ -1319,6 +1363,8 @@ static int uring_cancel_fd(cp_port *p, int fd, struct fdent *e, bool forget) {
     e->ur.busy &= (uint8_t)~FDE_FIXED;
   submit_left(p);
   uunlock(u);
+  if (await)
+    sq_consumed_wait(p, sent);
   if (unfix) {
     int none = -1;
     io_uring_register_files_update(&u->ring, (unsigned)fd, &none, 1);
@@ -1403,16 +1449,7 @@ static void uring_buf_release(cp_port *p, uint32_t idx) {
   struct sink s;
   cp__sink_init(&s, NULL, 0);
   ulock(u);
-  if (u->single && !may_enter(p)) {
-    /* Feeding may need SQEs, which only the owner can be sure to get: it
-     * feeds at its next poll (and does not block before). */
-    atomic_store(&u->feed_owed, true);
-    if (atomic_load(&p->in_kernel))
-      wake_owner(p);
-    uunlock(u);
-    return;
-  }
-  feed_starved(p, &s);
+  feed_later_or_now(p, &s);
   submit_if_poller_sleeps(p);
   uunlock(u);
   cp__sink_flush(p, &s);
@@ -1481,7 +1518,7 @@ static void uring_drain(cp_port *p) {
     return; /* nothing reached the kernel yet, or destroy can do it anywhere */
   drain_all(p);
   ulock(u);
-  u->drained = true;
+  u->drained = u->inflight == 0; /* else destroy elsewhere keeps the pool (and logs it) */
   uunlock(u);
 }
 

@@ -448,10 +448,62 @@ static void test_destroy_on_waiter(void) {
   CHECK_EQ(atomic_load(&log_errors), 0);
 }
 
+/* 6. Disassociate from main, then close at once, while a pooled receive is
+ * pending (on io_uring: an armed multishot) and W sleeps in the kernel: the
+ * receive ends cancelled, and the socket really closes - its peer reads EOF.
+ * (The kernel looks the fd up when it runs the cancel: a cancel still
+ * waiting for the owner's next submit would find the number closed, and the
+ * pending receive would hold the socket open.) Twice: the second time the
+ * number is reused and a new receive on it gets its own bytes only. */
+static void test_disassociate_close(void) {
+  cp_port *p = one_waiter_port(0);
+  struct sockaddr_in addr;
+  int lfd = test_listener(&addr);
+  struct waiter w;
+  waiter_start(&w, p);
+  sync_mark(&w, 1);
+  static char key;
+  for (int round = 0; round < 2; round++) {
+    int cli, srv;
+    test_pair(lfd, &addr, &cli, &srv);
+    CHECK_EQ(cp_port_associate(p, srv, &key), 0);
+    cp_op op;
+    CHECK_EQ(cp_port_recv_pooled(p, srv, &op), 0);
+    sync_mark(&w, 2 + round); /* W is back in the kernel with the receive armed */
+    CHECK_EQ(cp_port_disassociate(p, srv), 0);
+    CHECK_EQ(close(srv), 0);
+    cp_completion c = take(&w);
+    CHECK(c.op == &op);
+    CHECK_EQ(c.result, CP_ECANCELED);
+    char b[8];
+    CHECK_EQ(recv(cli, b, sizeof b, 0), 0); /* EOF: the socket is closed (a hang: the watchdog) */
+    /* The number again, a new socket: its bytes, nothing of the old one's. */
+    int cli2, srv2;
+    test_pair(lfd, &addr, &cli2, &srv2);
+    CHECK_EQ(cp_port_associate(p, srv2, &key), 0);
+    CHECK_EQ(cp_port_recv_pooled(p, srv2, &op), 0);
+    test_send_all(cli2, "fresh", 5);
+    c = take(&w);
+    CHECK(c.op == &op);
+    CHECK_EQ(c.result, 5);
+    CHECK_EQ(memcmp(c.buf, "fresh", 5), 0);
+    cp_port_buf_release(p, c.buf);
+    CHECK_EQ(cp_port_disassociate(p, srv2), 0);
+    close(srv2);
+    close(cli2);
+    close(cli);
+  }
+  cp_port_close(p);
+  waiter_join(&w);
+  cp_port_destroy(p);
+  close(lfd);
+}
+
 int main(void) {
   test_begin("test_one_waiter", 240);
   cp_log_set(on_log, CP_LOG_DEBUG, NULL);
   test_options();
+  test_disassociate_close();
   test_rule();
   test_from_main();
   test_close(false);
