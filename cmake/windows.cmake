@@ -45,7 +45,7 @@ endforeach()
 # The library on Windows: the platform layer's Win32 half, the socket helpers on Winsock, the
 # IOCP port and the engine (src/net, the same files as on Linux).
 set(CPORT_WIN_SOURCES src/common/mem.c src/common/heap.c src/common/log.c src/common/version.c
-  src/platform/win32.c src/port/backend.c src/port/error.c src/port/sockaddr.c src/port/socket_win32.c src/port/iocp.c
+  src/platform/win32.c src/platform/thread_token.c src/port/backend.c src/port/error.c src/port/sockaddr.c src/port/socket_win32.c src/port/iocp.c
   src/net/framing.c src/net/jobq.c src/net/listener.c src/net/registry.c src/net/sendbuf.c
   src/net/service.c src/net/session.c src/net/slab.c src/net/timers.c)
 add_library(cport_static STATIC ${CPORT_WIN_SOURCES})

@@ -59,6 +59,9 @@ int cp__thread_create(cp__thread *t, cp__thread_fn fn, void *arg);
 void cp__thread_join(cp__thread *t);
 /* Let another thread run (sched_yield / SwitchToThread). */
 void cp__thread_yield(void);
+/* A number unique to the calling thread (never 0), never given to another
+ * thread, even after this one ends (thread_token.c). */
+uintptr_t cp__thread_token(void);
 /* Online CPUs, at least 1. */
 unsigned cp__cpu_count(void);
 

@@ -180,9 +180,9 @@ struct post {
 struct cp_port {
   HANDLE iocp;
   unsigned concurrency;
-  bool one_waiter;      /* CP_PORT_ONE_WAITER */
-  _Atomic DWORD waiter; /* one_waiter: the thread that waits (0 until it first does) */
-  uint64_t id;          /* unique, so thread-local slots never confuse ports */
+  bool one_waiter;          /* CP_PORT_ONE_WAITER */
+  _Atomic uintptr_t waiter; /* one_waiter: its cp__thread_token (0 until it first waits) */
+  uint64_t id;              /* unique, so thread-local slots never confuse ports */
   _Atomic bool closed;
   /* The concurrency cap as port.h states it: a thread holds one of `concurrency` slots from
    * the moment cp_port_wait returns it completions until it calls cp_port_wait again, blocked
@@ -1594,7 +1594,7 @@ int cp_port_wait(cp_port *p, cp_completion *out, int max, int timeout_ms) {
   if (p->one_waiter) {
     /* CP_PORT_ONE_WAITER: the first thread to wait is the only one that may
      * (the rule is kept on every backend; IOCP itself needs no such promise). */
-    DWORD me = GetCurrentThreadId(), none = 0;
+    uintptr_t me = cp__thread_token(), none = 0;
     if (!atomic_compare_exchange_strong(&p->waiter, &none, me) && none != me)
       return CP_EINVAL;
   }

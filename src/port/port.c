@@ -41,16 +41,6 @@ static _Atomic uint64_t next_port_id = 1;
 /* Waits served from the ready ring in a row before one polls the kernel. */
 #define READY_STREAK_MAX 8
 
-/* A number unique to each thread, never reused (an address of a thread-local
- * would be: a new thread may get a dead one's stack). */
-static _Atomic uintptr_t next_thread_token = 1;
-uintptr_t cp__thread_token(void) {
-  static _Thread_local uintptr_t token;
-  if (!token)
-    token = atomic_fetch_add_explicit(&next_thread_token, 1, memory_order_relaxed);
-  return token;
-}
-
 /* ---- thread-local concurrency slots ---------------------------------- */
 
 /* Ids of the ports on which this thread currently counts as running. Ids are

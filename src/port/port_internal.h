@@ -345,9 +345,6 @@ bool cp__port_queue(cp_port *p, const cp_completion *c, int n);
  * wake it; one queued after does.) Takes p->mu. */
 bool cp__port_has_ready(cp_port *p);
 
-/* A number unique to each thread, never reused (who is the one waiter). */
-uintptr_t cp__thread_token(void);
-
 /* Count one kernel entry made by the port (cp_port_stats.syscalls). */
 static inline void cp__count_syscall(cp_port *p) {
   atomic_fetch_add_explicit(&p->n_syscalls, 1, memory_order_relaxed);

@@ -79,7 +79,7 @@
  * submit (the poller sleeps in the kernel) they write `wake_fd`, on which the
  * owner keeps a multishot poll armed, and the owner submits at its next
  * enter. An SQ that is full for another thread makes that thread wait for the
- * owner (uring_start, the cancels) or fail with CP_EBUSY after 2 s. A buffer
+ * owner (sq_room: starts and cancels) or fail with CP_EBUSY after 2 s. A buffer
  * released by another thread while receives starve is fed to them by the
  * owner (feed_owed), which alone can count on an SQE. A closed port is drained by its
  * owner in cp_port_wait (uring_drain), so destroy may run on any thread.
@@ -164,12 +164,11 @@ struct uring {
   struct msbuf *msb;      /* p->bufs.count entries, or NULL (multishot off at init) */
   struct msfd **msc;      /* FDT_CHUNKS chunk pointers of FDT_CHUNK entries, made on use */
   bool single;            /* one waiter: SINGLE_ISSUER + DEFER_TASKRUN, only `owner` enters */
-  bool enabled;           /* single: the owner enabled the ring (its first poll) */
   bool wake_armed;        /* single: the multishot poll on wake_fd is with the kernel */
-  bool drained;           /* single: closed, and the owner let go of everything */
   _Atomic bool feed_owed; /* single: a buffer came back while receives starve; the owner feeds */
   int wake_fd;            /* single: an eventfd other threads write to wake the owner; else -1 */
-  uintptr_t owner;        /* single: the owner's cp__thread_token (set once, under lock) */
+  uintptr_t owner; /* single: the owner's cp__thread_token once it enabled the ring (its first
+                      poll; set once, under lock); 0 before */
 #ifndef NDEBUG
   bool locked; /* lock is held (for asserts; only its holder reads it true) */
 #endif
@@ -204,54 +203,66 @@ static void uunlock(struct uring *u) {
 
 /* ---- probing and setup ---------------------------------------------- */
 
+/* Make the ring with the newest setup the kernel takes: each flag set is
+ * tried in turn, EINVAL (a flag this kernel does not know) moving on to the
+ * next. *single in: a one-waiter ring is wanted; out: it was made.
+ *  - One waiter: SINGLE_ISSUER + DEFER_TASKRUN (6.1), disabled until its
+ *    owner enables it (SINGLE_ISSUER binds the ring to the enabling thread).
+ *  - COOP_TASKRUN (5.19): a poll wake-up (data arrived on a socket whose
+ *    receive armed a poll) queues task work for the submitting thread
+ *    without an IPI if that thread is running; it runs the work at its next
+ *    kernel entry or exit (our io_uring_enter, any syscall, the next tick).
+ *    A sleeping thread is still woken. Without it every such wake-up
+ *    interrupts the busy poller. CPORT_URING_COOP=0 leaves it out. */
 static int ring_init(struct io_uring *ring, unsigned depth, bool *single) {
-  struct io_uring_params prm;
-  if (single && *single) {
-    /* One waiter: disabled until the owner enables it (SINGLE_ISSUER binds
-     * the ring to the thread that enables it). EINVAL: before 6.1. */
-    memset(&prm, 0, sizeof prm);
-    prm.flags = IORING_SETUP_CQSIZE | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_SINGLE_ISSUER |
-                IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_R_DISABLED;
-    prm.cq_entries = depth * 8 < 65536 ? depth * 8 : 65536;
-    int rc = io_uring_queue_init_params(depth, ring, &prm);
-    if (rc == 0 && (prm.features & IORING_FEAT_EXT_ARG) && (prm.features & IORING_FEAT_NODROP))
-      return 0;
-    if (rc == 0)
-      io_uring_queue_exit(ring);
-    else if (rc != -EINVAL)
-      return rc;
-    *single = false;
-  }
-  /* COOP_TASKRUN: a poll wake-up (data arrived on a socket whose receive
-   * armed a poll) queues task work for the submitting thread without an IPI
-   * if that thread is running; it runs the work at its next kernel entry or
-   * exit (our io_uring_enter, any syscall, the next tick). A sleeping thread
-   * is still woken. Without it every such wake-up interrupts the busy
-   * poller. */
+  const unsigned base = IORING_SETUP_CQSIZE | IORING_SETUP_SUBMIT_ALL;
   const char *coop_env = getenv("CPORT_URING_COOP");
-  unsigned coop = coop_env && *coop_env == '0' ? 0 : IORING_SETUP_COOP_TASKRUN;
-  memset(&prm, 0, sizeof prm);
-  prm.flags = IORING_SETUP_CQSIZE | IORING_SETUP_SUBMIT_ALL | coop;
-  prm.cq_entries = depth * 8 < 65536 ? depth * 8 : 65536;
-  int rc = io_uring_queue_init_params(depth, ring, &prm);
-  if (rc == -EINVAL && coop) {
+  bool coop = !(coop_env && *coop_env == '0');
+  const unsigned tries[] = {base | IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN |
+                                IORING_SETUP_R_DISABLED,
+                            base | IORING_SETUP_COOP_TASKRUN, base, IORING_SETUP_CQSIZE};
+  struct io_uring_params prm;
+  int rc = -EINVAL;
+  size_t i = single && *single ? 0 : 1;
+  for (; rc == -EINVAL && i < sizeof tries / sizeof tries[0]; i++) {
+    if (i == 1 && !coop)
+      continue;
     memset(&prm, 0, sizeof prm);
-    prm.flags = IORING_SETUP_CQSIZE | IORING_SETUP_SUBMIT_ALL;
+    prm.flags = tries[i];
     prm.cq_entries = depth * 8 < 65536 ? depth * 8 : 65536;
     rc = io_uring_queue_init_params(depth, ring, &prm);
   }
-  if (rc == -EINVAL) {
-    memset(&prm, 0, sizeof prm);
-    prm.flags = IORING_SETUP_CQSIZE;
-    prm.cq_entries = depth * 8 < 65536 ? depth * 8 : 65536;
-    rc = io_uring_queue_init_params(depth, ring, &prm);
-  }
+  if (single)
+    *single = rc == 0 && i == 1; /* the loop stepped past the one that worked */
   if (rc)
     return rc;
   if (!(prm.features & IORING_FEAT_EXT_ARG) || !(prm.features & IORING_FEAT_NODROP)) {
     io_uring_queue_exit(ring);
     return CP_EOPNOTSUPP;
   }
+  return 0;
+}
+
+/* A provided-buffer ring of `entries` (a power of two) for group BGID,
+ * mapped and registered on ring; the caller adds the buffers. 0 or -errno. */
+static int buf_ring_make(struct io_uring *ring, uint32_t entries, struct io_uring_buf_ring **br,
+                         size_t *len) {
+  *len = (sizeof(struct io_uring_buf) * entries + 4095) & ~(size_t)4095;
+  void *m = mmap(NULL, *len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (m == MAP_FAILED)
+    return -errno;
+  io_uring_buf_ring_init(m);
+  struct io_uring_buf_reg reg;
+  memset(&reg, 0, sizeof reg);
+  reg.ring_addr = (unsigned long)m;
+  reg.ring_entries = entries;
+  reg.bgid = BGID;
+  int rc = io_uring_register_buf_ring(ring, &reg, 0);
+  if (rc) {
+    munmap(m, *len);
+    return rc;
+  }
+  *br = m;
   return 0;
 }
 
@@ -338,25 +349,18 @@ static bool ms_probe(void) {
   struct io_uring ring;
   if (ring_init(&ring, 8, NULL))
     return false;
-  bool ok = false;
-  void *m = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (m != MAP_FAILED) {
-    struct io_uring_buf_ring *br = m;
-    io_uring_buf_ring_init(br);
-    struct io_uring_buf_reg reg;
-    memset(&reg, 0, sizeof reg);
-    reg.ring_addr = (unsigned long)br;
-    reg.ring_entries = 1;
-    reg.bgid = BGID;
-    if (io_uring_register_buf_ring(&ring, &reg, 0) == 0) {
-      io_uring_buf_ring_add(br, (char *)m + 2048, 64, 0, io_uring_buf_ring_mask(1), 0);
-      io_uring_buf_ring_advance(br, 1);
-      ok = ms_probe_on(&ring);
-    }
+  struct io_uring_buf_ring *br;
+  size_t len;
+  char data[64]; /* the one buffer (an idle socket: nothing is written to it) */
+  bool made = buf_ring_make(&ring, 1, &br, &len) == 0, ok = false;
+  if (made) {
+    io_uring_buf_ring_add(br, data, sizeof data, 0, io_uring_buf_ring_mask(1), 0);
+    io_uring_buf_ring_advance(br, 1);
+    ok = ms_probe_on(&ring);
   }
   io_uring_queue_exit(&ring);
-  if (m != MAP_FAILED)
-    munmap(m, 4096);
+  if (made)
+    munmap(br, len);
   return ok;
 }
 
@@ -401,22 +405,9 @@ static int uring_init(cp_port *p) {
   }
   u->nfixed = u->single ? 0 : fixed_init(&u->ring);
   uint32_t n = p->bufs.count;
-  u->br_len = (sizeof(struct io_uring_buf) * n + 4095) & ~(size_t)4095;
-  void *m = mmap(NULL, u->br_len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (m == MAP_FAILED) {
-    rc = -errno;
-    goto fail_ring;
-  }
-  u->br = m;
-  io_uring_buf_ring_init(u->br);
-  struct io_uring_buf_reg reg;
-  memset(&reg, 0, sizeof reg);
-  reg.ring_addr = (unsigned long)u->br;
-  reg.ring_entries = n;
-  reg.bgid = BGID;
-  rc = io_uring_register_buf_ring(&u->ring, &reg, 0);
+  rc = buf_ring_make(&u->ring, n, &u->br, &u->br_len);
   if (rc)
-    goto fail_map;
+    goto fail_ring;
   u->br_mask = (uint32_t)io_uring_buf_ring_mask(n);
   for (uint32_t i = 0; i < n; i++)
     io_uring_buf_ring_add(u->br, bufpool_addr(&p->bufs, i), p->bufs.size, (unsigned short)i,
@@ -429,8 +420,6 @@ static int uring_init(cp_port *p) {
   atomic_init(&u->feed_owed, false);
   p->be_data = u;
   return 0;
-fail_map:
-  munmap(u->br, u->br_len);
 fail_ring:
   io_uring_queue_exit(&u->ring);
   if (u->wake_fd >= 0)
@@ -454,10 +443,10 @@ static unsigned sq_publish(struct io_uring *ring) {
 }
 
 /* Is the caller the thread that may enter the ring (lock held)? Always,
- * unless it is a one-waiter ring: then only its owner, once enabled. */
+ * unless it is a one-waiter ring: then only its owner, once it enabled it. */
 static bool may_enter(cp_port *p) {
   struct uring *u = U(p);
-  return !u->single || (u->enabled && u->owner == cp__thread_token());
+  return !u->single || (u->owner && u->owner == cp__thread_token());
 }
 
 /* Wake a one-waiter ring's owner out of io_uring_enter. */
@@ -466,13 +455,18 @@ static void wake_owner(cp_port *p) {
   cp__count_syscall(p);
 }
 
+/* ... if it is there (or about to be); else it submits at its next poll. */
+static void nudge_owner(cp_port *p) {
+  if (atomic_load(&p->in_kernel))
+    wake_owner(p);
+}
+
 static struct io_uring_sqe *get_sqe(cp_port *p) {
   struct uring *u = U(p);
   struct io_uring_sqe *sqe = io_uring_get_sqe(&u->ring);
   if (!sqe && !may_enter(p)) {
     /* SQ full and only the owner may empty it: it will, when it polls. */
-    if (atomic_load(&p->in_kernel))
-      wake_owner(p);
+    nudge_owner(p);
     return NULL;
   }
   if (!sqe) {
@@ -507,7 +501,6 @@ static void submit_now(cp_port *p) {
     submit_if_poller_sleeps(p);
     return;
   }
-  sq_publish(&U(p)->ring);
   io_uring_submit(&U(p)->ring);
   cp__count_syscall(p);
 }
@@ -583,18 +576,20 @@ static int submit_op(cp_port *p, struct op *o) {
   return 0;
 }
 
-/* A thread that is not a one-waiter ring's owner found the SQ (nearly)
- * full (lock held): wait for the owner to hand it to the kernel, up to 2 s
- * (an owner that never waits). Only at the start of an op, before anything
- * was looked at under the lock, since this lets go of it. */
-static void sq_wait(cp_port *p) {
+/* On a one-waiter ring, a thread that is not its owner and finds the SQ
+ * (nearly) full (lock held): wait for the owner to hand it to the kernel,
+ * up to 2 s (an owner that never waits). Only at the start of an op or a
+ * cancel, before anything was looked at under the lock, since this lets go
+ * of it. */
+static void sq_room(cp_port *p) {
   struct uring *u = U(p);
+  if (!u->single || io_uring_sq_space_left(&u->ring) >= 4 || may_enter(p))
+    return;
   if (!atomic_load(&p->waiter))
     return; /* nobody has waited yet: nothing would empty the SQ (CP_EBUSY if it is full) */
   uint64_t until = cp__now_ns() + 2000000000ull;
   while (io_uring_sq_space_left(&u->ring) < 4 && !atomic_load(&p->closed) && cp__now_ns() < until) {
-    if (atomic_load(&p->in_kernel))
-      wake_owner(p);
+    nudge_owner(p);
     uunlock(u);
     cp__thread_yield();
     ulock(u);
@@ -609,8 +604,7 @@ static void sq_consumed_wait(cp_port *p, unsigned upto) {
   uint64_t until = cp__now_ns() + 2000000000ull;
   while ((int)(upto - io_uring_smp_load_acquire(u->ring.sq.khead)) > 0 &&
          !atomic_load(&p->closed) && cp__now_ns() < until) {
-    if (atomic_load(&p->in_kernel))
-      wake_owner(p);
+    nudge_owner(p);
     cp__thread_yield();
   }
 }
@@ -619,8 +613,7 @@ static int uring_start(cp_port *p, struct op *o, struct fdent *e) {
   struct uring *u = U(p);
   int rc = 0;
   ulock(u);
-  if (u->single && io_uring_sq_space_left(&u->ring) < 4 && !may_enter(p))
-    sq_wait(p);
+  sq_room(p);
   if (atomic_load(&p->closed)) {
     rc = CP_ESHUTDOWN;
   } else if (u->ms && (o->kind == CP_OP_RECV || o->kind == CP_OP_RECV_POOLED)) {
@@ -773,8 +766,7 @@ static void feed_later_or_now(cp_port *p, struct sink *s) {
   struct uring *u = U(p);
   if (u->single && !may_enter(p)) {
     atomic_store(&u->feed_owed, true);
-    if (atomic_load(&p->in_kernel))
-      wake_owner(p);
+    nudge_owner(p);
     return;
   }
   feed_starved(p, s);
@@ -897,7 +889,6 @@ static void ms_deliver(cp_port *p, struct sink *s, struct op *o, struct msfd *m)
   m->head = (uint16_t)b->next;
   if (m->head == MS_NONE)
     m->tail = MS_NONE;
-
   if (o->kind == CP_OP_RECV) {
     ms_give(p, bid);
     data = NULL;
@@ -982,7 +973,6 @@ static void ms_cqe(cp_port *p, struct sink *s, int fd, struct io_uring_cqe *cqe)
       else
         u->msb[m->tail].next = bid;
       m->tail = (uint16_t)bid;
-
     } else {
       give_buffer(p, bid);
     }
@@ -1160,7 +1150,6 @@ static int ring_enable(cp_port *p) {
       (int)syscall(__NR_io_uring_register, u->ring.ring_fd, IORING_REGISTER_ENABLE_RINGS, NULL, 0);
   if (rc == 0) {
     u->owner = cp__thread_token();
-    u->enabled = true;
   } else {
     rc = -errno;
   }
@@ -1184,7 +1173,7 @@ static void wake_arm(cp_port *p) {
 
 static int uring_poll(cp_port *p, cp_completion *out, int max, int timeout_ms) {
   struct uring *u = U(p);
-  if (u->single && !u->enabled) {
+  if (u->single && !u->owner) {
     int rc = ring_enable(p);
     if (rc)
       return rc;
@@ -1292,8 +1281,7 @@ static int uring_cancel_fd(cp_port *p, int fd, struct fdent *e, bool forget) {
   struct sink s;
   cp__sink_init(&s, NULL, 0);
   ulock(u);
-  if (u->single && io_uring_sq_space_left(&u->ring) < 4 && !may_enter(p))
-    sq_wait(p);
+  sq_room(p);
   /* A starved pooled recv is this fd's oldest read-side op: end it first,
    * then what is queued behind it. */
   struct opq keep = {NULL};
@@ -1380,8 +1368,7 @@ static int uring_cancel_op(cp_port *p, struct op *o) {
   cp__sink_init(&s, NULL, 0);
   int rc = 0;
   ulock(u);
-  if (u->single && io_uring_sq_space_left(&u->ring) < 4 && !may_enter(p))
-    sq_wait(p);
+  sq_room(p);
   struct fdent *e = o->fd >= 0 ? cp__fdtable_get(&p->fds, o->fd) : NULL;
   if (o->state == OPS_QUEUED && e && opq_remove(&e->q, o)) {
     cp__sink_put(p, &s, o, CP_ECANCELED, NULL);
@@ -1471,7 +1458,6 @@ static void drain_all(cp_port *p) {
         io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY);
         io_uring_sqe_set_data(sqe, NULL);
       }
-      sq_publish(&u->ring);
       io_uring_submit(&u->ring);
       ask = false;
     }
@@ -1514,12 +1500,11 @@ static void drain_all(cp_port *p) {
 /* CP_PORT_ONE_WAITER: the closed port's owner, in cp_port_wait. */
 static void uring_drain(cp_port *p) {
   struct uring *u = U(p);
-  if (!u->single || !u->enabled)
-    return; /* nothing reached the kernel yet, or destroy can do it anywhere */
-  drain_all(p);
-  ulock(u);
-  u->drained = u->inflight == 0; /* else destroy elsewhere keeps the pool (and logs it) */
-  uunlock(u);
+  /* Not a one-waiter ring: destroy drains, on any thread. Not enabled:
+   * nothing reached the kernel. What drain_all could not reap (an error of
+   * the wait): destroy elsewhere keeps the pool, and logs it. */
+  if (u->single && u->owner)
+    drain_all(p);
 }
 
 static void uring_destroy(cp_port *p) {
@@ -1527,10 +1512,10 @@ static void uring_destroy(cp_port *p) {
   /* A one-waiter ring takes cancels from its owner only. Its owner drained
    * it at close (cp_port_wait); if it never saw the close, what is still
    * with the kernel may write the buffer pool after we return: keep it. */
-  bool unreachable = u->single && (!u->enabled || u->owner != cp__thread_token());
+  bool unreachable = u->single && u->owner != cp__thread_token();
   if (!unreachable) {
     drain_all(p);
-  } else if (u->enabled && u->inflight && !u->drained) { /* not enabled: nothing reached it */
+  } else if (u->owner && u->inflight) { /* not enabled: nothing reached the kernel */
     cp__log(CP_LOG_ERROR,
             "cport: a CP_PORT_ONE_WAITER port destroyed off its waiting thread with %llu ops "
             "in flight and not drained (close it while that thread waits): its buffers are "
