@@ -145,6 +145,25 @@ static void check_nothing(cp_service *svc, int threads, int fds) {
   CHECK_EQ(nt_stats(svc).sessions, 0);
 }
 
+/* The baseline for check_nothing, taken once the counts hold still (5 reads
+ * 2 ms apart, 5 s at most): what the last round left to go by itself - a
+ * thread a moment past its join, the server's side of the client's closed
+ * connections - must not count as this round's. (Read at once, it did: the
+ * later check then found fewer threads or descriptors than "before".) */
+static void settled(int *threads, int *fds) {
+  int t = threads_now(), f = fds_now();
+  uint64_t give_up = test_now_ms() + 5000;
+  for (int still = 0; still < 5 && test_now_ms() < give_up;) {
+    test_sleep_ms(2);
+    int t2 = threads_now(), f2 = fds_now();
+    still = t2 == t && f2 == f ? still + 1 : 0;
+    t = t2;
+    f = f2;
+  }
+  *threads = t;
+  *fds = f;
+}
+
 int main(void) {
   test_begin("test_net_start_fail", 120);
   CHECK_EQ(cp_replace_allocator(f_malloc, f_realloc, f_calloc, free), 0);
@@ -195,8 +214,7 @@ int main(void) {
        * client service is gone: count from when it has. */
       if (server)
         WAIT_UNTIL(nt_stats(server).sessions == 0);
-      threads = threads_now();
-      fds = fds_now();
+      settled(&threads, &fds);
       atomic_store(&calls, 0);
       atomic_store(&fail_at, n);
       int rc = cp_service_start(svc);
