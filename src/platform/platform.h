@@ -4,7 +4,7 @@
  *
  * Everything above src/platform (src/common, src/port, src/net) uses these
  * instead of pthreads or Win32, so the only #ifdef for the operating system
- * is the one below that picks the types. The POSIX half is posix.c; the
+ * is the one below that picks the types (and inlines the mutex). The POSIX half is posix.c; the
  * Win32 half (win32.c) defines the same functions on SRWLOCK,
  * CONDITION_VARIABLE, INIT_ONCE, FlsAlloc and _beginthreadex.
  *
@@ -17,6 +17,7 @@
 #ifndef CPORT_PLATFORM_H
 #define CPORT_PLATFORM_H
 
+#include <assert.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -35,6 +36,12 @@ typedef CONDITION_VARIABLE cp__cond;
 typedef INIT_ONCE cp__once_t;
 #define CP__ONCE_INIT INIT_ONCE_STATIC_INIT
 typedef DWORD cp__key; /* an FLS index */
+static inline void cp__mutex_lock(cp__mutex *m) {
+  AcquireSRWLockExclusive(m);
+}
+static inline void cp__mutex_unlock(cp__mutex *m) {
+  ReleaseSRWLockExclusive(m);
+}
 
 #else /* POSIX */
 #include <pthread.h>
@@ -47,6 +54,16 @@ typedef pthread_cond_t cp__cond; /* waits measure time on CLOCK_MONOTONIC */
 typedef pthread_once_t cp__once_t;
 #define CP__ONCE_INIT PTHREAD_ONCE_INIT
 typedef pthread_key_t cp__key;
+static inline void cp__mutex_lock(cp__mutex *m) {
+  int rc = pthread_mutex_lock(m);
+  assert(rc == 0); /* a failure on a valid mutex is a bug */
+  (void)rc;
+}
+static inline void cp__mutex_unlock(cp__mutex *m) {
+  int rc = pthread_mutex_unlock(m);
+  assert(rc == 0);
+  (void)rc;
+}
 #endif
 
 /* ---- threads --------------------------------------------------------- */
@@ -69,8 +86,9 @@ unsigned cp__cpu_count(void);
 
 int cp__mutex_init(cp__mutex *m);
 void cp__mutex_destroy(cp__mutex *m);
-void cp__mutex_lock(cp__mutex *m);
-void cp__mutex_unlock(cp__mutex *m);
+/* cp__mutex_lock(m), cp__mutex_unlock(m): inline, in the block above that
+ * picks the types - taken a few times per message on the hot paths, where a
+ * call into the platform file (and on to libc) cost more than the lock. */
 
 /* ---- condition variable ---------------------------------------------- */
 

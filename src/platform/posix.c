@@ -70,12 +70,6 @@ int cp__mutex_init(cp__mutex *m) {
 void cp__mutex_destroy(cp__mutex *m) {
   CHECK(pthread_mutex_destroy(m));
 }
-void cp__mutex_lock(cp__mutex *m) {
-  CHECK(pthread_mutex_lock(m));
-}
-void cp__mutex_unlock(cp__mutex *m) {
-  CHECK(pthread_mutex_unlock(m));
-}
 
 /* ---- condition variable ---------------------------------------------- */
 

@@ -75,12 +75,6 @@ int cp__mutex_init(cp__mutex *m) {
 void cp__mutex_destroy(cp__mutex *m) {
   (void)m;
 }
-void cp__mutex_lock(cp__mutex *m) {
-  AcquireSRWLockExclusive(m);
-}
-void cp__mutex_unlock(cp__mutex *m) {
-  ReleaseSRWLockExclusive(m);
-}
 
 /* ---- condition variable ---------------------------------------------- */
 
