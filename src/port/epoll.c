@@ -166,7 +166,7 @@ static void buf_put(cp_port *p, uint32_t idx) {
   cp__mutex_unlock(&E(p)->lock);
 }
 
-static void feed_starved(cp_port *p);
+static inline void feed_starved(cp_port *p);
 static int start_timer(cp_port *p, struct op *o);
 
 /* ---- trying ops (fd lock held) -------------------------------------- */
@@ -232,7 +232,9 @@ static enum try_result try_connect(cp_port *p, struct op *o, int64_t *res) {
 
 static enum try_result try_recv(cp_port *p, struct op *o, int64_t *res) {
   for (;;) {
-    ssize_t n = recvmsg(o->fd, &o->u.msg, 0);
+    const struct iovec *v = o->u.msg.msg_iov;
+    ssize_t n = o->u.msg.msg_iovlen == 1 ? recv(o->fd, v->iov_base, v->iov_len, 0)
+                                         : recvmsg(o->fd, &o->u.msg, 0);
     cp__count_syscall(p);
     if (n >= 0) {
       *res = n;
@@ -277,7 +279,10 @@ static enum try_result try_recv_pooled(cp_port *p, struct op *o, int64_t *res, v
 
 static enum try_result try_send(cp_port *p, struct op *o, int64_t *res) {
   for (;;) {
-    ssize_t n = sendmsg(o->fd, &o->u.msg, MSG_NOSIGNAL);
+    /* one buffer (the common case): send(), without sendmsg's header copy and iovec import */
+    const struct iovec *v = o->u.msg.msg_iov;
+    ssize_t n = o->u.msg.msg_iovlen == 1 ? send(o->fd, v->iov_base, v->iov_len, MSG_NOSIGNAL)
+                                         : sendmsg(o->fd, &o->u.msg, MSG_NOSIGNAL);
     cp__count_syscall(p);
     if (n > 0) {
       int r = cp__op_advance_send(o, (size_t)n);
@@ -550,10 +555,8 @@ static int epoll_cancel_op(cp_port *p, struct op *o) {
 
 /* Give free buffers to parked receives, first parked first served, until
  * one or the other runs out. Called with no lock held. */
-static void feed_starved(cp_port *p) {
+__attribute__((noinline)) static void feed_starved_now(cp_port *p) {
   struct ep *ep = E(p);
-  /* Read before the exchange: this runs after every op start, and an
-   * exchange would write the shared line each time. */
   while (atomic_load_explicit(&ep->feed_pending, memory_order_relaxed) &&
          atomic_exchange(&ep->feed_pending, false)) {
     for (;;) {
@@ -586,6 +589,14 @@ static void feed_starved(cp_port *p) {
       cp__sink_flush(p, &s);
     }
   }
+}
+
+/* Inline, as it runs after every op start and buffer release: the usual
+ * answer is "nobody starves", one load (read before the exchange, which
+ * would write the shared line each time). */
+static inline void feed_starved(cp_port *p) {
+  if (atomic_load_explicit(&E(p)->feed_pending, memory_order_relaxed))
+    feed_starved_now(p);
 }
 
 static void epoll_buf_release(cp_port *p, uint32_t idx) {
