@@ -1057,8 +1057,15 @@ __attribute__((noinline)) static void send_start_any(cp_session *s) {
  * instead of the first going alone and the rest after it. */
 static void cork(cp_session *s) {
   ASSERT_STRAND(s);
-  struct sendq *q = sq_get(s); /* NULL: no cork, sends start at once */
-  if (!q)
+  cp__spin_lock(&s->send_lock);
+  struct sendq *q = s->sq;
+  if (q) { /* the common case: one lock round trip */
+    q->corked = true;
+    cp__spin_unlock(&s->send_lock);
+    return;
+  }
+  cp__spin_unlock(&s->send_lock);
+  if (!(q = sq_get(s))) /* NULL: no cork, sends start at once */
     return;
   cp__spin_lock(&s->send_lock);
   q->corked = true;
@@ -1189,6 +1196,8 @@ int cp_session_send_copy(cp_session *s, const void *data, size_t len) {
       sq_queued_unlock(s, q, len);
       break;
     }
+    if (!fresh && len <= OPEN_CAP) /* usually: no second lock round trip */
+      fresh = cp__sendbuf_alloc_nowait(OPEN_CAP);
     if (fresh) {
       if (!ring_push(s, q, fresh)) {
         cp__spin_unlock(&s->send_lock);
@@ -1203,8 +1212,9 @@ int cp_session_send_copy(cp_session *s, const void *data, size_t len) {
       sq_queued_unlock(s, q, len);
       break;
     }
-    /* No open buffer with room: make one outside the lock, then look again
-     * (another thread may have opened one meanwhile). */
+    /* No open buffer with room, and none to be had without blocking: make
+     * one outside the lock, then look again (another thread may have opened
+     * one meanwhile). */
     cp__spin_unlock(&s->send_lock);
     fresh = cp_sendbuf_alloc(len > OPEN_CAP ? len : OPEN_CAP);
     if (!fresh) {
