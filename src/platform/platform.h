@@ -42,6 +42,16 @@ static inline void cp__mutex_lock(cp__mutex *m) {
 static inline void cp__mutex_unlock(cp__mutex *m) {
   ReleaseSRWLockExclusive(m);
 }
+typedef SRWLOCK cp__lock; /* already a few instructions uncontended */
+static inline void cp__lock_init(cp__lock *l) {
+  InitializeSRWLock(l);
+}
+static inline void cp__lock_acquire(cp__lock *l) {
+  AcquireSRWLockExclusive(l);
+}
+static inline void cp__lock_release(cp__lock *l) {
+  ReleaseSRWLockExclusive(l);
+}
 
 #else /* POSIX */
 #include <pthread.h>
@@ -63,6 +73,27 @@ static inline void cp__mutex_unlock(cp__mutex *m) {
   int rc = pthread_mutex_unlock(m);
   assert(rc == 0);
   (void)rc;
+}
+/* 0 free, 1 held, 2 held and maybe waited for (a futex; see cp__lock below) */
+typedef struct cp__lock {
+  _Atomic uint32_t v;
+} cp__lock;
+static inline void cp__lock_init(cp__lock *l) {
+  atomic_init(&l->v, 0);
+}
+void cp__lock_wait(cp__lock *l); /* posix.c: the contended paths */
+void cp__lock_wake(cp__lock *l);
+static inline void cp__lock_acquire(cp__lock *l) {
+  uint32_t free_ = 0;
+  if (!atomic_compare_exchange_strong_explicit(&l->v, &free_, 1, memory_order_acquire,
+                                               memory_order_relaxed))
+    cp__lock_wait(l);
+}
+static inline void cp__lock_release(cp__lock *l) {
+  uint32_t was = atomic_exchange_explicit(&l->v, 0, memory_order_release);
+  assert(was != 0); /* it was held */
+  if (was == 2)
+    cp__lock_wake(l);
 }
 #endif
 
@@ -89,6 +120,16 @@ void cp__mutex_destroy(cp__mutex *m);
 /* cp__mutex_lock(m), cp__mutex_unlock(m): inline, in the block above that
  * picks the types - taken a few times per message on the hot paths, where a
  * call into the platform file (and on to libc) cost more than the lock. */
+
+/* ---- lock (not recursive, no condition variable) ---------------------- */
+
+/* cp__lock: a mutex for the hot paths that never wait on a condition (the
+ * io_uring and epoll backends' locks). On Linux a futex word, taken and
+ * released inline in one atomic each when uncontended, where glibc's
+ * pthread_mutex_lock/unlock took about 55 instructions a pair; a waiter
+ * sleeps in the kernel, as with a mutex (safe to hold across a system call).
+ * On Windows an SRWLOCK. No destroy.
+ *   cp__lock_init(l), cp__lock_acquire(l), cp__lock_release(l): in the block above. */
 
 /* ---- condition variable ---------------------------------------------- */
 

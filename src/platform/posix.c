@@ -9,7 +9,9 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <linux/futex.h>
 #include <sched.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -69,6 +71,26 @@ int cp__mutex_init(cp__mutex *m) {
 }
 void cp__mutex_destroy(cp__mutex *m) {
   CHECK(pthread_mutex_destroy(m));
+}
+
+/* ---- lock ----------------------------------------------------------- */
+
+/* The contended half of cp__lock (platform.h): mark the word 2 ("held, maybe
+ * waited for") and sleep while it stays so; the release that finds 2 wakes
+ * one sleeper, which takes the lock again as 2 (others may still wait). */
+void cp__lock_wait(cp__lock *l) {
+  for (unsigned i = 0; i < 64; i++) { /* short holds: a few tries before sleeping */
+    uint32_t free_ = 0;
+    if (atomic_load_explicit(&l->v, memory_order_relaxed) == 0 &&
+        atomic_compare_exchange_weak_explicit(&l->v, &free_, 1, memory_order_acquire,
+                                              memory_order_relaxed))
+      return;
+  }
+  while (atomic_exchange_explicit(&l->v, 2, memory_order_acquire) != 0)
+    syscall(SYS_futex, &l->v, FUTEX_WAIT_PRIVATE, 2, NULL, NULL, 0);
+}
+void cp__lock_wake(cp__lock *l) {
+  syscall(SYS_futex, &l->v, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 }
 
 /* ---- condition variable ---------------------------------------------- */

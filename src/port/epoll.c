@@ -36,7 +36,7 @@ struct ep {
   int epfd, evfd;
   struct epoll_event *events;
   int nevents;
-  cp__mutex lock;      /* free buffers, starved list, timer heap */
+  cp__lock lock;       /* free buffers, starved list, timer heap */
   uint32_t *free_bufs; /* stack of free buffer indices */
   uint32_t nfree;
   int starved_head, starved_tail; /* fds whose queue head is a pooled recv without a buffer */
@@ -91,7 +91,7 @@ static int epoll_init(cp_port *p) {
     ep->free_bufs[i] = p->bufs.count - 1 - i;
   ep->nfree = p->bufs.count;
   ep->starved_head = ep->starved_tail = -1;
-  cp__mutex_init(&ep->lock);
+  cp__lock_init(&ep->lock);
   p->be_data = ep;
   return 0;
 }
@@ -114,7 +114,6 @@ static void epoll_destroy(cp_port *p) {
   mem_free(ep->events);
   mem_free(ep->free_bufs);
   cp__heap_free(&ep->timers);
-  cp__mutex_destroy(&ep->lock);
   mem_free(ep);
   p->be_data = NULL;
 }
@@ -142,10 +141,10 @@ static void epoll_wake(cp_port *p) {
 static long buf_get(cp_port *p) {
   struct ep *ep = E(p);
   long idx = -1;
-  cp__mutex_lock(&ep->lock);
+  cp__lock_acquire(&ep->lock);
   if (ep->nfree)
     idx = ep->free_bufs[--ep->nfree];
-  cp__mutex_unlock(&ep->lock);
+  cp__lock_release(&ep->lock);
   return idx;
 }
 
@@ -161,9 +160,9 @@ static void buf_put_locked(cp_port *p, uint32_t idx) {
 }
 
 static void buf_put(cp_port *p, uint32_t idx) {
-  cp__mutex_lock(&E(p)->lock);
+  cp__lock_acquire(&E(p)->lock);
   buf_put_locked(p, idx);
-  cp__mutex_unlock(&E(p)->lock);
+  cp__lock_release(&E(p)->lock);
 }
 
 static inline void feed_starved(cp_port *p);
@@ -353,7 +352,7 @@ static void starve(cp_port *p, struct op *o, struct fdent *e) {
   assert(cp__spin_held(&e->lock) && opq_side_head(&e->q, true, &(struct op *){NULL}) == o);
   atomic_fetch_add_explicit(&p->n_buf_waits, 1, memory_order_relaxed);
   o->state = OPS_STARVED;
-  cp__mutex_lock(&ep->lock);
+  cp__lock_acquire(&ep->lock);
   if (!starved_link(e)) {
     starved_set(e, STARVED_END);
     if (ep->starved_tail >= 0)
@@ -365,7 +364,7 @@ static void starve(cp_port *p, struct op *o, struct fdent *e) {
   /* A buffer may have come back between our failed take and now. */
   if (ep->nfree)
     atomic_store(&ep->feed_pending, true);
-  cp__mutex_unlock(&ep->lock);
+  cp__lock_release(&ep->lock);
 }
 
 /* Try the head of one side of e's queue until it would block. fd lock held. */
@@ -420,15 +419,15 @@ static struct op *timer_op(struct cp__heap_node *n) {
 
 static int start_timer(cp_port *p, struct op *o) {
   struct ep *ep = E(p);
-  cp__mutex_lock(&ep->lock);
+  cp__lock_acquire(&ep->lock);
   int rc = cp__heap_push(&ep->timers, &o->u.timer.node);
   if (rc) {
-    cp__mutex_unlock(&ep->lock);
+    cp__lock_release(&ep->lock);
     return rc;
   }
   o->state = OPS_TIMER;
   bool earliest = cp__heap_min(&ep->timers) == &o->u.timer.node;
-  cp__mutex_unlock(&ep->lock);
+  cp__lock_release(&ep->lock);
   /* A poller asleep may be sleeping past this new deadline. */
   if (earliest && atomic_load(&p->in_kernel))
     epoll_wake(p);
@@ -438,18 +437,18 @@ static int start_timer(cp_port *p, struct op *o) {
 static void expire_timers(cp_port *p, struct sink *s) {
   struct ep *ep = E(p);
   uint64_t now = cp__now_ns();
-  cp__mutex_lock(&ep->lock);
+  cp__lock_acquire(&ep->lock);
   struct cp__heap_node *n;
   while ((n = cp__heap_min(&ep->timers)) && n->key <= now) {
     cp__heap_pop(&ep->timers);
     cp__sink_put(p, s, timer_op(n), 0, NULL);
   }
-  cp__mutex_unlock(&ep->lock);
+  cp__lock_release(&ep->lock);
 }
 
 static int next_timer_ms(cp_port *p, int timeout_ms) {
   struct ep *ep = E(p);
-  cp__mutex_lock(&ep->lock);
+  cp__lock_acquire(&ep->lock);
   struct cp__heap_node *first = cp__heap_min(&ep->timers);
   if (first) {
     uint64_t now = cp__now_ns(), d = first->key;
@@ -457,7 +456,7 @@ static int next_timer_ms(cp_port *p, int timeout_ms) {
     if (timeout_ms < 0 || ms < (uint64_t)timeout_ms)
       timeout_ms = (int)ms;
   }
-  cp__mutex_unlock(&ep->lock);
+  cp__lock_release(&ep->lock);
   return timeout_ms;
 }
 
@@ -524,12 +523,12 @@ static int epoll_cancel_op(cp_port *p, struct op *o) {
   cp__sink_init(&s, NULL, 0);
   int rc = CP_ENOENT;
   if (o->fd < 0) {
-    cp__mutex_lock(&ep->lock);
+    cp__lock_acquire(&ep->lock);
     if (o->state == OPS_TIMER && cp__heap_remove(&ep->timers, &o->u.timer.node)) {
       cp__sink_put(p, &s, o, CP_ECANCELED, NULL);
       rc = 0;
     }
-    cp__mutex_unlock(&ep->lock);
+    cp__lock_release(&ep->lock);
     cp__sink_flush(p, &s);
     return rc;
   }
@@ -560,7 +559,7 @@ __attribute__((noinline)) static void feed_starved_now(cp_port *p) {
   while (atomic_load_explicit(&ep->feed_pending, memory_order_relaxed) &&
          atomic_exchange(&ep->feed_pending, false)) {
     for (;;) {
-      cp__mutex_lock(&ep->lock);
+      cp__lock_acquire(&ep->lock);
       int fd = ep->nfree ? ep->starved_head : -1;
       struct fdent *e = fd >= 0 ? cp__fdtable_get(&p->fds, fd) : NULL;
       if (e) {
@@ -571,7 +570,7 @@ __attribute__((noinline)) static void feed_starved_now(cp_port *p) {
           ep->starved_tail = -1;
         starved_set(e, 0);
       }
-      cp__mutex_unlock(&ep->lock);
+      cp__lock_release(&ep->lock);
       if (!e)
         break;
       /* Only the fd is taken from the list: an op that was cancelled
@@ -601,9 +600,9 @@ static inline void feed_starved(cp_port *p) {
 
 static void epoll_buf_release(cp_port *p, uint32_t idx) {
   struct ep *ep = E(p);
-  cp__mutex_lock(&ep->lock);
+  cp__lock_acquire(&ep->lock);
   buf_put_locked(p, idx);
-  cp__mutex_unlock(&ep->lock);
+  cp__lock_release(&ep->lock);
   feed_starved(p);
 }
 

@@ -142,7 +142,7 @@ static void ms_settle(cp_port *p, struct sink *s);
 
 struct uring {
   struct io_uring ring;
-  cp__mutex lock; /* SQ, fd queues, starved list, buffer ring, op states */
+  cp__lock lock; /* SQ, fd queues, starved list, buffer ring, op states */
   struct io_uring_buf_ring *br;
   size_t br_len;
   uint32_t br_mask;
@@ -185,7 +185,7 @@ static inline struct uring *U(cp_port *p) {
 }
 
 static void ulock(struct uring *u) {
-  cp__mutex_lock(&u->lock);
+  cp__lock_acquire(&u->lock);
 #ifndef NDEBUG
   u->locked = true;
 #endif
@@ -195,7 +195,7 @@ static void uunlock(struct uring *u) {
 #ifndef NDEBUG
   u->locked = false;
 #endif
-  cp__mutex_unlock(&u->lock);
+  cp__lock_release(&u->lock);
 }
 
 /* Functions whose comment says "lock held" assert it. */
@@ -414,7 +414,7 @@ static int uring_init(cp_port *p) {
                           (int)u->br_mask, (int)i);
   io_uring_buf_ring_advance(u->br, (int)n);
   ms_init(p, u);
-  cp__mutex_init(&u->lock);
+  cp__lock_init(&u->lock);
   atomic_init(&u->released, RELEASED_NONE);
   atomic_init(&u->starving, false);
   atomic_init(&u->feed_owed, false);
@@ -1542,7 +1542,6 @@ static void uring_destroy(cp_port *p) {
   io_uring_queue_exit(&u->ring);
   if (u->wake_fd >= 0)
     close(u->wake_fd);
-  cp__mutex_destroy(&u->lock);
   mem_free(u);
   p->be_data = NULL;
 }

@@ -133,9 +133,39 @@ static void test_platform(void) {
   cp__mutex_destroy(&mu);
 }
 
+/* cp__lock: T threads, each adding to a plain counter under it; every 64th
+ * hold yields inside, so others find it held and (on Linux) sleep on the
+ * futex: the count is exact, and the lock is free at the end. */
+static cp__lock lk;
+static long lk_count;
+static void lock_worker(void *arg) {
+  (void)arg;
+  for (int i = 0; i < 20000; i++) {
+    cp__lock_acquire(&lk);
+    long v = lk_count;
+    if (i % 64 == 0)
+      cp__thread_yield(); /* hold it a while: contention, waiters */
+    lk_count = v + 1;
+    cp__lock_release(&lk);
+  }
+}
+static void test_lock(void) {
+  enum { T = 4 };
+  cp__lock_init(&lk);
+  cp__thread t[T];
+  for (int i = 0; i < T; i++)
+    CHECK_EQ(cp__thread_create(&t[i], lock_worker, NULL), 0);
+  for (int i = 0; i < T; i++)
+    cp__thread_join(&t[i]);
+  CHECK_EQ(lk_count, T * 20000L);
+  cp__lock_acquire(&lk); /* free: taken at once */
+  cp__lock_release(&lk);
+}
+
 int main(void) {
   test_begin("test_platform", 60);
   test_heap();
   test_platform();
+  test_lock();
   return 0;
 }
