@@ -32,6 +32,10 @@ struct chunk {
   _Atomic uint32_t refs;
   uint32_t used;
   struct chunk *next; /* in the pool */
+  /* While it is a thread's current chunk, that thread's let-go buffers of
+   * it (refs 0, each still counted in refs), touched by that thread only. */
+  cp_sendbuf *kept;
+  uint32_t nkept;
   _Alignas(16) uint8_t data[];
 };
 
@@ -45,10 +49,11 @@ struct cp_sendbuf {
 };
 _Static_assert(sizeof(cp_sendbuf) == 32, "the header stays two 16-byte units");
 
-/* The per-thread cache: at most CACHE_MAX buffers of at most CACHE_CAP bytes
- * (about 33 KiB a thread, at most). A kept buffer is reused for a request of
- * at least half its capacity, so a small packet does not take a big one. The
- * thread's exit, or cp__sendbuf_trim on it, lets them go. */
+/* The per-thread cache: at most CACHE_MAX buffers of at most CACHE_CAP bytes,
+ * all inside the current chunk (no memory of their own). A kept buffer is
+ * reused for a request of at least half its capacity, so a small packet does
+ * not take a big one. They go with the chunk: when it is replaced, at the
+ * thread's exit, or by cp__sendbuf_trim on that thread. */
 #define CACHE_MAX 32u
 #define CACHE_CAP 1024u
 
@@ -65,19 +70,11 @@ size_t cp_sendbuf_outstanding(void) {
 }
 
 static cp__once_t init_once = CP__ONCE_INIT;
-static cp__key local_key;
+static cp__key cur_key;
 static void init(void);
-
-/* A thread's own: the chunk it carves from, and the buffers of it it keeps.
- * Its key is set (to &local) with its first chunk, so the thread's exit
- * gives both up (local_drop). */
-struct local {
-  struct chunk *cur;
-  cp_sendbuf *kept;
-  uint32_t nkept;
-  bool keyed;
-};
-static _Thread_local struct local local;
+/* The chunk this thread carves from (and keeps let-go buffers of); its key
+ * holds the same pointer, so the thread's exit gives it up (drop_current). */
+static _Thread_local struct chunk *cur;
 
 static void chunk_unref(struct chunk *c) {
   if (atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) != 1)
@@ -93,19 +90,21 @@ static void chunk_unref(struct chunk *c) {
   mem_free(c);
 }
 
-static void keep_flush(struct local *l) {
-  while (l->kept) {
-    cp_sendbuf *b = l->kept;
-    assert(b->chunk == l->cur); /* only the current chunk's are kept */
-    l->kept = b->next_kept;
-    chunk_unref(b->chunk);
+/* Let go of c's kept buffers (c is, or was until now, this thread's current chunk). */
+static void keep_flush(struct chunk *c) {
+  while (c->kept) {
+    cp_sendbuf *b = c->kept;
+    assert(b->chunk == c);
+    c->kept = b->next_kept;
+    chunk_unref(c); /* never the last: the current reference is still held */
   }
-  l->nkept = 0;
+  c->nkept = 0;
 }
 
 void cp__sendbuf_trim(void) {
   cp__once(&init_once, init);
-  keep_flush(&local);
+  if (cur)
+    keep_flush(cur);
   cp__mutex_lock(&pool_mu);
   struct chunk *c = pool;
   pool = NULL;
@@ -118,25 +117,14 @@ void cp__sendbuf_trim(void) {
   }
 }
 
-/* A thread that exits gives up its kept buffers and its current chunk. */
-static void local_drop(void *arg) {
-  struct local *l = arg;
-  keep_flush(l);
-  if (l->cur)
-    chunk_unref(l->cur);
-  l->cur = NULL;
-  l->keyed = false; /* a later use on this thread sets the key again */
+/* A thread that exits gives up its current chunk and the buffers it kept of it. */
+static void drop_current(void *c) {
+  keep_flush(c);
+  chunk_unref(c);
 }
 static void init(void) {
   cp__mutex_init(&pool_mu);
-  cp__key_create(&local_key, local_drop);
-}
-static void local_key_set(struct local *l) {
-  if (!l->keyed) {
-    cp__once(&init_once, init);
-    cp__key_set(local_key, l);
-    l->keyed = true;
-  }
+  cp__key_create(&cur_key, drop_current);
 }
 
 static struct chunk *chunk_new(void) {
@@ -154,27 +142,31 @@ static struct chunk *chunk_new(void) {
   atomic_init(&c->refs, 1); /* the thread's "current" reference */
   c->used = 0;
   c->next = NULL;
+  c->kept = NULL;
+  c->nkept = 0;
   return c;
 }
 
 /* A small buffer without blocking: a kept one, or carved from the current
  * chunk if it has room; NULL if it would take a new chunk. */
 static cp_sendbuf *small_nowait(size_t cap, size_t need) {
-  struct local *l = &local;
-  cp_sendbuf *b = l->kept;
-  if (b && b->cap >= cap && b->cap / 2 <= cap) {
-    assert(atomic_load_explicit(&b->refs, memory_order_relaxed) == 0);
-    l->kept = b->next_kept; /* warm, and its chunk reference is still held */
-    l->nkept--;
-    return b;
-  }
-  if (!l->cur || l->cur->used + need > CHUNK_DATA)
+  struct chunk *c = cur;
+  if (!c)
     return NULL;
-  b = (cp_sendbuf *)(void *)(l->cur->data + l->cur->used);
-  l->cur->used += (uint32_t)need;
-  atomic_fetch_add_explicit(&l->cur->refs, 1, memory_order_relaxed);
-  b->chunk = l->cur;
-  b->cap = (uint32_t)cap;
+  cp_sendbuf *b = c->kept;
+  if (b && b->cap >= cap && b->cap / 2 <= cap) {
+    assert(atomic_load_explicit(&b->refs, memory_order_relaxed) == 0 && b->chunk == c);
+    c->kept = b->next_kept; /* warm, and its chunk reference is still held */
+    c->nkept--;
+  } else if (c->used + need <= CHUNK_DATA) {
+    b = (cp_sendbuf *)(void *)(c->data + c->used);
+    c->used += (uint32_t)need;
+    atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
+    b->chunk = c;
+  } else {
+    return NULL;
+  }
+  b->cap = (uint32_t)cap; /* a kept one may have room for more: cap is what was asked */
   return b;
 }
 
@@ -208,12 +200,12 @@ cp_sendbuf *cp_sendbuf_alloc(size_t cap) {
     struct chunk *c = chunk_new(); /* the current one is full (or there is none) */
     if (!c)
       return NULL;
-    struct local *l = &local;
-    keep_flush(l); /* the old chunk's buffers, then the chunk */
-    if (l->cur)
-      chunk_unref(l->cur);
-    l->cur = c;
-    local_key_set(l);
+    if (cur) { /* the old chunk's kept buffers, then the chunk */
+      keep_flush(cur);
+      chunk_unref(cur);
+    }
+    cur = c;
+    cp__key_set(cur_key, c);
     b = small_nowait(cap, need);
     assert(b); /* a fresh chunk has room for any small buffer */
   }
@@ -306,13 +298,12 @@ void cp_sendbuf_unref(cp_sendbuf *b) {
     mem_free(b);
     return;
   }
-  struct local *l = &local;
-  if (b->chunk == l->cur && b->cap <= CACHE_CAP && l->nkept < CACHE_MAX) {
-    assert(l->keyed); /* set when cur was */
-    b->next_kept = l->kept;
-    l->kept = b;
-    l->nkept++;
+  struct chunk *c = b->chunk;
+  if (c == cur && b->cap <= CACHE_CAP && c->nkept < CACHE_MAX) {
+    b->next_kept = c->kept; /* this thread's current chunk: only it touches the list */
+    c->kept = b;
+    c->nkept++;
     return;
   }
-  chunk_unref(b->chunk);
+  chunk_unref(c);
 }

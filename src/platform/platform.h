@@ -4,9 +4,10 @@
  *
  * Everything above src/platform (src/common, src/port, src/net) uses these
  * instead of pthreads or Win32, so the only #ifdef for the operating system
- * is the one below that picks the types (and inlines the mutex). The POSIX half is posix.c; the
- * Win32 half (win32.c) defines the same functions on SRWLOCK,
- * CONDITION_VARIABLE, INIT_ONCE, FlsAlloc and _beginthreadex.
+ * is the one below that picks the types and inlines the locks' fast paths.
+ * The POSIX half is posix.c; the Win32 half (win32.c) defines the same
+ * functions on SRWLOCK, CONDITION_VARIABLE, INIT_ONCE, FlsAlloc and
+ * _beginthreadex.
  *
  * Atomics are C11 <stdatomic.h> on both (gcc and mingw-w64 gcc ship it).
  *

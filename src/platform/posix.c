@@ -1,5 +1,6 @@
 /*
- * posix.c - the POSIX half of the platform layer (pthreads, CLOCK_MONOTONIC).
+ * posix.c - the POSIX half of the platform layer (pthreads, CLOCK_MONOTONIC;
+ * cp__lock's slow path is a Linux futex, the one system the POSIX half runs on).
  */
 #ifndef _WIN32
 #define _GNU_SOURCE

@@ -160,6 +160,9 @@ static void settled(int *threads, int *fds) {
     t = t2;
     f = f2;
   }
+  if (test_now_ms() >= give_up)
+    fprintf(stderr, "  (counts still moving after 5 s: %d threads, %d fds taken as the baseline)\n",
+            t, f);
   *threads = t;
   *fds = f;
 }
