@@ -43,8 +43,14 @@
  * fail with EBADF, as port.test_bad_input wants and IOCP does). An op with the
  * kernel keeps its file either way. Fds at or above the table's size, a
  * kernel without sparse tables (before 5.19), a failed update, or the
- * variable unset: plain fds. The ring's fd is close-on-exec, so an exec'd
- * child holds no slot; a forked child shares the ring and its table.
+ * variable unset: plain fds. So does a kernel that keeps an emptied slot's
+ * file until every older fixed-file op has completed (older kernels, 6.1
+ * among them: a pending receive of an idle connection would keep every
+ * socket closed after it open; fixed_release_run probes it once per
+ * process). Measured (docs/performance.md, Round 11), the slots save no
+ * CPU: the file's cache miss moves from fget to sock_from_file. The ring's
+ * fd is close-on-exec, so an exec'd child holds no slot; a forked child
+ * shares the ring and its table.
  *
  * Multishot receive (on unless CPORT_URING_MULTISHOT=0, read at port
  * creation; probed at init, kernel 6.0 or later; off if the probe or the
@@ -288,12 +294,79 @@ static int uring_probe(void) {
   return rc;
 }
 
+/* Does this kernel let go of a file as soon as its registered slot is
+ * emptied, while an op on another slot, started before, is still pending?
+ * Older kernels (6.1 among them) do not: they recycle emptied slots in
+ * order, once every fixed-file op started before has completed (and 6.1
+ * waits a second more), so a long-lived receive - an armed multishot, an
+ * idle connection's pooled one - would keep every socket disassociated and
+ * closed after it open (no FIN, its memory held). Slot 0 holds one end of a
+ * socket pair with a receive pending; slot 1 another pair's end, emptied and
+ * closed: its peer must read the end of stream within 100 ms. */
+static bool fixed_release_run(void) {
+  struct io_uring ring;
+  if (ring_init(&ring, 8, NULL))
+    return false;
+  int a[2] = {-1, -1}, b[2] = {-1, -1}, none = -1;
+  bool ok = false, pending = false;
+  char byte;
+  struct io_uring_sqe *sqe;
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, a) ||
+      socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, b) ||
+      io_uring_register_files_sparse(&ring, 2) < 0 ||
+      io_uring_register_files_update(&ring, 0, (int[]){a[0], b[0]}, 2) != 2 ||
+      !(sqe = io_uring_get_sqe(&ring)))
+    goto out;
+  io_uring_prep_recv(sqe, 0, &byte, 1, 0);
+  sqe->flags |= IOSQE_FIXED_FILE;
+  io_uring_sqe_set_data64(sqe, 1);
+  pending = io_uring_submit(&ring) == 1;
+  if (!pending || io_uring_register_files_update(&ring, 1, &none, 1) != 1)
+    goto out;
+  close(b[0]);
+  b[0] = -1;
+  struct pollfd pf = {.fd = b[1], .events = POLLIN};
+  ok = poll(&pf, 1, 100) == 1 && read(b[1], &byte, 1) == 0;
+out:
+  if (pending) {
+    close(a[1]); /* the receive ends (0 bytes) before the ring goes */
+    a[1] = -1;
+    struct io_uring_cqe *cqe;
+    struct __kernel_timespec ts = {.tv_sec = 1, .tv_nsec = 0};
+    if (io_uring_wait_cqe_timeout(&ring, &cqe, &ts) == 0)
+      io_uring_cqe_seen(&ring, cqe);
+  }
+  io_uring_queue_exit(&ring);
+  for (int i = 0; i < 2; i++) {
+    if (a[i] >= 0)
+      close(a[i]);
+    if (b[i] >= 0)
+      close(b[i]);
+  }
+  return ok;
+}
+
+/* fixed_release_run, once per process (its answer is the kernel's). */
+static bool fixed_release_ok(void) {
+  static _Atomic int known; /* 0: not yet asked, 1: yes, 2: no */
+  int k = atomic_load(&known);
+  if (!k) {
+    int was = 0;
+    k = fixed_release_run() ? 1 : 2;
+    if (atomic_compare_exchange_strong(&known, &was, k) && k == 2) /* said once */
+      cp__log(CP_LOG_WARN, "cport: CPORT_URING_FIXED=1 ignored: this kernel keeps a socket open "
+                           "after its registered file slot is emptied while older ops are pending "
+                           "(older kernels, 6.1 among them); plain file descriptors are used");
+  }
+  return k == 1;
+}
+
 /* The registered file table: how many slots (0: none, plain fds). Sized to
  * the fd limit, capped by the port's fd table (and so the kernel's
  * IORING_MAX_FIXED_FILES); below the limit, liburing would raise it. */
 static unsigned fixed_init(struct io_uring *ring) {
   const char *env = getenv("CPORT_URING_FIXED");
-  if (!env || *env != '1')
+  if (!env || *env != '1' || !fixed_release_ok())
     return 0;
   unsigned n = FDT_CHUNK * FDT_CHUNKS;
   struct rlimit rl;

@@ -7,6 +7,13 @@ int main(void) {
   cp_port *p = test_port(NULL);
   struct sockaddr_in addr;
   int lfd = test_listener(&addr);
+  /* An older connection whose receive stays pending throughout (an idle
+   * player): it must not keep the socket disassociated below open. */
+  int old_cli, old_srv, k0;
+  test_pair(lfd, &addr, &old_cli, &old_srv);
+  CHECK_EQ(cp_port_associate(p, old_srv, &k0), 0);
+  cp_op old_op;
+  CHECK_EQ(cp_port_recv_pooled(p, old_srv, &old_op), 0);
   int cli, srv;
   test_pair(lfd, &addr, &cli, &srv);
   int k1, k2;
@@ -20,7 +27,8 @@ int main(void) {
   int num = srv;
   close(srv);
   /* Disassociated, then closed: the socket is gone (io_uring's registered
-   * file slot let go of it), so the peer reads the FIN. */
+   * file slot let go of it, though the older receive is still pending), so
+   * the peer reads the FIN. */
   struct pollfd pf = {.fd = cli, .events = POLLIN};
   CHECK_EQ(poll(&pf, 1, 10000), 1);
   char eof;
@@ -50,6 +58,16 @@ int main(void) {
   cp_port_disassociate(p, srv2);
   close(srv2);
   close(cli2);
+  /* The older receive was pending all along; it still works. */
+  test_send_all(old_cli, "old", 3);
+  c = test_wait_one(p);
+  CHECK(c.op == &old_op && c.key == &k0);
+  CHECK_EQ(c.result, 3);
+  CHECK(memcmp(c.buf, "old", 3) == 0);
+  cp_port_buf_release(p, c.buf);
+  cp_port_disassociate(p, old_srv);
+  close(old_srv);
+  close(old_cli);
   close(lfd);
   cp_port_destroy(p);
   return 0;
