@@ -17,9 +17,17 @@
  * the cache never holds a chunk that would otherwise have gone back to the
  * pool (kept buffers of other chunks once held three more chunks' pages in a
  * test that walks 100,000 chat rooms); they go when the chunk is replaced.
+ *
+ * Under AddressSanitizer a small buffer's bytes are poisoned from its last
+ * reference until it is handed out again (kept or not), and so is a chunk's
+ * room not carved yet and a pooled chunk's whole data: a write to a buffer
+ * after its last cp_sendbuf_unref, or past its capacity, is reported - with
+ * last-in-first-out reuse it would otherwise land in the next reply.
  */
 #define _GNU_SOURCE
 #include "net/net_internal.h"
+
+#include "common/asan.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -79,6 +87,7 @@ static _Thread_local struct chunk *cur;
 static void chunk_unref(struct chunk *c) {
   if (atomic_fetch_sub_explicit(&c->refs, 1, memory_order_acq_rel) != 1)
     return;
+  CP__POISON(c->data, CHUNK_DATA);
   cp__mutex_lock(&pool_mu);
   if (pool_len < POOL_MAX) {
     c->next = pool;
@@ -87,6 +96,8 @@ static void chunk_unref(struct chunk *c) {
     c = NULL;
   }
   cp__mutex_unlock(&pool_mu);
+  if (c)
+    CP__UNPOISON(c->data, CHUNK_DATA);
   mem_free(c);
 }
 
@@ -112,6 +123,7 @@ void cp__sendbuf_trim(void) {
   cp__mutex_unlock(&pool_mu);
   while (c) {
     struct chunk *next = c->next;
+    CP__UNPOISON(c->data, CHUNK_DATA);
     mem_free(c);
     c = next;
   }
@@ -137,8 +149,11 @@ static struct chunk *chunk_new(void) {
     pool_len--;
   }
   cp__mutex_unlock(&pool_mu);
-  if (!c && !(c = mem_alloc(CHUNK_SIZE)))
-    return NULL;
+  if (!c) {
+    if (!(c = mem_alloc(CHUNK_SIZE)))
+      return NULL;
+    CP__POISON(c->data, CHUNK_DATA); /* carved a buffer at a time */
+  }
   atomic_init(&c->refs, 1); /* the thread's "current" reference */
   c->used = 0;
   c->next = NULL;
@@ -158,8 +173,10 @@ static cp_sendbuf *small_nowait(size_t cap, size_t need) {
     assert(atomic_load_explicit(&b->refs, memory_order_relaxed) == 0 && b->chunk == c);
     c->kept = b->next_kept; /* warm, and its chunk reference is still held */
     c->nkept--;
+    CP__UNPOISON(b->data, cap);
   } else if (c->used + need <= CHUNK_DATA) {
     b = (cp_sendbuf *)(void *)(c->data + c->used);
+    CP__UNPOISON(b, sizeof *b + cap);
     c->used += (uint32_t)need;
     atomic_fetch_add_explicit(&c->refs, 1, memory_order_relaxed);
     b->chunk = c;
@@ -299,6 +316,7 @@ void cp_sendbuf_unref(cp_sendbuf *b) {
     return;
   }
   struct chunk *c = b->chunk;
+  CP__POISON(b->data, b->cap);
   if (c == cur && b->cap <= CACHE_CAP && c->nkept < CACHE_MAX) {
     b->next_kept = c->kept; /* this thread's current chunk: only it touches the list */
     c->kept = b;

@@ -7,27 +7,12 @@
  */
 #include "net/slab.h"
 
+#include "common/asan.h"
 #include "common/mem.h"
 
 #include <assert.h>
 #include <stdbool.h>
 #include <string.h>
-
-#if defined(__SANITIZE_ADDRESS__)
-#define SLAB_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define SLAB_ASAN 1
-#endif
-#endif
-#ifdef SLAB_ASAN
-#include <sanitizer/asan_interface.h>
-#define POISON(p, n) ASAN_POISON_MEMORY_REGION((p), (n))
-#define UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
-#else
-#define POISON(p, n) ((void)(p), (void)(n))
-#define UNPOISON(p, n) ((void)(p), (void)(n))
-#endif
 
 /* A chunk: its link to the next chunk, then the objects (8-aligned). */
 #define CHUNK_HEAD 16
@@ -43,7 +28,7 @@ void cp__slab_init(struct cp__slab *s, size_t size, uint32_t per_chunk) {
 void cp__slab_destroy(struct cp__slab *s) {
   assert(s->live == 0); /* every object came back */
   for (void *c = s->chunks; c;) {
-    UNPOISON(c, CHUNK_HEAD + (size_t)s->size * s->per_chunk);
+    CP__UNPOISON(c, CHUNK_HEAD + (size_t)s->size * s->per_chunk);
     void *next = *(void **)c;
     mem_free(c);
     c = next;
@@ -57,11 +42,11 @@ void *cp__slab_alloc(struct cp__slab *s) {
     cp__spin_lock(&s->lock);
     if (s->free) {
       obj = s->free;
-      UNPOISON(obj, s->size);
+      CP__UNPOISON(obj, s->size);
       s->free = *(void **)obj;
     } else if (s->bump_left) {
       obj = s->bump;
-      UNPOISON(obj, s->size);
+      CP__UNPOISON(obj, s->size);
       s->bump += s->size;
       s->bump_left--;
     }
@@ -77,7 +62,7 @@ void *cp__slab_alloc(struct cp__slab *s) {
     char *c = mem_alloc(CHUNK_HEAD + (size_t)s->size * s->per_chunk);
     if (!c)
       return NULL;
-    POISON(c + CHUNK_HEAD, (size_t)s->size * s->per_chunk);
+    CP__POISON(c + CHUNK_HEAD, (size_t)s->size * s->per_chunk);
     cp__spin_lock(&s->lock);
     bool mine = !s->bump_left; /* else another thread added one meanwhile */
     if (mine) {
@@ -88,7 +73,7 @@ void *cp__slab_alloc(struct cp__slab *s) {
     }
     cp__spin_unlock(&s->lock);
     if (!mine) {
-      UNPOISON(c + CHUNK_HEAD, (size_t)s->size * s->per_chunk);
+      CP__UNPOISON(c + CHUNK_HEAD, (size_t)s->size * s->per_chunk);
       mem_free(c);
     }
   }
@@ -102,6 +87,6 @@ void cp__slab_free(struct cp__slab *s, void *obj) {
   s->live--;
   *(void **)obj = s->free;
   s->free = obj;
-  POISON(obj, s->size);
+  CP__POISON(obj, s->size);
   cp__spin_unlock(&s->lock);
 }

@@ -79,6 +79,15 @@ void cp__mutex_destroy(cp__mutex *m) {
 /* The contended half of cp__lock (platform.h): mark the word 2 ("held, maybe
  * waited for") and sleep while it stays so; the release that finds 2 wakes
  * one sleeper, which takes the lock again as 2 (others may still wait). */
+/* A spinning CPU's hint that it waits (the sibling hyperthread runs on). */
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  __asm__ __volatile__("yield");
+#endif
+}
+
 void cp__lock_wait(cp__lock *l) {
   for (unsigned i = 0; i < 64; i++) { /* short holds: a few tries before sleeping */
     uint32_t free_ = 0;
@@ -86,6 +95,7 @@ void cp__lock_wait(cp__lock *l) {
         atomic_compare_exchange_weak_explicit(&l->v, &free_, 1, memory_order_acquire,
                                               memory_order_relaxed))
       return;
+    cpu_relax();
   }
   while (atomic_exchange_explicit(&l->v, 2, memory_order_acquire) != 0)
     syscall(SYS_futex, &l->v, FUTEX_WAIT_PRIVATE, 2, NULL, NULL, 0);
@@ -150,11 +160,7 @@ void cp__spin_wait(cp__spin *s) {
       sched_yield();
       i = 0;
     } else {
-#if defined(__x86_64__) || defined(__i386__)
-      __builtin_ia32_pause();
-#elif defined(__aarch64__)
-      __asm__ __volatile__("yield");
-#endif
+      cpu_relax();
     }
   }
 }
