@@ -80,7 +80,9 @@ typedef enum cp_reason {
   CP_REASON_RESET,           /* the connection was reset or broke (ECONNRESET, EPIPE, ...) */
   CP_REASON_LOCAL,           /* cp_session_disconnect() */
   CP_REASON_BAD_PACKET,      /* a header with size < 4 or over max_packet */
-  CP_REASON_SLOW_CONSUMER,   /* queued send bytes passed send_queue_max */
+  CP_REASON_SLOW_CONSUMER,   /* queued send bytes passed send_queue_max; the connection is
+                              * reset (what it did not read is dropped at once, so a reader
+                              * that stops reading holds no socket memory on the server) */
   CP_REASON_IDLE_TIMEOUT,    /* no complete packet (raw: no byte) for idle_timeout_ms */
   CP_REASON_SHUTDOWN,        /* cp_service_stop() */
   CP_REASON_CONNECT_FAILED,  /* client: the connect failed */

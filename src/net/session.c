@@ -568,8 +568,13 @@ void cp__session_close(cp_session *s, cp_reason why) {
     return;
   /* reason is read by the strand after it sees ST_CLOSE (acq_rel on strand). */
   s->reason = (uint8_t)why;
+  /* A slow consumer does not read: a FIN would wait behind the bytes it has
+   * not taken, in the kernel's memory, for as long as it keeps its window
+   * shut. No FIN then: the connection is reset when the socket is closed
+   * (session_free), and what was not sent is dropped at once. */
+  bool reset = why == CP_REASON_SLOW_CONSUMER && cp__socket_abortive(s->fd) == 0;
   cp_port_cancel(s->cf->svc->port, s->fd);
-  cp__socket_shutdown(s->fd, CP_SHUT_RDWR);
+  cp__socket_shutdown(s->fd, reset ? CP__SHUT_RD : CP_SHUT_RDWR);
   strand_signal(s, ST_CLOSE);
 }
 

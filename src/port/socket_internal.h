@@ -15,8 +15,14 @@
 int cp__socket_listen_addr(cp_socket_t *out, const struct sockaddr *addr, socklen_t len,
                            int backlog, uint16_t *bound_port);
 
-/* shutdown(2) / shutdown(): how is CP_SHUT_WR or CP_SHUT_RDWR. 0 or a code. */
+/* shutdown(2) / shutdown(): how is CP_SHUT_WR, CP_SHUT_RDWR, or CP__SHUT_RD (ends pending
+ * receives, sends no FIN). 0 or a code. */
+#define CP__SHUT_RD 0
 int cp__socket_shutdown(cp_socket_t sock, int how);
+
+/* SO_LINGER on with a zero timeout: closing sock then resets the connection and drops what
+ * it has not sent, at once, instead of leaving it to the kernel to deliver. 0 or a code. */
+int cp__socket_abortive(cp_socket_t sock);
 
 /* The peer's numeric address into host (hostlen >= 46: INET6_ADDRSTRLEN, always terminated)
  * and its port into *port. 0, or a code (not connected, not a socket) with host and *port

@@ -57,9 +57,15 @@ int cp__socket_listen_addr(cp_socket_t *out, const struct sockaddr *addr, sockle
 }
 
 int cp__socket_shutdown(cp_socket_t sock, int how) {
-  if (how != CP_SHUT_WR && how != CP_SHUT_RDWR)
+  if (how != CP_SHUT_WR && how != CP_SHUT_RDWR && how != CP__SHUT_RD)
     return CP_EINVAL;
-  return shutdown(sock, how == CP_SHUT_WR ? SHUT_WR : SHUT_RDWR) == 0 ? 0 : -errno;
+  int h = how == CP_SHUT_WR ? SHUT_WR : how == CP_SHUT_RDWR ? SHUT_RDWR : SHUT_RD;
+  return shutdown(sock, h) == 0 ? 0 : -errno;
+}
+
+int cp__socket_abortive(cp_socket_t sock) {
+  struct linger l = {.l_onoff = 1, .l_linger = 0};
+  return setsockopt(sock, SOL_SOCKET, SO_LINGER, &l, sizeof l) == 0 ? 0 : -errno;
 }
 
 static int set_nonblock(int fd, bool on) {

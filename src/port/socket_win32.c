@@ -195,9 +195,16 @@ int cp__socket_listen_addr(cp_socket_t *out, const struct sockaddr *addr, sockle
 }
 
 int cp__socket_shutdown(cp_socket_t sock, int how) {
-  if (how != CP_SHUT_WR && how != CP_SHUT_RDWR)
+  if (how != CP_SHUT_WR && how != CP_SHUT_RDWR && how != CP__SHUT_RD)
     return CP_EINVAL;
-  return shutdown(sock, how == CP_SHUT_WR ? SD_SEND : SD_BOTH) ? last_error() : 0;
+  int h = how == CP_SHUT_WR ? SD_SEND : how == CP_SHUT_RDWR ? SD_BOTH : SD_RECEIVE;
+  return shutdown(sock, h) ? last_error() : 0;
+}
+
+int cp__socket_abortive(cp_socket_t sock) {
+  struct linger l = {.l_onoff = 1, .l_linger = 0}; /* closesocket: a hard close, a reset */
+  return setsockopt(sock, SOL_SOCKET, SO_LINGER, (const char *)&l, (int)sizeof l) ? last_error()
+                                                                                  : 0;
 }
 
 int cp_socket_connect(cp_socket_t *out, const char *host, uint16_t port, int timeout_ms) {
