@@ -69,6 +69,10 @@ add_test(NAME windows.dll_exports
                  $<TARGET_FILE:cport> ${CMAKE_SOURCE_DIR}/include/cport)
 
 cport_windows_test(win_iocp SOURCES tests/windows/win_iocp.c LIBS cport_static TIMEOUT 120)
+# A process that exits while other threads make send buffers exits (key destructors and
+# ExitProcess: src/platform/win32.c).
+cport_windows_test(win_exit_traffic SOURCES tests/windows/win_exit_traffic.c LIBS cport_static
+                   TIMEOUT 300)
 # FILE_SKIP_COMPLETION_PORT_ON_SUCCESS on and off (CPORT_IOCP_SKIP): packets per message.
 cport_windows_test(win_skip SOURCES tests/windows/win_skip.c LIBS cport_static pthread TIMEOUT 120)
 target_include_directories(win_skip PRIVATE ${CMAKE_SOURCE_DIR}/tests ${CMAKE_SOURCE_DIR}/src)

@@ -128,13 +128,56 @@ void cp__once(cp__once_t *once, void (*fn)(void)) {
   assert(ok);
 }
 
+/* A key's destructor runs in an FLS callback at thread exit, but not while the process exits:
+ * ExitProcess has killed every other thread by then, maybe inside a lock the destructor takes
+ * (the send-buffer pool's: it would wait forever), and what it would free goes with the process.
+ * ntdll's RtlDllShutdownInProgress tells (Windows and Wine: true from the start of the process's
+ * shutdown, before it runs the exiting thread's FLS callbacks). A callback gets the value only,
+ * so each destructor has a callback of its own, from a fixed few. */
+#define KEY_DTORS 4
+static void (*key_dtors[KEY_DTORS])(void *);
+static LONG key_ndtors;
+typedef BOOLEAN(NTAPI *shutdown_fn)(void);
+static shutdown_fn process_exiting; /* NULL if ntdll has none: destructors always run */
+
+static void key_run(int i, void *value) {
+  if (process_exiting && process_exiting())
+    return;
+  key_dtors[i](value);
+}
+static VOID WINAPI key_cb0(PVOID v) {
+  key_run(0, v);
+}
+static VOID WINAPI key_cb1(PVOID v) {
+  key_run(1, v);
+}
+static VOID WINAPI key_cb2(PVOID v) {
+  key_run(2, v);
+}
+static VOID WINAPI key_cb3(PVOID v) {
+  key_run(3, v);
+}
+static const PFLS_CALLBACK_FUNCTION key_cbs[KEY_DTORS] = {key_cb0, key_cb1, key_cb2, key_cb3};
+
 int cp__key_create(cp__key *k, void (*dtor)(void *)) {
-  /* An FLS callback has the same (x64: the only) calling convention as a plain C function of
-   * one pointer; it runs at thread exit for each non-NULL value, as a pthread key's dtor. */
-  PFLS_CALLBACK_FUNCTION cb;
-  _Static_assert(sizeof cb == sizeof dtor, "function pointers");
-  memcpy(&cb, &dtor, sizeof cb);
-  DWORD idx = FlsAlloc(dtor ? cb : NULL);
+  PFLS_CALLBACK_FUNCTION cb = NULL;
+  if (dtor) {
+    LONG i = InterlockedIncrement(&key_ndtors) - 1;
+    if (i >= KEY_DTORS) {
+      InterlockedDecrement(&key_ndtors);
+      return CP_EAGAIN;
+    }
+    HMODULE nt = GetModuleHandleW(L"ntdll.dll");
+    FARPROC f = nt ? GetProcAddress(nt, "RtlDllShutdownInProgress") : NULL;
+    shutdown_fn q = NULL;
+    _Static_assert(sizeof q == sizeof f, "function pointers");
+    if (f)
+      memcpy(&q, &f, sizeof q);
+    process_exiting = q; /* the same value from every caller; published by FlsAlloc below */
+    key_dtors[i] = dtor;
+    cb = key_cbs[i];
+  }
+  DWORD idx = FlsAlloc(cb);
   if (idx == FLS_OUT_OF_INDEXES)
     return CP_EAGAIN;
   *k = idx;
