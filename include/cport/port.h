@@ -121,7 +121,9 @@ typedef struct cp_port_options {
   unsigned concurrency; /* threads released from cp_port_wait() at once; default: CPU count */
   unsigned queue_depth; /* io_uring submission entries / epoll events per poll; default 1024 */
   unsigned buf_count;   /* pooled receive buffers, rounded up to a power of two; default 4096
-                         * (memory is touched only as buffers are used) */
+                         * (memory is touched only as buffers are used; on io_uring,
+                         * which uses every buffer in turn, in 2 MiB huge pages where
+                         * the kernel has them) */
   unsigned buf_size;    /* bytes per pooled buffer; default 4096 */
   unsigned flags;       /* CP_PORT_* below; default 0 */
 } cp_port_options;

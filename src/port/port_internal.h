@@ -255,6 +255,11 @@ struct bufpool {
 };
 
 int cp__bufpool_init(struct bufpool *b, uint32_t count, uint32_t size);
+/* Ask the kernel to back the pool with transparent huge pages (MADV_HUGEPAGE):
+ * for a backend that goes round every buffer of the pool, whose first touch of
+ * each buffer would otherwise miss the TLB. 0, or a CP_E* code (the pool works
+ * either way). */
+int cp__bufpool_huge(struct bufpool *b);
 void cp__bufpool_free(struct bufpool *b);
 static inline void *bufpool_addr(const struct bufpool *b, uint32_t idx) {
   return b->slab + (size_t)idx * b->size;

@@ -76,6 +76,13 @@
  * (FDE_MS_DRAIN). A new multishot on the fd waits for the old one's last
  * CQE, so a tag never means two requests.
  *
+ * Huge pages for the receive pool (unless CPORT_URING_HUGE=0). The buffer
+ * ring hands its buffers out in turn, so every receive writes a buffer last
+ * used a whole pool ago (16 MiB by default: 4,096 pages) and its page walk
+ * came first, in the kernel's copy and again at the handler's first read. With
+ * MADV_HUGEPAGE the pool is eight pages (docs/performance.md, Round 12). The
+ * whole pool is resident under traffic either way; an idle port touches none.
+ *
  * One waiter (CP_PORT_ONE_WAITER; CPORT_URING_DEFER=0 turns it off). The
  * ring is made with SINGLE_ISSUER + DEFER_TASKRUN, disabled, and the waiting
  * thread enables it at its first poll: from then on only that thread enters
@@ -477,6 +484,9 @@ static int uring_init(cp_port *p) {
     }
   }
   u->nfixed = u->single ? 0 : fixed_init(&u->ring);
+  const char *huge = getenv("CPORT_URING_HUGE");
+  if (!(huge && *huge == '0'))
+    cp__bufpool_huge(&p->bufs); /* see the top of this file; without it, small pages */
   uint32_t n = p->bufs.count;
   rc = buf_ring_make(&u->ring, n, &u->br, &u->br_len);
   if (rc)
