@@ -797,6 +797,14 @@ void cp__session_check_idle(cp_session *s, uint64_t now_ms) {
 
 /* ---- receiving ------------------------------------------------------- */
 
+/* A packet came: the session is active now. Only a session with an idle
+ * timeout is ever checked (its conf never changes), so only it reads the clock
+ * (a vDSO call, 0.4% of the server's CPU in ping-pong). */
+static inline void touch(cp_session *s) {
+  if (s->cf->idle_timeout_ms)
+    atomic_store_explicit(&s->last_active, service_clock(s->cf->svc), memory_order_relaxed);
+}
+
 static inline uint16_t le16(const uint8_t *p) {
   return (uint16_t)(p[0] | (p[1] << 8));
 }
@@ -857,9 +865,8 @@ static void consume(cp_session *s, const uint8_t *p, size_t n, struct cp__ctr *c
   if (part || q)
     r = keep_part(s, q, part, r);
   if (delivered) {
-    cp_service *svc = s->cf->svc;
     ctr_bump(c, CTR_PACKETS_IN, delivered, memory_order_relaxed);
-    atomic_store_explicit(&s->last_active, service_clock(svc), memory_order_relaxed);
+    touch(s);
   }
   delivered = outer;
   switch (r) {
@@ -927,7 +934,7 @@ static void received(cp_session *s, void *buf, size_t n, struct cp__ctr *c) {
     const struct cp__sconf *cf = s->cf;
     if (cf->raw) {
       ctr_bump(c, CTR_PACKETS_IN, 1, memory_order_relaxed);
-      atomic_store_explicit(&s->last_active, service_clock(svc), memory_order_relaxed);
+      touch(s);
       if (cf->cb.on_raw)
         cf->cb.on_raw(s, buf, n);
     } else {
