@@ -412,7 +412,8 @@ uint16_t cp__listener_port(const cp_service *svc);
 void cp__listener_unadmit(cp_service *svc);
 
 /* sendbuf.c: free the chunks pooled for reuse, after letting go of the
- * buffers the calling thread keeps (tests count every byte). */
+ * buffers the calling thread keeps and of its buffer count (tests count every
+ * byte). */
 void cp__sendbuf_trim(void);
 /* sendbuf.c: cp_sendbuf_alloc(cap) if it can be had without blocking (a
  * buffer this thread keeps, or room in its current chunk), else NULL: safe

@@ -71,15 +71,92 @@ static cp__mutex pool_mu; /* set up by init(), once */
 static struct chunk *pool;
 static unsigned pool_len;
 
-static _Atomic size_t outstanding;
+static cp__once_t init_once = CP__ONCE_INIT;
+static void init(void);
 
-size_t cp_sendbuf_outstanding(void) {
-  return atomic_load_explicit(&outstanding, memory_order_relaxed);
+/* Buffers made less buffers freed, counted by the thread that made or freed
+ * them: no locked instruction per buffer (a process-wide counter took two per
+ * message, on a line every worker writes). A thread gets a count of its own
+ * where it allocates anyway - its first chunk or large buffer - so that a
+ * thread which only frees, or a free where allocating must not be tried, never
+ * allocates for it; until then it counts in `retired`, under the lock. At the
+ * thread's exit (or cp__sendbuf_trim on it) its count goes into `retired`. A
+ * thread's own count goes negative when it frees what others made. */
+struct tcount {
+  _Atomic int64_t n; /* written only by its thread (load, store); read by the sum */
+  struct tcount *prev, *next;
+};
+static struct tcount *tcounts; /* guarded by pool_mu, as is every write of retired */
+static _Atomic int64_t retired;
+static cp__key count_key;
+static _Thread_local struct tcount *my_count;
+
+static void count_leave(struct tcount *t) {
+  cp__mutex_lock(&pool_mu);
+  atomic_store_explicit(&retired,
+                        atomic_load_explicit(&retired, memory_order_relaxed) +
+                            atomic_load_explicit(&t->n, memory_order_relaxed),
+                        memory_order_relaxed);
+  if (t->prev)
+    t->prev->next = t->next;
+  else
+    tcounts = t->next;
+  if (t->next)
+    t->next->prev = t->prev;
+  cp__mutex_unlock(&pool_mu);
+  mem_free(t);
 }
 
-static cp__once_t init_once = CP__ONCE_INIT;
+static void count_exit(void *t) {
+  my_count = NULL;
+  count_leave(t);
+}
+
+/* This thread's own count, if it has none yet and memory allows (init done). */
+static void count_join(void) {
+  struct tcount *t;
+  if (my_count || !(t = mem_calloc(1, sizeof *t)))
+    return;
+  cp__mutex_lock(&pool_mu);
+  t->next = tcounts;
+  if (tcounts)
+    tcounts->prev = t;
+  tcounts = t;
+  cp__mutex_unlock(&pool_mu);
+  my_count = t;
+  cp__key_set(count_key, t);
+}
+
+/* A thread without a count of its own: the shared one, locked. */
+static void count_shared(int64_t d) {
+  cp__once(&init_once, init);
+  cp__mutex_lock(&pool_mu);
+  atomic_store_explicit(&retired, atomic_load_explicit(&retired, memory_order_relaxed) + d,
+                        memory_order_relaxed);
+  cp__mutex_unlock(&pool_mu);
+}
+
+static inline void count_add(int64_t d) {
+  struct tcount *t = my_count;
+  if (__builtin_expect(t == NULL, 0)) {
+    count_shared(d);
+    return;
+  }
+  atomic_store_explicit(&t->n, atomic_load_explicit(&t->n, memory_order_relaxed) + d,
+                        memory_order_relaxed);
+}
+
+size_t cp_sendbuf_outstanding(void) {
+  cp__once(&init_once, init);
+  cp__mutex_lock(&pool_mu);
+  int64_t n = atomic_load_explicit(&retired, memory_order_relaxed);
+  for (struct tcount *t = tcounts; t; t = t->next)
+    n += atomic_load_explicit(&t->n, memory_order_relaxed);
+  cp__mutex_unlock(&pool_mu);
+  assert(n >= 0);
+  return n > 0 ? (size_t)n : 0;
+}
 static cp__key cur_key;
-static void init(void);
 /* The chunk this thread carves from (and keeps let-go buffers of); its key
  * holds the same pointer, so the thread's exit gives it up (drop_current). */
 static _Thread_local struct chunk *cur;
@@ -116,6 +193,12 @@ void cp__sendbuf_trim(void) {
   cp__once(&init_once, init);
   if (cur)
     keep_flush(cur);
+  if (my_count) { /* its memory too; the thread counts in retired until it allocates again */
+    struct tcount *t = my_count;
+    my_count = NULL;
+    cp__key_set(count_key, NULL);
+    count_leave(t);
+  }
   cp__mutex_lock(&pool_mu);
   struct chunk *c = pool;
   pool = NULL;
@@ -137,6 +220,7 @@ static void drop_current(void *c) {
 static void init(void) {
   cp__mutex_init(&pool_mu);
   cp__key_create(&cur_key, drop_current);
+  cp__key_create(&count_key, count_exit);
 }
 
 static struct chunk *chunk_new(void) {
@@ -189,7 +273,7 @@ static cp_sendbuf *small_nowait(size_t cap, size_t need) {
 
 static cp_sendbuf *made(cp_sendbuf *b) {
   atomic_init(&b->refs, 1);
-  atomic_fetch_add_explicit(&outstanding, 1, memory_order_relaxed);
+  count_add(1);
   b->len = 0;
   return b;
 }
@@ -209,6 +293,8 @@ cp_sendbuf *cp_sendbuf_alloc(size_t cap) {
   size_t need = need_of(cap);
   cp_sendbuf *b;
   if (cap > LARGE) {
+    cp__once(&init_once, init);
+    count_join();
     if (!(b = mem_alloc(need)))
       return NULL;
     b->chunk = NULL;
@@ -217,6 +303,7 @@ cp_sendbuf *cp_sendbuf_alloc(size_t cap) {
     struct chunk *c = chunk_new(); /* the current one is full (or there is none) */
     if (!c)
       return NULL;
+    count_join();
     if (cur) { /* the old chunk's kept buffers, then the chunk */
       keep_flush(cur);
       chunk_unref(cur);
@@ -306,11 +393,18 @@ void cp__sendbuf_unref_n(cp_sendbuf *b, size_t n) {
 void cp_sendbuf_unref(cp_sendbuf *b) {
   if (!b)
     return;
-  uint32_t was = atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel);
+  /* The only reference (a reply made for one session, the usual case): nobody
+   * can take another (cp_sendbuf_ref needs one held), so no locked read-modify-
+   * write. The acquire pairs with the release of the drops before ours. */
+  uint32_t was = atomic_load_explicit(&b->refs, memory_order_acquire);
+  if (was == 1)
+    atomic_store_explicit(&b->refs, 0, memory_order_relaxed); /* a second unref still asserts */
+  else
+    was = atomic_fetch_sub_explicit(&b->refs, 1, memory_order_acq_rel);
   assert(was > 0); /* never below zero */
   if (was != 1)
     return;
-  atomic_fetch_sub_explicit(&outstanding, 1, memory_order_relaxed);
+  count_add(-1);
   if (!b->chunk) {
     mem_free(b);
     return;
