@@ -123,7 +123,7 @@ typedef struct cp_port_options {
   unsigned buf_count;   /* pooled receive buffers, rounded up to a power of two; default 4096
                          * (memory is touched only as buffers are used; on io_uring,
                          * which uses every buffer in turn, in 2 MiB huge pages where
-                         * the kernel has them) */
+                         * the kernel has them; CPORT_URING_HUGE=0: small pages) */
   unsigned buf_size;    /* bytes per pooled buffer; default 4096 */
   unsigned flags;       /* CP_PORT_* below; default 0 */
 } cp_port_options;

@@ -3,7 +3,7 @@
  *
  * Small buffers are carved from 64 KiB chunks, one "current" chunk per
  * thread, as an IOCP ServerCore's SendBufferChunk does: an allocation is a
- * pointer bump and two atomic increments, with no lock and no malloc. A chunk
+ * pointer bump and one atomic increment (the chunk's), with no lock and no malloc. A chunk
  * counts the buffers carved from it (plus one while it is a thread's current
  * chunk) and goes back to a small shared pool when the count drops to zero,
  * whichever thread drops it. Buffers above a quarter chunk get their own
@@ -74,29 +74,32 @@ static unsigned pool_len;
 static cp__once_t init_once = CP__ONCE_INIT;
 static void init(void);
 
-/* Buffers made less buffers freed, counted by the thread that made or freed
+/* Buffers made and buffers freed, counted by the thread that made or freed
  * them: no locked instruction per buffer (a process-wide counter took two per
- * message, on a line every worker writes). A thread gets a count of its own
- * where it allocates anyway - its first chunk or large buffer - so that a
- * thread which only frees, or a free where allocating must not be tried, never
- * allocates for it; until then it counts in `retired`, under the lock. At the
- * thread's exit (or cp__sendbuf_trim on it) its count goes into `retired`. A
- * thread's own count goes negative when it frees what others made. */
+ * message, on a line every worker writes). Two counts that only go up, each
+ * written by its thread alone with a release store: the sum reads every freed
+ * count before every made count (acquire), so a free it sees comes with its
+ * buffer's making and the figure never goes below zero, even while buffers
+ * move between threads. A thread gets counts of its own where it allocates
+ * anyway - its first chunk or large buffer - so that a free never allocates;
+ * until then it adds to the shared ones (one atomic, as before). At the
+ * thread's exit (or cp__sendbuf_trim on it) its counts go into the shared
+ * ones, under pool_mu, which the sum holds too. */
 struct tcount {
-  _Atomic int64_t n; /* written only by its thread (load, store); read by the sum */
+  _Atomic uint64_t made, freed;
   struct tcount *prev, *next;
 };
-static struct tcount *tcounts; /* guarded by pool_mu, as is every write of retired */
-static _Atomic int64_t retired;
+static struct tcount *tcounts; /* guarded by pool_mu */
+static _Atomic uint64_t shared_made, shared_freed;
 static cp__key count_key;
 static _Thread_local struct tcount *my_count;
 
 static void count_leave(struct tcount *t) {
   cp__mutex_lock(&pool_mu);
-  atomic_store_explicit(&retired,
-                        atomic_load_explicit(&retired, memory_order_relaxed) +
-                            atomic_load_explicit(&t->n, memory_order_relaxed),
-                        memory_order_relaxed);
+  atomic_fetch_add_explicit(&shared_made, atomic_load_explicit(&t->made, memory_order_relaxed),
+                            memory_order_release);
+  atomic_fetch_add_explicit(&shared_freed, atomic_load_explicit(&t->freed, memory_order_relaxed),
+                            memory_order_release);
   if (t->prev)
     t->prev->next = t->next;
   else
@@ -112,7 +115,7 @@ static void count_exit(void *t) {
   count_leave(t);
 }
 
-/* This thread's own count, if it has none yet and memory allows (init done). */
+/* This thread's own counts, if it has none yet and memory allows (init done). */
 static void count_join(void) {
   struct tcount *t;
   if (my_count || !(t = mem_calloc(1, sizeof *t)))
@@ -127,34 +130,29 @@ static void count_join(void) {
   cp__key_set(count_key, t);
 }
 
-/* A thread without a count of its own: the shared one, locked. */
-static void count_shared(int64_t d) {
-  cp__once(&init_once, init);
-  cp__mutex_lock(&pool_mu);
-  atomic_store_explicit(&retired, atomic_load_explicit(&retired, memory_order_relaxed) + d,
-                        memory_order_relaxed);
-  cp__mutex_unlock(&pool_mu);
-}
-
-static inline void count_add(int64_t d) {
-  struct tcount *t = my_count;
-  if (__builtin_expect(t == NULL, 0)) {
-    count_shared(d);
+static inline void count_bump(_Atomic uint64_t *own, _Atomic uint64_t *shared) {
+  if (__builtin_expect(my_count == NULL, 0)) {
+    atomic_fetch_add_explicit(shared, 1, memory_order_release);
     return;
   }
-  atomic_store_explicit(&t->n, atomic_load_explicit(&t->n, memory_order_relaxed) + d,
-                        memory_order_relaxed);
+  atomic_store_explicit(own, atomic_load_explicit(own, memory_order_relaxed) + 1,
+                        memory_order_release);
 }
+#define COUNT_MADE() count_bump(my_count ? &my_count->made : NULL, &shared_made)
+#define COUNT_FREED() count_bump(my_count ? &my_count->freed : NULL, &shared_freed)
 
 size_t cp_sendbuf_outstanding(void) {
   cp__once(&init_once, init);
   cp__mutex_lock(&pool_mu);
-  int64_t n = atomic_load_explicit(&retired, memory_order_relaxed);
+  uint64_t freed = atomic_load_explicit(&shared_freed, memory_order_acquire);
   for (struct tcount *t = tcounts; t; t = t->next)
-    n += atomic_load_explicit(&t->n, memory_order_relaxed);
+    freed += atomic_load_explicit(&t->freed, memory_order_acquire);
+  uint64_t made = atomic_load_explicit(&shared_made, memory_order_acquire);
+  for (struct tcount *t = tcounts; t; t = t->next)
+    made += atomic_load_explicit(&t->made, memory_order_acquire);
   cp__mutex_unlock(&pool_mu);
-  assert(n >= 0);
-  return n > 0 ? (size_t)n : 0;
+  assert(made >= freed); /* every free counted comes with its making */
+  return made >= freed ? (size_t)(made - freed) : 0;
 }
 static cp__key cur_key;
 /* The chunk this thread carves from (and keeps let-go buffers of); its key
@@ -193,7 +191,7 @@ void cp__sendbuf_trim(void) {
   cp__once(&init_once, init);
   if (cur)
     keep_flush(cur);
-  if (my_count) { /* its memory too; the thread counts in retired until it allocates again */
+  if (my_count) { /* its memory too; the thread counts in the shared counts until it allocates */
     struct tcount *t = my_count;
     my_count = NULL;
     cp__key_set(count_key, NULL);
@@ -273,7 +271,7 @@ static cp_sendbuf *small_nowait(size_t cap, size_t need) {
 
 static cp_sendbuf *made(cp_sendbuf *b) {
   atomic_init(&b->refs, 1);
-  count_add(1);
+  COUNT_MADE();
   b->len = 0;
   return b;
 }
@@ -404,7 +402,7 @@ void cp_sendbuf_unref(cp_sendbuf *b) {
   assert(was > 0); /* never below zero */
   if (was != 1)
     return;
-  count_add(-1);
+  COUNT_FREED();
   if (!b->chunk) {
     mem_free(b);
     return;

@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <stdint.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #define HUGE_PAGE ((size_t)2 << 20)
 
@@ -30,12 +31,15 @@ int cp__bufpool_init(struct bufpool *b, uint32_t count, uint32_t size) {
     b->slab = NULL;
     return -errno;
   }
-  if (slack) { /* keep the aligned part, give back the ends */
+  if (slack) { /* keep the aligned part, give back the ends (whole pages: the
+                * mapping's own end is slab_len rounded up, plus slack) */
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    size_t keep = (b->slab_len + page - 1) / page * page;
     char *a = (char *)(((uintptr_t)m + HUGE_PAGE - 1) & ~(uintptr_t)(HUGE_PAGE - 1));
     if (a > m)
       munmap(m, (size_t)(a - m));
-    if (a + b->slab_len < m + b->slab_len + slack)
-      munmap(a + b->slab_len, (size_t)(m + b->slab_len + slack - (a + b->slab_len)));
+    if (a + keep < m + keep + slack)
+      munmap(a + keep, (size_t)(m + keep + slack - (a + keep)));
     m = a;
   }
   b->slab = m;

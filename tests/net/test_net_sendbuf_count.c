@@ -8,7 +8,8 @@
  *  2. small (chunk) and large (own allocation) buffers alike;
  *  3. two threads that pass buffers both ways, and drop shared references at
  *     once (refs 2 from two threads: one of them frees), 20,000 rounds: back
- *     to the baseline, and every byte a reader saw was the writer's;
+ *     to the baseline, every byte a reader saw was the writer's, and the
+ *     figure read meanwhile by a third thread never goes below zero;
  *  4. cp__sendbuf_trim on a thread with its own count keeps the figure. */
 #include "common/nettest.h"
 
@@ -92,6 +93,22 @@ static void pass(void *arg) {
   }
 }
 
+/* Reads the figure while the two threads pass buffers: never below zero (in
+ * debug builds an assert in the sum; the freed counts are read before the made
+ * ones, so a reader that is slow between them may count more, never fewer)
+ * and never more than were ever made. */
+static _Atomic int reading_done;
+static size_t read_base;
+static _Atomic long reads;
+static void reader(void *arg) {
+  (void)arg;
+  while (!atomic_load(&reading_done)) {
+    size_t n = cp_sendbuf_outstanding();
+    CHECK(n <= read_base + 3 * ROUNDS + 8);
+    atomic_fetch_add(&reads, 1);
+  }
+}
+
 int main(void) {
   size_t base = cp_sendbuf_outstanding();
 
@@ -123,12 +140,17 @@ int main(void) {
   fprintf(stderr, "  made on three threads, freed on others: the count exact at each step\n");
 
   /* 3 */
-  cp__thread a, b;
+  cp__thread a, b, r;
+  read_base = base;
+  CHECK_EQ(cp__thread_create(&r, reader, NULL), 0);
   CHECK_EQ(cp__thread_create(&a, pass, (void *)(intptr_t)0), 0);
   CHECK_EQ(cp__thread_create(&b, pass, (void *)(intptr_t)1), 0);
   atomic_store(&go, 1);
   cp__thread_join(&a);
   cp__thread_join(&b);
+  atomic_store(&reading_done, 1);
+  cp__thread_join(&r);
+  CHECK(atomic_load(&reads) > 0);
   CHECK(atomic_load(&box[0]) == NULL && atomic_load(&box[1]) == NULL);
   CHECK_EQ(cp_sendbuf_outstanding(), base);
   fprintf(stderr, "  %d rounds of buffers passed both ways and shared: back to %zu\n", ROUNDS,
