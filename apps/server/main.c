@@ -127,12 +127,14 @@ static void fill_metrics(FILE *f) {
     "Live chat rooms (created on first entry, deleted when empty; with --cluster: the "
     "rooms this node follows).",
     mode == MODE_CHAT ? chat_rooms() : 0);
-  uint64_t buffers = 0, held = 0;
+  uint64_t buffers = 0, held = 0, full = 0;
   if (mode == MODE_CHAT)
-    chat_buffer_stats(&buffers, &held);
+    chat_buffer_stats(&buffers, &held, &full);
   C("chat_buffers", "Chat buffers sent to rooms (each carries the chats that came together).",
     buffers);
   C("chat_held_buffers", "Chat buffers of those held by --room-flush-ms before going out.", held);
+  C("chat_full_buffers",
+    "Chat buffers that filled before going out (each makes its room's next ones larger).", full);
   if (mode == MODE_CHAT)
     chat_cluster_metrics(f);
   fprintf(f, "# HELP cport_disconnects_total Sessions ended, by reason.\n"

@@ -28,9 +28,10 @@ void chat_on_disconnected(cp_session *s, cp_reason why);
 /* A bad header: the player's earlier requests are answered, then it closes. */
 bool chat_on_bad_packet(cp_session *s);
 size_t chat_rooms(void); /* live rooms; any thread */
-/* Chat buffers sent to rooms since start, and of those the ones held by
- * --room-flush-ms (each carries the chats that came together); any thread. */
-void chat_buffer_stats(uint64_t *buffers, uint64_t *held);
+/* Chat buffers sent to rooms since start, of those the ones held by
+ * --room-flush-ms (each carries the chats that came together), and the
+ * buffers that filled before going out; any thread. */
+void chat_buffer_stats(uint64_t *buffers, uint64_t *held, uint64_t *full);
 /* --cluster (docs/cluster.md): rooms on the Redis at url ("redis://HOST:PORT"),
  * this node named node (len bytes). After cp_service_start. 0, or an error
  * (said why). */

@@ -18,6 +18,11 @@ client written from docs/protocol.md (its own tiny protobuf codec).
                                          ERR_RATE_LIMITED and stay; a switcher next to
                                          N members disconnects none of them
   proto2.py PORT bigroom N MAXPACKET   - S_ENTER_ROOM with N members fits MAXPACKET
+  proto2.py PORT batch MPORT           - (--room-flush-ms 500) a room's chat buffers
+                                         grow while they fill before their timer and
+                                         shrink back once it is quiet (full buffers
+                                         counted by the server's metrics); every chat
+                                         arrives whole and in order
   proto2.py PORT flush MPORT           - (--room-flush-ms 3000) chats held back after a
                                          send reach exactly the members they would have
                                          reached at once: sent before an entry or a leave,
@@ -283,16 +288,23 @@ def rule_enter_list():
     print("rule 5 (S_ENTER_ROOM order) ok")
 
 
-def rule_presence_and_chat_room():
-    a, b, c = Conn(), Conn(), Conn()
-    a.login(b"pa")
-    b.login(b"pb")
-    c.login(b"pc")
-    a.send(enter(b"pres"))
+def two_in(room, na, nb):
+    """Players na and nb logged in and in room, b after a: (a, b, the
+    S_MEMBER_JOINED of b that a got)."""
+    a, b = Conn(), Conn()
+    a.login(na)
+    b.login(nb)
+    a.send(enter(room))
     a.expect(S_ENTER_ROOM)
-    b.send(enter(b"pres"))
+    b.send(enter(room))
     b.expect(S_ENTER_ROOM)
-    m = a.expect(S_MEMBER_JOINED)
+    return a, b, a.expect(S_MEMBER_JOINED)
+
+
+def rule_presence_and_chat_room():
+    c = Conn()
+    c.login(b"pc")
+    a, b, m = two_in(b"pres", b"pa", b"pb")
     assert get(m, 1) == b"pres" and decode(get(m, 2)) == {1: [b.pid], 2: [b"pb"]}, m
     c.send(enter(b"pres"))
     c.expect(S_ENTER_ROOM)
@@ -772,9 +784,40 @@ def flush(mport):
           f"last leave; {metric(mport, 'cport_chat_held_buffers_total') - held0} held buffers")
 
 
+def batch(mport):
+    """Buffers sized to the room: a burst of about 18.5 KB per flush window fills
+    the 4 KiB buffer a room starts with, and fills nothing once the room's
+    buffers have grown; windows with one short chat each shrink them back."""
+    a, b, _ = two_in(b"batch", b"ba", b"bb")
+    n = 0  # chats sent so far: the text of each is its number, padded
+
+    def window(count, size):
+        nonlocal n
+        full0 = metric(mport, "cport_chat_full_buffers_total")
+        texts = [(b"%d:" % (n + k)).ljust(size, b"x") for k in range(count)]
+        n += count
+        a.send(b"".join(chat(t) for t in texts))
+        for x in (a, b):  # every chat, whole and in order
+            got = [x.expect(S_CHAT) for _ in texts]
+            assert [get(m, 2) for m in got] == texts, [get(m, 2)[:8] for m in got]
+        return metric(mport, "cport_chat_full_buffers_total") - full0
+
+    grow = [window(20, 900) for _ in range(4)]
+    assert sum(grow[:2]) >= 1 and grow[2:] == [0, 0], f"full buffers per window: {grow}"
+    quiet = [window(1, 10) for _ in range(4)]
+    assert quiet == [0, 0, 0, 0], quiet
+    again = window(20, 900)
+    assert again >= 1, f"the buffers did not shrink back: {again} full"
+    a.close()
+    b.close()
+    print(f"batch: full buffers per window {grow} while busy, {quiet} quiet, then {again}")
+
+
 cmd = sys.argv[2]
 if cmd == "flush":
     flush(int(sys.argv[3]))
+elif cmd == "batch":
+    batch(int(sys.argv[3]))
 elif cmd == "rules":
     rules()
 elif cmd == "maxrooms":  # with --max-rooms 3

@@ -4,7 +4,8 @@
 # whole and one byte per write, rooms deleted when empty and --max-rooms
 # counting live rooms, switching, S_ENTER_ROOM's order, S_CHAT's room,
 # presence, ping, packets before a bad header answered first; chats held by
-# --room-flush-ms reach the members they would have reached at once. Then
+# --room-flush-ms reach the members they would have reached at once, in
+# buffers that grow for a busy room and shrink back for a quiet one. Then
 # S_ENTER_ROOM within --max-packet (the smallest allowed, 1063, and the
 # default with 32-byte names), a --max-packet of 1062 refused at start, and
 # cport-dummy --pipeline.
@@ -16,6 +17,9 @@ python3 "$P2" "$PORT" rules || fail "protocol 2 rules"
 stop_server
 start_server chat --room-flush-ms 5000
 python3 "$P2" "$PORT" flush "$METRICS_PORT" || fail "--room-flush-ms"
+stop_server
+start_server chat --room-flush-ms 500
+python3 "$P2" "$PORT" batch "$METRICS_PORT" || fail "chat buffers sized to the room"
 stop_server
 start_server chat --max-rooms 3
 python3 "$P2" "$PORT" maxrooms || fail "--max-rooms"

@@ -139,6 +139,12 @@ struct room {
   size_t held_n, held_cap;
   uint64_t last_flush_ms; /* when the room's chats last went out */
   cp_timer flush;         /* sends held on the room's queue (job_flush) */
+  /* The capacity of the room's next chat buffer (chats.c, "sized to the
+   * room"); 0 until it first changes: CHAT_BATCH. held_timed: held started
+   * the flush timer (else it came after a full one, on the same timer). As
+   * held. */
+  uint32_t batch;
+  bool held_timed;
 #ifdef CPORT_CLUSTER
   struct cl_room *cl; /* cluster mode: the room's follower (its jobs' own) */
 #endif
@@ -186,8 +192,9 @@ struct room_job {
   bool final;        /* leave: the session is over; free the player after */
 };
 
-/* a room's chat buffers: see chats.c */
-#define CHAT_BATCH 4096 /* >= CHAT_LARGEST_SERVER_PACKET */
+/* a room's chat buffers, sized to the room between these: see chats.c */
+#define CHAT_BATCH 4096       /* >= CHAT_LARGEST_SERVER_PACKET */
+#define CHAT_BATCH_MAX 65536u /* a power of two times CHAT_BATCH */
 
 /* rooms.c */
 /* The live room of this name with a reference taken: create, a member's or
@@ -242,6 +249,11 @@ void chat__room_flush_held(struct room *r, bool empty);
 void chat__job_flush(void *arg);
 /* Append the S_CHAT m (n bytes, header included) to b if it fits. */
 bool chat__chat_append(cp_sendbuf *b, const ProtobufCMessage *m, size_t n);
+/* The capacity of r's next chat buffer, and: a buffer of r filled before it
+ * went out (the next ones are larger). Under chat_mu, or (--cluster) the
+ * room's jobs, as r->held. */
+size_t chat__batch(const struct room *r);
+void chat__batch_filled(struct room *r);
 /* Chain: the S_CHAT m to room r, batched (chats.c); false: out of memory. */
 bool chat__room_chat(struct room *r, const ProtobufCMessage *m);
 

@@ -7,8 +7,8 @@
 #define _GNU_SOURCE
 #include "chat.h"
 
-/* Chats are batched: a room's S_CHAT packets go out in buffers of up to
- * CHAT_BATCH bytes, each sent to the room's members at once. A member then
+/* Chats are batched: a room's S_CHAT packets go out in buffers (sized to
+ * the room, below), each sent to the room's members at once. A member then
  * takes one buffer (one send-queue entry, one lock of its send queue, one
  * segment on the wire) for every chat in it instead of one per chat: under
  * load that is most of the server's cost per delivery (docs/performance.md).
@@ -40,7 +40,19 @@
  * other job of the room (an entry, a leave, a close after a bad header) sends
  * it first (room_flush_held), so its chats reach exactly the members they
  * would have reached had they gone at once, and before anything that job
- * sends (S_MEMBER_JOINED, S_LEAVE_ROOM) or the end of a member's session. */
+ * sends (S_MEMBER_JOINED, S_LEAVE_ROOM) or the end of a member's session.
+ *
+ * Sized to the room: a room's buffers start at CHAT_BATCH bytes. One that
+ * fills before it goes out makes the next ones twice as large, up to
+ * CHAT_BATCH_MAX; one that goes out at most a quarter full when its flush
+ * timer fires (without --room-flush-ms: when its job runs) halves them
+ * again, down to CHAT_BATCH. (The open buffers between a full held one and
+ * the next held one are small by design and say nothing.) A full buffer
+ * goes out at once, so without this a room whose chats fill a buffer within
+ * W ms would be paced by the buffer's size, not by W: at 2,500 players a
+ * 4 KiB buffer filled in about 18 ms, and the server spent twice the CPU
+ * per delivery (docs/performance.md). A quiet room keeps CHAT_BATCH; a busy
+ * one holds at most CHAT_BATCH_MAX. */
 struct chat_job {
   struct room *r;
   cp_sendbuf *b; /* a reference, dropped by the job */
@@ -50,12 +62,14 @@ uint64_t chat__now_ms(void) {
   return chat__now_us(CLOCK_MONOTONIC) / 1000u;
 }
 
-/* /metrics: chat buffers sent to rooms, and of those the held ones */
-static _Atomic uint64_t chat_buffers, chat_held;
+/* /metrics: chat buffers sent to rooms, of those the held ones, and the
+ * buffers that filled before going out */
+static _Atomic uint64_t chat_buffers, chat_held, chat_full;
 
-void chat_buffer_stats(uint64_t *buffers, uint64_t *held) {
+void chat_buffer_stats(uint64_t *buffers, uint64_t *held, uint64_t *full) {
   *buffers = atomic_load_explicit(&chat_buffers, memory_order_relaxed);
   *held = atomic_load_explicit(&chat_held, memory_order_relaxed);
+  *full = atomic_load_explicit(&chat_full, memory_order_relaxed);
 }
 
 /* Room job: the chat buffer b (a reference, put) to the n sessions to. */
@@ -67,12 +81,36 @@ void chat__room_send_chats(cp_session **to, size_t n, cp_sendbuf *b, bool held) 
   cp_sendbuf_unref(b);
 }
 
+size_t chat__batch(const struct room *r) {
+  return r->batch ? r->batch : CHAT_BATCH;
+}
+
+void chat__batch_filled(struct room *r) {
+  atomic_fetch_add_explicit(&chat_full, 1, memory_order_relaxed);
+  size_t cap = chat__batch(r);
+  if (cap < CHAT_BATCH_MAX)
+    r->batch = (uint32_t)(cap * 2);
+}
+
+/* b, a chat buffer of r, goes out in its usual way (as r->held): at most a
+ * quarter full, the next ones are half as large. (Only one held for all of
+ * W ms says so: not one started after a full one, on the same timer.) */
+static void batch_sent(struct room *r, const cp_sendbuf *b) {
+  size_t cap = chat__batch(r);
+  if (cap > CHAT_BATCH && cp_sendbuf_len(b) <= cap / 4)
+    r->batch = (uint32_t)(cap / 2);
+  assert(chat__batch(r) >= CHAT_BATCH && chat__batch(r) <= CHAT_BATCH_MAX);
+}
+
 static void job_chat(void *arg) {
   struct chat_job *j = arg;
   struct room *r = j->r;
   pthread_mutex_lock(&r->chat_mu);
-  if (r->open == j->b)
+  if (r->open == j->b) {
     r->open = NULL; /* closed: its length is final from here on */
+    if (!chat__limits.flush_ms)
+      batch_sent(r, j->b); /* (else the flush timer's buffers say how busy the room is) */
+  }
   r->last_flush_ms = chat__now_ms();
   pthread_mutex_unlock(&r->chat_mu);
   chat__room_send_chats(r->sessions, r->n, j->b, false);
@@ -107,7 +145,12 @@ void chat__room_flush_held(struct room *r, bool empty) {
 
 /* Room job (the flush timer's): send the held chats. */
 void chat__job_flush(void *arg) {
-  chat__room_flush_held(arg, false);
+  struct room *r = arg;
+  pthread_mutex_lock(&r->chat_mu);
+  if (r->held && r->held_timed)
+    batch_sent(r, r->held);
+  pthread_mutex_unlock(&r->chat_mu);
+  chat__room_flush_held(r, false);
 }
 
 /* chat_mu held: post a job that sends b (a reference, the job's) to room r
@@ -144,9 +187,11 @@ bool chat__room_chat(struct room *r, const ProtobufCMessage *m) {
   bool ok = true;
   pthread_mutex_lock(&r->chat_mu);
   assert(!(r->open && r->held)); /* see above: never both */
-  if ((r->open && chat__chat_append(r->open, m, n)) ||
-      (r->held && chat__chat_append(r->held, m, n)))
-    goto out;
+  if (r->open || r->held) {
+    if (chat__chat_append(r->open ? r->open : r->held, m, n))
+      goto out;
+    chat__batch_filled(r);
+  }
   if (r->held) { /* full: it goes first, at once (no chat job while one is held) */
     cp_sendbuf *h = r->held;
     r->held = NULL;
@@ -155,7 +200,8 @@ bool chat__room_chat(struct room *r, const ProtobufCMessage *m) {
       goto out;
     }
   }
-  cp_sendbuf *b = cp_sendbuf_alloc(n > CHAT_BATCH ? n : CHAT_BATCH);
+  size_t cap = chat__batch(r);
+  cp_sendbuf *b = cp_sendbuf_alloc(n > cap ? n : cap);
   if (!b) {
     ok = false;
     goto out;
@@ -166,6 +212,7 @@ bool chat__room_chat(struct room *r, const ProtobufCMessage *m) {
   if (w && !r->open && chat__now_ms() - r->last_flush_ms < w &&
       ((rc = cp_timer_start(&r->flush, r->q, w, 0, chat__job_flush, r)) == 0 || rc == CP_EBUSY)) {
     r->held = b; /* CP_EBUSY: still pending from a held buffer that filled up */
+    r->held_timed = rc == 0;
     goto out;
   }
   ok = chat_post(r, b);

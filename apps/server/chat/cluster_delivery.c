@@ -145,9 +145,11 @@ static void send_chat_event(struct room *r, uint64_t off, const uint8_t *ev, siz
     return;
   }
   size_t sz = CP_PACKET_HEADER + protobuf_c_message_get_packed_size(&m.base);
-  if (r->held && r->held_n == n && !memcmp(r->held_to, c->to, n * sizeof *c->to) &&
-      chat__chat_append(r->held, &m.base, sz))
-    return;
+  if (r->held && r->held_n == n && !memcmp(r->held_to, c->to, n * sizeof *c->to)) {
+    if (chat__chat_append(r->held, &m.base, sz))
+      return;
+    chat__batch_filled(r);
+  }
   chat__room_flush_held(r, false);
   uint64_t now = chat__now_ms();
   unsigned w = chat__limits.flush_ms;
@@ -160,7 +162,8 @@ static void send_chat_event(struct room *r, uint64_t off, const uint8_t *ev, siz
     }
     hold = t != NULL; /* out of memory: at once */
   }
-  cp_sendbuf *b = cp_sendbuf_alloc(hold && sz < CHAT_BATCH ? CHAT_BATCH : sz);
+  size_t cap = chat__batch(r);
+  cp_sendbuf *b = cp_sendbuf_alloc(hold && sz < cap ? cap : sz);
   if (!b)
     return; /* out of memory: see room_send */
   cp_sendbuf_set_len(b, wire_put_packet(cp_sendbuf_data(b), CHATW__PACKET_ID__S_CHAT, &m.base));
@@ -170,6 +173,7 @@ static void send_chat_event(struct room *r, uint64_t off, const uint8_t *ev, siz
     memcpy(r->held_to, c->to, n * sizeof *c->to); /* CP_EBUSY: pending from an earlier one */
     r->held_n = n;
     r->held = b;
+    r->held_timed = rc == 0;
     return;
   }
   r->last_flush_ms = now;
