@@ -391,11 +391,14 @@ static void prime_depth(void) {
 }
 
 /* Chat: send the pings due by now; *pinged: pings due so far, over all clients. Spread over the
- * period: client i pings at i/N of it, not all at once. */
+ * period: client i pings at i/N of it, not all at once - half a period after its chats (at the
+ * default --rate 1 and --ping-interval 1000), so that the ping does not wait for the chat's send to
+ * be completed by a busy worker of this process (a session has one send in flight): the RTT
+ * measures the server, not the dummy's own queue. */
 static void ping_due(uint64_t start, uint64_t now, uint64_t *pinged) {
   uint64_t due = (now - start) / 1000000ull * cfg.clients / cfg.ping_ms;
   for (; *pinged < due; (*pinged)++) {
-    struct client *c = &clients[*pinged % cfg.clients];
+    struct client *c = &clients[(*pinged + cfg.clients / 2) % cfg.clients];
     pthread_spin_lock(&c->lock);
     if (c->s && atomic_load(&c->state) == CS_UP) {
       Chat__CPing m = CHAT__CPING__INIT;
