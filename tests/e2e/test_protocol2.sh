@@ -18,7 +18,7 @@ stop_server
 start_server chat --room-flush-ms 5000
 python3 "$P2" "$PORT" flush "$METRICS_PORT" || fail "--room-flush-ms"
 stop_server
-start_server chat --room-flush-ms 500
+start_server chat --room-flush-ms 1000
 python3 "$P2" "$PORT" batch "$METRICS_PORT" || fail "chat buffers sized to the room"
 stop_server
 start_server chat --max-rooms 3

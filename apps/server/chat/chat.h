@@ -141,8 +141,8 @@ struct room {
   cp_timer flush;         /* sends held on the room's queue (job_flush) */
   /* The capacity of the room's next chat buffer (chats.c, "sized to the
    * room"); 0 until it first changes: CHAT_BATCH. held_timed: held started
-   * the flush timer (else it came after a full one, on the same timer). As
-   * held. */
+   * the flush timer (else it started while the timer was pending from an
+   * earlier buffer, one that went out early). As held. */
   uint32_t batch;
   bool held_timed;
 #ifdef CPORT_CLUSTER
@@ -251,7 +251,7 @@ void chat__job_flush(void *arg);
 bool chat__chat_append(cp_sendbuf *b, const ProtobufCMessage *m, size_t n);
 /* The capacity of r's next chat buffer, and: a buffer of r filled before it
  * went out (the next ones are larger). Under chat_mu, or (--cluster) the
- * room's jobs, as r->held. */
+ * room's jobs, as r->held (chats.c, "sized to the room"). */
 size_t chat__batch(const struct room *r);
 void chat__batch_filled(struct room *r);
 /* Chain: the S_CHAT m to room r, batched (chats.c); false: out of memory. */

@@ -44,10 +44,13 @@
  *
  * Sized to the room: a room's buffers start at CHAT_BATCH bytes. One that
  * fills before it goes out makes the next ones twice as large, up to
- * CHAT_BATCH_MAX; one that goes out at most a quarter full when its flush
- * timer fires (without --room-flush-ms: when its job runs) halves them
- * again, down to CHAT_BATCH. (The open buffers between a full held one and
- * the next held one are small by design and say nothing.) A full buffer
+ * CHAT_BATCH_MAX. They halve again, down to CHAT_BATCH, for each buffer
+ * that goes out at most a quarter full when the flush timer it started
+ * fires (without --room-flush-ms: when its job runs). (Buffers that went out
+ * early - full, or sent first by an entry or a leave - say nothing about the
+ * room's rate.) Only held buffers (and, without --room-flush-ms, open ones)
+ * take that size: a chat after W ms without a send goes at once in one of
+ * CHAT_BATCH, so sparse chats cannot each pin the largest. A full buffer
  * goes out at once, so without this a room whose chats fill a buffer within
  * W ms would be paced by the buffer's size, not by W: at 2,500 players a
  * 4 KiB buffer filled in about 18 ms, and the server spent twice the CPU
@@ -92,9 +95,8 @@ void chat__batch_filled(struct room *r) {
     r->batch = (uint32_t)(cap * 2);
 }
 
-/* b, a chat buffer of r, goes out in its usual way (as r->held): at most a
- * quarter full, the next ones are half as large. (Only one held for all of
- * W ms says so: not one started after a full one, on the same timer.) */
+/* b, a chat buffer of r, goes out in its usual way (see the top): at most a
+ * quarter full, the next ones are half as large (as r->held). */
 static void batch_sent(struct room *r, const cp_sendbuf *b) {
   size_t cap = chat__batch(r);
   if (cap > CHAT_BATCH && cp_sendbuf_len(b) <= cap / 4)
@@ -123,12 +125,15 @@ static void job_chat(void *arg) {
  * (the room has no members left), the flush timer is cancelled too, so that
  * nothing of the room is pending when it goes: from the room's own queue,
  * that also means job_flush is not running. */
-void chat__room_flush_held(struct room *r, bool empty) {
+static void flush_held(struct room *r, bool empty, bool by_timer) {
   pthread_mutex_lock(&r->chat_mu);
   cp_sendbuf *b = r->held;
   r->held = NULL;
-  if (b)
+  if (b) {
     r->last_flush_ms = chat__now_ms();
+    if (by_timer && r->held_timed)
+      batch_sent(r, b); /* held for all of W ms: it tells the room's rate */
+  }
   pthread_mutex_unlock(&r->chat_mu);
   if (b && r->held_n) {
     /* its recipients are members still: none goes before this (leave_complete) */
@@ -143,14 +148,13 @@ void chat__room_flush_held(struct room *r, bool empty) {
     (void)cp_timer_cancel(&r->flush); /* -ENOENT: it was not pending */
 }
 
+void chat__room_flush_held(struct room *r, bool empty) {
+  flush_held(r, empty, false);
+}
+
 /* Room job (the flush timer's): send the held chats. */
 void chat__job_flush(void *arg) {
-  struct room *r = arg;
-  pthread_mutex_lock(&r->chat_mu);
-  if (r->held && r->held_timed)
-    batch_sent(r, r->held);
-  pthread_mutex_unlock(&r->chat_mu);
-  chat__room_flush_held(r, false);
+  flush_held(arg, false, true);
 }
 
 /* chat_mu held: post a job that sends b (a reference, the job's) to room r
@@ -200,16 +204,20 @@ bool chat__room_chat(struct room *r, const ProtobufCMessage *m) {
       goto out;
     }
   }
-  size_t cap = chat__batch(r);
+  unsigned w = chat__limits.flush_ms;
+  /* W ms without a send: it goes at once, in a buffer of the smallest size
+   * (only held ones take the room's: a client's sparse chats must not each
+   * pin the largest) */
+  bool quiet = w && !r->open && chat__now_ms() - r->last_flush_ms >= w;
+  size_t cap = quiet ? CHAT_BATCH : chat__batch(r);
   cp_sendbuf *b = cp_sendbuf_alloc(n > cap ? n : cap);
   if (!b) {
     ok = false;
     goto out;
   }
   cp_sendbuf_set_len(b, wire_put_packet(cp_sendbuf_data(b), CHATW__PACKET_ID__S_CHAT, m));
-  unsigned w = chat__limits.flush_ms;
   int rc;
-  if (w && !r->open && chat__now_ms() - r->last_flush_ms < w &&
+  if (w && !r->open && !quiet &&
       ((rc = cp_timer_start(&r->flush, r->q, w, 0, chat__job_flush, r)) == 0 || rc == CP_EBUSY)) {
     r->held = b; /* CP_EBUSY: still pending from a held buffer that filled up */
     r->held_timed = rc == 0;
