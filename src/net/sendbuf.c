@@ -130,16 +130,18 @@ static void count_join(void) {
   cp__key_set(count_key, t);
 }
 
-static inline void count_bump(_Atomic uint64_t *own, _Atomic uint64_t *shared) {
-  if (__builtin_expect(my_count == NULL, 0)) {
-    atomic_fetch_add_explicit(shared, 1, memory_order_release);
+/* One buffer made (freed false) or freed, in this thread's count or the
+ * shared one. */
+static inline void count_bump(bool freed) {
+  struct tcount *t = my_count;
+  if (__builtin_expect(t == NULL, 0)) {
+    atomic_fetch_add_explicit(freed ? &shared_freed : &shared_made, 1, memory_order_release);
     return;
   }
+  _Atomic uint64_t *own = freed ? &t->freed : &t->made;
   atomic_store_explicit(own, atomic_load_explicit(own, memory_order_relaxed) + 1,
                         memory_order_release);
 }
-#define COUNT_MADE() count_bump(my_count ? &my_count->made : NULL, &shared_made)
-#define COUNT_FREED() count_bump(my_count ? &my_count->freed : NULL, &shared_freed)
 
 size_t cp_sendbuf_outstanding(void) {
   cp__once(&init_once, init);
@@ -271,7 +273,7 @@ static cp_sendbuf *small_nowait(size_t cap, size_t need) {
 
 static cp_sendbuf *made(cp_sendbuf *b) {
   atomic_init(&b->refs, 1);
-  COUNT_MADE();
+  count_bump(false);
   b->len = 0;
   return b;
 }
@@ -402,7 +404,7 @@ void cp_sendbuf_unref(cp_sendbuf *b) {
   assert(was > 0); /* never below zero */
   if (was != 1)
     return;
-  COUNT_FREED();
+  count_bump(true);
   if (!b->chunk) {
     mem_free(b);
     return;
