@@ -140,7 +140,7 @@ struct room {
   uint64_t last_flush_ms; /* when the room's chats last went out */
   cp_timer flush;         /* sends held on the room's queue (job_flush) */
   /* The capacity of the room's next chat buffer (chats.c, "sized to the
-   * room"); 0 until it first changes: CHAT_BATCH. held_timed: held started
+   * room"), CHAT_BATCH at first. held_timed: held started
    * the flush timer (else it started while the timer was pending from an
    * earlier buffer, one that went out early). As held. */
   uint32_t batch;
@@ -249,10 +249,9 @@ void chat__room_flush_held(struct room *r, bool empty);
 void chat__job_flush(void *arg);
 /* Append the S_CHAT m (n bytes, header included) to b if it fits. */
 bool chat__chat_append(cp_sendbuf *b, const ProtobufCMessage *m, size_t n);
-/* The capacity of r's next chat buffer, and: a buffer of r filled before it
- * went out (the next ones are larger). Under chat_mu, or (--cluster) the
- * room's jobs, as r->held (chats.c, "sized to the room"). */
-size_t chat__batch(const struct room *r);
+/* A chat buffer of r filled before it went out: its next ones are larger.
+ * Under chat_mu, or (--cluster) the room's jobs, as r->held (chats.c,
+ * "sized to the room"). */
 void chat__batch_filled(struct room *r);
 /* Chain: the S_CHAT m to room r, batched (chats.c); false: out of memory. */
 bool chat__room_chat(struct room *r, const ProtobufCMessage *m);

@@ -84,24 +84,18 @@ void chat__room_send_chats(cp_session **to, size_t n, cp_sendbuf *b, bool held) 
   cp_sendbuf_unref(b);
 }
 
-size_t chat__batch(const struct room *r) {
-  return r->batch ? r->batch : CHAT_BATCH;
-}
-
 void chat__batch_filled(struct room *r) {
   atomic_fetch_add_explicit(&chat_full, 1, memory_order_relaxed);
-  size_t cap = chat__batch(r);
-  if (cap < CHAT_BATCH_MAX)
-    r->batch = (uint32_t)(cap * 2);
+  if (r->batch < CHAT_BATCH_MAX)
+    r->batch *= 2;
 }
 
 /* b, a chat buffer of r, goes out in its usual way (see the top): at most a
  * quarter full, the next ones are half as large (as r->held). */
 static void batch_sent(struct room *r, const cp_sendbuf *b) {
-  size_t cap = chat__batch(r);
-  if (cap > CHAT_BATCH && cp_sendbuf_len(b) <= cap / 4)
-    r->batch = (uint32_t)(cap / 2);
-  assert(chat__batch(r) >= CHAT_BATCH && chat__batch(r) <= CHAT_BATCH_MAX);
+  if (r->batch > CHAT_BATCH && cp_sendbuf_len(b) <= r->batch / 4)
+    r->batch /= 2;
+  assert(r->batch >= CHAT_BATCH && r->batch <= CHAT_BATCH_MAX);
 }
 
 static void job_chat(void *arg) {
@@ -209,7 +203,7 @@ bool chat__room_chat(struct room *r, const ProtobufCMessage *m) {
    * (only held ones take the room's: a client's sparse chats must not each
    * pin the largest) */
   bool quiet = w && !r->open && chat__now_ms() - r->last_flush_ms >= w;
-  size_t cap = quiet ? CHAT_BATCH : chat__batch(r);
+  size_t cap = quiet ? CHAT_BATCH : r->batch;
   cp_sendbuf *b = cp_sendbuf_alloc(n > cap ? n : cap);
   if (!b) {
     ok = false;

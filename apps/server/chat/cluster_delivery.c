@@ -162,8 +162,7 @@ static void send_chat_event(struct room *r, uint64_t off, const uint8_t *ev, siz
     }
     hold = t != NULL; /* out of memory: at once */
   }
-  size_t cap = chat__batch(r);
-  cp_sendbuf *b = cp_sendbuf_alloc(hold && sz < cap ? cap : sz);
+  cp_sendbuf *b = cp_sendbuf_alloc(hold && sz < r->batch ? r->batch : sz);
   if (!b)
     return; /* out of memory: see room_send */
   cp_sendbuf_set_len(b, wire_put_packet(cp_sendbuf_data(b), CHATW__PACKET_ID__S_CHAT, &m.base));

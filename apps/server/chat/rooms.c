@@ -123,6 +123,7 @@ struct room *chat__room_find(const uint8_t *name, size_t len, bool create) {
       r = NULL;
     } else {
       pthread_mutex_init(&r->chat_mu, NULL);
+      r->batch = CHAT_BATCH;
       r->hash = h;
       r->refs = 1;
       r->name.len = (uint8_t)len;
